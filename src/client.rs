@@ -1,0 +1,1 @@
+//! Client library (placeholder replaced below).

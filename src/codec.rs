@@ -1,0 +1,237 @@
+//! The one place where bytes are encoded and decoded.
+//!
+//! Everything that crosses a process boundary, frames on the wire and records on disk, is bincode 2
+//! with the *standard* configuration (little-endian, variable-length integers). Keeping it all here
+//! means the format can be swapped in one module.
+//!
+//! Wire frames are a 4-byte big-endian length followed by that many body bytes. The declared length
+//! is checked against a maximum before any buffer is reserved ([`FrameCodec`]), and the body is
+//! decoded with a hard size limit, so a hostile peer cannot make the server allocate more than the
+//! frame limit.
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use bytes::{Buf, BufMut, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+/// The hard ceiling for any frame body, whatever the configuration says. Decoding never reserves
+/// more than this for a single value.
+pub const FRAME_BYTES_LIMIT: usize = 1024 * 1024;
+
+/// The default maximum frame body the server accepts (configurable up to [`FRAME_BYTES_LIMIT`]).
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 64 * 1024;
+
+/// Bytes of the length prefix in front of every wire frame.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
+/// The upper bound on what a record or snapshot decoded from the data directory may claim. Those
+/// bytes have already passed a CRC check, so the bound only guards against our own bugs.
+const STORED_BYTES_LIMIT: usize = 1 << 32;
+
+type WireConfig = Configuration<LittleEndian, Varint, Limit<FRAME_BYTES_LIMIT>>;
+type StoredConfig = Configuration<LittleEndian, Varint, Limit<STORED_BYTES_LIMIT>>;
+
+const WIRE: WireConfig = bincode::config::standard().with_limit::<FRAME_BYTES_LIMIT>();
+const STORED: StoredConfig = bincode::config::standard().with_limit::<STORED_BYTES_LIMIT>();
+
+/// Why bytes could not become a value, or a value could not become bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The peer declared a frame longer than the limit; nothing was allocated for it.
+    #[error("frame of {declared_bytes} bytes exceeds the limit of {limit_bytes} bytes")]
+    FrameTooLarge {
+        /// What the length prefix claimed.
+        declared_bytes: usize,
+        /// The limit in force.
+        limit_bytes: usize,
+    },
+    /// The body is not a valid encoding of the expected type.
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    /// The body decoded, but bytes were left over: the sender and receiver disagree on the type.
+    #[error("{trailing_bytes} unexpected bytes after the body")]
+    TrailingBytes {
+        /// How many bytes were left.
+        trailing_bytes: usize,
+    },
+    /// A value could not be encoded (for example it is larger than the limit).
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    /// The underlying stream failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes a value as a wire body (no length prefix).
+pub fn encode_wire<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, WIRE)
+        .map_err(|error| CodecError::Encode(error.to_string()))
+}
+
+/// Decodes a complete wire body; the whole slice must be consumed.
+pub fn decode_wire<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(body, WIRE)
+        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+    check_consumed(body.len(), used)?;
+    Ok(value)
+}
+
+/// Encodes a value for the data directory (journal records and snapshots).
+pub fn encode_stored<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, STORED)
+        .map_err(|error| CodecError::Encode(error.to_string()))
+}
+
+/// Appends the stored encoding of a value to `buffer`.
+pub fn encode_stored_into<T: Serialize>(value: &T, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, buffer, STORED)
+        .map(|_| ())
+        .map_err(|error| CodecError::Encode(error.to_string()))
+}
+
+/// Decodes a value read back from the data directory; the whole slice must be consumed.
+pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, STORED)
+        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+    check_consumed(bytes.len(), used)?;
+    Ok(value)
+}
+
+fn check_consumed(total: usize, used: usize) -> Result<(), CodecError> {
+    if used == total {
+        Ok(())
+    } else {
+        Err(CodecError::TrailingBytes {
+            trailing_bytes: total - used,
+        })
+    }
+}
+
+/// Turns a byte stream into typed values and back: 4-byte big-endian length, then a bincode body.
+///
+/// `In` is what this side receives, `Out` what it sends, so the server and the client each get a
+/// codec typed for their direction.
+pub struct FrameCodec<In, Out> {
+    frame_bytes_max: usize,
+    lengths: LengthDelimitedCodec,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> FrameCodec<In, Out> {
+    /// A codec that refuses frames whose body is longer than `frame_bytes_max` (clamped to
+    /// [`FRAME_BYTES_LIMIT`]).
+    pub fn new(frame_bytes_max: usize) -> Self {
+        let frame_bytes_max = frame_bytes_max.min(FRAME_BYTES_LIMIT);
+        let lengths = LengthDelimitedCodec::builder()
+            .length_field_length(FRAME_HEADER_BYTES)
+            .big_endian()
+            .max_frame_length(frame_bytes_max)
+            .new_codec();
+        Self {
+            frame_bytes_max,
+            lengths,
+            _types: PhantomData,
+        }
+    }
+
+    /// The largest body this codec accepts.
+    pub fn frame_bytes_max(&self) -> usize {
+        self.frame_bytes_max
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
+    type Item = In;
+    type Error = CodecError;
+
+    fn decode(&mut self, source: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        // Check the declared length ourselves first, so the error names the sizes; the inner
+        // codec would refuse the frame too, but only with a generic message.
+        if source.len() >= FRAME_HEADER_BYTES {
+            let declared_bytes = (&source[..FRAME_HEADER_BYTES]).get_u32() as usize;
+            if declared_bytes > self.frame_bytes_max {
+                return Err(CodecError::FrameTooLarge {
+                    declared_bytes,
+                    limit_bytes: self.frame_bytes_max,
+                });
+            }
+        }
+        match self.lengths.decode(source)? {
+            Some(body) => decode_wire(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Out, destination: &mut BytesMut) -> Result<(), CodecError> {
+        let body = encode_wire(&item)?;
+        if body.len() > self.frame_bytes_max {
+            return Err(CodecError::FrameTooLarge {
+                declared_bytes: body.len(),
+                limit_bytes: self.frame_bytes_max,
+            });
+        }
+        destination.reserve(FRAME_HEADER_BYTES + body.len());
+        destination.put_u32(body.len() as u32);
+        destination.put_slice(&body);
+        Ok(())
+    }
+}
+
+/// Encodes one value as a complete wire frame (length prefix included). Used by tests and tools
+/// that speak the protocol without a stream.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let body = encode_wire(value)?;
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_declared_length_over_the_limit_before_reading_the_body() {
+        let mut codec: FrameCodec<u64, u64> = FrameCodec::new(16);
+        let mut source = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        let error = codec.decode(&mut source).unwrap_err();
+        assert!(matches!(
+            error,
+            CodecError::FrameTooLarge {
+                declared_bytes: 4294967295,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_frame_round_trips_and_trailing_bytes_are_refused() {
+        let mut codec: FrameCodec<(u64, String), (u64, String)> = FrameCodec::new(1024);
+        let mut buffer = BytesMut::new();
+        codec.encode((300, "hi".to_string()), &mut buffer).unwrap();
+        assert_eq!(&buffer[..], &[0, 0, 0, 6, 251, 0x2c, 0x01, 2, b'h', b'i']);
+        assert_eq!(
+            codec.decode(&mut buffer).unwrap(),
+            Some((300, "hi".to_string()))
+        );
+        let error = decode_wire::<u8>(&[1, 2]).unwrap_err();
+        assert!(matches!(
+            error,
+            CodecError::TrailingBytes { trailing_bytes: 1 }
+        ));
+    }
+
+    #[test]
+    fn a_partial_frame_waits_for_more_bytes() {
+        let mut codec: FrameCodec<u64, u64> = FrameCodec::new(1024);
+        let mut source = BytesMut::from(&[0, 0, 0, 2, 7][..]);
+        assert_eq!(codec.decode(&mut source).unwrap(), None);
+    }
+}

@@ -1,0 +1,410 @@
+//! The journal: the single ordered log every state change goes through, with group commit.
+//!
+//! [`Journal::append`] gives a record the next position ([`Lsn`]) and queues it; it never blocks
+//! on I/O. One writer thread takes everything queued, writes it with one `write`, makes it durable
+//! with one `fdatasync`, applies it to the *committed* [`Ledger`] and only then publishes the new
+//! durable position, which releases the replies waiting in [`Journal::wait_durable`]. While the
+//! writer syncs, new records pile up and go out together next time: batches grow with load and a
+//! lone record is written at once, with no timer.
+//!
+//! The committed ledger is the only state that has reached the disk. Account actors load from it
+//! when they start or restart after a crash, and snapshots are taken from it.
+//!
+//! If a write or sync fails the journal *fails closed*: it stops, every waiting and future request
+//! gets an error, and nothing more is acknowledged (a failed `fsync` cannot be retried safely).
+//!
+//! docs/JOURNAL.md documents the files byte by byte; the rules are implemented in [`recovery`].
+
+pub mod files;
+pub mod format;
+pub mod recovery;
+
+use crate::ledger::{Account, ClientWindow, Ledger, Lsn, Record};
+use crate::protocol::Card;
+use files::{FileLayer, SegmentFile};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Settings of the journal.
+#[derive(Clone)]
+pub struct JournalConfig {
+    /// Where segments and snapshots live.
+    pub data_dir: PathBuf,
+    /// Records that may wait for the writer; beyond this [`Journal::append`] answers
+    /// [`AppendError::Busy`] instead of queueing without bound.
+    pub queue_records_max: usize,
+    /// A snapshot is taken (and older segments dropped) once this many records were written since
+    /// the last one.
+    pub snapshot_records_interval: u64,
+    /// A snapshot is also taken once the current segment reaches this many bytes.
+    pub segment_bytes_max: u64,
+    /// Clients with no completed request for this long are forgotten at the next snapshot.
+    pub client_retention: Duration,
+    /// How files are written; tests substitute a layer that fails on purpose.
+    pub files: Arc<dyn FileLayer>,
+}
+
+impl JournalConfig {
+    /// Defaults for a data directory on the real file system.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        JournalConfig {
+            data_dir: data_dir.into(),
+            queue_records_max: 64 * 1024,
+            snapshot_records_interval: 1_000_000,
+            segment_bytes_max: 256 * 1024 * 1024,
+            client_retention: Duration::from_secs(24 * 60 * 60),
+            files: Arc::new(files::OsFiles),
+        }
+    }
+}
+
+/// Why a record could not be queued.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The queue is full; nothing was queued. Answer `busy`.
+    #[error("the journal queue is full")]
+    Busy,
+    /// The journal has failed closed; nothing will be acknowledged again.
+    #[error("the journal is unavailable: {0}")]
+    Unavailable(Arc<str>),
+}
+
+/// Errors of opening the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Reading or writing the data directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A file is damaged in a way recovery must not paper over.
+    #[error("{path}: corrupt at byte offset {offset}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl JournalError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// How far the writer has got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Everything up to and including this position is durable and applied.
+    Durable(Lsn),
+    /// The journal failed closed for this reason.
+    Failed(Arc<str>),
+}
+
+struct Queue {
+    /// The position the next record gets.
+    next_lsn: Lsn,
+    /// Records waiting for the writer, in position order.
+    pending: Vec<(Lsn, Record)>,
+    /// Set once the writer failed; appends are refused from then on.
+    failed: Option<Arc<str>>,
+    /// Set by [`Journal::close`]: the writer drains the queue and stops.
+    closing: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake_writer: Condvar,
+    progress: watch::Sender<Progress>,
+    committed: RwLock<Ledger>,
+    queue_records_max: usize,
+}
+
+/// The handle to the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    shared: Arc<Shared>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// What statistics the journal keeps, for metrics and the benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// The last durable position.
+    pub durable_lsn: Lsn,
+    /// The last position handed out.
+    pub head_lsn: Lsn,
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Journal {
+    /// Recovers the data directory (see [`recovery`]) and starts the writer.
+    pub fn open(config: JournalConfig) -> Result<Journal, JournalError> {
+        let recovered = recovery::recover(&config)?;
+        let durable = recovered.ledger.applied_lsn;
+        let (progress, _) = watch::channel(Progress::Durable(durable));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                next_lsn: durable + 1,
+                pending: Vec::new(),
+                failed: None,
+                closing: false,
+            }),
+            wake_writer: Condvar::new(),
+            progress,
+            committed: RwLock::new(recovered.ledger),
+            queue_records_max: config.queue_records_max,
+        });
+        let mut writer = Writer {
+            shared: shared.clone(),
+            segment: recovered.segment,
+            segment_bytes: recovered.segment_bytes,
+            records_since_snapshot: recovered.records_after_snapshot,
+            config,
+        };
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|error| JournalError::io(Path::new("journal-writer thread"), error))?;
+        Ok(Journal {
+            shared,
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Queues `record` and returns its position. Never blocks on I/O.
+    pub fn append(&self, record: Record) -> Result<Lsn, AppendError> {
+        let mut queue = self.shared.queue.lock();
+        if let Some(reason) = &queue.failed {
+            return Err(AppendError::Unavailable(reason.clone()));
+        }
+        if queue.closing {
+            return Err(AppendError::Unavailable(
+                "the journal is shutting down".into(),
+            ));
+        }
+        if queue.pending.len() >= self.shared.queue_records_max {
+            return Err(AppendError::Busy);
+        }
+        let lsn = queue.next_lsn;
+        queue.next_lsn += 1;
+        queue.pending.push((lsn, record));
+        drop(queue);
+        self.shared.wake_writer.notify_one();
+        Ok(lsn)
+    }
+
+    /// The last position handed out: once it is durable, so is everything appended before.
+    pub fn head(&self) -> Lsn {
+        self.shared.queue.lock().next_lsn - 1
+    }
+
+    /// Waits until `lsn` is durable and applied to the committed ledger.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), Arc<str>> {
+        let mut progress = self.shared.progress.subscribe();
+        let reached = progress
+            .wait_for(|progress| match progress {
+                Progress::Durable(durable) => *durable >= lsn,
+                Progress::Failed(_) => true,
+            })
+            .await;
+        match reached.as_deref() {
+            Ok(Progress::Durable(_)) => Ok(()),
+            Ok(Progress::Failed(reason)) => Err(reason.clone()),
+            Err(_) => Err("the journal writer has stopped".into()),
+        }
+    }
+
+    /// Waits until everything appended so far is durable.
+    pub async fn wait_all_durable(&self) -> Result<(), Arc<str>> {
+        self.wait_durable(self.head()).await
+    }
+
+    /// The committed state of one account (what has reached the disk).
+    pub fn committed_account(&self, card: Card) -> Option<Account> {
+        self.shared.committed.read().accounts.get(&card).cloned()
+    }
+
+    /// True when the committed ledger has this card.
+    pub fn committed_account_exists(&self, card: Card) -> bool {
+        self.shared.committed.read().accounts.contains_key(&card)
+    }
+
+    /// A copy of every committed client window, to seed the working memory of completed requests.
+    pub fn committed_clients(&self) -> HashMap<u64, ClientWindow> {
+        self.shared.committed.read().clients.clone()
+    }
+
+    /// Runs `read` on the committed ledger (audits, tests).
+    pub fn with_committed<T>(&self, read: impl FnOnce(&Ledger) -> T) -> T {
+        read(&self.shared.committed.read())
+    }
+
+    /// Positions for metrics.
+    pub fn stats(&self) -> JournalStats {
+        let durable_lsn = match &*self.shared.progress.borrow() {
+            Progress::Durable(lsn) => *lsn,
+            Progress::Failed(_) => 0,
+        };
+        JournalStats {
+            durable_lsn,
+            head_lsn: self.head(),
+        }
+    }
+
+    /// The reason the journal failed closed, if it did.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.shared.queue.lock().failed.clone()
+    }
+
+    /// Writes everything queued, syncs it and stops the writer. Later appends are refused.
+    pub fn close(&self) {
+        self.shared.queue.lock().closing = true;
+        self.shared.wake_writer.notify_one();
+        if let Some(handle) = self.writer.lock().take() {
+            if handle.join().is_err() {
+                tracing::error!("the journal writer panicked");
+            }
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    config: JournalConfig,
+    segment: Box<dyn SegmentFile>,
+    segment_bytes: u64,
+    records_since_snapshot: u64,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        let mut buffer = Vec::new();
+        loop {
+            let batch = {
+                let mut queue = self.shared.queue.lock();
+                while queue.pending.is_empty() && !queue.closing {
+                    self.shared.wake_writer.wait(&mut queue);
+                }
+                if queue.pending.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut queue.pending)
+            };
+            if let Err(reason) = self.commit(&batch, &mut buffer) {
+                self.fail(reason);
+                return;
+            }
+            if self.records_since_snapshot >= self.config.snapshot_records_interval
+                || self.segment_bytes >= self.config.segment_bytes_max
+            {
+                if let Err(reason) = self.snapshot() {
+                    self.fail(reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes, syncs and applies one batch, then publishes its last position.
+    fn commit(&mut self, batch: &[(Lsn, Record)], buffer: &mut Vec<u8>) -> Result<(), String> {
+        buffer.clear();
+        for (lsn, record) in batch {
+            format::encode_record(*lsn, record, buffer)
+                .map_err(|error| format!("cannot encode record {lsn}: {error}"))?;
+        }
+        self.segment
+            .write_all(buffer)
+            .map_err(|error| format!("journal write failed: {error}"))?;
+        self.segment
+            .sync_data()
+            .map_err(|error| format!("journal fdatasync failed: {error}"))?;
+        self.segment_bytes += buffer.len() as u64;
+        self.records_since_snapshot += batch.len() as u64;
+        {
+            let mut ledger = self.shared.committed.write();
+            for (lsn, record) in batch {
+                ledger
+                    .apply(*lsn, record)
+                    .map_err(|error| format!("durable record does not apply: {error}"))?;
+            }
+        }
+        if let Some((last, _)) = batch.last() {
+            self.shared.progress.send_replace(Progress::Durable(*last));
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of the committed ledger, starts a new segment after it and removes the
+    /// files it covers. See docs/JOURNAL.md for why the order is safe at every step.
+    fn snapshot(&mut self) -> Result<(), String> {
+        let cutoff = now_unix_ms().saturating_sub(self.config.client_retention.as_millis() as u64);
+        let (lsn, image) = {
+            let mut ledger = self.shared.committed.write();
+            let forgotten = ledger.forget_clients_idle_since(cutoff);
+            if forgotten > 0 {
+                tracing::info!(forgotten, "forgot idle clients");
+            }
+            let image = format::encode_snapshot(&ledger)
+                .map_err(|error| format!("cannot encode snapshot: {error}"))?;
+            (ledger.applied_lsn, image)
+        };
+        let directory = &self.config.data_dir;
+        let files = &self.config.files;
+        let temporary = directory.join(format::snapshot_temporary_name(lsn));
+        let path = directory.join(format::snapshot_name(lsn));
+        let io = |what: &str, error: std::io::Error| format!("snapshot {what} failed: {error}");
+        let mut file = files
+            .create(&temporary)
+            .map_err(|error| io("create", error))?;
+        file.write_all(&image).map_err(|error| io("write", error))?;
+        file.sync_data().map_err(|error| io("sync", error))?;
+        drop(file);
+        files
+            .rename(&temporary, &path)
+            .map_err(|error| io("rename", error))?;
+        files
+            .sync_dir(directory)
+            .map_err(|error| io("directory sync", error))?;
+        let segment_path = directory.join(format::segment_name(lsn + 1));
+        self.segment = recovery::create_segment(files.as_ref(), &segment_path, lsn + 1)
+            .map_err(|error| format!("cannot start segment: {error}"))?;
+        self.segment_bytes = format::SEGMENT_HEADER_BYTES as u64;
+        self.records_since_snapshot = 0;
+        recovery::remove_covered_files(directory, lsn)
+            .map_err(|error| format!("cannot remove covered files: {error}"))?;
+        tracing::info!(lsn, bytes = image.len(), "snapshot written");
+        Ok(())
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(%reason, "journal failed closed: no further changes will be acknowledged");
+        let reason: Arc<str> = reason.into();
+        let mut queue = self.shared.queue.lock();
+        queue.failed = Some(reason.clone());
+        queue.pending.clear();
+        drop(queue);
+        self.shared.progress.send_replace(Progress::Failed(reason));
+    }
+}

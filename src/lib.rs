@@ -1,0 +1,35 @@
+//! actor-bank: an exactly-once bank server built on actors.
+//!
+//! ATMs connect over TCP, verify a card and PIN, and withdraw, deposit and ask for balances. Every
+//! non-idempotent request carries a client-chosen id; a retry with the same id gets the original
+//! reply and never moves money twice, across lost requests, lost replies, actor crashes and server
+//! restarts. docs/ARCHITECTURE.md explains the design, docs/PROTOCOL.md the wire format and
+//! docs/JOURNAL.md the files on disk.
+//!
+//! Module map, in layer order (each layer uses only the ones above it):
+//! - [`codec`]: bytes ↔ values. Frames on the wire and records on disk; the only module that
+//!   knows bincode.
+//! - [`protocol`]: the typed messages and statuses ATMs and the server exchange.
+//! - [`ledger`]: the pure account rules, records, and the memory of completed requests. No I/O.
+//! - [`journal`]: the durable, group-committed log every change goes through, its snapshots and
+//!   recovery.
+//! - [`pin`]: PIN hashing (argon2) and the operator-token check.
+//! - [`utility`]: the lab's idempotent operations (lowercase, prime, palindrome).
+//! - [`faults`]: deterministic fault injection for tests and the swarm.
+//! - [`server`]: the actors (gateway, sessions, account actors under a supervisor) and the
+//!   server's configuration and start-up.
+//! - [`client`]: the client library the `atm` binary, the swarm and the tests use: retries with the
+//!   same id, reconnects with backoff, and a deadline after which an outcome is reported unknown.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod codec;
+pub mod faults;
+pub mod journal;
+pub mod ledger;
+pub mod pin;
+pub mod protocol;
+pub mod server;
+pub mod utility;

@@ -1,0 +1,144 @@
+//! PINs and the operator token.
+//!
+//! PINs are stored only as argon2id hashes in PHC string form (salt and parameters included), so
+//! neither memory snapshots, logs nor the data directory ever hold one in clear. Hashing is slow on
+//! purpose; callers run it on a blocking thread, never on an actor's thread.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Shortest PIN accepted.
+pub const PIN_DIGITS_MIN: usize = 4;
+/// Longest PIN accepted.
+pub const PIN_DIGITS_MAX: usize = 12;
+
+/// The cost of a PIN hash. The default follows OWASP's argon2id recommendation (19 MiB, two
+/// passes); tests and load generators that create thousands of accounts may lower it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinHashCost {
+    /// Memory per hash in KiB.
+    pub memory_kib: u32,
+    /// Passes over that memory.
+    pub iterations: u32,
+}
+
+impl Default for PinHashCost {
+    fn default() -> Self {
+        PinHashCost {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+        }
+    }
+}
+
+impl PinHashCost {
+    /// The cheapest cost argon2 allows; for tests only.
+    pub const MINIMUM: PinHashCost = PinHashCost {
+        memory_kib: 8,
+        iterations: 1,
+    };
+}
+
+/// True when `pin` is 4 to 12 ASCII digits.
+pub fn is_well_formed(pin: &str) -> bool {
+    (PIN_DIGITS_MIN..=PIN_DIGITS_MAX).contains(&pin.len())
+        && pin.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Hashes a PIN with a fresh random salt.
+pub fn hash(pin: &str, cost: PinHashCost) -> Result<String, String> {
+    let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
+        .map_err(|error| format!("bad PIN hash cost: {error}"))?;
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(pin.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| format!("cannot hash PIN: {error}"))
+}
+
+/// True when `pin` matches `stored` (a hash made by [`hash`], with whatever cost it was made).
+pub fn verify(pin: &str, stored: &str) -> bool {
+    match PasswordHash::new(stored) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(pin.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The operator token, kept only as a digest so comparisons take the same time whatever the
+/// guess (no early exit on the first wrong byte, and no length leak).
+#[derive(Clone)]
+pub struct OperatorToken {
+    digest: Option<[u8; 32]>,
+}
+
+impl OperatorToken {
+    /// A token; `None` or an empty string disables operator operations.
+    pub fn new(token: Option<&str>) -> Self {
+        OperatorToken {
+            digest: token
+                .filter(|token| !token.is_empty())
+                .map(|token| Sha256::digest(token.as_bytes()).into()),
+        }
+    }
+
+    /// True when operator operations are possible at all.
+    pub fn is_set(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    /// Compares `offered` with the token in constant time.
+    pub fn matches(&self, offered: &str) -> bool {
+        match &self.digest {
+            Some(digest) => {
+                let offered: [u8; 32] = Sha256::digest(offered.as_bytes()).into();
+                bool::from(digest.ct_eq(&offered))
+            }
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for OperatorToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(if self.is_set() {
+            "OperatorToken(set)"
+        } else {
+            "OperatorToken(unset)"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_hash_verifies_only_its_pin_and_holds_no_clear_text() {
+        let stored = hash("1234", PinHashCost::MINIMUM).unwrap();
+        assert!(!stored.contains("1234"));
+        assert!(verify("1234", &stored));
+        assert!(!verify("1235", &stored));
+        assert!(!verify("1234", "not a hash"));
+    }
+
+    #[test]
+    fn pins_must_be_four_to_twelve_digits() {
+        assert!(is_well_formed("1234") && is_well_formed("123456789012"));
+        assert!(
+            !is_well_formed("123") && !is_well_formed("12a4") && !is_well_formed("1234567890123")
+        );
+    }
+
+    #[test]
+    fn the_operator_token_matches_only_itself() {
+        let token = OperatorToken::new(Some("open sesame"));
+        assert!(token.matches("open sesame") && !token.matches("open sesam") && !token.matches(""));
+        assert!(!OperatorToken::new(None).matches(""));
+        assert!(!OperatorToken::new(Some("")).is_set());
+    }
+}

@@ -1,0 +1,383 @@
+//! The typed messages ATMs and the server exchange, and the statuses a request can end in.
+//!
+//! A connection starts with [`ClientMessage::Hello`] answered by [`ServerMessage::Welcome`]; after
+//! that the client sends [`ClientMessage::Request`]s and the server answers each with a
+//! [`ServerMessage::Reply`] carrying the same [`RequestId`]. Replies may arrive in any order.
+//! docs/PROTOCOL.md gives the byte layout of every type below; the *order* of enum variants is part
+//! of the wire format (bincode encodes a variant by its index), so new variants go at the end.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A card number: the account's identity (the lab's cards are nine decimal digits).
+pub type Card = u64;
+
+/// An amount of money in minor units (cents). Never a float.
+pub type Amount = u64;
+
+/// Names one request for its whole life, across retries, reconnects and server restarts.
+///
+/// `client` is chosen at random by each client process (or given by the operator); `sequence`
+/// grows by one for each new request of that client. A retry reuses the id unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The client that issued the request.
+    pub client: u64,
+    /// The client's sequence number for it.
+    pub sequence: u64,
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}:{}", self.client, self.sequence)
+    }
+}
+
+impl std::str::FromStr for RequestId {
+    type Err = String;
+
+    /// Parses `CLIENT:SEQUENCE`, two decimal u64s.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (client, sequence) = text
+            .split_once(':')
+            .ok_or_else(|| format!("request id {text:?} is not CLIENT:SEQUENCE"))?;
+        let parse = |part: &str| {
+            part.parse::<u64>()
+                .map_err(|_| format!("request id {text:?}: {part:?} is not a decimal u64"))
+        };
+        Ok(RequestId {
+            client: parse(client)?,
+            sequence: parse(sequence)?,
+        })
+    }
+}
+
+/// Everything a client may send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// First message on every connection.
+    Hello(Hello),
+    /// Any request after the handshake.
+    Request(Request),
+}
+
+/// Everything the server may send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// Answer to [`Hello`]: the handshake succeeded and these limits apply.
+    Welcome(Welcome),
+    /// Answer to one [`Request`].
+    Reply(Reply),
+    /// The server is closing this connection and says why (unsupported version, protocol
+    /// violation). No more messages follow.
+    Goodbye(Goodbye),
+}
+
+/// Opens a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the client speaks; must equal [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+}
+
+/// The server's half of the handshake: the limits a well-behaved client keeps to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the server speaks.
+    pub protocol_version: u32,
+    /// Requests one connection may have in flight; more are answered `busy`.
+    pub requests_in_flight_max: u32,
+    /// How many of a client's most recent sequence numbers the server remembers (see
+    /// [`Status::StaleRequest`]).
+    pub request_window: u32,
+    /// The largest frame body the server accepts, in bytes.
+    pub frame_bytes_max: u32,
+}
+
+/// Why the server closed a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goodbye {
+    /// A human-readable reason.
+    pub reason: String,
+}
+
+/// One request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Identifies the request across retries.
+    pub id: RequestId,
+    /// What to do.
+    pub operation: Operation,
+}
+
+/// What a request asks for.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Open an account (operator only).
+    CreateAccount {
+        /// The operator token the server was started with.
+        operator_token: String,
+        /// The new card number.
+        card: Card,
+        /// The account holder's name.
+        holder: String,
+        /// The PIN, 4 to 12 decimal digits; stored only as an argon2 hash.
+        pin: String,
+        /// Opening balance in minor units.
+        initial_balance: Amount,
+    },
+    /// Check card and PIN; on success this connection acts for that card.
+    Verify {
+        /// The card.
+        card: Card,
+        /// Its PIN.
+        pin: String,
+    },
+    /// Read the verified card's balance.
+    Balance,
+    /// Take money from the verified card's account.
+    Withdraw {
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
+    /// Put money into the verified card's account.
+    Deposit {
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
+    /// Forget the verified card on this connection.
+    Logout,
+    /// The lab's utility: the text in lowercase.
+    Lowercase {
+        /// The line to lowercase.
+        text: String,
+    },
+    /// The lab's utility: is `number` prime?
+    IsPrime {
+        /// The number to test.
+        number: u64,
+    },
+    /// The lab's utility: do `number`'s decimal digits read the same both ways?
+    IsPalindrome {
+        /// The number to test.
+        number: u64,
+    },
+}
+
+impl Operation {
+    /// A short, stable name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::CreateAccount { .. } => "create_account",
+            Operation::Verify { .. } => "verify",
+            Operation::Balance => "balance",
+            Operation::Withdraw { .. } => "withdraw",
+            Operation::Deposit { .. } => "deposit",
+            Operation::Logout => "logout",
+            Operation::Lowercase { .. } => "lowercase",
+            Operation::IsPrime { .. } => "prime",
+            Operation::IsPalindrome { .. } => "palindrome",
+        }
+    }
+}
+
+/// Secrets (PINs, the operator token) never reach a log line through `Debug`.
+impl fmt::Debug for Operation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operation::CreateAccount {
+                card,
+                holder,
+                initial_balance,
+                ..
+            } => formatter
+                .debug_struct("CreateAccount")
+                .field("card", card)
+                .field("holder", holder)
+                .field("initial_balance", initial_balance)
+                .finish_non_exhaustive(),
+            Operation::Verify { card, .. } => formatter
+                .debug_struct("Verify")
+                .field("card", card)
+                .finish_non_exhaustive(),
+            Operation::Balance => formatter.write_str("Balance"),
+            Operation::Withdraw { amount } => write!(formatter, "Withdraw {{ amount: {amount} }}"),
+            Operation::Deposit { amount } => write!(formatter, "Deposit {{ amount: {amount} }}"),
+            Operation::Logout => formatter.write_str("Logout"),
+            Operation::Lowercase { text } => {
+                write!(formatter, "Lowercase {{ bytes: {} }}", text.len())
+            }
+            Operation::IsPrime { number } => write!(formatter, "IsPrime {{ number: {number} }}"),
+            Operation::IsPalindrome { number } => {
+                write!(formatter, "IsPalindrome {{ number: {number} }}")
+            }
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The request this answers.
+    pub id: RequestId,
+    /// How it ended.
+    pub status: Status,
+    /// What came back with it.
+    pub body: Body,
+}
+
+/// Data carried by a reply, depending on the operation and status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Nothing beyond the status.
+    Empty,
+    /// The account's balance after the operation (or now, for a balance inquiry or a refusal).
+    Balance(Amount),
+    /// The lowercase text.
+    Text(String),
+    /// The answer to a yes/no utility (prime, palindrome).
+    Answer(bool),
+}
+
+/// How a request ended. Listed in order of precedence: when several apply, the first one wins
+/// (docs/PROTOCOL.md explains each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// Done (or, for a replayed id, it had been done and this is the original reply).
+    Approved,
+    /// The server cannot take the request now (too many in flight, a full queue, an account
+    /// restarting); nothing was decided. Retry with the same id.
+    Busy,
+    /// The server cannot make changes durable (journal failure); nothing new is acknowledged.
+    Unavailable,
+    /// Operator operation without the right operator token.
+    NotAuthorised,
+    /// Account operation on a connection with no verified card.
+    NotLoggedIn,
+    /// A parameter is malformed (PIN not 4–12 digits, empty or over-long holder name).
+    InvalidRequest,
+    /// The request id is older than the window the server remembers for this client; nothing
+    /// was executed.
+    StaleRequest,
+    /// The id was used before with different parameters; nothing changed.
+    RequestIdConflict,
+    /// No account with that card number.
+    UnknownCard,
+    /// Create account for a card number that exists.
+    CardExists,
+    /// The card is locked after too many wrong PINs.
+    CardLocked,
+    /// Wrong PIN.
+    IncorrectPin,
+    /// Amount zero, or the result would not fit.
+    InvalidAmount,
+    /// Withdrawal larger than the balance.
+    InsufficientFunds,
+}
+
+impl Status {
+    /// All statuses, in wire (and precedence) order.
+    pub const ALL: [Status; 14] = [
+        Status::Approved,
+        Status::Busy,
+        Status::Unavailable,
+        Status::NotAuthorised,
+        Status::NotLoggedIn,
+        Status::InvalidRequest,
+        Status::StaleRequest,
+        Status::RequestIdConflict,
+        Status::UnknownCard,
+        Status::CardExists,
+        Status::CardLocked,
+        Status::IncorrectPin,
+        Status::InvalidAmount,
+        Status::InsufficientFunds,
+    ];
+
+    /// The snake_case name used in JSON output and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Approved => "approved",
+            Status::Busy => "busy",
+            Status::Unavailable => "unavailable",
+            Status::NotAuthorised => "not_authorised",
+            Status::NotLoggedIn => "not_logged_in",
+            Status::InvalidRequest => "invalid_request",
+            Status::StaleRequest => "stale_request",
+            Status::RequestIdConflict => "request_id_conflict",
+            Status::UnknownCard => "unknown_card",
+            Status::CardExists => "card_exists",
+            Status::CardLocked => "card_locked",
+            Status::IncorrectPin => "incorrect_pin",
+            Status::InvalidAmount => "invalid_amount",
+            Status::InsufficientFunds => "insufficient_funds",
+        }
+    }
+
+    /// True when the answer is final: retrying the same id will give the same reply. `busy` and
+    /// `unavailable` are not definite: the client retries them with the same id.
+    pub fn is_definite(self) -> bool {
+        !matches!(self, Status::Busy | Status::Unavailable)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let operation = Operation::CreateAccount {
+            operator_token: "s3cret-token".into(),
+            card: 1,
+            holder: "Joty".into(),
+            pin: "1234".into(),
+            initial_balance: 5,
+        };
+        let shown = format!("{operation:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("1234"),
+            "{shown}"
+        );
+        let shown = format!(
+            "{:?}",
+            Operation::Verify {
+                card: 9,
+                pin: "5678".into()
+            }
+        );
+        assert!(!shown.contains("5678"), "{shown}");
+    }
+
+    #[test]
+    fn request_ids_parse_from_client_colon_sequence() {
+        let id: RequestId = "7:42".parse().unwrap();
+        assert_eq!(
+            id,
+            RequestId {
+                client: 7,
+                sequence: 42
+            }
+        );
+        assert_eq!(id.to_string(), "7:42");
+        assert!("7".parse::<RequestId>().is_err());
+        assert!("x:1".parse::<RequestId>().is_err());
+    }
+
+    #[test]
+    fn status_list_is_in_wire_order() {
+        for (index, status) in Status::ALL.iter().enumerate() {
+            let bytes = crate::codec::encode_wire(status).unwrap();
+            assert_eq!(bytes, vec![index as u8], "{status}");
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The account actor: the only place an account's state changes.
+//!
+//! One actor per card, started on first use on one of the bank's arbiters, stopped when idle, and
+//! run under [`actix::Supervisor`]. Each [`Decide`] is handled in one synchronous call: look the
+//! request id up in the memory of completed requests, decide with the pure rules of
+//! [`crate::ledger`], queue the record in the journal, apply it to the working copy, remember the
+//! request. The reply does not wait for the disk here; the caller waits for the record's position
+//! to become durable, so the actor can decide the next request meanwhile (pipelining), and journal
+//! order equals decision order.
+//!
+//! A crash (a panic inside the decision, caught, or an injected fault) becomes `ctx.stop()`. The
+//! supervisor then calls [`Supervised::restarting`], which throws the working copy away, and
+//! [`Actor::started`] rebuilds it from the *committed* state once everything already queued is
+//! durable. The message being handled is lost: its sender answers `busy`, and the client's retry
+//! with the same id settles the outcome. Why a panic cannot leave the state half-changed: the
+//! decision is pure and runs first; only after it returns are the record queued and the state
+//! mutated, by steps that do not panic.
+
+use super::Bank;
+use crate::faults::CrashPoint;
+use crate::ledger::{self, Account, Decision, Event, Fingerprint, Lsn, Outcome, Seen};
+use crate::protocol::{Card, RequestId, Status};
+use actix::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// The answer of an account actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The reply to give.
+    pub outcome: Outcome,
+    /// The journal position that must be durable before the reply may leave.
+    pub durable_after: Lsn,
+}
+
+/// Why an account actor gave no answer; the request's outcome is settled by the client's retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// The actor crashed while handling the request.
+    Crashed,
+    /// The actor is retiring (idle) and no longer decides; the next attempt reaches its successor.
+    Retired,
+}
+
+/// Decide one request on this account.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Decide {
+    /// The request.
+    pub request: RequestId,
+    /// What it asks.
+    pub event: Event,
+    /// Where the answer goes. Dropped unanswered when the actor crashes.
+    pub reply: oneshot::Sender<Result<Answer, NoAnswer>>,
+}
+
+/// One account's actor.
+pub struct AccountActor {
+    card: Card,
+    bank: Arc<Bank>,
+    /// The working copy; `None` while loading or when the card has no account yet.
+    account: Option<Account>,
+    /// The position of the last record this actor queued.
+    last_lsn: Lsn,
+    last_active: Instant,
+    /// Set when the actor left the registry: from then on it decides nothing. Kept across
+    /// restarts, because a restarted retiree must not start deciding again next to its successor.
+    retired: bool,
+}
+
+impl AccountActor {
+    /// An actor for `card`; its state is loaded when it starts.
+    pub fn new(card: Card, bank: Arc<Bank>) -> Self {
+        AccountActor {
+            card,
+            bank,
+            account: None,
+            last_lsn: 0,
+            last_active: Instant::now(),
+            retired: false,
+        }
+    }
+
+    fn decide(
+        &mut self,
+        request: RequestId,
+        event: Event,
+        ctx: &mut Context<Self>,
+    ) -> Result<Answer, NoAnswer> {
+        if self.retired {
+            return Err(NoAnswer::Retired);
+        }
+        self.last_active = Instant::now();
+        let bank = self.bank.clone();
+        let answer = |status, durable_after| Answer {
+            outcome: Outcome {
+                status,
+                balance: None,
+            },
+            durable_after,
+        };
+        let fingerprint = Fingerprint::of(self.card, &event);
+        if !bank.clients.contains_key(&request.client)
+            && bank.clients.len() >= bank.limits.clients_max
+        {
+            return Ok(answer(Status::Busy, 0));
+        }
+        // The window's lock is held until the request is remembered, so two attempts of one id
+        // (even on different cards) are decided one after the other.
+        let mut window = bank.clients.entry(request.client).or_default();
+        match window.check(request.sequence, &fingerprint) {
+            Seen::Replay(done) => {
+                bank.stats.replays.fetch_add(1, Ordering::Relaxed);
+                return Ok(Answer {
+                    outcome: done.outcome,
+                    durable_after: done.lsn,
+                });
+            }
+            Seen::Conflict => return Ok(answer(Status::RequestIdConflict, self.last_lsn)),
+            Seen::Stale => return Ok(answer(Status::StaleRequest, self.last_lsn)),
+            Seen::New => {}
+        }
+        let crash = bank.faults.as_ref().and_then(|faults| faults.crash());
+        let now = super::now_unix_ms();
+        let account = self.account.as_ref();
+        let card = self.card;
+        let decided = catch_unwind(AssertUnwindSafe(|| {
+            if crash == Some(CrashPoint::BeforeJournal) {
+                panic!("injected crash of the account actor for card {card}");
+            }
+            ledger::decide(account, card, request, event, now)
+        }));
+        let record = match decided {
+            Ok(Decision::Record(record)) => record,
+            Ok(Decision::Answer(outcome)) => {
+                return Ok(Answer {
+                    outcome,
+                    durable_after: self.last_lsn,
+                })
+            }
+            Err(_) => {
+                tracing::error!(card, %request, "account actor crashed in a decision; restarting it");
+                ctx.stop();
+                return Err(NoAnswer::Crashed);
+            }
+        };
+        let lsn = match bank.journal.append(record.clone()) {
+            Ok(lsn) => lsn,
+            Err(crate::journal::AppendError::Busy) => return Ok(answer(Status::Busy, 0)),
+            Err(crate::journal::AppendError::Unavailable(_)) => {
+                return Ok(answer(Status::Unavailable, 0))
+            }
+        };
+        if let Err(error) = ledger::apply(&mut self.account, &record) {
+            // decide and apply disagree: a bug. The journal will refuse the record too and fail
+            // closed; this actor reloads.
+            tracing::error!(%error, "record does not apply to the state it was decided on");
+            ctx.stop();
+            return Err(NoAnswer::Crashed);
+        }
+        window.remember(ledger::completed_entry(&record, lsn), now);
+        self.last_lsn = lsn;
+        if crash == Some(CrashPoint::AfterJournal) {
+            tracing::warn!(card, %request, "injected crash of the account actor after journaling");
+            ctx.stop();
+            return Err(NoAnswer::Crashed);
+        }
+        Ok(Answer {
+            outcome: record.outcome,
+            durable_after: lsn,
+        })
+    }
+
+    /// Loads the working copy from the committed state, after everything already queued (by this
+    /// actor's previous life or a predecessor) is durable. The mailbox waits meanwhile.
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let journal = self.bank.journal.clone();
+        let card = self.card;
+        ctx.wait(
+            async move {
+                let durable = journal.wait_all_durable().await;
+                (durable, journal.committed_account(card), journal.head())
+            }
+            .into_actor(self)
+            .map(|(durable, account, head), actor, ctx| {
+                if let Err(reason) = durable {
+                    tracing::error!(card = actor.card, %reason, "cannot load account: journal unavailable");
+                    actor.retire(ctx);
+                }
+                actor.account = account;
+                actor.last_lsn = head;
+            }),
+        );
+    }
+
+    /// Leaves the registry and stops; a later request starts a successor.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        self.bank
+            .accounts
+            .remove_if(&self.card, |_, registered| *registered == me);
+        self.retired = true;
+        ctx.stop();
+    }
+}
+
+impl Actor for AccountActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.bank.limits.mailbox_capacity);
+        self.bank
+            .stats
+            .live_accounts
+            .fetch_add(1, Ordering::Relaxed);
+        self.last_active = Instant::now();
+        self.load(ctx);
+        let idle = self.bank.limits.account_idle;
+        ctx.run_interval(
+            idle.max(std::time::Duration::from_millis(10)) / 2,
+            move |actor, ctx| {
+                if actor.last_active.elapsed() >= idle {
+                    actor.retire(ctx);
+                }
+            },
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.bank
+            .stats
+            .live_accounts
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Supervised for AccountActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Whatever was in memory is not trusted: started() reloads from the committed state.
+        self.account = None;
+        if !self.retired {
+            self.bank
+                .stats
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(card = self.card, "account actor restarting");
+        }
+    }
+}
+
+impl Handler<Decide> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Decide, ctx: &mut Context<Self>) {
+        let result = self.decide(message.request, message.event, ctx);
+        // A crash loses the reply, like a real one would: the sender sees its channel closed.
+        if let Ok(answer) = result {
+            let _ = message.reply.send(Ok(answer));
+        } else if let Err(NoAnswer::Retired) = result {
+            let _ = message.reply.send(Err(NoAnswer::Retired));
+        }
+    }
+}

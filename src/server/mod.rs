@@ -1,0 +1,403 @@
+//! The server: configuration, the shared [`Bank`] context, and start-up and shutdown.
+//!
+//! Actors, in the order a request meets them:
+//! - [`gateway::Gateway`] owns the listener and starts one [`session::Session`] per connection,
+//!   spreading them over the arbiters, up to [`Limits::connections_max`].
+//! - [`session::Session`] decodes frames, holds the connection's verified card, answers the
+//!   utilities itself and sends account operations to the account actors.
+//! - [`account::AccountActor`], one per card, decides every change, under actix's supervisor.
+
+pub mod account;
+pub mod gateway;
+pub mod session;
+
+use crate::faults::{FaultPlan, Faults};
+use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::ledger::{self, ClientWindow, Event, Outcome};
+use crate::pin::{self, OperatorToken, PinHashCost};
+use crate::protocol::{Amount, Card, RequestId, Status};
+use account::{AccountActor, Decide};
+use actix::prelude::*;
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// The limits the server enforces. Every queue and count has one.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Open connections at most; more are refused with a `Goodbye`.
+    pub connections_max: usize,
+    /// Requests one connection may have unanswered; more are answered `busy`.
+    pub requests_in_flight_max: usize,
+    /// Largest frame body accepted, in bytes.
+    pub frame_bytes_max: usize,
+    /// Messages an account actor's mailbox holds; when full, requests are answered `busy`.
+    pub mailbox_capacity: usize,
+    /// An account actor with no request for this long stops (its state stays in the ledger).
+    pub account_idle: Duration,
+    /// Clients whose completed requests are remembered at once; a new client beyond this is
+    /// answered `busy` until idle clients are forgotten.
+    pub clients_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 10_000,
+            requests_in_flight_max: 64,
+            frame_bytes_max: crate::codec::FRAME_BYTES_MAX_DEFAULT,
+            mailbox_capacity: 1024,
+            account_idle: Duration::from_secs(60),
+            clients_max: 1_000_000,
+        }
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Where the journal and snapshots live; created if missing.
+    pub data_dir: PathBuf,
+    /// The operator token; without one, creating accounts is disabled.
+    pub operator_token: Option<String>,
+    /// Open the lab's two sample accounts if they do not exist.
+    pub demo: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// Cost of PIN hashes made from now on.
+    pub pin_hash_cost: PinHashCost,
+    /// Faults to inject (testing only).
+    pub faults: Option<FaultPlan>,
+    /// Account actor arbiters (threads); 0 means one per core.
+    pub arbiters: usize,
+    /// Records between snapshots.
+    pub snapshot_records_interval: u64,
+    /// How long a client's completed requests are remembered after its last one. Must exceed the
+    /// client library's retry deadline.
+    pub client_retention: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults: 127.0.0.1:7878, ./data, no operator token, no demo accounts.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: data_dir.into(),
+            operator_token: None,
+            demo: false,
+            limits: Limits::default(),
+            pin_hash_cost: PinHashCost::default(),
+            faults: None,
+            arbiters: 0,
+            snapshot_records_interval: JournalConfig::new(".").snapshot_records_interval,
+            client_retention: JournalConfig::new(".").client_retention,
+        }
+    }
+}
+
+/// Counters the server keeps (exported as metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Open connections.
+    pub connections: AtomicUsize,
+    /// Connections refused at the cap.
+    pub connections_refused: AtomicU64,
+    /// Account actors alive.
+    pub live_accounts: AtomicUsize,
+    /// Supervised restarts after crashes.
+    pub actor_restarts: AtomicU64,
+    /// Requests answered from the memory of completed requests.
+    pub replays: AtomicU64,
+}
+
+/// What every actor shares: the journal, the account registry, the memory of completed
+/// requests, the limits.
+pub struct Bank {
+    /// The journal every change goes through.
+    pub journal: Journal,
+    /// The account actors by card.
+    accounts: DashMap<Card, Addr<AccountActor>>,
+    /// The working memory of completed requests, by client: decisions are checked against it and
+    /// recorded in it before they are durable (a retry then waits for durability like the first
+    /// attempt). Seeded from the committed ledger at start.
+    clients: DashMap<u64, ClientWindow>,
+    arbiters: Vec<ArbiterHandle>,
+    /// The limits in force.
+    pub limits: Limits,
+    operator: OperatorToken,
+    pin_hash_cost: PinHashCost,
+    /// Fault injection, when enabled.
+    pub faults: Option<Arc<Faults>>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Bank {
+    /// The actor for `card`, started (on the card's arbiter) if it is not running.
+    fn account(self: &Arc<Self>, card: Card) -> Addr<AccountActor> {
+        if let Some(address) = self.accounts.get(&card) {
+            if address.connected() {
+                return address.clone();
+            }
+        }
+        let mut entry = self
+            .accounts
+            .entry(card)
+            .or_insert_with(|| self.start_account(card));
+        if !entry.connected() {
+            *entry = self.start_account(card);
+        }
+        entry.clone()
+    }
+
+    fn start_account(self: &Arc<Self>, card: Card) -> Addr<AccountActor> {
+        let arbiter = &self.arbiters[(card % self.arbiters.len() as u64) as usize];
+        let bank = self.clone();
+        Supervisor::start_in_arbiter(arbiter, move |_| AccountActor::new(card, bank))
+    }
+
+    /// Decides `event` for `request` on `card` and waits until the answer may be given (its record
+    /// is durable). Never fails: trouble becomes `busy` or `unavailable`, which clients retry.
+    pub async fn decide(self: &Arc<Self>, card: Card, request: RequestId, event: Event) -> Outcome {
+        let refuse = |status| Outcome {
+            status,
+            balance: None,
+        };
+        let (reply, answer) = oneshot::channel();
+        let message = Decide {
+            request,
+            event,
+            reply,
+        };
+        if self.account(card).try_send(message).is_err() {
+            return refuse(Status::Busy);
+        }
+        let answer = match answer.await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => return refuse(Status::Busy),
+        };
+        match self.journal.wait_durable(answer.durable_after).await {
+            Ok(()) => answer.outcome,
+            Err(_) => refuse(Status::Unavailable),
+        }
+    }
+
+    /// The committed balance of `card`. Every acknowledged change is in it (acknowledgement waits
+    /// for the committed state), and nothing that is not durable is.
+    pub fn balance(&self, card: Card) -> Option<Amount> {
+        self.journal
+            .committed_account(card)
+            .map(|account| account.balance)
+    }
+
+    /// The PIN hash of `card`, from the committed state.
+    pub fn pin_hash(&self, card: Card) -> Option<String> {
+        self.journal
+            .committed_account(card)
+            .map(|account| account.pin_hash)
+    }
+
+    /// True when `offered` is the operator token.
+    pub fn is_operator(&self, offered: &str) -> bool {
+        self.operator.matches(offered)
+    }
+
+    /// The cost of new PIN hashes.
+    pub fn pin_hash_cost(&self) -> PinHashCost {
+        self.pin_hash_cost
+    }
+}
+
+/// Errors of starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be recovered.
+    #[error("cannot open the journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something else went wrong during start-up.
+    #[error("cannot start: {0}")]
+    Start(String),
+}
+
+/// The lab's sample accounts: card, holder, PIN, balance.
+pub const DEMO_ACCOUNTS: [(Card, &str, &str, Amount); 2] = [
+    (123_456_789, "Joty", "1234", 10_000),
+    (987_654_321, "Ahona", "5678", 5_000),
+];
+
+/// The reserved client id of requests the server makes itself (opening the demo accounts).
+pub const SERVER_CLIENT_ID: u64 = 0;
+
+/// Opens the demo accounts that do not exist yet, through the journal like any other change.
+fn open_demo_accounts(journal: &Journal, cost: PinHashCost) -> Result<(), ServerError> {
+    for (sequence, (card, holder, pin_text, balance)) in DEMO_ACCOUNTS.iter().enumerate() {
+        if journal.committed_account_exists(*card) {
+            continue;
+        }
+        let pin_hash = pin::hash(pin_text, cost).map_err(ServerError::Start)?;
+        let request = RequestId {
+            client: SERVER_CLIENT_ID,
+            sequence: sequence as u64 + 1,
+        };
+        let event = Event::AccountOpened {
+            holder: holder.to_string(),
+            pin_hash,
+            initial_balance: *balance,
+        };
+        if let ledger::Decision::Record(record) =
+            ledger::decide(None, *card, request, event, now_unix_ms())
+        {
+            let lsn = journal
+                .append(record)
+                .map_err(|error| ServerError::Start(error.to_string()))?;
+            futures::executor::block_on(journal.wait_durable(lsn))
+                .map_err(|reason| ServerError::Start(reason.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A running server: its address, and the means to stop it.
+pub struct RunningServer {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub local_addr: SocketAddr,
+    bank: Arc<Bank>,
+    system: System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Recovers the data directory and starts serving on a thread of its own.
+    pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+        let mut journal_config = JournalConfig::new(&config.data_dir);
+        journal_config.snapshot_records_interval = config.snapshot_records_interval;
+        journal_config.client_retention = config.client_retention;
+        Self::start_with_journal(config, journal_config)
+    }
+
+    /// Like [`RunningServer::start`], with the journal's settings given in full (tests use this to
+    /// put a failing file layer under the journal).
+    pub fn start_with_journal(
+        config: ServerConfig,
+        journal_config: JournalConfig,
+    ) -> Result<RunningServer, ServerError> {
+        let journal = Journal::open(journal_config)?;
+        if config.demo {
+            open_demo_accounts(&journal, config.pin_hash_cost)?;
+        }
+        let listener =
+            std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Listen {
+                address: config.listen,
+                source,
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|error| ServerError::Start(error.to_string()))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|error| ServerError::Start(error.to_string()))?;
+        let (started, on_started) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("bank-server".into())
+            .spawn(move || {
+                let system = System::new();
+                let bank = system.block_on(async move {
+                    let arbiter_count = if config.arbiters == 0 {
+                        std::thread::available_parallelism().map_or(2, |cores| cores.get())
+                    } else {
+                        config.arbiters
+                    };
+                    let arbiters = (0..arbiter_count)
+                        .map(|_| Arbiter::new().handle())
+                        .collect();
+                    let clients = journal.committed_clients().into_iter().collect();
+                    let bank = Arc::new(Bank {
+                        journal,
+                        accounts: DashMap::new(),
+                        clients,
+                        arbiters,
+                        limits: config.limits.clone(),
+                        operator: OperatorToken::new(config.operator_token.as_deref()),
+                        pin_hash_cost: config.pin_hash_cost,
+                        faults: config
+                            .faults
+                            .filter(|plan| !plan.is_quiet())
+                            .map(|plan| Arc::new(Faults::new(plan))),
+                        stats: Stats::default(),
+                    });
+                    if !bank.operator.is_set() {
+                        tracing::warn!("no operator token set: creating accounts is disabled");
+                    }
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            gateway::Gateway::start_listening(bank.clone(), listener);
+                            Ok(bank)
+                        }
+                        Err(error) => Err(error.to_string()),
+                    }
+                });
+                let ok = bank.is_ok();
+                let _ = started.send(bank.map(|bank| (bank, System::current())));
+                if ok {
+                    let _ = system.run();
+                }
+            })
+            .map_err(|error| ServerError::Start(error.to_string()))?;
+        let (bank, system) = on_started
+            .recv()
+            .map_err(|_| ServerError::Start("the server thread died".into()))?
+            .map_err(ServerError::Start)?;
+        tracing::info!(address = %local_addr, "bank server listening");
+        Ok(RunningServer {
+            local_addr,
+            bank,
+            system,
+            thread: Some(thread),
+        })
+    }
+
+    /// The shared context (for tests and audits).
+    pub fn bank(&self) -> &Arc<Bank> {
+        &self.bank
+    }
+
+    /// Stops accepting, stops the actors, writes and syncs what the journal holds, and returns.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.system.stop();
+            let _ = thread.join();
+            self.bank.journal.close();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
