@@ -1,1 +1,430 @@
-//! Client library (placeholder replaced below).
+//! The client library: what the `atm` binary, the swarm and the tests use to talk to the server.
+//!
+//! A [`Client`] keeps one connection, reconnecting with exponential backoff when it breaks. Every
+//! call carries a [`RequestId`] (this client's id and the next sequence number, or one given by the
+//! caller) and is retried *with the same id* after a timeout, a dropped connection or a `busy` /
+//! `unavailable` answer, until a definite reply arrives. The server's memory of completed requests
+//! turns those retries into exactly-once execution.
+//!
+//! Retries stop at [`ClientConfig::outcome_deadline`]; the call then fails with
+//! [`ClientError::OutcomeUnknown`]. The deadline is far shorter than the time the server remembers
+//! an idle client (24 hours by default), and the client has only one request in flight, well inside
+//! the server's window of [`crate::ledger::REQUEST_WINDOW`] sequence numbers, so every retry the
+//! library sends is one the server still recognises.
+//!
+//! After a reconnect the connection is no longer logged in; the client verifies the card again
+//! (with a fresh request id) before re-sending an account operation.
+
+use crate::codec::{CodecError, FrameCodec, FRAME_BYTES_LIMIT};
+use crate::faults::FaultPlan;
+use crate::protocol::{
+    Amount, Body, Card, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage, Status,
+    Welcome, PROTOCOL_VERSION,
+};
+use futures::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The server's address (`host:port`).
+    pub server: String,
+    /// This client's id, the first half of every request id. Random unless given.
+    pub client_id: u64,
+    /// How long one attempt waits for its reply before the connection is dropped and the request
+    /// re-sent.
+    pub attempt_timeout: Duration,
+    /// How long a call keeps retrying before it reports [`ClientError::OutcomeUnknown`].
+    pub outcome_deadline: Duration,
+    /// First pause between attempts; doubles each time up to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Longest pause between attempts.
+    pub backoff_max: Duration,
+    /// Client-side faults (`drop-request`, `drop-reply`, `seed`) for testing the server.
+    pub faults: FaultPlan,
+}
+
+impl ClientConfig {
+    /// Defaults for a server at `server`.
+    pub fn new(server: impl Into<String>) -> Self {
+        ClientConfig {
+            server: server.into(),
+            client_id: rand::thread_rng().gen_range(1..u64::MAX),
+            attempt_timeout: Duration::from_secs(5),
+            outcome_deadline: Duration::from_secs(30),
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+            faults: FaultPlan::default(),
+        }
+    }
+}
+
+/// Why a call gave no definite reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Retries ran out before a definite reply: the request may or may not have been executed.
+    /// Retrying it later with the same id is safe while the server still remembers the client.
+    #[error("outcome of request {id} unknown after {attempts} attempts: {last_error}")]
+    OutcomeUnknown {
+        /// The request.
+        id: RequestId,
+        /// How many times it was sent (or tried).
+        attempts: u32,
+        /// What went wrong last.
+        last_error: String,
+    },
+    /// The server refused the connection for good (for example an unsupported protocol version).
+    #[error("the server refused: {0}")]
+    Refused(String),
+    /// The card could not be verified again after a reconnect.
+    #[error("lost the login after a reconnect: the server answered {0}")]
+    LoginLost(Status),
+}
+
+/// What a client counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Requests sent again with the same id.
+    pub retries: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// Faults injected on this side.
+    pub requests_dropped: u64,
+    /// Replies discarded on this side.
+    pub replies_dropped: u64,
+}
+
+struct Connection {
+    framed: Framed<TcpStream, FrameCodec<ServerMessage, ClientMessage>>,
+    welcome: Welcome,
+    /// The card verified on this connection.
+    logged_in: Option<Card>,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    /// A reply (maybe `busy`).
+    Reply(Reply),
+    /// No reply; retry on a new connection.
+    Retry(String),
+}
+
+/// A connection to the bank that retries with the same request id until it gets a definite reply.
+pub struct Client {
+    config: ClientConfig,
+    connection: Option<Connection>,
+    next_sequence: u64,
+    /// The card and PIN last verified, to verify again after a reconnect.
+    login: Option<(Card, String)>,
+    generator: StdRng,
+    stats: ClientStats,
+}
+
+impl Client {
+    /// A client; it connects on its first call.
+    pub fn new(config: ClientConfig) -> Client {
+        let generator = StdRng::seed_from_u64(config.faults.seed ^ config.client_id);
+        Client {
+            config,
+            connection: None,
+            next_sequence: 1,
+            login: None,
+            generator,
+            stats: ClientStats::default(),
+        }
+    }
+
+    /// A client that has connected and completed the handshake.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let mut client = Client::new(config);
+        let deadline = Instant::now() + client.config.outcome_deadline;
+        let mut backoff = client.config.backoff_initial;
+        loop {
+            match client.connection().await {
+                Ok(_) => return Ok(client),
+                Err(Attempt::Reply(reply)) => return Err(ClientError::LoginLost(reply.status)),
+                Err(Attempt::Retry(error)) if Instant::now() + backoff >= deadline => {
+                    return Err(ClientError::Refused(error))
+                }
+                Err(Attempt::Retry(error)) if error.starts_with("refused:") => return Err(ClientError::Refused(error)),
+                Err(Attempt::Retry(_)) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(client.config.backoff_max);
+                }
+            }
+        }
+    }
+
+    /// This client's id.
+    pub fn client_id(&self) -> u64 {
+        self.config.client_id
+    }
+
+    /// What this client counted.
+    pub fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
+    /// The limits the server announced on the current connection.
+    pub fn welcome(&self) -> Option<&Welcome> {
+        self.connection.as_ref().map(|connection| &connection.welcome)
+    }
+
+    /// The id the next call will use (and reserves it).
+    pub fn next_id(&mut self) -> RequestId {
+        let id = RequestId {
+            client: self.config.client_id,
+            sequence: self.next_sequence,
+        };
+        self.next_sequence += 1;
+        id
+    }
+
+    /// Sends `operation` with a new id until a definite reply arrives.
+    pub async fn call(&mut self, operation: Operation) -> Result<Reply, ClientError> {
+        let id = self.next_id();
+        self.call_with_id(id, operation).await
+    }
+
+    /// Sends `operation` with the given id until a definite reply arrives. Calling it again with the
+    /// same id and operation (even from another process) returns the same reply.
+    pub async fn call_with_id(&mut self, id: RequestId, operation: Operation) -> Result<Reply, ClientError> {
+        if id.client == self.config.client_id && id.sequence >= self.next_sequence {
+            self.next_sequence = id.sequence + 1;
+        }
+        let deadline = Instant::now() + self.config.outcome_deadline;
+        let mut backoff = self.config.backoff_initial;
+        let mut attempts = 0;
+        let mut last_error: String;
+        loop {
+            if attempts > 0 {
+                self.stats.retries += 1;
+            }
+            attempts += 1;
+            match self.attempt(id, &operation, deadline).await {
+                Ok(Attempt::Reply(reply)) if reply.status.is_definite() => {
+                    self.remember_login(&operation, &reply);
+                    return Ok(reply);
+                }
+                Ok(Attempt::Reply(reply)) => last_error = format!("server answered {}", reply.status),
+                Ok(Attempt::Retry(error)) => {
+                    self.connection = None;
+                    last_error = error;
+                }
+                Err(error) => return Err(error),
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(ClientError::OutcomeUnknown {
+                    id,
+                    attempts,
+                    last_error,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.backoff_max);
+        }
+    }
+
+    fn remember_login(&mut self, operation: &Operation, reply: &Reply) {
+        match operation {
+            Operation::Verify { card, pin } => {
+                let approved = reply.status == Status::Approved;
+                self.login = approved.then(|| (*card, pin.clone()));
+                if let Some(connection) = &mut self.connection {
+                    connection.logged_in = approved.then_some(*card);
+                }
+            }
+            Operation::Logout => {
+                self.login = None;
+                if let Some(connection) = &mut self.connection {
+                    connection.logged_in = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One try: make sure there is a connection (logged in if the operation needs it), send, wait.
+    async fn attempt(&mut self, id: RequestId, operation: &Operation, deadline: Instant) -> Result<Attempt, ClientError> {
+        let needs_login = matches!(
+            operation,
+            Operation::Balance | Operation::Withdraw { .. } | Operation::Deposit { .. }
+        );
+        if let Err(failed) = self.connection().await {
+            return match failed {
+                Attempt::Retry(error) if error.starts_with("refused:") => Err(ClientError::Refused(error)),
+                other => Ok(other),
+            };
+        }
+        if needs_login {
+            if let Some(outcome) = self.log_in_again(deadline).await? {
+                return Ok(outcome);
+            }
+        }
+        Ok(self.exchange(id, operation.clone(), deadline).await)
+    }
+
+    /// After a reconnect, verifies the remembered card again. `Some` is an attempt to report
+    /// instead of sending the request.
+    async fn log_in_again(&mut self, deadline: Instant) -> Result<Option<Attempt>, ClientError> {
+        let Some((card, pin)) = self.login.clone() else {
+            return Ok(None);
+        };
+        if self.connection.as_ref().and_then(|connection| connection.logged_in) == Some(card) {
+            return Ok(None);
+        }
+        let id = self.next_id();
+        match self.exchange(id, Operation::Verify { card, pin }, deadline).await {
+            Attempt::Reply(reply) if reply.status == Status::Approved => {
+                if let Some(connection) = &mut self.connection {
+                    connection.logged_in = Some(card);
+                }
+                Ok(None)
+            }
+            Attempt::Reply(reply) if reply.status.is_definite() => Err(ClientError::LoginLost(reply.status)),
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// Sends one request on the current connection and waits for its reply.
+    async fn exchange(&mut self, id: RequestId, operation: Operation, deadline: Instant) -> Attempt {
+        let faults = self.config.faults;
+        if faults.drop_request > 0.0 && self.generator.gen_bool(faults.drop_request) {
+            self.stats.requests_dropped += 1;
+            return Attempt::Retry("request dropped (injected fault)".into());
+        }
+        let Some(connection) = &mut self.connection else {
+            return Attempt::Retry("not connected".into());
+        };
+        let request = ClientMessage::Request(Request { id, operation });
+        if let Err(error) = connection.framed.send(request).await {
+            return Attempt::Retry(format!("send failed: {error}"));
+        }
+        let timeout = self.config.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let wait = async {
+            loop {
+                match connection.framed.next().await {
+                    Some(Ok(ServerMessage::Reply(reply))) if reply.id == id => return Ok(reply),
+                    Some(Ok(ServerMessage::Reply(_))) => continue,
+                    Some(Ok(ServerMessage::Goodbye(goodbye))) => return Err(format!("server closed: {}", goodbye.reason)),
+                    Some(Ok(ServerMessage::Welcome(_))) => return Err("unexpected Welcome".into()),
+                    Some(Err(error)) => return Err(format!("receive failed: {error}")),
+                    None => return Err("connection closed".into()),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(reply)) => {
+                if faults.drop_reply > 0.0 && self.generator.gen_bool(faults.drop_reply) {
+                    self.stats.replies_dropped += 1;
+                    return Attempt::Retry("reply dropped (injected fault)".into());
+                }
+                Attempt::Reply(reply)
+            }
+            Ok(Err(error)) => Attempt::Retry(error),
+            Err(_) => Attempt::Retry(format!("no reply within {timeout:?}")),
+        }
+    }
+
+    /// The current connection, opening one (with the handshake) if there is none.
+    async fn connection(&mut self) -> Result<&mut Connection, Attempt> {
+        if self.connection.is_none() {
+            let connection = open(&self.config.server, self.config.attempt_timeout).await?;
+            self.stats.connections += 1;
+            self.connection = Some(connection);
+        }
+        self.connection.as_mut().ok_or(Attempt::Retry("not connected".into()))
+    }
+
+    /// Verifies `card` and `pin`; later account calls act on that card.
+    pub async fn verify(&mut self, card: Card, pin: &str) -> Result<Reply, ClientError> {
+        self.call(Operation::Verify {
+            card,
+            pin: pin.to_string(),
+        })
+        .await
+    }
+
+    /// The verified card's balance.
+    pub async fn balance(&mut self) -> Result<Reply, ClientError> {
+        self.call(Operation::Balance).await
+    }
+
+    /// Withdraws `amount` from the verified card's account.
+    pub async fn withdraw(&mut self, amount: Amount) -> Result<Reply, ClientError> {
+        self.call(Operation::Withdraw { amount }).await
+    }
+
+    /// Deposits `amount` into the verified card's account.
+    pub async fn deposit(&mut self, amount: Amount) -> Result<Reply, ClientError> {
+        self.call(Operation::Deposit { amount }).await
+    }
+
+    /// Opens an account (operator only).
+    pub async fn create_account(
+        &mut self,
+        operator_token: &str,
+        card: Card,
+        holder: &str,
+        pin: &str,
+        initial_balance: Amount,
+    ) -> Result<Reply, ClientError> {
+        self.call(Operation::CreateAccount {
+            operator_token: operator_token.to_string(),
+            card,
+            holder: holder.to_string(),
+            pin: pin.to_string(),
+            initial_balance,
+        })
+        .await
+    }
+}
+
+/// Opens a connection and does the handshake. A `Goodbye` in answer to the Hello is final
+/// (`refused:`), any other failure is worth retrying.
+async fn open(server: &str, timeout: Duration) -> Result<Connection, Attempt> {
+    let handshake = async {
+        let stream = TcpStream::connect(server)
+            .await
+            .map_err(|error| format!("cannot connect to {server}: {error}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, FrameCodec::new(FRAME_BYTES_LIMIT));
+        framed
+            .send(ClientMessage::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+            }))
+            .await
+            .map_err(|error: CodecError| format!("handshake failed: {error}"))?;
+        match framed.next().await {
+            Some(Ok(ServerMessage::Welcome(welcome))) => Ok(Connection {
+                framed,
+                welcome,
+                logged_in: None,
+            }),
+            Some(Ok(ServerMessage::Goodbye(goodbye))) if goodbye.reason.contains("protocol version") => {
+                Err(format!("refused: {}", goodbye.reason))
+            }
+            Some(Ok(ServerMessage::Goodbye(goodbye))) => Err(format!("server closed: {}", goodbye.reason)),
+            Some(Ok(other)) => Err(format!("handshake: unexpected {other:?}")),
+            Some(Err(error)) => Err(format!("handshake failed: {error}")),
+            None => Err("connection closed during the handshake".into()),
+        }
+    };
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(result) => result.map_err(Attempt::Retry),
+        Err(_) => Err(Attempt::Retry(format!("handshake took longer than {timeout:?}"))),
+    }
+}
+
+/// The balance a reply carries, if any.
+pub fn reply_balance(reply: &Reply) -> Option<Amount> {
+    match reply.body {
+        Body::Balance(balance) => Some(balance),
+        _ => None,
+    }
+}

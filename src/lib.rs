@@ -18,12 +18,14 @@
 //! - [`faults`]: deterministic fault injection for tests and the swarm.
 //! - [`server`]: the actors (gateway, sessions, account actors under a supervisor) and the
 //!   server's configuration and start-up.
+//! - [`atm`]: the `atm` binary's commands, JSON output and interactive menu.
 //! - [`client`]: the client library the `atm` binary, the swarm and the tests use: retries with the
 //!   same id, reconnects with backoff, and a deadline after which an outcome is reported unknown.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod atm;
 pub mod client;
 pub mod codec;
 pub mod faults;

@@ -1,1 +1,42 @@
-fn main() {}
+//! `atm`: talks to a bank server, one command at a time or through the lab's interactive menu.
+//!
+//! Exit codes: 0 approved, 1 refused by the server, 2 bad usage, 3 no definite answer.
+
+use actor_bank::atm::{self, Command};
+use actor_bank::client::ClientConfig;
+use clap::Parser;
+use std::process::ExitCode;
+
+/// An ATM for actor-bank.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Arguments {
+    /// The bank server's address.
+    #[arg(long, env = "BANK_SERVER", default_value = "127.0.0.1:7878")]
+    server: String,
+    /// Print exactly one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Without a command, the interactive menu starts.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    let config = ClientConfig::new(arguments.server);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("atm: {error}");
+            return ExitCode::from(atm::EXIT_UNKNOWN);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match arguments.command {
+            Some(command) => atm::run_command(config, command, arguments.json).await,
+            None => atm::run_menu(config).await,
+        }
+    });
+    ExitCode::from(code)
+}
