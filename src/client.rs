@@ -175,6 +175,12 @@ impl Client {
         self.connection.as_ref().map(|connection| &connection.welcome)
     }
 
+    /// Continues numbering after `sequence`: a new process that takes over a client id uses this
+    /// so its new requests never reuse a sequence number the id already used.
+    pub fn resume_after(&mut self, sequence: u64) {
+        self.next_sequence = self.next_sequence.max(sequence.saturating_add(1));
+    }
+
     /// The id the next call will use (and reserves it).
     pub fn next_id(&mut self) -> RequestId {
         let id = RequestId {

@@ -18,6 +18,7 @@
 //! - [`faults`]: deterministic fault injection for tests and the swarm.
 //! - [`server`]: the actors (gateway, sessions, account actors under a supervisor) and the
 //!   server's configuration and start-up.
+//! - [`swarm`]: the ATM swarm load generator and its audit of every cent.
 //! - [`atm`]: the `atm` binary's commands, JSON output and interactive menu.
 //! - [`client`]: the client library the `atm` binary, the swarm and the tests use: retries with the
 //!   same id, reconnects with backoff, and a deadline after which an outcome is reported unknown.
@@ -34,4 +35,5 @@ pub mod ledger;
 pub mod pin;
 pub mod protocol;
 pub mod server;
+pub mod swarm;
 pub mod utility;

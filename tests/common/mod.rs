@@ -5,7 +5,9 @@
 use actor_bank::client::{Client, ClientConfig};
 use actor_bank::codec::encode_frame;
 use actor_bank::pin::PinHashCost;
-use actor_bank::protocol::{ClientMessage, Hello, Operation, Request, RequestId, ServerMessage, PROTOCOL_VERSION};
+use actor_bank::protocol::{
+    ClientMessage, Hello, Operation, Request, RequestId, ServerMessage, PROTOCOL_VERSION,
+};
 use actor_bank::server::{RunningServer, ServerConfig};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -140,7 +142,10 @@ impl RawConnection {
             self.stream.read_exact(&mut body).await.ok()?;
             Some(body)
         };
-        tokio::time::timeout(Duration::from_secs(10), read).await.ok().flatten()
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Reads one message.
@@ -160,6 +165,378 @@ impl RawConnection {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap_or(false)
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+// ---- Helpers added for the core_* suites (raw request/reply exchanges, journal restarts). ----
+
+/// One request as a complete frame, to send several in one write (pipelining).
+pub fn request_frame(client: u64, sequence: u64, operation: Operation) -> Vec<u8> {
+    encode_frame(&ClientMessage::Request(Request {
+        id: RequestId { client, sequence },
+        operation,
+    }))
+    .unwrap()
+}
+
+impl RawConnection {
+    /// Reads one frame that must be a `Reply`; returns it with its exact body bytes.
+    pub async fn receive_reply(&mut self) -> (actor_bank::protocol::Reply, Vec<u8>) {
+        let body = self
+            .receive_body()
+            .await
+            .expect("the server closed the connection (or sent nothing) instead of replying");
+        match actor_bank::codec::decode_wire::<ServerMessage>(&body).unwrap() {
+            ServerMessage::Reply(reply) => (reply, body),
+            other => panic!("expected a Reply, got {other:?}"),
+        }
+    }
+
+    /// Sends one request and reads the next frame, which must be the reply with the same id.
+    pub async fn exchange(
+        &mut self,
+        client: u64,
+        sequence: u64,
+        operation: Operation,
+    ) -> (actor_bank::protocol::Reply, Vec<u8>) {
+        self.request(client, sequence, operation).await;
+        let (reply, body) = self.receive_reply().await;
+        assert_eq!(
+            reply.id,
+            RequestId { client, sequence },
+            "reply to another request: {reply:?}"
+        );
+        (reply, body)
+    }
+}
+
+impl TestServer {
+    /// Like [`TestServer::restart`], with the journal's settings adjusted too (for example a file
+    /// layer that fails like a full disk).
+    pub fn restart_with_journal(
+        &mut self,
+        adjust: impl FnOnce(&mut ServerConfig),
+        adjust_journal: impl FnOnce(&mut actor_bank::journal::JournalConfig),
+    ) {
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
+        let mut config = test_config(self.data_dir.path());
+        adjust(&mut config);
+        let mut journal = actor_bank::journal::JournalConfig::new(&config.data_dir);
+        journal.snapshot_records_interval = config.snapshot_records_interval;
+        journal.client_retention = config.client_retention;
+        adjust_journal(&mut journal);
+        self.server = Some(RunningServer::start_with_journal(config, journal).unwrap());
+    }
+
+    /// The committed balance of `card` (None when it has no account).
+    pub fn committed_balance(&self, card: u64) -> Option<u64> {
+        self.running().bank().balance(card)
+    }
+}
+
+/// Waits (polling, at most 10 s) until `condition` holds; panics naming `what` otherwise. Not a
+/// timing assertion: the limit only keeps a broken server from hanging the test.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Helpers for the durability tests: valid record streams, the journal's files on disk, and the
+/// real `bank-server` binary run as a child process.
+pub mod durability {
+    use actor_bank::journal::format::{self, Parsed};
+    use actor_bank::journal::{Journal, JournalConfig};
+    use actor_bank::ledger::{self, Decision, Event, Ledger, Lsn, Record};
+    use actor_bank::protocol::{Card, RequestId};
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// Milliseconds since the Unix epoch (records carry it; snapshots forget clients idle for a
+    /// day, so records must carry a recent time for snapshot and replay to agree).
+    pub fn now_unix_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    /// The pure bank: decides events with the ledger rules and keeps every record it produced.
+    #[derive(Clone, Default)]
+    pub struct Model {
+        pub ledger: Ledger,
+        pub records: Vec<Record>,
+        sequences: HashMap<u64, u64>,
+    }
+
+    impl Model {
+        /// Decides `event` on `card` for `client`'s next request; returns the record if the
+        /// decision changes the state (refusals of unknown cards are answers, not records).
+        pub fn step(&mut self, client: u64, card: Card, event: Event) -> Option<Record> {
+            let sequence = self.sequences.entry(client).or_insert(0);
+            *sequence += 1;
+            let request = RequestId {
+                client,
+                sequence: *sequence,
+            };
+            let account = self.ledger.accounts.get(&card);
+            match ledger::decide(account, card, request, event, now_unix_ms()) {
+                Decision::Record(record) => {
+                    let lsn = self.ledger.applied_lsn + 1;
+                    self.ledger.apply(lsn, &record).unwrap();
+                    self.records.push(record.clone());
+                    Some(record)
+                }
+                Decision::Answer(_) => None,
+            }
+        }
+
+        /// The state after the first `count` records.
+        pub fn ledger_after(&self, count: usize) -> Ledger {
+            replay(&self.records[..count])
+        }
+    }
+
+    /// The ledger the pure rules give for `records` applied from position 1.
+    pub fn replay(records: &[Record]) -> Ledger {
+        let mut ledger = Ledger::default();
+        for (index, record) in records.iter().enumerate() {
+            ledger.apply(index as Lsn + 1, record).unwrap();
+        }
+        ledger
+    }
+
+    /// An opening event.
+    pub fn opened(holder: &str, initial_balance: u64) -> Event {
+        Event::AccountOpened {
+            holder: holder.into(),
+            pin_hash: format!("$argon2id$fake-hash-of-{holder}"),
+            initial_balance,
+        }
+    }
+
+    /// A model with `count` records: three accounts opened, then a deterministic mix of
+    /// withdrawals, deposits and PIN attempts from three clients.
+    pub fn standard_model(count: usize) -> Model {
+        let mut model = Model::default();
+        let cards: [Card; 3] = [11, 22, 33];
+        for (index, card) in cards.iter().enumerate() {
+            if model.records.len() < count {
+                model.step(1, *card, opened(&format!("holder{index}"), 1_000));
+            }
+        }
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        while model.records.len() < count {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let pick = state >> 33;
+            let card = cards[(pick % 3) as usize];
+            let client = 1 + (pick >> 2) % 3;
+            let amount = 1 + (pick >> 4) % 400;
+            let event = match (pick >> 12) % 5 {
+                0 | 1 => Event::Withdrawal { amount },
+                2 | 3 => Event::Deposit { amount },
+                _ => Event::PinAttempt {
+                    correct: (pick >> 20) % 3 != 0,
+                },
+            };
+            model.step(client, card, event);
+        }
+        model
+    }
+
+    /// A journal configuration on `directory` with a snapshot every `interval` records.
+    pub fn journal_config(directory: &Path, interval: u64) -> JournalConfig {
+        let mut config = JournalConfig::new(directory);
+        config.snapshot_records_interval = interval;
+        config
+    }
+
+    /// Appends `records` one batch at a time (a batch per `batch` records), waiting for each.
+    pub fn append_all(journal: &Journal, records: &[Record], batch: usize) {
+        for chunk in records.chunks(batch.max(1)) {
+            let mut last = 0;
+            for record in chunk {
+                last = journal.append(record.clone()).unwrap();
+            }
+            futures::executor::block_on(journal.wait_durable(last)).unwrap();
+        }
+    }
+
+    /// Writes `records` into a fresh journal in `directory` (a snapshot every `interval`) and
+    /// closes it.
+    pub fn write_journal(directory: &Path, records: &[Record], interval: u64) {
+        let journal = Journal::open(journal_config(directory, interval)).unwrap();
+        append_all(&journal, records, 1);
+        journal.close();
+    }
+
+    /// A copy of the committed ledger of `journal`.
+    pub fn committed(journal: &Journal) -> Ledger {
+        journal.with_committed(|ledger| ledger.clone())
+    }
+
+    /// The segment files of `directory`, oldest first.
+    pub fn segments(directory: &Path) -> Vec<PathBuf> {
+        files_named(directory, "journal-", ".log")
+    }
+
+    /// The snapshot files of `directory`, oldest first.
+    pub fn snapshots(directory: &Path) -> Vec<PathBuf> {
+        files_named(directory, "snapshot-", ".snap")
+    }
+
+    fn files_named(directory: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(directory)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                let name = path.file_name().unwrap().to_string_lossy();
+                name.starts_with(prefix) && name.ends_with(suffix)
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Where each record of a segment's bytes starts and ends, with its position and record.
+    pub struct Span {
+        pub lsn: Lsn,
+        pub start: usize,
+        pub end: usize,
+        pub record: Record,
+    }
+
+    /// The whole records of a segment file, in order, up to the first thing that is not one.
+    pub fn record_spans(path: &Path) -> Vec<Span> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut spans = Vec::new();
+        let mut offset = format::SEGMENT_HEADER_BYTES;
+        while let Parsed::Record { lsn, record, end } = format::parse_record(&bytes, offset) {
+            spans.push(Span {
+                lsn,
+                start: offset,
+                end,
+                record,
+            });
+            offset = end;
+        }
+        spans
+    }
+
+    /// Copies the files of `from` into `to`.
+    pub fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+
+    /// Flips one bit of the byte at `offset` of `path`.
+    pub fn flip_bit(path: &Path, offset: usize, bit: u8) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[offset] ^= 1 << bit;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// The path of the `bank-server` binary Cargo built for the integration tests.
+    pub fn server_binary() -> &'static str {
+        env!("CARGO_BIN_EXE_bank-server")
+    }
+
+    /// The `bank-server` binary running as a child process.
+    pub struct BankProcess {
+        pub child: Child,
+        pub address: String,
+    }
+
+    impl BankProcess {
+        /// Starts `bank-server` on `data_dir` and `127.0.0.1:port` with operator token `token`
+        /// and cheap PIN hashes, and waits until it says it listens. Its output is appended to
+        /// `log`. Panics if the process exits before it listens.
+        pub fn start(data_dir: &Path, port: u16, token: &str, log: &Path) -> BankProcess {
+            let log_file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            let mut child = Command::new(server_binary())
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(data_dir)
+                .arg("--operator-token")
+                .arg(token)
+                .args(["--pin-hash-memory-kib", "8", "--pin-hash-iterations", "1"])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log_file.try_clone().unwrap()))
+                .spawn()
+                .unwrap();
+            // The binary prints its ready line on stdout (and, depending on the build, its logs
+            // too): keep draining stdout into the log so the child never blocks on a full pipe.
+            let stdout = child.stdout.take().unwrap();
+            let (ready, on_ready) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut log_file = log_file;
+                let mut ready = Some(ready);
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = writeln!(log_file, "{line}");
+                    if line.starts_with("bank-server listening on") {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                        }
+                    }
+                }
+            });
+            if on_ready.recv().is_err() {
+                let status = child.wait().unwrap();
+                let output = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("bank-server exited ({status}) before listening:\n{output}");
+            }
+            BankProcess {
+                child,
+                address: format!("127.0.0.1:{port}"),
+            }
+        }
+
+        /// SIGKILL: no shutdown, no flush, nothing.
+        pub fn kill(mut self) {
+            self.child.kill().unwrap();
+            self.child.wait().unwrap();
+        }
+    }
+
+    impl Drop for BankProcess {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

@@ -1,0 +1,314 @@
+//! `atm_swarm`: thousands of concurrent ATMs against a bank server, with injected faults, and an
+//! audit of every cent at the end. Exit code 0 when the audit finds nothing, 1 when it finds a
+//! violation, 2 for bad usage or a run that could not start.
+//!
+//! ```sh
+//! cargo run --release --example atm_swarm -- --atms 1000 --accounts 200 --duration 10s \
+//!     --faults drop-request=0.05,drop-reply=0.05 --server-faults crash-actor=0.01 \
+//!     --json-out swarm.json --plot-dir plots
+//! ```
+
+use actor_bank::faults::FaultPlan;
+use actor_bank::swarm::{self, Mix, ProgressCallback, Stop, SwarmConfig, SwarmReport};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Throws concurrent ATMs and faults at a bank server, then audits every account.
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Arguments {
+    /// The server; when omitted, one is started in this process on a temporary data directory.
+    #[arg(long, env = "BANK_SERVER")]
+    server: Option<String>,
+    /// Operator token for creating the swarm's accounts (the in-process server uses it too).
+    #[arg(long, env = "BANK_OPERATOR_TOKEN", default_value = "swarm-operator-token", hide_env_values = true)]
+    operator_token: String,
+    /// Concurrent ATMs, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    atms: usize,
+    /// Accounts to create and use.
+    #[arg(long, default_value_t = 100)]
+    accounts: usize,
+    /// Opening balance of each account (minor units).
+    #[arg(long, default_value_t = 1_000_000)]
+    initial_balance: u64,
+    /// Operation weights: withdraw=W,deposit=W,balance=W,utility=W.
+    #[arg(long, default_value = "withdraw=45,deposit=35,balance=15,utility=5")]
+    mix: Mix,
+    /// Zipf exponent over accounts (0 = uniform).
+    #[arg(long, default_value_t = 0.0)]
+    skew: f64,
+    /// How long to send load (e.g. 10s, 2m).
+    #[arg(long, value_parser = swarm::parse_duration, conflicts_with = "ops")]
+    duration: Option<Duration>,
+    /// Stop after this many operations instead.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Client-side faults: drop-request=P,drop-reply=P (lose the request before sending, lose the
+    /// reply after it arrives).
+    #[arg(long)]
+    faults: Option<FaultPlan>,
+    /// Server-side faults for the in-process server: drop-request=P,drop-reply=P,crash-actor=P,delay-ms=N.
+    #[arg(long)]
+    server_faults: Option<FaultPlan>,
+    /// Start the server with this shell command (needs --server, where it listens).
+    #[arg(long)]
+    server_cmd: Option<String>,
+    /// With --server-cmd: SIGKILL the server and restart it on this period (e.g. 2s).
+    #[arg(long, value_parser = swarm::parse_duration, requires = "server_cmd")]
+    chaos_restart: Option<Duration>,
+    /// Measure: no faults of any kind.
+    #[arg(long)]
+    bench: bool,
+    /// Write the JSON summary here.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Write SVG charts here.
+    #[arg(long)]
+    plot_dir: Option<PathBuf>,
+    /// Seconds one attempt waits for a reply before retrying.
+    #[arg(long, value_parser = swarm::parse_duration, default_value = "500ms")]
+    attempt_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let arguments = Arguments::parse();
+    if arguments.atms == 0 || arguments.accounts == 0 {
+        eprintln!("atm_swarm: --atms and --accounts must be at least 1");
+        return ExitCode::from(2);
+    }
+    let mut config = SwarmConfig::new(arguments.server.clone());
+    config.operator_token = arguments.operator_token.clone();
+    config.atms = arguments.atms;
+    config.accounts = arguments.accounts;
+    config.initial_balance = arguments.initial_balance;
+    config.mix = arguments.mix;
+    config.skew = arguments.skew;
+    config.stop = match (arguments.ops, arguments.duration) {
+        (Some(ops), _) => Stop::Operations(ops),
+        (None, Some(duration)) => Stop::After(duration),
+        (None, None) => Stop::After(Duration::from_secs(10)),
+    };
+    config.seed = arguments.seed;
+    config.attempt_timeout = arguments.attempt_timeout;
+    if !arguments.bench {
+        config.client_faults = arguments.faults.unwrap_or_default();
+        config.server_faults = arguments.server_faults;
+    } else if arguments.faults.is_some() || arguments.server_faults.is_some() {
+        eprintln!("atm_swarm: --bench measures without faults; ignoring --faults and --server-faults");
+    }
+    config.server_command = arguments.server_cmd.clone();
+    config.chaos_restart = arguments.chaos_restart;
+    let (bar, progress) = progress_bar(&config);
+    config.progress = Some(progress);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("atm_swarm: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(swarm::run(config)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("atm_swarm: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print_summary(&report, arguments.bench);
+    if let Some(path) = &arguments.json_out {
+        if let Err(error) = write_json(path, &report) {
+            eprintln!("atm_swarm: cannot write {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(directory) = &arguments.plot_dir {
+        if let Err(error) = write_plots(directory, &report) {
+            eprintln!("atm_swarm: cannot draw charts in {}: {error}", directory.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A progress bar on a terminal; otherwise one plain line a second.
+fn progress_bar(config: &SwarmConfig) -> (Option<ProgressBar>, ProgressCallback) {
+    if !std::io::stderr().is_terminal() {
+        let last = parking_lot::Mutex::new((0u64, 0u64));
+        let callback = move |acked: u64| {
+            let mut last = last.lock();
+            last.1 += 1;
+            eprintln!("{:>5} s {:>10} ops acked {:>8} ops/s", last.1, acked, acked - last.0);
+            last.0 = acked;
+        };
+        return (None, ProgressCallback(Arc::new(callback)));
+    }
+    let by_operations = matches!(config.stop, Stop::Operations(_));
+    let bar = match config.stop {
+        Stop::Operations(ops) => ProgressBar::new(ops),
+        Stop::After(duration) => ProgressBar::new(duration.as_secs()),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let handle = bar.clone();
+    let callback = move |acked: u64| {
+        if by_operations {
+            handle.set_position(acked);
+        } else {
+            handle.inc(1);
+        }
+        handle.set_message(format!("{acked} ops acked"));
+    };
+    (Some(bar), ProgressCallback(Arc::new(callback)))
+}
+
+fn print_summary(report: &SwarmReport, bench: bool) {
+    let latency = &report.latency_us;
+    println!(
+        "{} ops acked in {:.1} s: {:.0} ops/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}",
+        report.ops_acked,
+        report.duration_secs,
+        report.ops_per_sec,
+        latency.p50,
+        latency.p90,
+        latency.p99,
+        latency.p999,
+        latency.max
+    );
+    if !bench {
+        println!("retries {}, restarts {}, faults {:?}", report.retries, report.restarts, report.faults);
+    }
+    println!("statuses {:?}", report.statuses);
+    if report.violations == 0 {
+        println!("audit: {} accounts, every cent accounted for, 0 violations", report.accounts.len());
+    } else {
+        println!("audit: {} VIOLATIONS", report.violations);
+        for detail in &report.violation_details {
+            println!("  {detail}");
+        }
+    }
+}
+
+fn write_json(path: &Path, report: &SwarmReport) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Three charts: throughput, latency percentiles, and faults with retries (the lab's server-side
+/// and client-side error graphs), restarts marked on each.
+fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
+    std::fs::create_dir_all(directory)?;
+    let seconds = report.timeline.len().max(1) as u64;
+    let restarts: Vec<u64> = report.timeline.iter().filter(|s| s.restarted).map(|s| s.second).collect();
+    let series = |pick: fn(&swarm::Second) -> u64| -> Vec<(u64, u64)> {
+        report.timeline.iter().map(|second| (second.second, pick(second))).collect()
+    };
+    chart(
+        &directory.join("throughput.svg"),
+        "Throughput (acknowledged operations per second)",
+        "ops/s",
+        seconds,
+        &[("ops acked", series(|s| s.ops_acked), BLUE)],
+        &restarts,
+    )?;
+    chart(
+        &directory.join("latency.svg"),
+        "Latency percentiles per second (µs, retries included)",
+        "µs",
+        seconds,
+        &[
+            ("p50", series(|s| s.latency_us.p50), GREEN),
+            ("p99", series(|s| s.latency_us.p99), BLUE),
+            ("p99.9", series(|s| s.latency_us.p999), MAGENTA),
+        ],
+        &restarts,
+    )?;
+    chart(
+        &directory.join("faults.svg"),
+        "Faults injected and retries per second",
+        "count",
+        seconds,
+        &[
+            ("server-side faults", series(|s| s.server_faults), RED),
+            ("client-side faults", series(|s| s.client_faults), MAGENTA),
+            ("retries", series(|s| s.retries), BLUE),
+        ],
+        &restarts,
+    )?;
+    Ok(())
+}
+
+fn chart(
+    path: &Path,
+    title: &str,
+    unit: &str,
+    seconds: u64,
+    lines: &[(&str, Vec<(u64, u64)>, RGBColor)],
+    restarts: &[u64],
+) -> DrawResult {
+    let top = lines
+        .iter()
+        .flat_map(|(_, points, _)| points.iter().map(|(_, value)| *value))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..seconds, 0..top + top / 10 + 1)?;
+    chart.configure_mesh().x_desc("second").y_desc(unit).draw()?;
+    for (name, points, color) in lines {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    for restart in restarts {
+        chart.draw_series(LineSeries::new(vec![(*restart, 0), (*restart, top)], BLACK.mix(0.5)))?;
+    }
+    if !restarts.is_empty() {
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![(0, 0), (0, 0)], BLACK.mix(0.5))))?
+            .label("server restart")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Prints the wire frames that docs/PROTOCOL.md shows as worked examples, encoded by the real codec.
+//!
+//! Run it with `cargo run --example protocol_dump`. The frames are one conversation with the demo
+//! account (card 123456789, PIN 1234, balance 10000): handshake, verification, a withdrawal of 300,
+//! a withdrawal the balance cannot cover, and the Goodbye a server sends for a protocol version it
+//! does not speak. tests/protocol_doc.rs includes this file, so the document, this program and the
+//! server are checked against the same list.
+
+use actor_bank::codec::encode_frame;
+use actor_bank::ledger::REQUEST_WINDOW;
+use actor_bank::protocol::{
+    Body, ClientMessage, Goodbye, Hello, Operation, Reply, Request, RequestId, ServerMessage,
+    Status, Welcome, PROTOCOL_VERSION,
+};
+use actor_bank::server::Limits;
+
+/// Which side sends a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to server.
+    ToServer,
+    /// Server to client.
+    ToClient,
+}
+
+/// One worked example: the name docs/PROTOCOL.md marks it with, the value, and its frame.
+pub struct Example {
+    /// The name after `<!-- frame:` in the document.
+    pub name: &'static str,
+    /// Who sends it.
+    pub direction: Direction,
+    /// The value, as Rust prints it.
+    pub value: String,
+    /// The complete frame: length prefix and body.
+    pub frame: Vec<u8>,
+}
+
+/// The request id of the examples' client: client 7, with sequence numbers from 1.
+pub fn id(sequence: u64) -> RequestId {
+    RequestId {
+        client: 7,
+        sequence,
+    }
+}
+
+/// The protocol version the rejected Hello claims (one the server does not speak).
+pub const UNSUPPORTED_VERSION: u32 = PROTOCOL_VERSION + 1;
+
+/// The Welcome a server with default limits sends.
+pub fn default_welcome() -> Welcome {
+    let limits = Limits::default();
+    Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        requests_in_flight_max: limits.requests_in_flight_max as u32,
+        request_window: REQUEST_WINDOW as u32,
+        frame_bytes_max: limits.frame_bytes_max as u32,
+    }
+}
+
+fn request(sequence: u64, operation: Operation) -> ClientMessage {
+    ClientMessage::Request(Request {
+        id: id(sequence),
+        operation,
+    })
+}
+
+fn reply(sequence: u64, status: Status, body: Body) -> ServerMessage {
+    ServerMessage::Reply(Reply {
+        id: id(sequence),
+        status,
+        body,
+    })
+}
+
+fn to_server(name: &'static str, message: ClientMessage) -> Example {
+    Example {
+        name,
+        direction: Direction::ToServer,
+        value: format!("{message:?}"),
+        frame: encode_frame(&message).expect("every example encodes"),
+    }
+}
+
+fn to_client(name: &'static str, message: ServerMessage) -> Example {
+    Example {
+        name,
+        direction: Direction::ToClient,
+        value: format!("{message:?}"),
+        frame: encode_frame(&message).expect("every example encodes"),
+    }
+}
+
+/// Every worked example, in the order of the conversation.
+pub fn examples() -> Vec<Example> {
+    vec![
+        to_server(
+            "hello",
+            ClientMessage::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+            }),
+        ),
+        to_client("welcome", ServerMessage::Welcome(default_welcome())),
+        to_server(
+            "verify-request",
+            request(
+                1,
+                Operation::Verify {
+                    card: 123_456_789,
+                    pin: "1234".into(),
+                },
+            ),
+        ),
+        to_client("verify-reply", reply(1, Status::Approved, Body::Empty)),
+        to_server(
+            "withdraw-request",
+            request(2, Operation::Withdraw { amount: 300 }),
+        ),
+        to_client(
+            "withdraw-reply",
+            reply(2, Status::Approved, Body::Balance(9_700)),
+        ),
+        to_server(
+            "overdraw-request",
+            request(3, Operation::Withdraw { amount: 20_000 }),
+        ),
+        to_client(
+            "overdraw-reply",
+            reply(3, Status::InsufficientFunds, Body::Balance(9_700)),
+        ),
+        to_server(
+            "unsupported-hello",
+            ClientMessage::Hello(Hello {
+                protocol_version: UNSUPPORTED_VERSION,
+            }),
+        ),
+        to_client(
+            "unsupported-goodbye",
+            ServerMessage::Goodbye(Goodbye {
+                reason: format!(
+                    "protocol version {UNSUPPORTED_VERSION} is not supported; \
+                     this server speaks {PROTOCOL_VERSION}"
+                ),
+            }),
+        ),
+    ]
+}
+
+/// The frame as the document writes it: lowercase hex pairs, sixteen to a line.
+pub fn hex_lines(frame: &[u8]) -> Vec<String> {
+    frame
+        .chunks(16)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[allow(dead_code)] // The test that includes this file has its own entry point.
+fn main() {
+    for example in examples() {
+        let arrow = match example.direction {
+            Direction::ToServer => "client -> server",
+            Direction::ToClient => "server -> client",
+        };
+        println!("{} ({arrow}, {} bytes)", example.name, example.frame.len());
+        println!("  {}", example.value);
+        for line in hex_lines(&example.frame) {
+            println!("  {line}");
+        }
+        println!();
+    }
+}

@@ -1,0 +1,710 @@
+//! Core operations over the real protocol: the handshake, every operation, and every status a
+//! request can end in (approved, busy, unavailable, not_authorised, not_logged_in,
+//! invalid_request, unknown_card, card_exists, invalid_amount, insufficient_funds), pipelining
+//! and the lab's utilities. Exactly-once, bad input and security have suites of their own.
+mod common;
+
+use actor_bank::codec::{encode_frame, encode_wire};
+use actor_bank::journal::files::FullDisk;
+use actor_bank::protocol::{
+    Body, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage, Status,
+    Welcome, PROTOCOL_VERSION,
+};
+use common::{request_frame, TestServer, OPERATOR_TOKEN};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const JOTY: u64 = 123_456_789;
+const JOTY_PIN: &str = "1234";
+const AHONA: u64 = 987_654_321;
+
+fn reply(client: u64, sequence: u64, status: Status, body: Body) -> Reply {
+    Reply {
+        id: RequestId { client, sequence },
+        status,
+        body,
+    }
+}
+
+fn verify(card: u64, pin: &str) -> Operation {
+    Operation::Verify {
+        card,
+        pin: pin.to_string(),
+    }
+}
+
+fn create(token: &str, card: u64, holder: &str, pin: &str, initial_balance: u64) -> Operation {
+    Operation::CreateAccount {
+        operator_token: token.to_string(),
+        card,
+        holder: holder.to_string(),
+        pin: pin.to_string(),
+        initial_balance,
+    }
+}
+
+/// The Welcome announces the protocol version and the limits actually configured.
+#[tokio::test]
+async fn the_handshake_announces_the_version_and_the_limits() {
+    let server = TestServer::start();
+    let mut connection = common::RawConnection::connect(&server.address()).await;
+    connection
+        .send(&ClientMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+        }))
+        .await;
+    assert_eq!(
+        connection.receive().await,
+        Some(ServerMessage::Welcome(Welcome {
+            protocol_version: 1,
+            requests_in_flight_max: 64,
+            request_window: 32,
+            frame_bytes_max: 64 * 1024,
+        }))
+    );
+
+    let tuned = TestServer::start_with(|config| {
+        config.limits.requests_in_flight_max = 5;
+        config.limits.frame_bytes_max = 4000;
+    });
+    let mut connection = common::RawConnection::connect(&tuned.address()).await;
+    connection
+        .send(&ClientMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+        }))
+        .await;
+    assert_eq!(
+        connection.receive().await,
+        Some(ServerMessage::Welcome(Welcome {
+            protocol_version: 1,
+            requests_in_flight_max: 5,
+            request_window: 32,
+            frame_bytes_max: 4000,
+        }))
+    );
+}
+
+/// A session verifies a card, reads its balance, withdraws, deposits and logs out, with exact
+/// replies; after the logout account operations answer not_logged_in and move nothing.
+#[tokio::test]
+async fn a_session_verifies_reads_withdraws_deposits_and_logs_out() {
+    let server = TestServer::start();
+    let mut atm = server.raw().await;
+    let c = 11;
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
+    let (r, _) = atm.exchange(c, 2, Operation::Balance).await;
+    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(10_000)));
+    let (r, _) = atm
+        .exchange(c, 3, Operation::Withdraw { amount: 2_500 })
+        .await;
+    assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(7_500)));
+    let (r, _) = atm
+        .exchange(c, 4, Operation::Deposit { amount: 1_000 })
+        .await;
+    assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(8_500)));
+    let (r, _) = atm.exchange(c, 5, Operation::Balance).await;
+    assert_eq!(r, reply(c, 5, Status::Approved, Body::Balance(8_500)));
+    let (r, _) = atm.exchange(c, 6, Operation::Logout).await;
+    assert_eq!(r, reply(c, 6, Status::Approved, Body::Empty));
+    let (r, _) = atm.exchange(c, 7, Operation::Balance).await;
+    assert_eq!(r, reply(c, 7, Status::NotLoggedIn, Body::Empty));
+    let (r, _) = atm.exchange(c, 8, Operation::Withdraw { amount: 1 }).await;
+    assert_eq!(r, reply(c, 8, Status::NotLoggedIn, Body::Empty));
+    let (r, _) = atm.exchange(c, 9, Operation::Deposit { amount: 1 }).await;
+    assert_eq!(r, reply(c, 9, Status::NotLoggedIn, Body::Empty));
+    assert_eq!(server.committed_balance(JOTY), Some(8_500));
+    assert_eq!(server.committed_balance(AHONA), Some(5_000));
+}
+
+/// A fresh connection is not logged in: account operations answer not_logged_in, whatever the
+/// amount (not_logged_in takes precedence over invalid_amount).
+#[tokio::test]
+async fn account_operations_without_a_verified_card_are_not_logged_in() {
+    let server = TestServer::start();
+    let mut atm = server.raw().await;
+    let c = 12;
+    for (sequence, operation) in [
+        Operation::Balance,
+        Operation::Withdraw { amount: 100 },
+        Operation::Withdraw { amount: 0 },
+        Operation::Deposit { amount: 100 },
+        Operation::Deposit { amount: 0 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sequence = sequence as u64 + 1;
+        let (r, _) = atm.exchange(c, sequence, operation).await;
+        assert_eq!(r, reply(c, sequence, Status::NotLoggedIn, Body::Empty));
+    }
+    assert_eq!(server.committed_balance(JOTY), Some(10_000));
+    assert_eq!(server.committed_balance(AHONA), Some(5_000));
+}
+
+/// Zero amounts, overdrafts, an overflowing deposit and an unknown card are refused with their
+/// status; refusals carry the current balance and never change it.
+#[tokio::test]
+async fn refusals_carry_their_status_and_move_no_money() {
+    let server = TestServer::start();
+    let mut atm = server.raw().await;
+    let c = 13;
+    let (r, _) = atm.exchange(c, 1, verify(555_000_111, "1234")).await;
+    assert_eq!(r, reply(c, 1, Status::UnknownCard, Body::Empty));
+    let (r, _) = atm.exchange(c, 2, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 2, Status::Approved, Body::Empty));
+    let steps = [
+        (
+            Operation::Withdraw { amount: 0 },
+            Status::InvalidAmount,
+            10_000,
+        ),
+        (
+            Operation::Deposit { amount: 0 },
+            Status::InvalidAmount,
+            10_000,
+        ),
+        (
+            Operation::Withdraw { amount: 10_001 },
+            Status::InsufficientFunds,
+            10_000,
+        ),
+        (
+            Operation::Withdraw { amount: u64::MAX },
+            Status::InsufficientFunds,
+            10_000,
+        ),
+        (Operation::Withdraw { amount: 10_000 }, Status::Approved, 0),
+        (
+            Operation::Withdraw { amount: 1 },
+            Status::InsufficientFunds,
+            0,
+        ),
+        (
+            Operation::Deposit { amount: u64::MAX },
+            Status::Approved,
+            u64::MAX,
+        ),
+        (
+            Operation::Deposit { amount: 1 },
+            Status::InvalidAmount,
+            u64::MAX,
+        ),
+        (
+            Operation::Withdraw {
+                amount: u64::MAX - 7,
+            },
+            Status::Approved,
+            7,
+        ),
+    ];
+    for (index, (operation, status, balance)) in steps.into_iter().enumerate() {
+        let sequence = index as u64 + 3;
+        let (r, _) = atm.exchange(c, sequence, operation).await;
+        assert_eq!(r, reply(c, sequence, status, Body::Balance(balance)));
+    }
+    let (r, _) = atm.exchange(c, 20, Operation::Balance).await;
+    assert_eq!(r, reply(c, 20, Status::Approved, Body::Balance(7)));
+    assert_eq!(server.committed_balance(JOTY), Some(7));
+    assert_eq!(server.committed_balance(AHONA), Some(5_000));
+    let bank = server.running().bank();
+    assert!(bank.journal.with_committed(|ledger| ledger.is_conserved()));
+}
+
+/// The operator opens an account that can then be used; a second open of the card answers
+/// card_exists; a wrong or empty token answers not_authorised; malformed PINs and holder names
+/// answer invalid_request and open nothing; the boundaries (12-digit PIN, 64-byte name) are valid.
+#[tokio::test]
+async fn the_operator_creates_accounts_and_bad_ones_are_refused() {
+    let server = TestServer::start();
+    let mut atm = server.raw().await;
+    let c = 14;
+    let card = 111_222_333;
+    let (r, _) = atm
+        .exchange(c, 1, create(OPERATOR_TOKEN, card, "Rahim", "4321", 700))
+        .await;
+    assert_eq!(r, reply(c, 1, Status::Approved, Body::Balance(700)));
+    let (r, _) = atm
+        .exchange(c, 2, create(OPERATOR_TOKEN, card, "Someone", "9999", 5))
+        .await;
+    assert_eq!(r, reply(c, 2, Status::CardExists, Body::Empty));
+    let (r, _) = atm
+        .exchange(c, 3, create(OPERATOR_TOKEN, JOTY, "Joty", "1234", 1))
+        .await;
+    assert_eq!(r, reply(c, 3, Status::CardExists, Body::Empty));
+    assert_eq!(server.committed_balance(JOTY), Some(10_000));
+
+    // The new account works, with the PIN it was opened with.
+    let (r, _) = atm.exchange(c, 4, verify(card, "9999")).await;
+    assert_eq!(r, reply(c, 4, Status::IncorrectPin, Body::Empty));
+    let (r, _) = atm.exchange(c, 5, verify(card, "4321")).await;
+    assert_eq!(r, reply(c, 5, Status::Approved, Body::Empty));
+    let (r, _) = atm
+        .exchange(c, 6, Operation::Withdraw { amount: 200 })
+        .await;
+    assert_eq!(r, reply(c, 6, Status::Approved, Body::Balance(500)));
+
+    // Not the operator: refused before anything else is checked.
+    let other = 444_555_666;
+    let refusals = [
+        (
+            create("wrong-token", other, "Mina", "1234", 1),
+            Status::NotAuthorised,
+        ),
+        (create("", other, "Mina", "1234", 1), Status::NotAuthorised),
+        (
+            create("test-operator-token ", other, "Mina", "1234", 1),
+            Status::NotAuthorised,
+        ),
+        (
+            create("wrong-token", other, "", "12", 1),
+            Status::NotAuthorised,
+        ),
+        // Malformed parameters.
+        (
+            create(OPERATOR_TOKEN, other, "Mina", "123", 1),
+            Status::InvalidRequest,
+        ),
+        (
+            create(OPERATOR_TOKEN, other, "Mina", "1234567890123", 1),
+            Status::InvalidRequest,
+        ),
+        (
+            create(OPERATOR_TOKEN, other, "Mina", "12a4", 1),
+            Status::InvalidRequest,
+        ),
+        (
+            create(OPERATOR_TOKEN, other, "Mina", "", 1),
+            Status::InvalidRequest,
+        ),
+        (
+            create(OPERATOR_TOKEN, other, "Mina", "١٢٣٤", 1),
+            Status::InvalidRequest,
+        ),
+        (
+            create(OPERATOR_TOKEN, other, "", "1234", 1),
+            Status::InvalidRequest,
+        ),
+        (
+            create(OPERATOR_TOKEN, other, "   ", "1234", 1),
+            Status::InvalidRequest,
+        ),
+        (
+            create(OPERATOR_TOKEN, other, &"x".repeat(65), "1234", 1),
+            Status::InvalidRequest,
+        ),
+        (
+            create(OPERATOR_TOKEN, other, &"é".repeat(33), "1234", 1),
+            Status::InvalidRequest,
+        ),
+        // Invalid parameters win over an existing card.
+        (
+            create(OPERATOR_TOKEN, JOTY, "Joty", "12", 1),
+            Status::InvalidRequest,
+        ),
+    ];
+    for (index, (operation, status)) in refusals.into_iter().enumerate() {
+        let sequence = index as u64 + 10;
+        let (r, _) = atm.exchange(c, sequence, operation).await;
+        assert_eq!(
+            r,
+            reply(c, sequence, status, Body::Empty),
+            "refusal #{index}"
+        );
+    }
+    assert_eq!(server.committed_balance(other), None);
+
+    // The boundaries are accepted.
+    let (r, _) = atm
+        .exchange(
+            c,
+            30,
+            create(OPERATOR_TOKEN, other, &"é".repeat(32), "123456789012", 0),
+        )
+        .await;
+    assert_eq!(r, reply(c, 30, Status::Approved, Body::Balance(0)));
+    let (r, _) = atm
+        .exchange(
+            c,
+            31,
+            create(OPERATOR_TOKEN, 1, &"x".repeat(64), "0000", 42),
+        )
+        .await;
+    assert_eq!(r, reply(c, 31, Status::Approved, Body::Balance(42)));
+    let (r, _) = atm.exchange(c, 32, verify(other, "123456789012")).await;
+    assert_eq!(r, reply(c, 32, Status::Approved, Body::Empty));
+    let (r, _) = atm.exchange(c, 33, Operation::Balance).await;
+    assert_eq!(r, reply(c, 33, Status::Approved, Body::Balance(0)));
+    assert_eq!(server.committed_balance(other), Some(0));
+    assert_eq!(server.committed_balance(1), Some(42));
+}
+
+/// A server started without an operator token refuses every account creation.
+#[tokio::test]
+async fn without_an_operator_token_nobody_creates_accounts() {
+    let server = TestServer::start_with(|config| config.operator_token = None);
+    let mut atm = server.raw().await;
+    let (r, _) = atm
+        .exchange(15, 1, create(OPERATOR_TOKEN, 222, "Mina", "1234", 1))
+        .await;
+    assert_eq!(r, reply(15, 1, Status::NotAuthorised, Body::Empty));
+    let (r, _) = atm
+        .exchange(15, 2, create("", 222, "Mina", "1234", 1))
+        .await;
+    assert_eq!(r, reply(15, 2, Status::NotAuthorised, Body::Empty));
+    assert_eq!(server.committed_balance(222), None);
+}
+
+/// The client library drives the same operations and reports the same statuses.
+#[tokio::test]
+async fn the_client_library_runs_every_account_operation() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let card = 333_444_555;
+    let r = client
+        .create_account(OPERATOR_TOKEN, card, "Nadia", "2468", 1_000)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(1_000)));
+    let r = client
+        .create_account("nope", card, "Nadia", "2468", 1_000)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body), (Status::NotAuthorised, Body::Empty));
+    let r = client.withdraw(10).await.unwrap();
+    assert_eq!((r.status, r.body), (Status::NotLoggedIn, Body::Empty));
+    let r = client.verify(card, "2468").await.unwrap();
+    assert_eq!((r.status, r.body), (Status::Approved, Body::Empty));
+    let r = client.deposit(250).await.unwrap();
+    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(1_250)));
+    let r = client.withdraw(1_000).await.unwrap();
+    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(250)));
+    let r = client.withdraw(251).await.unwrap();
+    assert_eq!(
+        (r.status, r.body),
+        (Status::InsufficientFunds, Body::Balance(250))
+    );
+    let r = client.balance().await.unwrap();
+    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(250)));
+    assert_eq!(server.committed_balance(card), Some(250));
+    assert_eq!(client.stats().retries, 0);
+}
+
+/// The utilities answer without a login: full Unicode lowercasing, exact primality up to the
+/// largest 64-bit prime, decimal palindromes.
+#[tokio::test]
+async fn the_utilities_answer_without_a_login() {
+    let server = TestServer::start();
+    let mut atm = server.raw().await;
+    let c = 16;
+    let lowercase = [
+        ("HeLLo ÄTM", "hello ätm"),
+        ("ΣΑΣ ΟΔΟΣ", "σας οδος"),
+        ("İSTANBUL", "i\u{307}stanbul"),
+        ("ÀÉÎÕÜ ЖЁЛТЫЙ", "àéîõü жёлтый"),
+        ("already lower 123 !?", "already lower 123 !?"),
+        ("", ""),
+    ];
+    let mut sequence = 0;
+    for (text, lower) in lowercase {
+        sequence += 1;
+        let operation = Operation::Lowercase {
+            text: text.to_string(),
+        };
+        let (r, _) = atm.exchange(c, sequence, operation).await;
+        assert_eq!(
+            r,
+            reply(c, sequence, Status::Approved, Body::Text(lower.to_string()))
+        );
+    }
+    let primes = [
+        (0, false),
+        (1, false),
+        (2, true),
+        (3, true),
+        (4, false),
+        (97, true),
+        (561, false),                       // a Carmichael number
+        (3_215_031_751, false),             // a strong pseudoprime to bases 2, 3, 5, 7
+        (4_294_967_291, true),              // the largest 32-bit prime
+        (18_446_744_073_709_551_557, true), // the largest 64-bit prime
+        (18_446_744_073_709_551_559, false),
+        (u64::MAX, false),
+    ];
+    for (number, prime) in primes {
+        sequence += 1;
+        let (r, _) = atm
+            .exchange(c, sequence, Operation::IsPrime { number })
+            .await;
+        assert_eq!(
+            r,
+            reply(c, sequence, Status::Approved, Body::Answer(prime)),
+            "{number}"
+        );
+    }
+    let palindromes = [
+        (0, true),
+        (7, true),
+        (10, false),
+        (121, true),
+        (12_321, true),
+        (123_456, false),
+        (1_234_554_321, true),
+        (18_446_744_066_044_764_481, true),
+        (u64::MAX, false),
+    ];
+    for (number, palindrome) in palindromes {
+        sequence += 1;
+        let (r, _) = atm
+            .exchange(c, sequence, Operation::IsPalindrome { number })
+            .await;
+        assert_eq!(
+            r,
+            reply(c, sequence, Status::Approved, Body::Answer(palindrome)),
+            "{number}"
+        );
+    }
+    // The utilities are not journaled and need no memory of completed requests.
+    let head = server.running().bank().journal.stats().head_lsn;
+    assert_eq!(head, 2, "only the two demo accounts were journaled");
+}
+
+/// Several requests sent before any reply is read are all answered, each with its own id;
+/// account changes on one card are serialised, so the approved balances are exactly the
+/// successive balances.
+#[tokio::test]
+async fn pipelined_requests_are_answered_and_matched_by_id() {
+    let server = TestServer::start();
+    let mut atm = server.raw().await;
+    let c = 17;
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r.status, Status::Approved);
+
+    let mut bytes = Vec::new();
+    bytes.extend(request_frame(c, 10, Operation::Withdraw { amount: 100 }));
+    bytes.extend(request_frame(
+        c,
+        11,
+        Operation::Lowercase {
+            text: "PIPE".into(),
+        },
+    ));
+    bytes.extend(request_frame(c, 12, Operation::IsPrime { number: 7 }));
+    bytes.extend(request_frame(c, 13, Operation::Deposit { amount: 50 }));
+    bytes.extend(request_frame(c, 14, Operation::IsPalindrome { number: 12 }));
+    bytes.extend(request_frame(c, 15, Operation::Withdraw { amount: 0 }));
+    for sequence in 20..40 {
+        bytes.extend(request_frame(
+            c,
+            sequence,
+            Operation::Withdraw { amount: 10 },
+        ));
+    }
+    atm.send_bytes(&bytes).await;
+
+    let mut replies = HashMap::new();
+    for _ in 0..26 {
+        let (r, _) = atm.receive_reply().await;
+        assert_eq!(r.id.client, c);
+        assert!(
+            replies.insert(r.id.sequence, r.clone()).is_none(),
+            "two replies for {:?}",
+            r.id
+        );
+    }
+    assert_eq!(
+        replies[&11],
+        reply(c, 11, Status::Approved, Body::Text("pipe".into()))
+    );
+    assert_eq!(
+        replies[&12],
+        reply(c, 12, Status::Approved, Body::Answer(true))
+    );
+    assert_eq!(
+        replies[&14],
+        reply(c, 14, Status::Approved, Body::Answer(false))
+    );
+    assert_eq!(replies[&15].status, Status::InvalidAmount);
+    // Every change was approved, and each approved balance is a distinct step of the sequence of
+    // changes: 10000 - 100 + 50 - 20 * 10 = 9750 at the end.
+    let mut balances = Vec::new();
+    for sequence in [10, 13].into_iter().chain(20..40) {
+        let r = &replies[&sequence];
+        assert_eq!(r.status, Status::Approved, "{r:?}");
+        match r.body {
+            Body::Balance(balance) => balances.push(balance),
+            ref other => panic!("no balance in {other:?}"),
+        }
+    }
+    balances.sort_unstable();
+    balances.dedup();
+    assert_eq!(balances.len(), 22, "two changes reported the same balance");
+    assert_eq!(balances[0], 9_750);
+    assert_eq!(server.committed_balance(JOTY), Some(9_750));
+    let (r, _) = atm.exchange(c, 50, Operation::Balance).await;
+    assert_eq!(r, reply(c, 50, Status::Approved, Body::Balance(9_750)));
+}
+
+/// With one request allowed in flight per connection (and replies slowed down), requests sent
+/// while one is pending are answered busy at once and decide nothing; a retry of the busy id
+/// later executes it normally.
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_are_answered_busy() {
+    let server = TestServer::start_with(|config| {
+        config.limits.requests_in_flight_max = 1;
+        config.faults = Some("delay-ms=400".parse().unwrap());
+    });
+    let mut atm = server.raw().await;
+    let c = 18;
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
+
+    let mut bytes = request_frame(c, 2, Operation::Withdraw { amount: 100 });
+    bytes.extend(request_frame(c, 3, Operation::Withdraw { amount: 200 }));
+    bytes.extend(request_frame(c, 4, Operation::IsPrime { number: 13 }));
+    atm.send_bytes(&bytes).await;
+    let mut replies = HashMap::new();
+    for _ in 0..3 {
+        let (r, _) = atm.receive_reply().await;
+        replies.insert(r.id.sequence, r);
+    }
+    assert_eq!(
+        replies[&2],
+        reply(c, 2, Status::Approved, Body::Balance(9_900))
+    );
+    assert_eq!(replies[&3], reply(c, 3, Status::Busy, Body::Empty));
+    assert_eq!(replies[&4], reply(c, 4, Status::Busy, Body::Empty));
+    assert_eq!(server.committed_balance(JOTY), Some(9_900));
+
+    // busy is not definite: the same id, retried, executes once.
+    let (r, _) = atm
+        .exchange(c, 3, Operation::Withdraw { amount: 200 })
+        .await;
+    assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(9_700)));
+    let (r, _) = atm
+        .exchange(c, 3, Operation::Withdraw { amount: 200 })
+        .await;
+    assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(9_700)));
+    assert_eq!(server.committed_balance(JOTY), Some(9_700));
+}
+
+/// When the server already remembers as many clients as it may, a new client is answered busy
+/// and nothing is decided for it, while known clients carry on.
+#[tokio::test]
+async fn a_client_beyond_the_clients_limit_is_answered_busy() {
+    // The server's own client id (which opened the demo accounts) is the first remembered one.
+    let server = TestServer::start_with(|config| config.limits.clients_max = 2);
+    let mut first = server.raw().await;
+    let (r, _) = first.exchange(21, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(21, 1, Status::Approved, Body::Empty));
+    let mut second = server.raw().await;
+    let (r, _) = second.exchange(22, 1, verify(AHONA, "5678")).await;
+    assert_eq!(r, reply(22, 1, Status::Busy, Body::Empty));
+    let (r, _) = second.exchange(22, 2, Operation::Balance).await;
+    assert_eq!(r, reply(22, 2, Status::NotLoggedIn, Body::Empty));
+    let (r, _) = first
+        .exchange(21, 2, Operation::Withdraw { amount: 1 })
+        .await;
+    assert_eq!(r, reply(21, 2, Status::Approved, Body::Balance(9_999)));
+    assert_eq!(server.committed_balance(AHONA), Some(5_000));
+    let pin_failures = server
+        .running()
+        .bank()
+        .journal
+        .committed_account(AHONA)
+        .unwrap()
+        .pin_failures;
+    assert_eq!(pin_failures, 0);
+}
+
+/// When the journal cannot write (a full disk), changes are answered unavailable and nothing is
+/// acknowledged; utilities still work; after a restart on a healthy disk nothing was lost.
+#[tokio::test]
+async fn a_failing_journal_answers_unavailable_and_acknowledges_nothing() {
+    let mut server = TestServer::start();
+    server.restart_with_journal(|_| {}, |journal| journal.files = Arc::new(FullDisk::new(0)));
+    let mut atm = server.raw().await;
+    let c = 23;
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 1, Status::Unavailable, Body::Empty));
+    // The same id again: still not acknowledged.
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 1, Status::Unavailable, Body::Empty));
+    let (r, _) = atm
+        .exchange(c, 2, create(OPERATOR_TOKEN, 777, "Mina", "1234", 5))
+        .await;
+    assert_eq!(r, reply(c, 2, Status::Unavailable, Body::Empty));
+    let (r, _) = atm.exchange(c, 3, Operation::Balance).await;
+    assert_eq!(r, reply(c, 3, Status::NotLoggedIn, Body::Empty));
+    let (r, _) = atm.exchange(c, 4, Operation::IsPrime { number: 5 }).await;
+    assert_eq!(r, reply(c, 4, Status::Approved, Body::Answer(true)));
+    assert!(server.running().bank().journal.failure().is_some());
+
+    server.restart(|_| {});
+    let mut atm = server.raw().await;
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
+    let (r, _) = atm.exchange(c, 5, Operation::Balance).await;
+    assert_eq!(r, reply(c, 5, Status::Approved, Body::Balance(10_000)));
+    assert_eq!(server.committed_balance(777), None);
+}
+
+/// A request whose frame body is exactly the limit (64 KiB) is accepted and answered.
+#[tokio::test]
+async fn a_frame_of_exactly_the_limit_is_accepted() {
+    let server = TestServer::start();
+    let body = |token_bytes: usize| {
+        encode_wire(&ClientMessage::Request(Request {
+            id: RequestId {
+                client: 24,
+                sequence: 1,
+            },
+            operation: create(&"t".repeat(token_bytes), 999, "Mina", "1234", 1),
+        }))
+        .unwrap()
+    };
+    let limit = 64 * 1024;
+    let token_bytes = limit - (body(1_000).len() - 1_000);
+    let message = ClientMessage::Request(Request {
+        id: RequestId {
+            client: 24,
+            sequence: 1,
+        },
+        operation: create(&"t".repeat(token_bytes), 999, "Mina", "1234", 1),
+    });
+    let frame = encode_frame(&message).unwrap();
+    assert_eq!(frame.len(), 4 + limit, "the test frame is not at the limit");
+    let mut atm = server.raw().await;
+    atm.send_bytes(&frame).await;
+    let (r, _) = atm.receive_reply().await;
+    assert_eq!(r, reply(24, 1, Status::NotAuthorised, Body::Empty));
+    // The connection is still usable.
+    let (r, _) = atm.exchange(24, 2, Operation::IsPrime { number: 11 }).await;
+    assert_eq!(r, reply(24, 2, Status::Approved, Body::Answer(true)));
+}
+
+/// A valid lowercase request inside the frame limit whose answer is longer than the limit
+/// (lowercasing 'İ' turns 2 bytes into 3) must still get an answer on a live connection.
+#[tokio::test]
+async fn a_lowercase_whose_answer_outgrows_the_frame_limit_is_still_answered() {
+    let server = TestServer::start();
+    let mut atm = server.raw().await;
+    let text = "İ".repeat(30_000); // 60 000 bytes in, 90 000 bytes out
+    atm.request(25, 1, Operation::Lowercase { text: text.clone() })
+        .await;
+    let body = atm.receive_body().await;
+    let body = body.expect("the server dropped the connection instead of answering");
+    let r = match actor_bank::codec::decode_wire::<ServerMessage>(&body).unwrap() {
+        ServerMessage::Reply(r) => r,
+        other => panic!("expected a reply, got {other:?}"),
+    };
+    let lowered = Reply {
+        id: r.id,
+        status: Status::Approved,
+        body: Body::Text(text.to_lowercase()),
+    };
+    let refused = reply(25, 1, Status::InvalidRequest, Body::Empty);
+    assert!(r == lowered || r == refused, "unexpected {:?}", r.status);
+    let (r, _) = atm.exchange(25, 2, Operation::IsPrime { number: 11 }).await;
+    assert_eq!(r, reply(25, 2, Status::Approved, Body::Answer(true)));
+}

@@ -1,0 +1,397 @@
+//! Recovery of the journal after the process was killed mid-write (torn and zero-filled tails
+//! are cut, nothing acknowledged is lost) and refusal to start on real corruption.
+mod common;
+
+use actor_bank::journal::format::{self, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use actor_bank::journal::{Journal, JournalError};
+use actor_bank::ledger::Event;
+use common::durability::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Opens the journal in `directory` and expects it to refuse with corruption.
+fn expect_corrupt(directory: &Path) -> (PathBuf, u64, String) {
+    match Journal::open(journal_config(directory, 1_000_000)) {
+        Ok(journal) => {
+            journal.close();
+            panic!("the journal opened a corrupt directory");
+        }
+        Err(JournalError::Corrupt {
+            path,
+            offset,
+            reason,
+        }) => (path, offset, reason),
+        Err(other) => panic!("expected corruption, got {other}"),
+    }
+}
+
+/// Opens `directory`, checks the committed state equals the model's first `count` records, then
+/// appends the model's remaining records, reopens and checks everything is there.
+fn check_recovers_to(directory: &Path, model: &Model, count: usize, interval: u64) {
+    let journal = Journal::open(journal_config(directory, interval)).unwrap();
+    assert_eq!(journal.head(), count as u64);
+    assert_eq!(committed(&journal), model.ledger_after(count));
+    append_all(&journal, &model.records[count..], 2);
+    journal.close();
+    let journal = Journal::open(journal_config(directory, interval)).unwrap();
+    assert_eq!(committed(&journal), model.ledger);
+    assert!(journal.with_committed(|ledger| ledger.is_conserved()));
+    journal.close();
+    let newest = segments(directory).pop().unwrap();
+    let spans = record_spans(&newest);
+    let length = std::fs::metadata(&newest).unwrap().len() as usize;
+    assert_eq!(
+        spans.last().map_or(SEGMENT_HEADER_BYTES, |span| span.end),
+        length,
+        "the newest segment ends exactly after its last whole record"
+    );
+}
+
+// Purpose: a write cut short anywhere inside the last record (header or body) loses only that
+// record, and the journal appends correctly after the cut.
+#[test]
+fn a_torn_last_record_is_cut_and_appending_resumes() {
+    let model = standard_model(24);
+    let pristine = tempfile::tempdir().unwrap();
+    write_journal(pristine.path(), &model.records, 1_000_000);
+    let segment = segments(pristine.path()).pop().unwrap();
+    let spans = record_spans(&segment);
+    assert_eq!(spans.len(), 24);
+    let last = spans.last().unwrap();
+    let body = last.end - last.start - RECORD_HEADER_BYTES;
+    let header_cuts = [1, 4, 11, 12, 16, RECORD_HEADER_BYTES - 1];
+    let body_cuts = [0, 1, body / 2, body - 1];
+    let cuts = header_cuts
+        .iter()
+        .map(|cut| last.start + cut)
+        .chain(body_cuts.iter().map(|cut| last.start + RECORD_HEADER_BYTES + cut));
+    for cut in cuts {
+        let directory = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), directory.path());
+        let torn = directory.path().join(segment.file_name().unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&torn)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        check_recovers_to(directory.path(), &model, 23, 1_000_000);
+    }
+}
+
+// Purpose: a cut inside an earlier record of the newest segment (one big batch write torn) drops
+// that record and everything after it, and keeps everything before.
+#[test]
+fn a_tear_inside_an_earlier_record_keeps_the_prefix() {
+    let model = standard_model(20);
+    let directory = tempfile::tempdir().unwrap();
+    write_journal(directory.path(), &model.records, 1_000_000);
+    let segment = segments(directory.path()).pop().unwrap();
+    let spans = record_spans(&segment);
+    let cut = spans[14].start + RECORD_HEADER_BYTES + 3;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    check_recovers_to(directory.path(), &model, 14, 1_000_000);
+}
+
+// Purpose: after snapshots, a torn tail in the newest segment (the one after the snapshot) is cut
+// the same way, and the snapshot plus the surviving records give the state.
+#[test]
+fn a_torn_tail_after_a_snapshot_is_cut() {
+    let model = standard_model(30);
+    let directory = tempfile::tempdir().unwrap();
+    write_journal(directory.path(), &model.records[..27], 10);
+    assert!(!snapshots(directory.path()).is_empty());
+    let segment = segments(directory.path()).pop().unwrap();
+    let spans = record_spans(&segment);
+    assert!(spans.len() >= 2, "the newest segment holds records");
+    let last = spans.last().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(last.start as u64 + 5)
+        .unwrap();
+    check_recovers_to(directory.path(), &model, 26, 10);
+}
+
+// Purpose: zeros after the last whole record (a file extended but never written) are a torn
+// tail: nothing is lost and appends go where the zeros were.
+#[test]
+fn a_zero_filled_tail_is_cut_and_nothing_is_lost() {
+    let model = standard_model(16);
+    let pristine = tempfile::tempdir().unwrap();
+    write_journal(pristine.path(), &model.records[..12], 1_000_000);
+    let segment_name = segments(pristine.path()).pop().unwrap();
+    for zeros in [1, RECORD_HEADER_BYTES - 1, RECORD_HEADER_BYTES, 100, 4096] {
+        let directory = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), directory.path());
+        let segment = directory.path().join(segment_name.file_name().unwrap());
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes.extend(std::iter::repeat(0u8).take(zeros));
+        std::fs::write(&segment, bytes).unwrap();
+        check_recovers_to(directory.path(), &model, 12, 1_000_000);
+    }
+}
+
+// Purpose: a crash can leave the last block of an unsynced batch zero-filled, so zeros may start
+// inside the last record (its body or its header) and run to the end of the file: still torn.
+#[test]
+fn zeros_from_inside_the_last_record_to_the_end_are_a_torn_tail() {
+    let model = standard_model(16);
+    let pristine = tempfile::tempdir().unwrap();
+    write_journal(pristine.path(), &model.records, 1_000_000);
+    let segment_name = segments(pristine.path()).pop().unwrap();
+    let spans = record_spans(&segment_name);
+    let last = &spans[15];
+    let starts = [
+        last.start + 13,
+        last.start + RECORD_HEADER_BYTES + 2,
+        last.end - 1,
+    ];
+    for zeros_from in starts {
+        for extra in [0, 64] {
+            let directory = tempfile::tempdir().unwrap();
+            copy_dir(pristine.path(), directory.path());
+            let segment = directory.path().join(segment_name.file_name().unwrap());
+            let mut bytes = std::fs::read(&segment).unwrap();
+            bytes.truncate(zeros_from);
+            bytes.resize(last.end + extra, 0);
+            std::fs::write(&segment, bytes).unwrap();
+            check_recovers_to(directory.path(), &model, 15, 1_000_000);
+        }
+    }
+}
+
+// Purpose: a segment created but whose header never reached the disk (empty, short or all
+// zeros) holds no record: recovery drops it and starts again from the state.
+#[test]
+fn a_newest_segment_with_a_torn_header_is_dropped() {
+    let model = standard_model(12);
+    for contents in [vec![], vec![b'A'; 7], vec![0u8; SEGMENT_HEADER_BYTES], vec![0u8; 512]] {
+        let directory = tempfile::tempdir().unwrap();
+        write_journal(directory.path(), &model.records[..8], 1_000_000);
+        let next = directory.path().join(format::segment_name(9));
+        std::fs::write(&next, &contents).unwrap();
+        check_recovers_to(directory.path(), &model, 8, 1_000_000);
+    }
+}
+
+// Purpose: one flipped bit in an earlier record (header or body) is corruption, not a torn tail:
+// the journal refuses to open, naming the segment and the byte offset where that record starts.
+#[test]
+fn a_flipped_bit_in_an_earlier_record_is_refused_with_file_and_offset() {
+    let model = standard_model(12);
+    let pristine = tempfile::tempdir().unwrap();
+    write_journal(pristine.path(), &model.records, 1_000_000);
+    let segment_name = segments(pristine.path()).pop().unwrap();
+    let spans = record_spans(&segment_name);
+    let victim = &spans[5];
+    let body = victim.end - victim.start - RECORD_HEADER_BYTES;
+    // Length, position, header CRC, body CRC fields, then the body's first, middle, last byte.
+    let places = [
+        0,
+        3,
+        6,
+        11,
+        12,
+        15,
+        16,
+        19,
+        RECORD_HEADER_BYTES,
+        RECORD_HEADER_BYTES + body / 2,
+        RECORD_HEADER_BYTES + body - 1,
+    ];
+    for place in places {
+        for bit in [0, 7] {
+            let directory = tempfile::tempdir().unwrap();
+            copy_dir(pristine.path(), directory.path());
+            let segment = directory.path().join(segment_name.file_name().unwrap());
+            flip_bit(&segment, victim.start + place, bit);
+            let (path, offset, reason) = expect_corrupt(directory.path());
+            assert_eq!(path, segment, "byte {place} bit {bit}: {reason}");
+            assert_eq!(
+                offset, victim.start as u64,
+                "byte {place} bit {bit}: {reason}"
+            );
+        }
+    }
+}
+
+// Purpose: the header of the last record is never the trace of a torn write (the header is
+// written before the body), so a bit flip there is corruption too.
+#[test]
+fn a_flipped_bit_in_the_last_record_header_is_refused() {
+    let model = standard_model(6);
+    let directory = tempfile::tempdir().unwrap();
+    write_journal(directory.path(), &model.records, 1_000_000);
+    let segment = segments(directory.path()).pop().unwrap();
+    let last = record_spans(&segment).pop().unwrap();
+    flip_bit(&segment, last.start + 5, 2);
+    let (path, offset, _) = expect_corrupt(directory.path());
+    assert_eq!(path, segment);
+    assert_eq!(offset, last.start as u64);
+}
+
+// Purpose: damage in the segment header or in a snapshot is refused, naming that file.
+#[test]
+fn a_damaged_segment_header_or_snapshot_is_refused() {
+    let model = standard_model(25);
+    let directory = tempfile::tempdir().unwrap();
+    write_journal(directory.path(), &model.records, 10);
+    let snapshot = snapshots(directory.path()).pop().unwrap();
+    let segment = segments(directory.path()).pop().unwrap();
+
+    let damaged = tempfile::tempdir().unwrap();
+    copy_dir(directory.path(), damaged.path());
+    let copy = damaged.path().join(segment.file_name().unwrap());
+    flip_bit(&copy, 14, 0);
+    let (path, offset, _) = expect_corrupt(damaged.path());
+    assert_eq!((path, offset), (copy, 0));
+
+    let damaged = tempfile::tempdir().unwrap();
+    copy_dir(directory.path(), damaged.path());
+    let copy = damaged.path().join(snapshot.file_name().unwrap());
+    let length = std::fs::metadata(&copy).unwrap().len() as usize;
+    flip_bit(&copy, length - 3, 4);
+    let (path, _, reason) = expect_corrupt(damaged.path());
+    assert_eq!(path, copy, "{reason}");
+}
+
+/// Writes records `first..=last` of `model` as a segment file by hand.
+fn write_segment(directory: &Path, model: &Model, first: usize, last: usize) -> PathBuf {
+    let path = directory.join(format::segment_name(first as u64));
+    let mut bytes = format::segment_header(first as u64);
+    for lsn in first..=last {
+        format::encode_record(lsn as u64, &model.records[lsn - 1], &mut bytes).unwrap();
+    }
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+// Purpose: a torn record is only acceptable at the end of the newest segment; in an older
+// segment the records after it are missing, so the journal refuses to open.
+#[test]
+fn a_torn_record_in_an_older_segment_is_refused() {
+    let model = standard_model(10);
+    let directory = tempfile::tempdir().unwrap();
+    let older = write_segment(directory.path(), &model, 1, 5);
+    write_segment(directory.path(), &model, 6, 10);
+    // Whole, the two segments replay.
+    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+    assert_eq!(committed(&journal), model.ledger);
+    journal.close();
+    let last = record_spans(&older).pop().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&older)
+        .unwrap()
+        .set_len(last.end as u64 - 2)
+        .unwrap();
+    let (path, offset, _) = expect_corrupt(directory.path());
+    assert_eq!((path, offset), (older, last.start as u64));
+}
+
+// Purpose: segments must follow each other: a segment whose header does not start where the
+// previous one ended is refused, even if its records happen to line up.
+#[test]
+fn a_segment_that_does_not_follow_its_predecessor_is_refused() {
+    let model = standard_model(10);
+    let directory = tempfile::tempdir().unwrap();
+    write_segment(directory.path(), &model, 1, 5);
+    let second = write_segment(directory.path(), &model, 6, 10);
+    // Rename the second segment as if it started at 7, with a matching header.
+    let bytes = std::fs::read(&second).unwrap();
+    let mut moved = format::segment_header(7);
+    moved.extend_from_slice(&bytes[SEGMENT_HEADER_BYTES..]);
+    std::fs::remove_file(&second).unwrap();
+    let moved_path = directory.path().join(format::segment_name(7));
+    std::fs::write(&moved_path, moved).unwrap();
+    let (path, _, reason) = expect_corrupt(directory.path());
+    assert_eq!(path, moved_path, "{reason}");
+}
+
+// Purpose: the real binary refuses to start on a corrupt journal: it exits non-zero and its
+// message names the damaged file and the byte offset.
+#[test]
+fn the_server_binary_refuses_a_corrupt_journal_naming_file_and_offset() {
+    let model = standard_model(8);
+    let directory = tempfile::tempdir().unwrap();
+    write_journal(directory.path(), &model.records, 1_000_000);
+    let segment = segments(directory.path()).pop().unwrap();
+    let victim = &record_spans(&segment)[3];
+    flip_bit(&segment, victim.start + RECORD_HEADER_BYTES + 1, 3);
+    let mut child = Command::new(server_binary())
+        .arg("--data-dir")
+        .arg(directory.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Liveness guard only: a server that wrongly starts would run forever.
+    let mut waited = 0;
+    while child.try_wait().unwrap().is_none() {
+        if waited >= 600 {
+            child.kill().unwrap();
+            panic!("bank-server started on a corrupt journal");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file_name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    let offset = format!("offset {}", victim.start);
+    let message = stderr
+        .lines()
+        .find(|line| line.starts_with("bank-server:"))
+        .unwrap_or_else(|| panic!("no error message on stderr: {stderr}"));
+    assert!(message.contains(&file_name), "{message}");
+    assert!(message.contains(&offset), "{message}");
+}
+
+// Purpose: the torn-tail rule holds for every possible cut of the newest segment, record by
+// record: recovery keeps exactly the whole records before the cut.
+#[test]
+fn every_cut_of_the_newest_segment_keeps_exactly_the_whole_records_before_it() {
+    let model = standard_model(6);
+    let pristine = tempfile::tempdir().unwrap();
+    write_journal(pristine.path(), &model.records, 1_000_000);
+    let segment_name = segments(pristine.path()).pop().unwrap();
+    let spans = record_spans(&segment_name);
+    let length = spans.last().unwrap().end;
+    for cut in SEGMENT_HEADER_BYTES..=length {
+        let directory = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), directory.path());
+        let segment = directory.path().join(segment_name.file_name().unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        let whole = spans.iter().filter(|span| span.end <= cut).count();
+        let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+        assert_eq!(committed(&journal), model.ledger_after(whole), "cut at {cut}");
+        journal.close();
+    }
+}
+
+// Purpose: the model's records are what the journal test helpers claim (sanity of the helpers):
+// a mix of kinds, all applying from position 1.
+#[test]
+fn the_standard_model_mixes_every_kind_of_record() {
+    let model = standard_model(60);
+    let kinds = |matches: fn(&Event) -> bool| model.records.iter().filter(|r| matches(&r.event)).count();
+    assert!(kinds(|event| matches!(event, Event::Withdrawal { .. })) > 5);
+    assert!(kinds(|event| matches!(event, Event::Deposit { .. })) > 5);
+    assert!(kinds(|event| matches!(event, Event::PinAttempt { .. })) > 2);
+    assert_eq!(replay(&model.records), model.ledger);
+}
