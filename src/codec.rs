@@ -147,21 +147,26 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
     type Error = CodecError;
 
     fn decode(&mut self, source: &mut BytesMut) -> Result<Option<In>, CodecError> {
-        // Check the declared length ourselves first, so the error names the sizes; the inner
-        // codec would refuse the frame too, but only with a generic message.
-        if source.len() >= FRAME_HEADER_BYTES {
-            let declared_bytes = (&source[..FRAME_HEADER_BYTES]).get_u32() as usize;
-            if declared_bytes > self.frame_bytes_max {
-                return Err(CodecError::FrameTooLarge {
-                    declared_bytes,
-                    limit_bytes: self.frame_bytes_max,
-                });
-            }
+        // The inner codec checks the declared length against the maximum before it reserves
+        // room for the body, and keeps track of a frame that arrives in several reads.
+        match self.lengths.decode(source) {
+            Ok(Some(body)) => decode_wire(&body).map(Some),
+            Ok(None) => Ok(None),
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => Err(CodecError::FrameTooLarge {
+                declared_bytes: declared_length(source),
+                limit_bytes: self.frame_bytes_max,
+            }),
+            Err(error) => Err(CodecError::Io(error)),
         }
-        match self.lengths.decode(source)? {
-            Some(body) => decode_wire(&body).map(Some),
-            None => Ok(None),
-        }
+    }
+}
+
+/// The length a refused frame declared, for the error message (the prefix is still in front).
+fn declared_length(source: &BytesMut) -> usize {
+    if source.len() >= FRAME_HEADER_BYTES {
+        (&source[..FRAME_HEADER_BYTES]).get_u32() as usize
+    } else {
+        0
     }
 }
 
@@ -180,6 +185,21 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
         destination.put_u32(body.len() as u32);
         destination.put_slice(&body);
         Ok(())
+    }
+}
+
+/// Reads a frame's 4-byte length prefix and checks it against `frame_bytes_max` (itself clamped
+/// to [`FRAME_BYTES_LIMIT`]), before anything is allocated for the body.
+pub fn declared_body_bytes(header: [u8; FRAME_HEADER_BYTES], frame_bytes_max: usize) -> Result<usize, CodecError> {
+    let declared_bytes = u32::from_be_bytes(header) as usize;
+    let limit_bytes = frame_bytes_max.min(FRAME_BYTES_LIMIT);
+    if declared_bytes > limit_bytes {
+        Err(CodecError::FrameTooLarge {
+            declared_bytes,
+            limit_bytes,
+        })
+    } else {
+        Ok(declared_bytes)
     }
 }
 
@@ -226,6 +246,16 @@ mod tests {
             error,
             CodecError::TrailingBytes { trailing_bytes: 1 }
         ));
+    }
+
+    #[test]
+    fn a_frame_split_across_reads_decodes_once_whole() {
+        let mut codec: FrameCodec<String, String> = FrameCodec::new(1024);
+        let frame = encode_frame(&"x".repeat(300)).unwrap();
+        let mut source = BytesMut::from(&frame[..10]);
+        assert_eq!(codec.decode(&mut source).unwrap(), None);
+        source.extend_from_slice(&frame[10..]);
+        assert_eq!(codec.decode(&mut source).unwrap(), Some("x".repeat(300)));
     }
 
     #[test]

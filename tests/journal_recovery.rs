@@ -61,10 +61,11 @@ fn a_torn_last_record_is_cut_and_appending_resumes() {
     let body = last.end - last.start - RECORD_HEADER_BYTES;
     let header_cuts = [1, 4, 11, 12, 16, RECORD_HEADER_BYTES - 1];
     let body_cuts = [0, 1, body / 2, body - 1];
-    let cuts = header_cuts
-        .iter()
-        .map(|cut| last.start + cut)
-        .chain(body_cuts.iter().map(|cut| last.start + RECORD_HEADER_BYTES + cut));
+    let cuts = header_cuts.iter().map(|cut| last.start + cut).chain(
+        body_cuts
+            .iter()
+            .map(|cut| last.start + RECORD_HEADER_BYTES + cut),
+    );
     for cut in cuts {
         let directory = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), directory.path());
@@ -172,7 +173,12 @@ fn zeros_from_inside_the_last_record_to_the_end_are_a_torn_tail() {
 #[test]
 fn a_newest_segment_with_a_torn_header_is_dropped() {
     let model = standard_model(12);
-    for contents in [vec![], vec![b'A'; 7], vec![0u8; SEGMENT_HEADER_BYTES], vec![0u8; 512]] {
+    for contents in [
+        vec![],
+        vec![b'A'; 7],
+        vec![0u8; SEGMENT_HEADER_BYTES],
+        vec![0u8; 512],
+    ] {
         let directory = tempfile::tempdir().unwrap();
         write_journal(directory.path(), &model.records[..8], 1_000_000);
         let next = directory.path().join(format::segment_name(9));
@@ -379,7 +385,11 @@ fn every_cut_of_the_newest_segment_keeps_exactly_the_whole_records_before_it() {
             .unwrap();
         let whole = spans.iter().filter(|span| span.end <= cut).count();
         let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
-        assert_eq!(committed(&journal), model.ledger_after(whole), "cut at {cut}");
+        assert_eq!(
+            committed(&journal),
+            model.ledger_after(whole),
+            "cut at {cut}"
+        );
         journal.close();
     }
 }
@@ -389,7 +399,8 @@ fn every_cut_of_the_newest_segment_keeps_exactly_the_whole_records_before_it() {
 #[test]
 fn the_standard_model_mixes_every_kind_of_record() {
     let model = standard_model(60);
-    let kinds = |matches: fn(&Event) -> bool| model.records.iter().filter(|r| matches(&r.event)).count();
+    let kinds =
+        |matches: fn(&Event) -> bool| model.records.iter().filter(|r| matches(&r.event)).count();
     assert!(kinds(|event| matches!(event, Event::Withdrawal { .. })) > 5);
     assert!(kinds(|event| matches!(event, Event::Deposit { .. })) > 5);
     assert!(kinds(|event| matches!(event, Event::PinAttempt { .. })) > 2);

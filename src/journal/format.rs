@@ -125,11 +125,21 @@ pub enum Parsed {
     },
     /// The end of the file, exactly at a record boundary.
     End,
-    /// What an interrupted write leaves: an incomplete record, a zero-filled tail, or a last
-    /// record whose body checksum fails. Only acceptable at the end of the newest segment.
+    /// What an interrupted write leaves: an incomplete record, a zero-filled tail (zeros from a
+    /// record boundary or from inside a record header to the end of the file), or a last record
+    /// whose body checksum fails (possibly followed by such zeros). Only acceptable at the end of
+    /// the newest segment.
     Torn(String),
     /// Damage that no interrupted append can explain.
     Corrupt(String),
+}
+
+/// The length of `bytes` without its trailing zeros: everything from there on is zero.
+pub fn zeros_from(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .map_or(0, |last| last + 1)
 }
 
 /// Reads the record that starts at `offset` of a segment's bytes.
@@ -145,7 +155,10 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
         ));
     }
     if be_u32(rest, 12) != crc(&rest[..12]) {
-        return if rest.iter().all(|byte| *byte == 0) {
+        // Zeros from inside this header to the end of the file: the tail of a write that never
+        // reached the disk (a crash can leave the last blocks of an unsynced write zero-filled).
+        // A damaged header followed by anything else is corruption.
+        return if zeros_from(rest) < RECORD_HEADER_BYTES {
             Parsed::Torn("zero-filled tail".into())
         } else {
             Parsed::Corrupt("record header checksum mismatch".into())
@@ -163,7 +176,8 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
     let body = &bytes[offset + RECORD_HEADER_BYTES..end];
     if be_u32(rest, 16) != crc(body) {
         let reason = format!("record {lsn} body checksum mismatch");
-        return if end == bytes.len() {
+        // The last record, possibly followed by a zero-filled tail: its write was cut short.
+        return if zeros_from(&bytes[end..]) == 0 {
             Parsed::Torn(reason)
         } else {
             Parsed::Corrupt(reason)

@@ -96,6 +96,18 @@ pub fn remove_covered_files(directory: &Path, lsn: Lsn) -> Result<(), JournalErr
     Ok(())
 }
 
+/// True when a segment's bytes are what a crash between creating it and syncing its header
+/// leaves: shorter than a header, or the start of the header it should have followed only by
+/// zeros (the file was extended but the data never written). Such a segment holds no record.
+fn has_torn_header(bytes: &[u8], named_first: Lsn) -> bool {
+    if bytes.len() < format::SEGMENT_HEADER_BYTES {
+        return true;
+    }
+    let written = format::zeros_from(bytes);
+    written < format::SEGMENT_HEADER_BYTES
+        && bytes[..written] == format::segment_header(named_first)[..written]
+}
+
 /// Recovers the committed state from `config.data_dir`, creating the directory if needed.
 pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
     let directory = &config.data_dir;
@@ -130,14 +142,24 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
             reason,
         };
         let bytes = std::fs::read(path).map_err(|error| JournalError::io(path, error))?;
-        if newest && bytes.len() < format::SEGMENT_HEADER_BYTES {
-            // Created but its header never fully reached the disk: it holds no record.
+        if newest && has_torn_header(&bytes, *named_first) {
+            // Created but its header never fully reached the disk: it holds no record. Remove it
+            // so it cannot linger as an older segment; a new one is created below.
             tracing::warn!(path = %path.display(), "dropping a segment with a torn header");
+            std::fs::remove_file(path).map_err(|error| JournalError::io(path, error))?;
             break;
         }
         let first = format::parse_segment_header(&bytes).map_err(|reason| corrupt(0, reason))?;
         if first != *named_first {
             return Err(corrupt(12, format!("header says first record {first}")));
+        }
+        if let Some(previous) = previous {
+            if first != previous + 1 {
+                return Err(corrupt(
+                    12,
+                    format!("segment starts at record {first}, the previous one ends at {previous}"),
+                ));
+            }
         }
         let mut offset = format::SEGMENT_HEADER_BYTES;
         let mut holds_records = false;

@@ -42,6 +42,17 @@ pub struct Limits {
     /// Clients whose completed requests are remembered at once; a new client beyond this is
     /// answered `busy` until idle clients are forgotten.
     pub clients_max: usize,
+    /// A frame whose first byte has arrived must be complete within this time, or the connection
+    /// is closed (a slow sender cannot hold a connection and its buffer forever).
+    pub frame_read_timeout: Duration,
+    /// A connection with no verified card that sends nothing for this long is closed.
+    pub login_idle_timeout: Duration,
+    /// Replies (frames) a connection may have queued for writing. The session stops reading
+    /// requests while the queue lacks room for a full window of replies.
+    pub write_queue_frames: usize,
+    /// A client that does not take its replies for this long (writes stall, or the queue stays
+    /// full) is disconnected.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -53,6 +64,10 @@ impl Default for Limits {
             mailbox_capacity: 1024,
             account_idle: Duration::from_secs(60),
             clients_max: 1_000_000,
+            frame_read_timeout: Duration::from_secs(5),
+            login_idle_timeout: Duration::from_secs(60),
+            write_queue_frames: 256,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -182,12 +197,21 @@ impl Bank {
             event,
             reply,
         };
+        // No answer means the request was not decided now (a full mailbox, a crash, a retiring
+        // actor): `busy`, retry. If the journal has failed, say so instead: retrying cannot help.
+        let no_answer = || {
+            refuse(if self.journal.failure().is_some() {
+                Status::Unavailable
+            } else {
+                Status::Busy
+            })
+        };
         if self.account(card).try_send(message).is_err() {
-            return refuse(Status::Busy);
+            return no_answer();
         }
         let answer = match answer.await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) | Err(_) => return refuse(Status::Busy),
+            Ok(Err(_)) | Err(_) => return no_answer(),
         };
         match self.journal.wait_durable(answer.durable_after).await {
             Ok(()) => answer.outcome,

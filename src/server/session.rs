@@ -1,45 +1,79 @@
 //! The session actor: one per connection.
 //!
-//! It decodes frames, does the handshake, holds the connection's verified card, caps the requests
-//! in flight, answers the lab's utilities itself, and hands account operations to
-//! [`Bank::decide`]. Replies are written as they complete, so several requests can be in flight
-//! (pipelining); each reply carries its request's id. A frame that cannot be decoded ends this
-//! connection, with a logged reason, and nothing else.
+//! Three parts serve one connection:
+//! - a *reader* task reads frames with deadlines: a connection with no verified card must send
+//!   within [`Limits::login_idle_timeout`], and a frame that has started must be complete within
+//!   [`Limits::frame_read_timeout`]. It checks each declared length before allocating, decodes
+//!   with a size limit, and hands messages to the actor. It reads the next frame only while the
+//!   write queue has room for a full window of replies, so a client that stops reading its
+//!   replies stops being read from, and is dropped after [`Limits::write_timeout`].
+//! - the *actor* does the handshake, holds the connection's verified card, caps the requests in
+//!   flight, answers the lab's utilities itself and hands account operations to [`Bank::decide`].
+//!   Several requests can be in flight (pipelining); each reply carries its request's id.
+//! - a *writer* task drains the bounded queue of reply frames to the socket, under a deadline.
+//!
+//! A frame that cannot be decoded ends this connection, with a logged reason, and nothing else.
+//!
+//! [`Limits::login_idle_timeout`]: super::Limits::login_idle_timeout
+//! [`Limits::frame_read_timeout`]: super::Limits::frame_read_timeout
+//! [`Limits::write_timeout`]: super::Limits::write_timeout
 
 use super::Bank;
-use crate::codec::{CodecError, FrameCodec};
+use crate::codec::{self, FRAME_HEADER_BYTES};
 use crate::ledger::{Event, Outcome};
 use crate::pin;
 use crate::protocol::{
-    Body, Card, ClientMessage, Goodbye, Operation, Reply, Request, RequestId, ServerMessage,
-    Status, Welcome, PROTOCOL_VERSION,
+    Body, Card, ClientMessage, Goodbye, Operation, Reply, Request, RequestId, ServerMessage, Status, Welcome,
+    PROTOCOL_VERSION,
 };
 use crate::utility;
-use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::net::tcp::OwnedWriteHalf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Longest holder name, in bytes.
 pub const HOLDER_BYTES_MAX: usize = 64;
 
-type ServerCodec = FrameCodec<ClientMessage, ServerMessage>;
+/// Room a reply needs around its text: message and status tags, the request id, the length.
+const REPLY_OVERHEAD_BYTES: usize = 32;
+
+/// Bytes the reader and the writer buffer between the socket and the frames.
+const SOCKET_BUFFER_BYTES: usize = 16 * 1024;
+
+/// What the reader hands to the session.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Incoming {
+    /// A decoded message.
+    Message(ClientMessage),
+    /// The connection must close, for this reason (bad frame, deadline passed).
+    Close(String),
+    /// The peer closed the connection.
+    Ended,
+}
 
 /// One connection's actor.
 pub struct Session {
     bank: Arc<Bank>,
-    peer: Option<SocketAddr>,
-    writer: FramedWrite<ServerMessage, OwnedWriteHalf, ServerCodec>,
+    /// Reply frames on their way to the writer task.
+    outbox: Option<mpsc::Sender<Bytes>>,
+    reader: Option<JoinHandle<()>>,
     /// Whether the handshake is done.
     greeted: bool,
     /// The card this connection verified, if any.
     card: Option<Card>,
+    /// Shared with the reader: with a verified card, the login idle deadline does not apply.
+    logged_in: Arc<AtomicBool>,
     /// Requests accepted and not yet answered.
     in_flight: usize,
+    span: tracing::Span,
 }
 
 impl Session {
@@ -47,33 +81,67 @@ impl Session {
     pub fn start_with(bank: Arc<Bank>, stream: TcpStream) -> Addr<Session> {
         Session::create(move |ctx| {
             let peer = stream.peer_addr().ok();
-            let frame_bytes_max = bank.limits.frame_bytes_max;
             let (read, write) = stream.into_split();
-            ctx.add_stream(FramedRead::new(read, ServerCodec::new(frame_bytes_max)));
-            let writer = FramedWrite::new(write, ServerCodec::new(frame_bytes_max), ctx);
+            let limits = &bank.limits;
+            let queue_frames = limits.write_queue_frames.max(2 * limits.requests_in_flight_max).max(1);
+            let (outbox, queue) = mpsc::channel(queue_frames);
+            let logged_in = Arc::new(AtomicBool::new(false));
+            let span = tracing::info_span!("connection", peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()));
+            let reader = Reader {
+                session: ctx.address(),
+                logged_in: logged_in.clone(),
+                room: outbox.clone(),
+                frame_bytes_max: limits.frame_bytes_max,
+                frame_read_timeout: limits.frame_read_timeout,
+                login_idle_timeout: limits.login_idle_timeout,
+                write_timeout: limits.write_timeout,
+                replies_window: limits.requests_in_flight_max.min(queue_frames),
+            };
+            let reader = actix::spawn(reader.run(read));
+            actix::spawn(write_frames(write, queue, limits.write_timeout, ctx.address()));
             Session {
                 bank,
-                peer,
-                writer,
+                outbox: Some(outbox),
+                reader: Some(reader),
                 greeted: false,
                 card: None,
+                logged_in,
                 in_flight: 0,
+                span,
             }
         })
     }
 
-    fn send(&mut self, message: ServerMessage) {
-        self.writer.write(message);
+    /// Queues a message for the writer. A full queue means the client is not reading its replies
+    /// (the reader keeps room for every request in flight), so the connection is closed.
+    fn send(&mut self, message: &ServerMessage, ctx: &mut Context<Self>) {
+        let frame = match codec::encode_frame(message) {
+            Ok(frame) => Bytes::from(frame),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a reply");
+                return;
+            }
+        };
+        let Some(outbox) = &self.outbox else { return };
+        if let Err(error) = outbox.try_send(frame) {
+            let reason = match error {
+                mpsc::error::TrySendError::Full(_) => "the client is not reading its replies",
+                mpsc::error::TrySendError::Closed(_) => "the connection is closed",
+            };
+            tracing::warn!(%reason, "closing connection");
+            self.outbox = None;
+            ctx.stop();
+        }
     }
 
-    fn reply(&mut self, id: RequestId, status: Status, body: Body) {
-        self.send(ServerMessage::Reply(Reply { id, status, body }));
+    fn reply(&mut self, id: RequestId, status: Status, body: Body, ctx: &mut Context<Self>) {
+        self.send(&ServerMessage::Reply(Reply { id, status, body }), ctx);
     }
 
+    /// Says goodbye with a reason and closes the connection once the writer has sent it.
     fn close(&mut self, reason: String, ctx: &mut Context<Self>) {
-        tracing::warn!(peer = ?self.peer, %reason, "closing connection");
-        self.send(ServerMessage::Goodbye(Goodbye { reason }));
-        self.writer.close();
+        tracing::warn!(%reason, "closing connection");
+        self.send(&ServerMessage::Goodbye(Goodbye { reason }), ctx);
         ctx.stop();
     }
 
@@ -89,20 +157,26 @@ impl Session {
         }
         self.greeted = true;
         let limits = &self.bank.limits;
-        self.send(ServerMessage::Welcome(Welcome {
+        let welcome = ServerMessage::Welcome(Welcome {
             protocol_version: PROTOCOL_VERSION,
             requests_in_flight_max: limits.requests_in_flight_max as u32,
             request_window: crate::ledger::REQUEST_WINDOW as u32,
-            frame_bytes_max: limits.frame_bytes_max as u32,
-        }));
+            frame_bytes_max: limits.frame_bytes_max.min(codec::FRAME_BYTES_LIMIT) as u32,
+        });
+        self.send(&welcome, ctx);
+    }
+
+    fn set_card(&mut self, card: Option<Card>) {
+        self.card = card;
+        self.logged_in.store(card.is_some(), Ordering::Relaxed);
     }
 
     fn request(&mut self, request: Request, ctx: &mut Context<Self>) {
         let Request { id, operation } = request;
-        let span = tracing::debug_span!("request", %id, operation = operation.name());
+        let span = tracing::debug_span!(parent: &self.span, "request", %id, operation = operation.name());
         let _entered = span.enter();
         if self.in_flight >= self.bank.limits.requests_in_flight_max {
-            return self.reply(id, Status::Busy, Body::Empty);
+            return self.reply(id, Status::Busy, Body::Empty, ctx);
         }
         if let Some(faults) = &self.bank.faults {
             if faults.drop_request() {
@@ -113,43 +187,39 @@ impl Session {
         let bank = self.bank.clone();
         match operation {
             Operation::Lowercase { text } => {
-                self.reply(id, Status::Approved, Body::Text(utility::lowercase(&text)))
+                // Lowercasing can lengthen text (some capitals become two characters); a reply
+                // must fit in a frame the client accepts.
+                let lowered = utility::lowercase(&text);
+                if lowered.len() + REPLY_OVERHEAD_BYTES > self.bank.limits.frame_bytes_max.min(codec::FRAME_BYTES_LIMIT) {
+                    self.reply(id, Status::InvalidRequest, Body::Empty, ctx)
+                } else {
+                    self.reply(id, Status::Approved, Body::Text(lowered), ctx)
+                }
             }
-            Operation::IsPrime { number } => self.reply(
-                id,
-                Status::Approved,
-                Body::Answer(utility::is_prime(number)),
-            ),
-            Operation::IsPalindrome { number } => self.reply(
-                id,
-                Status::Approved,
-                Body::Answer(utility::is_palindrome(number)),
-            ),
+            Operation::IsPrime { number } => {
+                self.reply(id, Status::Approved, Body::Answer(utility::is_prime(number)), ctx)
+            }
+            Operation::IsPalindrome { number } => {
+                self.reply(id, Status::Approved, Body::Answer(utility::is_palindrome(number)), ctx)
+            }
             Operation::Logout => {
-                self.card = None;
-                self.reply(id, Status::Approved, Body::Empty);
+                self.set_card(None);
+                self.reply(id, Status::Approved, Body::Empty, ctx);
             }
             Operation::Balance => match self.card {
-                None => self.reply(id, Status::NotLoggedIn, Body::Empty),
+                None => self.reply(id, Status::NotLoggedIn, Body::Empty, ctx),
                 Some(card) => match bank.balance(card) {
-                    Some(balance) => self.reply(id, Status::Approved, Body::Balance(balance)),
-                    None => self.reply(id, Status::UnknownCard, Body::Empty),
+                    Some(balance) => self.reply(id, Status::Approved, Body::Balance(balance), ctx),
+                    None => self.reply(id, Status::UnknownCard, Body::Empty, ctx),
                 },
             },
-            Operation::Withdraw { amount } => {
-                self.account_change(id, Event::Withdrawal { amount }, ctx)
-            }
-            Operation::Deposit { amount } => {
-                self.account_change(id, Event::Deposit { amount }, ctx)
-            }
-            Operation::Verify {
-                card,
-                pin: pin_text,
-            } => {
+            Operation::Withdraw { amount } => self.account_change(id, Event::Withdrawal { amount }, ctx),
+            Operation::Deposit { amount } => self.account_change(id, Event::Deposit { amount }, ctx),
+            Operation::Verify { card, pin: pin_text } => {
                 // A new verification logs out first: a failed one must not leave the old card.
-                self.card = None;
+                self.set_card(None);
                 let Some(pin_hash) = bank.pin_hash(card) else {
-                    return self.reply(id, Status::UnknownCard, Body::Empty);
+                    return self.reply(id, Status::UnknownCard, Body::Empty, ctx);
                 };
                 let work = async move {
                     let correct = tokio::task::spawn_blocking(move || {
@@ -161,7 +231,7 @@ impl Session {
                 };
                 self.spawn_reply(id, work, ctx, move |session, outcome| {
                     if outcome.status == Status::Approved {
-                        session.card = Some(card);
+                        session.set_card(Some(card));
                     }
                 });
             }
@@ -173,19 +243,15 @@ impl Session {
                 initial_balance,
             } => {
                 if !bank.is_operator(&operator_token) {
-                    return self.reply(id, Status::NotAuthorised, Body::Empty);
+                    return self.reply(id, Status::NotAuthorised, Body::Empty, ctx);
                 }
                 let holder = holder.trim().to_string();
-                if !pin::is_well_formed(&pin_text)
-                    || holder.is_empty()
-                    || holder.len() > HOLDER_BYTES_MAX
-                {
-                    return self.reply(id, Status::InvalidRequest, Body::Empty);
+                if !pin::is_well_formed(&pin_text) || holder.is_empty() || holder.len() > HOLDER_BYTES_MAX {
+                    return self.reply(id, Status::InvalidRequest, Body::Empty, ctx);
                 }
                 let cost = bank.pin_hash_cost();
                 let work = async move {
-                    let hashed =
-                        tokio::task::spawn_blocking(move || pin::hash(&pin_text, cost)).await;
+                    let hashed = tokio::task::spawn_blocking(move || pin::hash(&pin_text, cost)).await;
                     match hashed {
                         Ok(Ok(pin_hash)) => {
                             let event = Event::AccountOpened {
@@ -208,15 +274,10 @@ impl Session {
 
     fn account_change(&mut self, id: RequestId, event: Event, ctx: &mut Context<Self>) {
         let Some(card) = self.card else {
-            return self.reply(id, Status::NotLoggedIn, Body::Empty);
+            return self.reply(id, Status::NotLoggedIn, Body::Empty, ctx);
         };
         let bank = self.bank.clone();
-        self.spawn_reply(
-            id,
-            async move { bank.decide(card, id, event).await },
-            ctx,
-            |_, _| {},
-        );
+        self.spawn_reply(id, async move { bank.decide(card, id, event).await }, ctx, |_, _| {});
     }
 
     /// Runs `work` off the session's turn and writes its outcome as the reply to `id`; `after`
@@ -242,7 +303,7 @@ impl Session {
             }
             outcome
         };
-        ctx.spawn(work.into_actor(self).map(move |outcome, session, _ctx| {
+        ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
             session.in_flight -= 1;
             after(session, &outcome);
             if let Some(faults) = &session.bank.faults {
@@ -252,7 +313,7 @@ impl Session {
                 }
             }
             let body = outcome.balance.map_or(Body::Empty, Body::Balance);
-            session.reply(id, outcome.status, body);
+            session.reply(id, outcome.status, body, ctx);
         }));
     }
 }
@@ -261,33 +322,133 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
-        tracing::debug!(peer = ?self.peer, "connection opened");
+        let _entered = self.span.enter();
+        tracing::debug!("connection opened");
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+        // Dropping the outbox lets the writer send what is queued (a Goodbye, say) and close.
+        self.outbox = None;
         self.bank.stats.connections.fetch_sub(1, Ordering::Relaxed);
-        tracing::debug!(peer = ?self.peer, "connection closed");
+        let _entered = self.span.enter();
+        tracing::debug!("connection closed");
     }
 }
 
-impl StreamHandler<Result<ClientMessage, CodecError>> for Session {
-    fn handle(&mut self, message: Result<ClientMessage, CodecError>, ctx: &mut Context<Self>) {
-        match message {
-            Ok(ClientMessage::Hello(hello)) => self.hello(hello.protocol_version, ctx),
-            Ok(ClientMessage::Request(request)) if self.greeted => self.request(request, ctx),
-            Ok(ClientMessage::Request(_)) => self.close("a request before the Hello".into(), ctx),
-            Err(error) => self.close(format!("bad frame: {error}"), ctx),
+impl Handler<Incoming> for Session {
+    type Result = ();
+
+    fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
+        match incoming {
+            Incoming::Message(ClientMessage::Hello(hello)) => self.hello(hello.protocol_version, ctx),
+            Incoming::Message(ClientMessage::Request(request)) if self.greeted => self.request(request, ctx),
+            Incoming::Message(ClientMessage::Request(_)) => self.close("a request before the Hello".into(), ctx),
+            Incoming::Close(reason) => self.close(reason, ctx),
+            Incoming::Ended => ctx.stop(),
+        }
+    }
+}
+
+/// The reading side of a connection.
+struct Reader {
+    session: Addr<Session>,
+    logged_in: Arc<AtomicBool>,
+    /// The writer's queue, watched for room before each frame is read.
+    room: mpsc::Sender<Bytes>,
+    frame_bytes_max: usize,
+    frame_read_timeout: Duration,
+    login_idle_timeout: Duration,
+    write_timeout: Duration,
+    /// Queue slots that must be free before another request is read.
+    replies_window: usize,
+}
+
+impl Reader {
+    async fn run(self, read: OwnedReadHalf) {
+        let mut read = BufReader::with_capacity(SOCKET_BUFFER_BYTES, read);
+        loop {
+            let incoming = match self.next(&mut read).await {
+                Ok(Some(message)) => Incoming::Message(message),
+                Ok(None) => Incoming::Ended,
+                Err(reason) => Incoming::Close(reason),
+            };
+            let last = !matches!(incoming, Incoming::Message(_));
+            // Waiting here when the session's mailbox is full is backpressure, not a leak.
+            if self.session.send(incoming).await.is_err() || last {
+                return;
+            }
         }
     }
 
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        ctx.stop();
+    /// The next message; `None` when the peer closed cleanly between frames.
+    async fn next(&self, read: &mut BufReader<OwnedReadHalf>) -> Result<Option<ClientMessage>, String> {
+        // Read on only when every reply this request could add has a place in the queue.
+        match tokio::time::timeout(self.write_timeout, self.room.reserve_many(self.replies_window)).await {
+            Ok(Ok(permits)) => drop(permits),
+            Ok(Err(_)) => return Ok(None),
+            Err(_) => return Err(format!("the client took none of its replies for {:?}", self.write_timeout)),
+        }
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        let first = if self.logged_in.load(Ordering::Relaxed) {
+            read.read(&mut header[..1]).await
+        } else {
+            match tokio::time::timeout(self.login_idle_timeout, read.read(&mut header[..1])).await {
+                Ok(result) => result,
+                Err(_) => return Err(format!("no request for {:?} without a verified card", self.login_idle_timeout)),
+            }
+        };
+        match first {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(error) => return Err(format!("read failed: {error}")),
+        }
+        let rest = async {
+            read.read_exact(&mut header[1..])
+                .await
+                .map_err(|error| format!("frame header cut short: {error}"))?;
+            let body_bytes =
+                codec::declared_body_bytes(header, self.frame_bytes_max).map_err(|error| format!("bad frame: {error}"))?;
+            let mut body = vec![0u8; body_bytes];
+            read.read_exact(&mut body)
+                .await
+                .map_err(|error| format!("frame body cut short: {error}"))?;
+            codec::decode_wire::<ClientMessage>(&body).map_err(|error| format!("bad frame: {error}"))
+        };
+        match tokio::time::timeout(self.frame_read_timeout, rest).await {
+            Ok(result) => result.map(Some),
+            Err(_) => Err(format!("a frame took longer than {:?} to arrive", self.frame_read_timeout)),
+        }
     }
 }
 
-impl WriteHandler<CodecError> for Session {
-    fn error(&mut self, error: CodecError, _ctx: &mut Context<Self>) -> Running {
-        tracing::warn!(peer = ?self.peer, %error, "write failed; closing connection");
-        Running::Stop
+/// The writing side: sends queued frames, several per system call when they pile up, under a
+/// deadline. Ends when the session drops its end of the queue (after sending what is left).
+async fn write_frames(write: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>, timeout: Duration, session: Addr<Session>) {
+    let mut write = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, write);
+    while let Some(frame) = queue.recv().await {
+        let sent = tokio::time::timeout(timeout, async {
+            write.write_all(&frame).await?;
+            while let Ok(frame) = queue.try_recv() {
+                write.write_all(&frame).await?;
+            }
+            write.flush().await
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                session.do_send(Incoming::Close(format!("write failed: {error}")));
+                break;
+            }
+            Err(_) => {
+                session.do_send(Incoming::Close(format!("the client took no reply for {timeout:?}")));
+                break;
+            }
+        }
     }
+    let _ = tokio::time::timeout(timeout, write.shutdown()).await;
 }
