@@ -302,6 +302,24 @@ fn open_demo_accounts(journal: &Journal, cost: PinHashCost) -> Result<(), Server
     Ok(())
 }
 
+/// File descriptors the server needs besides its connections (journal, listener, runtime).
+const FILES_RESERVED: u64 = 64;
+
+/// Raises the soft limit on open files towards what `connections_max` needs (up to the hard
+/// limit). Without it a default soft limit of 1024 would cap connections far below the setting.
+fn raise_open_file_limit(connections_max: usize) {
+    let wanted = connections_max as u64 + FILES_RESERVED;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below what the connection limit needs; connections may be refused early"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+}
+
 /// A running server: its address, and the means to stop it.
 pub struct RunningServer {
     /// The address it listens on (the real port when 0 was asked for).
@@ -326,6 +344,7 @@ impl RunningServer {
         config: ServerConfig,
         journal_config: JournalConfig,
     ) -> Result<RunningServer, ServerError> {
+        raise_open_file_limit(config.limits.connections_max);
         let journal = Journal::open(journal_config)?;
         if config.demo {
             open_demo_accounts(&journal, config.pin_hash_cost)?;

@@ -1,0 +1,524 @@
+//! Exactly-once: a retried request id gets the byte-identical original reply and moves money
+//! once — across connections, lost replies, lost requests, account-actor crashes and server
+//! restarts; a reused id with other parameters is a conflict; ids that fell out of the window
+//! are refused as stale and never executed; concurrent withdrawals never overdraw.
+mod common;
+
+use actor_bank::client::{reply_balance, Client};
+use actor_bank::protocol::{Body, Operation, Reply, RequestId, Status};
+use common::{RawConnection, TestServer};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+const JOTY: u64 = 123_456_789;
+const JOTY_PIN: &str = "1234";
+const AHONA: u64 = 987_654_321;
+
+fn reply(client: u64, sequence: u64, status: Status, body: Body) -> Reply {
+    Reply {
+        id: RequestId { client, sequence },
+        status,
+        body,
+    }
+}
+
+fn verify(card: u64, pin: &str) -> Operation {
+    Operation::Verify {
+        card,
+        pin: pin.to_string(),
+    }
+}
+
+fn withdraw(amount: u64) -> Operation {
+    Operation::Withdraw { amount }
+}
+
+fn deposit(amount: u64) -> Operation {
+    Operation::Deposit { amount }
+}
+
+fn replays(server: &TestServer) -> u64 {
+    server
+        .running()
+        .bank()
+        .stats
+        .replays
+        .load(Ordering::Relaxed)
+}
+
+fn conserved(server: &TestServer) -> bool {
+    server
+        .running()
+        .bank()
+        .journal
+        .with_committed(|ledger| ledger.is_conserved())
+}
+
+/// A connection logged in to `card` with a verify under `login_client` (so the ids under test
+/// belong to another client).
+async fn logged_in(server: &TestServer, login_client: u64, card: u64, pin: &str) -> RawConnection {
+    let mut atm = server.raw().await;
+    let (r, _) = atm.exchange(login_client, 1, verify(card, pin)).await;
+    assert_eq!(r.status, Status::Approved, "login failed: {r:?}");
+    atm
+}
+
+/// A retried withdrawal id gets the byte-identical reply, on the same connection and on a new
+/// one, and the money moves once.
+#[tokio::test]
+async fn a_replayed_withdrawal_gets_the_identical_reply_and_moves_money_once() {
+    let server = TestServer::start();
+    let c = 41;
+    let mut atm = server.raw().await;
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
+    let (r, original) = atm.exchange(c, 2, withdraw(300)).await;
+    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_700)));
+    let (_, again) = atm.exchange(c, 2, withdraw(300)).await;
+    assert_eq!(again, original);
+    drop(atm);
+
+    let mut other = server.raw().await;
+    let (r, _) = other.exchange(c, 3, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r.status, Status::Approved);
+    let (_, from_elsewhere) = other.exchange(c, 2, withdraw(300)).await;
+    assert_eq!(from_elsewhere, original);
+    let (r, _) = other.exchange(c, 4, Operation::Balance).await;
+    assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(9_700)));
+    assert_eq!(server.committed_balance(JOTY), Some(9_700));
+    assert_eq!(replays(&server), 2);
+    // A new id does move money again.
+    let (r, _) = other.exchange(c, 5, withdraw(300)).await;
+    assert_eq!(r, reply(c, 5, Status::Approved, Body::Balance(9_400)));
+    assert!(conserved(&server));
+}
+
+/// Refusals are remembered too: a retried refused withdrawal gets the original refusal (with the
+/// balance of that time), even after the balance changed; a retried wrong PIN does not count
+/// towards the lock again.
+#[tokio::test]
+async fn a_replayed_refusal_gets_the_original_refusal() {
+    let server = TestServer::start();
+    let c = 42;
+    let mut atm = logged_in(&server, 142, JOTY, JOTY_PIN).await;
+    let (r, overdraft) = atm.exchange(c, 1, withdraw(20_000)).await;
+    assert_eq!(
+        r,
+        reply(c, 1, Status::InsufficientFunds, Body::Balance(10_000))
+    );
+    let (r, zero) = atm.exchange(c, 2, deposit(0)).await;
+    assert_eq!(r, reply(c, 2, Status::InvalidAmount, Body::Balance(10_000)));
+    let (r, _) = atm.exchange(c, 3, deposit(15_000)).await;
+    assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(25_000)));
+    // Now the withdrawal would fit, but the id was already answered.
+    let (_, again) = atm.exchange(c, 1, withdraw(20_000)).await;
+    assert_eq!(again, overdraft);
+    let (_, again) = atm.exchange(c, 2, deposit(0)).await;
+    assert_eq!(again, zero);
+    assert_eq!(server.committed_balance(JOTY), Some(25_000));
+
+    // A wrong PIN retried five times is one wrong attempt: two more real ones do not lock.
+    let mut other = server.raw().await;
+    let (r, wrong) = other.exchange(c, 4, verify(AHONA, "0000")).await;
+    assert_eq!(r, reply(c, 4, Status::IncorrectPin, Body::Empty));
+    for _ in 0..5 {
+        let (_, again) = other.exchange(c, 4, verify(AHONA, "0000")).await;
+        assert_eq!(again, wrong);
+    }
+    let (r, _) = other.exchange(c, 5, verify(AHONA, "1111")).await;
+    assert_eq!(r, reply(c, 5, Status::IncorrectPin, Body::Empty));
+    let account = server
+        .running()
+        .bank()
+        .journal
+        .committed_account(AHONA)
+        .unwrap();
+    assert_eq!(account.pin_failures, 2);
+    let (r, _) = other.exchange(c, 6, verify(AHONA, "5678")).await;
+    assert_eq!(r, reply(c, 6, Status::Approved, Body::Empty));
+    assert_eq!(replays(&server), 7);
+}
+
+/// The memory of completed requests survives a restart (with and without a snapshot in
+/// between): after it, retries get the identical replies, approved or refused, and move nothing.
+#[tokio::test]
+async fn replays_survive_a_server_restart() {
+    for snapshot_records_interval in [1_000_000, 1] {
+        let mut server = TestServer::start_with(|config| {
+            config.snapshot_records_interval = snapshot_records_interval
+        });
+        let c = 43;
+        let mut atm = logged_in(&server, 143, JOTY, JOTY_PIN).await;
+        let (r, approved) = atm.exchange(c, 1, withdraw(300)).await;
+        assert_eq!(r, reply(c, 1, Status::Approved, Body::Balance(9_700)));
+        let (r, refused) = atm.exchange(c, 2, withdraw(50_000)).await;
+        assert_eq!(
+            r,
+            reply(c, 2, Status::InsufficientFunds, Body::Balance(9_700))
+        );
+        let (r, deposited) = atm.exchange(c, 3, deposit(5)).await;
+        assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(9_705)));
+        drop(atm);
+
+        server.restart(|config| config.snapshot_records_interval = snapshot_records_interval);
+        assert_eq!(server.committed_balance(JOTY), Some(9_705));
+        let mut atm = logged_in(&server, 144, JOTY, JOTY_PIN).await;
+        let (_, again) = atm.exchange(c, 1, withdraw(300)).await;
+        assert_eq!(again, approved, "interval {snapshot_records_interval}");
+        let (_, again) = atm.exchange(c, 2, withdraw(50_000)).await;
+        assert_eq!(again, refused, "interval {snapshot_records_interval}");
+        let (_, again) = atm.exchange(c, 3, deposit(5)).await;
+        assert_eq!(again, deposited, "interval {snapshot_records_interval}");
+        let (r, _) = atm.exchange(c, 1, withdraw(301)).await;
+        assert_eq!(r, reply(c, 1, Status::RequestIdConflict, Body::Empty));
+        assert_eq!(replays(&server), 3);
+        assert_eq!(server.committed_balance(JOTY), Some(9_705));
+        let (r, _) = atm.exchange(c, 4, withdraw(5)).await;
+        assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(9_700)));
+        assert!(conserved(&server));
+    }
+}
+
+/// The same id with other parameters (another amount, another operation, another card) is a
+/// conflict that changes nothing; the conflict is not remembered, so a genuine retry still gets
+/// the original reply.
+#[tokio::test]
+async fn the_same_id_with_other_parameters_is_a_conflict() {
+    let server = TestServer::start();
+    let c = 44;
+    let mut atm = logged_in(&server, 144, JOTY, JOTY_PIN).await;
+    let (r, original) = atm.exchange(c, 1, withdraw(100)).await;
+    assert_eq!(r, reply(c, 1, Status::Approved, Body::Balance(9_900)));
+    let conflict = reply(c, 1, Status::RequestIdConflict, Body::Empty);
+    let (r, _) = atm.exchange(c, 1, withdraw(200)).await;
+    assert_eq!(r, conflict);
+    let (r, _) = atm.exchange(c, 1, deposit(100)).await;
+    assert_eq!(r, conflict);
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, conflict);
+    // A conflicting Verify logs the connection out (a new verification always does).
+    let (r, _) = atm.exchange(144, 2, Operation::Balance).await;
+    assert_eq!(r, reply(144, 2, Status::NotLoggedIn, Body::Empty));
+    let mut ahona = logged_in(&server, 145, AHONA, "5678").await;
+    let (r, _) = ahona.exchange(c, 1, withdraw(100)).await;
+    assert_eq!(r, conflict, "same amount on another card");
+    // The original is still what a retry gets.
+    let mut atm = logged_in(&server, 146, JOTY, JOTY_PIN).await;
+    let (_, again) = atm.exchange(c, 1, withdraw(100)).await;
+    assert_eq!(again, original);
+    assert_eq!(server.committed_balance(JOTY), Some(9_900));
+    assert_eq!(server.committed_balance(AHONA), Some(5_000));
+}
+
+/// The retention edge: after 33 completed requests of one client, sequence 1 is stale (refused,
+/// never executed) while sequence 2 is still replayed; one more request moves the edge by one;
+/// a sequence never seen but below the window is stale too.
+#[tokio::test]
+async fn ids_that_fell_out_of_the_window_are_stale_and_never_executed() {
+    let server = TestServer::start();
+    let c = 45;
+    let mut atm = logged_in(&server, 145, JOTY, JOTY_PIN).await;
+    let mut originals = vec![Vec::new()];
+    for sequence in 1..=33 {
+        let (r, bytes) = atm.exchange(c, sequence, withdraw(1)).await;
+        assert_eq!(
+            r,
+            reply(
+                c,
+                sequence,
+                Status::Approved,
+                Body::Balance(10_000 - sequence)
+            )
+        );
+        originals.push(bytes);
+    }
+    assert_eq!(server.committed_balance(JOTY), Some(9_967));
+    let stale = |sequence| reply(c, sequence, Status::StaleRequest, Body::Empty);
+    let (r, _) = atm.exchange(c, 1, withdraw(1)).await;
+    assert_eq!(r, stale(1));
+    let (r, _) = atm.exchange(c, 1, withdraw(7)).await;
+    assert_eq!(
+        r,
+        stale(1),
+        "a forgotten id is stale whatever its parameters"
+    );
+    let (_, again) = atm.exchange(c, 2, withdraw(1)).await;
+    assert_eq!(again, originals[2]);
+    let (r, _) = atm.exchange(c, 2, withdraw(2)).await;
+    assert_eq!(r, reply(c, 2, Status::RequestIdConflict, Body::Empty));
+    let (_, again) = atm.exchange(c, 33, withdraw(1)).await;
+    assert_eq!(again, originals[33]);
+    assert_eq!(server.committed_balance(JOTY), Some(9_967));
+
+    // One more completed request: now sequence 2 is out, 3 is the oldest remembered.
+    let (r, _) = atm.exchange(c, 34, withdraw(1)).await;
+    assert_eq!(r, reply(c, 34, Status::Approved, Body::Balance(9_966)));
+    let (r, _) = atm.exchange(c, 2, withdraw(1)).await;
+    assert_eq!(r, stale(2));
+    let (_, again) = atm.exchange(c, 3, withdraw(1)).await;
+    assert_eq!(again, originals[3]);
+    assert_eq!(server.committed_balance(JOTY), Some(9_966));
+
+    // A gap: after sequence 100, a never-seen 68 (= 100 - 32) is stale, 69 is new.
+    let g = 46;
+    let (r, _) = atm.exchange(g, 100, withdraw(1)).await;
+    assert_eq!(r, reply(g, 100, Status::Approved, Body::Balance(9_965)));
+    let (r, _) = atm.exchange(g, 68, withdraw(1)).await;
+    assert_eq!(r, reply(g, 68, Status::StaleRequest, Body::Empty));
+    let (r, _) = atm.exchange(g, 69, withdraw(1)).await;
+    assert_eq!(r, reply(g, 69, Status::Approved, Body::Balance(9_964)));
+    assert_eq!(server.committed_balance(JOTY), Some(9_964));
+    assert!(conserved(&server));
+}
+
+/// A lost reply: the withdrawal is executed, the connection drops before the reply is read, and
+/// the retry of the same id on a new connection gets the original outcome; money moved once.
+#[tokio::test]
+async fn a_lost_reply_is_settled_by_a_retry_on_a_new_connection() {
+    let server = TestServer::start();
+    let c = 47;
+    let mut atm = logged_in(&server, 147, JOTY, JOTY_PIN).await;
+    atm.request(c, 1, withdraw(700)).await;
+    // Wait until the change is committed, then lose the connection without reading the reply.
+    common::eventually("the withdrawal is committed", || {
+        server.committed_balance(JOTY) == Some(9_300)
+    })
+    .await;
+    drop(atm);
+
+    let mut atm = logged_in(&server, 148, JOTY, JOTY_PIN).await;
+    let (r, _) = atm.exchange(c, 1, withdraw(700)).await;
+    assert_eq!(r, reply(c, 1, Status::Approved, Body::Balance(9_300)));
+    assert_eq!(server.committed_balance(JOTY), Some(9_300));
+    assert_eq!(replays(&server), 1);
+
+    // The connection dropped right after sending: executed or not, the retry settles it once.
+    let mut atm = logged_in(&server, 149, JOTY, JOTY_PIN).await;
+    atm.request(c, 2, withdraw(300)).await;
+    drop(atm);
+    let mut atm = logged_in(&server, 150, JOTY, JOTY_PIN).await;
+    let (r, _) = atm.exchange(c, 2, withdraw(300)).await;
+    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_000)));
+    let (r, _) = atm.exchange(c, 2, withdraw(300)).await;
+    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_000)));
+    assert_eq!(server.committed_balance(JOTY), Some(9_000));
+    assert!(conserved(&server));
+}
+
+/// Sequential calls through the client library, the expected balance after each.
+async fn withdraw_and_deposit_in_turn(client: &mut Client) -> u64 {
+    let mut balance = 10_000;
+    for step in 0..12u64 {
+        let (reply, expected) = if step % 3 == 2 {
+            balance += 40;
+            (client.deposit(40).await.unwrap(), balance)
+        } else {
+            balance -= 100;
+            (client.withdraw(100).await.unwrap(), balance)
+        };
+        assert_eq!(reply.status, Status::Approved, "step {step}: {reply:?}");
+        assert_eq!(reply_balance(&reply), Some(expected), "step {step}");
+    }
+    balance
+}
+
+/// Requests lost by the server (injected drop-request) are re-sent by the client library after
+/// its attempt timeout: every call completes, each exactly once.
+#[tokio::test]
+async fn lost_requests_are_retried_and_execute_exactly_once() {
+    let server = TestServer::start_with(|config| {
+        config.faults = Some("drop-request=0.3,seed=11".parse().unwrap());
+    });
+    let mut config = server.client_config();
+    config.attempt_timeout = Duration::from_millis(250);
+    let mut client = Client::connect(config).await.unwrap();
+    let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
+    assert_eq!(r.status, Status::Approved);
+    let balance = withdraw_and_deposit_in_turn(&mut client).await;
+    assert_eq!(balance, 10_000 - 8 * 100 + 4 * 40);
+    assert_eq!(server.committed_balance(JOTY), Some(balance));
+    let dropped = server
+        .running()
+        .bank()
+        .faults
+        .as_ref()
+        .unwrap()
+        .counts
+        .requests_dropped
+        .load(Ordering::Relaxed);
+    assert!(
+        dropped > 0,
+        "no request was dropped: the test proves nothing"
+    );
+    assert!(client.stats().retries >= dropped);
+    assert!(conserved(&server));
+}
+
+/// Replies lost after the change is durable (server drop-reply, and replies the client itself
+/// discards) make the client retry the same id: the retries are replays and money moves once.
+#[tokio::test]
+async fn lost_replies_are_retried_and_answered_from_memory() {
+    let server = TestServer::start_with(|config| {
+        config.faults = Some("drop-reply=0.3,seed=5".parse().unwrap());
+    });
+    let mut config = server.client_config();
+    config.attempt_timeout = Duration::from_millis(250);
+    config.faults = "drop-reply=0.2,seed=9".parse().unwrap();
+    let mut client = Client::connect(config).await.unwrap();
+    let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
+    assert_eq!(r.status, Status::Approved);
+    let balance = withdraw_and_deposit_in_turn(&mut client).await;
+    assert_eq!(balance, 9_360);
+    assert_eq!(server.committed_balance(JOTY), Some(9_360));
+    let dropped = server
+        .running()
+        .bank()
+        .faults
+        .as_ref()
+        .unwrap()
+        .counts
+        .replies_dropped
+        .load(Ordering::Relaxed);
+    assert!(dropped > 0, "no reply was dropped: the test proves nothing");
+    assert!(client.stats().replies_dropped > 0);
+    assert!(replays(&server) > 0);
+    assert!(conserved(&server));
+}
+
+/// 64 clients withdraw 200 each from one account holding 10000 at the same time: exactly 50 are
+/// approved, 14 refused, no two approvals report the same balance, and the account ends at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_withdrawals_never_overdraw() {
+    let server = TestServer::start();
+    let start = Arc::new(tokio::sync::Barrier::new(64));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let config = server.client_config();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(config).await.unwrap();
+            let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
+            assert_eq!(r.status, Status::Approved);
+            start.wait().await;
+            client.withdraw(200).await.unwrap()
+        }));
+    }
+    let mut approved_balances = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r.status {
+            Status::Approved => approved_balances.push(reply_balance(&r).unwrap()),
+            Status::InsufficientFunds => {
+                assert_eq!(r.body, Body::Balance(0), "refused while money was left");
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    approved_balances.sort_unstable();
+    let expected: Vec<u64> = (0..50).map(|step| step * 200).collect();
+    assert_eq!(approved_balances, expected);
+    assert_eq!(refused, 14);
+    assert_eq!(server.committed_balance(JOTY), Some(0));
+    assert_eq!(server.committed_balance(AHONA), Some(5_000));
+    assert!(conserved(&server));
+}
+
+/// Resends one request id until the answer is not busy; returns the reply, its bytes and how
+/// many busy answers came first.
+async fn until_not_busy(
+    atm: &mut RawConnection,
+    client: u64,
+    sequence: u64,
+    operation: Operation,
+) -> (Reply, Vec<u8>, u64) {
+    for busy in 0..200 {
+        let (r, bytes) = atm.exchange(client, sequence, operation.clone()).await;
+        if r.status != Status::Busy {
+            return (r, bytes, busy);
+        }
+        assert_eq!(r.body, Body::Empty);
+    }
+    panic!("{client}:{sequence} still busy after 200 attempts");
+}
+
+/// Every account decision crashes its actor (half before journaling, half after): each crash is
+/// answered busy and followed by a supervised restart; retries with the same id settle each
+/// request exactly once, and the state is intact.
+#[tokio::test]
+async fn crashing_account_actors_restart_and_retries_settle_exactly_once() {
+    let server = TestServer::start_with(|config| {
+        config.faults = Some("crash-actor=1.0,seed=1".parse().unwrap());
+    });
+    let c = 48;
+    let mut atm = server.raw().await;
+    let (r, _, busy_verify) = until_not_busy(&mut atm, c, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
+    let (r, original, busy_withdraw) = until_not_busy(&mut atm, c, 2, withdraw(400)).await;
+    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_600)));
+    let (r, refused, busy_refused) = until_not_busy(&mut atm, c, 3, withdraw(1_000_000)).await;
+    assert_eq!(
+        r,
+        reply(c, 3, Status::InsufficientFunds, Body::Balance(9_600))
+    );
+    // Every new decision crashed (the final answers are replays of records journaled just before
+    // a crash), and every crash was a restart.
+    let busy = busy_verify + busy_withdraw + busy_refused;
+    assert!(busy_verify >= 1 && busy_withdraw >= 1 && busy_refused >= 1);
+    let bank = server.running().bank();
+    let crashes = bank
+        .faults
+        .as_ref()
+        .unwrap()
+        .counts
+        .actor_crashes
+        .load(Ordering::Relaxed);
+    assert_eq!(crashes, busy);
+    assert_eq!(bank.stats.actor_restarts.load(Ordering::Relaxed), busy);
+    assert_eq!(replays(&server), 3);
+    // Replays do not go near the crashing decision.
+    let (_, again, no_busy) = until_not_busy(&mut atm, c, 2, withdraw(400)).await;
+    assert_eq!((again, no_busy), (original, 0));
+    let (_, again, no_busy) = until_not_busy(&mut atm, c, 3, withdraw(1_000_000)).await;
+    assert_eq!((again, no_busy), (refused, 0));
+    // Balance reads do not involve the actor.
+    let (r, _) = atm.exchange(c, 4, Operation::Balance).await;
+    assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(9_600)));
+    assert_eq!(server.committed_balance(JOTY), Some(9_600));
+    let account = bank.journal.committed_account(JOTY).unwrap();
+    assert_eq!(account.pin_failures, 0);
+    assert!(conserved(&server));
+}
+
+/// With crashes on 30% of decisions the client library's same-id retries complete every call;
+/// the actor was restarted, and the balance is exact.
+#[tokio::test]
+async fn the_client_library_rides_out_actor_crashes() {
+    let server = TestServer::start_with(|config| {
+        config.faults = Some("crash-actor=0.3,seed=3".parse().unwrap());
+    });
+    let mut client = server.client().await;
+    let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
+    assert_eq!(r.status, Status::Approved);
+    let balance = withdraw_and_deposit_in_turn(&mut client).await;
+    assert_eq!(balance, 9_360);
+    assert_eq!(server.committed_balance(JOTY), Some(9_360));
+    let bank = server.running().bank();
+    let restarts = bank.stats.actor_restarts.load(Ordering::Relaxed);
+    let crashes = bank
+        .faults
+        .as_ref()
+        .unwrap()
+        .counts
+        .actor_crashes
+        .load(Ordering::Relaxed);
+    assert!(
+        restarts > 0,
+        "no crash was injected: the test proves nothing"
+    );
+    assert_eq!(restarts, crashes);
+    assert!(client.stats().retries >= crashes);
+    assert!(conserved(&server));
+}

@@ -1,0 +1,332 @@
+//! The crash test: the real `bank-server` binary is SIGKILLed at random moments under concurrent
+//! withdrawals and deposits and restarted on the same data directory and port, many times. Every
+//! operation a client saw acknowledged survives exactly once, and nothing else moves money.
+mod common;
+
+use actor_bank::client::{Client, ClientConfig, ClientError};
+use actor_bank::journal::Journal;
+use actor_bank::ledger::{Event, Ledger};
+use actor_bank::protocol::{Body, Operation, Reply, RequestId, Status};
+use common::durability::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TOKEN: &str = "crash-kill-operator-token";
+/// Card, PIN, opening balance.
+const ACCOUNTS: [(u64, &str, u64); 4] = [
+    (71_001, "1111", 3_000),
+    (71_002, "2222", 3_000),
+    (71_003, "3333", 500),
+    (71_004, "4444", 10_000),
+];
+const TASKS_PER_ACCOUNT: usize = 2;
+const KILLS: usize = 9;
+
+fn client_config(address: &str) -> ClientConfig {
+    let mut config = ClientConfig::new(address);
+    config.attempt_timeout = Duration::from_millis(500);
+    // Long enough to span a kill and a restart.
+    config.outcome_deadline = Duration::from_secs(20);
+    config.backoff_initial = Duration::from_millis(5);
+    config.backoff_max = Duration::from_millis(100);
+    config
+}
+
+/// One operation an ATM asked for and what it learnt.
+#[derive(Clone, Debug)]
+struct Asked {
+    id: RequestId,
+    card: u64,
+    operation: Operation,
+    /// The definite reply, or None when the outcome never became known.
+    reply: Option<Reply>,
+}
+
+/// A signed money movement of an operation (deposits positive).
+fn delta(operation: &Operation) -> i128 {
+    match operation {
+        Operation::Withdraw { amount } => -(*amount as i128),
+        Operation::Deposit { amount } => *amount as i128,
+        other => panic!("not a money operation: {other:?}"),
+    }
+}
+
+/// An ATM: logs in to `card`, then withdraws and deposits random amounts until told to stop.
+/// A call whose outcome is unknown is retried with the same id before the next one starts.
+async fn atm(
+    address: String,
+    card: u64,
+    pin: &'static str,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicU64>,
+) -> (Client, Vec<Asked>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut client = Client::connect(client_config(&address)).await.unwrap();
+    loop {
+        match client.verify(card, pin).await {
+            Ok(reply) => {
+                assert_eq!(reply.status, Status::Approved);
+                break;
+            }
+            Err(ClientError::OutcomeUnknown { .. }) => continue,
+            Err(other) => panic!("cannot log in: {other}"),
+        }
+    }
+    let mut asked = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let amount = rng.gen_range(1..=400);
+        let operation = if rng.gen_bool(0.5) {
+            Operation::Withdraw { amount }
+        } else {
+            Operation::Deposit { amount }
+        };
+        let id = client.next_id();
+        let mut reply = None;
+        for _ in 0..3 {
+            match client.call_with_id(id, operation.clone()).await {
+                Ok(definite) => {
+                    reply = Some(definite);
+                    break;
+                }
+                Err(ClientError::OutcomeUnknown { .. }) => continue,
+                Err(other) => panic!("{id}: {other}"),
+            }
+        }
+        if reply.is_some() {
+            acknowledged.fetch_add(1, Ordering::SeqCst);
+        }
+        asked.push(Asked {
+            id,
+            card,
+            operation,
+            reply,
+        });
+    }
+    (client, asked)
+}
+
+/// Waits (without a time limit on correctness, only a liveness guard) until `counter` passes
+/// `target`.
+async fn wait_for_progress(counter: &AtomicU64, target: u64) {
+    for _ in 0..6_000 {
+        if counter.load(Ordering::SeqCst) >= target {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no progress: the server acknowledged nothing for a minute");
+}
+
+// Purpose: SIGKILL at random moments under concurrent load, restart on the same directory and
+// port, clients retry with the same ids: every acknowledged operation is in the final state
+// exactly once, replays give the original replies, nothing is negative, money is conserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
+    let seed: u64 = std::env::var("CRASH_KILL_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(now_unix_ms);
+    eprintln!("crash_kill seed {seed} (set CRASH_KILL_SEED to repeat the schedule)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let directory = tempfile::tempdir().unwrap();
+    let data: PathBuf = directory.path().join("data");
+    let log = directory.path().join("server.log");
+    let port = free_port();
+    let start = |data: &PathBuf, log: &PathBuf| {
+        tokio::task::block_in_place(|| BankProcess::start(data, port, TOKEN, log))
+    };
+    let mut server = start(&data, &log);
+    let address = server.address.clone();
+
+    let mut operator = Client::connect(client_config(&address)).await.unwrap();
+    for (card, pin, balance) in ACCOUNTS {
+        let reply = operator
+            .create_account(TOKEN, card, "Crash Tester", pin, balance)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, Status::Approved);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (index, (card, pin, _)) in ACCOUNTS.iter().enumerate() {
+        for copy in 0..TASKS_PER_ACCOUNT {
+            tasks.push(tokio::spawn(atm(
+                address.clone(),
+                *card,
+                pin,
+                seed ^ ((index * TASKS_PER_ACCOUNT + copy) as u64 + 1).wrapping_mul(0x9E37),
+                stop.clone(),
+                acknowledged.clone(),
+            )));
+        }
+    }
+
+    for kill in 0..KILLS {
+        // Let the ATMs get going after the (re)start, then kill at a random moment.
+        let target = acknowledged.load(Ordering::SeqCst) + rng.gen_range(2..12);
+        wait_for_progress(&acknowledged, target).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
+        tokio::task::block_in_place(|| server.kill());
+        eprintln!(
+            "kill {}: {} operations acknowledged so far",
+            kill + 1,
+            acknowledged.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
+        server = start(&data, &log);
+    }
+    // Stop the load right after the last restart: the calls in flight settle on the new process.
+    stop.store(true, Ordering::SeqCst);
+    let mut atms = Vec::new();
+    for task in tasks {
+        atms.push(task.await.unwrap());
+    }
+    let asked: Vec<&Asked> = atms.iter().flat_map(|(_, asked)| asked).collect();
+    let unknown = asked.iter().filter(|asked| asked.reply.is_none()).count();
+    eprintln!(
+        "{} operations asked, {} acknowledged, {} unknown",
+        asked.len(),
+        asked.len() - unknown,
+        unknown
+    );
+    assert!(asked.len() > 20, "the ATMs did work between the kills");
+
+    // A sample of acknowledged ids, replayed after the last restart, gets the original replies.
+    let mut replayed = 0;
+    for (client, asked) in &mut atms {
+        let newest = asked
+            .iter()
+            .map(|asked| asked.id.sequence)
+            .max()
+            .unwrap_or(0);
+        let sample: Vec<Asked> = asked
+            .iter()
+            .rev()
+            .filter(|asked| asked.reply.is_some() && asked.id.sequence + 16 > newest)
+            .take(4)
+            .cloned()
+            .collect();
+        for original in sample {
+            let reply = client
+                .call_with_id(original.id, original.operation.clone())
+                .await
+                .unwrap();
+            assert_eq!(Some(reply), original.reply, "replay of {}", original.id);
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0);
+
+    // The balances the server reports after the last restart.
+    let mut reported = HashMap::new();
+    let mut reader = Client::connect(client_config(&address)).await.unwrap();
+    for (card, pin, _) in ACCOUNTS {
+        assert_eq!(
+            reader.verify(card, pin).await.unwrap().status,
+            Status::Approved
+        );
+        let reply = reader.balance().await.unwrap();
+        let Body::Balance(balance) = reply.body else {
+            panic!("no balance in {reply:?}");
+        };
+        reported.insert(card, balance);
+    }
+    tokio::task::block_in_place(|| server.kill());
+
+    // Recover the directory in this process and read every record in the journal.
+    let journal = Journal::open(journal_config(&data, u64::MAX)).unwrap();
+    let ledger: Ledger = committed(&journal);
+    journal.close();
+    assert!(ledger.is_conserved(), "money is conserved");
+    assert!(
+        snapshots(&data).is_empty(),
+        "the binary's snapshot interval is large"
+    );
+    let records: Vec<_> = segments(&data)
+        .iter()
+        .flat_map(|segment| record_spans(segment))
+        .collect();
+    assert_eq!(records.len() as u64, ledger.applied_lsn);
+
+    // Every request id was decided at most once.
+    let mut decided = HashMap::new();
+    for span in &records {
+        let previous = decided.insert(span.record.request, span);
+        assert!(
+            previous.is_none(),
+            "request {} recorded twice",
+            span.record.request
+        );
+    }
+    // Every acknowledged operation is recorded, with the outcome its reply carried.
+    let mut acked_ids = HashSet::new();
+    let mut unknown_ids = HashSet::new();
+    for asked in &asked {
+        let Some(reply) = &asked.reply else {
+            unknown_ids.insert(asked.id);
+            continue;
+        };
+        acked_ids.insert(asked.id);
+        let span = decided
+            .get(&asked.id)
+            .unwrap_or_else(|| panic!("acknowledged {} is not in the journal", asked.id));
+        assert_eq!(span.record.card, asked.card);
+        assert_eq!(span.record.outcome.status, reply.status, "{}", asked.id);
+        let body = span
+            .record
+            .outcome
+            .balance
+            .map_or(Body::Empty, Body::Balance);
+        assert_eq!(body, reply.body, "{}", asked.id);
+    }
+    // Every money movement in the journal was asked for: acknowledged, or never settled.
+    let mut unknown_moved: HashMap<u64, i128> = HashMap::new();
+    for span in &records {
+        let record = &span.record;
+        let moved = match record.event {
+            Event::Withdrawal { amount } => -(amount as i128),
+            Event::Deposit { amount } => amount as i128,
+            _ => continue,
+        };
+        if record.outcome.status != Status::Approved {
+            continue;
+        }
+        if unknown_ids.contains(&record.request) {
+            *unknown_moved.entry(record.card).or_default() += moved;
+        } else {
+            assert!(
+                acked_ids.contains(&record.request),
+                "{} moved money nobody was told about",
+                record.request
+            );
+        }
+    }
+    // Each balance is the opening one plus exactly the acknowledged movements (and any whose
+    // outcome the client never learnt but which did happen), never negative.
+    for (card, _, initial) in ACCOUNTS {
+        let acked: i128 = asked
+            .iter()
+            .filter(|asked| asked.card == card)
+            .filter(|asked| {
+                asked
+                    .reply
+                    .as_ref()
+                    .is_some_and(|reply| reply.status == Status::Approved)
+            })
+            .map(|asked| delta(&asked.operation))
+            .sum();
+        let expected = initial as i128 + acked + unknown_moved.get(&card).copied().unwrap_or(0);
+        assert!(expected >= 0, "card {card} would be negative");
+        let balance = ledger.accounts[&card].balance;
+        assert_eq!(balance as i128, expected, "card {card}");
+        assert_eq!(reported[&card], balance, "card {card}: reported balance");
+    }
+}
