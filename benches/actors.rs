@@ -83,12 +83,34 @@ impl Atm {
     }
 }
 
+/// This process's resident set size in MiB (Linux), for the memory targets.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 fn expect_approved(outcome: Outcome, what: &str) {
     assert_eq!(outcome.status, Status::Approved, "{what}: {outcome:?}");
 }
 
-/// Opens `cards` with `openers` concurrent tasks, all with one precomputed PIN hash.
-async fn open_accounts(bank: &Arc<Bank>, cards: Vec<u64>, pin_hash: &str, openers: u64) {
+/// Opens `cards` with `openers` concurrent tasks (client ids from `first_client` on), all with one
+/// precomputed PIN hash.
+async fn open_accounts(
+    bank: &Arc<Bank>,
+    cards: Vec<u64>,
+    pin_hash: &str,
+    openers: u64,
+    first_client: u64,
+) {
     let chunk = cards.len().div_ceil(openers as usize).max(1);
     let mut tasks = Vec::new();
     for (index, slice) in cards.chunks(chunk).enumerate() {
@@ -96,7 +118,7 @@ async fn open_accounts(bank: &Arc<Bank>, cards: Vec<u64>, pin_hash: &str, opener
         let slice = slice.to_vec();
         let pin_hash = pin_hash.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut opener = Atm::new(0x0700_0000_0000 + index as u64);
+            let mut opener = Atm::new(first_client + index as u64);
             for card in slice {
                 let event = Event::AccountOpened {
                     holder: format!("ATM {card}"),
@@ -166,13 +188,14 @@ fn bench_actors(c: &mut Criterion) {
         .expect("runtime");
 
     let pin_hash = pin::hash(PIN, PinHashCost::MINIMUM).expect("PIN hash");
+    let rss_before = rss_mib();
     let opening = Instant::now();
     runtime.block_on(async {
-        open_accounts(&bank, vec![HOT_CARD], &pin_hash, 1).await;
+        open_accounts(&bank, vec![HOT_CARD], &pin_hash, 1, 0x0600_0000_0000).await;
         let cards = (0..accounts)
             .map(|index| FIRST_SPREAD_CARD + index)
             .collect();
-        open_accounts(&bank, cards, &pin_hash, 256).await;
+        open_accounts(&bank, cards, &pin_hash, 256, 0x0700_0000_0000).await;
     });
     let opening = opening.elapsed();
     eprintln!(
@@ -180,6 +203,14 @@ fn bench_actors(c: &mut Criterion) {
         accounts + 1,
         opening.as_secs_f64(),
         (accounts + 1) as f64 / opening.as_secs_f64()
+    );
+    eprintln!(
+        "resident memory: {rss_before:.1} MiB before, {:.1} MiB after opening them \
+         ({} account actors alive)",
+        rss_mib(),
+        bank.stats
+            .live_accounts
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
 
     let mut group = c.benchmark_group("round_trip");
@@ -252,6 +283,13 @@ fn bench_actors(c: &mut Criterion) {
         }
     }
     group.finish();
+    eprintln!(
+        "resident memory after the concurrent runs: {:.1} MiB ({} account actors alive)",
+        rss_mib(),
+        bank.stats
+            .live_accounts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
 
     let mut group = c.benchmark_group("loopback");
     group.throughput(Throughput::Elements(1));

@@ -27,7 +27,8 @@
 //! ```
 //!
 //! `BENCH_RECOVERY_KEEP=DIR` builds the default-config directory in DIR and leaves it there (to
-//! start `bank-server --data-dir DIR` on it and read its memory use, as benches/compare does).
+//! start `bank-server --data-dir DIR` on it and read its memory use, as benches/compare does);
+//! with `BENCH_BUILD_ONLY=1` as well, nothing is measured: the directory is built and that is all.
 //!
 //! Under `cargo test --benches` (no `--bench` argument) everything runs once on tiny sizes.
 
@@ -146,7 +147,15 @@ fn open_lanes(journal: &Journal, first: u64, count: u64) -> Vec<Lane> {
     lanes
 }
 
+/// True when only a data directory is to be built (see the module docs).
+fn build_only() -> bool {
+    std::env::var_os("BENCH_BUILD_ONLY").is_some_and(|value| value != "0")
+}
+
 fn bench_group_commit(c: &mut Criterion) {
+    if build_only() {
+        return;
+    }
     let directory = tempfile::tempdir().expect("temporary directory");
     let journal = Journal::open(JournalConfig::new(directory.path())).expect("open journal");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -332,6 +341,16 @@ fn bench_recovery(c: &mut Criterion) {
     group.throughput(Throughput::Elements((accounts + records) as u64));
     let label = format!("{accounts}_accounts_{records}_records");
 
+    let kept = std::env::var_os("BENCH_RECOVERY_KEEP").map(std::path::PathBuf::from);
+    if build_only() {
+        let directory = kept.expect("BENCH_BUILD_ONLY needs BENCH_RECOVERY_KEEP=DIR");
+        let mut config = JournalConfig::new(&directory);
+        config.queue_records_max = 1 << 20;
+        build_data_dir(config, accounts, records);
+        eprintln!("built {}", directory.display());
+        return;
+    }
+
     let replay_dir = tempfile::tempdir().expect("temporary directory");
     let mut config = JournalConfig::new(replay_dir.path());
     config.snapshot_records_interval = u64::MAX;
@@ -345,7 +364,6 @@ fn bench_recovery(c: &mut Criterion) {
         })
     });
 
-    let kept = std::env::var_os("BENCH_RECOVERY_KEEP").map(std::path::PathBuf::from);
     let default_dir = tempfile::tempdir().expect("temporary directory");
     let path = kept
         .clone()

@@ -37,6 +37,21 @@ impl FaultPlan {
     }
 }
 
+/// The same form [`FaultPlan::from_str`] reads.
+impl std::fmt::Display for FaultPlan {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "drop-request={},drop-reply={},crash-actor={},delay-ms={},seed={}",
+            self.drop_request,
+            self.drop_reply,
+            self.crash_actor,
+            self.delay.as_millis(),
+            self.seed
+        )
+    }
+}
+
 impl FromStr for FaultPlan {
     type Err = String;
 
@@ -131,6 +146,7 @@ impl Faults {
         let hit = self.draw(self.plan.drop_request);
         if hit {
             self.counts.requests_dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::fault("drop_request");
         }
         hit
     }
@@ -140,6 +156,7 @@ impl Faults {
         let hit = self.draw(self.plan.drop_reply);
         if hit {
             self.counts.replies_dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::fault("drop_reply");
         }
         hit
     }
@@ -150,6 +167,7 @@ impl Faults {
             return None;
         }
         self.counts.actor_crashes.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::fault("crash_actor");
         Some(if self.generator.lock().gen_bool(0.5) {
             CrashPoint::BeforeJournal
         } else {
@@ -184,6 +202,7 @@ mod tests {
             .unwrap_err()
             .contains("unknown fault"));
         assert!("".parse::<FaultPlan>().unwrap().is_quiet());
+        assert_eq!(plan.to_string().parse::<FaultPlan>().unwrap(), plan);
     }
 
     #[test]

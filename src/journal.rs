@@ -334,12 +334,14 @@ impl Writer {
             format::encode_record(*lsn, record, buffer)
                 .map_err(|error| format!("cannot encode record {lsn}: {error}"))?;
         }
+        let started = std::time::Instant::now();
         self.segment
             .write_all(buffer)
             .map_err(|error| format!("journal write failed: {error}"))?;
         self.segment
             .sync_data()
             .map_err(|error| format!("journal fdatasync failed: {error}"))?;
+        crate::metrics::journal_batch(batch.len(), started.elapsed());
         self.segment_bytes += buffer.len() as u64;
         self.records_since_snapshot += batch.len() as u64;
         {

@@ -15,11 +15,13 @@
 //!   recovery.
 //! - [`pin`]: PIN hashing (argon2) and the operator-token check.
 //! - [`utility`]: the lab's idempotent operations (lowercase, prime, palindrome).
+//! - [`metrics`]: the metrics the server reports, named in one place.
 //! - [`faults`]: deterministic fault injection for tests and the swarm.
 //! - [`server`]: the actors (gateway, sessions, account actors under a supervisor) and the
 //!   server's configuration and start-up.
 //! - [`swarm`]: the ATM swarm load generator and its audit of every cent.
 //! - [`atm`]: the `atm` binary's commands, JSON output and interactive menu.
+//! - [`config`]: the server's settings from flags, `BANK_…` variables and a TOML file.
 //! - [`client`]: the client library the `atm` binary, the swarm and the tests use: retries with the
 //!   same id, reconnects with backoff, and a deadline after which an outcome is reported unknown.
 
@@ -29,9 +31,11 @@
 pub mod atm;
 pub mod client;
 pub mod codec;
+pub mod config;
 pub mod faults;
 pub mod journal;
 pub mod ledger;
+pub mod metrics;
 pub mod pin;
 pub mod protocol;
 pub mod server;

@@ -522,3 +522,40 @@ async fn the_client_library_rides_out_actor_crashes() {
     assert!(client.stats().retries >= crashes);
     assert!(conserved(&server));
 }
+
+/// Account actors that retire as soon as they are idle (and restart on the next request) lose
+/// nothing: 8 concurrent clients × 10 withdrawals of 50 on one card are all approved, each at a
+/// different balance, and the account ends exactly 4000 lower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_retiring_when_idle_lose_nothing() {
+    let server = TestServer::start_with(|config| {
+        config.limits.account_idle = Duration::from_millis(1);
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let config = server.client_config();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(config).await.unwrap();
+            let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
+            assert_eq!(r.status, Status::Approved);
+            let mut balances = Vec::new();
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let r = client.withdraw(50).await.unwrap();
+                assert_eq!(r.status, Status::Approved, "{r:?}");
+                balances.push(reply_balance(&r).unwrap());
+            }
+            balances
+        }));
+    }
+    let mut balances = Vec::new();
+    for task in tasks {
+        balances.extend(task.await.unwrap());
+    }
+    balances.sort_unstable();
+    let expected: Vec<u64> = (1..=80).rev().map(|k| 10_000 - 50 * k).collect();
+    assert_eq!(balances, expected);
+    assert_eq!(server.committed_balance(JOTY), Some(6_000));
+    assert!(server.running().bank().journal.failure().is_none());
+    assert!(conserved(&server));
+}

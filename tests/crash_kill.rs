@@ -111,6 +111,32 @@ async fn atm(
     (client, asked)
 }
 
+/// Starts the binary on `data` and SIGKILLs it after `delay`, ready or not.
+fn kill_during_start_up(data: &std::path::Path, port: u16, log: &std::path::Path, delay: Duration) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = std::process::Command::new(server_binary())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--operator-token")
+        .arg(TOKEN)
+        .args(["--pin-hash-memory-kib", "8", "--pin-hash-iterations", "1"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Waits (without a time limit on correctness, only a liveness guard) until `counter` passes
 /// `target`.
 async fn wait_for_progress(counter: &AtomicU64, target: u64) {
@@ -170,8 +196,9 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
     }
 
     for kill in 0..KILLS {
-        // Let the ATMs get going after the (re)start, then kill at a random moment.
-        let target = acknowledged.load(Ordering::SeqCst) + rng.gen_range(2..12);
+        // Let the ATMs get going after the (re)start (or not at all: a kill right after the
+        // restart hits the retries and re-logins), then kill at a random moment.
+        let target = acknowledged.load(Ordering::SeqCst) + rng.gen_range(0..12);
         wait_for_progress(&acknowledged, target).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
         tokio::task::block_in_place(|| server.kill());
@@ -181,6 +208,11 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
             acknowledged.load(Ordering::SeqCst)
         );
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
+        if rng.gen_bool(0.3) {
+            // Sometimes also kill a process while it is still recovering the directory.
+            let delay = Duration::from_millis(rng.gen_range(0..40));
+            tokio::task::block_in_place(|| kill_during_start_up(&data, port, &log, delay));
+        }
         server = start(&data, &log);
     }
     // Stop the load right after the last restart: the calls in flight settle on the new process.
@@ -189,7 +221,10 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
     for task in tasks {
         atms.push(task.await.unwrap());
     }
-    let asked: Vec<&Asked> = atms.iter().flat_map(|(_, asked)| asked).collect();
+    let asked: Vec<Asked> = atms
+        .iter()
+        .flat_map(|(_, asked)| asked.iter().cloned())
+        .collect();
     let unknown = asked.iter().filter(|asked| asked.reply.is_none()).count();
     eprintln!(
         "{} operations asked, {} acknowledged, {} unknown",
@@ -197,6 +232,8 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
         asked.len() - unknown,
         unknown
     );
+    let retries: u64 = atms.iter().map(|(client, _)| client.stats().retries).sum();
+    eprintln!("{retries} attempts were retries with the same id");
     assert!(asked.len() > 20, "the ATMs did work between the kills");
 
     // A sample of acknowledged ids, replayed after the last restart, gets the original replies.

@@ -133,7 +133,7 @@ fn a_zero_filled_tail_is_cut_and_nothing_is_lost() {
         copy_dir(pristine.path(), directory.path());
         let segment = directory.path().join(segment_name.file_name().unwrap());
         let mut bytes = std::fs::read(&segment).unwrap();
-        bytes.extend(std::iter::repeat(0u8).take(zeros));
+        bytes.resize(bytes.len() + zeros, 0);
         std::fs::write(&segment, bytes).unwrap();
         check_recovers_to(directory.path(), &model, 12, 1_000_000);
     }
@@ -173,11 +173,14 @@ fn zeros_from_inside_the_last_record_to_the_end_are_a_torn_tail() {
 #[test]
 fn a_newest_segment_with_a_torn_header_is_dropped() {
     let model = standard_model(12);
+    let mut half_header = format::segment_header(9)[..10].to_vec();
+    half_header.resize(700, 0);
     for contents in [
         vec![],
         vec![b'A'; 7],
         vec![0u8; SEGMENT_HEADER_BYTES],
         vec![0u8; 512],
+        half_header,
     ] {
         let directory = tempfile::tempdir().unwrap();
         write_journal(directory.path(), &model.records[..8], 1_000_000);
@@ -405,4 +408,90 @@ fn the_standard_model_mixes_every_kind_of_record() {
     assert!(kinds(|event| matches!(event, Event::Deposit { .. })) > 5);
     assert!(kinds(|event| matches!(event, Event::PinAttempt { .. })) > 2);
     assert_eq!(replay(&model.records), model.ledger);
+}
+
+// Purpose: a kill at any step of taking a snapshot (temporary half or fully written, renamed,
+// next segment created or torn, covered segment removed) leaves files recovery accepts, with
+// nothing lost and appends resuming.
+#[test]
+fn a_snapshot_interrupted_at_any_step_recovers() {
+    let model = standard_model(20);
+    let image = format::encode_snapshot(&model.ledger_after(12)).unwrap();
+    let steps: [&dyn Fn(&Path); 6] = [
+        &|directory| {
+            std::fs::write(
+                directory.join(format::snapshot_temporary_name(12)),
+                &image[..image.len() / 2],
+            )
+            .unwrap()
+        },
+        &|directory| {
+            std::fs::write(directory.join(format::snapshot_temporary_name(12)), &image).unwrap()
+        },
+        &|directory| std::fs::write(directory.join(format::snapshot_name(12)), &image).unwrap(),
+        &|directory| {
+            std::fs::write(directory.join(format::snapshot_name(12)), &image).unwrap();
+            std::fs::write(
+                directory.join(format::segment_name(13)),
+                format::segment_header(13),
+            )
+            .unwrap();
+        },
+        &|directory| {
+            std::fs::write(directory.join(format::snapshot_name(12)), &image).unwrap();
+            std::fs::write(
+                directory.join(format::segment_name(13)),
+                &format::segment_header(13)[..10],
+            )
+            .unwrap();
+        },
+        &|directory| {
+            std::fs::write(directory.join(format::snapshot_name(12)), &image).unwrap();
+            std::fs::write(
+                directory.join(format::segment_name(13)),
+                format::segment_header(13),
+            )
+            .unwrap();
+            std::fs::remove_file(directory.join(format::segment_name(1))).unwrap();
+        },
+    ];
+    for (index, step) in steps.iter().enumerate() {
+        let directory = tempfile::tempdir().unwrap();
+        write_journal(directory.path(), &model.records[..12], 1_000_000);
+        step(directory.path());
+        check_recovers_to(directory.path(), &model, 12, 1_000_000);
+        let names: Vec<String> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|name| !name.ends_with(".tmp")),
+            "step {index}: {names:?}"
+        );
+        if index >= 2 {
+            assert_eq!(snapshots(directory.path()).len(), 1, "step {index}");
+        }
+        if index >= 3 {
+            assert_eq!(
+                segments(directory.path()),
+                [directory.path().join(format::segment_name(13))],
+                "step {index}: the covered segment is removed"
+            );
+        }
+    }
+}
+
+// Purpose: records a snapshot already covers are still checked: damage there is refused too.
+#[test]
+fn damage_in_a_segment_the_snapshot_covers_is_refused() {
+    let model = standard_model(12);
+    let directory = tempfile::tempdir().unwrap();
+    write_journal(directory.path(), &model.records, 1_000_000);
+    let image = format::encode_snapshot(&model.ledger).unwrap();
+    std::fs::write(directory.path().join(format::snapshot_name(12)), &image).unwrap();
+    let segment = segments(directory.path()).pop().unwrap();
+    let victim = &record_spans(&segment)[4];
+    flip_bit(&segment, victim.start + RECORD_HEADER_BYTES + 2, 6);
+    let (path, offset, _) = expect_corrupt(directory.path());
+    assert_eq!((path, offset), (segment, victim.start as u64));
 }

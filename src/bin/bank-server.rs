@@ -1,81 +1,34 @@
-//! `bank-server`: runs the bank. Flags become a [`ServerConfig`]; everything else is the library.
+//! `bank-server`: runs the bank. Settings come from flags, `BANK_…` environment variables and an
+//! optional TOML file (see `actor_bank::config`); everything else is the library.
 
-use actor_bank::faults::FaultPlan;
-use actor_bank::pin::PinHashCost;
-use actor_bank::server::{RunningServer, ServerConfig};
+use actor_bank::config::{self, LogFormat, Settings};
+use actor_bank::server::RunningServer;
 use clap::Parser;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-
-/// An exactly-once bank server for ATMs.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Arguments {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    listen: SocketAddr,
-    /// Directory for the journal and snapshots (created if missing).
-    #[arg(long, default_value = "./data")]
-    data_dir: PathBuf,
-    /// Token that authorises creating accounts. Without one, creating accounts is disabled.
-    #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
-    operator_token: Option<String>,
-    /// Open the lab's sample accounts (123456789/1234, 987654321/5678) if they do not exist.
-    #[arg(long)]
-    demo: bool,
-    /// Inject faults, for testing: drop-request=P,drop-reply=P,crash-actor=P,delay-ms=N,seed=S.
-    #[arg(long)]
-    faults: Option<FaultPlan>,
-    /// Maximum open connections.
-    #[arg(long, default_value_t = 10_000)]
-    connections_max: usize,
-    /// Maximum requests in flight per connection.
-    #[arg(long, default_value_t = 64)]
-    requests_in_flight_max: usize,
-    /// Maximum frame body in bytes.
-    #[arg(long, default_value_t = actor_bank::codec::FRAME_BYTES_MAX_DEFAULT)]
-    frame_bytes_max: usize,
-    /// Memory cost of new PIN hashes in KiB (argon2id; default 19456, the OWASP recommendation).
-    #[arg(long, default_value_t = PinHashCost::default().memory_kib)]
-    pin_hash_memory_kib: u32,
-    /// Passes of new PIN hashes (argon2id).
-    #[arg(long, default_value_t = PinHashCost::default().iterations)]
-    pin_hash_iterations: u32,
-    /// Seconds an account actor stays alive without requests.
-    #[arg(long, default_value_t = 60)]
-    account_idle_secs: u64,
-}
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let arguments = Arguments::parse();
-    let mut config = ServerConfig::new(arguments.data_dir);
-    config.listen = arguments.listen;
-    config.operator_token = arguments.operator_token;
-    config.demo = arguments.demo;
-    config.faults = arguments.faults;
-    config.limits.connections_max = arguments.connections_max;
-    config.limits.requests_in_flight_max = arguments.requests_in_flight_max;
-    config.limits.frame_bytes_max = arguments.frame_bytes_max;
-    config.limits.account_idle = Duration::from_secs(arguments.account_idle_secs);
-    config.pin_hash_cost = PinHashCost {
-        memory_kib: arguments.pin_hash_memory_kib,
-        iterations: arguments.pin_hash_iterations,
+    let settings = match Settings::parse().with_file() {
+        Ok(settings) => settings,
+        Err(error) => return fail(&format!("cannot read the configuration: {error}")),
     };
+    let (config, process) = match settings.resolve() {
+        Ok(resolved) => resolved,
+        Err(error) => return fail(&error),
+    };
+    if settings.print_config {
+        print!("{}", config::effective_toml(&config, &process));
+        return ExitCode::SUCCESS;
+    }
+    init_logging(process.log_format);
+    if let Some(address) = process.metrics_listen {
+        if let Err(error) = actor_bank::metrics::install(address) {
+            return fail(&error);
+        }
+        tracing::info!(%address, "serving metrics");
+    }
     let server = match RunningServer::start(config) {
         Ok(server) => server,
-        Err(error) => {
-            tracing::error!(%error, "cannot start");
-            eprintln!("bank-server: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return fail(&error.to_string()),
     };
     println!("bank-server listening on {}", server.local_addr);
     if let Err(error) = wait_for_signal() {
@@ -84,6 +37,24 @@ fn main() -> ExitCode {
     tracing::info!("shutting down");
     server.stop();
     ExitCode::SUCCESS
+}
+
+fn fail(message: &str) -> ExitCode {
+    tracing::error!(%message, "cannot start");
+    eprintln!("bank-server: {message}");
+    ExitCode::FAILURE
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`), as text or one JSON object per
+/// line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+    }
 }
 
 /// Blocks until SIGINT or SIGTERM.

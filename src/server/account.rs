@@ -22,7 +22,6 @@ use crate::ledger::{self, Account, Decision, Event, Fingerprint, Lsn, Outcome, S
 use crate::protocol::{Card, RequestId, Status};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -102,6 +101,10 @@ impl AccountActor {
             },
             durable_after,
         };
+        // A locked card admits no PIN attempt, not even the replay of one approved before the lock.
+        if matches!(event, Event::PinAttempt { .. }) && self.account.as_ref().is_some_and(Account::is_locked) {
+            return Ok(answer(Status::CardLocked, self.last_lsn));
+        }
         let fingerprint = Fingerprint::of(self.card, &event);
         if !bank.clients.contains_key(&request.client)
             && bank.clients.len() >= bank.limits.clients_max
@@ -113,7 +116,7 @@ impl AccountActor {
         let mut window = bank.clients.entry(request.client).or_default();
         match window.check(request.sequence, &fingerprint) {
             Seen::Replay(done) => {
-                bank.stats.replays.fetch_add(1, Ordering::Relaxed);
+                bank.stats.replay_served();
                 return Ok(Answer {
                     outcome: done.outcome,
                     durable_after: done.lsn,
@@ -213,10 +216,7 @@ impl Actor for AccountActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.bank.limits.mailbox_capacity);
-        self.bank
-            .stats
-            .live_accounts
-            .fetch_add(1, Ordering::Relaxed);
+        self.bank.stats.account_started();
         self.last_active = Instant::now();
         self.load(ctx);
         let idle = self.bank.limits.account_idle;
@@ -231,10 +231,7 @@ impl Actor for AccountActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.bank
-            .stats
-            .live_accounts
-            .fetch_sub(1, Ordering::Relaxed);
+        self.bank.stats.account_stopped();
     }
 }
 
@@ -243,10 +240,7 @@ impl Supervised for AccountActor {
         // Whatever was in memory is not trusted: started() reloads from the committed state.
         self.account = None;
         if !self.retired {
-            self.bank
-                .stats
-                .actor_restarts
-                .fetch_add(1, Ordering::Relaxed);
+            self.bank.stats.actor_restarted();
             tracing::info!(card = self.card, "account actor restarting");
         }
     }

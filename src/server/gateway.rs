@@ -34,6 +34,13 @@ impl Gateway {
                 Some((accepted.map(|(stream, _)| stream), listener))
             });
             ctx.add_stream(accepted);
+            // A graceful shutdown stops the gateway, which drops the listener: no new connections.
+            let stopping = bank.clone();
+            let shutdown = actix::fut::wrap_future::<_, Gateway>(async move { stopping.shutting_down().await });
+            ctx.spawn(shutdown.map(|_, _, ctx| {
+                tracing::info!("no longer accepting connections");
+                ctx.stop();
+            }));
             Gateway {
                 bank,
                 next_arbiter: 0,
@@ -58,9 +65,7 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
         let peer = stream.peer_addr().ok();
         let bank = &self.bank;
         if bank.stats.connections.load(Ordering::Relaxed) >= bank.limits.connections_max {
-            bank.stats
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
+            bank.stats.connection_refused();
             tracing::warn!(
                 ?peer,
                 limit = bank.limits.connections_max,
@@ -77,7 +82,7 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
                 return;
             }
         };
-        bank.stats.connections.fetch_add(1, Ordering::Relaxed);
+        bank.stats.connection_opened();
         let arbiter = &bank.arbiters[self.next_arbiter % bank.arbiters.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         let bank = bank.clone();
@@ -87,13 +92,13 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
                     Session::start_with(bank, stream);
                 }
                 Err(error) => {
-                    bank.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                    bank.stats.connection_closed();
                     tracing::warn!(%error, "cannot register the connection");
                 }
             }
         });
         if !sent {
-            self.bank.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            self.bank.stats.connection_closed();
         }
     }
 }

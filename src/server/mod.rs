@@ -21,7 +21,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -96,6 +96,10 @@ pub struct ServerConfig {
     /// How long a client's completed requests are remembered after its last one. Must exceed the
     /// client library's retry deadline.
     pub client_retention: Duration,
+    /// Records the journal queues before requests are answered `busy`.
+    pub journal_queue_records_max: usize,
+    /// How long a graceful shutdown waits for requests in flight before it closes connections.
+    pub shutdown_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -112,6 +116,8 @@ impl ServerConfig {
             arbiters: 0,
             snapshot_records_interval: JournalConfig::new(".").snapshot_records_interval,
             client_retention: JournalConfig::new(".").client_retention,
+            journal_queue_records_max: JournalConfig::new(".").queue_records_max,
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -129,6 +135,50 @@ pub struct Stats {
     pub actor_restarts: AtomicU64,
     /// Requests answered from the memory of completed requests.
     pub replays: AtomicU64,
+}
+
+impl Stats {
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::gauge(crate::metrics::CONNECTIONS_OPEN, 1.0);
+    }
+
+    /// A connection ended (or never got its session).
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::gauge(crate::metrics::CONNECTIONS_OPEN, -1.0);
+    }
+
+    /// A connection was refused at the limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count(crate::metrics::CONNECTIONS_REFUSED);
+    }
+
+    /// An account actor started (or restarted).
+    pub fn account_started(&self) {
+        self.live_accounts.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::gauge(crate::metrics::ACCOUNT_ACTORS_LIVE, 1.0);
+    }
+
+    /// An account actor stopped.
+    pub fn account_stopped(&self) {
+        self.live_accounts.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::gauge(crate::metrics::ACCOUNT_ACTORS_LIVE, -1.0);
+    }
+
+    /// An account actor is being restarted after a crash.
+    pub fn actor_restarted(&self) {
+        self.actor_restarts.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count(crate::metrics::ACTOR_RESTARTS);
+    }
+
+    /// A request was answered from the memory of completed requests.
+    pub fn replay_served(&self) {
+        self.replays.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count(crate::metrics::DEDUP_HITS);
+    }
 }
 
 /// What every actor shares: the journal, the account registry, the memory of completed
@@ -151,6 +201,11 @@ pub struct Bank {
     pub faults: Option<Arc<Faults>>,
     /// Counters.
     pub stats: Stats,
+    /// How long an idle client's completed requests are remembered.
+    client_retention: Duration,
+    /// Cancelled when a graceful shutdown begins: the gateway stops accepting and sessions stop
+    /// reading, finish what is in flight and close.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub(crate) fn now_unix_ms() -> u64 {
@@ -232,6 +287,44 @@ impl Bank {
         self.journal
             .committed_account(card)
             .map(|account| account.pin_hash)
+    }
+
+    /// Forgets, from the working memory of completed requests, every client with no completed
+    /// request for [`ServerConfig::client_retention`]; returns how many. The committed ledger
+    /// forgets them at its next snapshot. Either memory may keep a client longer than the other;
+    /// both rules are sound because no honest client retries that late.
+    pub fn forget_idle_clients(&self) -> usize {
+        let cutoff = now_unix_ms().saturating_sub(self.client_retention.as_millis() as u64);
+        let before = self.clients.len();
+        self.clients.retain(|_, window| window.last_used_unix_ms >= cutoff);
+        before.saturating_sub(self.clients.len())
+    }
+
+    async fn forget_idle_clients_forever(&self) {
+        // Often enough that a full table frees up soon after clients go idle, rarely enough that
+        // the scan costs nothing noticeable.
+        let period = (self.client_retention / 8).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = self.shutting_down() => return,
+            }
+            let forgotten = self.forget_idle_clients();
+            if forgotten > 0 {
+                tracing::info!(forgotten, "forgot idle clients");
+            }
+        }
+    }
+
+    /// Resolves when a graceful shutdown has begun.
+    pub fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    /// True once a graceful shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     /// True when `offered` is the operator token.
@@ -327,6 +420,7 @@ pub struct RunningServer {
     bank: Arc<Bank>,
     system: System,
     thread: Option<std::thread::JoinHandle<()>>,
+    shutdown_timeout: Duration,
 }
 
 impl RunningServer {
@@ -335,6 +429,7 @@ impl RunningServer {
         let mut journal_config = JournalConfig::new(&config.data_dir);
         journal_config.snapshot_records_interval = config.snapshot_records_interval;
         journal_config.client_retention = config.client_retention;
+        journal_config.queue_records_max = config.journal_queue_records_max;
         Self::start_with_journal(config, journal_config)
     }
 
@@ -360,6 +455,7 @@ impl RunningServer {
         let local_addr = listener
             .local_addr()
             .map_err(|error| ServerError::Start(error.to_string()))?;
+        let shutdown_timeout = config.shutdown_timeout;
         let (started, on_started) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("bank-server".into())
@@ -388,7 +484,11 @@ impl RunningServer {
                             .filter(|plan| !plan.is_quiet())
                             .map(|plan| Arc::new(Faults::new(plan))),
                         stats: Stats::default(),
+                        shutdown: tokio_util::sync::CancellationToken::new(),
+                        client_retention: config.client_retention,
                     });
+                    let sweeper = bank.clone();
+                    actix::spawn(async move { sweeper.forget_idle_clients_forever().await });
                     if !bank.operator.is_set() {
                         tracing::warn!("no operator token set: creating accounts is disabled");
                     }
@@ -417,6 +517,7 @@ impl RunningServer {
             bank,
             system,
             thread: Some(thread),
+            shutdown_timeout,
         })
     }
 
@@ -425,17 +526,29 @@ impl RunningServer {
         &self.bank
     }
 
-    /// Stops accepting, stops the actors, writes and syncs what the journal holds, and returns.
+    /// Shuts down gracefully, in this order: stop accepting connections; stop reading requests;
+    /// let the requests in flight finish and their replies go out (for at most
+    /// [`ServerConfig::shutdown_timeout`]); close the connections; stop the actors; write and
+    /// sync everything the journal holds. Returns when all of that is done.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.system.stop();
-            let _ = thread.join();
-            self.bank.journal.close();
+        let Some(thread) = self.thread.take() else { return };
+        self.bank.shutdown.cancel();
+        let deadline = std::time::Instant::now() + self.shutdown_timeout;
+        while self.bank.stats.connections.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
+        let left = self.bank.stats.connections.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(connections = left, "shutdown deadline passed with connections still open");
+        }
+        self.system.stop();
+        let _ = thread.join();
+        self.bank.journal.close();
+        tracing::info!(lsn = self.bank.journal.stats().durable_lsn, "journal closed; shutdown complete");
     }
 }
 

@@ -31,7 +31,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -47,6 +47,14 @@ const REPLY_OVERHEAD_BYTES: usize = 32;
 /// Bytes the reader and the writer buffer between the socket and the frames.
 const SOCKET_BUFFER_BYTES: usize = 16 * 1024;
 
+/// A request being answered: what its reply needs, and what its metrics record.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    id: RequestId,
+    operation: &'static str,
+    arrived: Instant,
+}
+
 /// What the reader hands to the session.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -57,6 +65,8 @@ enum Incoming {
     Close(String),
     /// The peer closed the connection.
     Ended,
+    /// The server is shutting down: answer what is in flight, then close.
+    Drain,
 }
 
 /// One connection's actor.
@@ -71,8 +81,14 @@ pub struct Session {
     card: Option<Card>,
     /// Shared with the reader: with a verified card, the login idle deadline does not apply.
     logged_in: Arc<AtomicBool>,
+    /// Counts Verify and Logout requests in arrival order. A Verify logs the connection in only if
+    /// no later Verify or Logout arrived while it was being checked, so pipelined requests take
+    /// effect in the order they were sent.
+    login_epoch: u64,
     /// Requests accepted and not yet answered.
     in_flight: usize,
+    /// Set by a graceful shutdown: no new requests; close once nothing is in flight.
+    draining: bool,
     span: tracing::Span,
 }
 
@@ -88,6 +104,7 @@ impl Session {
             let logged_in = Arc::new(AtomicBool::new(false));
             let span = tracing::info_span!("connection", peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()));
             let reader = Reader {
+                bank: bank.clone(),
                 session: ctx.address(),
                 logged_in: logged_in.clone(),
                 room: outbox.clone(),
@@ -106,7 +123,9 @@ impl Session {
                 greeted: false,
                 card: None,
                 logged_in,
+                login_epoch: 0,
                 in_flight: 0,
+                draining: false,
                 span,
             }
         })
@@ -134,7 +153,9 @@ impl Session {
         }
     }
 
-    fn reply(&mut self, id: RequestId, status: Status, body: Body, ctx: &mut Context<Self>) {
+    fn reply(&mut self, pending: Pending, status: Status, body: Body, ctx: &mut Context<Self>) {
+        crate::metrics::request(pending.operation, status.name(), pending.arrived.elapsed());
+        let id = pending.id;
         self.send(&ServerMessage::Reply(Reply { id, status, body }), ctx);
     }
 
@@ -166,6 +187,13 @@ impl Session {
         self.send(&welcome, ctx);
     }
 
+    /// During a graceful shutdown, closes the connection once every reply has gone out.
+    fn close_if_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.draining && self.in_flight == 0 {
+            self.close("the server is shutting down".into(), ctx);
+        }
+    }
+
     fn set_card(&mut self, card: Option<Card>) {
         self.card = card;
         self.logged_in.store(card.is_some(), Ordering::Relaxed);
@@ -173,10 +201,15 @@ impl Session {
 
     fn request(&mut self, request: Request, ctx: &mut Context<Self>) {
         let Request { id, operation } = request;
+        let pending = Pending {
+            id,
+            operation: operation.name(),
+            arrived: Instant::now(),
+        };
         let span = tracing::debug_span!(parent: &self.span, "request", %id, operation = operation.name());
         let _entered = span.enter();
         if self.in_flight >= self.bank.limits.requests_in_flight_max {
-            return self.reply(id, Status::Busy, Body::Empty, ctx);
+            return self.reply(pending, Status::Busy, Body::Empty, ctx);
         }
         if let Some(faults) = &self.bank.faults {
             if faults.drop_request() {
@@ -191,35 +224,38 @@ impl Session {
                 // must fit in a frame the client accepts.
                 let lowered = utility::lowercase(&text);
                 if lowered.len() + REPLY_OVERHEAD_BYTES > self.bank.limits.frame_bytes_max.min(codec::FRAME_BYTES_LIMIT) {
-                    self.reply(id, Status::InvalidRequest, Body::Empty, ctx)
+                    self.reply(pending, Status::InvalidRequest, Body::Empty, ctx)
                 } else {
-                    self.reply(id, Status::Approved, Body::Text(lowered), ctx)
+                    self.reply(pending, Status::Approved, Body::Text(lowered), ctx)
                 }
             }
             Operation::IsPrime { number } => {
-                self.reply(id, Status::Approved, Body::Answer(utility::is_prime(number)), ctx)
+                self.reply(pending, Status::Approved, Body::Answer(utility::is_prime(number)), ctx)
             }
             Operation::IsPalindrome { number } => {
-                self.reply(id, Status::Approved, Body::Answer(utility::is_palindrome(number)), ctx)
+                self.reply(pending, Status::Approved, Body::Answer(utility::is_palindrome(number)), ctx)
             }
             Operation::Logout => {
+                self.login_epoch += 1;
                 self.set_card(None);
-                self.reply(id, Status::Approved, Body::Empty, ctx);
+                self.reply(pending, Status::Approved, Body::Empty, ctx);
             }
             Operation::Balance => match self.card {
-                None => self.reply(id, Status::NotLoggedIn, Body::Empty, ctx),
+                None => self.reply(pending, Status::NotLoggedIn, Body::Empty, ctx),
                 Some(card) => match bank.balance(card) {
-                    Some(balance) => self.reply(id, Status::Approved, Body::Balance(balance), ctx),
-                    None => self.reply(id, Status::UnknownCard, Body::Empty, ctx),
+                    Some(balance) => self.reply(pending, Status::Approved, Body::Balance(balance), ctx),
+                    None => self.reply(pending, Status::UnknownCard, Body::Empty, ctx),
                 },
             },
-            Operation::Withdraw { amount } => self.account_change(id, Event::Withdrawal { amount }, ctx),
-            Operation::Deposit { amount } => self.account_change(id, Event::Deposit { amount }, ctx),
+            Operation::Withdraw { amount } => self.account_change(pending, Event::Withdrawal { amount }, ctx),
+            Operation::Deposit { amount } => self.account_change(pending, Event::Deposit { amount }, ctx),
             Operation::Verify { card, pin: pin_text } => {
                 // A new verification logs out first: a failed one must not leave the old card.
+                self.login_epoch += 1;
+                let epoch = self.login_epoch;
                 self.set_card(None);
                 let Some(pin_hash) = bank.pin_hash(card) else {
-                    return self.reply(id, Status::UnknownCard, Body::Empty, ctx);
+                    return self.reply(pending, Status::UnknownCard, Body::Empty, ctx);
                 };
                 let work = async move {
                     let correct = tokio::task::spawn_blocking(move || {
@@ -229,8 +265,8 @@ impl Session {
                     .unwrap_or(false);
                     bank.decide(card, id, Event::PinAttempt { correct }).await
                 };
-                self.spawn_reply(id, work, ctx, move |session, outcome| {
-                    if outcome.status == Status::Approved {
+                self.spawn_reply(pending, work, ctx, move |session, outcome| {
+                    if outcome.status == Status::Approved && session.login_epoch == epoch {
                         session.set_card(Some(card));
                     }
                 });
@@ -243,48 +279,67 @@ impl Session {
                 initial_balance,
             } => {
                 if !bank.is_operator(&operator_token) {
-                    return self.reply(id, Status::NotAuthorised, Body::Empty, ctx);
+                    return self.reply(pending, Status::NotAuthorised, Body::Empty, ctx);
                 }
                 let holder = holder.trim().to_string();
                 if !pin::is_well_formed(&pin_text) || holder.is_empty() || holder.len() > HOLDER_BYTES_MAX {
-                    return self.reply(id, Status::InvalidRequest, Body::Empty, ctx);
+                    return self.reply(pending, Status::InvalidRequest, Body::Empty, ctx);
                 }
                 let cost = bank.pin_hash_cost();
                 let work = async move {
+                    let offered = pin_text.clone();
                     let hashed = tokio::task::spawn_blocking(move || pin::hash(&pin_text, cost)).await;
-                    match hashed {
-                        Ok(Ok(pin_hash)) => {
-                            let event = Event::AccountOpened {
-                                holder,
-                                pin_hash,
-                                initial_balance,
-                            };
-                            bank.decide(card, id, event).await
-                        }
-                        _ => Outcome {
+                    let Ok(Ok(pin_hash)) = hashed else {
+                        return Outcome {
                             status: Status::Busy,
                             balance: None,
-                        },
+                        };
+                    };
+                    let event = Event::AccountOpened {
+                        holder,
+                        pin_hash: pin_hash.clone(),
+                        initial_balance,
+                    };
+                    let outcome = bank.decide(card, id, event).await;
+                    // The PIN is not part of the request's fingerprint (the server keeps nothing a
+                    // PIN could be recovered from). If the account now has another hash, this was a
+                    // retry of the id with another PIN: check the PIN against the stored hash.
+                    let stored = bank.pin_hash(card);
+                    if outcome.status == Status::Approved && stored.as_deref() != Some(pin_hash.as_str()) {
+                        let matches = match stored {
+                            Some(stored) => tokio::task::spawn_blocking(move || pin::verify(&offered, &stored))
+                                .await
+                                .unwrap_or(false),
+                            None => false,
+                        };
+                        if !matches {
+                            return Outcome {
+                                status: Status::RequestIdConflict,
+                                balance: None,
+                            };
+                        }
                     }
+                    outcome
                 };
-                self.spawn_reply(id, work, ctx, |_, _| {});
+                self.spawn_reply(pending, work, ctx, |_, _| {});
             }
         }
     }
 
-    fn account_change(&mut self, id: RequestId, event: Event, ctx: &mut Context<Self>) {
+    fn account_change(&mut self, pending: Pending, event: Event, ctx: &mut Context<Self>) {
         let Some(card) = self.card else {
-            return self.reply(id, Status::NotLoggedIn, Body::Empty, ctx);
+            return self.reply(pending, Status::NotLoggedIn, Body::Empty, ctx);
         };
         let bank = self.bank.clone();
-        self.spawn_reply(id, async move { bank.decide(card, id, event).await }, ctx, |_, _| {});
+        let id = pending.id;
+        self.spawn_reply(pending, async move { bank.decide(card, id, event).await }, ctx, |_, _| {});
     }
 
     /// Runs `work` off the session's turn and writes its outcome as the reply to `id`; `after`
     /// sees the outcome first (to log the session in, for example).
     fn spawn_reply<F>(
         &mut self,
-        id: RequestId,
+        pending: Pending,
         work: F,
         ctx: &mut Context<Self>,
         after: impl FnOnce(&mut Session, &Outcome) + 'static,
@@ -308,12 +363,14 @@ impl Session {
             after(session, &outcome);
             if let Some(faults) = &session.bank.faults {
                 if faults.drop_reply() {
-                    tracing::debug!(%id, "injected fault: reply dropped");
+                    tracing::debug!(id = %pending.id, "injected fault: reply dropped");
+                    session.close_if_drained(ctx);
                     return;
                 }
             }
             let body = outcome.balance.map_or(Body::Empty, Body::Balance);
-            session.reply(id, outcome.status, body, ctx);
+            session.reply(pending, outcome.status, body, ctx);
+            session.close_if_drained(ctx);
         }));
     }
 }
@@ -332,7 +389,7 @@ impl Actor for Session {
         }
         // Dropping the outbox lets the writer send what is queued (a Goodbye, say) and close.
         self.outbox = None;
-        self.bank.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        self.bank.stats.connection_closed();
         let _entered = self.span.enter();
         tracing::debug!("connection closed");
     }
@@ -349,12 +406,17 @@ impl Handler<Incoming> for Session {
             Incoming::Message(ClientMessage::Request(_)) => self.close("a request before the Hello".into(), ctx),
             Incoming::Close(reason) => self.close(reason, ctx),
             Incoming::Ended => ctx.stop(),
+            Incoming::Drain => {
+                self.draining = true;
+                self.close_if_drained(ctx);
+            }
         }
     }
 }
 
 /// The reading side of a connection.
 struct Reader {
+    bank: Arc<Bank>,
     session: Addr<Session>,
     logged_in: Arc<AtomicBool>,
     /// The writer's queue, watched for room before each frame is read.
@@ -371,10 +433,16 @@ impl Reader {
     async fn run(self, read: OwnedReadHalf) {
         let mut read = BufReader::with_capacity(SOCKET_BUFFER_BYTES, read);
         loop {
-            let incoming = match self.next(&mut read).await {
+            let next = tokio::select! {
+                biased;
+                _ = self.bank.shutting_down() => Err(None),
+                next = self.next(&mut read) => next.map_err(Some),
+            };
+            let incoming = match next {
                 Ok(Some(message)) => Incoming::Message(message),
                 Ok(None) => Incoming::Ended,
-                Err(reason) => Incoming::Close(reason),
+                Err(Some(reason)) => Incoming::Close(reason),
+                Err(None) => Incoming::Drain,
             };
             let last = !matches!(incoming, Incoming::Message(_));
             // Waiting here when the session's mailbox is full is backpressure, not a leak.
@@ -393,11 +461,15 @@ impl Reader {
             Err(_) => return Err(format!("the client took none of its replies for {:?}", self.write_timeout)),
         }
         let mut header = [0u8; FRAME_HEADER_BYTES];
-        let first = if self.logged_in.load(Ordering::Relaxed) {
-            read.read(&mut header[..1]).await
-        } else {
+        // The login deadline applies only while no card is verified; a verification may complete
+        // while this read waits, so the flag is checked again when the deadline passes.
+        let first = loop {
+            if self.logged_in.load(Ordering::Relaxed) {
+                break read.read(&mut header[..1]).await;
+            }
             match tokio::time::timeout(self.login_idle_timeout, read.read(&mut header[..1])).await {
-                Ok(result) => result,
+                Ok(result) => break result,
+                Err(_) if self.logged_in.load(Ordering::Relaxed) => continue,
                 Err(_) => return Err(format!("no request for {:?} without a verified card", self.login_idle_timeout)),
             }
         };

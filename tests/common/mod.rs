@@ -540,3 +540,87 @@ pub mod durability {
         }
     }
 }
+
+// ---- Helpers added for the hardening suites (hostile input, overload, slow clients). ----
+
+/// How the server ended a connection, as the client saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// A Goodbye with this reason, then the connection closed.
+    Goodbye(String),
+    /// Closed without a Goodbye.
+    Closed,
+    /// Reset without a Goodbye (the server closed with bytes from the client still unread, so
+    /// the operating system resets the connection and what was in flight may be lost).
+    Reset,
+    /// Still open when the wait ended.
+    StillOpen,
+}
+
+impl Ending {
+    /// True when the server ended the connection, whichever way.
+    pub fn ended(&self) -> bool {
+        *self != Ending::StillOpen
+    }
+}
+
+/// The complete frames at the front of `bytes`, decoded (panics on one that does not decode:
+/// the server must only ever send valid messages); the bytes of a partial frame are left.
+pub fn decode_server_frames(bytes: &mut Vec<u8>) -> Vec<ServerMessage> {
+    let mut messages = Vec::new();
+    loop {
+        if bytes.len() < 4 {
+            return messages;
+        }
+        let length = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        if bytes.len() < 4 + length {
+            return messages;
+        }
+        let message = actor_bank::codec::decode_wire(&bytes[4..4 + length])
+            .unwrap_or_else(|error| panic!("the server sent an undecodable frame: {error}"));
+        messages.push(message);
+        bytes.drain(..4 + length);
+    }
+}
+
+impl RawConnection {
+    /// Reads until the server closes the connection, waiting at most `within`. Returns the
+    /// messages that came and how the connection ended.
+    pub async fn ending(&mut self, within: Duration) -> (Vec<ServerMessage>, Ending) {
+        let mut bytes = Vec::new();
+        let mut messages = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let end = tokio::time::timeout(within, async {
+            loop {
+                match self.stream.read(&mut buffer).await {
+                    Ok(0) => return false,
+                    Ok(count) => {
+                        bytes.extend_from_slice(&buffer[..count]);
+                        messages.extend(decode_server_frames(&mut bytes));
+                    }
+                    Err(_) => return true,
+                }
+            }
+        })
+        .await;
+        let goodbye = messages.iter().find_map(|message| match message {
+            ServerMessage::Goodbye(goodbye) => Some(goodbye.reason.clone()),
+            _ => None,
+        });
+        let ending = match (end, goodbye) {
+            (Err(_), _) => Ending::StillOpen,
+            (Ok(_), Some(reason)) => Ending::Goodbye(reason),
+            (Ok(false), None) => Ending::Closed,
+            (Ok(true), None) => Ending::Reset,
+        };
+        (messages, ending)
+    }
+}
+
+/// A `Hello` for this build's protocol version, as a frame.
+pub fn hello_frame() -> Vec<u8> {
+    encode_frame(&ClientMessage::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+    }))
+    .unwrap()
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# actor-bank end to end: the atm_swarm example in --bench mode (no faults) against an in-process
+# server on a temporary data directory, $CLIENTS ATMs with one request in flight each, withdrawals
+# only, for $DURATION seconds:
+#   hot:    --accounts 1
+#   spread: --accounts $SPREAD_ACCOUNTS (default 100000); the time to create the accounts is
+#           measured too (from the start of the process to the first second of load).
+#
+# Equivalent to
+#   cargo run --release --example atm_swarm -- --bench --atms 64 --accounts 1 --mix withdraw=1 \
+#       --duration 10s --json-out FILE
+# but runs the built binary, so cargo's own start-up is not timed.
+#
+# Writes $RESULTS_DIR/actor_bank_hot.json and actor_bank_spread.json (summaries; the swarm's full
+# reports are kept next to them as *_report.json).
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+SPREAD_ACCOUNTS="${SPREAD_ACCOUNTS:-100000}"
+build_release
+SWARM="$(target_dir)/release/examples/atm_swarm"
+[ -x "$SWARM" ] || die "$SWARM was not built"
+
+# run_swarm NAME ACCOUNTS
+run_swarm() {
+    local name="$1"
+    local accounts="$2"
+    local report="$RESULTS_DIR/actor_bank_${name}_report.json"
+    local stderr="$RESULTS_DIR/actor_bank_${name}.stderr"
+    log "actor-bank: $name, $CLIENTS ATMs, $accounts accounts, ${DURATION}s of withdrawals"
+    local started
+    started="$(date +%s.%N)"
+    # Progress goes to standard error once a second (not a terminal); stamp each line.
+    local status=0
+    "$SWARM" --bench --atms "$CLIENTS" --accounts "$accounts" --mix withdraw=1 \
+        --duration "${DURATION}s" --json-out "$report" \
+        > "$RESULTS_DIR/actor_bank_${name}.stdout" \
+        2> >(while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done >"$stderr") || status=$?
+    local finished
+    finished="$(date +%s.%N)"
+    sleep 0.2
+    [ "$status" -eq 0 ] || log "actor-bank: the swarm exited with $status (see $stderr)"
+    python3 - "$name" "$report" "$stderr" "$started" "$finished" "$accounts" "$CLIENTS" "$DURATION" \
+        >"$RESULTS_DIR/actor_bank_$name.json" <<'EOF'
+import json, sys
+name, report_path, stderr_path, started, finished, accounts, clients, duration = sys.argv[1:9]
+started, finished = float(started), float(finished)
+with open(report_path) as file:
+    report = json.load(file)
+first_second = None
+with open(stderr_path) as lines:
+    for line in lines:
+        stamp, _, text = line.partition(" ")
+        if "ops acked" in text:
+            first_second = float(stamp)
+            break
+# The first progress line comes one second into the load; before that: start-up + accounts.
+setup = None if first_second is None else round(first_second - 1.0 - started, 2)
+load_ended = None if first_second is None else first_second - 1.0 + report["duration_secs"]
+print(json.dumps({
+    "name": f"actor_bank_{name}",
+    "system": f"actor-bank (atm_swarm --bench, {accounts} account{'s' if int(accounts) != 1 else ''})",
+    "clients": int(clients),
+    "accounts": int(accounts),
+    "duration_secs": report["duration_secs"],
+    "ops_acked": report["ops_acked"],
+    "ops_per_sec": report["ops_per_sec"],
+    "latency_us": report["latency_us"],
+    "statuses": report["statuses"],
+    "violations": report["violations"],
+    "setup_secs": setup,
+    "accounts_per_sec": None if not setup else round(int(accounts) / setup),
+    "audit_secs": None if load_ended is None else round(finished - load_ended, 2),
+}))
+EOF
+    log "actor-bank: $(cat "$RESULTS_DIR/actor_bank_$name.json")"
+}
+
+run_swarm hot 1
+run_swarm spread "$SPREAD_ACCOUNTS"

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Memory targets of actor-bank:
+#  1. Resident memory of bank-server with MEMORY_ACCOUNTS accounts (default 1000000) recovered
+#     from its data directory (built through the journal by benches/journal.rs with
+#     BENCH_BUILD_ONLY=1), idle after start-up (no account actor running).
+#  2. A soak: bank-server (release binary, own process) under the atm_swarm for SOAK_SECONDS
+#     (default 600; 0 skips it), resident memory sampled every SOAK_SAMPLE seconds (default 10).
+# Writes $RESULTS_DIR/memory_1m_accounts.json and memory_soak.json.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+MEMORY_ACCOUNTS="${MEMORY_ACCOUNTS:-1000000}"
+SOAK_SECONDS="${SOAK_SECONDS:-600}"
+SOAK_SAMPLE="${SOAK_SAMPLE:-10}"
+SOAK_ACCOUNTS="${SOAK_ACCOUNTS:-1000}"
+build_release
+SERVER="$(target_dir)/release/bank-server"
+SWARM="$(target_dir)/release/examples/atm_swarm"
+
+work="$(mktemp -d /tmp/compare-memory.XXXXXX)"
+server_pid=""
+stop_server() {
+    if [ -n "$server_pid" ]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=""
+    fi
+}
+cleanup() {
+    stop_server
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start_server DATA_DIR PORT: starts bank-server and waits until it listens.
+start_server() {
+    "$SERVER" --listen "127.0.0.1:$2" --data-dir "$1" --operator-token memory-operator-token \
+        --pin-hash-memory-kib 8 --pin-hash-iterations 1 2>"$work/server.log" >/dev/null &
+    server_pid=$!
+    for _ in $(seq 1 600); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$server_pid" 2>/dev/null || die "bank-server exited (see $work/server.log)"
+        sleep 0.1
+    done
+    die "bank-server did not start listening"
+}
+
+log "memory: building a data directory with $MEMORY_ACCOUNTS accounts"
+build_started="$(date +%s.%N)"
+(cd "$REPO_DIR" && BENCH_BUILD_ONLY=1 BENCH_RECOVERY_KEEP="$work/million" \
+    BENCH_RECOVERY_ACCOUNTS="$MEMORY_ACCOUNTS" BENCH_RECOVERY_RECORDS=0 \
+    cargo bench --quiet --bench journal -- recovery) >&2
+port="$(free_port)"
+start_started="$(date +%s.%N)"
+start_server "$work/million" "$port"
+start_finished="$(date +%s.%N)"
+sleep 2
+idle_kib="$(rss_kib "$server_pid")"
+data_bytes="$(du -sb "$work/million" | cut -f1)"
+stop_server
+python3 - "$MEMORY_ACCOUNTS" "$idle_kib" "$data_bytes" "$start_started" "$start_finished" \
+    >"$RESULTS_DIR/memory_1m_accounts.json" <<'PY'
+import json, sys
+accounts, idle_kib, data_bytes, started, finished = sys.argv[1:6]
+print(json.dumps({
+    "name": "memory_1m_accounts",
+    "accounts": int(accounts),
+    "rss_mib_idle_after_recovery": round(int(idle_kib) / 1024, 1),
+    "data_dir_mib": round(int(data_bytes) / 1048576, 1),
+    "start_secs": round(float(finished) - float(started), 2),
+}))
+PY
+log "memory: $(cat "$RESULTS_DIR/memory_1m_accounts.json")"
+rm -rf "$work/million"
+
+if [ "$SOAK_SECONDS" -gt 0 ]; then
+    port="$(free_port)"
+    start_server "$work/soak" "$port"
+    log "memory: soak, $CLIENTS ATMs over $SOAK_ACCOUNTS accounts, default mix, ${SOAK_SECONDS}s"
+    : >"$work/rss.txt"
+    (
+        second=0
+        while kill -0 "$server_pid" 2>/dev/null; do
+            printf '%s %s\n' "$second" "$(rss_kib "$server_pid")" >>"$work/rss.txt"
+            sleep "$SOAK_SAMPLE"
+            second=$((second + SOAK_SAMPLE))
+        done
+    ) &
+    sampler=$!
+    soak_status=0
+    BANK_OPERATOR_TOKEN=memory-operator-token "$SWARM" --bench --server "127.0.0.1:$port" \
+        --atms "$CLIENTS" --accounts "$SOAK_ACCOUNTS" --duration "${SOAK_SECONDS}s" \
+        --json-out "$work/soak_report.json" >"$RESULTS_DIR/memory_soak.stdout" 2>/dev/null \
+        || soak_status=$?
+    sleep "$SOAK_SAMPLE"
+    stop_server
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    cp "$work/rss.txt" "$RESULTS_DIR/memory_soak_rss.txt"
+    python3 - "$work/rss.txt" "$work/soak_report.json" "$soak_status" "$SOAK_SECONDS" \
+        >"$RESULTS_DIR/memory_soak.json" <<'PY'
+import json, sys
+rss_path, report_path, status, seconds = sys.argv[1:5]
+samples = [tuple(map(int, line.split())) for line in open(rss_path) if len(line.split()) == 2]
+mib = [kib / 1024 for _, kib in samples]
+report = {}
+try:
+    report = json.load(open(report_path))
+except Exception:
+    pass
+# Flatness: compare the second quarter with the last quarter of the run (the first quarter is
+# warm-up: actors start, buffers grow).
+quarter = max(1, len(mib) // 4)
+early = mib[quarter:2 * quarter] or mib
+late = mib[-quarter:] or mib
+print(json.dumps({
+    "name": "memory_soak",
+    "seconds": int(seconds),
+    "swarm_exit": int(status),
+    "ops_per_sec": report.get("ops_per_sec"),
+    "violations": report.get("violations"),
+    "rss_mib_first": round(mib[0], 1) if mib else None,
+    "rss_mib_max": round(max(mib), 1) if mib else None,
+    "rss_mib_second_quarter_mean": round(sum(early) / len(early), 1) if mib else None,
+    "rss_mib_last_quarter_mean": round(sum(late) / len(late), 1) if mib else None,
+    "rss_mib_final": round(mib[-1], 1) if mib else None,
+    "samples": len(mib),
+}))
+PY
+    log "memory: $(cat "$RESULTS_DIR/memory_soak.json")"
+fi

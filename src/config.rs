@@ -1,0 +1,310 @@
+//! The server's settings: every one is a flag, an environment variable `BANK_<FLAG>` and a key
+//! of the TOML file given with `--config` (the flag's name with underscores, e.g. `data_dir`).
+//! Precedence: flag, then environment, then file, then the built-in default.
+//!
+//! [`Settings`] is at once the command line (clap fills it from flags and the environment) and
+//! the file (serde fills it from TOML); [`Settings::merge`] lays one over the other and
+//! [`Settings::resolve`] turns the result into a [`ServerConfig`].
+
+use crate::faults::FaultPlan;
+use crate::pin::PinHashCost;
+use crate::server::{Limits, ServerConfig};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every setting, each optional so the sources can be layered.
+#[derive(clap::Parser, Clone, Debug, Default, Deserialize)]
+#[command(name = "bank-server", version, about = "An exactly-once bank server for ATMs.")]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Read settings from this TOML file (keys are the flag names with underscores).
+    #[arg(long, env = "BANK_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+    /// Address to listen on [default: 127.0.0.1:7878].
+    #[arg(long, env = "BANK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the journal and snapshots, created if missing [default: ./data].
+    #[arg(long, env = "BANK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Token that authorises creating accounts; without one, creating accounts is disabled.
+    #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+    /// Open the lab's sample accounts (123456789/1234, 987654321/5678) if they do not exist.
+    #[arg(long, env = "BANK_DEMO", num_args = 0..=1, default_missing_value = "true")]
+    pub demo: Option<bool>,
+    /// Inject faults, for testing: drop-request=P,drop-reply=P,crash-actor=P,delay-ms=N,seed=S.
+    #[arg(long, env = "BANK_FAULTS")]
+    pub faults: Option<String>,
+    /// Serve Prometheus metrics on this address (off by default).
+    #[arg(long, env = "BANK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format: text or json (one JSON object per line) [default: text].
+    #[arg(long, env = "BANK_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Maximum open connections [default: 10000].
+    #[arg(long, env = "BANK_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// Maximum requests in flight per connection [default: 64].
+    #[arg(long, env = "BANK_REQUESTS_IN_FLIGHT_MAX")]
+    pub requests_in_flight_max: Option<usize>,
+    /// Maximum frame body in bytes [default: 65536].
+    #[arg(long, env = "BANK_FRAME_BYTES_MAX")]
+    pub frame_bytes_max: Option<usize>,
+    /// Messages an account actor's mailbox holds before requests are answered busy [default: 1024].
+    #[arg(long, env = "BANK_MAILBOX_CAPACITY")]
+    pub mailbox_capacity: Option<usize>,
+    /// Records the journal queues before requests are answered busy [default: 65536].
+    #[arg(long, env = "BANK_JOURNAL_QUEUE_RECORDS_MAX")]
+    pub journal_queue_records_max: Option<usize>,
+    /// Clients whose completed requests are remembered at once [default: 1000000].
+    #[arg(long, env = "BANK_CLIENTS_MAX")]
+    pub clients_max: Option<usize>,
+    /// Seconds a frame may take to arrive once it has started [default: 5].
+    #[arg(long, env = "BANK_FRAME_READ_TIMEOUT_SECS")]
+    pub frame_read_timeout_secs: Option<u64>,
+    /// Seconds a connection without a verified card may stay silent [default: 60].
+    #[arg(long, env = "BANK_LOGIN_IDLE_TIMEOUT_SECS")]
+    pub login_idle_timeout_secs: Option<u64>,
+    /// Reply frames queued per connection [default: 256].
+    #[arg(long, env = "BANK_WRITE_QUEUE_FRAMES")]
+    pub write_queue_frames: Option<usize>,
+    /// Seconds a client may leave its replies unread before it is disconnected [default: 10].
+    #[arg(long, env = "BANK_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
+    /// Seconds an account actor stays alive without requests [default: 60].
+    #[arg(long, env = "BANK_ACCOUNT_IDLE_SECS")]
+    pub account_idle_secs: Option<u64>,
+    /// Memory cost of new PIN hashes in KiB (argon2id) [default: 19456].
+    #[arg(long, env = "BANK_PIN_HASH_MEMORY_KIB")]
+    pub pin_hash_memory_kib: Option<u32>,
+    /// Passes of new PIN hashes (argon2id) [default: 2].
+    #[arg(long, env = "BANK_PIN_HASH_ITERATIONS")]
+    pub pin_hash_iterations: Option<u32>,
+    /// Journal records between snapshots [default: 1000000].
+    #[arg(long, env = "BANK_SNAPSHOT_RECORDS_INTERVAL")]
+    pub snapshot_records_interval: Option<u64>,
+    /// Seconds an idle client's completed requests are remembered [default: 86400].
+    #[arg(long, env = "BANK_CLIENT_RETENTION_SECS")]
+    pub client_retention_secs: Option<u64>,
+    /// Account-actor threads; 0 means one per core [default: 0].
+    #[arg(long, env = "BANK_ARBITERS")]
+    pub arbiters: Option<usize>,
+    /// Seconds a graceful shutdown waits for requests in flight [default: 10].
+    #[arg(long, env = "BANK_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings that are not part of [`ServerConfig`]: how the process around the server behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSettings {
+    /// Where to serve metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+macro_rules! layer {
+    ($top:expr, $bottom:expr; $($field:ident),* $(,)?) => {
+        Settings {
+            config: $top.config.or($bottom.config),
+            print_config: $top.print_config || $bottom.print_config,
+            $($field: $top.$field.or($bottom.$field),)*
+        }
+    };
+}
+
+impl Settings {
+    /// Reads a settings file.
+    pub fn from_file(path: &std::path::Path) -> Result<Settings, String> {
+        let text = std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+        toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))
+    }
+
+    /// `self` where set, else `below`.
+    pub fn merge(self, below: Settings) -> Settings {
+        layer!(self, below;
+            listen, data_dir, operator_token, demo, faults, metrics_listen, log_format,
+            connections_max, requests_in_flight_max, frame_bytes_max, mailbox_capacity,
+            journal_queue_records_max, clients_max, frame_read_timeout_secs, login_idle_timeout_secs,
+            write_queue_frames, write_timeout_secs, account_idle_secs, pin_hash_memory_kib,
+            pin_hash_iterations, snapshot_records_interval, client_retention_secs, arbiters,
+            shutdown_timeout_secs,
+        )
+    }
+
+    /// Flags and environment (already in `self`) over the file named by `--config`, if any.
+    pub fn with_file(self) -> Result<Settings, String> {
+        match &self.config {
+            Some(path) => {
+                let file = Settings::from_file(path)?;
+                Ok(self.merge(file))
+            }
+            None => Ok(self),
+        }
+    }
+
+    /// The server configuration these settings describe, defaults filled in.
+    pub fn resolve(&self) -> Result<(ServerConfig, ProcessSettings), String> {
+        let defaults = ServerConfig::new("./data");
+        let limits = Limits::default();
+        let seconds = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+        let faults = match &self.faults {
+            Some(text) => Some(text.parse::<FaultPlan>().map_err(|error| format!("--faults: {error}"))?),
+            None => None,
+        };
+        let config = ServerConfig {
+            listen: self.listen.unwrap_or(defaults.listen),
+            data_dir: self.data_dir.clone().unwrap_or(defaults.data_dir),
+            operator_token: self.operator_token.clone().filter(|token| !token.is_empty()),
+            demo: self.demo.unwrap_or(false),
+            limits: Limits {
+                connections_max: self.connections_max.unwrap_or(limits.connections_max),
+                requests_in_flight_max: self.requests_in_flight_max.unwrap_or(limits.requests_in_flight_max).max(1),
+                frame_bytes_max: self.frame_bytes_max.unwrap_or(limits.frame_bytes_max),
+                mailbox_capacity: self.mailbox_capacity.unwrap_or(limits.mailbox_capacity).max(1),
+                account_idle: seconds(self.account_idle_secs, limits.account_idle),
+                clients_max: self.clients_max.unwrap_or(limits.clients_max),
+                frame_read_timeout: seconds(self.frame_read_timeout_secs, limits.frame_read_timeout),
+                login_idle_timeout: seconds(self.login_idle_timeout_secs, limits.login_idle_timeout),
+                write_queue_frames: self.write_queue_frames.unwrap_or(limits.write_queue_frames),
+                write_timeout: seconds(self.write_timeout_secs, limits.write_timeout),
+            },
+            pin_hash_cost: PinHashCost {
+                memory_kib: self.pin_hash_memory_kib.unwrap_or(defaults.pin_hash_cost.memory_kib),
+                iterations: self.pin_hash_iterations.unwrap_or(defaults.pin_hash_cost.iterations),
+            },
+            faults,
+            arbiters: self.arbiters.unwrap_or(defaults.arbiters),
+            snapshot_records_interval: self
+                .snapshot_records_interval
+                .unwrap_or(defaults.snapshot_records_interval)
+                .max(1),
+            client_retention: seconds(self.client_retention_secs, defaults.client_retention),
+            journal_queue_records_max: self
+                .journal_queue_records_max
+                .unwrap_or(defaults.journal_queue_records_max)
+                .max(1),
+            shutdown_timeout: seconds(self.shutdown_timeout_secs, defaults.shutdown_timeout),
+        };
+        if !(8..=4 * 1024 * 1024).contains(&config.pin_hash_cost.memory_kib) || config.pin_hash_cost.iterations == 0 {
+            return Err("--pin-hash-memory-kib must be 8..=4194304 and --pin-hash-iterations at least 1".into());
+        }
+        let process = ProcessSettings {
+            metrics_listen: self.metrics_listen,
+            log_format: self.log_format.unwrap_or_default(),
+        };
+        Ok((config, process))
+    }
+}
+
+/// The effective configuration as TOML, in the file's own format, with secrets masked.
+pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> String {
+    #[derive(Serialize)]
+    struct Effective {
+        listen: String,
+        data_dir: String,
+        operator_token: String,
+        demo: bool,
+        faults: String,
+        metrics_listen: String,
+        log_format: LogFormat,
+        connections_max: usize,
+        requests_in_flight_max: usize,
+        frame_bytes_max: usize,
+        mailbox_capacity: usize,
+        journal_queue_records_max: usize,
+        clients_max: usize,
+        frame_read_timeout_secs: u64,
+        login_idle_timeout_secs: u64,
+        write_queue_frames: usize,
+        write_timeout_secs: u64,
+        account_idle_secs: u64,
+        pin_hash_memory_kib: u32,
+        pin_hash_iterations: u32,
+        snapshot_records_interval: u64,
+        client_retention_secs: u64,
+        arbiters: usize,
+        shutdown_timeout_secs: u64,
+    }
+    let limits = &config.limits;
+    let effective = Effective {
+        listen: config.listen.to_string(),
+        data_dir: config.data_dir.display().to_string(),
+        operator_token: if config.operator_token.is_some() { "********" } else { "" }.into(),
+        demo: config.demo,
+        faults: config.faults.map(|plan| plan.to_string()).unwrap_or_default(),
+        metrics_listen: process.metrics_listen.map(|address| address.to_string()).unwrap_or_default(),
+        log_format: process.log_format,
+        connections_max: limits.connections_max,
+        requests_in_flight_max: limits.requests_in_flight_max,
+        frame_bytes_max: limits.frame_bytes_max,
+        mailbox_capacity: limits.mailbox_capacity,
+        journal_queue_records_max: config.journal_queue_records_max,
+        clients_max: limits.clients_max,
+        frame_read_timeout_secs: limits.frame_read_timeout.as_secs(),
+        login_idle_timeout_secs: limits.login_idle_timeout.as_secs(),
+        write_queue_frames: limits.write_queue_frames,
+        write_timeout_secs: limits.write_timeout.as_secs(),
+        account_idle_secs: limits.account_idle.as_secs(),
+        pin_hash_memory_kib: config.pin_hash_cost.memory_kib,
+        pin_hash_iterations: config.pin_hash_cost.iterations,
+        snapshot_records_interval: config.snapshot_records_interval,
+        client_retention_secs: config.client_retention.as_secs(),
+        arbiters: config.arbiters,
+        shutdown_timeout_secs: config.shutdown_timeout.as_secs(),
+    };
+    toml::to_string(&effective).unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: Settings = toml::from_str("listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/bank\"\nconnections_max = 7").unwrap();
+        let flags = Settings::try_parse_from(["bank-server", "--listen", "127.0.0.1:9100"]).unwrap();
+        let (config, _) = flags.merge(file).resolve().unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/bank"));
+        assert_eq!(config.limits.connections_max, 7);
+        assert_eq!(config.limits.requests_in_flight_max, Limits::default().requests_in_flight_max);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        assert!(toml::from_str::<Settings>("listn = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn the_printed_configuration_masks_the_token_and_reads_back() {
+        let settings = Settings {
+            operator_token: Some("hunter2-token".into()),
+            ..Settings::default()
+        };
+        let (config, process) = settings.resolve().unwrap();
+        let text = effective_toml(&config, &process);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("operator_token = \"********\""), "{text}");
+        assert!(text.contains("listen = \"127.0.0.1:7878\""), "{text}");
+    }
+}
