@@ -350,11 +350,10 @@ async fn a_failed_verify_pipelined_after_a_good_one_wins() {
     assert_eq!(server.committed_balance(JOTY), Some(10_000));
 }
 
-/// A locked card stays locked for a replayed Verify too: the replay of an earlier approved
-/// Verify gets its original reply (exactly-once), but must not log the connection in to the
-/// card that has been locked since.
+/// A locked card stays locked for a replayed Verify too: replaying an earlier approved Verify
+/// id answers card_locked (the lock wins over the memory of completed requests) and does not
+/// log the connection in, so the old id cannot be used to get past the lock.
 #[tokio::test]
-#[ignore = "server bug (security): session.rs logs the connection in on any approved Verify outcome, including a replay from the memory of completed requests, so replaying an old approved Verify id bypasses the PIN lock"]
 async fn a_replayed_verify_does_not_open_a_locked_card() {
     let server = TestServer::start();
     let mut owner = server.raw().await;
@@ -370,8 +369,9 @@ async fn a_replayed_verify_does_not_open_a_locked_card() {
     assert_eq!(r, reply(64, 4, Status::CardLocked, Body::Empty));
     // The old approved Verify, replayed on a new connection.
     let mut replayer = server.raw().await;
-    let (_, again) = replayer.exchange(63, 1, verify(JOTY, JOTY_PIN)).await;
-    assert_eq!(again, original);
+    let (r, again) = replayer.exchange(63, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(63, 1, Status::CardLocked, Body::Empty));
+    assert_ne!(again, original);
     let (r, _) = replayer
         .exchange(63, 2, Operation::Withdraw { amount: 100 })
         .await;

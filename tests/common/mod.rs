@@ -479,12 +479,13 @@ pub mod durability {
         /// and cheap PIN hashes, and waits until it says it listens. Its output is appended to
         /// `log`. Panics if the process exits before it listens.
         pub fn start(data_dir: &Path, port: u16, token: &str, log: &Path) -> BankProcess {
-            let log_file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap();
-            let mut child = Command::new(server_binary())
+            Self::start_with_args(data_dir, port, token, log, &[])
+        }
+
+        /// The command line of [`BankProcess::start`], with `extra` flags appended.
+        pub fn command(data_dir: &Path, port: u16, token: &str, extra: &[&str]) -> Command {
+            let mut command = Command::new(server_binary());
+            command
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--data-dir")
@@ -492,8 +493,26 @@ pub mod durability {
                 .arg("--operator-token")
                 .arg(token)
                 .args(["--pin-hash-memory-kib", "8", "--pin-hash-iterations", "1"])
+                .args(extra)
                 .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
+                .stdin(Stdio::null());
+            command
+        }
+
+        /// Like [`BankProcess::start`], with `extra` flags.
+        pub fn start_with_args(
+            data_dir: &Path,
+            port: u16,
+            token: &str,
+            log: &Path,
+            extra: &[&str],
+        ) -> BankProcess {
+            let log_file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            let mut child = Self::command(data_dir, port, token, extra)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log_file.try_clone().unwrap()))
                 .spawn()
