@@ -265,12 +265,15 @@ fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
     Ok(())
 }
 
+/// One line of a chart: its label, its points (second, value) and its colour.
+type Line<'a> = (&'a str, Vec<(u64, u64)>, RGBColor);
+
 fn chart(
     path: &Path,
     title: &str,
     unit: &str,
     seconds: u64,
-    lines: &[(&str, Vec<(u64, u64)>, RGBColor)],
+    lines: &[Line<'_>],
     restarts: &[u64],
 ) -> DrawResult {
     let top = lines

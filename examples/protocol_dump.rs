@@ -5,9 +5,13 @@
 //! a withdrawal the balance cannot cover, and the Goodbye a server sends for a protocol version it
 //! does not speak. tests/protocol_doc.rs includes this file, so the document, this program and the
 //! server are checked against the same list.
+//!
+//! It also prints the worked examples of docs/JOURNAL.md: a segment header, the journal record of
+//! that withdrawal, and a small snapshot, written by the real journal format functions.
 
 use actor_bank::codec::encode_frame;
-use actor_bank::ledger::REQUEST_WINDOW;
+use actor_bank::journal::format;
+use actor_bank::ledger::{Event, Ledger, Outcome, Record, REQUEST_WINDOW};
 use actor_bank::protocol::{
     Body, ClientMessage, Goodbye, Hello, Operation, Reply, Request, RequestId, ServerMessage,
     Status, Welcome, PROTOCOL_VERSION,
@@ -145,6 +149,80 @@ pub fn examples() -> Vec<Example> {
     ]
 }
 
+/// One worked example of docs/JOURNAL.md: the name after `<!-- bytes:` and the bytes.
+pub struct StoredExample {
+    /// The name after `<!-- bytes:` in the document.
+    pub name: &'static str,
+    /// What the bytes are.
+    pub what: &'static str,
+    /// The bytes, as the journal writes them.
+    pub bytes: Vec<u8>,
+}
+
+/// The decision time the journal examples use: 2023-11-14 22:13:20 UTC, in ms since the epoch.
+pub const EXAMPLE_UNIX_MS: u64 = 1_700_000_000_000;
+
+/// The stand-in PIN hash of the snapshot example; real ones are argon2id PHC strings of about
+/// 97 bytes, too long for a readable dump.
+pub const EXAMPLE_PIN_HASH: &str = "$argon2id$...";
+
+/// The two records of the journal examples: client 7 opens card 123456789 with 10 000 (7:1) and
+/// withdraws 300 (7:2).
+pub fn example_records() -> [Record; 2] {
+    let card = 123_456_789;
+    let approved = |balance| Outcome {
+        status: Status::Approved,
+        balance: Some(balance),
+    };
+    [
+        Record {
+            request: id(1),
+            card,
+            at_unix_ms: EXAMPLE_UNIX_MS,
+            event: Event::AccountOpened {
+                holder: "Joty".into(),
+                pin_hash: EXAMPLE_PIN_HASH.into(),
+                initial_balance: 10_000,
+            },
+            outcome: approved(10_000),
+        },
+        Record {
+            request: id(2),
+            card,
+            at_unix_ms: EXAMPLE_UNIX_MS,
+            event: Event::Withdrawal { amount: 300 },
+            outcome: approved(9_700),
+        },
+    ]
+}
+
+/// Every worked example of docs/JOURNAL.md.
+pub fn stored_examples() -> Vec<StoredExample> {
+    let [opened, withdrawn] = example_records();
+    let mut record = Vec::new();
+    format::encode_record(2, &withdrawn, &mut record).expect("the example record encodes");
+    let mut ledger = Ledger::default();
+    ledger.apply(1, &opened).expect("the opening applies");
+    ledger.apply(2, &withdrawn).expect("the withdrawal applies");
+    vec![
+        StoredExample {
+            name: "segment-header",
+            what: "the header of journal-00000000000000000001.log",
+            bytes: format::segment_header(1),
+        },
+        StoredExample {
+            name: "record",
+            what: "the withdrawal 7:2 as record 2",
+            bytes: record,
+        },
+        StoredExample {
+            name: "snapshot",
+            what: "snapshot-00000000000000000002.snap after both records",
+            bytes: format::encode_snapshot(&ledger).expect("the example snapshot encodes"),
+        },
+    ]
+}
+
 /// The frame as the document writes it: lowercase hex pairs, sixteen to a line.
 pub fn hex_lines(frame: &[u8]) -> Vec<String> {
     frame
@@ -169,6 +247,20 @@ fn main() {
         println!("{} ({arrow}, {} bytes)", example.name, example.frame.len());
         println!("  {}", example.value);
         for line in hex_lines(&example.frame) {
+            println!("  {line}");
+        }
+        println!();
+    }
+    println!("journal examples (docs/JOURNAL.md)");
+    println!();
+    for example in stored_examples() {
+        println!(
+            "{}: {} ({} bytes)",
+            example.name,
+            example.what,
+            example.bytes.len()
+        );
+        for line in hex_lines(&example.bytes) {
             println!("  {line}");
         }
         println!();

@@ -202,8 +202,8 @@ async fn exit_codes_and_json_for_approved_and_refused_commands() {
     assert_eq!(server.committed_balance(5), None);
 }
 
-/// With no server listening, the atm retries until its deadline (30 s by default, not
-/// configurable from the command line) and then exits 3 with an outcome_unknown object.
+/// With no server listening, the atm retries until its deadline (`--deadline`, 30 s by default)
+/// and then exits 3 with an outcome_unknown object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_code_3_when_the_server_is_unreachable() {
     let address = {
@@ -212,7 +212,7 @@ async fn exit_code_3_when_the_server_is_unreachable() {
     };
     let run = atm(
         &address,
-        &["withdraw", "--card", JOTY, "--pin", "1234", "--amount", "5"],
+        &["--deadline", "2s", "withdraw", "--card", JOTY, "--pin", "1234", "--amount", "5"],
     )
     .await;
     assert_eq!(run.code, Some(3), "{run:?}");

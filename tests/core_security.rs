@@ -282,7 +282,6 @@ async fn only_the_operator_token_opens_accounts() {
 /// A retried account creation must have the same parameters: the same id with another PIN or
 /// holder is a conflict, not an "approved" for an account that has the first PIN.
 #[tokio::test]
-#[ignore = "server bug: ledger::Fingerprint of AccountOpened covers only card and opening balance, so the same id with another PIN/holder is replayed as approved instead of request_id_conflict"]
 async fn a_retried_account_creation_with_another_pin_is_a_conflict() {
     let server = TestServer::start();
     let mut atm = server.raw().await;
@@ -305,7 +304,6 @@ async fn a_retried_account_creation_with_another_pin_is_a_conflict() {
 /// another card) sent after a Verify leaves the connection logged out, even when the Verify's
 /// answer comes later (here replies are slowed down to make that certain).
 #[tokio::test]
-#[ignore = "server bug: session.rs sets the card when a Verify *completes* (spawn_reply's after-closure), so a Logout or failed Verify sent after it but answered first is undone and the connection ends up logged in"]
 async fn a_logout_pipelined_after_a_verify_wins() {
     let server = TestServer::start_with(|config| {
         config.faults = Some("delay-ms=300".parse().unwrap());
@@ -331,7 +329,6 @@ async fn a_logout_pipelined_after_a_verify_wins() {
 /// The same race with a failed verification of an unknown card instead of the Logout: after
 /// it, the connection must be logged out.
 #[tokio::test]
-#[ignore = "server bug: session.rs sets the card when a Verify *completes*, so an earlier pipelined Verify that completes after a failed one logs the connection back in"]
 async fn a_failed_verify_pipelined_after_a_good_one_wins() {
     let server = TestServer::start_with(|config| {
         config.faults = Some("delay-ms=300".parse().unwrap());

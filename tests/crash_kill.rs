@@ -5,7 +5,7 @@ mod common;
 
 use actor_bank::client::{Client, ClientConfig, ClientError};
 use actor_bank::journal::Journal;
-use actor_bank::ledger::{Event, Ledger};
+use actor_bank::ledger::{Event, Ledger, REQUEST_WINDOW};
 use actor_bank::protocol::{Body, Operation, Reply, RequestId, Status};
 use common::durability::*;
 use rand::rngs::StdRng;
@@ -112,22 +112,19 @@ async fn atm(
 }
 
 /// Starts the binary on `data` and SIGKILLs it after `delay`, ready or not.
-fn kill_during_start_up(data: &std::path::Path, port: u16, log: &std::path::Path, delay: Duration) {
+fn kill_during_start_up(
+    data: &std::path::Path,
+    port: u16,
+    log: &std::path::Path,
+    extra: &[&str],
+    delay: Duration,
+) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    let mut child = std::process::Command::new(server_binary())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--operator-token")
-        .arg(TOKEN)
-        .args(["--pin-hash-memory-kib", "8", "--pin-hash-iterations", "1"])
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
+    let mut child = BankProcess::command(data, port, TOKEN, extra)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -149,23 +146,36 @@ async fn wait_for_progress(counter: &AtomicU64, target: u64) {
     panic!("no progress: the server acknowledged nothing for a minute");
 }
 
-// Purpose: SIGKILL at random moments under concurrent load, restart on the same directory and
-// port, clients retry with the same ids: every acknowledged operation is in the final state
-// exactly once, replays give the original replies, nothing is negative, money is conserved.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
+/// What a crash scenario leaves for the checks.
+struct Aftermath {
+    /// Every operation every ATM asked for.
+    asked: Vec<Asked>,
+    /// The balances the server reported after the last restart.
+    reported: HashMap<u64, u64>,
+    /// The state recovered in this process after the last kill.
+    ledger: Ledger,
+    /// The whole records left in the segments (all of them when no snapshot was taken).
+    records: Vec<Span>,
+    /// Kept so the directory outlives the checks.
+    _directory: tempfile::TempDir,
+}
+
+/// Runs the binary (with `extra` flags) under concurrent ATMs, SIGKILLs and restarts it
+/// [`KILLS`] times at random moments, replays a sample of acknowledged ids after the last restart,
+/// reads the balances, kills it a last time and recovers the directory in this process.
+async fn crash_scenario(name: &str, extra: &[&str]) -> Aftermath {
     let seed: u64 = std::env::var("CRASH_KILL_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(now_unix_ms);
-    eprintln!("crash_kill seed {seed} (set CRASH_KILL_SEED to repeat the schedule)");
+    eprintln!("{name}: seed {seed} (set CRASH_KILL_SEED to repeat the schedule)");
     let mut rng = StdRng::seed_from_u64(seed);
     let directory = tempfile::tempdir().unwrap();
     let data: PathBuf = directory.path().join("data");
     let log = directory.path().join("server.log");
     let port = free_port();
     let start = |data: &PathBuf, log: &PathBuf| {
-        tokio::task::block_in_place(|| BankProcess::start(data, port, TOKEN, log))
+        tokio::task::block_in_place(|| BankProcess::start_with_args(data, port, TOKEN, log, extra))
     };
     let mut server = start(&data, &log);
     let address = server.address.clone();
@@ -203,7 +213,7 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
         tokio::task::block_in_place(|| server.kill());
         eprintln!(
-            "kill {}: {} operations acknowledged so far",
+            "{name}: kill {}: {} operations acknowledged so far",
             kill + 1,
             acknowledged.load(Ordering::SeqCst)
         );
@@ -211,7 +221,7 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
         if rng.gen_bool(0.3) {
             // Sometimes also kill a process while it is still recovering the directory.
             let delay = Duration::from_millis(rng.gen_range(0..40));
-            tokio::task::block_in_place(|| kill_during_start_up(&data, port, &log, delay));
+            tokio::task::block_in_place(|| kill_during_start_up(&data, port, &log, extra, delay));
         }
         server = start(&data, &log);
     }
@@ -226,14 +236,12 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
         .flat_map(|(_, asked)| asked.iter().cloned())
         .collect();
     let unknown = asked.iter().filter(|asked| asked.reply.is_none()).count();
+    let retries: u64 = atms.iter().map(|(client, _)| client.stats().retries).sum();
     eprintln!(
-        "{} operations asked, {} acknowledged, {} unknown",
+        "{name}: {} operations asked, {} acknowledged, {unknown} unknown, {retries} retries",
         asked.len(),
         asked.len() - unknown,
-        unknown
     );
-    let retries: u64 = atms.iter().map(|(client, _)| client.stats().retries).sum();
-    eprintln!("{retries} attempts were retries with the same id");
     assert!(asked.len() > 20, "the ATMs did work between the kills");
 
     // A sample of acknowledged ids, replayed after the last restart, gets the original replies.
@@ -278,35 +286,82 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
     }
     tokio::task::block_in_place(|| server.kill());
 
-    // Recover the directory in this process and read every record in the journal.
+    // Recover the directory in this process and read the records the segments hold.
     let journal = Journal::open(journal_config(&data, u64::MAX)).unwrap();
     let ledger: Ledger = committed(&journal);
     journal.close();
-    assert!(ledger.is_conserved(), "money is conserved");
-    assert!(
-        snapshots(&data).is_empty(),
-        "the binary's snapshot interval is large"
-    );
-    let records: Vec<_> = segments(&data)
+    let records: Vec<Span> = segments(&data)
         .iter()
         .flat_map(|segment| record_spans(segment))
         .collect();
-    assert_eq!(records.len() as u64, ledger.applied_lsn);
+    Aftermath {
+        asked,
+        reported,
+        ledger,
+        records,
+        _directory: directory,
+    }
+}
 
-    // Every request id was decided at most once.
-    let mut decided = HashMap::new();
-    for span in &records {
-        let previous = decided.insert(span.record.request, span);
+/// The checks every scenario passes: money is conserved; no request id is recorded twice;
+/// each balance is the opening one plus exactly the acknowledged movements (plus those whose
+/// outcome never became known but which `unknown_moved` says happened), never negative; the
+/// balances reported before the last kill are the recovered ones.
+fn check_balances(aftermath: &Aftermath, unknown_moved: &HashMap<u64, i128>) {
+    let ledger = &aftermath.ledger;
+    assert!(ledger.is_conserved(), "money is conserved");
+    let mut seen = HashSet::new();
+    for span in &aftermath.records {
         assert!(
-            previous.is_none(),
+            seen.insert(span.record.request),
             "request {} recorded twice",
             span.record.request
         );
     }
+    for (card, _, initial) in ACCOUNTS {
+        let acked: i128 = aftermath
+            .asked
+            .iter()
+            .filter(|asked| asked.card == card)
+            .filter(|asked| {
+                asked
+                    .reply
+                    .as_ref()
+                    .is_some_and(|reply| reply.status == Status::Approved)
+            })
+            .map(|asked| delta(&asked.operation))
+            .sum();
+        let expected = initial as i128 + acked + unknown_moved.get(&card).copied().unwrap_or(0);
+        assert!(expected >= 0, "card {card} would be negative");
+        let balance = ledger.accounts[&card].balance;
+        assert_eq!(balance as i128, expected, "card {card}");
+        assert_eq!(
+            aftermath.reported[&card], balance,
+            "card {card}: reported balance"
+        );
+    }
+}
+
+// Purpose: SIGKILL at random moments under concurrent load, restart on the same directory and
+// port, clients retry with the same ids: every acknowledged operation is in the journal exactly
+// once with the outcome its reply carried, nothing else moved money, replays give the original
+// replies, nothing is negative, money is conserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
+    let aftermath = crash_scenario("journal only", &[]).await;
+    let ledger = &aftermath.ledger;
+    assert!(snapshots(&aftermath._directory.path().join("data")).is_empty());
+    // Without snapshots the segments hold every record ever decided.
+    assert_eq!(aftermath.records.len() as u64, ledger.applied_lsn);
+    let decided: HashMap<RequestId, &Span> = aftermath
+        .records
+        .iter()
+        .map(|span| (span.record.request, span))
+        .collect();
     // Every acknowledged operation is recorded, with the outcome its reply carried.
     let mut acked_ids = HashSet::new();
     let mut unknown_ids = HashSet::new();
-    for asked in &asked {
+    for asked in &aftermath.asked {
         let Some(reply) = &asked.reply else {
             unknown_ids.insert(asked.id);
             continue;
@@ -326,7 +381,7 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
     }
     // Every money movement in the journal was asked for: acknowledged, or never settled.
     let mut unknown_moved: HashMap<u64, i128> = HashMap::new();
-    for span in &records {
+    for span in &aftermath.records {
         let record = &span.record;
         let moved = match record.event {
             Event::Withdrawal { amount } => -(amount as i128),
@@ -346,24 +401,37 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
             );
         }
     }
-    // Each balance is the opening one plus exactly the acknowledged movements (and any whose
-    // outcome the client never learnt but which did happen), never negative.
-    for (card, _, initial) in ACCOUNTS {
-        let acked: i128 = asked
+    check_balances(&aftermath, &unknown_moved);
+}
+
+// Purpose: the same with a snapshot every few dozen records, so kills also land while a snapshot
+// is written, renamed, or its covered segments removed: the balances are the opening ones plus
+// exactly the acknowledged movements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_snapshots_loses_no_acknowledged_operation() {
+    let aftermath = crash_scenario("with snapshots", &["--snapshot-records-interval", "25"]).await;
+    assert!(!snapshots(&aftermath._directory.path().join("data")).is_empty());
+    // An operation whose outcome stayed unknown can only be accounted for while the recovered
+    // memory of completed requests still holds it.
+    let mut unknown_moved: HashMap<u64, i128> = HashMap::new();
+    for asked in aftermath.asked.iter().filter(|asked| asked.reply.is_none()) {
+        let window = &aftermath.ledger.clients[&asked.id.client];
+        let done = window
+            .completed
             .iter()
-            .filter(|asked| asked.card == card)
-            .filter(|asked| {
-                asked
-                    .reply
-                    .as_ref()
-                    .is_some_and(|reply| reply.status == Status::Approved)
-            })
-            .map(|asked| delta(&asked.operation))
-            .sum();
-        let expected = initial as i128 + acked + unknown_moved.get(&card).copied().unwrap_or(0);
-        assert!(expected >= 0, "card {card} would be negative");
-        let balance = ledger.accounts[&card].balance;
-        assert_eq!(balance as i128, expected, "card {card}");
-        assert_eq!(reported[&card], balance, "card {card}: reported balance");
+            .find(|done| done.sequence == asked.id.sequence);
+        match done {
+            Some(done) if done.outcome.status == Status::Approved => {
+                *unknown_moved.entry(asked.card).or_default() += delta(&asked.operation);
+            }
+            Some(_) => {}
+            None => assert!(
+                window.highest < REQUEST_WINDOW
+                    || asked.id.sequence > window.highest - REQUEST_WINDOW,
+                "{}: outcome unknown and no longer remembered",
+                asked.id
+            ),
+        }
     }
+    check_balances(&aftermath, &unknown_moved);
 }

@@ -1,9 +1,10 @@
-//! docs/PROTOCOL.md cannot drift from the code.
+//! docs/PROTOCOL.md (and the worked examples of docs/JOURNAL.md) cannot drift from the code.
 //!
-//! The document marks its worked hex dumps with `<!-- frame: NAME -->` and a few tables with
-//! `<!-- table: NAME -->`. These tests read the document and check that
-//! - every hex dump is byte for byte what the codec writes for the example of that name
-//!   (examples/protocol_dump.rs, included below, is the one list of examples);
+//! docs/PROTOCOL.md marks its worked hex dumps with `<!-- frame: NAME -->` and a few tables with
+//! `<!-- table: NAME -->`; docs/JOURNAL.md marks its dumps with `<!-- bytes: NAME -->`. These tests
+//! read the documents and check that
+//! - every hex dump is byte for byte what the codec or the journal format writes for the example
+//!   of that name (examples/protocol_dump.rs, included below, is the one list of examples);
 //! - a real server, sent the documented client frames, answers with the documented server frames,
 //!   and answers a replayed request with the same bytes after a reconnect and after a restart;
 //! - the tables of statuses, operations and varint encodings match the code.
@@ -24,9 +25,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn document() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md");
+fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+fn document() -> String {
+    read(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md"))
+}
+
+fn journal_document() -> String {
+    read(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/JOURNAL.md"))
 }
 
 /// The names of every `<!-- KIND: NAME -->` marker, in document order.
@@ -39,10 +47,10 @@ fn markers(document: &str, kind: &str) -> Vec<String> {
         .collect()
 }
 
-/// The lines of the fenced block right after the `<!-- frame: NAME -->` marker.
+/// The lines of the fenced block right after `marker`.
 fn fenced_block_after(document: &str, marker: &str) -> Vec<String> {
     let mut lines = document.lines().skip_while(|line| line.trim() != marker);
-    assert!(lines.next().is_some(), "docs/PROTOCOL.md has no {marker}");
+    assert!(lines.next().is_some(), "the document has no {marker}");
     let opening = lines.next().unwrap_or_default();
     assert!(
         opening.starts_with("```"),
@@ -56,7 +64,12 @@ fn fenced_block_after(document: &str, marker: &str) -> Vec<String> {
 
 /// The bytes of a documented hex dump: the hex pairs before each line's `|`.
 fn documented_frame(document: &str, name: &str) -> Vec<u8> {
-    let marker = format!("<!-- frame: {name} -->");
+    documented_bytes(document, "frame", name)
+}
+
+/// The bytes of the hex dump after `<!-- KIND: NAME -->`.
+fn documented_bytes(document: &str, kind: &str, name: &str) -> Vec<u8> {
+    let marker = format!("<!-- {kind}: {name} -->");
     let mut bytes = Vec::new();
     for line in fenced_block_after(document, &marker) {
         let hex = line.split('|').next().unwrap_or_default();
@@ -65,7 +78,7 @@ fn documented_frame(document: &str, name: &str) -> Vec<u8> {
                 .then(|| u8::from_str_radix(token, 16).ok())
                 .flatten()
                 .unwrap_or_else(|| {
-                    panic!("frame {name}: {token:?} is not a hex byte (put commentary after a |)")
+                    panic!("{kind} {name}: {token:?} is not a hex byte (put commentary after a |)")
                 });
             bytes.push(byte);
         }
@@ -78,7 +91,7 @@ fn documented_frame(document: &str, name: &str) -> Vec<u8> {
 fn documented_table(document: &str, name: &str) -> Vec<Vec<String>> {
     let marker = format!("<!-- table: {name} -->");
     let mut lines = document.lines().skip_while(|line| line.trim() != marker);
-    assert!(lines.next().is_some(), "docs/PROTOCOL.md has no {marker}");
+    assert!(lines.next().is_some(), "the document has no {marker}");
     lines
         .skip_while(|line| line.trim().is_empty())
         .take_while(|line| line.trim_start().starts_with('|'))
@@ -123,6 +136,36 @@ fn every_documented_frame_is_what_the_encoder_writes() {
             example.value,
             hex(&written),
             hex(&example.frame)
+        );
+    }
+}
+
+#[test]
+fn every_journal_example_is_what_the_journal_writes() {
+    let document = journal_document();
+    let examples = dump::stored_examples();
+    let expected: BTreeSet<String> = examples.iter().map(|e| e.name.to_string()).collect();
+    let documented = markers(&document, "bytes");
+    let unique: BTreeSet<String> = documented.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        documented.len(),
+        "an example is documented twice"
+    );
+    assert_eq!(
+        unique, expected,
+        "the documented examples and the code's differ"
+    );
+    for example in &examples {
+        let written = documented_bytes(&document, "bytes", example.name);
+        assert_eq!(
+            written,
+            example.bytes,
+            "{} ({}):\ndocument:\n{}\njournal:\n{}",
+            example.name,
+            example.what,
+            hex(&written),
+            hex(&example.bytes)
         );
     }
 }

@@ -17,6 +17,10 @@ struct Arguments {
     /// Print exactly one JSON object.
     #[arg(long)]
     json: bool,
+    /// Keep retrying a request (with the same id) for this long before reporting its outcome as
+    /// unknown (exit code 3). Replaying the same --request-id later settles it.
+    #[arg(long, value_parser = actor_bank::swarm::parse_duration, default_value = "30s")]
+    deadline: std::time::Duration,
     /// Without a command, the interactive menu starts.
     #[command(subcommand)]
     command: Option<Command>,
@@ -24,7 +28,9 @@ struct Arguments {
 
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
-    let config = ClientConfig::new(arguments.server);
+    let mut config = ClientConfig::new(arguments.server);
+    config.outcome_deadline = arguments.deadline;
+    config.attempt_timeout = config.attempt_timeout.min(arguments.deadline);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

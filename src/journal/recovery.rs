@@ -157,7 +157,9 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
             if first != previous + 1 {
                 return Err(corrupt(
                     12,
-                    format!("segment starts at record {first}, the previous one ends at {previous}"),
+                    format!(
+                        "segment starts at record {first}, the previous one ends at {previous}"
+                    ),
                 ));
             }
         }
