@@ -27,7 +27,12 @@ struct Arguments {
     #[arg(long, env = "BANK_SERVER")]
     server: Option<String>,
     /// Operator token for creating the swarm's accounts (the in-process server uses it too).
-    #[arg(long, env = "BANK_OPERATOR_TOKEN", default_value = "swarm-operator-token", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "BANK_OPERATOR_TOKEN",
+        default_value = "swarm-operator-token",
+        hide_env_values = true
+    )]
     operator_token: String,
     /// Concurrent ATMs, each with one request in flight.
     #[arg(long, default_value_t = 64)]
@@ -111,13 +116,18 @@ fn main() -> ExitCode {
         config.client_faults = arguments.faults.unwrap_or_default();
         config.server_faults = arguments.server_faults;
     } else if arguments.faults.is_some() || arguments.server_faults.is_some() {
-        eprintln!("atm_swarm: --bench measures without faults; ignoring --faults and --server-faults");
+        eprintln!(
+            "atm_swarm: --bench measures without faults; ignoring --faults and --server-faults"
+        );
     }
     config.server_command = arguments.server_cmd.clone();
     config.chaos_restart = arguments.chaos_restart;
     let (bar, progress) = progress_bar(&config);
     config.progress = Some(progress);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("atm_swarm: {error}");
@@ -143,7 +153,10 @@ fn main() -> ExitCode {
     }
     if let Some(directory) = &arguments.plot_dir {
         if let Err(error) = write_plots(directory, &report) {
-            eprintln!("atm_swarm: cannot draw charts in {}: {error}", directory.display());
+            eprintln!(
+                "atm_swarm: cannot draw charts in {}: {error}",
+                directory.display()
+            );
             return ExitCode::from(2);
         }
     }
@@ -161,7 +174,12 @@ fn progress_bar(config: &SwarmConfig) -> (Option<ProgressBar>, ProgressCallback)
         let callback = move |acked: u64| {
             let mut last = last.lock();
             last.1 += 1;
-            eprintln!("{:>5} s {:>10} ops acked {:>8} ops/s", last.1, acked, acked - last.0);
+            eprintln!(
+                "{:>5} s {:>10} ops acked {:>8} ops/s",
+                last.1,
+                acked,
+                acked - last.0
+            );
             last.0 = acked;
         };
         return (None, ProgressCallback(Arc::new(callback)));
@@ -201,11 +219,17 @@ fn print_summary(report: &SwarmReport, bench: bool) {
         latency.max
     );
     if !bench {
-        println!("retries {}, restarts {}, faults {:?}", report.retries, report.restarts, report.faults);
+        println!(
+            "retries {}, restarts {}, faults {:?}",
+            report.retries, report.restarts, report.faults
+        );
     }
     println!("statuses {:?}", report.statuses);
     if report.violations == 0 {
-        println!("audit: {} accounts, every cent accounted for, 0 violations", report.accounts.len());
+        println!(
+            "audit: {} accounts, every cent accounted for, 0 violations",
+            report.accounts.len()
+        );
     } else {
         println!("audit: {} VIOLATIONS", report.violations);
         for detail in &report.violation_details {
@@ -226,9 +250,18 @@ type DrawResult = Result<(), Box<dyn std::error::Error>>;
 fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
     std::fs::create_dir_all(directory)?;
     let seconds = report.timeline.len().max(1) as u64;
-    let restarts: Vec<u64> = report.timeline.iter().filter(|s| s.restarted).map(|s| s.second).collect();
+    let restarts: Vec<u64> = report
+        .timeline
+        .iter()
+        .filter(|s| s.restarted)
+        .map(|s| s.second)
+        .collect();
     let series = |pick: fn(&swarm::Second) -> u64| -> Vec<(u64, u64)> {
-        report.timeline.iter().map(|second| (second.second, pick(second))).collect()
+        report
+            .timeline
+            .iter()
+            .map(|second| (second.second, pick(second)))
+            .collect()
     };
     chart(
         &directory.join("throughput.svg"),
@@ -290,20 +323,32 @@ fn chart(
         .x_label_area_size(36)
         .y_label_area_size(70)
         .build_cartesian_2d(0..seconds, 0..top + top / 10 + 1)?;
-    chart.configure_mesh().x_desc("second").y_desc(unit).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("second")
+        .y_desc(unit)
+        .draw()?;
     for (name, points, color) in lines {
         let color = *color;
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     for restart in restarts {
-        chart.draw_series(LineSeries::new(vec![(*restart, 0), (*restart, top)], BLACK.mix(0.5)))?;
+        chart.draw_series(LineSeries::new(
+            vec![(*restart, 0), (*restart, top)],
+            BLACK.mix(0.5),
+        ))?;
     }
     if !restarts.is_empty() {
         chart
-            .draw_series(std::iter::once(PathElement::new(vec![(0, 0), (0, 0)], BLACK.mix(0.5))))?
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(0, 0), (0, 0)],
+                BLACK.mix(0.5),
+            )))?
             .label("server restart")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
     }

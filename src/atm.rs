@@ -176,7 +176,11 @@ pub async fn run_command(config: ClientConfig, command: Command, json: bool) -> 
             pin,
             amount,
             request_id,
-        } => (Some((card, pin)), Operation::Withdraw { amount }, request_id),
+        } => (
+            Some((card, pin)),
+            Operation::Withdraw { amount },
+            request_id,
+        ),
         Command::Deposit {
             card,
             pin,
@@ -216,7 +220,10 @@ fn print_reply(reply: &Reply, operation: &Operation, json: bool) -> u8 {
 
 fn print_error(error: &ClientError, json: bool) -> u8 {
     if json {
-        println!("{}", serde_json::json!({ "status": "outcome_unknown", "error": error.to_string() }));
+        println!(
+            "{}",
+            serde_json::json!({ "status": "outcome_unknown", "error": error.to_string() })
+        );
     } else {
         eprintln!("atm: {error}");
     }
@@ -244,8 +251,12 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
         let operation = match choice.as_str() {
             "0" | "exit" | "q" => return EXIT_APPROVED,
             "1" => {
-                let Some(card) = prompt_number(&mut lines, "card number").await else { continue };
-                let Some(pin) = prompt(&mut lines, "PIN").await else { continue };
+                let Some(card) = prompt_number(&mut lines, "card number").await else {
+                    continue;
+                };
+                let Some(pin) = prompt(&mut lines, "PIN").await else {
+                    continue;
+                };
                 Operation::Verify { card, pin }
             }
             "2" => Operation::Balance,
@@ -258,11 +269,22 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
                 None => continue,
             },
             "5" => {
-                let Some(operator_token) = prompt(&mut lines, "operator token").await else { continue };
-                let Some(card) = prompt_number(&mut lines, "new card number").await else { continue };
-                let Some(holder) = prompt(&mut lines, "holder name").await else { continue };
-                let Some(pin) = prompt(&mut lines, "PIN").await else { continue };
-                let Some(initial_balance) = prompt_number(&mut lines, "initial balance").await else { continue };
+                let Some(operator_token) = prompt(&mut lines, "operator token").await else {
+                    continue;
+                };
+                let Some(card) = prompt_number(&mut lines, "new card number").await else {
+                    continue;
+                };
+                let Some(holder) = prompt(&mut lines, "holder name").await else {
+                    continue;
+                };
+                let Some(pin) = prompt(&mut lines, "PIN").await else {
+                    continue;
+                };
+                let Some(initial_balance) = prompt_number(&mut lines, "initial balance").await
+                else {
+                    continue;
+                };
                 Operation::CreateAccount {
                     operator_token,
                     card,
@@ -296,7 +318,10 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
     }
 }
 
-async fn prompt<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>, label: &str) -> Option<String> {
+async fn prompt<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    label: &str,
+) -> Option<String> {
     print!("{label}> ");
     let _ = std::io::stdout().flush();
     match lines.next_line().await {
@@ -305,7 +330,10 @@ async fn prompt<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines
     }
 }
 
-async fn prompt_number<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>, label: &str) -> Option<u64> {
+async fn prompt_number<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    label: &str,
+) -> Option<u64> {
     let text = prompt(lines, label).await?;
     match text.parse() {
         Ok(number) => Some(number),

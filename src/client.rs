@@ -18,8 +18,8 @@
 use crate::codec::{CodecError, FrameCodec, FRAME_BYTES_LIMIT};
 use crate::faults::FaultPlan;
 use crate::protocol::{
-    Amount, Body, Card, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage, Status,
-    Welcome, PROTOCOL_VERSION,
+    Amount, Body, Card, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage,
+    Status, Welcome, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
@@ -151,7 +151,9 @@ impl Client {
                 Err(Attempt::Retry(error)) if Instant::now() + backoff >= deadline => {
                     return Err(ClientError::Refused(error))
                 }
-                Err(Attempt::Retry(error)) if error.starts_with("refused:") => return Err(ClientError::Refused(error)),
+                Err(Attempt::Retry(error)) if error.starts_with("refused:") => {
+                    return Err(ClientError::Refused(error))
+                }
                 Err(Attempt::Retry(_)) => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(client.config.backoff_max);
@@ -172,7 +174,9 @@ impl Client {
 
     /// The limits the server announced on the current connection.
     pub fn welcome(&self) -> Option<&Welcome> {
-        self.connection.as_ref().map(|connection| &connection.welcome)
+        self.connection
+            .as_ref()
+            .map(|connection| &connection.welcome)
     }
 
     /// Continues numbering after `sequence`: a new process that takes over a client id uses this
@@ -199,7 +203,11 @@ impl Client {
 
     /// Sends `operation` with the given id until a definite reply arrives. Calling it again with the
     /// same id and operation (even from another process) returns the same reply.
-    pub async fn call_with_id(&mut self, id: RequestId, operation: Operation) -> Result<Reply, ClientError> {
+    pub async fn call_with_id(
+        &mut self,
+        id: RequestId,
+        operation: Operation,
+    ) -> Result<Reply, ClientError> {
         if id.client == self.config.client_id && id.sequence >= self.next_sequence {
             self.next_sequence = id.sequence + 1;
         }
@@ -217,7 +225,9 @@ impl Client {
                     self.remember_login(&operation, &reply);
                     return Ok(reply);
                 }
-                Ok(Attempt::Reply(reply)) => last_error = format!("server answered {}", reply.status),
+                Ok(Attempt::Reply(reply)) => {
+                    last_error = format!("server answered {}", reply.status)
+                }
                 Ok(Attempt::Retry(error)) => {
                     self.connection = None;
                     last_error = error;
@@ -256,14 +266,21 @@ impl Client {
     }
 
     /// One try: make sure there is a connection (logged in if the operation needs it), send, wait.
-    async fn attempt(&mut self, id: RequestId, operation: &Operation, deadline: Instant) -> Result<Attempt, ClientError> {
+    async fn attempt(
+        &mut self,
+        id: RequestId,
+        operation: &Operation,
+        deadline: Instant,
+    ) -> Result<Attempt, ClientError> {
         let needs_login = matches!(
             operation,
             Operation::Balance | Operation::Withdraw { .. } | Operation::Deposit { .. }
         );
         if let Err(failed) = self.connection().await {
             return match failed {
-                Attempt::Retry(error) if error.starts_with("refused:") => Err(ClientError::Refused(error)),
+                Attempt::Retry(error) if error.starts_with("refused:") => {
+                    Err(ClientError::Refused(error))
+                }
                 other => Ok(other),
             };
         }
@@ -281,24 +298,39 @@ impl Client {
         let Some((card, pin)) = self.login.clone() else {
             return Ok(None);
         };
-        if self.connection.as_ref().and_then(|connection| connection.logged_in) == Some(card) {
+        if self
+            .connection
+            .as_ref()
+            .and_then(|connection| connection.logged_in)
+            == Some(card)
+        {
             return Ok(None);
         }
         let id = self.next_id();
-        match self.exchange(id, Operation::Verify { card, pin }, deadline).await {
+        match self
+            .exchange(id, Operation::Verify { card, pin }, deadline)
+            .await
+        {
             Attempt::Reply(reply) if reply.status == Status::Approved => {
                 if let Some(connection) = &mut self.connection {
                     connection.logged_in = Some(card);
                 }
                 Ok(None)
             }
-            Attempt::Reply(reply) if reply.status.is_definite() => Err(ClientError::LoginLost(reply.status)),
+            Attempt::Reply(reply) if reply.status.is_definite() => {
+                Err(ClientError::LoginLost(reply.status))
+            }
             other => Ok(Some(other)),
         }
     }
 
     /// Sends one request on the current connection and waits for its reply.
-    async fn exchange(&mut self, id: RequestId, operation: Operation, deadline: Instant) -> Attempt {
+    async fn exchange(
+        &mut self,
+        id: RequestId,
+        operation: Operation,
+        deadline: Instant,
+    ) -> Attempt {
         let faults = self.config.faults;
         if faults.drop_request > 0.0 && self.generator.gen_bool(faults.drop_request) {
             self.stats.requests_dropped += 1;
@@ -311,13 +343,18 @@ impl Client {
         if let Err(error) = connection.framed.send(request).await {
             return Attempt::Retry(format!("send failed: {error}"));
         }
-        let timeout = self.config.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let timeout = self
+            .config
+            .attempt_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
         let wait = async {
             loop {
                 match connection.framed.next().await {
                     Some(Ok(ServerMessage::Reply(reply))) if reply.id == id => return Ok(reply),
                     Some(Ok(ServerMessage::Reply(_))) => continue,
-                    Some(Ok(ServerMessage::Goodbye(goodbye))) => return Err(format!("server closed: {}", goodbye.reason)),
+                    Some(Ok(ServerMessage::Goodbye(goodbye))) => {
+                        return Err(format!("server closed: {}", goodbye.reason))
+                    }
                     Some(Ok(ServerMessage::Welcome(_))) => return Err("unexpected Welcome".into()),
                     Some(Err(error)) => return Err(format!("receive failed: {error}")),
                     None => return Err("connection closed".into()),
@@ -344,7 +381,9 @@ impl Client {
             self.stats.connections += 1;
             self.connection = Some(connection);
         }
-        self.connection.as_mut().ok_or(Attempt::Retry("not connected".into()))
+        self.connection
+            .as_mut()
+            .ok_or(Attempt::Retry("not connected".into()))
     }
 
     /// Verifies `card` and `pin`; later account calls act on that card.
@@ -412,10 +451,14 @@ async fn open(server: &str, timeout: Duration) -> Result<Connection, Attempt> {
                 welcome,
                 logged_in: None,
             }),
-            Some(Ok(ServerMessage::Goodbye(goodbye))) if goodbye.reason.contains("protocol version") => {
+            Some(Ok(ServerMessage::Goodbye(goodbye)))
+                if goodbye.reason.contains("protocol version") =>
+            {
                 Err(format!("refused: {}", goodbye.reason))
             }
-            Some(Ok(ServerMessage::Goodbye(goodbye))) => Err(format!("server closed: {}", goodbye.reason)),
+            Some(Ok(ServerMessage::Goodbye(goodbye))) => {
+                Err(format!("server closed: {}", goodbye.reason))
+            }
             Some(Ok(other)) => Err(format!("handshake: unexpected {other:?}")),
             Some(Err(error)) => Err(format!("handshake failed: {error}")),
             None => Err("connection closed during the handshake".into()),
@@ -423,7 +466,9 @@ async fn open(server: &str, timeout: Duration) -> Result<Connection, Attempt> {
     };
     match tokio::time::timeout(timeout, handshake).await {
         Ok(result) => result.map_err(Attempt::Retry),
-        Err(_) => Err(Attempt::Retry(format!("handshake took longer than {timeout:?}"))),
+        Err(_) => Err(Attempt::Retry(format!(
+            "handshake took longer than {timeout:?}"
+        ))),
     }
 }
 

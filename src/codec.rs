@@ -152,10 +152,12 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
         match self.lengths.decode(source) {
             Ok(Some(body)) => decode_wire(&body).map(Some),
             Ok(None) => Ok(None),
-            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => Err(CodecError::FrameTooLarge {
-                declared_bytes: declared_length(source),
-                limit_bytes: self.frame_bytes_max,
-            }),
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                Err(CodecError::FrameTooLarge {
+                    declared_bytes: declared_length(source),
+                    limit_bytes: self.frame_bytes_max,
+                })
+            }
             Err(error) => Err(CodecError::Io(error)),
         }
     }
@@ -190,7 +192,10 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
 
 /// Reads a frame's 4-byte length prefix and checks it against `frame_bytes_max` (itself clamped
 /// to [`FRAME_BYTES_LIMIT`]), before anything is allocated for the body.
-pub fn declared_body_bytes(header: [u8; FRAME_HEADER_BYTES], frame_bytes_max: usize) -> Result<usize, CodecError> {
+pub fn declared_body_bytes(
+    header: [u8; FRAME_HEADER_BYTES],
+    frame_bytes_max: usize,
+) -> Result<usize, CodecError> {
     let declared_bytes = u32::from_be_bytes(header) as usize;
     let limit_bytes = frame_bytes_max.min(FRAME_BYTES_LIMIT);
     if declared_bytes > limit_bytes {

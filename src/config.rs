@@ -16,7 +16,11 @@ use std::time::Duration;
 
 /// Every setting, each optional so the sources can be layered.
 #[derive(clap::Parser, Clone, Debug, Default, Deserialize)]
-#[command(name = "bank-server", version, about = "An exactly-once bank server for ATMs.")]
+#[command(
+    name = "bank-server",
+    version,
+    about = "An exactly-once bank server for ATMs."
+)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Read settings from this TOML file (keys are the flag names with underscores).
@@ -134,7 +138,8 @@ macro_rules! layer {
 impl Settings {
     /// Reads a settings file.
     pub fn from_file(path: &std::path::Path) -> Result<Settings, String> {
-        let text = std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
         toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))
     }
 
@@ -165,31 +170,54 @@ impl Settings {
     pub fn resolve(&self) -> Result<(ServerConfig, ProcessSettings), String> {
         let defaults = ServerConfig::new("./data");
         let limits = Limits::default();
-        let seconds = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+        let seconds =
+            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
         let faults = match &self.faults {
-            Some(text) => Some(text.parse::<FaultPlan>().map_err(|error| format!("--faults: {error}"))?),
+            Some(text) => Some(
+                text.parse::<FaultPlan>()
+                    .map_err(|error| format!("--faults: {error}"))?,
+            ),
             None => None,
         };
         let config = ServerConfig {
             listen: self.listen.unwrap_or(defaults.listen),
             data_dir: self.data_dir.clone().unwrap_or(defaults.data_dir),
-            operator_token: self.operator_token.clone().filter(|token| !token.is_empty()),
+            operator_token: self
+                .operator_token
+                .clone()
+                .filter(|token| !token.is_empty()),
             demo: self.demo.unwrap_or(false),
             limits: Limits {
                 connections_max: self.connections_max.unwrap_or(limits.connections_max),
-                requests_in_flight_max: self.requests_in_flight_max.unwrap_or(limits.requests_in_flight_max).max(1),
+                requests_in_flight_max: self
+                    .requests_in_flight_max
+                    .unwrap_or(limits.requests_in_flight_max)
+                    .max(1),
                 frame_bytes_max: self.frame_bytes_max.unwrap_or(limits.frame_bytes_max),
-                mailbox_capacity: self.mailbox_capacity.unwrap_or(limits.mailbox_capacity).max(1),
+                mailbox_capacity: self
+                    .mailbox_capacity
+                    .unwrap_or(limits.mailbox_capacity)
+                    .max(1),
                 account_idle: seconds(self.account_idle_secs, limits.account_idle),
                 clients_max: self.clients_max.unwrap_or(limits.clients_max),
-                frame_read_timeout: seconds(self.frame_read_timeout_secs, limits.frame_read_timeout),
-                login_idle_timeout: seconds(self.login_idle_timeout_secs, limits.login_idle_timeout),
+                frame_read_timeout: seconds(
+                    self.frame_read_timeout_secs,
+                    limits.frame_read_timeout,
+                ),
+                login_idle_timeout: seconds(
+                    self.login_idle_timeout_secs,
+                    limits.login_idle_timeout,
+                ),
                 write_queue_frames: self.write_queue_frames.unwrap_or(limits.write_queue_frames),
                 write_timeout: seconds(self.write_timeout_secs, limits.write_timeout),
             },
             pin_hash_cost: PinHashCost {
-                memory_kib: self.pin_hash_memory_kib.unwrap_or(defaults.pin_hash_cost.memory_kib),
-                iterations: self.pin_hash_iterations.unwrap_or(defaults.pin_hash_cost.iterations),
+                memory_kib: self
+                    .pin_hash_memory_kib
+                    .unwrap_or(defaults.pin_hash_cost.memory_kib),
+                iterations: self
+                    .pin_hash_iterations
+                    .unwrap_or(defaults.pin_hash_cost.iterations),
             },
             faults,
             arbiters: self.arbiters.unwrap_or(defaults.arbiters),
@@ -204,8 +232,13 @@ impl Settings {
                 .max(1),
             shutdown_timeout: seconds(self.shutdown_timeout_secs, defaults.shutdown_timeout),
         };
-        if !(8..=4 * 1024 * 1024).contains(&config.pin_hash_cost.memory_kib) || config.pin_hash_cost.iterations == 0 {
-            return Err("--pin-hash-memory-kib must be 8..=4194304 and --pin-hash-iterations at least 1".into());
+        if !(8..=4 * 1024 * 1024).contains(&config.pin_hash_cost.memory_kib)
+            || config.pin_hash_cost.iterations == 0
+        {
+            return Err(
+                "--pin-hash-memory-kib must be 8..=4194304 and --pin-hash-iterations at least 1"
+                    .into(),
+            );
         }
         let process = ProcessSettings {
             metrics_listen: self.metrics_listen,
@@ -248,10 +281,21 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
     let effective = Effective {
         listen: config.listen.to_string(),
         data_dir: config.data_dir.display().to_string(),
-        operator_token: if config.operator_token.is_some() { "********" } else { "" }.into(),
+        operator_token: if config.operator_token.is_some() {
+            "********"
+        } else {
+            ""
+        }
+        .into(),
         demo: config.demo,
-        faults: config.faults.map(|plan| plan.to_string()).unwrap_or_default(),
-        metrics_listen: process.metrics_listen.map(|address| address.to_string()).unwrap_or_default(),
+        faults: config
+            .faults
+            .map(|plan| plan.to_string())
+            .unwrap_or_default(),
+        metrics_listen: process
+            .metrics_listen
+            .map(|address| address.to_string())
+            .unwrap_or_default(),
         log_format: process.log_format,
         connections_max: limits.connections_max,
         requests_in_flight_max: limits.requests_in_flight_max,
@@ -271,7 +315,8 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         arbiters: config.arbiters,
         shutdown_timeout_secs: config.shutdown_timeout.as_secs(),
     };
-    toml::to_string(&effective).unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))
+    toml::to_string(&effective)
+        .unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))
 }
 
 #[cfg(test)]
@@ -281,13 +326,20 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
-        let file: Settings = toml::from_str("listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/bank\"\nconnections_max = 7").unwrap();
-        let flags = Settings::try_parse_from(["bank-server", "--listen", "127.0.0.1:9100"]).unwrap();
+        let file: Settings = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/bank\"\nconnections_max = 7",
+        )
+        .unwrap();
+        let flags =
+            Settings::try_parse_from(["bank-server", "--listen", "127.0.0.1:9100"]).unwrap();
         let (config, _) = flags.merge(file).resolve().unwrap();
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.data_dir, PathBuf::from("/srv/bank"));
         assert_eq!(config.limits.connections_max, 7);
-        assert_eq!(config.limits.requests_in_flight_max, Limits::default().requests_in_flight_max);
+        assert_eq!(
+            config.limits.requests_in_flight_max,
+            Limits::default().requests_in_flight_max
+        );
     }
 
     #[test]

@@ -30,11 +30,14 @@ pub const FAULTS_INJECTED: &str = "bank_faults_injected_total";
 
 /// Buckets for latencies, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
 ];
 
 /// Buckets for batch sizes.
-const BATCH_BUCKETS: [f64; 12] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+const BATCH_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
 
 /// Serves metrics over HTTP on `address` (any path answers with the text format).
 pub fn install(address: SocketAddr) -> Result<(), String> {
@@ -42,9 +45,14 @@ pub fn install(address: SocketAddr) -> Result<(), String> {
     let builder = PrometheusBuilder::new()
         .with_http_listener(address)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
-        .and_then(|builder| builder.set_buckets_for_metric(Matcher::Full(JOURNAL_BATCH_RECORDS.into()), &BATCH_BUCKETS))
+        .and_then(|builder| {
+            builder
+                .set_buckets_for_metric(Matcher::Full(JOURNAL_BATCH_RECORDS.into()), &BATCH_BUCKETS)
+        })
         .map_err(|error| error.to_string())?;
-    builder.install().map_err(|error| format!("cannot serve metrics on {address}: {error}"))?;
+    builder
+        .install()
+        .map_err(|error| format!("cannot serve metrics on {address}: {error}"))?;
     describe();
     Ok(())
 }
@@ -52,14 +60,25 @@ pub fn install(address: SocketAddr) -> Result<(), String> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(REQUESTS, "Requests answered, by operation and status.");
-    describe_histogram!(REQUEST_SECONDS, Unit::Seconds, "Request latency inside the server.");
-    describe_histogram!(JOURNAL_FSYNC_SECONDS, Unit::Seconds, "Journal write and fdatasync time per batch.");
+    describe_histogram!(
+        REQUEST_SECONDS,
+        Unit::Seconds,
+        "Request latency inside the server."
+    );
+    describe_histogram!(
+        JOURNAL_FSYNC_SECONDS,
+        Unit::Seconds,
+        "Journal write and fdatasync time per batch."
+    );
     describe_histogram!(JOURNAL_BATCH_RECORDS, "Records per journal batch.");
     describe_gauge!(CONNECTIONS_OPEN, "Open connections.");
     describe_counter!(CONNECTIONS_REFUSED, "Connections refused at the limit.");
     describe_gauge!(ACCOUNT_ACTORS_LIVE, "Account actors alive.");
     describe_counter!(ACTOR_RESTARTS, "Account actor restarts after crashes.");
-    describe_counter!(DEDUP_HITS, "Requests answered from the memory of completed requests.");
+    describe_counter!(
+        DEDUP_HITS,
+        "Requests answered from the memory of completed requests."
+    );
     describe_counter!(FAULTS_INJECTED, "Faults injected, by kind.");
 }
 

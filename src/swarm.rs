@@ -73,7 +73,11 @@ impl FromStr for Mix {
             balance: 0,
             utility: 0,
         };
-        for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        for part in text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+        {
             let (key, value) = part
                 .split_once('=')
                 .ok_or_else(|| format!("mix {part:?} is not KIND=WEIGHT"))?;
@@ -85,7 +89,11 @@ impl FromStr for Mix {
                 "deposit" => mix.deposit = weight,
                 "balance" => mix.balance = weight,
                 "utility" => mix.utility = weight,
-                other => return Err(format!("unknown mix kind {other:?} (withdraw, deposit, balance, utility)")),
+                other => {
+                    return Err(format!(
+                        "unknown mix kind {other:?} (withdraw, deposit, balance, utility)"
+                    ))
+                }
             }
         }
         if mix.withdraw + mix.deposit + mix.balance + mix.utility == 0 {
@@ -290,7 +298,8 @@ struct Shared {
 
 fn new_histogram() -> Histogram<u64> {
     // Three significant figures from 1 µs to an hour: fixed memory whatever the run length.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
 }
 
 fn client_config(shared: &Shared, client_id: u64) -> ClientConfig {
@@ -313,9 +322,12 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
             address.clone()
         }
         (Some(address), None) => address.clone(),
-        (None, Some(_)) => return Err("--server-cmd needs --server ADDR (where the command listens)".into()),
+        (None, Some(_)) => {
+            return Err("--server-cmd needs --server ADDR (where the command listens)".into())
+        }
         (None, None) => {
-            let directory = tempfile::tempdir().map_err(|error| format!("cannot make a data directory: {error}"))?;
+            let directory = tempfile::tempdir()
+                .map_err(|error| format!("cannot make a data directory: {error}"))?;
             let mut server_config = ServerConfig::new(directory.path());
             server_config.listen = "127.0.0.1:0".parse().map_err(|_| "bad address")?;
             server_config.operator_token = Some(config.operator_token.clone());
@@ -331,11 +343,19 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     // Cards from the seed, ten digits, so runs with different seeds do not collide on a server.
     let first_card = 1_000_000_000 + generator.gen_range(0..8_000_000_000u64);
     let cards: Vec<(Card, String)> = (0..config.accounts as u64)
-        .map(|index| (first_card + index, format!("{:04}", generator.gen_range(0..10_000))))
+        .map(|index| {
+            (
+                first_card + index,
+                format!("{:04}", generator.gen_range(0..10_000)),
+            )
+        })
         .collect();
     create_accounts(&config, &address, &cards).await?;
     let shared = Arc::new(Shared {
-        expected: cards.iter().map(|_| AtomicI64::new(config.initial_balance as i64)).collect(),
+        expected: cards
+            .iter()
+            .map(|_| AtomicI64::new(config.initial_balance as i64))
+            .collect(),
         cards,
         address: address.clone(),
         operations_started: AtomicU64::new(0),
@@ -389,7 +409,10 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
         .collect();
     let mut results = Vec::with_capacity(atms.len());
     for atm in atms {
-        results.push(atm.await.map_err(|error| format!("an ATM task failed: {error}"))?);
+        results.push(
+            atm.await
+                .map_err(|error| format!("an ATM task failed: {error}"))?,
+        );
     }
     let duration = shared.started.elapsed();
     if let Some(task) = progress_task {
@@ -405,20 +428,38 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
         Some(task) => {
             task.abort();
             let _ = task.await;
-            chaos.as_mut().map(|server| server.restart_seconds()).unwrap_or_default()
+            chaos
+                .as_mut()
+                .map(|server| server.restart_seconds())
+                .unwrap_or_default()
         }
         None => Vec::new(),
     };
     if let Some(server) = &mut chaos {
         server.ensure_running().await?;
     }
-    let mut report = merge(&shared, &results, duration, &restart_seconds, &server_fault_seconds);
+    let mut report = merge(
+        &shared,
+        &results,
+        duration,
+        &restart_seconds,
+        &server_fault_seconds,
+    );
     if let Some((server, _)) = &in_process {
         if let Some(faults) = &server.bank().faults {
             let counts = &faults.counts;
-            report.faults.insert("server_requests_dropped".into(), counts.requests_dropped.load(Ordering::Relaxed));
-            report.faults.insert("server_replies_dropped".into(), counts.replies_dropped.load(Ordering::Relaxed));
-            report.faults.insert("server_actor_crashes".into(), counts.actor_crashes.load(Ordering::Relaxed));
+            report.faults.insert(
+                "server_requests_dropped".into(),
+                counts.requests_dropped.load(Ordering::Relaxed),
+            );
+            report.faults.insert(
+                "server_replies_dropped".into(),
+                counts.replies_dropped.load(Ordering::Relaxed),
+            );
+            report.faults.insert(
+                "server_actor_crashes".into(),
+                counts.actor_crashes.load(Ordering::Relaxed),
+            );
         }
         report.faults.insert(
             "server_actor_restarts".into(),
@@ -434,14 +475,22 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
 }
 
 /// Creates every account, a few ATMs' worth at a time.
-async fn create_accounts(config: &SwarmConfig, address: &str, cards: &[(Card, String)]) -> Result<(), String> {
+async fn create_accounts(
+    config: &SwarmConfig,
+    address: &str,
+    cards: &[(Card, String)],
+) -> Result<(), String> {
     let workers = 16.min(cards.len().max(1));
     let chunk = cards.len().div_ceil(workers).max(1);
     let mut tasks = Vec::new();
     for (worker, slice) in cards.chunks(chunk).enumerate() {
         let slice = slice.to_vec();
         let mut client_config = ClientConfig::new(address.to_string());
-        client_config.client_id = config.seed.wrapping_mul(1_000_003).wrapping_add(worker as u64) | 1 << 63;
+        client_config.client_id = config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(worker as u64)
+            | 1 << 63;
         client_config.outcome_deadline = config.outcome_deadline;
         client_config.attempt_timeout = config.attempt_timeout.max(Duration::from_secs(2));
         let token = config.operator_token.clone();
@@ -503,7 +552,10 @@ fn pick_action(mix: &Mix, generator: &mut StdRng) -> Action {
 
 async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
     let config = &shared.config;
-    let seed = config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(index);
+    let seed = config
+        .seed
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(index);
     let mut generator = StdRng::seed_from_u64(seed);
     let client_id = generator.gen_range(1..u64::MAX >> 1);
     let mut client_config = client_config(&shared, client_id);
@@ -539,7 +591,9 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
             }
         }
         let account = match &zipf {
-            Some(zipf) => (zipf.sample(&mut generator) as usize).saturating_sub(1).min(shared.cards.len() - 1),
+            Some(zipf) => (zipf.sample(&mut generator) as usize)
+                .saturating_sub(1)
+                .min(shared.cards.len() - 1),
             None => generator.gen_range(0..shared.cards.len()),
         };
         let action = pick_action(&config.mix, &mut generator);
@@ -557,12 +611,17 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
             match client.verify(*card, pin).await {
                 Ok(reply) if reply.status == Status::Approved => logged_in = Some(account),
                 Ok(reply) => {
-                    result.unknown.push(format!("ATM {index}: verify of card {card} answered {}", reply.status));
+                    result.unknown.push(format!(
+                        "ATM {index}: verify of card {card} answered {}",
+                        reply.status
+                    ));
                     logged_in = None;
                     continue;
                 }
                 Err(error) => {
-                    result.unknown.push(format!("ATM {index}: verify of card {card}: {error}"));
+                    result
+                        .unknown
+                        .push(format!("ATM {index}: verify of card {card}: {error}"));
                     logged_in = None;
                     continue;
                 }
@@ -575,12 +634,18 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
         let second = shared.started.elapsed().as_secs() as usize;
         while result.timeline.len() <= second {
             let second = result.timeline.len() as u64;
-            result.timeline.push((new_histogram(), Second { second, ..Second::default() }));
+            result.timeline.push((
+                new_histogram(),
+                Second {
+                    second,
+                    ..Second::default()
+                },
+            ));
         }
         let bucket = &mut result.timeline[second];
         bucket.1.retries += after.retries - before.retries;
-        bucket.1.client_faults +=
-            (after.requests_dropped - before.requests_dropped) + (after.replies_dropped - before.replies_dropped);
+        bucket.1.client_faults += (after.requests_dropped - before.requests_dropped)
+            + (after.replies_dropped - before.replies_dropped);
         let reply = match outcome {
             Ok(reply) => reply,
             Err(error) => {
@@ -588,7 +653,10 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
                     ClientError::LoginLost(status) => format!("login lost ({status})"),
                     other => other.to_string(),
                 };
-                result.unknown.push(format!("ATM {index}: request {id} ({}): {detail}", operation.name()));
+                result.unknown.push(format!(
+                    "ATM {index}: request {id} ({}): {detail}",
+                    operation.name()
+                ));
                 logged_in = None;
                 continue;
             }
@@ -609,7 +677,9 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
             }
         }
         if needs_login && !matches!(action, Action::Balance) {
-            result.recent.push_back((id, shared.cards[account].0, operation, reply));
+            result
+                .recent
+                .push_back((id, shared.cards[account].0, operation, reply));
             if result.recent.len() > AUDIT_REPLAYS_PER_ATM {
                 result.recent.pop_front();
             }
@@ -646,7 +716,13 @@ fn merge(
             let index = second.second as usize;
             while timeline.len() <= index {
                 let second = timeline.len() as u64;
-                timeline.push((new_histogram(), Second { second, ..Second::default() }));
+                timeline.push((
+                    new_histogram(),
+                    Second {
+                        second,
+                        ..Second::default()
+                    },
+                ));
             }
             let merged = &mut timeline[index];
             let _ = merged.0.add(histogram);
@@ -658,9 +734,16 @@ fn merge(
     let timeline = timeline
         .into_iter()
         .map(|(histogram, mut second)| {
-            second.latency_us = if histogram.is_empty() { Percentiles::default() } else { Percentiles::of(&histogram) };
+            second.latency_us = if histogram.is_empty() {
+                Percentiles::default()
+            } else {
+                Percentiles::of(&histogram)
+            };
             second.restarted = restart_seconds.contains(&second.second);
-            second.server_faults = server_fault_seconds.get(second.second as usize).copied().unwrap_or(0);
+            second.server_faults = server_fault_seconds
+                .get(second.second as usize)
+                .copied()
+                .unwrap_or(0);
             second
         })
         .collect();
@@ -671,7 +754,11 @@ fn merge(
     SwarmReport {
         ops_acked,
         ops_per_sec: ops_acked as f64 / duration.as_secs_f64().max(1e-9),
-        latency_us: if latency.is_empty() { Percentiles::default() } else { Percentiles::of(&latency) },
+        latency_us: if latency.is_empty() {
+            Percentiles::default()
+        } else {
+            Percentiles::of(&latency)
+        },
         retries,
         faults,
         restarts: restart_seconds.len() as u64,
@@ -697,7 +784,12 @@ fn merge(
 async fn audit(shared: &Arc<Shared>, results: &[AtmResult], report: &mut SwarmReport) {
     let mut violations = Vec::new();
     for result in results {
-        violations.extend(result.unknown.iter().map(|detail| format!("no definite answer: {detail}")));
+        violations.extend(
+            result
+                .unknown
+                .iter()
+                .map(|detail| format!("no definite answer: {detail}")),
+        );
     }
     for status in [Status::StaleRequest, Status::RequestIdConflict] {
         if let Some(count) = report.statuses.get(status.name()) {
@@ -710,7 +802,10 @@ async fn audit(shared: &Arc<Shared>, results: &[AtmResult], report: &mut SwarmRe
     let mut tasks = Vec::new();
     for (worker, accounts) in report.accounts.chunks(chunk).enumerate() {
         let accounts = accounts.to_vec();
-        let config = client_config(shared, shared.config.seed.wrapping_add(worker as u64) | 3 << 62);
+        let config = client_config(
+            shared,
+            shared.config.seed.wrapping_add(worker as u64) | 3 << 62,
+        );
         tasks.push(tokio::spawn(async move {
             let mut client = Client::new(config);
             let mut found = Vec::new();
@@ -745,7 +840,11 @@ async fn audit(shared: &Arc<Shared>, results: &[AtmResult], report: &mut SwarmRe
         }
     }
     // Replays: the same client id, the same request id, the identical reply, no money moved.
-    let pins: BTreeMap<Card, &str> = shared.cards.iter().map(|(card, pin)| (*card, pin.as_str())).collect();
+    let pins: BTreeMap<Card, &str> = shared
+        .cards
+        .iter()
+        .map(|(card, pin)| (*card, pin.as_str()))
+        .collect();
     for result in results {
         if result.recent.is_empty() {
             continue;
@@ -754,8 +853,13 @@ async fn audit(shared: &Arc<Shared>, results: &[AtmResult], report: &mut SwarmRe
         client.resume_after(result.next_sequence);
         // Each replay may cost one verify (a new sequence number); only requests that stay inside
         // the server's window after those are replayed.
-        let oldest = (result.next_sequence + AUDIT_REPLAYS_PER_ATM as u64).saturating_sub(crate::ledger::REQUEST_WINDOW);
-        let mut recent: Vec<_> = result.recent.iter().filter(|(id, ..)| id.sequence > oldest).collect();
+        let oldest = (result.next_sequence + AUDIT_REPLAYS_PER_ATM as u64)
+            .saturating_sub(crate::ledger::REQUEST_WINDOW);
+        let mut recent: Vec<_> = result
+            .recent
+            .iter()
+            .filter(|(id, ..)| id.sequence > oldest)
+            .collect();
         recent.sort_by_key(|(id, card, ..)| (*card, id.sequence));
         let mut verified = None;
         for (id, card, operation, reply) in recent {
@@ -764,14 +868,18 @@ async fn audit(shared: &Arc<Shared>, results: &[AtmResult], report: &mut SwarmRe
                 match client.verify(*card, pin).await {
                     Ok(login) if login.status == Status::Approved => verified = Some(*card),
                     other => {
-                        violations.push(format!("replay of {id}: cannot verify card {card}: {other:?}"));
+                        violations.push(format!(
+                            "replay of {id}: cannot verify card {card}: {other:?}"
+                        ));
                         continue;
                     }
                 }
             }
             match client.call_with_id(*id, operation.clone()).await {
                 Ok(again) if again == *reply => {}
-                Ok(again) => violations.push(format!("replay of {id} answered {again:?}, originally {reply:?}")),
+                Ok(again) => violations.push(format!(
+                    "replay of {id} answered {again:?}, originally {reply:?}"
+                )),
                 Err(error) => violations.push(format!("replay of {id}: {error}")),
             }
         }
@@ -835,7 +943,10 @@ impl ChaosServer {
     async fn ensure_running(&mut self) -> Result<(), String> {
         let mut slot = self.shared_child.lock().await;
         let alive = match slot.as_mut() {
-            Some(child) => child.try_wait().map(|status| status.is_none()).unwrap_or(false),
+            Some(child) => child
+                .try_wait()
+                .map(|status| status.is_none())
+                .unwrap_or(false),
             None => false,
         };
         if !alive {
@@ -890,8 +1001,13 @@ async fn wait_until_listening(address: &str) -> Result<(), String> {
 /// Parses durations like `10s`, `500ms`, `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len()),
+    );
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "" => value,

@@ -212,7 +212,17 @@ async fn exit_code_3_when_the_server_is_unreachable() {
     };
     let run = atm(
         &address,
-        &["--deadline", "2s", "withdraw", "--card", JOTY, "--pin", "1234", "--amount", "5"],
+        &[
+            "--deadline",
+            "2s",
+            "withdraw",
+            "--card",
+            JOTY,
+            "--pin",
+            "1234",
+            "--amount",
+            "5",
+        ],
     )
     .await;
     assert_eq!(run.code, Some(3), "{run:?}");

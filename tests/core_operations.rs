@@ -944,3 +944,41 @@ async fn racing_creations_of_one_card_open_it_once() {
         .await;
     assert_eq!(r, reply(90, 1, Status::Approved, Body::Empty));
 }
+
+/// Withdrawals and deposits pipelined on one connection are decided in the order they were sent:
+/// emptying the account, refilling it by one and taking that one again succeeds every time.
+#[tokio::test]
+async fn pipelined_account_changes_are_decided_in_the_order_sent() {
+    let server = TestServer::start();
+    let mut connection = server.raw().await;
+    let verify = Operation::Verify {
+        card: 123_456_789,
+        pin: "1234".into(),
+    };
+    connection.request(50, 1, verify).await;
+    let (reply, _) = connection.receive_reply().await;
+    assert_eq!(reply.status, Status::Approved);
+    let mut frames = Vec::new();
+    let mut sequence = 2;
+    for _ in 0..20 {
+        for operation in [
+            Operation::Withdraw { amount: 10_000 },
+            Operation::Deposit { amount: 10_000 },
+        ] {
+            frames.extend(request_frame(50, sequence, operation));
+            sequence += 1;
+        }
+    }
+    connection.send_bytes(&frames).await;
+    let mut replies = HashMap::new();
+    for _ in 0..40 {
+        let (reply, _) = connection.receive_reply().await;
+        replies.insert(reply.id.sequence, reply);
+    }
+    for sequence in 2..42 {
+        let reply = &replies[&sequence];
+        let expected = if sequence % 2 == 0 { 0 } else { 10_000 };
+        assert_eq!(reply.status, Status::Approved, "{reply:?}");
+        assert_eq!(reply.body, Body::Balance(expected), "{reply:?}");
+    }
+}

@@ -10,7 +10,11 @@ const BINARY: &str = env!("CARGO_BIN_EXE_bank-server");
 const TOKEN: &str = "ops-token";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the binary with cheap PIN hashes and the demo accounts, and waits until it listens.
@@ -27,13 +31,18 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("bank-server listening on"), "{line}");
     (child, address)
 }
 
 fn terminate(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -52,7 +61,11 @@ fn print_config(arguments: &[&str], environment: &[(&str, &str)]) -> String {
         .env_remove("BANK_OPERATOR_TOKEN")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -70,21 +83,39 @@ fn settings_come_from_flag_then_environment_then_file_then_default() {
     let file = file.to_str().unwrap();
     let printed = print_config(
         &["--config", file, "--listen", "127.0.0.1:7003"],
-        &[("BANK_LISTEN", "127.0.0.1:7002"), ("BANK_DATA_DIR", "/from/env")],
+        &[
+            ("BANK_LISTEN", "127.0.0.1:7002"),
+            ("BANK_DATA_DIR", "/from/env"),
+        ],
     );
     assert!(printed.contains("listen = \"127.0.0.1:7003\""), "{printed}");
     assert!(printed.contains("data_dir = \"/from/env\""), "{printed}");
     assert!(printed.contains("connections_max = 11"), "{printed}");
-    assert!(printed.contains("metrics_listen = \"127.0.0.1:9001\""), "{printed}");
+    assert!(
+        printed.contains("metrics_listen = \"127.0.0.1:9001\""),
+        "{printed}"
+    );
     assert!(printed.contains("requests_in_flight_max = 64"), "{printed}");
-    assert!(printed.contains("operator_token = \"********\""), "{printed}");
+    assert!(
+        printed.contains("operator_token = \"********\""),
+        "{printed}"
+    );
     assert!(!printed.contains("file-secret-token"), "{printed}");
     let from_environment = print_config(&["--config", file], &[("BANK_LISTEN", "127.0.0.1:7002")]);
-    assert!(from_environment.contains("listen = \"127.0.0.1:7002\""), "{from_environment}");
+    assert!(
+        from_environment.contains("listen = \"127.0.0.1:7002\""),
+        "{from_environment}"
+    );
     let from_file = print_config(&["--config", file], &[]);
-    assert!(from_file.contains("listen = \"127.0.0.1:7001\""), "{from_file}");
+    assert!(
+        from_file.contains("listen = \"127.0.0.1:7001\""),
+        "{from_file}"
+    );
     let defaults = print_config(&[], &[]);
-    assert!(defaults.contains("listen = \"127.0.0.1:7878\""), "{defaults}");
+    assert!(
+        defaults.contains("listen = \"127.0.0.1:7878\""),
+        "{defaults}"
+    );
     assert!(defaults.contains("operator_token = \"\""), "{defaults}");
 }
 
@@ -94,15 +125,26 @@ fn an_unknown_key_in_the_file_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let file = directory.path().join("bad.toml");
     std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
-    let output = Command::new(BINARY).arg("--config").arg(&file).arg("--print-config").output().unwrap();
+    let output = Command::new(BINARY)
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad.toml"));
 }
 
 fn scrape(address: &str) -> String {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -123,7 +165,10 @@ async fn the_metrics_endpoint_counts_requests() {
     let metrics_address = format!("127.0.0.1:{}", free_port());
     let (mut child, address) = start(data_dir.path(), &["--metrics-listen", &metrics_address]);
     let mut client = Client::connect(client_config(&address)).await.unwrap();
-    assert_eq!(client.verify(123_456_789, "1234").await.unwrap().status, Status::Approved);
+    assert_eq!(
+        client.verify(123_456_789, "1234").await.unwrap().status,
+        Status::Approved
+    );
     assert_eq!(client.withdraw(100).await.unwrap().status, Status::Approved);
     let approved = "bank_requests_total{operation=\"withdraw\",status=\"approved\"}";
     let first = tokio::task::spawn_blocking({
@@ -133,12 +178,20 @@ async fn the_metrics_endpoint_counts_requests() {
     .await
     .unwrap();
     assert_eq!(metric_value(&first, approved), Some(1.0), "{first}");
-    assert!(first.contains("bank_journal_fsync_duration_seconds"), "{first}");
+    assert!(
+        first.contains("bank_journal_fsync_duration_seconds"),
+        "{first}"
+    );
     assert!(first.contains("bank_journal_batch_records"), "{first}");
     assert!(first.contains("bank_connections_open"), "{first}");
-    assert!(first.contains("bank_request_duration_seconds_bucket"), "{first}");
+    assert!(
+        first.contains("bank_request_duration_seconds_bucket"),
+        "{first}"
+    );
     assert_eq!(client.withdraw(100).await.unwrap().status, Status::Approved);
-    let second = tokio::task::spawn_blocking(move || scrape(&metrics_address)).await.unwrap();
+    let second = tokio::task::spawn_blocking(move || scrape(&metrics_address))
+        .await
+        .unwrap();
     assert_eq!(metric_value(&second, approved), Some(2.0), "{second}");
     terminate(&child);
     assert!(child.wait().unwrap().success());
@@ -150,16 +203,25 @@ async fn json_logs_are_one_object_per_line() {
     let data_dir = tempfile::tempdir().unwrap();
     let (mut child, address) = start(data_dir.path(), &["--log-format", "json"]);
     let mut client = Client::connect(client_config(&address)).await.unwrap();
-    assert_eq!(client.verify(123_456_789, "9999").await.unwrap().status, Status::IncorrectPin);
+    assert_eq!(
+        client.verify(123_456_789, "9999").await.unwrap().status,
+        Status::IncorrectPin
+    );
     drop(client);
     terminate(&child);
     assert!(child.wait().unwrap().success());
     let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     let lines: Vec<&str> = log.lines().collect();
     assert!(lines.len() >= 3, "{log}");
     for line in &lines {
-        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
         assert!(object["level"].is_string(), "{line}");
         assert!(object["fields"].is_object(), "{line}");
     }
@@ -196,7 +258,9 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_change() 
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     terminate(&child);
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "exit status {status}");
     let mut acknowledged = 0;
     for worker in workers {
@@ -209,9 +273,15 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_change() 
     let balance = reply_balance(&client.balance().await.unwrap()).unwrap();
     // Requests whose outcome stayed unknown at shutdown may or may not have run; none may be
     // missing that was acknowledged, so the balance is at most 10000 - acknowledged ...
-    assert!(balance <= 10_000 - acknowledged, "balance {balance}, acknowledged {acknowledged}");
+    assert!(
+        balance <= 10_000 - acknowledged,
+        "balance {balance}, acknowledged {acknowledged}"
+    );
     // ... and at most one unknown request per worker may have run on top of them.
-    assert!(balance + 8 >= 10_000 - acknowledged, "balance {balance}, acknowledged {acknowledged}");
+    assert!(
+        balance + 8 >= 10_000 - acknowledged,
+        "balance {balance}, acknowledged {acknowledged}"
+    );
     terminate(&child);
     assert!(child.wait().unwrap().success());
 }

@@ -12,13 +12,29 @@ async fn a_swarm_with_faults_and_actor_crashes_has_no_violations() {
     config.seed = 7;
     config.attempt_timeout = Duration::from_millis(300);
     config.client_faults = "drop-request=0.05,drop-reply=0.05".parse().unwrap();
-    config.server_faults = Some("drop-request=0.02,drop-reply=0.02,crash-actor=0.03,seed=7".parse().unwrap());
+    config.server_faults = Some(
+        "drop-request=0.02,drop-reply=0.02,crash-actor=0.03,seed=7"
+            .parse()
+            .unwrap(),
+    );
     let report = swarm::run(config).await.unwrap();
     assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
     assert!(report.ops_acked >= 2_000 - 40, "acked {}", report.ops_acked);
-    assert!(report.faults["server_actor_crashes"] > 0, "{:?}", report.faults);
-    assert!(report.faults["server_actor_restarts"] > 0, "{:?}", report.faults);
-    assert!(report.faults["client_replies_dropped"] > 0, "{:?}", report.faults);
+    assert!(
+        report.faults["server_actor_crashes"] > 0,
+        "{:?}",
+        report.faults
+    );
+    assert!(
+        report.faults["server_actor_restarts"] > 0,
+        "{:?}",
+        report.faults
+    );
+    assert!(
+        report.faults["client_replies_dropped"] > 0,
+        "{:?}",
+        report.faults
+    );
     assert!(report.retries > 0);
 }
 
@@ -26,7 +42,11 @@ async fn a_swarm_with_faults_and_actor_crashes_has_no_violations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_survives_kill_9_chaos_restarts() {
     let data_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let address = format!("127.0.0.1:{port}");
     let command = format!(
         "{} --listen {address} --data-dir {} --operator-token chaos-token --pin-hash-memory-kib 8 --pin-hash-iterations 1",

@@ -8,6 +8,7 @@
 #
 # Equivalent to
 #   cargo run --release --example atm_swarm -- --bench --atms 64 --accounts 1 --mix withdraw=1 \
+#       --initial-balance 1000000000000000 \
 #       --duration 10s --json-out FILE
 # but runs the built binary, so cargo's own start-up is not timed.
 #
@@ -32,6 +33,7 @@ run_swarm() {
     # Progress goes to standard error once a second (not a terminal); stamp each line.
     local status=0
     "$SWARM" --bench --atms "$CLIENTS" --accounts "$accounts" --mix withdraw=1 \
+        --initial-balance 1000000000000000 \
         --duration "${DURATION}s" --json-out "$report" \
         > "$RESULTS_DIR/actor_bank_${name}.stdout" \
         2> >(while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done >"$stderr") || status=$?

@@ -31,7 +31,10 @@ fn main() -> ExitCode {
     let mut config = ClientConfig::new(arguments.server);
     config.outcome_deadline = arguments.deadline;
     config.attempt_timeout = config.attempt_timeout.min(arguments.deadline);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("atm: {error}");

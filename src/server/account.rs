@@ -102,7 +102,9 @@ impl AccountActor {
             durable_after,
         };
         // A locked card admits no PIN attempt, not even the replay of one approved before the lock.
-        if matches!(event, Event::PinAttempt { .. }) && self.account.as_ref().is_some_and(Account::is_locked) {
+        if matches!(event, Event::PinAttempt { .. })
+            && self.account.as_ref().is_some_and(Account::is_locked)
+        {
             return Ok(answer(Status::CardLocked, self.last_lsn));
         }
         let fingerprint = Fingerprint::of(self.card, &event);
@@ -133,7 +135,9 @@ impl AccountActor {
         let decided = catch_unwind(AssertUnwindSafe(|| {
             if crash == Some(CrashPoint::BeforeJournal) {
                 // Unwinds exactly like a panic, without the panic hook's report on stderr.
-                std::panic::resume_unwind(Box::new(format!("injected crash of the account actor for card {card}")));
+                std::panic::resume_unwind(Box::new(format!(
+                    "injected crash of the account actor for card {card}"
+                )));
             }
             ledger::decide(account, card, request, event, now)
         }));

@@ -36,7 +36,10 @@ impl Gateway {
             ctx.add_stream(accepted);
             // A graceful shutdown stops the gateway, which drops the listener: no new connections.
             let stopping = bank.clone();
-            let shutdown = actix::fut::wrap_future::<_, Gateway>(async move { stopping.shutting_down().await });
+            let shutdown =
+                actix::fut::wrap_future::<_, Gateway>(
+                    async move { stopping.shutting_down().await },
+                );
             ctx.spawn(shutdown.map(|_, _, ctx| {
                 tracing::info!("no longer accepting connections");
                 ctx.stop();

@@ -242,15 +242,30 @@ impl Bank {
     /// Decides `event` for `request` on `card` and waits until the answer may be given (its record
     /// is durable). Never fails: trouble becomes `busy` or `unavailable`, which clients retry.
     pub async fn decide(self: &Arc<Self>, card: Card, request: RequestId, event: Event) -> Outcome {
-        let refuse = |status| Outcome {
-            status,
-            balance: None,
-        };
+        let submitted = self.submit(card, request, event);
+        self.settle(submitted).await
+    }
+
+    /// Hands `event` to the card's actor now, without waiting: requests submitted one after the
+    /// other reach the actor, and are decided, in that order. [`Bank::settle`] waits for the answer.
+    pub fn submit(self: &Arc<Self>, card: Card, request: RequestId, event: Event) -> Submitted {
         let (reply, answer) = oneshot::channel();
         let message = Decide {
             request,
             event,
             reply,
+        };
+        match self.account(card).try_send(message) {
+            Ok(()) => Submitted(Some(answer)),
+            Err(_) => Submitted(None),
+        }
+    }
+
+    /// Waits for a submitted request's answer and for its record to be durable.
+    pub async fn settle(&self, submitted: Submitted) -> Outcome {
+        let refuse = |status| Outcome {
+            status,
+            balance: None,
         };
         // No answer means the request was not decided now (a full mailbox, a crash, a retiring
         // actor): `busy`, retry. If the journal has failed, say so instead: retrying cannot help.
@@ -261,9 +276,9 @@ impl Bank {
                 Status::Busy
             })
         };
-        if self.account(card).try_send(message).is_err() {
+        let Some(answer) = submitted.0 else {
             return no_answer();
-        }
+        };
         let answer = match answer.await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) | Err(_) => return no_answer(),
@@ -296,14 +311,16 @@ impl Bank {
     pub fn forget_idle_clients(&self) -> usize {
         let cutoff = now_unix_ms().saturating_sub(self.client_retention.as_millis() as u64);
         let before = self.clients.len();
-        self.clients.retain(|_, window| window.last_used_unix_ms >= cutoff);
+        self.clients
+            .retain(|_, window| window.last_used_unix_ms >= cutoff);
         before.saturating_sub(self.clients.len())
     }
 
     async fn forget_idle_clients_forever(&self) {
         // Often enough that a full table frees up soon after clients go idle, rarely enough that
         // the scan costs nothing noticeable.
-        let period = (self.client_retention / 8).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let period =
+            (self.client_retention / 8).clamp(Duration::from_millis(100), Duration::from_secs(60));
         let mut ticks = tokio::time::interval(period);
         loop {
             tokio::select! {
@@ -337,6 +354,9 @@ impl Bank {
         self.pin_hash_cost
     }
 }
+
+/// A request handed to an account actor (or `None` when its mailbox would not take it).
+pub struct Submitted(Option<oneshot::Receiver<Result<account::Answer, account::NoAnswer>>>);
 
 /// Errors of starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -535,20 +555,30 @@ impl RunningServer {
     }
 
     fn shutdown(&mut self) {
-        let Some(thread) = self.thread.take() else { return };
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
         self.bank.shutdown.cancel();
         let deadline = std::time::Instant::now() + self.shutdown_timeout;
-        while self.bank.stats.connections.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+        while self.bank.stats.connections.load(Ordering::Relaxed) > 0
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         let left = self.bank.stats.connections.load(Ordering::Relaxed);
         if left > 0 {
-            tracing::warn!(connections = left, "shutdown deadline passed with connections still open");
+            tracing::warn!(
+                connections = left,
+                "shutdown deadline passed with connections still open"
+            );
         }
         self.system.stop();
         let _ = thread.join();
         self.bank.journal.close();
-        tracing::info!(lsn = self.bank.journal.stats().durable_lsn, "journal closed; shutdown complete");
+        tracing::info!(
+            lsn = self.bank.journal.stats().durable_lsn,
+            "journal closed; shutdown complete"
+        );
     }
 }
 

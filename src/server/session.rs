@@ -23,8 +23,8 @@ use crate::codec::{self, FRAME_HEADER_BYTES};
 use crate::ledger::{Event, Outcome};
 use crate::pin;
 use crate::protocol::{
-    Body, Card, ClientMessage, Goodbye, Operation, Reply, Request, RequestId, ServerMessage, Status, Welcome,
-    PROTOCOL_VERSION,
+    Body, Card, ClientMessage, Goodbye, Operation, Reply, Request, RequestId, ServerMessage,
+    Status, Welcome, PROTOCOL_VERSION,
 };
 use crate::utility;
 use actix::prelude::*;
@@ -99,7 +99,10 @@ impl Session {
             let peer = stream.peer_addr().ok();
             let (read, write) = stream.into_split();
             let limits = &bank.limits;
-            let queue_frames = limits.write_queue_frames.max(2 * limits.requests_in_flight_max).max(1);
+            let queue_frames = limits
+                .write_queue_frames
+                .max(2 * limits.requests_in_flight_max)
+                .max(1);
             let (outbox, queue) = mpsc::channel(queue_frames);
             let logged_in = Arc::new(AtomicBool::new(false));
             let span = tracing::info_span!("connection", peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()));
@@ -115,7 +118,12 @@ impl Session {
                 replies_window: limits.requests_in_flight_max.min(queue_frames),
             };
             let reader = actix::spawn(reader.run(read));
-            actix::spawn(write_frames(write, queue, limits.write_timeout, ctx.address()));
+            actix::spawn(write_frames(
+                write,
+                queue,
+                limits.write_timeout,
+                ctx.address(),
+            ));
             Session {
                 bank,
                 outbox: Some(outbox),
@@ -206,7 +214,8 @@ impl Session {
             operation: operation.name(),
             arrived: Instant::now(),
         };
-        let span = tracing::debug_span!(parent: &self.span, "request", %id, operation = operation.name());
+        let span =
+            tracing::debug_span!(parent: &self.span, "request", %id, operation = operation.name());
         let _entered = span.enter();
         if self.in_flight >= self.bank.limits.requests_in_flight_max {
             return self.reply(pending, Status::Busy, Body::Empty, ctx);
@@ -223,18 +232,30 @@ impl Session {
                 // Lowercasing can lengthen text (some capitals become two characters); a reply
                 // must fit in a frame the client accepts.
                 let lowered = utility::lowercase(&text);
-                if lowered.len() + REPLY_OVERHEAD_BYTES > self.bank.limits.frame_bytes_max.min(codec::FRAME_BYTES_LIMIT) {
+                if lowered.len() + REPLY_OVERHEAD_BYTES
+                    > self
+                        .bank
+                        .limits
+                        .frame_bytes_max
+                        .min(codec::FRAME_BYTES_LIMIT)
+                {
                     self.reply(pending, Status::InvalidRequest, Body::Empty, ctx)
                 } else {
                     self.reply(pending, Status::Approved, Body::Text(lowered), ctx)
                 }
             }
-            Operation::IsPrime { number } => {
-                self.reply(pending, Status::Approved, Body::Answer(utility::is_prime(number)), ctx)
-            }
-            Operation::IsPalindrome { number } => {
-                self.reply(pending, Status::Approved, Body::Answer(utility::is_palindrome(number)), ctx)
-            }
+            Operation::IsPrime { number } => self.reply(
+                pending,
+                Status::Approved,
+                Body::Answer(utility::is_prime(number)),
+                ctx,
+            ),
+            Operation::IsPalindrome { number } => self.reply(
+                pending,
+                Status::Approved,
+                Body::Answer(utility::is_palindrome(number)),
+                ctx,
+            ),
             Operation::Logout => {
                 self.login_epoch += 1;
                 self.set_card(None);
@@ -243,13 +264,22 @@ impl Session {
             Operation::Balance => match self.card {
                 None => self.reply(pending, Status::NotLoggedIn, Body::Empty, ctx),
                 Some(card) => match bank.balance(card) {
-                    Some(balance) => self.reply(pending, Status::Approved, Body::Balance(balance), ctx),
+                    Some(balance) => {
+                        self.reply(pending, Status::Approved, Body::Balance(balance), ctx)
+                    }
                     None => self.reply(pending, Status::UnknownCard, Body::Empty, ctx),
                 },
             },
-            Operation::Withdraw { amount } => self.account_change(pending, Event::Withdrawal { amount }, ctx),
-            Operation::Deposit { amount } => self.account_change(pending, Event::Deposit { amount }, ctx),
-            Operation::Verify { card, pin: pin_text } => {
+            Operation::Withdraw { amount } => {
+                self.account_change(pending, Event::Withdrawal { amount }, ctx)
+            }
+            Operation::Deposit { amount } => {
+                self.account_change(pending, Event::Deposit { amount }, ctx)
+            }
+            Operation::Verify {
+                card,
+                pin: pin_text,
+            } => {
                 // A new verification logs out first: a failed one must not leave the old card.
                 self.login_epoch += 1;
                 let epoch = self.login_epoch;
@@ -282,13 +312,17 @@ impl Session {
                     return self.reply(pending, Status::NotAuthorised, Body::Empty, ctx);
                 }
                 let holder = holder.trim().to_string();
-                if !pin::is_well_formed(&pin_text) || holder.is_empty() || holder.len() > HOLDER_BYTES_MAX {
+                if !pin::is_well_formed(&pin_text)
+                    || holder.is_empty()
+                    || holder.len() > HOLDER_BYTES_MAX
+                {
                     return self.reply(pending, Status::InvalidRequest, Body::Empty, ctx);
                 }
                 let cost = bank.pin_hash_cost();
                 let work = async move {
                     let offered = pin_text.clone();
-                    let hashed = tokio::task::spawn_blocking(move || pin::hash(&pin_text, cost)).await;
+                    let hashed =
+                        tokio::task::spawn_blocking(move || pin::hash(&pin_text, cost)).await;
                     let Ok(Ok(pin_hash)) = hashed else {
                         return Outcome {
                             status: Status::Busy,
@@ -305,11 +339,15 @@ impl Session {
                     // PIN could be recovered from). If the account now has another hash, this was a
                     // retry of the id with another PIN: check the PIN against the stored hash.
                     let stored = bank.pin_hash(card);
-                    if outcome.status == Status::Approved && stored.as_deref() != Some(pin_hash.as_str()) {
+                    if outcome.status == Status::Approved
+                        && stored.as_deref() != Some(pin_hash.as_str())
+                    {
                         let matches = match stored {
-                            Some(stored) => tokio::task::spawn_blocking(move || pin::verify(&offered, &stored))
-                                .await
-                                .unwrap_or(false),
+                            Some(stored) => {
+                                tokio::task::spawn_blocking(move || pin::verify(&offered, &stored))
+                                    .await
+                                    .unwrap_or(false)
+                            }
                             None => false,
                         };
                         if !matches {
@@ -331,8 +369,14 @@ impl Session {
             return self.reply(pending, Status::NotLoggedIn, Body::Empty, ctx);
         };
         let bank = self.bank.clone();
-        let id = pending.id;
-        self.spawn_reply(pending, async move { bank.decide(card, id, event).await }, ctx, |_, _| {});
+        // Submitted now, in arrival order; only the wait for the answer runs concurrently.
+        let submitted = bank.submit(card, pending.id, event);
+        self.spawn_reply(
+            pending,
+            async move { bank.settle(submitted).await },
+            ctx,
+            |_, _| {},
+        );
     }
 
     /// Runs `work` off the session's turn and writes its outcome as the reply to `id`; `after`
@@ -401,9 +445,15 @@ impl Handler<Incoming> for Session {
     fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         match incoming {
-            Incoming::Message(ClientMessage::Hello(hello)) => self.hello(hello.protocol_version, ctx),
-            Incoming::Message(ClientMessage::Request(request)) if self.greeted => self.request(request, ctx),
-            Incoming::Message(ClientMessage::Request(_)) => self.close("a request before the Hello".into(), ctx),
+            Incoming::Message(ClientMessage::Hello(hello)) => {
+                self.hello(hello.protocol_version, ctx)
+            }
+            Incoming::Message(ClientMessage::Request(request)) if self.greeted => {
+                self.request(request, ctx)
+            }
+            Incoming::Message(ClientMessage::Request(_)) => {
+                self.close("a request before the Hello".into(), ctx)
+            }
             Incoming::Close(reason) => self.close(reason, ctx),
             Incoming::Ended => ctx.stop(),
             Incoming::Drain => {
@@ -453,12 +503,25 @@ impl Reader {
     }
 
     /// The next message; `None` when the peer closed cleanly between frames.
-    async fn next(&self, read: &mut BufReader<OwnedReadHalf>) -> Result<Option<ClientMessage>, String> {
+    async fn next(
+        &self,
+        read: &mut BufReader<OwnedReadHalf>,
+    ) -> Result<Option<ClientMessage>, String> {
         // Read on only when every reply this request could add has a place in the queue.
-        match tokio::time::timeout(self.write_timeout, self.room.reserve_many(self.replies_window)).await {
+        match tokio::time::timeout(
+            self.write_timeout,
+            self.room.reserve_many(self.replies_window),
+        )
+        .await
+        {
             Ok(Ok(permits)) => drop(permits),
             Ok(Err(_)) => return Ok(None),
-            Err(_) => return Err(format!("the client took none of its replies for {:?}", self.write_timeout)),
+            Err(_) => {
+                return Err(format!(
+                    "the client took none of its replies for {:?}",
+                    self.write_timeout
+                ))
+            }
         }
         let mut header = [0u8; FRAME_HEADER_BYTES];
         // The login deadline applies only while no card is verified; a verification may complete
@@ -470,7 +533,12 @@ impl Reader {
             match tokio::time::timeout(self.login_idle_timeout, read.read(&mut header[..1])).await {
                 Ok(result) => break result,
                 Err(_) if self.logged_in.load(Ordering::Relaxed) => continue,
-                Err(_) => return Err(format!("no request for {:?} without a verified card", self.login_idle_timeout)),
+                Err(_) => {
+                    return Err(format!(
+                        "no request for {:?} without a verified card",
+                        self.login_idle_timeout
+                    ))
+                }
             }
         };
         match first {
@@ -482,24 +550,33 @@ impl Reader {
             read.read_exact(&mut header[1..])
                 .await
                 .map_err(|error| format!("frame header cut short: {error}"))?;
-            let body_bytes =
-                codec::declared_body_bytes(header, self.frame_bytes_max).map_err(|error| format!("bad frame: {error}"))?;
+            let body_bytes = codec::declared_body_bytes(header, self.frame_bytes_max)
+                .map_err(|error| format!("bad frame: {error}"))?;
             let mut body = vec![0u8; body_bytes];
             read.read_exact(&mut body)
                 .await
                 .map_err(|error| format!("frame body cut short: {error}"))?;
-            codec::decode_wire::<ClientMessage>(&body).map_err(|error| format!("bad frame: {error}"))
+            codec::decode_wire::<ClientMessage>(&body)
+                .map_err(|error| format!("bad frame: {error}"))
         };
         match tokio::time::timeout(self.frame_read_timeout, rest).await {
             Ok(result) => result.map(Some),
-            Err(_) => Err(format!("a frame took longer than {:?} to arrive", self.frame_read_timeout)),
+            Err(_) => Err(format!(
+                "a frame took longer than {:?} to arrive",
+                self.frame_read_timeout
+            )),
         }
     }
 }
 
 /// The writing side: sends queued frames, several per system call when they pile up, under a
 /// deadline. Ends when the session drops its end of the queue (after sending what is left).
-async fn write_frames(write: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>, timeout: Duration, session: Addr<Session>) {
+async fn write_frames(
+    write: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Bytes>,
+    timeout: Duration,
+    session: Addr<Session>,
+) {
     let mut write = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, write);
     while let Some(frame) = queue.recv().await {
         let sent = tokio::time::timeout(timeout, async {
@@ -517,7 +594,9 @@ async fn write_frames(write: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>, t
                 break;
             }
             Err(_) => {
-                session.do_send(Incoming::Close(format!("the client took no reply for {timeout:?}")));
+                session.do_send(Incoming::Close(format!(
+                    "the client took no reply for {timeout:?}"
+                )));
                 break;
             }
         }
