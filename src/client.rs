@@ -29,6 +29,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
+/// The shortest wait for a reply, even when the deadline is nearer than that.
+const ATTEMPT_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+
+/// Mixed into a client's id to make the id its automatic re-logins use.
+const RELOGIN_CLIENT_TAG: u64 = 0x5245_4c4f_4749_4e21;
+
 /// How a client behaves.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -121,6 +127,11 @@ pub struct Client {
     next_sequence: u64,
     /// The card and PIN last verified, to verify again after a reconnect.
     login: Option<(Card, String)>,
+    /// The client id and next sequence number of automatic re-logins. They have an id of their
+    /// own so that any number of reconnects during one call never moves this client's window
+    /// past the request being retried.
+    relogin_client: u64,
+    relogin_sequence: u64,
     generator: StdRng,
     stats: ClientStats,
 }
@@ -129,11 +140,14 @@ impl Client {
     /// A client; it connects on its first call.
     pub fn new(config: ClientConfig) -> Client {
         let generator = StdRng::seed_from_u64(config.faults.seed ^ config.client_id);
+        let relogin_client = config.client_id.rotate_left(32) ^ RELOGIN_CLIENT_TAG;
         Client {
             config,
             connection: None,
             next_sequence: 1,
             login: None,
+            relogin_client,
+            relogin_sequence: 1,
             generator,
             stats: ClientStats::default(),
         }
@@ -306,7 +320,11 @@ impl Client {
         {
             return Ok(None);
         }
-        let id = self.next_id();
+        let id = RequestId {
+            client: self.relogin_client,
+            sequence: self.relogin_sequence,
+        };
+        self.relogin_sequence += 1;
         match self
             .exchange(id, Operation::Verify { card, pin }, deadline)
             .await
@@ -343,10 +361,12 @@ impl Client {
         if let Err(error) = connection.framed.send(request).await {
             return Attempt::Retry(format!("send failed: {error}"));
         }
+        // The last attempt before the deadline still gets a fair chance to hear back.
         let timeout = self
             .config
             .attempt_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(ATTEMPT_TIMEOUT_MIN.min(self.config.attempt_timeout));
         let wait = async {
             loop {
                 match connection.framed.next().await {

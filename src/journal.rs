@@ -30,6 +30,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+/// The file whose lock marks the data directory as in use.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
 /// Settings of the journal.
 #[derive(Clone)]
 pub struct JournalConfig {
@@ -84,6 +87,12 @@ pub enum JournalError {
         path: PathBuf,
         /// What went wrong.
         source: std::io::Error,
+    },
+    /// Another process has the data directory open.
+    #[error("{path}: the data directory is in use by another bank-server process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
     },
     /// A file is damaged in a way recovery must not paper over.
     #[error("{path}: corrupt at byte offset {offset}: {reason}")]
@@ -159,7 +168,23 @@ fn now_unix_ms() -> u64 {
 
 impl Journal {
     /// Recovers the data directory (see [`recovery`]) and starts the writer.
+    ///
+    /// The directory is locked first: two servers appending to one journal would interleave
+    /// their records, so a second one is refused.
     pub fn open(config: JournalConfig) -> Result<Journal, JournalError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|error| JournalError::io(&config.data_dir, error))?;
+        let lock_path = config.data_dir.join(LOCK_FILE_NAME);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| JournalError::io(&lock_path, error))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(JournalError::Locked { path: lock_path }),
+            Err(std::fs::TryLockError::Error(error)) => return Err(JournalError::io(&lock_path, error)),
+        }
         let recovered = recovery::recover(&config)?;
         let durable = recovered.ledger.applied_lsn;
         let (progress, _) = watch::channel(Progress::Durable(durable));
@@ -181,6 +206,7 @@ impl Journal {
             segment_bytes: recovered.segment_bytes,
             records_since_snapshot: recovered.records_after_snapshot,
             config,
+            _lock: lock,
         };
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -296,6 +322,8 @@ struct Writer {
     segment: Box<dyn SegmentFile>,
     segment_bytes: u64,
     records_since_snapshot: u64,
+    /// Held (and the directory locked) for as long as the writer runs.
+    _lock: std::fs::File,
 }
 
 impl Writer {

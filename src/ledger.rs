@@ -350,8 +350,9 @@ pub enum Seen {
     New,
     /// Completed with the same parameters: answer with the stored outcome.
     Replay(Completed),
-    /// Completed with other parameters: refuse with `request_id_conflict`.
-    Conflict,
+    /// Completed with other parameters: refuse with `request_id_conflict` once the original's
+    /// record (at this position) is durable, so the refusal never outlives the original.
+    Conflict(Lsn),
     /// Too old to tell: refuse with `stale_request`, never execute.
     Stale,
 }
@@ -382,7 +383,7 @@ impl ClientWindow {
             return if done.fingerprint == *fingerprint {
                 Seen::Replay(*done)
             } else {
-                Seen::Conflict
+                Seen::Conflict(done.lsn)
             };
         }
         if self.highest >= REQUEST_WINDOW && sequence <= self.highest - REQUEST_WINDOW {
@@ -574,7 +575,7 @@ mod tests {
         assert_eq!(window.check(1, &fingerprint(1)), Seen::Stale);
         // Sequence 2 is the oldest still remembered.
         assert!(matches!(window.check(2, &fingerprint(2)), Seen::Replay(done) if done.lsn == 2));
-        assert_eq!(window.check(2, &fingerprint(3)), Seen::Conflict);
+        assert_eq!(window.check(2, &fingerprint(3)), Seen::Conflict(2));
         assert_eq!(window.check(REQUEST_WINDOW + 2, &fingerprint(0)), Seen::New);
     }
 

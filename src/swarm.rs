@@ -380,14 +380,21 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
             }
         })
     });
-    let mut server_fault_seconds: Vec<u64> = Vec::new();
+    // Server-side faults per second (in-process server only), sampled until the load stops.
+    let load_done = tokio_util::sync::CancellationToken::new();
     let server_faults_sampler = in_process.as_ref().map(|(server, _)| server.bank().clone());
     let sampler = server_faults_sampler.map(|bank| {
+        let load_done = load_done.clone();
         tokio::spawn(async move {
             let mut seconds = Vec::new();
             let mut last = 0;
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            ticks.tick().await;
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let finished = tokio::select! {
+                    _ = ticks.tick() => false,
+                    _ = load_done.cancelled() => true,
+                };
                 let total = bank.faults.as_ref().map_or(0, |faults| {
                     faults.counts.requests_dropped.load(Ordering::Relaxed)
                         + faults.counts.replies_dropped.load(Ordering::Relaxed)
@@ -395,7 +402,7 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
                 });
                 seconds.push(total - last);
                 last = total;
-                if seconds.len() > 86_400 {
+                if finished {
                     return seconds;
                 }
             }
@@ -418,12 +425,11 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     if let Some(task) = progress_task {
         task.abort();
     }
-    if let Some(task) = sampler {
-        task.abort();
-        if let Ok(seconds) = task.await {
-            server_fault_seconds = seconds;
-        }
-    }
+    load_done.cancel();
+    let server_fault_seconds = match sampler {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let restart_seconds = match chaos_task {
         Some(task) => {
             task.abort();

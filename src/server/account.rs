@@ -22,6 +22,7 @@ use crate::ledger::{self, Account, Decision, Event, Fingerprint, Lsn, Outcome, S
 use crate::protocol::{Card, RequestId, Status};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -65,6 +66,9 @@ pub struct AccountActor {
     /// The position of the last record this actor queued.
     last_lsn: Lsn,
     last_active: Instant,
+    /// Messages sent to this actor and not yet taken; the bank refuses more beyond the mailbox
+    /// capacity.
+    queued: Arc<AtomicUsize>,
     /// Set when the actor left the registry: from then on it decides nothing. Kept across
     /// restarts, because a restarted retiree must not start deciding again next to its successor.
     retired: bool,
@@ -72,10 +76,11 @@ pub struct AccountActor {
 
 impl AccountActor {
     /// An actor for `card`; its state is loaded when it starts.
-    pub fn new(card: Card, bank: Arc<Bank>) -> Self {
+    pub fn new(card: Card, bank: Arc<Bank>, queued: Arc<AtomicUsize>) -> Self {
         AccountActor {
             card,
             bank,
+            queued,
             account: None,
             last_lsn: 0,
             last_active: Instant::now(),
@@ -124,7 +129,7 @@ impl AccountActor {
                     durable_after: done.lsn,
                 });
             }
-            Seen::Conflict => return Ok(answer(Status::RequestIdConflict, self.last_lsn)),
+            Seen::Conflict(lsn) => return Ok(answer(Status::RequestIdConflict, lsn.max(self.last_lsn))),
             Seen::Stale => return Ok(answer(Status::StaleRequest, self.last_lsn)),
             Seen::New => {}
         }
@@ -209,7 +214,7 @@ impl AccountActor {
         let me = ctx.address();
         self.bank
             .accounts
-            .remove_if(&self.card, |_, registered| *registered == me);
+            .remove_if(&self.card, |_, registered| registered.address == me);
         self.retired = true;
         ctx.stop();
     }
@@ -254,6 +259,7 @@ impl Handler<Decide> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, message: Decide, ctx: &mut Context<Self>) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
         let result = self.decide(message.request, message.event, ctx);
         // A crash loses the reply, like a real one would: the sender sees its channel closed.
         if let Ok(answer) = result {

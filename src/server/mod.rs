@@ -187,7 +187,7 @@ pub struct Bank {
     /// The journal every change goes through.
     pub journal: Journal,
     /// The account actors by card.
-    accounts: DashMap<Card, Addr<AccountActor>>,
+    accounts: DashMap<Card, AccountHandle>,
     /// The working memory of completed requests, by client: decisions are checked against it and
     /// recorded in it before they are durable (a retry then waits for durability like the first
     /// attempt). Seeded from the committed ledger at start.
@@ -217,26 +217,29 @@ pub(crate) fn now_unix_ms() -> u64 {
 
 impl Bank {
     /// The actor for `card`, started (on the card's arbiter) if it is not running.
-    fn account(self: &Arc<Self>, card: Card) -> Addr<AccountActor> {
-        if let Some(address) = self.accounts.get(&card) {
-            if address.connected() {
-                return address.clone();
+    fn account(self: &Arc<Self>, card: Card) -> AccountHandle {
+        if let Some(handle) = self.accounts.get(&card) {
+            if handle.address.connected() {
+                return handle.clone();
             }
         }
         let mut entry = self
             .accounts
             .entry(card)
             .or_insert_with(|| self.start_account(card));
-        if !entry.connected() {
+        if !entry.address.connected() {
             *entry = self.start_account(card);
         }
         entry.clone()
     }
 
-    fn start_account(self: &Arc<Self>, card: Card) -> Addr<AccountActor> {
+    fn start_account(self: &Arc<Self>, card: Card) -> AccountHandle {
         let arbiter = &self.arbiters[(card % self.arbiters.len() as u64) as usize];
         let bank = self.clone();
-        Supervisor::start_in_arbiter(arbiter, move |_| AccountActor::new(card, bank))
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counter = queued.clone();
+        let address = Supervisor::start_in_arbiter(arbiter, move |_| AccountActor::new(card, bank, counter));
+        AccountHandle { address, queued }
     }
 
     /// Decides `event` for `request` on `card` and waits until the answer may be given (its record
@@ -255,9 +258,18 @@ impl Bank {
             event,
             reply,
         };
-        match self.account(card).try_send(message) {
+        let handle = self.account(card);
+        // A full mailbox answers `busy` at once instead of queueing without bound.
+        if handle.queued.fetch_add(1, Ordering::AcqRel) >= self.limits.mailbox_capacity {
+            handle.queued.fetch_sub(1, Ordering::AcqRel);
+            return Submitted(None);
+        }
+        match handle.address.try_send(message) {
             Ok(()) => Submitted(Some(answer)),
-            Err(_) => Submitted(None),
+            Err(_) => {
+                handle.queued.fetch_sub(1, Ordering::AcqRel);
+                Submitted(None)
+            }
         }
     }
 
@@ -353,6 +365,15 @@ impl Bank {
     pub fn pin_hash_cost(&self) -> PinHashCost {
         self.pin_hash_cost
     }
+}
+
+/// How the bank reaches one account actor.
+#[derive(Clone)]
+struct AccountHandle {
+    address: Addr<AccountActor>,
+    /// Messages sent and not yet taken by the actor. actix gives every sender (every `Addr`
+    /// clone) a slot of its own beyond the mailbox capacity, so the bank counts for itself.
+    queued: Arc<AtomicUsize>,
 }
 
 /// A request handed to an account actor (or `None` when its mailbox would not take it).
