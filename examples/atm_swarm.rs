@@ -302,7 +302,14 @@ fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
 type Line<'a> = (&'a str, Vec<(u64, u64)>, RGBColor);
 
 /// Like [`chart`], with a logarithmic value axis (latencies span several orders of magnitude).
-fn log_chart(path: &Path, title: &str, unit: &str, seconds: u64, lines: &[Line<'_>], restarts: &[u64]) -> DrawResult {
+fn log_chart(
+    path: &Path,
+    title: &str,
+    unit: &str,
+    seconds: u64,
+    lines: &[Line<'_>],
+    restarts: &[u64],
+) -> DrawResult {
     let top = lines
         .iter()
         .flat_map(|(_, points, _)| points.iter().map(|(_, value)| *value))
@@ -317,17 +324,26 @@ fn log_chart(path: &Path, title: &str, unit: &str, seconds: u64, lines: &[Line<'
         .x_label_area_size(36)
         .y_label_area_size(70)
         .build_cartesian_2d(0..seconds, (1..top * 2).log_scale())?;
-    chart.configure_mesh().x_desc("second").y_desc(unit).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("second")
+        .y_desc(unit)
+        .draw()?;
     for (name, points, color) in lines {
         let color = *color;
         let points: Vec<(u64, u64)> = points.iter().map(|(x, y)| (*x, (*y).max(1))).collect();
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     for restart in restarts {
-        chart.draw_series(LineSeries::new(vec![(*restart, 1), (*restart, top)], BLACK.mix(0.5)))?;
+        chart.draw_series(LineSeries::new(
+            vec![(*restart, 1), (*restart, top)],
+            BLACK.mix(0.5),
+        ))?;
     }
     chart
         .configure_series_labels()

@@ -172,7 +172,8 @@ impl Journal {
     /// The directory is locked first: two servers appending to one journal would interleave
     /// their records, so a second one is refused.
     pub fn open(config: JournalConfig) -> Result<Journal, JournalError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|error| JournalError::io(&config.data_dir, error))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|error| JournalError::io(&config.data_dir, error))?;
         let lock_path = config.data_dir.join(LOCK_FILE_NAME);
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -182,8 +183,12 @@ impl Journal {
             .map_err(|error| JournalError::io(&lock_path, error))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(JournalError::Locked { path: lock_path }),
-            Err(std::fs::TryLockError::Error(error)) => return Err(JournalError::io(&lock_path, error)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked { path: lock_path })
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(JournalError::io(&lock_path, error))
+            }
         }
         let recovered = recovery::recover(&config)?;
         let durable = recovered.ledger.applied_lsn;
@@ -205,6 +210,7 @@ impl Journal {
             segment: recovered.segment,
             segment_bytes: recovered.segment_bytes,
             records_since_snapshot: recovered.records_after_snapshot,
+            snapshotter: None,
             config,
             _lock: lock,
         };
@@ -315,6 +321,36 @@ impl Journal {
     }
 }
 
+/// Writes `image` as the snapshot at its position and removes the files it covers; returns the
+/// position and the snapshot's size.
+fn write_snapshot(
+    image: &Ledger,
+    directory: &Path,
+    files: &dyn FileLayer,
+) -> Result<(Lsn, usize), String> {
+    let lsn = image.applied_lsn;
+    let bytes = format::encode_snapshot(image)
+        .map_err(|error| format!("cannot encode snapshot: {error}"))?;
+    let temporary = directory.join(format::snapshot_temporary_name(lsn));
+    let path = directory.join(format::snapshot_name(lsn));
+    let io = |what: &str, error: std::io::Error| format!("snapshot {what} failed: {error}");
+    let mut file = files
+        .create(&temporary)
+        .map_err(|error| io("create", error))?;
+    file.write_all(&bytes).map_err(|error| io("write", error))?;
+    file.sync_data().map_err(|error| io("sync", error))?;
+    drop(file);
+    files
+        .rename(&temporary, &path)
+        .map_err(|error| io("rename", error))?;
+    files
+        .sync_dir(directory)
+        .map_err(|error| io("directory sync", error))?;
+    recovery::remove_covered_files(directory, lsn)
+        .map_err(|error| format!("cannot remove covered files: {error}"))?;
+    Ok((lsn, bytes.len()))
+}
+
 /// The writer thread's state.
 struct Writer {
     shared: Arc<Shared>,
@@ -322,6 +358,8 @@ struct Writer {
     segment: Box<dyn SegmentFile>,
     segment_bytes: u64,
     records_since_snapshot: u64,
+    /// The snapshot being written, if any.
+    snapshotter: Option<JoinHandle<Result<(Lsn, usize), String>>>,
     /// Held (and the directory locked) for as long as the writer runs.
     _lock: std::fs::File,
 }
@@ -336,6 +374,10 @@ impl Writer {
                     self.shared.wake_writer.wait(&mut queue);
                 }
                 if queue.pending.is_empty() {
+                    drop(queue);
+                    if let Err(reason) = self.finish_snapshot() {
+                        self.fail(reason);
+                    }
                     return;
                 }
                 std::mem::take(&mut queue.pending)
@@ -386,46 +428,59 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes a snapshot of the committed ledger, starts a new segment after it and removes the
-    /// files it covers. See docs/JOURNAL.md for why the order is safe at every step.
+    /// Starts a snapshot of the committed ledger, unless one is still being written.
+    ///
+    /// The writer only copies the ledger and starts a new segment after it; a thread of its own
+    /// encodes the copy, writes it to a temporary file, syncs it, renames it into place, syncs
+    /// the directory, and only then removes the segments and snapshots it covers. Commits go on
+    /// meanwhile. A crash at any step leaves either the old snapshot with every segment after
+    /// it, or the new snapshot with the new segment: recovery finds a complete history either
+    /// way. docs/JOURNAL.md walks through each step.
     fn snapshot(&mut self) -> Result<(), String> {
+        if let Some(running) = &self.snapshotter {
+            if !running.is_finished() {
+                return Ok(());
+            }
+        }
+        self.finish_snapshot()?;
         let cutoff = now_unix_ms().saturating_sub(self.config.client_retention.as_millis() as u64);
-        let (lsn, image) = {
+        let image = {
             let mut ledger = self.shared.committed.write();
             let forgotten = ledger.forget_clients_idle_since(cutoff);
             if forgotten > 0 {
                 tracing::info!(forgotten, "forgot idle clients");
             }
-            let image = format::encode_snapshot(&ledger)
-                .map_err(|error| format!("cannot encode snapshot: {error}"))?;
-            (ledger.applied_lsn, image)
+            ledger.clone()
         };
-        let directory = &self.config.data_dir;
-        let files = &self.config.files;
-        let temporary = directory.join(format::snapshot_temporary_name(lsn));
-        let path = directory.join(format::snapshot_name(lsn));
-        let io = |what: &str, error: std::io::Error| format!("snapshot {what} failed: {error}");
-        let mut file = files
-            .create(&temporary)
-            .map_err(|error| io("create", error))?;
-        file.write_all(&image).map_err(|error| io("write", error))?;
-        file.sync_data().map_err(|error| io("sync", error))?;
-        drop(file);
-        files
-            .rename(&temporary, &path)
-            .map_err(|error| io("rename", error))?;
-        files
-            .sync_dir(directory)
-            .map_err(|error| io("directory sync", error))?;
+        let lsn = image.applied_lsn;
+        let directory = self.config.data_dir.clone();
+        let files = self.config.files.clone();
         let segment_path = directory.join(format::segment_name(lsn + 1));
         self.segment = recovery::create_segment(files.as_ref(), &segment_path, lsn + 1)
             .map_err(|error| format!("cannot start segment: {error}"))?;
         self.segment_bytes = format::SEGMENT_HEADER_BYTES as u64;
         self.records_since_snapshot = 0;
-        recovery::remove_covered_files(directory, lsn)
-            .map_err(|error| format!("cannot remove covered files: {error}"))?;
-        tracing::info!(lsn, bytes = image.len(), "snapshot written");
+        let thread = std::thread::Builder::new()
+            .name("journal-snapshot".into())
+            .spawn(move || write_snapshot(&image, &directory, files.as_ref()))
+            .map_err(|error| format!("cannot start the snapshot thread: {error}"))?;
+        self.snapshotter = Some(thread);
         Ok(())
+    }
+
+    /// Waits for the snapshot being written, if any, and reports how it went. A snapshot that
+    /// failed lost nothing (its segments are all still there), but it means the disk is failing,
+    /// so the journal fails closed.
+    fn finish_snapshot(&mut self) -> Result<(), String> {
+        match self.snapshotter.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(Ok((lsn, bytes)))) => {
+                tracing::info!(lsn, bytes, "snapshot written");
+                Ok(())
+            }
+            Some(Ok(Err(reason))) => Err(reason),
+            Some(Err(_)) => Err("the snapshot thread panicked".into()),
+        }
     }
 
     fn fail(&mut self, reason: String) {

@@ -501,13 +501,20 @@ fn damage_in_a_segment_the_snapshot_covers_is_refused() {
 #[test]
 fn a_data_directory_serves_one_server_at_a_time() {
     let directory = tempfile::tempdir().unwrap();
-    let first = actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(directory.path())).unwrap();
-    match actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(directory.path())) {
+    let first = actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(
+        directory.path(),
+    ))
+    .unwrap();
+    match actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(
+        directory.path(),
+    )) {
         Err(actor_bank::journal::JournalError::Locked { path }) => assert!(path.ends_with("LOCK")),
         Err(other) => panic!("expected Locked, got {other}"),
         Ok(_) => panic!("two journals opened one data directory"),
     }
     first.close();
     drop(first);
-    actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(directory.path())).unwrap().close();
+    actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(directory.path()))
+        .unwrap()
+        .close();
 }

@@ -129,7 +129,9 @@ impl AccountActor {
                     durable_after: done.lsn,
                 });
             }
-            Seen::Conflict(lsn) => return Ok(answer(Status::RequestIdConflict, lsn.max(self.last_lsn))),
+            Seen::Conflict(lsn) => {
+                return Ok(answer(Status::RequestIdConflict, lsn.max(self.last_lsn)))
+            }
             Seen::Stale => return Ok(answer(Status::StaleRequest, self.last_lsn)),
             Seen::New => {}
         }

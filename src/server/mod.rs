@@ -238,7 +238,8 @@ impl Bank {
         let bank = self.clone();
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = queued.clone();
-        let address = Supervisor::start_in_arbiter(arbiter, move |_| AccountActor::new(card, bank, counter));
+        let address =
+            Supervisor::start_in_arbiter(arbiter, move |_| AccountActor::new(card, bank, counter));
         AccountHandle { address, queued }
     }
 
