@@ -140,7 +140,9 @@ impl Client {
     /// A client; it connects on its first call.
     pub fn new(config: ClientConfig) -> Client {
         let generator = StdRng::seed_from_u64(config.faults.seed ^ config.client_id);
-        let relogin_client = config.client_id.rotate_left(32) ^ RELOGIN_CLIENT_TAG;
+        // Random per Client: two processes that share a client id (one taking over from the
+        // other with `resume_after`) never share re-login ids.
+        let relogin_client = rand::thread_rng().gen_range(1..u64::MAX) ^ RELOGIN_CLIENT_TAG;
         Client {
             config,
             connection: None,

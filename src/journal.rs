@@ -141,6 +141,10 @@ struct Shared {
     progress: watch::Sender<Progress>,
     committed: RwLock<Ledger>,
     queue_records_max: usize,
+    /// Held, and the data directory locked, until [`Journal::close`] has written everything
+    /// (or the last handle is dropped): even a journal that failed closed keeps a second server
+    /// out.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 /// The handle to the journal; cheap to clone.
@@ -204,6 +208,7 @@ impl Journal {
             progress,
             committed: RwLock::new(recovered.ledger),
             queue_records_max: config.queue_records_max,
+            lock: Mutex::new(Some(lock)),
         });
         let mut writer = Writer {
             shared: shared.clone(),
@@ -212,7 +217,6 @@ impl Journal {
             records_since_snapshot: recovered.records_after_snapshot,
             snapshotter: None,
             config,
-            _lock: lock,
         };
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -318,6 +322,8 @@ impl Journal {
                 tracing::error!("the journal writer panicked");
             }
         }
+        // Everything is written: another server may have the directory now.
+        self.shared.lock.lock().take();
     }
 }
 
@@ -360,8 +366,6 @@ struct Writer {
     records_since_snapshot: u64,
     /// The snapshot being written, if any.
     snapshotter: Option<JoinHandle<Result<(Lsn, usize), String>>>,
-    /// Held (and the directory locked) for as long as the writer runs.
-    _lock: std::fs::File,
 }
 
 impl Writer {
@@ -385,6 +389,13 @@ impl Writer {
             if let Err(reason) = self.commit(&batch, &mut buffer) {
                 self.fail(reason);
                 return;
+            }
+            // A snapshot that failed means the disk is failing: notice it at once.
+            if self.snapshotter.as_ref().is_some_and(JoinHandle::is_finished) {
+                if let Err(reason) = self.finish_snapshot() {
+                    self.fail(reason);
+                    return;
+                }
             }
             if self.records_since_snapshot >= self.config.snapshot_records_interval
                 || self.segment_bytes >= self.config.segment_bytes_max
@@ -485,6 +496,11 @@ impl Writer {
 
     fn fail(&mut self, reason: String) {
         tracing::error!(%reason, "journal failed closed: no further changes will be acknowledged");
+        // A snapshot still being written must finish (or fail) before the journal counts as
+        // stopped: it may still be removing files.
+        if let Some(snapshot) = self.snapshotter.take() {
+            let _ = snapshot.join();
+        }
         let reason: Arc<str> = reason.into();
         let mut queue = self.shared.queue.lock();
         queue.failed = Some(reason.clone());

@@ -242,14 +242,16 @@ pub enum Body {
     Answer(bool),
 }
 
-/// How a request ended. Listed in order of precedence: when several apply, the first one wins
-/// (docs/PROTOCOL.md explains each).
+/// How a request ended. The order of the variants is the wire order (bincode encodes the index);
+/// it follows the order in which the server checks, but docs/PROTOCOL.md gives the exact
+/// precedence for each operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Status {
     /// Done (or, for a replayed id, it had been done and this is the original reply).
     Approved,
-    /// The server cannot take the request now (too many in flight, a full queue, an account
-    /// restarting); nothing was decided. Retry with the same id.
+    /// No definite answer now (too many in flight, a full queue, an account actor that crashed or
+    /// is restarting). The request may not have been decided, or may have been decided and its
+    /// answer lost: retry with the same id, and the retry returns the definite outcome.
     Busy,
     /// The server cannot make changes durable (journal failure); nothing new is acknowledged.
     Unavailable,

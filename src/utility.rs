@@ -17,7 +17,7 @@ pub fn is_prime(number: u64) -> bool {
         return false;
     }
     for prime in WITNESSES {
-        if number % prime == 0 {
+        if number.is_multiple_of(prime) {
             return number == prime;
         }
     }

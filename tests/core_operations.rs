@@ -849,7 +849,8 @@ async fn the_client_library_receives_a_reply_larger_than_one_read() {
 async fn a_new_client_is_served_once_idle_clients_are_forgotten() {
     let server = TestServer::start_with(|config| {
         config.limits.clients_max = 3;
-        config.client_retention = std::time::Duration::from_millis(1);
+        // Long enough that filling the table (a few cheap logins) cannot race the forgetting.
+        config.client_retention = std::time::Duration::from_secs(2);
         config.snapshot_records_interval = 1;
     });
     // Fill the memory of clients: new clients log in until one is turned away.
@@ -873,7 +874,7 @@ async fn a_new_client_is_served_once_idle_clients_are_forgotten() {
         .await;
     assert_eq!(full, reply(40, 1, Status::Busy, Body::Empty));
     // Let them all become idle, then make one change so that a snapshot forgets them.
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
     let first = known[0];
     let (r, _) = connections[0]
         .exchange(first, 2, Operation::Withdraw { amount: 1 })
@@ -981,4 +982,35 @@ async fn pipelined_account_changes_are_decided_in_the_order_sent() {
         assert_eq!(reply.status, Status::Approved, "{reply:?}");
         assert_eq!(reply.body, Body::Balance(expected), "{reply:?}");
     }
+}
+
+/// A client that sends its requests and then closes its sending side still gets every reply.
+#[tokio::test]
+async fn replies_still_arrive_after_the_client_half_closes() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start();
+    let mut connection = server.raw().await;
+    let mut frames = request_frame(
+        60,
+        1,
+        Operation::Verify {
+            card: 123_456_789,
+            pin: "1234".into(),
+        },
+    );
+    connection.send_bytes(&frames).await;
+    let (reply, _) = connection.receive_reply().await;
+    assert_eq!(reply.status, Status::Approved);
+    frames = request_frame(60, 2, Operation::Withdraw { amount: 25 });
+    frames.extend(request_frame(60, 3, Operation::Deposit { amount: 5 }));
+    connection.send_bytes(&frames).await;
+    connection.stream.shutdown().await.unwrap();
+    let mut statuses = HashMap::new();
+    for _ in 0..2 {
+        let (reply, _) = connection.receive_reply().await;
+        statuses.insert(reply.id.sequence, reply.body);
+    }
+    assert_eq!(statuses[&2], Body::Balance(9_975));
+    assert_eq!(statuses[&3], Body::Balance(9_980));
+    assert!(connection.closed_by_server().await);
 }

@@ -188,7 +188,7 @@ async fn idle_and_slowloris_connections_do_not_starve_an_honest_atm() {
             other => panic!("an idle connection was not left alone: {other:?}"),
         }
     }
-    assert!(bank.stats.connections.load(Ordering::Relaxed) >= 1000 + 1);
+    assert!(bank.stats.connections.load(Ordering::Relaxed) > 1000);
     assert_eq!(server.committed_balance(JOTY), Some(7_620));
 
     // The ATM is still served after the siege.

@@ -117,6 +117,8 @@ run_pgbench() {
     log "postgres: $name, $CLIENTS clients, ${DURATION}s"
     mkdir -p "$work/log-$name"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$work/log-$name"
+    local before
+    before="$(psql_run -t -A -c 'SELECT count(*) FROM requests')"
     local output
     output="$(cd "$work/log-$name" && as_owner pgbench -h 127.0.0.1 -p "$port" -U postgres -n \
         -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -f "$script" -l \
@@ -126,10 +128,13 @@ run_pgbench() {
     cat "$work/log-$name"/tx* >"$work/log-$name/all"
     local percentiles
     percentiles="$(percentiles_from_column "$work/log-$name/all" 2 1)"
-    python3 - "$name" "$output" "$percentiles" "$CLIENTS" "$DURATION" "$description" \
+    # Every new id leaves one row (and withdrew once, in the same statement).
+    local withdrawals
+    withdrawals="$(($(psql_run -t -A -c 'SELECT count(*) FROM requests') - before))"
+    python3 - "$name" "$output" "$percentiles" "$CLIENTS" "$DURATION" "$description" "$withdrawals" \
         >"$RESULTS_DIR/postgres_$name.json" <<'EOF'
 import json, re, sys
-name, output, percentiles, clients, duration, description = sys.argv[1:7]
+name, output, percentiles, clients, duration, description, withdrawals = sys.argv[1:8]
 tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output)
 failed = re.search(r"number of failed transactions: ([0-9]+)", output)
 print(json.dumps({
@@ -139,6 +144,7 @@ print(json.dumps({
     "duration_secs": float(duration),
     "ops_per_sec": float(tps.group(1)) if tps else None,
     "failed": int(failed.group(1)) if failed else 0,
+    "withdrawals": int(withdrawals),
     "latency_us": json.loads(percentiles),
 }))
 EOF

@@ -55,6 +55,15 @@ struct Pending {
     arrived: Instant,
 }
 
+/// Why a session is winding down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    /// The peer closed its sending side; its replies still go out.
+    PeerFinished,
+    /// The server is shutting down; the peer is told why.
+    ShuttingDown,
+}
+
 /// What the reader hands to the session.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -87,8 +96,9 @@ pub struct Session {
     login_epoch: u64,
     /// Requests accepted and not yet answered.
     in_flight: usize,
-    /// Set by a graceful shutdown: no new requests; close once nothing is in flight.
-    draining: bool,
+    /// Set when no more requests will be read (the peer finished sending, or a graceful shutdown
+    /// began): the session ends once every reply in flight has gone out.
+    closing: Option<Closing>,
     span: tracing::Span,
 }
 
@@ -133,7 +143,7 @@ impl Session {
                 logged_in,
                 login_epoch: 0,
                 in_flight: 0,
-                draining: false,
+                closing: None,
                 span,
             }
         })
@@ -195,10 +205,15 @@ impl Session {
         self.send(&welcome, ctx);
     }
 
-    /// During a graceful shutdown, closes the connection once every reply has gone out.
+    /// Once no more requests will be read, ends the session when every reply has gone out.
     fn close_if_drained(&mut self, ctx: &mut Context<Self>) {
-        if self.draining && self.in_flight == 0 {
-            self.close("the server is shutting down".into(), ctx);
+        if self.in_flight > 0 {
+            return;
+        }
+        match self.closing {
+            Some(Closing::ShuttingDown) => self.close("the server is shutting down".into(), ctx),
+            Some(Closing::PeerFinished) => ctx.stop(),
+            None => {}
         }
     }
 
@@ -455,9 +470,12 @@ impl Handler<Incoming> for Session {
                 self.close("a request before the Hello".into(), ctx)
             }
             Incoming::Close(reason) => self.close(reason, ctx),
-            Incoming::Ended => ctx.stop(),
+            Incoming::Ended => {
+                self.closing = Some(Closing::PeerFinished);
+                self.close_if_drained(ctx);
+            }
             Incoming::Drain => {
-                self.draining = true;
+                self.closing = Some(Closing::ShuttingDown);
                 self.close_if_drained(ctx);
             }
         }
