@@ -162,9 +162,14 @@ pub struct StoredExample {
 /// The decision time the journal examples use: 2023-11-14 22:13:20 UTC, in ms since the epoch.
 pub const EXAMPLE_UNIX_MS: u64 = 1_700_000_000_000;
 
-/// The stand-in PIN hash of the snapshot example; real ones are argon2id PHC strings of about
-/// 97 bytes, too long for a readable dump.
-pub const EXAMPLE_PIN_HASH: &str = "$argon2id$...";
+/// The stand-in PIN hash of the snapshot example: the default cost, with a salt and a hash of
+/// repeated bytes so the dump is easy to follow (real ones are random-looking).
+pub const EXAMPLE_PIN_HASH: actor_bank::pin::PinHash = actor_bank::pin::PinHash {
+    memory_kib: 19_456,
+    iterations: 2,
+    salt: [0x11; actor_bank::pin::SALT_BYTES],
+    hash: [0x22; actor_bank::pin::HASH_BYTES],
+};
 
 /// The two records of the journal examples: client 7 opens card 123456789 with 10 000 (7:1) and
 /// withdraws 300 (7:2).
@@ -181,7 +186,7 @@ pub fn example_records() -> [Record; 2] {
             at_unix_ms: EXAMPLE_UNIX_MS,
             event: Event::AccountOpened {
                 holder: "Joty".into(),
-                pin_hash: EXAMPLE_PIN_HASH.into(),
+                pin_hash: EXAMPLE_PIN_HASH,
                 initial_balance: 10_000,
             },
             outcome: approved(10_000),

@@ -10,6 +10,7 @@
 //! [`ClientWindow`] is the memory of completed requests, the heart of exactly-once: see its docs
 //! for the retention rule.
 
+use crate::pin::PinHash;
 use crate::protocol::{Amount, Card, RequestId, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -28,9 +29,9 @@ pub type Lsn = u64;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// The holder's name, as given when the account was opened.
-    pub holder: String,
-    /// The PIN's argon2 hash in PHC string form; the PIN itself is never stored.
-    pub pin_hash: String,
+    pub holder: Box<str>,
+    /// The PIN's argon2id hash; the PIN itself is never stored.
+    pub pin_hash: PinHash,
     /// The balance in minor units; a `u64`, so it cannot go negative.
     pub balance: Amount,
     /// Wrong PINs since the last correct one; the card is locked at [`PIN_ATTEMPTS_MAX`].
@@ -51,8 +52,8 @@ pub enum Event {
     AccountOpened {
         /// The holder's name.
         holder: String,
-        /// The PIN's argon2 hash.
-        pin_hash: String,
+        /// The PIN's argon2id hash.
+        pin_hash: PinHash,
         /// The opening balance.
         initial_balance: Amount,
     },
@@ -282,8 +283,8 @@ pub fn apply(account: &mut Option<Account>, record: &Record) -> Result<(), Ledge
         ) => {
             if approved {
                 *account = Some(Account {
-                    holder: holder.clone(),
-                    pin_hash: pin_hash.clone(),
+                    holder: holder.as_str().into(),
+                    pin_hash: *pin_hash,
                     balance: *initial_balance,
                     pin_failures: 0,
                 });
@@ -500,7 +501,7 @@ mod tests {
     fn opened(balance: Amount) -> Event {
         Event::AccountOpened {
             holder: "Joty".into(),
-            pin_hash: "hash".into(),
+            pin_hash: crate::pin::hash("1234", crate::pin::PinHashCost::MINIMUM).unwrap(),
             initial_balance: balance,
         }
     }

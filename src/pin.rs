@@ -1,14 +1,46 @@
 //! PINs and the operator token.
 //!
-//! PINs are stored only as argon2id hashes in PHC string form (salt and parameters included), so
-//! neither memory snapshots, logs nor the data directory ever hold one in clear. Hashing is slow on
-//! purpose; callers run it on a blocking thread, never on an actor's thread.
+//! PINs are stored only as argon2id hashes ([`PinHash`]: the cost, a random salt and the hash),
+//! so neither memory snapshots, logs nor the data directory ever hold one in clear. Hashing is
+//! slow on purpose; callers run it on a blocking thread, never on an actor's thread.
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// Bytes of a PIN hash's salt.
+pub const SALT_BYTES: usize = 16;
+/// Bytes of a PIN hash.
+pub const HASH_BYTES: usize = 32;
+
+/// An argon2id hash of a PIN, with everything needed to check a PIN against it. Kept inline
+/// (56 bytes, no heap), because every account holds one.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinHash {
+    /// Memory cost it was made with, in KiB.
+    pub memory_kib: u32,
+    /// Passes it was made with.
+    pub iterations: u32,
+    /// Its random salt.
+    pub salt: [u8; SALT_BYTES],
+    /// The hash.
+    pub hash: [u8; HASH_BYTES],
+}
+
+/// Hashes are not secrets in the way PINs are, but there is no reason to print them either.
+impl std::fmt::Debug for PinHash {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "PinHash(argon2id, m={} KiB, t={})", self.memory_kib, self.iterations)
+    }
+}
+
+fn argon2id(cost: PinHashCost) -> Result<Argon2<'static>, String> {
+    let params = Params::new(cost.memory_kib, cost.iterations, 1, Some(HASH_BYTES))
+        .map_err(|error| format!("bad PIN hash cost: {error}"))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
 
 /// Shortest PIN accepted.
 pub const PIN_DIGITS_MIN: usize = 4;
@@ -49,22 +81,35 @@ pub fn is_well_formed(pin: &str) -> bool {
 }
 
 /// Hashes a PIN with a fresh random salt.
-pub fn hash(pin: &str, cost: PinHashCost) -> Result<String, String> {
-    let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
-        .map_err(|error| format!("bad PIN hash cost: {error}"))?;
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(pin.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| format!("cannot hash PIN: {error}"))
+pub fn hash(pin: &str, cost: PinHashCost) -> Result<PinHash, String> {
+    let mut salt = [0u8; SALT_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let mut hash = [0u8; HASH_BYTES];
+    argon2id(cost)?
+        .hash_password_into(pin.as_bytes(), &salt, &mut hash)
+        .map_err(|error| format!("cannot hash PIN: {error}"))?;
+    Ok(PinHash {
+        memory_kib: cost.memory_kib,
+        iterations: cost.iterations,
+        salt,
+        hash,
+    })
 }
 
-/// True when `pin` matches `stored` (a hash made by [`hash`], with whatever cost it was made).
-pub fn verify(pin: &str, stored: &str) -> bool {
-    match PasswordHash::new(stored) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(pin.as_bytes(), &parsed)
-            .is_ok(),
+/// True when `pin` matches `stored`, whatever cost it was made with. The comparison takes the
+/// same time whichever byte differs.
+pub fn verify(pin: &str, stored: &PinHash) -> bool {
+    let cost = PinHashCost {
+        memory_kib: stored.memory_kib,
+        iterations: stored.iterations,
+    };
+    let mut hash = [0u8; HASH_BYTES];
+    match argon2id(cost).and_then(|argon2| {
+        argon2
+            .hash_password_into(pin.as_bytes(), &stored.salt, &mut hash)
+            .map_err(|error| error.to_string())
+    }) {
+        Ok(()) => bool::from(hash.ct_eq(&stored.hash)),
         Err(_) => false,
     }
 }
@@ -120,10 +165,17 @@ mod tests {
     #[test]
     fn a_pin_hash_verifies_only_its_pin_and_holds_no_clear_text() {
         let stored = hash("1234", PinHashCost::MINIMUM).unwrap();
-        assert!(!stored.contains("1234"));
         assert!(verify("1234", &stored));
         assert!(!verify("1235", &stored));
-        assert!(!verify("1234", "not a hash"));
+        let again = hash("1234", PinHashCost::MINIMUM).unwrap();
+        assert_ne!(again.salt, stored.salt, "every hash gets its own salt");
+        assert!(verify("1234", &again));
+        let broken = PinHash {
+            memory_kib: 0,
+            ..stored
+        };
+        assert!(!verify("1234", &broken));
+        assert_eq!(std::mem::size_of::<PinHash>(), 56);
     }
 
     #[test]

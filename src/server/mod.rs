@@ -311,7 +311,7 @@ impl Bank {
     }
 
     /// The PIN hash of `card`, from the committed state.
-    pub fn pin_hash(&self, card: Card) -> Option<String> {
+    pub fn pin_hash(&self, card: Card) -> Option<pin::PinHash> {
         self.journal
             .committed_account(card)
             .map(|account| account.pin_hash)

@@ -346,7 +346,7 @@ impl Session {
                     };
                     let event = Event::AccountOpened {
                         holder,
-                        pin_hash: pin_hash.clone(),
+                        pin_hash,
                         initial_balance,
                     };
                     let outcome = bank.decide(card, id, event).await;
@@ -355,7 +355,7 @@ impl Session {
                     // retry of the id with another PIN: check the PIN against the stored hash.
                     let stored = bank.pin_hash(card);
                     if outcome.status == Status::Approved
-                        && stored.as_deref() != Some(pin_hash.as_str())
+                        && stored != Some(pin_hash)
                     {
                         let matches = match stored {
                             Some(stored) => {
