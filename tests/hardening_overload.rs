@@ -332,13 +332,7 @@ async fn a_full_mailbox_is_busy_and_retries_keep_the_balance_exact() {
 /// With an account mailbox of one message, two hundred decisions sent at once to an account
 /// actor that is still loading cannot all be queued: most are answered `busy` (nothing decided),
 /// the others are approved, and the balance moved by exactly the approved ones.
-///
-/// Fails today: all two hundred are queued and approved. `Bank::decide` sends with `try_send` on a
-/// fresh clone of the actor's address each time (`Bank::account` returns `address.clone()`), and
-/// actix only refuses a message on a sender it has parked; a new clone is never parked, so the
-/// mailbox capacity is never enforced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-
 async fn a_full_account_mailbox_answers_busy() {
     let server = TestServer::start_with(|config| {
         config.limits.mailbox_capacity = 1;

@@ -327,13 +327,7 @@ async fn silent_connections_without_a_verified_card_are_closed() {
 
 /// A connection with a verified card may stay silent longer than the login idle deadline (an ATM
 /// whose customer is thinking) and is still served.
-///
-/// Fails today: the reader decides whether the login deadline applies when it *starts* waiting
-/// for the next frame, and it starts right after handing over the Verify, before the PIN check
-/// has logged the connection in; so the first silence after a successful Verify is still timed
-/// by the login deadline.
 #[tokio::test]
-#[ignore = "server bug: the first silence after a successful Verify is cut by login_idle_timeout (session.rs, Reader::next reads logged_in before the Verify completes)"]
 async fn a_verified_connection_may_stay_silent_past_the_login_deadline() {
     let server = TestServer::start_with(|config| {
         config.limits.login_idle_timeout = Duration::from_secs(1);
