@@ -110,7 +110,9 @@ fn records_in_flight_when_the_disk_fills_are_never_acknowledged() {
 // after a snapshot), the journal fails closed and recovers to the acknowledged state.
 #[test]
 fn the_disk_may_fill_during_a_snapshot_or_a_new_segment_and_recovery_still_works() {
-    let model = standard_model(40);
+    // Enough records to exhaust the largest budget below by segment writes alone, however
+    // many snapshots happen to run (they are written in the background).
+    let model = standard_model(160);
     for budget in (0..2_600).step_by(53) {
         let directory = tempfile::tempdir().unwrap();
         let journal = match Journal::open(full_disk_config(directory.path(), budget, 3)) {
