@@ -391,7 +391,11 @@ impl Writer {
                 return;
             }
             // A snapshot that failed means the disk is failing: notice it at once.
-            if self.snapshotter.as_ref().is_some_and(JoinHandle::is_finished) {
+            if self
+                .snapshotter
+                .as_ref()
+                .is_some_and(JoinHandle::is_finished)
+            {
                 if let Err(reason) = self.finish_snapshot() {
                     self.fail(reason);
                     return;

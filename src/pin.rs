@@ -32,7 +32,11 @@ pub struct PinHash {
 /// Hashes are not secrets in the way PINs are, but there is no reason to print them either.
 impl std::fmt::Debug for PinHash {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "PinHash(argon2id, m={} KiB, t={})", self.memory_kib, self.iterations)
+        write!(
+            formatter,
+            "PinHash(argon2id, m={} KiB, t={})",
+            self.memory_kib, self.iterations
+        )
     }
 }
 

@@ -354,9 +354,7 @@ impl Session {
                     // PIN could be recovered from). If the account now has another hash, this was a
                     // retry of the id with another PIN: check the PIN against the stored hash.
                     let stored = bank.pin_hash(card);
-                    if outcome.status == Status::Approved
-                        && stored != Some(pin_hash)
-                    {
+                    if outcome.status == Status::Approved && stored != Some(pin_hash) {
                         let matches = match stored {
                             Some(stored) => {
                                 tokio::task::spawn_blocking(move || pin::verify(&offered, &stored))

@@ -357,7 +357,7 @@ pub mod durability {
                 0 | 1 => Event::Withdrawal { amount },
                 2 | 3 => Event::Deposit { amount },
                 _ => Event::PinAttempt {
-                    correct: (pick >> 20) % 3 != 0,
+                    correct: !(pick >> 20).is_multiple_of(3),
                 },
             };
             model.step(client, card, event);
