@@ -281,6 +281,11 @@ impl Journal {
         self.shared.committed.read().accounts.get(&card).cloned()
     }
 
+    /// Reads one field of a committed account without copying the rest.
+    pub fn read_committed_account<T>(&self, card: Card, read: impl FnOnce(&Account) -> T) -> Option<T> {
+        self.shared.committed.read().accounts.get(&card).map(read)
+    }
+
     /// True when the committed ledger has this card.
     pub fn committed_account_exists(&self, card: Card) -> bool {
         self.shared.committed.read().accounts.contains_key(&card)
