@@ -270,8 +270,9 @@ fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
         seconds,
         &[("ops acked", series(|s| s.ops_acked), BLUE)],
         &restarts,
+        Scale::Linear,
     )?;
-    log_chart(
+    chart(
         &directory.join("latency.svg"),
         "Latency percentiles per second (µs, retries included)",
         "µs",
@@ -282,6 +283,7 @@ fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
             ("p99.9", series(|s| s.latency_us.p999), MAGENTA),
         ],
         &restarts,
+        Scale::Logarithmic,
     )?;
     chart(
         &directory.join("faults.svg"),
@@ -294,6 +296,7 @@ fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
             ("retries", series(|s| s.retries), BLUE),
         ],
         &restarts,
+        Scale::Linear,
     )?;
     Ok(())
 }
@@ -301,57 +304,12 @@ fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
 /// One line of a chart: its label, its points (second, value) and its colour.
 type Line<'a> = (&'a str, Vec<(u64, u64)>, RGBColor);
 
-/// Like [`chart`], with a logarithmic value axis (latencies span several orders of magnitude).
-fn log_chart(
-    path: &Path,
-    title: &str,
-    unit: &str,
-    seconds: u64,
-    lines: &[Line<'_>],
-    restarts: &[u64],
-) -> DrawResult {
-    let top = lines
-        .iter()
-        .flat_map(|(_, points, _)| points.iter().map(|(_, value)| *value))
-        .max()
-        .unwrap_or(1)
-        .max(10);
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0..seconds, (1..top * 2).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("second")
-        .y_desc(unit)
-        .draw()?;
-    for (name, points, color) in lines {
-        let color = *color;
-        let points: Vec<(u64, u64)> = points.iter().map(|(x, y)| (*x, (*y).max(1))).collect();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-    }
-    for restart in restarts {
-        chart.draw_series(LineSeries::new(
-            vec![(*restart, 1), (*restart, top)],
-            BLACK.mix(0.5),
-        ))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+/// How a chart's value axis is scaled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    Linear,
+    /// For latencies, which span several orders of magnitude.
+    Logarithmic,
 }
 
 fn chart(
@@ -361,13 +319,54 @@ fn chart(
     seconds: u64,
     lines: &[Line<'_>],
     restarts: &[u64],
+    scale: Scale,
 ) -> DrawResult {
     let top = lines
         .iter()
         .flat_map(|(_, points, _)| points.iter().map(|(_, value)| *value))
         .max()
         .unwrap_or(1)
-        .max(1);
+        .max(10);
+    match scale {
+        Scale::Linear => draw(
+            path,
+            title,
+            unit,
+            seconds,
+            lines,
+            restarts,
+            0..top + top / 10 + 1,
+            0,
+        ),
+        // A logarithmic axis has no zero: values are drawn from 1.
+        Scale::Logarithmic => draw(
+            path,
+            title,
+            unit,
+            seconds,
+            lines,
+            restarts,
+            (1..top * 2).log_scale(),
+            1,
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw<Y>(
+    path: &Path,
+    title: &str,
+    unit: &str,
+    seconds: u64,
+    lines: &[Line<'_>],
+    restarts: &[u64],
+    values: Y,
+    floor: u64,
+) -> DrawResult
+where
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = u64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<u64>,
+{
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -375,16 +374,22 @@ fn chart(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d(0..seconds, 0..top + top / 10 + 1)?;
+        .build_cartesian_2d(0..seconds, values)?;
     chart
         .configure_mesh()
         .x_desc("second")
         .y_desc(unit)
         .draw()?;
+    let top = lines
+        .iter()
+        .flat_map(|(_, points, _)| points.iter().map(|(_, value)| *value))
+        .max()
+        .unwrap_or(1);
     for (name, points, color) in lines {
         let color = *color;
+        let points: Vec<(u64, u64)> = points.iter().map(|(x, y)| (*x, (*y).max(floor))).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(*name)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
@@ -392,14 +397,14 @@ fn chart(
     }
     for restart in restarts {
         chart.draw_series(LineSeries::new(
-            vec![(*restart, 0), (*restart, top)],
+            vec![(*restart, floor), (*restart, top.max(floor))],
             BLACK.mix(0.5),
         ))?;
     }
     if !restarts.is_empty() {
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(0, 0), (0, 0)],
+                vec![(0, floor), (0, floor)],
                 BLACK.mix(0.5),
             )))?
             .label("server restart")

@@ -52,19 +52,25 @@ impl std::fmt::Display for FaultPlan {
     }
 }
 
+/// Splits `a=1,b=2` into its pairs (spaces around parts ignored, empty parts skipped); `what`
+/// names the list in the error. Shared by every `KEY=VALUE,…` option.
+pub fn key_values<'a>(text: &'a str, what: &str) -> Result<Vec<(&'a str, &'a str)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.split_once('=')
+                .ok_or_else(|| format!("{what} {part:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
 impl FromStr for FaultPlan {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
         let mut plan = FaultPlan::default();
-        for part in text
-            .split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-        {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("fault {part:?} is not KEY=VALUE"))?;
+        for (key, value) in key_values(text, "fault")? {
             let probability = || -> Result<f64, String> {
                 let p: f64 = value
                     .parse()

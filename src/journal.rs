@@ -282,7 +282,11 @@ impl Journal {
     }
 
     /// Reads one field of a committed account without copying the rest.
-    pub fn read_committed_account<T>(&self, card: Card, read: impl FnOnce(&Account) -> T) -> Option<T> {
+    pub fn read_committed_account<T>(
+        &self,
+        card: Card,
+        read: impl FnOnce(&Account) -> T,
+    ) -> Option<T> {
         self.shared.committed.read().accounts.get(&card).map(read)
     }
 

@@ -73,14 +73,7 @@ impl FromStr for Mix {
             balance: 0,
             utility: 0,
         };
-        for part in text
-            .split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-        {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("mix {part:?} is not KIND=WEIGHT"))?;
+        for (key, value) in crate::faults::key_values(text, "mix")? {
             let weight: u32 = value
                 .parse()
                 .map_err(|_| format!("mix {key}: {value:?} is not a whole number"))?;

@@ -12,7 +12,8 @@
 #       --duration 10s --json-out FILE
 # but runs the built binary, so cargo's own start-up is not timed.
 #
-# Writes $RESULTS_DIR/actor_bank_hot.json and actor_bank_spread.json (summaries; the swarm's full
+# ACTOR_BANK_RUNS="hot spread" picks the runs. Writes $RESULTS_DIR/actor_bank_hot.json and
+# actor_bank_spread.json (summaries; the swarm's full
 # reports are kept next to them as *_report.json).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -77,5 +78,10 @@ EOF
     log "actor-bank: $(cat "$RESULTS_DIR/actor_bank_$name.json")"
 }
 
-run_swarm hot 1
-run_swarm spread "$SPREAD_ACCOUNTS"
+for run in ${ACTOR_BANK_RUNS:-hot spread}; do
+    case "$run" in
+        hot) run_swarm hot 1 ;;
+        spread) run_swarm spread "$SPREAD_ACCOUNTS" ;;
+        *) die "unknown run $run (hot, spread)" ;;
+    esac
+done

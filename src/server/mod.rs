@@ -305,12 +305,14 @@ impl Bank {
     /// The committed balance of `card`. Every acknowledged change is in it (acknowledgement waits
     /// for the committed state), and nothing that is not durable is.
     pub fn balance(&self, card: Card) -> Option<Amount> {
-        self.journal.read_committed_account(card, |account| account.balance)
+        self.journal
+            .read_committed_account(card, |account| account.balance)
     }
 
     /// The PIN hash of `card`, from the committed state.
     pub fn pin_hash(&self, card: Card) -> Option<pin::PinHash> {
-        self.journal.read_committed_account(card, |account| account.pin_hash)
+        self.journal
+            .read_committed_account(card, |account| account.pin_hash)
     }
 
     /// Forgets, from the working memory of completed requests, every client with no completed
