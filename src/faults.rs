@@ -167,18 +167,23 @@ impl Faults {
         hit
     }
 
-    /// Should the account actor crash now, and where?
+    /// Should the account actor crash now, and where? (A crash "after journaling" of a decision
+    /// that journals nothing does not happen; see [`Faults::crashed`].)
     pub fn crash(&self) -> Option<CrashPoint> {
         if !self.draw(self.plan.crash_actor) {
             return None;
         }
-        self.counts.actor_crashes.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::fault("crash_actor");
         Some(if self.generator.lock().gen_bool(0.5) {
             CrashPoint::BeforeJournal
         } else {
             CrashPoint::AfterJournal
         })
+    }
+
+    /// Counts a crash that was injected.
+    pub fn crashed(&self) {
+        self.counts.actor_crashes.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::fault("crash_actor");
     }
 
     /// How long to hold each reply.

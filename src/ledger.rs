@@ -202,6 +202,11 @@ pub fn decide(
         (Event::PinAttempt { .. }, Some(account)) if account.is_locked() => {
             return refuse(Status::CardLocked)
         }
+        // A right PIN with no wrong ones to clear changes nothing: answered, not journaled (a
+        // retry simply checks the PIN again).
+        (Event::PinAttempt { correct: true }, Some(account)) if account.pin_failures == 0 => {
+            return refuse(Status::Approved)
+        }
         (Event::PinAttempt { correct: true }, Some(_)) => Outcome {
             status: Status::Approved,
             balance: None,

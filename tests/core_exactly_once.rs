@@ -463,10 +463,11 @@ async fn crashing_account_actors_restart_and_retries_settle_exactly_once() {
         r,
         reply(c, 3, Status::InsufficientFunds, Body::Balance(9_600))
     );
-    // Every new decision crashed (the final answers are replays of records journaled just before
-    // a crash), and every crash was a restart.
+    // Every decision that journals crashed (its final answer is the replay of the record
+    // journaled just before a crash), and every crash was a restart. A right PIN journals
+    // nothing, so it can only crash before its decision, and sometimes gets through at once.
     let busy = busy_verify + busy_withdraw + busy_refused;
-    assert!(busy_verify >= 1 && busy_withdraw >= 1 && busy_refused >= 1);
+    assert!(busy_withdraw >= 1 && busy_refused >= 1);
     let bank = server.running().bank();
     let crashes = bank
         .faults
@@ -477,7 +478,7 @@ async fn crashing_account_actors_restart_and_retries_settle_exactly_once() {
         .load(Ordering::Relaxed);
     assert_eq!(crashes, busy);
     assert_eq!(bank.stats.actor_restarts.load(Ordering::Relaxed), busy);
-    assert_eq!(replays(&server), 3);
+    assert_eq!(replays(&server), 2);
     // Replays do not go near the crashing decision.
     let (_, again, no_busy) = until_not_busy(&mut atm, c, 2, withdraw(400)).await;
     assert_eq!((again, no_busy), (original, 0));

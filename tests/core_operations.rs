@@ -653,11 +653,13 @@ async fn a_failing_journal_answers_unavailable_and_acknowledges_nothing() {
     server.restart_with_journal(|_| {}, |journal| journal.files = Arc::new(FullDisk::new(0)));
     let mut atm = server.raw().await;
     let c = 23;
-    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    // A wrong PIN is a change (it counts towards the lock), so it needs the journal.
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, "0000")).await;
     assert_eq!(r, reply(c, 1, Status::Unavailable, Body::Empty));
     assert!(server.running().bank().journal.failure().is_some());
-    // The same id again, and new ones on the same card: still nothing acknowledged.
-    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    // The same id again, and new ones on the same card (even a right PIN, which writes nothing):
+    // still nothing acknowledged.
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, "0000")).await;
     assert_eq!(r, reply(c, 1, Status::Unavailable, Body::Empty));
     let (r, _) = atm.exchange(c, 2, verify(JOTY, JOTY_PIN)).await;
     assert_eq!(r, reply(c, 2, Status::Unavailable, Body::Empty));
@@ -672,8 +674,8 @@ async fn a_failing_journal_answers_unavailable_and_acknowledges_nothing() {
 
     server.restart(|_| {});
     let mut atm = server.raw().await;
-    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
-    assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
+    let (r, _) = atm.exchange(c, 7, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(c, 7, Status::Approved, Body::Empty));
     let (r, _) = atm.exchange(c, 6, Operation::Balance).await;
     assert_eq!(r, reply(c, 6, Status::Approved, Body::Balance(10_000)));
     let pin_failures = server
@@ -694,7 +696,7 @@ async fn after_a_journal_failure_a_fresh_card_is_answered_unavailable() {
     server.restart_with_journal(|_| {}, |journal| journal.files = Arc::new(FullDisk::new(0)));
     let mut atm = server.raw().await;
     let c = 26;
-    let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
+    let (r, _) = atm.exchange(c, 1, verify(JOTY, "0000")).await;
     assert_eq!(r, reply(c, 1, Status::Unavailable, Body::Empty));
     // Ahona's actor has not run since the restart.
     let (r, _) = atm.exchange(c, 2, verify(AHONA, "5678")).await;

@@ -198,9 +198,9 @@ async fn concurrent_sessions_on_different_cards_do_not_mix() {
 }
 
 /// Someone who learns another client's request id cannot use it: the same id and amount on
-/// their own card is a conflict (no money moves, and the other card's balance is not revealed),
-/// and a replay of an approved Verify with a wrong PIN is a conflict that does not log in (nor
-/// count as a wrong PIN).
+/// their own card is a conflict (no money moves, and the other card's balance is not revealed).
+/// A right PIN on a card with no wrong attempts changes nothing and is not remembered, so its id
+/// reused with a wrong PIN is simply a wrong PIN: it counts towards the lock and logs nobody in.
 #[tokio::test]
 async fn a_borrowed_request_id_neither_acts_nor_reveals() {
     let server = TestServer::start();
@@ -223,7 +223,7 @@ async fn a_borrowed_request_id_neither_acts_nor_reveals() {
 
     let mut thief = server.raw().await;
     let (r, _) = thief.exchange(victim, 1, verify(JOTY, "0000")).await;
-    assert_eq!(r, reply(victim, 1, Status::RequestIdConflict, Body::Empty));
+    assert_eq!(r, reply(victim, 1, Status::IncorrectPin, Body::Empty));
     let (r, _) = thief.exchange(58, 1, Operation::Balance).await;
     assert_eq!(r, reply(58, 1, Status::NotLoggedIn, Body::Empty));
     let (r, _) = thief
@@ -233,7 +233,7 @@ async fn a_borrowed_request_id_neither_acts_nor_reveals() {
 
     assert_eq!(server.committed_balance(JOTY), Some(9_900));
     assert_eq!(server.committed_balance(AHONA), Some(5_000));
-    assert_eq!(pin_failures(&server, JOTY), 0);
+    assert_eq!(pin_failures(&server, JOTY), 1);
 }
 
 /// Opening accounts needs the exact operator token; a refused attempt opens nothing, and a

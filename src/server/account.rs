@@ -157,6 +157,9 @@ impl AccountActor {
                 })
             }
             Err(_) => {
+                if let (Some(faults), Some(CrashPoint::BeforeJournal)) = (&bank.faults, crash) {
+                    faults.crashed();
+                }
                 tracing::error!(card, %request, "account actor crashed in a decision; restarting it");
                 ctx.stop();
                 return Err(NoAnswer::Crashed);
@@ -178,7 +181,8 @@ impl AccountActor {
         }
         window.remember(ledger::completed_entry(&record, lsn), now);
         self.last_lsn = lsn;
-        if crash == Some(CrashPoint::AfterJournal) {
+        if let (Some(faults), Some(CrashPoint::AfterJournal)) = (&bank.faults, crash) {
+            faults.crashed();
             tracing::warn!(card, %request, "injected crash of the account actor after journaling");
             ctx.stop();
             return Err(NoAnswer::Crashed);
