@@ -621,19 +621,25 @@ async fn requests_over_the_in_flight_limit_are_answered_busy() {
 #[tokio::test]
 async fn a_client_beyond_the_clients_limit_is_answered_busy() {
     // The server's own client id (which opened the demo accounts) is the first remembered one.
+    // A right PIN changes nothing and is not remembered, so the first client makes a change to
+    // take the second place.
     let server = TestServer::start_with(|config| config.limits.clients_max = 2);
     let mut first = server.raw().await;
     let (r, _) = first.exchange(21, 1, verify(JOTY, JOTY_PIN)).await;
     assert_eq!(r, reply(21, 1, Status::Approved, Body::Empty));
+    let (r, _) = first
+        .exchange(21, 2, Operation::Withdraw { amount: 1 })
+        .await;
+    assert_eq!(r, reply(21, 2, Status::Approved, Body::Balance(9_999)));
     let mut second = server.raw().await;
     let (r, _) = second.exchange(22, 1, verify(AHONA, "5678")).await;
     assert_eq!(r, reply(22, 1, Status::Busy, Body::Empty));
     let (r, _) = second.exchange(22, 2, Operation::Balance).await;
     assert_eq!(r, reply(22, 2, Status::NotLoggedIn, Body::Empty));
     let (r, _) = first
-        .exchange(21, 2, Operation::Withdraw { amount: 1 })
+        .exchange(21, 3, Operation::Withdraw { amount: 1 })
         .await;
-    assert_eq!(r, reply(21, 2, Status::Approved, Body::Balance(9_999)));
+    assert_eq!(r, reply(21, 3, Status::Approved, Body::Balance(9_998)));
     assert_eq!(server.committed_balance(AHONA), Some(5_000));
     let pin_failures = server
         .running()
@@ -855,7 +861,8 @@ async fn a_new_client_is_served_once_idle_clients_are_forgotten() {
         config.client_retention = std::time::Duration::from_secs(2);
         config.snapshot_records_interval = 1;
     });
-    // Fill the memory of clients: new clients log in until one is turned away.
+    // Fill the memory of clients: new clients deposit (a change, so it is remembered) until one
+    // is turned away. A right PIN changes nothing and leaves no trace, so logging in is free.
     let mut connections = Vec::new();
     let mut known = Vec::new();
     for client in 21..30 {
@@ -865,6 +872,13 @@ async fn a_new_client_is_served_once_idle_clients_are_forgotten() {
             break;
         }
         assert_eq!(r, reply(client, 1, Status::Approved, Body::Empty));
+        let (r, _) = atm
+            .exchange(client, 0, Operation::Deposit { amount: 1 })
+            .await;
+        if r.status == Status::Busy {
+            break;
+        }
+        assert_eq!(r.status, Status::Approved);
         known.push(client);
         connections.push(atm);
     }
@@ -881,7 +895,9 @@ async fn a_new_client_is_served_once_idle_clients_are_forgotten() {
     let (r, _) = connections[0]
         .exchange(first, 2, Operation::Withdraw { amount: 1 })
         .await;
-    assert_eq!(r, reply(first, 2, Status::Approved, Body::Balance(9_999)));
+    // Each known client deposited 1 first.
+    let balance = 10_000 + known.len() as u64 - 1;
+    assert_eq!(r, reply(first, 2, Status::Approved, Body::Balance(balance)));
     // The server forgets idle clients periodically: the new client is served once it has (it
     // retries the same id while busy, as the client library would).
     let mut late = server.raw().await;

@@ -113,9 +113,8 @@ impl AccountActor {
             return Ok(answer(Status::CardLocked, self.last_lsn));
         }
         let fingerprint = Fingerprint::of(self.card, &event);
-        if !bank.clients.contains_key(&request.client)
-            && bank.clients.len() >= bank.limits.clients_max
-        {
+        let known = bank.clients.contains_key(&request.client);
+        if !known && bank.clients.len() >= bank.limits.clients_max {
             return Ok(answer(Status::Busy, 0));
         }
         // The window's lock is held until the request is remembered, so two attempts of one id
@@ -151,10 +150,17 @@ impl AccountActor {
         let record = match decided {
             Ok(Decision::Record(record)) => record,
             Ok(Decision::Answer(outcome)) => {
+                // Nothing to remember: a window made just for this request goes again, so
+                // clients whose requests leave no record take no room.
+                drop(window);
+                if !known {
+                    bank.clients
+                        .remove_if(&request.client, |_, window| window.completed.is_empty());
+                }
                 return Ok(Answer {
                     outcome,
                     durable_after: self.last_lsn,
-                })
+                });
             }
             Err(_) => {
                 if let (Some(faults), Some(CrashPoint::BeforeJournal)) = (&bank.faults, crash) {
