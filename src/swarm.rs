@@ -192,7 +192,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Self {
+    fn of<T: hdrhistogram::Counter>(histogram: &Histogram<T>) -> Self {
         Percentiles {
             p50: histogram.value_at_quantile(0.5),
             p90: histogram.value_at_quantile(0.9),
@@ -265,7 +265,8 @@ pub struct SwarmReport {
 /// One ATM's own tallies, merged at the end.
 struct AtmResult {
     latency: Histogram<u64>,
-    timeline: Vec<(Histogram<u64>, Second)>,
+    /// The second being counted now; folded into the shared timeline when the clock moves on.
+    current: Option<(SecondHistogram, Second)>,
     statuses: BTreeMap<&'static str, u64>,
     unknown: Vec<String>,
     /// The most recent acknowledged requests: id, card, operation, reply.
@@ -287,6 +288,42 @@ struct Shared {
     acked: AtomicU64,
     started: Instant,
     deadline: Option<Instant>,
+    /// Every ATM's seconds, merged.
+    timeline: parking_lot::Mutex<Vec<(SecondHistogram, Second)>>,
+}
+
+/// A histogram for one second of the timeline: two significant figures and 32-bit counts keep it
+/// to a few kilobytes, so a long run's timeline stays small.
+type SecondHistogram = Histogram<u32>;
+
+/// Longest latency one second's histogram tells apart (longer ones count as this).
+const SECOND_LATENCY_US_MAX: u64 = 60_000_000;
+
+fn new_second_histogram() -> SecondHistogram {
+    Histogram::new_with_bounds(1, SECOND_LATENCY_US_MAX, 2)
+        .unwrap_or_else(|_| Histogram::new(2).expect("histogram"))
+}
+
+/// Folds one ATM's finished second into the shared timeline.
+fn fold_second(shared: &Shared, finished: (SecondHistogram, Second)) {
+    let (histogram, counts) = finished;
+    let mut timeline = shared.timeline.lock();
+    let index = counts.second as usize;
+    while timeline.len() <= index {
+        let second = timeline.len() as u64;
+        timeline.push((
+            new_second_histogram(),
+            Second {
+                second,
+                ..Second::default()
+            },
+        ));
+    }
+    let merged = &mut timeline[index];
+    let _ = merged.0.add(&histogram);
+    merged.1.ops_acked += counts.ops_acked;
+    merged.1.retries += counts.retries;
+    merged.1.client_faults += counts.client_faults;
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -354,6 +391,7 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
         operations_started: AtomicU64::new(0),
         acked: AtomicU64::new(0),
         started: Instant::now(),
+        timeline: parking_lot::Mutex::new(Vec::new()),
         deadline: match config.stop {
             Stop::After(duration) => Some(Instant::now() + duration),
             Stop::Operations(_) => None,
@@ -566,7 +604,7 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
         .flatten();
     let mut result = AtmResult {
         latency: new_histogram(),
-        timeline: Vec::new(),
+        current: None,
         statuses: BTreeMap::new(),
         unknown: Vec::new(),
         recent: VecDeque::new(),
@@ -630,18 +668,25 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
         let outcome = client.call_with_id(id, operation.clone()).await;
         let elapsed_us = clock.elapsed().as_micros().max(1) as u64;
         let after = client.stats();
-        let second = shared.started.elapsed().as_secs() as usize;
-        while result.timeline.len() <= second {
-            let second = result.timeline.len() as u64;
-            result.timeline.push((
-                new_histogram(),
+        let second = shared.started.elapsed().as_secs();
+        if result
+            .current
+            .as_ref()
+            .is_some_and(|(_, counts)| counts.second != second)
+        {
+            if let Some(finished) = result.current.take() {
+                fold_second(&shared, finished);
+            }
+        }
+        let bucket = result.current.get_or_insert_with(|| {
+            (
+                new_second_histogram(),
                 Second {
                     second,
                     ..Second::default()
                 },
-            ));
-        }
-        let bucket = &mut result.timeline[second];
+            )
+        });
         bucket.1.retries += after.retries - before.retries;
         bucket.1.client_faults += (after.requests_dropped - before.requests_dropped)
             + (after.replies_dropped - before.replies_dropped);
@@ -662,7 +707,7 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
         };
         shared.acked.fetch_add(1, Ordering::Relaxed);
         let _ = result.latency.record(elapsed_us);
-        let _ = bucket.0.record(elapsed_us);
+        let _ = bucket.0.record(elapsed_us.min(SECOND_LATENCY_US_MAX));
         bucket.1.ops_acked += 1;
         *result.statuses.entry(reply.status.name()).or_default() += 1;
         if reply.status == Status::Approved {
@@ -684,6 +729,9 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
             }
         }
     }
+    if let Some(finished) = result.current.take() {
+        fold_second(&shared, finished);
+    }
     result.next_sequence = client.next_id().sequence;
     let stats = client.stats();
     result.retries = stats.retries;
@@ -701,7 +749,6 @@ fn merge(
 ) -> SwarmReport {
     let mut latency = new_histogram();
     let mut statuses = BTreeMap::new();
-    let mut timeline: Vec<(Histogram<u64>, Second)> = Vec::new();
     let (mut retries, mut requests_dropped, mut replies_dropped) = (0, 0, 0);
     for result in results {
         let _ = latency.add(&result.latency);
@@ -711,25 +758,8 @@ fn merge(
         retries += result.retries;
         requests_dropped += result.requests_dropped;
         replies_dropped += result.replies_dropped;
-        for (histogram, second) in &result.timeline {
-            let index = second.second as usize;
-            while timeline.len() <= index {
-                let second = timeline.len() as u64;
-                timeline.push((
-                    new_histogram(),
-                    Second {
-                        second,
-                        ..Second::default()
-                    },
-                ));
-            }
-            let merged = &mut timeline[index];
-            let _ = merged.0.add(histogram);
-            merged.1.ops_acked += second.ops_acked;
-            merged.1.retries += second.retries;
-            merged.1.client_faults += second.client_faults;
-        }
     }
+    let timeline = std::mem::take(&mut *shared.timeline.lock());
     let timeline = timeline
         .into_iter()
         .map(|(histogram, mut second)| {
