@@ -376,7 +376,9 @@ pub enum Seen {
 pub struct ClientWindow {
     /// The highest sequence number completed.
     pub highest: u64,
-    /// Completed requests inside the window, in completion order.
+    /// Completed requests inside the window, in completion order (an entry that fell out of
+    /// the window behind a newer one may linger until it reaches the front; it is still a
+    /// correct answer, and the window never holds more than [`REQUEST_WINDOW`] entries).
     pub completed: VecDeque<Completed>,
     /// Time of the most recent completion, for forgetting idle clients.
     pub last_used_unix_ms: u64,
@@ -405,8 +407,15 @@ impl ClientWindow {
         self.last_used_unix_ms = self.last_used_unix_ms.max(at_unix_ms);
         self.completed.push_back(done);
         let highest = self.highest;
-        self.completed
-            .retain(|kept| highest < REQUEST_WINDOW || kept.sequence > highest - REQUEST_WINDOW);
+        let in_window = |kept: &Completed| highest < REQUEST_WINDOW || kept.sequence > highest - REQUEST_WINDOW;
+        // Completions mostly come in sequence order, so what falls out of the window is usually
+        // at the front: a full scan only when something older hides further in.
+        while self.completed.front().is_some_and(|oldest| !in_window(oldest)) {
+            self.completed.pop_front();
+        }
+        if self.completed.len() as u64 > REQUEST_WINDOW {
+            self.completed.retain(in_window);
+        }
         debug_assert!(self.completed.len() as u64 <= REQUEST_WINDOW);
     }
 }
