@@ -49,6 +49,9 @@ struct Arguments {
     /// Zipf exponent over accounts (0 = uniform).
     #[arg(long, default_value_t = 0.0)]
     skew: f64,
+    /// Operations each ATM does on one card (one verification) before it picks another.
+    #[arg(long, default_value_t = 1)]
+    ops_per_card: u32,
     /// How long to send load (e.g. 10s, 2m).
     #[arg(long, value_parser = swarm::parse_duration, conflicts_with = "ops")]
     duration: Option<Duration>,
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
     config.initial_balance = arguments.initial_balance;
     config.mix = arguments.mix;
     config.skew = arguments.skew;
+    config.operations_per_card = arguments.ops_per_card.max(1);
     config.stop = match (arguments.ops, arguments.duration) {
         (Some(ops), _) => Stop::Operations(ops),
         (None, Some(duration)) => Stop::After(duration),

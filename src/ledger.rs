@@ -407,10 +407,15 @@ impl ClientWindow {
         self.last_used_unix_ms = self.last_used_unix_ms.max(at_unix_ms);
         self.completed.push_back(done);
         let highest = self.highest;
-        let in_window = |kept: &Completed| highest < REQUEST_WINDOW || kept.sequence > highest - REQUEST_WINDOW;
+        let in_window =
+            |kept: &Completed| highest < REQUEST_WINDOW || kept.sequence > highest - REQUEST_WINDOW;
         // Completions mostly come in sequence order, so what falls out of the window is usually
         // at the front: a full scan only when something older hides further in.
-        while self.completed.front().is_some_and(|oldest| !in_window(oldest)) {
+        while self
+            .completed
+            .front()
+            .is_some_and(|oldest| !in_window(oldest))
+        {
             self.completed.pop_front();
         }
         if self.completed.len() as u64 > REQUEST_WINDOW {

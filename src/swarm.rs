@@ -122,6 +122,8 @@ pub struct SwarmConfig {
     pub mix: Mix,
     /// Zipf exponent over accounts; 0 is uniform.
     pub skew: f64,
+    /// Operations an ATM does on one card (after one verification) before it picks the next.
+    pub operations_per_card: u32,
     /// When to stop.
     pub stop: Stop,
     /// Seed for every random choice (and the client-side faults).
@@ -153,6 +155,7 @@ impl SwarmConfig {
             initial_balance: 1_000_000,
             mix: Mix::default(),
             skew: 0.0,
+            operations_per_card: 1,
             stop: Stop::After(Duration::from_secs(10)),
             seed: 1,
             client_faults: FaultPlan::default(),
@@ -615,6 +618,7 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
         replies_dropped: 0,
     };
     let mut logged_in: Option<usize> = None;
+    let mut operations_on_card: u32 = 0;
     loop {
         if let Some(deadline) = shared.deadline {
             if Instant::now() >= deadline {
@@ -627,12 +631,20 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
                 break;
             }
         }
-        let account = match &zipf {
-            Some(zipf) => (zipf.sample(&mut generator) as usize)
-                .saturating_sub(1)
-                .min(shared.cards.len() - 1),
-            None => generator.gen_range(0..shared.cards.len()),
+        // A customer at the ATM does a few operations on one card before the next one comes.
+        let account = match (logged_in, operations_on_card < config.operations_per_card) {
+            (Some(current), true) => current,
+            _ => {
+                operations_on_card = 0;
+                match &zipf {
+                    Some(zipf) => (zipf.sample(&mut generator) as usize)
+                        .saturating_sub(1)
+                        .min(shared.cards.len() - 1),
+                    None => generator.gen_range(0..shared.cards.len()),
+                }
+            }
         };
+        operations_on_card += 1;
         let action = pick_action(&config.mix, &mut generator);
         let before = client.stats();
         let clock = Instant::now();
