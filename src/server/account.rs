@@ -10,8 +10,8 @@
 //!
 //! A crash (a panic inside the decision, caught, or an injected fault) becomes `ctx.stop()`. The
 //! supervisor then calls [`Supervised::restarting`], which throws the working copy away, and
-//! [`Actor::started`] rebuilds it from the *committed* state once everything already queued is
-//! durable. The message being handled is lost: its sender answers `busy`, and the client's retry
+//! [`Actor::started`] rebuilds it from the *committed* state once everything the actor itself
+//! queued is durable. The message being handled is lost: its sender answers `busy`, and the client's retry
 //! with the same id settles the outcome. Why a panic cannot leave the state half-changed: the
 //! decision is pure and runs first; only after it returns are the record queued and the state
 //! mutated, by steps that do not panic.
@@ -204,19 +204,22 @@ impl AccountActor {
     fn load(&mut self, ctx: &mut Context<Self>) {
         let journal = self.bank.journal.clone();
         let card = self.card;
+        // Only this actor's own records can still be on their way to the disk: a predecessor
+        // retires only once its records are durable (see the idle check in `started`). A fresh
+        // actor waits for nothing; one restarting after a crash waits for what it queued.
+        let own_records = self.last_lsn;
         ctx.wait(
             async move {
-                let durable = journal.wait_all_durable().await;
-                (durable, journal.committed_account(card), journal.head())
+                let durable = journal.wait_durable(own_records).await;
+                (durable, journal.committed_account(card))
             }
             .into_actor(self)
-            .map(|(durable, account, head), actor, ctx| {
+            .map(|(durable, account), actor, ctx| {
                 if let Err(reason) = durable {
                     tracing::error!(card = actor.card, %reason, "cannot load account: journal unavailable");
                     actor.retire(ctx);
                 }
                 actor.account = account;
-                actor.last_lsn = head;
             }),
         );
     }
@@ -244,7 +247,10 @@ impl Actor for AccountActor {
         ctx.run_interval(
             idle.max(std::time::Duration::from_millis(10)) / 2,
             move |actor, ctx| {
-                if actor.last_active.elapsed() >= idle {
+                // Retire only once everything this actor queued is durable, so that a successor
+                // can load the committed state without waiting.
+                let durable = actor.bank.journal.stats().durable_lsn;
+                if actor.last_active.elapsed() >= idle && durable >= actor.last_lsn {
                     actor.retire(ctx);
                 }
             },
