@@ -58,6 +58,9 @@ pub fn default_welcome() -> Welcome {
         requests_in_flight_max: limits.requests_in_flight_max as u32,
         request_window: REQUEST_WINDOW as u32,
         frame_bytes_max: limits.frame_bytes_max as u32,
+        client_retention_secs: actor_bank::server::ServerConfig::new(".")
+            .client_retention
+            .as_secs(),
     }
 }
 

@@ -6,7 +6,8 @@
 //! `unavailable` answer, until a definite reply arrives. The server's memory of completed requests
 //! turns those retries into exactly-once execution.
 //!
-//! Retries stop at [`ClientConfig::outcome_deadline`]; the call then fails with
+//! Retries stop at [`ClientConfig::outcome_deadline`], and never later than half the client
+//! retention the server announces in its `Welcome`; the call then fails with
 //! [`ClientError::OutcomeUnknown`]. The deadline is far shorter than the time the server remembers
 //! an idle client (24 hours by default), and the client has only one request in flight, well inside
 //! the server's window of [`crate::ledger::REQUEST_WINDOW`] sequence numbers, so every retry the
@@ -134,6 +135,8 @@ pub struct Client {
     relogin_sequence: u64,
     generator: StdRng,
     stats: ClientStats,
+    /// The client retention the server announced last (kept across reconnects).
+    announced_retention: Option<Duration>,
 }
 
 impl Client {
@@ -152,6 +155,7 @@ impl Client {
             relogin_sequence: 1,
             generator,
             stats: ClientStats::default(),
+            announced_retention: None,
         }
     }
 
@@ -227,7 +231,8 @@ impl Client {
         if id.client == self.config.client_id && id.sequence >= self.next_sequence {
             self.next_sequence = id.sequence + 1;
         }
-        let deadline = Instant::now() + self.config.outcome_deadline;
+        let started = Instant::now();
+        let mut deadline = started + self.config.outcome_deadline;
         let mut backoff = self.config.backoff_initial;
         let mut attempts = 0;
         let mut last_error: String;
@@ -249,6 +254,11 @@ impl Client {
                     last_error = error;
                 }
                 Err(error) => return Err(error),
+            }
+            // Never retry for longer than half the time the server remembers this client: past
+            // its retention the id would count as new and could run twice.
+            if let Some(retention) = self.announced_retention {
+                deadline = deadline.min(started + retention / 2);
             }
             if Instant::now() + backoff >= deadline {
                 return Err(ClientError::OutcomeUnknown {
@@ -401,6 +411,9 @@ impl Client {
         if self.connection.is_none() {
             let connection = open(&self.config.server, self.config.attempt_timeout).await?;
             self.stats.connections += 1;
+            self.announced_retention = Some(Duration::from_secs(
+                connection.welcome.client_retention_secs,
+            ));
             self.connection = Some(connection);
         }
         self.connection

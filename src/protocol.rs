@@ -95,6 +95,10 @@ pub struct Welcome {
     pub request_window: u32,
     /// The largest frame body the server accepts, in bytes.
     pub frame_bytes_max: u32,
+    /// How long, in seconds, the server remembers a client's completed requests after its last
+    /// one. A client must stop retrying a request well before this (the client library stops at
+    /// half of it at most): after it, the id would be treated as new.
+    pub client_retention_secs: u64,
 }
 
 /// Why the server closed a connection.

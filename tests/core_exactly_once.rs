@@ -560,3 +560,33 @@ async fn actors_retiring_when_idle_lose_nothing() {
     assert!(server.running().bank().journal.failure().is_none());
     assert!(conserved(&server));
 }
+
+/// A client never retries past half the retention the server announces: with a server that
+/// remembers clients for 2 s and loses every request, a call configured to retry for an hour
+/// ends with an unknown outcome instead of retrying into the time when its id would count as new.
+#[tokio::test]
+async fn the_client_stops_retrying_within_the_announced_retention() {
+    let server = TestServer::start_with(|config| {
+        config.client_retention = Duration::from_secs(2);
+        config.faults = Some("drop-request=1.0,seed=1".parse().unwrap());
+    });
+    let mut config = server.client_config();
+    config.outcome_deadline = Duration::from_secs(3_600);
+    config.attempt_timeout = Duration::from_millis(200);
+    let mut client = Client::connect(config).await.unwrap();
+    assert_eq!(client.welcome().unwrap().client_retention_secs, 2);
+    // The guard only stops a hang; the call itself must end on its own well before it.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.call(Operation::IsPrime { number: 7 }),
+    )
+    .await
+    .expect("the client kept retrying past the server's retention");
+    assert!(
+        matches!(
+            outcome,
+            Err(actor_bank::client::ClientError::OutcomeUnknown { .. })
+        ),
+        "{outcome:?}"
+    );
+}

@@ -60,12 +60,14 @@ async fn the_handshake_announces_the_version_and_the_limits() {
             requests_in_flight_max: 64,
             request_window: 32,
             frame_bytes_max: 64 * 1024,
+            client_retention_secs: 86_400,
         }))
     );
 
     let tuned = TestServer::start_with(|config| {
         config.limits.requests_in_flight_max = 5;
         config.limits.frame_bytes_max = 4000;
+        config.client_retention = std::time::Duration::from_secs(600);
     });
     let mut connection = common::RawConnection::connect(&tuned.address()).await;
     connection
@@ -80,6 +82,7 @@ async fn the_handshake_announces_the_version_and_the_limits() {
             requests_in_flight_max: 5,
             request_window: 32,
             frame_bytes_max: 4000,
+            client_retention_secs: 600,
         }))
     );
 }

@@ -176,6 +176,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
                 requests_in_flight_max: 64,
                 request_window: 1024,
                 frame_bytes_max: 65_536,
+                client_retention_secs: 86_400,
             }),
             ServerMessage::Reply(Reply {
                 id,

@@ -345,6 +345,11 @@ impl Bank {
         }
     }
 
+    /// How long an idle client's completed requests are remembered.
+    pub fn client_retention(&self) -> Duration {
+        self.client_retention
+    }
+
     /// Resolves when a graceful shutdown has begun.
     pub fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.shutdown.cancelled()

@@ -201,6 +201,7 @@ impl Session {
             requests_in_flight_max: limits.requests_in_flight_max as u32,
             request_window: crate::ledger::REQUEST_WINDOW as u32,
             frame_bytes_max: limits.frame_bytes_max.min(codec::FRAME_BYTES_LIMIT) as u32,
+            client_retention_secs: self.bank.client_retention().as_secs(),
         });
         self.send(&welcome, ctx);
     }
