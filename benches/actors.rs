@@ -20,19 +20,20 @@
 //!
 //! Under `cargo test --benches` everything runs once on tiny sizes.
 
+mod common;
 use actor_bank::client::{Client, ClientConfig};
 use actor_bank::ledger::{Event, Outcome};
-use actor_bank::pin::{self, PinHashCost};
+use actor_bank::pin::PinHashCost;
 use actor_bank::protocol::{RequestId, Status};
 use actor_bank::server::{Bank, RunningServer, ServerConfig};
+use common::{opening, PIN};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const OPERATOR_TOKEN: &str = "bench-operator-token";
-const PIN: &str = "4321";
 const OPENING_BALANCE: u64 = 1 << 40;
 const HOT_CARD: u64 = 1_111_111_111;
 const FIRST_SPREAD_CARD: u64 = 3_000_000_000;
@@ -100,31 +101,6 @@ fn rss_mib() -> f64 {
 
 fn expect_approved(outcome: Outcome, what: &str) {
     assert_eq!(outcome.status, Status::Approved, "{what}: {outcome:?}");
-}
-
-const COST: PinHashCost = PinHashCost::MINIMUM;
-
-/// The event that opens `card`. Every account shares one PIN hash, made once: argon2 is slow on
-/// purpose, and hashing per account would only measure argon2.
-fn opening(card: u64, initial_balance: u64) -> Event {
-    static TEMPLATE: OnceLock<Event> = OnceLock::new();
-    let mut event = TEMPLATE
-        .get_or_init(|| Event::AccountOpened {
-            holder: String::new(),
-            pin_hash: pin::hash(PIN, COST).expect("PIN hash"),
-            initial_balance: 0,
-        })
-        .clone();
-    if let Event::AccountOpened {
-        holder,
-        initial_balance: balance,
-        ..
-    } = &mut event
-    {
-        *holder = format!("ATM {card}");
-        *balance = initial_balance;
-    }
-    event
 }
 
 /// Opens `cards` with `openers` concurrent tasks (client ids from `first_client` on).

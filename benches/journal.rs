@@ -32,49 +32,19 @@
 //!
 //! Under `cargo test --benches` (no `--bench` argument) everything runs once on tiny sizes.
 
+mod common;
 use actor_bank::journal::{AppendError, Journal, JournalConfig};
 use actor_bank::ledger::{Event, Lsn, Outcome, Record};
-use actor_bank::pin::{self, PinHashCost};
 use actor_bank::protocol::{RequestId, Status};
+use common::opening;
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const OPENING_BALANCE: u64 = 1 << 50;
 const NOW_MS: u64 = 1_700_000_000_000;
-
-const PIN: &str = "4321";
-/// The default (production) cost, so stored hashes have their real size.
-const COST: PinHashCost = PinHashCost {
-    memory_kib: 19 * 1024,
-    iterations: 2,
-};
-
-/// The event that opens `card`. Every account shares one PIN hash, made once: argon2 is slow on
-/// purpose, and hashing per account would only measure argon2.
-fn opening(card: u64, initial_balance: u64) -> Event {
-    static TEMPLATE: OnceLock<Event> = OnceLock::new();
-    let mut event = TEMPLATE
-        .get_or_init(|| Event::AccountOpened {
-            holder: String::new(),
-            pin_hash: pin::hash(PIN, COST).expect("PIN hash"),
-            initial_balance: 0,
-        })
-        .clone();
-    if let Event::AccountOpened {
-        holder,
-        initial_balance: balance,
-        ..
-    } = &mut event
-    {
-        *holder = format!("ATM {card}");
-        *balance = initial_balance;
-    }
-    event
-}
 
 /// True under `cargo bench` (which passes `--bench`), false under `cargo test --benches`.
 fn bench_mode() -> bool {

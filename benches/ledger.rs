@@ -4,45 +4,19 @@
 //!
 //! `cargo bench --bench ledger`
 
+mod common;
 use actor_bank::ledger::{
     self, completed_entry, Account, ClientWindow, Decision, Event, Fingerprint, Ledger, Record,
     REQUEST_WINDOW,
 };
-use actor_bank::pin::{self, PinHashCost};
 use actor_bank::protocol::{RequestId, Status};
+use common::opening;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 const CARD: u64 = 1_234_567_890;
 const CLIENT: u64 = 0x3a7f_12c4_9e01_55d2;
 const NOW_MS: u64 = 1_700_000_000_000;
-
-const PIN: &str = "4321";
-const COST: PinHashCost = PinHashCost::MINIMUM;
-
-/// The event that opens `card`. Every account shares one PIN hash, made once: argon2 is slow on
-/// purpose, and hashing per account would only measure argon2.
-fn opening(card: u64, initial_balance: u64) -> Event {
-    static TEMPLATE: OnceLock<Event> = OnceLock::new();
-    let mut event = TEMPLATE
-        .get_or_init(|| Event::AccountOpened {
-            holder: String::new(),
-            pin_hash: pin::hash(PIN, COST).expect("PIN hash"),
-            initial_balance: 0,
-        })
-        .clone();
-    if let Event::AccountOpened {
-        holder,
-        initial_balance: balance,
-        ..
-    } = &mut event
-    {
-        *holder = format!("ATM {card}");
-        *balance = initial_balance;
-    }
-    event
-}
 
 /// An account with `balance`, made the way the ledger makes one: by applying its opening.
 fn account(balance: u64) -> Account {
