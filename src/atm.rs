@@ -254,7 +254,7 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
                 let Some(card) = prompt_number(&mut lines, "card number").await else {
                     continue;
                 };
-                let Some(pin) = prompt(&mut lines, "PIN").await else {
+                let Some(pin) = prompt_secret(&mut lines, "PIN").await else {
                     continue;
                 };
                 Operation::Verify { card, pin }
@@ -278,7 +278,7 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
                 let Some(holder) = prompt(&mut lines, "holder name").await else {
                     continue;
                 };
-                let Some(pin) = prompt(&mut lines, "PIN").await else {
+                let Some(pin) = prompt_secret(&mut lines, "PIN").await else {
                     continue;
                 };
                 let Some(initial_balance) = prompt_number(&mut lines, "initial balance").await
@@ -326,6 +326,23 @@ async fn prompt<R: tokio::io::AsyncBufRead + Unpin>(
     let _ = std::io::stdout().flush();
     match lines.next_line().await {
         Ok(Some(line)) => Some(line.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// Like [`prompt`], without echoing what is typed when standard input is a terminal (a PIN must
+/// not stay on the screen). Piped input is read as a plain line.
+async fn prompt_secret<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    label: &str,
+) -> Option<String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return prompt(lines, label).await;
+    }
+    let label = format!("{label}> ");
+    match tokio::task::spawn_blocking(move || rpassword::prompt_password(label)).await {
+        Ok(Ok(secret)) => Some(secret.trim().to_string()),
         _ => None,
     }
 }
