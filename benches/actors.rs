@@ -26,7 +26,7 @@ use actor_bank::ledger::{Event, Outcome};
 use actor_bank::pin::PinHashCost;
 use actor_bank::protocol::{RequestId, Status};
 use actor_bank::server::{Bank, RunningServer, ServerConfig};
-use common::{opening, PIN};
+use common::{bench_mode, env_usize, opening, PIN};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
@@ -37,18 +37,6 @@ const OPERATOR_TOKEN: &str = "bench-operator-token";
 const OPENING_BALANCE: u64 = 1 << 40;
 const HOT_CARD: u64 = 1_111_111_111;
 const FIRST_SPREAD_CARD: u64 = 3_000_000_000;
-
-/// True under `cargo bench` (which passes `--bench`), false under `cargo test --benches`.
-fn bench_mode() -> bool {
-    std::env::args().any(|argument| argument == "--bench")
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 /// One simulated ATM: a client id and its next sequence number.
 #[derive(Clone, Copy, Debug)]

@@ -36,7 +36,7 @@ mod common;
 use actor_bank::journal::{AppendError, Journal, JournalConfig};
 use actor_bank::ledger::{Event, Lsn, Outcome, Record};
 use actor_bank::protocol::{RequestId, Status};
-use common::opening;
+use common::{bench_mode, env_usize, opening};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
@@ -45,18 +45,6 @@ use std::time::{Duration, Instant};
 
 const OPENING_BALANCE: u64 = 1 << 50;
 const NOW_MS: u64 = 1_700_000_000_000;
-
-/// True under `cargo bench` (which passes `--bench`), false under `cargo test --benches`.
-fn bench_mode() -> bool {
-    std::env::args().any(|argument| argument == "--bench")
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 /// One writer of records: its own account and client id, so its records stay valid whatever the
 /// interleaving with other lanes (the journal orders them; each lane's own order is kept).

@@ -3,26 +3,16 @@
 //! request before the Hello, a wrong protocol version, a second Hello. Each time the server says
 //! goodbye (best effort) and closes that connection, and keeps serving every other one.
 mod common;
+use common::{reply, JOTY, JOTY_PIN};
 
 use actor_bank::codec::{encode_frame, encode_wire};
 use actor_bank::protocol::{
-    Body, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage, Status,
+    Body, ClientMessage, Hello, Operation, Request, RequestId, ServerMessage, Status,
     PROTOCOL_VERSION,
 };
 use common::{RawConnection, TestServer};
 use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
-
-const JOTY: u64 = 123_456_789;
-const JOTY_PIN: &str = "1234";
-
-fn reply(client: u64, sequence: u64, status: Status, body: Body) -> Reply {
-    Reply {
-        id: RequestId { client, sequence },
-        status,
-        body,
-    }
-}
 
 fn hello_frame(protocol_version: u32) -> Vec<u8> {
     encode_frame(&ClientMessage::Hello(Hello { protocol_version })).unwrap()

@@ -3,40 +3,14 @@
 //! restarts; a reused id with other parameters is a conflict; ids that fell out of the window
 //! are refused as stale and never executed; concurrent withdrawals never overdraw.
 mod common;
+use common::{deposit, reply, verify, withdraw, AHONA, JOTY, JOTY_PIN};
 
 use actor_bank::client::{reply_balance, Client};
-use actor_bank::protocol::{Body, Operation, Reply, RequestId, Status};
+use actor_bank::protocol::{Body, Operation, Reply, Status};
 use common::{RawConnection, TestServer};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-const JOTY: u64 = 123_456_789;
-const JOTY_PIN: &str = "1234";
-const AHONA: u64 = 987_654_321;
-
-fn reply(client: u64, sequence: u64, status: Status, body: Body) -> Reply {
-    Reply {
-        id: RequestId { client, sequence },
-        status,
-        body,
-    }
-}
-
-fn verify(card: u64, pin: &str) -> Operation {
-    Operation::Verify {
-        card,
-        pin: pin.to_string(),
-    }
-}
-
-fn withdraw(amount: u64) -> Operation {
-    Operation::Withdraw { amount }
-}
-
-fn deposit(amount: u64) -> Operation {
-    Operation::Deposit { amount }
-}
 
 fn replays(server: &TestServer) -> u64 {
     server

@@ -3,45 +3,17 @@
 //! invalid_request, unknown_card, card_exists, invalid_amount, insufficient_funds), pipelining
 //! and the lab's utilities. Exactly-once, bad input and security have suites of their own.
 mod common;
+use common::{create, reply, verify, AHONA, JOTY, JOTY_PIN};
 
 use actor_bank::codec::{encode_frame, encode_wire};
 use actor_bank::journal::files::FullDisk;
 use actor_bank::protocol::{
-    Body, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage, Status,
-    Welcome, PROTOCOL_VERSION,
+    Body, ClientMessage, Hello, Operation, Request, RequestId, ServerMessage, Status, Welcome,
+    PROTOCOL_VERSION,
 };
 use common::{request_frame, TestServer, OPERATOR_TOKEN};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-const JOTY: u64 = 123_456_789;
-const JOTY_PIN: &str = "1234";
-const AHONA: u64 = 987_654_321;
-
-fn reply(client: u64, sequence: u64, status: Status, body: Body) -> Reply {
-    Reply {
-        id: RequestId { client, sequence },
-        status,
-        body,
-    }
-}
-
-fn verify(card: u64, pin: &str) -> Operation {
-    Operation::Verify {
-        card,
-        pin: pin.to_string(),
-    }
-}
-
-fn create(token: &str, card: u64, holder: &str, pin: &str, initial_balance: u64) -> Operation {
-    Operation::CreateAccount {
-        operator_token: token.to_string(),
-        card,
-        holder: holder.to_string(),
-        pin: pin.to_string(),
-        initial_balance,
-    }
-}
 
 /// The Welcome announces the protocol version and the limits actually configured.
 #[tokio::test]

@@ -2,30 +2,11 @@
 //! verification logs it out), request ids cannot be borrowed to act on or read another card,
 //! operator-only operations need the token.
 mod common;
+use common::{reply, verify, AHONA, AHONA_PIN, JOTY, JOTY_PIN};
 
-use actor_bank::protocol::{Body, Operation, Reply, RequestId, Status};
+use actor_bank::protocol::{Body, Operation, Status};
 use common::{request_frame, TestServer, OPERATOR_TOKEN};
 use std::collections::HashMap;
-
-const JOTY: u64 = 123_456_789;
-const JOTY_PIN: &str = "1234";
-const AHONA: u64 = 987_654_321;
-const AHONA_PIN: &str = "5678";
-
-fn reply(client: u64, sequence: u64, status: Status, body: Body) -> Reply {
-    Reply {
-        id: RequestId { client, sequence },
-        status,
-        body,
-    }
-}
-
-fn verify(card: u64, pin: &str) -> Operation {
-    Operation::Verify {
-        card,
-        pin: pin.to_string(),
-    }
-}
 
 fn pin_failures(server: &TestServer, card: u64) -> u8 {
     server

@@ -9,6 +9,7 @@
 //!
 //! docs/FUZZING.md explains the fuzz targets and how to run them for longer.
 mod common;
+use common::{JOTY, JOTY_PIN};
 
 #[allow(dead_code)]
 #[path = "../fuzz/src/frames.rs"]
@@ -29,9 +30,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const JOTY: u64 = 123_456_789;
-const JOTY_PIN: &str = "1234";
 
 /// How long a test waits for the server to end a connection before calling it still open. Far
 /// above the deadlines configured here; it only keeps a broken server from hanging the test.

@@ -3,6 +3,7 @@
 //! refuses with a Goodbye and admits again once a connection closes; too many requests in flight
 //! and a full account mailbox answer `busy`, and the retry with the same id moves the money once.
 mod common;
+use common::{AHONA, AHONA_PIN, JOTY, JOTY_PIN};
 
 use actor_bank::client::reply_balance;
 use actor_bank::protocol::{
@@ -15,11 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-const JOTY: u64 = 123_456_789;
-const JOTY_PIN: &str = "1234";
-const AHONA: u64 = 987_654_321;
-const AHONA_PIN: &str = "5678";
 
 /// How long a test waits for the server to end a connection before calling it still open.
 const PATIENCE: Duration = Duration::from_secs(15);

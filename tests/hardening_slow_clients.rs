@@ -3,6 +3,7 @@
 //! frame deadline; a connection without a verified card that stays silent is closed after the
 //! login idle deadline, and a verified one is not.
 mod common;
+use common::{JOTY, JOTY_PIN};
 
 use actor_bank::client::reply_balance;
 use actor_bank::protocol::{Body, Operation, ServerMessage, Status};
@@ -12,9 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const JOTY: u64 = 123_456_789;
-const JOTY_PIN: &str = "1234";
 
 /// How long a test waits for the server to end a connection before calling it still open. Far
 /// above every deadline configured here; it only keeps a broken server from hanging the test.

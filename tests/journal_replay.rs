@@ -1,6 +1,7 @@
 //! A request id replayed after a restart gets the original reply, byte for byte, and moves no
 //! money again: the memory of completed requests is rebuilt from the journal.
 mod common;
+use common::verify;
 
 use actor_bank::codec::decode_wire;
 use actor_bank::protocol::{
@@ -53,13 +54,6 @@ async fn greeted(address: &str) -> RawConnection {
         Some(ServerMessage::Welcome(_))
     ));
     raw
-}
-
-fn verify(card: u64, pin: &str) -> Operation {
-    Operation::Verify {
-        card,
-        pin: pin.into(),
-    }
 }
 
 /// The changes the scenario makes, by sequence number: a withdrawal, a deposit, a refused

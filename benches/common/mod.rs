@@ -1,4 +1,7 @@
 //! What the benchmarks share.
+//!
+//! Each bench target compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
 
 use actor_bank::ledger::Event;
 use actor_bank::pin::{self, PinHash, PinHashCost};
@@ -19,4 +22,17 @@ pub fn opening(card: u64, initial_balance: u64) -> Event {
         pin_hash,
         initial_balance,
     }
+}
+
+/// True under `cargo bench` (which passes `--bench`), false under `cargo test --benches`.
+pub fn bench_mode() -> bool {
+    std::env::args().any(|argument| argument == "--bench")
+}
+
+/// A size from the environment (underscores allowed: `1_000_000`), or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.replace('_', "").parse().ok())
+        .unwrap_or(default)
 }

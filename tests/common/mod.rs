@@ -17,6 +17,58 @@ use tokio::net::TcpStream;
 /// The operator token every test server is started with.
 pub const OPERATOR_TOKEN: &str = "test-operator-token";
 
+/// The lab's sample accounts, opened by every test server (`demo`).
+pub const JOTY: u64 = 123_456_789;
+/// Joty's PIN.
+pub const JOTY_PIN: &str = "1234";
+/// The second sample account.
+pub const AHONA: u64 = 987_654_321;
+/// Ahona's PIN.
+pub const AHONA_PIN: &str = "5678";
+
+/// The reply the server must send for `client:sequence`.
+pub fn reply(
+    client: u64,
+    sequence: u64,
+    status: actor_bank::protocol::Status,
+    body: actor_bank::protocol::Body,
+) -> actor_bank::protocol::Reply {
+    actor_bank::protocol::Reply {
+        id: RequestId { client, sequence },
+        status,
+        body,
+    }
+}
+
+/// A Verify of `card` with `pin`.
+pub fn verify(card: u64, pin: &str) -> Operation {
+    Operation::Verify {
+        card,
+        pin: pin.to_string(),
+    }
+}
+
+/// A withdrawal.
+pub fn withdraw(amount: u64) -> Operation {
+    Operation::Withdraw { amount }
+}
+
+/// A deposit.
+pub fn deposit(amount: u64) -> Operation {
+    Operation::Deposit { amount }
+}
+
+/// An account opening.
+pub fn create(token: &str, card: u64, holder: &str, pin: &str, initial_balance: u64) -> Operation {
+    Operation::CreateAccount {
+        operator_token: token.to_string(),
+        card,
+        holder: holder.to_string(),
+        pin: pin.to_string(),
+        initial_balance,
+    }
+}
+
 /// A server configuration for tests: port 0, the test token, cheap PIN hashes, the demo accounts.
 pub fn test_config(data_dir: &std::path::Path) -> ServerConfig {
     let mut config = ServerConfig::new(data_dir);
