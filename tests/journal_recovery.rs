@@ -84,9 +84,7 @@ fn a_torn_last_record_is_cut_and_appending_resumes() {
 // that record and everything after it, and keeps everything before.
 #[test]
 fn a_tear_inside_an_earlier_record_keeps_the_prefix() {
-    let model = standard_model(20);
-    let directory = tempfile::tempdir().unwrap();
-    write_journal(directory.path(), &model.records, 1_000_000);
+    let (model, directory) = written_journal(20, 1_000_000);
     let segment = segments(directory.path()).pop().unwrap();
     let spans = record_spans(&segment);
     let cut = spans[14].start + RECORD_HEADER_BYTES + 3;
@@ -235,9 +233,7 @@ fn a_flipped_bit_in_an_earlier_record_is_refused_with_file_and_offset() {
 // written before the body), so a bit flip there is corruption too.
 #[test]
 fn a_flipped_bit_in_the_last_record_header_is_refused() {
-    let model = standard_model(6);
-    let directory = tempfile::tempdir().unwrap();
-    write_journal(directory.path(), &model.records, 1_000_000);
+    let (model, directory) = written_journal(6, 1_000_000);
     let segment = segments(directory.path()).pop().unwrap();
     let last = record_spans(&segment).pop().unwrap();
     flip_bit(&segment, last.start + 5, 2);
@@ -249,9 +245,7 @@ fn a_flipped_bit_in_the_last_record_header_is_refused() {
 // Purpose: damage in the segment header or in a snapshot is refused, naming that file.
 #[test]
 fn a_damaged_segment_header_or_snapshot_is_refused() {
-    let model = standard_model(25);
-    let directory = tempfile::tempdir().unwrap();
-    write_journal(directory.path(), &model.records, 10);
+    let (model, directory) = written_journal(25, 10);
     let snapshot = snapshots(directory.path()).pop().unwrap();
     let segment = segments(directory.path()).pop().unwrap();
 
@@ -328,9 +322,7 @@ fn a_segment_that_does_not_follow_its_predecessor_is_refused() {
 // message names the damaged file and the byte offset.
 #[test]
 fn the_server_binary_refuses_a_corrupt_journal_naming_file_and_offset() {
-    let model = standard_model(8);
-    let directory = tempfile::tempdir().unwrap();
-    write_journal(directory.path(), &model.records, 1_000_000);
+    let (model, directory) = written_journal(8, 1_000_000);
     let segment = segments(directory.path()).pop().unwrap();
     let victim = &record_spans(&segment)[3];
     flip_bit(&segment, victim.start + RECORD_HEADER_BYTES + 1, 3);
@@ -484,9 +476,7 @@ fn a_snapshot_interrupted_at_any_step_recovers() {
 // Purpose: records a snapshot already covers are still checked: damage there is refused too.
 #[test]
 fn damage_in_a_segment_the_snapshot_covers_is_refused() {
-    let model = standard_model(12);
-    let directory = tempfile::tempdir().unwrap();
-    write_journal(directory.path(), &model.records, 1_000_000);
+    let (model, directory) = written_journal(12, 1_000_000);
     let image = format::encode_snapshot(&model.ledger).unwrap();
     std::fs::write(directory.path().join(format::snapshot_name(12)), &image).unwrap();
     let segment = segments(directory.path()).pop().unwrap();

@@ -435,6 +435,15 @@ pub mod durability {
         }
     }
 
+    /// A standard model of `count` records written to a new directory (snapshots every
+    /// `interval` records), with the directory.
+    pub fn written_journal(count: usize, interval: u64) -> (Model, tempfile::TempDir) {
+        let model = standard_model(count);
+        let directory = tempfile::tempdir().unwrap();
+        write_journal(directory.path(), &model.records, interval);
+        (model, directory)
+    }
+
     /// Writes `records` into a fresh journal in `directory` (a snapshot every `interval`) and
     /// closes it.
     pub fn write_journal(directory: &Path, records: &[Record], interval: u64) {
