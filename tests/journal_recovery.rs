@@ -233,7 +233,7 @@ fn a_flipped_bit_in_an_earlier_record_is_refused_with_file_and_offset() {
 // written before the body), so a bit flip there is corruption too.
 #[test]
 fn a_flipped_bit_in_the_last_record_header_is_refused() {
-    let (model, directory) = written_journal(6, 1_000_000);
+    let (_model, directory) = written_journal(6, 1_000_000);
     let segment = segments(directory.path()).pop().unwrap();
     let last = record_spans(&segment).pop().unwrap();
     flip_bit(&segment, last.start + 5, 2);
@@ -245,7 +245,7 @@ fn a_flipped_bit_in_the_last_record_header_is_refused() {
 // Purpose: damage in the segment header or in a snapshot is refused, naming that file.
 #[test]
 fn a_damaged_segment_header_or_snapshot_is_refused() {
-    let (model, directory) = written_journal(25, 10);
+    let (_model, directory) = written_journal(25, 10);
     let snapshot = snapshots(directory.path()).pop().unwrap();
     let segment = segments(directory.path()).pop().unwrap();
 
@@ -322,7 +322,7 @@ fn a_segment_that_does_not_follow_its_predecessor_is_refused() {
 // message names the damaged file and the byte offset.
 #[test]
 fn the_server_binary_refuses_a_corrupt_journal_naming_file_and_offset() {
-    let (model, directory) = written_journal(8, 1_000_000);
+    let (_model, directory) = written_journal(8, 1_000_000);
     let segment = segments(directory.path()).pop().unwrap();
     let victim = &record_spans(&segment)[3];
     flip_bit(&segment, victim.start + RECORD_HEADER_BYTES + 1, 3);
