@@ -2,6 +2,7 @@
 //! are cut, nothing acknowledged is lost) and refusal to start on real corruption.
 mod common;
 
+use actor_bank::journal::files::SEGMENT_GROWTH_BYTES;
 use actor_bank::journal::format::{self, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use actor_bank::journal::{Journal, JournalError};
 use actor_bank::ledger::Event;
@@ -103,8 +104,12 @@ fn a_tear_inside_an_earlier_record_keeps_the_prefix() {
 fn a_torn_tail_after_a_snapshot_is_cut() {
     let model = standard_model(30);
     let directory = tempfile::tempdir().unwrap();
-    write_journal(directory.path(), &model.records[..27], 10);
+    write_journal(directory.path(), &model.records[..20], 10);
     assert!(!snapshots(directory.path()).is_empty());
+    // The rest without snapshots, so the newest segment surely holds several records.
+    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+    append_all(&journal, &model.records[20..27], 1);
+    journal.close();
     let segment = segments(directory.path()).pop().unwrap();
     let spans = record_spans(&segment);
     assert!(spans.len() >= 2, "the newest segment holds records");
@@ -118,8 +123,8 @@ fn a_torn_tail_after_a_snapshot_is_cut() {
     check_recovers_to(directory.path(), &model, 26, 10);
 }
 
-// Purpose: zeros after the last whole record (a file extended but never written) are a torn
-// tail: nothing is lost and appends go where the zeros were.
+// Purpose: zeros after the last whole record (room the segment grew by, or a file extended but
+// never written) end the records: nothing is lost and appends go where the zeros were.
 #[test]
 fn a_zero_filled_tail_is_cut_and_nothing_is_lost() {
     let model = standard_model(16);
@@ -274,6 +279,79 @@ fn write_segment(directory: &Path, model: &Model, first: usize, last: usize) -> 
     }
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+// Purpose: the writer grows a segment ahead of its records, in steps of SEGMENT_GROWTH_BYTES
+// written as zeros (so most syncs write no metadata); the room reads as the end of the records,
+// and reopening cuts it off and appends right after the last record.
+#[test]
+fn segments_grow_ahead_with_zeros_and_reopen_where_the_records_end() {
+    let model = standard_model(16);
+    let directory = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+    append_all(&journal, &model.records[..10], 3);
+    let segment = segments(directory.path()).pop().unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let records_end = record_spans(&segment).last().unwrap().end;
+    assert_eq!(
+        bytes.len() as u64 % SEGMENT_GROWTH_BYTES,
+        0,
+        "grown in whole steps"
+    );
+    assert!(bytes.len() > records_end);
+    assert!(
+        bytes[records_end..].iter().all(|byte| *byte == 0),
+        "the room ahead is zeros"
+    );
+    journal.close();
+    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+    assert_eq!(committed(&journal), model.ledger_after(10));
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len() as usize,
+        records_end,
+        "reopening cuts the room off"
+    );
+    append_all(&journal, &model.records[10..], 3);
+    journal.close();
+    check_recovers_to(directory.path(), &model, 16, 1_000_000);
+}
+
+/// Appends `bytes` zeros to `path`, as a segment that grew ahead of its records has them.
+fn add_room(path: &Path, bytes: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let length = file.metadata().unwrap().len();
+    file.set_len(length + bytes).unwrap();
+}
+
+// Purpose: an older segment keeps the room it grew by when the writer moved on to a new one:
+// its zeros end its records. Records missing before the room are still caught, because the next
+// segment must start right after the last record read.
+#[test]
+fn an_older_segment_with_room_ahead_ends_at_its_last_record() {
+    let model = standard_model(10);
+    let directory = tempfile::tempdir().unwrap();
+    let older = write_segment(directory.path(), &model, 1, 5);
+    add_room(&older, SEGMENT_GROWTH_BYTES);
+    write_segment(directory.path(), &model, 6, 10);
+    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+    assert_eq!(committed(&journal), model.ledger);
+    journal.close();
+
+    let gap = tempfile::tempdir().unwrap();
+    let older = write_segment(gap.path(), &model, 1, 5);
+    let last = record_spans(&older).pop().unwrap();
+    // Record 5 zeroed: the older segment now seems to end at 4 and the next starts at 6.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&older)
+        .unwrap();
+    file.set_len(last.start as u64).unwrap();
+    file.set_len(last.end as u64 + SEGMENT_GROWTH_BYTES)
+        .unwrap();
+    drop(file);
+    let newer = write_segment(gap.path(), &model, 6, 10);
+    let (path, offset, reason) = expect_corrupt(gap.path());
+    assert_eq!((path, offset), (newer, 12), "{reason}");
 }
 
 // Purpose: a torn record is only acceptable at the end of the newest segment; in an older

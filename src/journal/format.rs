@@ -123,12 +123,13 @@ pub enum Parsed {
         /// The offset just after it.
         end: usize,
     },
-    /// The end of the file, exactly at a record boundary.
+    /// The end of the records, at a record boundary: the end of the file, or only zeros from
+    /// there to the end of the file (the room a segment grows by ahead of its records; see
+    /// [`super::files::SEGMENT_GROWTH_BYTES`]).
     End,
-    /// What an interrupted write leaves: an incomplete record, a zero-filled tail (zeros from a
-    /// record boundary or from inside a record header to the end of the file), or a last record
-    /// whose body checksum fails (possibly followed by such zeros). Only acceptable at the end of
-    /// the newest segment.
+    /// What an interrupted write leaves: an incomplete record, a zero-filled tail (zeros from
+    /// inside a record header to the end of the file), or a last record whose body checksum fails
+    /// (possibly followed by zeros). Only acceptable at the end of the newest segment.
     Torn(String),
     /// Damage that no interrupted append can explain.
     Corrupt(String),
@@ -145,7 +146,10 @@ pub fn zeros_from(bytes: &[u8]) -> usize {
 /// Reads the record that starts at `offset` of a segment's bytes.
 pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
     let rest = &bytes[offset..];
-    if rest.is_empty() {
+    // A record header is never all zeros (its position is at least 1), so only then is the rest
+    // of the file looked at.
+    let head = &rest[..rest.len().min(RECORD_HEADER_BYTES)];
+    if head.iter().all(|byte| *byte == 0) && zeros_from(rest) == 0 {
         return Parsed::End;
     }
     if rest.len() < RECORD_HEADER_BYTES {

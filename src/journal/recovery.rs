@@ -68,7 +68,7 @@ pub fn create_segment(
     path: &Path,
     first_lsn: Lsn,
 ) -> std::io::Result<Box<dyn SegmentFile>> {
-    let mut segment = files.create(path)?;
+    let mut segment = files.create_segment(path)?;
     segment.write_all(&format::segment_header(first_lsn))?;
     segment.sync_data()?;
     if let Some(directory) = path.parent() {
