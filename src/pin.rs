@@ -2,7 +2,9 @@
 //!
 //! PINs are stored only as argon2id hashes ([`PinHash`]: the cost, a random salt and the hash),
 //! so neither memory snapshots, logs nor the data directory ever hold one in clear. Hashing is
-//! slow on purpose; callers run it on a blocking thread, never on an actor's thread.
+//! slow on purpose; callers run it on a blocking thread, never on an actor's thread, unless the
+//! cost is so low ([`PinHashCost::is_cheap`]) that handing it to another thread would take
+//! longer than the hash itself.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
@@ -70,12 +72,33 @@ impl Default for PinHashCost {
     }
 }
 
+/// The largest cost (KiB of memory times passes) at which a hash is computed where it is needed
+/// instead of on a blocking thread: 64 KiB in one pass takes about 40 µs, less than the two thread
+/// wake-ups a hand-off costs. The default cost is 600 times that.
+pub const INLINE_COST_MAX: u64 = 64;
+
 impl PinHashCost {
     /// The cheapest cost argon2 allows; for tests only.
     pub const MINIMUM: PinHashCost = PinHashCost {
         memory_kib: 8,
         iterations: 1,
     };
+
+    /// True when a hash of this cost is cheaper than handing it to another thread
+    /// ([`INLINE_COST_MAX`]).
+    pub fn is_cheap(self) -> bool {
+        u64::from(self.memory_kib) * u64::from(self.iterations) <= INLINE_COST_MAX
+    }
+}
+
+impl PinHash {
+    /// The cost this hash was made with (and any check against it takes).
+    pub fn cost(&self) -> PinHashCost {
+        PinHashCost {
+            memory_kib: self.memory_kib,
+            iterations: self.iterations,
+        }
+    }
 }
 
 /// True when `pin` is 4 to 12 ASCII digits.
@@ -103,12 +126,8 @@ pub fn hash(pin: &str, cost: PinHashCost) -> Result<PinHash, String> {
 /// True when `pin` matches `stored`, whatever cost it was made with. The comparison takes the
 /// same time whichever byte differs.
 pub fn verify(pin: &str, stored: &PinHash) -> bool {
-    let cost = PinHashCost {
-        memory_kib: stored.memory_kib,
-        iterations: stored.iterations,
-    };
     let mut hash = [0u8; HASH_BYTES];
-    match argon2id(cost).and_then(|argon2| {
+    match argon2id(stored.cost()).and_then(|argon2| {
         argon2
             .hash_password_into(pin.as_bytes(), &stored.salt, &mut hash)
             .map_err(|error| error.to_string())
@@ -165,6 +184,24 @@ impl std::fmt::Debug for OperatorToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hashes_cheaper_than_a_thread_hand_off_count_as_cheap() {
+        assert!(PinHashCost::MINIMUM.is_cheap());
+        assert!(!PinHashCost::default().is_cheap());
+        let edge = PinHashCost {
+            memory_kib: INLINE_COST_MAX as u32,
+            iterations: 1,
+        };
+        assert!(edge.is_cheap());
+        assert!(!PinHashCost {
+            iterations: 2,
+            ..edge
+        }
+        .is_cheap());
+        let stored = hash("1234", edge).unwrap();
+        assert_eq!(stored.cost(), edge);
+    }
 
     #[test]
     fn a_pin_hash_verifies_only_its_pin_and_holds_no_clear_text() {

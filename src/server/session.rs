@@ -304,7 +304,7 @@ impl Session {
                     return self.reply(pending, Status::UnknownCard, Body::Empty, ctx);
                 };
                 let work = async move {
-                    let correct = tokio::task::spawn_blocking(move || {
+                    let correct = off_thread_unless_cheap(pin_hash.cost(), move || {
                         pin::is_well_formed(&pin_text) && pin::verify(&pin_text, &pin_hash)
                     })
                     .await
@@ -338,8 +338,8 @@ impl Session {
                 let work = async move {
                     let offered = pin_text.clone();
                     let hashed =
-                        tokio::task::spawn_blocking(move || pin::hash(&pin_text, cost)).await;
-                    let Ok(Ok(pin_hash)) = hashed else {
+                        off_thread_unless_cheap(cost, move || pin::hash(&pin_text, cost)).await;
+                    let Some(Ok(pin_hash)) = hashed else {
                         return Outcome {
                             status: Status::Busy,
                             balance: None,
@@ -357,11 +357,11 @@ impl Session {
                     let stored = bank.pin_hash(card);
                     if outcome.status == Status::Approved && stored != Some(pin_hash) {
                         let matches = match stored {
-                            Some(stored) => {
-                                tokio::task::spawn_blocking(move || pin::verify(&offered, &stored))
-                                    .await
-                                    .unwrap_or(false)
-                            }
+                            Some(stored) => off_thread_unless_cheap(stored.cost(), move || {
+                                pin::verify(&offered, &stored)
+                            })
+                            .await
+                            .unwrap_or(false),
                             None => false,
                         };
                         if !matches {
@@ -478,6 +478,20 @@ impl Handler<Incoming> for Session {
                 self.close_if_drained(ctx);
             }
         }
+    }
+}
+
+/// Runs PIN hash work of `cost`: in place when it is cheap ([`pin::PinHashCost::is_cheap`]),
+/// otherwise on a blocking thread, so that an actor's thread never computes an expensive hash.
+/// `None` if the blocking thread failed.
+async fn off_thread_unless_cheap<T: Send + 'static>(
+    cost: pin::PinHashCost,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if cost.is_cheap() {
+        Some(work())
+    } else {
+        tokio::task::spawn_blocking(work).await.ok()
     }
 }
 
