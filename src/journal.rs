@@ -117,12 +117,27 @@ impl JournalError {
 
 /// How far the writer has got.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Progress {
+pub enum Progress {
     /// Everything up to and including this position is durable and applied.
     Durable(Lsn),
     /// The journal failed closed for this reason.
     Failed(Arc<str>),
 }
+
+impl Progress {
+    /// Whether a wait for `lsn` is over: `Ok` once it is durable, `Err` once the journal has
+    /// failed, `None` while it is neither.
+    pub fn reached(&self, lsn: Lsn) -> Option<Result<(), Arc<str>>> {
+        match self {
+            Progress::Durable(durable) if *durable >= lsn => Some(Ok(())),
+            Progress::Durable(_) => None,
+            Progress::Failed(reason) => Some(Err(reason.clone())),
+        }
+    }
+}
+
+/// What a wait reports when the writer is gone without having failed (the journal was dropped).
+pub const WRITER_STOPPED: &str = "the journal writer has stopped";
 
 struct Queue {
     /// The position the next record gets.
@@ -267,16 +282,24 @@ impl Journal {
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), Arc<str>> {
         let mut progress = self.shared.progress.subscribe();
         let reached = progress
-            .wait_for(|progress| match progress {
-                Progress::Durable(durable) => *durable >= lsn,
-                Progress::Failed(_) => true,
-            })
+            .wait_for(|progress| progress.reached(lsn).is_some())
             .await;
-        match reached.as_deref() {
-            Ok(Progress::Durable(_)) => Ok(()),
-            Ok(Progress::Failed(reason)) => Err(reason.clone()),
-            Err(_) => Err("the journal writer has stopped".into()),
+        match reached {
+            Ok(progress) => progress.reached(lsn).unwrap_or(Ok(())),
+            Err(_) => Err(WRITER_STOPPED.into()),
         }
+    }
+
+    /// The writer's progress as it changes: each durable batch (or the failure) is one change.
+    /// [`Journal::wait_durable`] is the simple way to wait; this lets a caller relay one
+    /// notification to many waiters of its own.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.shared.progress.subscribe()
+    }
+
+    /// Identifies this journal (all clones of a handle share it) while it exists.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// Waits until everything appended so far is durable.

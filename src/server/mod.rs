@@ -8,6 +8,7 @@
 //! - [`account::AccountActor`], one per card, decides every change, under actix's supervisor.
 
 pub mod account;
+mod durable;
 pub mod gateway;
 pub mod session;
 
@@ -296,7 +297,7 @@ impl Bank {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) | Err(_) => return no_answer(),
         };
-        match self.journal.wait_durable(answer.durable_after).await {
+        match durable::wait_durable(&self.journal, answer.durable_after).await {
             Ok(()) => answer.outcome,
             Err(_) => refuse(Status::Unavailable),
         }

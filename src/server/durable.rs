@@ -1,0 +1,179 @@
+//! Waiting for durability on an arbiter thread, with one cross-thread wake-up per batch.
+//!
+//! Every request a session answers waits until its record is durable. If each waiting task
+//! subscribed to the journal itself, the journal writer would wake each of them from its own
+//! thread after every batch: one cross-thread wake-up (an `eventfd` write and, for a parked
+//! arbiter, a context switch) per waiting request, done one after the other while the last
+//! request's reply waits. Instead, each arbiter thread has a *relay*: one task that waits for the
+//! journal's progress and, when a batch becomes durable, wakes that thread's waiters with
+//! same-thread wake-ups, which cost no system call. The writer then wakes at most one task per
+//! arbiter per batch.
+//!
+//! Outside an arbiter (a plain tokio runtime, a test), [`wait_durable`] waits on the journal
+//! directly.
+
+use crate::journal::{Journal, Progress, WRITER_STOPPED};
+use crate::ledger::Lsn;
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+
+/// One arbiter thread's relay of one journal's progress. Shared (`Arc`) rather than `Rc` only so
+/// that futures waiting on it stay `Send`; it is used from its own thread.
+#[derive(Clone)]
+struct Relay {
+    /// The journal it relays ([`Journal::id`]).
+    journal: usize,
+    /// The progress as last relayed.
+    progress: Arc<Mutex<Progress>>,
+    /// Notified, on this thread, after every change of `progress`.
+    changed: Arc<Notify>,
+}
+
+thread_local! {
+    static RELAY: RefCell<Option<Relay>> = const { RefCell::new(None) };
+}
+
+/// Waits until `lsn` is durable (`Err` with the reason if the journal fails first).
+pub async fn wait_durable(journal: &Journal, lsn: Lsn) -> Result<(), Arc<str>> {
+    if let Some(done) = journal.progress().borrow().reached(lsn) {
+        return done;
+    }
+    let Some(relay) = relay(journal) else {
+        return journal.wait_durable(lsn).await;
+    };
+    loop {
+        let changed = relay.changed.notified();
+        tokio::pin!(changed);
+        // Registered before the check, so a change between the check and the wait is not missed.
+        changed.as_mut().enable();
+        if let Some(done) = relay.progress.lock().reached(lsn) {
+            return done;
+        }
+        changed.await;
+    }
+}
+
+/// This thread's relay for `journal`, started on first use; `None` off an arbiter thread, or
+/// if this thread already relays another journal.
+fn relay(journal: &Journal) -> Option<Relay> {
+    actix_rt::Arbiter::try_current()?;
+    RELAY.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if let Some(relay) = &*slot {
+            return (relay.journal == journal.id()).then(|| relay.clone());
+        }
+        let mut progress = journal.progress();
+        let relay = Relay {
+            journal: journal.id(),
+            progress: Arc::new(Mutex::new(progress.borrow_and_update().clone())),
+            changed: Arc::new(Notify::new()),
+        };
+        actix_rt::spawn(relay_forever(progress, relay.clone()));
+        *slot = Some(relay.clone());
+        Some(relay)
+    })
+}
+
+/// Copies each change of the journal's progress to the relay and wakes its waiters, until the
+/// journal is gone.
+async fn relay_forever(mut progress: watch::Receiver<Progress>, relay: Relay) {
+    loop {
+        let changed = progress.changed().await;
+        let latest = match changed {
+            Ok(()) => progress.borrow_and_update().clone(),
+            Err(_) => Progress::Failed(WRITER_STOPPED.into()),
+        };
+        *relay.progress.lock() = latest;
+        relay.changed.notify_waiters();
+        if changed.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::files::FullDisk;
+    use crate::journal::JournalConfig;
+    use crate::ledger::{self, Decision, Event, Record};
+    use crate::pin::{self, PinHashCost};
+    use crate::protocol::RequestId;
+
+    /// The record that opens account `card`.
+    fn opening(card: u64) -> Record {
+        let event = Event::AccountOpened {
+            holder: "Relay".into(),
+            pin_hash: pin::hash("1234", PinHashCost::MINIMUM).unwrap(),
+            initial_balance: 10,
+        };
+        let request = RequestId {
+            client: 7,
+            sequence: card,
+        };
+        match ledger::decide(None, card, request, event, 0) {
+            Decision::Record(record) => record,
+            Decision::Answer(outcome) => panic!("not opened: {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn waiters_on_an_arbiter_are_released_through_one_relay() {
+        let directory = tempfile::tempdir().unwrap();
+        let journal = Journal::open(JournalConfig::new(directory.path())).unwrap();
+        let other_directory = tempfile::tempdir().unwrap();
+        let other = Journal::open(JournalConfig::new(other_directory.path())).unwrap();
+        actix::System::new().block_on(async {
+            let waiters: Vec<_> = (1..=20)
+                .map(|lsn| {
+                    let journal = journal.clone();
+                    actix_rt::spawn(async move { wait_durable(&journal, lsn).await })
+                })
+                .collect();
+            tokio::task::yield_now().await;
+            let relayed = RELAY.with(|slot| slot.borrow().as_ref().map(|relay| relay.journal));
+            assert_eq!(
+                relayed,
+                Some(journal.id()),
+                "the first waiter started the relay"
+            );
+            for card in 1..=20 {
+                journal.append(opening(card)).unwrap();
+            }
+            for waiter in waiters {
+                assert_eq!(waiter.await.unwrap(), Ok(()));
+            }
+            // Already durable: answered at once.
+            assert_eq!(wait_durable(&journal, 20).await, Ok(()));
+            // This thread relays the first journal; another one is waited for directly.
+            let lsn = other.append(opening(1)).unwrap();
+            assert_eq!(wait_durable(&other, lsn).await, Ok(()));
+        });
+        journal.close();
+        other.close();
+    }
+
+    #[test]
+    fn a_failed_journal_releases_relayed_waiters_with_its_reason() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut config = JournalConfig::new(directory.path());
+        // Room for the segment header only: the first record's write fails.
+        config.files = Arc::new(FullDisk::new(
+            crate::journal::format::SEGMENT_HEADER_BYTES as i64,
+        ));
+        let journal = Journal::open(config).unwrap();
+        actix::System::new().block_on(async {
+            let waiter = {
+                let journal = journal.clone();
+                actix_rt::spawn(async move { wait_durable(&journal, 1).await })
+            };
+            tokio::task::yield_now().await;
+            journal.append(opening(1)).unwrap();
+            let reason = waiter.await.unwrap().unwrap_err();
+            assert!(reason.contains("no space left"), "{reason}");
+        });
+        journal.close();
+    }
+}
