@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// An open file the journal appends to.
@@ -56,24 +56,28 @@ struct OsFile {
 }
 
 impl OsFile {
-    fn new(file: File, end: u64, growth: u64) -> Self {
-        OsFile {
+    /// Writing continues at `end`, which is the file's size.
+    fn new(mut file: File, end: u64, growth: u64) -> io::Result<Self> {
+        file.seek(SeekFrom::Start(end))?;
+        Ok(OsFile {
             file,
             end,
             size: end,
             growth,
-        }
+        })
     }
 
     /// Writes zeros from the current size up to the next multiple of the growth that holds
     /// `needed` bytes.
     fn grow(&mut self, needed: u64) -> io::Result<()> {
         let target = needed.div_ceil(self.growth) * self.growth;
+        self.file.seek(SeekFrom::Start(self.size))?;
         while self.size < target {
             let piece = (target - self.size).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..piece], self.size)?;
+            self.file.write_all(&ZEROS[..piece])?;
             self.size += piece as u64;
         }
+        self.file.seek(SeekFrom::Start(self.end))?;
         Ok(())
     }
 }
@@ -84,7 +88,7 @@ impl SegmentFile for OsFile {
         if self.growth > 0 && end > self.size {
             self.grow(end)?;
         }
-        self.file.write_all_at(bytes, self.end)?;
+        self.file.write_all(bytes)?;
         self.end = end;
         self.size = self.size.max(end);
         Ok(())
@@ -106,7 +110,7 @@ fn create_empty(path: &Path) -> io::Result<File> {
 
 impl FileLayer for OsFiles {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        Ok(Box::new(OsFile::new(create_empty(path)?, 0, 0)))
+        Ok(Box::new(OsFile::new(create_empty(path)?, 0, 0)?))
     }
 
     fn create_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
@@ -114,7 +118,7 @@ impl FileLayer for OsFiles {
             create_empty(path)?,
             0,
             SEGMENT_GROWTH_BYTES,
-        )))
+        )?))
     }
 
     fn open_append(&self, path: &Path, length: u64) -> io::Result<Box<dyn SegmentFile>> {
@@ -125,7 +129,7 @@ impl FileLayer for OsFiles {
             file.set_len(length)?;
             file.sync_all()?;
         }
-        Ok(Box::new(OsFile::new(file, length, SEGMENT_GROWTH_BYTES)))
+        Ok(Box::new(OsFile::new(file, length, SEGMENT_GROWTH_BYTES)?))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
