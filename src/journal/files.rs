@@ -2,8 +2,7 @@
 //! its place that fails like a full disk, to check the journal fails closed.
 
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// An open file the journal appends to.
