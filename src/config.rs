@@ -67,9 +67,6 @@ pub struct Settings {
     /// Records the journal queues before requests are answered busy [default: 65536].
     #[arg(long, env = "BANK_JOURNAL_QUEUE_RECORDS_MAX")]
     pub journal_queue_records_max: Option<usize>,
-    /// Clients whose completed requests are remembered at once [default: 1000000].
-    #[arg(long, env = "BANK_CLIENTS_MAX")]
-    pub clients_max: Option<usize>,
     /// Seconds a frame may take to arrive once it has started [default: 5].
     #[arg(long, env = "BANK_FRAME_READ_TIMEOUT_SECS")]
     pub frame_read_timeout_secs: Option<u64>,
@@ -148,7 +145,7 @@ impl Settings {
         layer!(self, below;
             listen, data_dir, operator_token, demo, faults, metrics_listen, log_format,
             connections_max, requests_in_flight_max, frame_bytes_max, mailbox_capacity,
-            journal_queue_records_max, clients_max, frame_read_timeout_secs, login_idle_timeout_secs,
+            journal_queue_records_max, frame_read_timeout_secs, login_idle_timeout_secs,
             write_queue_frames, write_timeout_secs, account_idle_secs, pin_hash_memory_kib,
             pin_hash_iterations, snapshot_records_interval, client_retention_secs, arbiters,
             shutdown_timeout_secs,
@@ -199,7 +196,6 @@ impl Settings {
                     .unwrap_or(limits.mailbox_capacity)
                     .max(1),
                 account_idle: seconds(self.account_idle_secs, limits.account_idle),
-                clients_max: self.clients_max.unwrap_or(limits.clients_max),
                 frame_read_timeout: seconds(
                     self.frame_read_timeout_secs,
                     limits.frame_read_timeout,
@@ -264,7 +260,6 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         frame_bytes_max: usize,
         mailbox_capacity: usize,
         journal_queue_records_max: usize,
-        clients_max: usize,
         frame_read_timeout_secs: u64,
         login_idle_timeout_secs: u64,
         write_queue_frames: usize,
@@ -302,7 +297,6 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         frame_bytes_max: limits.frame_bytes_max,
         mailbox_capacity: limits.mailbox_capacity,
         journal_queue_records_max: config.journal_queue_records_max,
-        clients_max: limits.clients_max,
         frame_read_timeout_secs: limits.frame_read_timeout.as_secs(),
         login_idle_timeout_secs: limits.login_idle_timeout.as_secs(),
         write_queue_frames: limits.write_queue_frames,

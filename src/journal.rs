@@ -19,11 +19,10 @@ pub mod files;
 pub mod format;
 pub mod recovery;
 
-use crate::ledger::{Account, ClientWindow, Ledger, Lsn, Record};
+use crate::ledger::{Account, Ledger, Lsn, Memory, Record};
 use crate::protocol::Card;
 use files::{FileLayer, SegmentFile};
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -327,7 +326,7 @@ impl Journal {
     }
 
     /// A copy of every committed client window, to seed the working memory of completed requests.
-    pub fn committed_clients(&self) -> HashMap<u64, ClientWindow> {
+    pub fn committed_clients(&self) -> Memory {
         self.shared.committed.read().clients.clone()
     }
 

@@ -8,7 +8,10 @@
 //! calls it again when it replays the journal. One function, three callers: they cannot disagree.
 //!
 //! [`ClientWindow`] is the memory of completed requests, the heart of exactly-once: see its docs
-//! for the retention rule.
+//! for the retention rule. Windows are kept per [`Principal`], the party a request was
+//! authenticated as ([`Clients`]), so a client id is never a capability: only someone who has
+//! verified a card can touch that card's ids. A request carrying a secret (a PIN attempt) is never
+//! remembered and never answered from memory ([`Principal::of`]).
 
 use crate::pin::PinHash;
 use crate::protocol::{Amount, Card, RequestId, Status};
@@ -21,6 +24,18 @@ pub const PIN_ATTEMPTS_MAX: u8 = 3;
 /// How many of each client's most recent sequence numbers the server remembers. A client keeps at
 /// most this many requests unanswered, so every id it can still retry is remembered.
 pub const REQUEST_WINDOW: u64 = 32;
+
+/// How many clients the memory of completed requests keeps per principal (per card, and for the
+/// operator). A new client beyond it takes the place of the least recently used one, provided that
+/// one has been idle for [`CLIENT_EVICTION_IDLE_MS`]; otherwise the new client is answered `busy`.
+/// Only someone who has verified a card can add clients to its memory, so the bound is what keeps
+/// that card's holder (or a thief of the card and PIN) from growing the server's memory.
+pub const CLIENTS_PER_PRINCIPAL_MAX: usize = 64;
+
+/// How long a client must have completed nothing before a new client of the same principal may
+/// take its place in a full memory: twice the client library's 30 s retry deadline, so a client
+/// that may still be retrying is never forgotten by eviction (its retry would run again).
+pub const CLIENT_EVICTION_IDLE_MS: u64 = 60_000;
 
 /// The position of a record in the journal: 1 for the first record ever, then one more each.
 pub type Lsn = u64;
@@ -103,14 +118,15 @@ pub struct Record {
 /// What identifies a request's parameters, to tell a genuine retry from a reused id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
-    /// Which kind of event (0 open, 1 withdrawal, 2 deposit, 3 PIN attempt).
+    /// Which kind of event (0 open, 1 withdrawal, 2 deposit, 3 PIN attempt; PIN attempts are no
+    /// longer remembered, but memories written by earlier releases may hold them).
     pub kind: u8,
     /// The card.
     pub card: Card,
     /// The amount (opening balance for an open; 1 or 0 for a correct or wrong PIN).
     pub amount: u64,
     /// For an open, the CRC-32C of the holder's name; 0 otherwise. (The PIN is left out on
-    /// purpose: nothing kept may let a PIN be recovered; the session checks it separately.)
+    /// purpose: nothing kept may let a PIN be recovered, and no answer may depend on it.)
     pub detail: u32,
 }
 
@@ -132,6 +148,30 @@ impl Fingerprint {
             card,
             amount,
             detail,
+        }
+    }
+}
+
+/// Whom a request id belongs to: the party the request was authenticated as. The memory of
+/// completed requests is kept per principal, so a client id means something only together with
+/// the card (or operator token) that was checked before the request was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Principal {
+    /// The holder of the operator token (opening accounts).
+    Operator,
+    /// Whoever verified this card on the connection (withdrawals and deposits).
+    Card(Card),
+}
+
+impl Principal {
+    /// The principal whose memory keeps `event` on `card`, or `None` for an event that is never
+    /// remembered: a PIN attempt carries a secret, so it is checked every time and its answer
+    /// depends only on the PIN and the card's state, never on a memory of earlier attempts.
+    pub fn of(card: Card, event: &Event) -> Option<Principal> {
+        match event {
+            Event::AccountOpened { .. } => Some(Principal::Operator),
+            Event::Withdrawal { .. } | Event::Deposit { .. } => Some(Principal::Card(card)),
+            Event::PinAttempt { .. } => None,
         }
     }
 }
@@ -435,6 +475,74 @@ pub fn completed_entry(record: &Record, lsn: Lsn) -> Completed {
     }
 }
 
+/// The memory of one principal's clients: a window per client id, at most
+/// [`CLIENTS_PER_PRINCIPAL_MAX`] of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clients {
+    /// Each remembered client's window, by client id.
+    pub windows: HashMap<u64, ClientWindow>,
+}
+
+impl Clients {
+    /// Looks up request `sequence` of `client` with parameters `fingerprint`; a client with no
+    /// window has completed nothing for this principal.
+    pub fn check(&self, client: u64, sequence: u64, fingerprint: &Fingerprint) -> Seen {
+        self.windows
+            .get(&client)
+            .map_or(Seen::New, |window| window.check(sequence, fingerprint))
+    }
+
+    /// True when `client`'s completion at `now_unix_ms` may be remembered: the client has a
+    /// window, or there is room, or the least recently used client has been idle for
+    /// [`CLIENT_EVICTION_IDLE_MS`] and may give up its place.
+    pub fn admits(&self, client: u64, now_unix_ms: u64) -> bool {
+        self.windows.contains_key(&client)
+            || self.windows.len() < CLIENTS_PER_PRINCIPAL_MAX
+            || self.least_recent().is_some_and(|(_, last_used)| {
+                last_used.saturating_add(CLIENT_EVICTION_IDLE_MS) <= now_unix_ms
+            })
+    }
+
+    /// The least recently used client and its last completion time (ties go to the smaller id,
+    /// so every copy of the memory evicts the same client).
+    fn least_recent(&self) -> Option<(u64, u64)> {
+        self.windows
+            .iter()
+            .map(|(client, window)| (*client, window.last_used_unix_ms))
+            .min_by_key(|(client, last_used)| (*last_used, *client))
+    }
+
+    /// Remembers a completion of `client`; a new client in a full memory takes the place of the
+    /// least recently used one.
+    pub fn remember(&mut self, client: u64, done: Completed, at_unix_ms: u64) {
+        // A loop, not one eviction: a memory converted from an earlier release may start fuller.
+        while !self.windows.contains_key(&client) && self.windows.len() >= CLIENTS_PER_PRINCIPAL_MAX
+        {
+            let Some((evicted, _)) = self.least_recent() else {
+                break;
+            };
+            self.windows.remove(&evicted);
+        }
+        self.windows
+            .entry(client)
+            .or_default()
+            .remember(done, at_unix_ms);
+    }
+
+    /// Forgets clients with no completion since `cutoff_unix_ms`, adds how many to `forgotten`,
+    /// and says whether any client is left (a principal with none is dropped from the memory).
+    pub fn keep_after_forgetting(&mut self, cutoff_unix_ms: u64, forgotten: &mut usize) -> bool {
+        let before = self.windows.len();
+        self.windows
+            .retain(|_, window| window.last_used_unix_ms >= cutoff_unix_ms);
+        *forgotten += before - self.windows.len();
+        !self.windows.is_empty()
+    }
+}
+
+/// The memory of completed requests of every principal.
+pub type Memory = HashMap<Principal, Clients>;
+
 /// The whole bank's state as of one journal position: every account and every client's window.
 ///
 /// This is what snapshots hold and what recovery rebuilds.
@@ -444,13 +552,68 @@ pub struct Ledger {
     pub applied_lsn: Lsn,
     /// Every account by card.
     pub accounts: HashMap<Card, Account>,
-    /// Every remembered client's window.
-    pub clients: HashMap<u64, ClientWindow>,
+    /// Every remembered client's window, by the principal its requests were made as.
+    pub clients: Memory,
     /// Money that came in: opening balances plus deposits. With `money_out` this proves
     /// conservation: the balances always add up to `money_in - money_out`.
     pub money_in: u128,
     /// Money that went out: withdrawals.
     pub money_out: u128,
+}
+
+/// The ledger as the snapshots of the first release hold it: one window per client id, whatever
+/// card or operator its requests were made as. Only read, to open those snapshots
+/// ([`Ledger::from`] converts it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerV1 {
+    /// As [`Ledger::applied_lsn`].
+    pub applied_lsn: Lsn,
+    /// As [`Ledger::accounts`].
+    pub accounts: HashMap<Card, Account>,
+    /// Every remembered client's window, by client id alone.
+    pub clients: HashMap<u64, ClientWindow>,
+    /// As [`Ledger::money_in`].
+    pub money_in: u128,
+    /// As [`Ledger::money_out`].
+    pub money_out: u128,
+}
+
+/// Splits each client's window by the principal of each remembered request (an open belongs to
+/// the operator, a withdrawal or deposit to its card; PIN attempts are dropped, they are no longer
+/// remembered). Every part keeps the client's highest sequence, so an id that was stale stays
+/// stale: nothing the first release refused can run after the upgrade.
+impl From<LedgerV1> for Ledger {
+    fn from(old: LedgerV1) -> Self {
+        let mut clients = Memory::new();
+        for (client, window) in old.clients {
+            for done in window.completed {
+                let principal = match done.fingerprint.kind {
+                    0 => Principal::Operator,
+                    3 => continue,
+                    _ => Principal::Card(done.fingerprint.card),
+                };
+                clients
+                    .entry(principal)
+                    .or_default()
+                    .windows
+                    .entry(client)
+                    .or_insert_with(|| ClientWindow {
+                        highest: window.highest,
+                        completed: VecDeque::new(),
+                        last_used_unix_ms: window.last_used_unix_ms,
+                    })
+                    .completed
+                    .push_back(done);
+            }
+        }
+        Ledger {
+            applied_lsn: old.applied_lsn,
+            accounts: old.accounts,
+            clients,
+            money_in: old.money_in,
+            money_out: old.money_out,
+        }
+    }
 }
 
 impl Ledger {
@@ -478,20 +641,28 @@ impl Ledger {
                 Event::PinAttempt { .. } => {}
             }
         }
-        self.clients
-            .entry(record.request.client)
-            .or_default()
-            .remember(completed_entry(record, lsn), record.at_unix_ms);
+        if let Some(principal) = Principal::of(record.card, &record.event) {
+            self.clients.entry(principal).or_default().remember(
+                record.request.client,
+                completed_entry(record, lsn),
+                record.at_unix_ms,
+            );
+        }
         self.applied_lsn = lsn;
         Ok(())
     }
 
+    /// The window of `client` under `principal`, if it is remembered.
+    pub fn window(&self, principal: Principal, client: u64) -> Option<&ClientWindow> {
+        self.clients.get(&principal)?.windows.get(&client)
+    }
+
     /// Forgets clients with no completed request since `cutoff_unix_ms`; returns how many.
     pub fn forget_clients_idle_since(&mut self, cutoff_unix_ms: u64) -> usize {
-        let before = self.clients.len();
+        let mut forgotten = 0;
         self.clients
-            .retain(|_, window| window.last_used_unix_ms >= cutoff_unix_ms);
-        before - self.clients.len()
+            .retain(|_, clients| clients.keep_after_forgetting(cutoff_unix_ms, &mut forgotten));
+        forgotten
     }
 
     /// True when the balances add up to the money that came in minus the money that went out.
@@ -597,6 +768,89 @@ mod tests {
         assert!(matches!(window.check(2, &fingerprint(2)), Seen::Replay(done) if done.lsn == 2));
         assert_eq!(window.check(2, &fingerprint(3)), Seen::Conflict(2));
         assert_eq!(window.check(REQUEST_WINDOW + 2, &fingerprint(0)), Seen::New);
+    }
+
+    fn withdrawal_entry(sequence: u64, card: Card) -> Completed {
+        Completed {
+            sequence,
+            fingerprint: Fingerprint::of(card, &Event::Withdrawal { amount: 1 }),
+            outcome: approved(1),
+            lsn: sequence,
+        }
+    }
+
+    #[test]
+    fn pin_attempts_are_never_remembered_and_ids_are_kept_per_principal() {
+        let mut ledger = Ledger::default();
+        step(&mut ledger, 1, opened(100));
+        step(&mut ledger, 2, Event::PinAttempt { correct: false });
+        step(&mut ledger, 3, Event::Withdrawal { amount: 1 });
+        assert_eq!(ledger.accounts[&7].pin_failures, 1);
+        // The open is the operator's, the withdrawal card 7's; the PIN attempt is nobody's.
+        let opens = ledger.window(Principal::Operator, 1).unwrap();
+        assert_eq!(opens.completed.len(), 1);
+        let card = ledger.window(Principal::Card(7), 1).unwrap();
+        assert_eq!(card.completed.len(), 1);
+        assert_eq!(card.completed[0].sequence, 3);
+        assert!(ledger.window(Principal::Card(8), 1).is_none());
+    }
+
+    #[test]
+    fn a_principal_remembers_a_bounded_number_of_clients_and_evicts_the_least_recent() {
+        let mut clients = Clients::default();
+        // 26 000 new client ids, one completion each, as fast as one process can send them.
+        for client in 0..26_000u64 {
+            let now = 1_000 + client;
+            if clients.admits(client, now) {
+                clients.remember(client, withdrawal_entry(1, 7), now);
+            }
+        }
+        assert_eq!(clients.windows.len(), CLIENTS_PER_PRINCIPAL_MAX);
+        let newest = CLIENTS_PER_PRINCIPAL_MAX as u64;
+        // Every client in a full memory was active within the eviction delay: new ones wait.
+        assert!(!clients.admits(1_000_000, 1_000 + newest));
+        // A client already remembered is always admitted.
+        assert!(clients.admits(0, 1_000 + newest));
+        // Once the least recent has been idle long enough, a new client takes its place.
+        let later = 1_000 + CLIENT_EVICTION_IDLE_MS;
+        assert!(clients.admits(1_000_000, later));
+        clients.remember(1_000_000, withdrawal_entry(1, 7), later);
+        assert_eq!(clients.windows.len(), CLIENTS_PER_PRINCIPAL_MAX);
+        assert!(!clients.windows.contains_key(&0));
+        assert!(clients.windows.contains_key(&1_000_000));
+    }
+
+    #[test]
+    fn a_first_release_ledger_splits_its_windows_by_principal() {
+        let mut window = ClientWindow::default();
+        let open = Completed {
+            fingerprint: Fingerprint::of(7, &opened(100)),
+            ..withdrawal_entry(10, 7)
+        };
+        let pin = Completed {
+            fingerprint: Fingerprint::of(7, &Event::PinAttempt { correct: false }),
+            ..withdrawal_entry(11, 7)
+        };
+        for done in [open, pin, withdrawal_entry(12, 7), withdrawal_entry(40, 8)] {
+            window.remember(done, 5);
+        }
+        let old = LedgerV1 {
+            applied_lsn: 40,
+            clients: HashMap::from([(9, window)]),
+            ..LedgerV1::default()
+        };
+        let ledger = Ledger::from(old);
+        assert_eq!(ledger.applied_lsn, 40);
+        let on = |principal| ledger.window(principal, 9).unwrap();
+        assert_eq!(on(Principal::Operator).completed, [open]);
+        assert_eq!(on(Principal::Card(7)).completed, [withdrawal_entry(12, 7)]);
+        assert_eq!(on(Principal::Card(8)).completed, [withdrawal_entry(40, 8)]);
+        // The client's highest sequence is kept everywhere: what was stale stays stale.
+        assert_eq!(on(Principal::Card(7)).highest, 40);
+        assert_eq!(
+            on(Principal::Card(7)).check(5, &withdrawal_entry(5, 7).fingerprint),
+            Seen::Stale
+        );
     }
 
     proptest! {

@@ -591,41 +591,6 @@ async fn requests_over_the_in_flight_limit_are_answered_busy() {
     assert_eq!(server.committed_balance(JOTY), Some(9_700));
 }
 
-/// When the server already remembers as many clients as it may, a new client is answered busy
-/// and nothing is decided for it, while known clients carry on.
-#[tokio::test]
-async fn a_client_beyond_the_clients_limit_is_answered_busy() {
-    // The server's own client id (which opened the demo accounts) is the first remembered one.
-    // A right PIN changes nothing and is not remembered, so the first client makes a change to
-    // take the second place.
-    let server = TestServer::start_with(|config| config.limits.clients_max = 2);
-    let mut first = server.raw().await;
-    let (r, _) = first.exchange(21, 1, verify(JOTY, JOTY_PIN)).await;
-    assert_eq!(r, reply(21, 1, Status::Approved, Body::Empty));
-    let (r, _) = first
-        .exchange(21, 2, Operation::Withdraw { amount: 1 })
-        .await;
-    assert_eq!(r, reply(21, 2, Status::Approved, Body::Balance(9_999)));
-    let mut second = server.raw().await;
-    let (r, _) = second.exchange(22, 1, verify(AHONA, "5678")).await;
-    assert_eq!(r, reply(22, 1, Status::Busy, Body::Empty));
-    let (r, _) = second.exchange(22, 2, Operation::Balance).await;
-    assert_eq!(r, reply(22, 2, Status::NotLoggedIn, Body::Empty));
-    let (r, _) = first
-        .exchange(21, 3, Operation::Withdraw { amount: 1 })
-        .await;
-    assert_eq!(r, reply(21, 3, Status::Approved, Body::Balance(9_998)));
-    assert_eq!(server.committed_balance(AHONA), Some(5_000));
-    let pin_failures = server
-        .running()
-        .bank()
-        .journal
-        .committed_account(AHONA)
-        .unwrap()
-        .pin_failures;
-    assert_eq!(pin_failures, 0);
-}
-
 /// When the journal cannot write (a full disk), changes are answered unavailable and nothing is
 /// acknowledged; utilities still work; after a restart on a healthy disk nothing was lost.
 #[tokio::test]
@@ -824,73 +789,6 @@ async fn the_client_library_receives_a_reply_larger_than_one_read() {
     assert_eq!(r.status, Status::Approved);
     assert_eq!(r.body, Body::Text(text.to_lowercase()));
     assert_eq!(client.stats().retries, 0);
-}
-
-/// At the clients limit, a new client is busy only "until idle clients are forgotten" (the
-/// Limits docs): once the journal has forgotten an idle client, a new one must be served.
-#[tokio::test]
-async fn a_new_client_is_served_once_idle_clients_are_forgotten() {
-    let server = TestServer::start_with(|config| {
-        config.limits.clients_max = 3;
-        // Long enough that filling the table (a few cheap logins) cannot race the forgetting.
-        config.client_retention = std::time::Duration::from_secs(2);
-        config.snapshot_records_interval = 1;
-    });
-    // Fill the memory of clients: new clients deposit (a change, so it is remembered) until one
-    // is turned away. A right PIN changes nothing and leaves no trace, so logging in is free.
-    let mut connections = Vec::new();
-    let mut known = Vec::new();
-    for client in 21..30 {
-        let mut atm = server.raw().await;
-        let (r, _) = atm.exchange(client, 1, verify(JOTY, JOTY_PIN)).await;
-        if r.status == Status::Busy {
-            break;
-        }
-        assert_eq!(r, reply(client, 1, Status::Approved, Body::Empty));
-        let (r, _) = atm
-            .exchange(client, 0, Operation::Deposit { amount: 1 })
-            .await;
-        if r.status == Status::Busy {
-            break;
-        }
-        assert_eq!(r.status, Status::Approved);
-        known.push(client);
-        connections.push(atm);
-    }
-    assert!(!known.is_empty() && known.len() <= 3, "{known:?}");
-    let (full, _) = server
-        .raw()
-        .await
-        .exchange(40, 1, verify(AHONA, "5678"))
-        .await;
-    assert_eq!(full, reply(40, 1, Status::Busy, Body::Empty));
-    // Let them all become idle, then make one change so that a snapshot forgets them.
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    let first = known[0];
-    let (r, _) = connections[0]
-        .exchange(first, 2, Operation::Withdraw { amount: 1 })
-        .await;
-    // Each known client deposited 1 first.
-    let balance = 10_000 + known.len() as u64 - 1;
-    assert_eq!(r, reply(first, 2, Status::Approved, Body::Balance(balance)));
-    // The server forgets idle clients periodically: the new client is served once it has (it
-    // retries the same id while busy, as the client library would).
-    let mut late = server.raw().await;
-    let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (r, _) = late.exchange(41, 1, verify(AHONA, "5678")).await;
-        if r.status != Status::Busy {
-            assert_eq!(r, reply(41, 1, Status::Approved, Body::Empty));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "a new client is still turned away although every other client is idle"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let bank = server.running().bank();
-    assert!(bank.journal.failure().is_none());
 }
 
 /// Eight operators racing to open the same card: exactly one is approved, the others get

@@ -5,7 +5,7 @@ mod common;
 
 use actor_bank::client::{Client, ClientConfig, ClientError};
 use actor_bank::journal::Journal;
-use actor_bank::ledger::{Event, Ledger, REQUEST_WINDOW};
+use actor_bank::ledger::{Event, Ledger, Principal, REQUEST_WINDOW};
 use actor_bank::protocol::{Body, Operation, Reply, RequestId, Status};
 use common::durability::*;
 use rand::rngs::StdRng;
@@ -415,19 +415,23 @@ async fn sigkill_during_snapshots_loses_no_acknowledged_operation() {
     // memory of completed requests still holds it.
     let mut unknown_moved: HashMap<u64, i128> = HashMap::new();
     for asked in aftermath.asked.iter().filter(|asked| asked.reply.is_none()) {
-        let window = &aftermath.ledger.clients[&asked.id.client];
-        let done = window
-            .completed
-            .iter()
-            .find(|done| done.sequence == asked.id.sequence);
+        let window = aftermath
+            .ledger
+            .window(Principal::Card(asked.card), asked.id.client);
+        let done = window.and_then(|window| {
+            window
+                .completed
+                .iter()
+                .find(|done| done.sequence == asked.id.sequence)
+        });
         match done {
             Some(done) if done.outcome.status == Status::Approved => {
                 *unknown_moved.entry(asked.card).or_default() += delta(&asked.operation);
             }
             Some(_) => {}
             None => assert!(
-                window.highest < REQUEST_WINDOW
-                    || asked.id.sequence > window.highest - REQUEST_WINDOW,
+                window.is_none_or(|window| window.highest < REQUEST_WINDOW
+                    || asked.id.sequence > window.highest - REQUEST_WINDOW),
                 "{}: outcome unknown and no longer remembered",
                 asked.id
             ),

@@ -6,7 +6,7 @@ mod common;
 use actor_bank::client::{Client, ClientConfig, ClientError};
 use actor_bank::journal::files::FullDisk;
 use actor_bank::journal::{AppendError, Journal, JournalConfig};
-use actor_bank::ledger::Ledger;
+use actor_bank::ledger::{Ledger, Principal};
 use actor_bank::protocol::{Operation, RequestId, ServerMessage, Status};
 use actor_bank::server::{RunningServer, DEMO_ACCOUNTS};
 use common::durability::*;
@@ -308,8 +308,9 @@ async fn a_server_on_a_full_disk_acknowledges_only_durable_withdrawals() {
     let server = tokio::task::block_in_place(|| RunningServer::start(config)).unwrap();
     let recovered = server.bank().journal.with_committed(Ledger::clone);
     assert!(recovered.is_conserved());
-    for atm in &seen {
-        let window = recovered.clients.get(&atm.client.client_id());
+    for (index, atm) in seen.iter().enumerate() {
+        let card = DEMO_ACCOUNTS[index % 2].0;
+        let window = recovered.window(Principal::Card(card), atm.client.client_id());
         for (id, amount, result) in &atm.withdrawals {
             let entry = window.and_then(|window| {
                 window
@@ -331,6 +332,7 @@ async fn a_server_on_a_full_disk_acknowledges_only_durable_withdrawals() {
         let durable_withdrawals: u64 = recovered
             .clients
             .values()
+            .flat_map(|clients| clients.windows.values())
             .flat_map(|window| &window.completed)
             .filter(|done| {
                 done.fingerprint.card == card

@@ -196,7 +196,7 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
 /// The complete bytes of a snapshot file for `ledger`.
 pub fn encode_snapshot(ledger: &Ledger) -> Result<Vec<u8>, CodecError> {
     let mut bytes = vec![0; SNAPSHOT_HEADER_BYTES];
-    codec::encode_stored_into(ledger, &mut bytes)?;
+    codec::encode_snapshot_body(ledger, &mut bytes)?;
     let body_bytes = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
     let body_crc = crc(&bytes[SNAPSHOT_HEADER_BYTES..]);
     bytes[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
@@ -239,7 +239,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Ledger, (u64, String)> {
             "snapshot body checksum mismatch".into(),
         ));
     }
-    let ledger: Ledger = codec::decode_stored(body)
+    let ledger: Ledger = codec::decode_snapshot_body(body)
         .map_err(|error| (SNAPSHOT_HEADER_BYTES as u64, error.to_string()))?;
     if ledger.applied_lsn != lsn {
         return Err((12, "header position disagrees with the body".into()));

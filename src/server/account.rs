@@ -18,7 +18,7 @@
 
 use super::Bank;
 use crate::faults::CrashPoint;
-use crate::ledger::{self, Account, Decision, Event, Fingerprint, Lsn, Outcome, Seen};
+use crate::ledger::{self, Account, Decision, Event, Fingerprint, Lsn, Outcome, Principal, Seen};
 use crate::protocol::{Card, RequestId, Status};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -112,30 +112,36 @@ impl AccountActor {
         {
             return Ok(answer(Status::CardLocked, self.last_lsn));
         }
-        let fingerprint = Fingerprint::of(self.card, &event);
-        let known = bank.clients.contains_key(&request.client);
-        if !known && bank.clients.len() >= bank.limits.clients_max {
-            return Ok(answer(Status::Busy, 0));
-        }
-        // The window's lock is held until the request is remembered, so two attempts of one id
-        // (even on different cards) are decided one after the other.
-        let mut window = bank.clients.entry(request.client).or_default();
-        match window.check(request.sequence, &fingerprint) {
-            Seen::Replay(done) => {
-                bank.stats.replay_served();
-                return Ok(Answer {
-                    outcome: done.outcome,
-                    durable_after: done.lsn,
-                });
+        let now = super::now_unix_ms();
+        // The memory of completed requests of the principal this request was authenticated as:
+        // none for a PIN attempt, which is always decided afresh. The memory's lock is held until
+        // the request is remembered, so two attempts of one id are decided one after the other.
+        let mut memory = Principal::of(self.card, &event).map(|principal| {
+            (
+                bank.clients.entry(principal).or_default(),
+                Fingerprint::of(self.card, &event),
+            )
+        });
+        if let Some((clients, fingerprint)) = &memory {
+            match clients.check(request.client, request.sequence, fingerprint) {
+                Seen::Replay(done) => {
+                    bank.stats.replay_served();
+                    return Ok(Answer {
+                        outcome: done.outcome,
+                        durable_after: done.lsn,
+                    });
+                }
+                Seen::Conflict(lsn) => {
+                    return Ok(answer(Status::RequestIdConflict, lsn.max(self.last_lsn)))
+                }
+                Seen::Stale => return Ok(answer(Status::StaleRequest, self.last_lsn)),
+                Seen::New => {}
             }
-            Seen::Conflict(lsn) => {
-                return Ok(answer(Status::RequestIdConflict, lsn.max(self.last_lsn)))
+            if !clients.admits(request.client, now) {
+                return Ok(answer(Status::Busy, 0));
             }
-            Seen::Stale => return Ok(answer(Status::StaleRequest, self.last_lsn)),
-            Seen::New => {}
         }
         let crash = bank.faults.as_ref().and_then(|faults| faults.crash());
-        let now = super::now_unix_ms();
         let account = self.account.as_ref();
         let card = self.card;
         let decided = catch_unwind(AssertUnwindSafe(|| {
@@ -150,13 +156,7 @@ impl AccountActor {
         let record = match decided {
             Ok(Decision::Record(record)) => record,
             Ok(Decision::Answer(outcome)) => {
-                // Nothing to remember: a window made just for this request goes again, so
-                // clients whose requests leave no record take no room.
-                drop(window);
-                if !known {
-                    bank.clients
-                        .remove_if(&request.client, |_, window| window.completed.is_empty());
-                }
+                // Nothing to remember, so the request takes no room in the memory.
                 return Ok(Answer {
                     outcome,
                     durable_after: self.last_lsn,
@@ -185,7 +185,9 @@ impl AccountActor {
             ctx.stop();
             return Err(NoAnswer::Crashed);
         }
-        window.remember(ledger::completed_entry(&record, lsn), now);
+        if let Some((clients, _)) = memory.as_mut() {
+            clients.remember(request.client, ledger::completed_entry(&record, lsn), now);
+        }
         self.last_lsn = lsn;
         if let (Some(faults), Some(CrashPoint::AfterJournal)) = (&bank.faults, crash) {
             faults.crashed();

@@ -14,7 +14,7 @@ pub mod session;
 
 use crate::faults::{FaultPlan, Faults};
 use crate::journal::{Journal, JournalConfig, JournalError};
-use crate::ledger::{self, ClientWindow, Event, Outcome};
+use crate::ledger::{self, Clients, Event, Outcome, Principal};
 use crate::pin::{self, OperatorToken, PinHashCost};
 use crate::protocol::{Amount, Card, RequestId, Status};
 use account::{AccountActor, Decide};
@@ -40,9 +40,6 @@ pub struct Limits {
     pub mailbox_capacity: usize,
     /// An account actor with no request for this long stops (its state stays in the ledger).
     pub account_idle: Duration,
-    /// Clients whose completed requests are remembered at once; a new client beyond this is
-    /// answered `busy` until idle clients are forgotten.
-    pub clients_max: usize,
     /// A frame whose first byte has arrived must be complete within this time, or the connection
     /// is closed (a slow sender cannot hold a connection and its buffer forever).
     pub frame_read_timeout: Duration,
@@ -64,7 +61,6 @@ impl Default for Limits {
             frame_bytes_max: crate::codec::FRAME_BYTES_MAX_DEFAULT,
             mailbox_capacity: 1024,
             account_idle: Duration::from_secs(60),
-            clients_max: 1_000_000,
             frame_read_timeout: Duration::from_secs(5),
             login_idle_timeout: Duration::from_secs(60),
             write_queue_frames: 256,
@@ -189,10 +185,10 @@ pub struct Bank {
     pub journal: Journal,
     /// The account actors by card.
     accounts: DashMap<Card, AccountHandle>,
-    /// The working memory of completed requests, by client: decisions are checked against it and
-    /// recorded in it before they are durable (a retry then waits for durability like the first
-    /// attempt). Seeded from the committed ledger at start.
-    clients: DashMap<u64, ClientWindow>,
+    /// The working memory of completed requests, by principal and client: decisions are checked
+    /// against it and recorded in it before they are durable (a retry then waits for durability
+    /// like the first attempt). Seeded from the committed ledger at start.
+    clients: DashMap<Principal, Clients>,
     arbiters: Vec<ArbiterHandle>,
     /// The limits in force.
     pub limits: Limits,
@@ -322,10 +318,18 @@ impl Bank {
     /// both rules are sound because no honest client retries that late.
     pub fn forget_idle_clients(&self) -> usize {
         let cutoff = now_unix_ms().saturating_sub(self.client_retention.as_millis() as u64);
-        let before = self.clients.len();
+        let mut forgotten = 0;
         self.clients
-            .retain(|_, window| window.last_used_unix_ms >= cutoff);
-        before.saturating_sub(self.clients.len())
+            .retain(|_, clients| clients.keep_after_forgetting(cutoff, &mut forgotten));
+        forgotten
+    }
+
+    /// How many clients the working memory of completed requests holds for `principal` (at most
+    /// [`ledger::CLIENTS_PER_PRINCIPAL_MAX`]).
+    pub fn clients_remembered(&self, principal: Principal) -> usize {
+        self.clients
+            .get(&principal)
+            .map_or(0, |clients| clients.windows.len())
     }
 
     async fn forget_idle_clients_forever(&self) {

@@ -336,7 +336,6 @@ impl Session {
                 }
                 let cost = bank.pin_hash_cost();
                 let work = async move {
-                    let offered = pin_text.clone();
                     let hashed =
                         off_thread_unless_cheap(cost, move || pin::hash(&pin_text, cost)).await;
                     let Some(Ok(pin_hash)) = hashed else {
@@ -350,28 +349,10 @@ impl Session {
                         pin_hash,
                         initial_balance,
                     };
-                    let outcome = bank.decide(card, id, event).await;
-                    // The PIN is not part of the request's fingerprint (the server keeps nothing a
-                    // PIN could be recovered from). If the account now has another hash, this was a
-                    // retry of the id with another PIN: check the PIN against the stored hash.
-                    let stored = bank.pin_hash(card);
-                    if outcome.status == Status::Approved && stored != Some(pin_hash) {
-                        let matches = match stored {
-                            Some(stored) => off_thread_unless_cheap(stored.cost(), move || {
-                                pin::verify(&offered, &stored)
-                            })
-                            .await
-                            .unwrap_or(false),
-                            None => false,
-                        };
-                        if !matches {
-                            return Outcome {
-                                status: Status::RequestIdConflict,
-                                balance: None,
-                            };
-                        }
-                    }
-                    outcome
+                    // The PIN is not among the request's parameters: a retry of the id is
+                    // answered from what the original did, whatever PIN it carries, so no
+                    // answer tells whether a PIN was the one the account was opened with.
+                    bank.decide(card, id, event).await
                 };
                 self.spawn_reply(pending, work, ctx, |_, _| {});
             }

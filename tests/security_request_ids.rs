@@ -1,0 +1,253 @@
+//! Security of the memory of completed requests: a PIN attempt is never answered from it (every
+//! attempt is checked and every wrong one counts), no answer depends on whether a secret was
+//! right, and request ids belong to the card (or the operator) they were made as, so nobody who
+//! has not verified a card can make its requests conflict, go stale, or crowd its clients out.
+mod common;
+use common::durability::snapshots;
+use common::{create, deposit, reply, verify, withdraw, AHONA, AHONA_PIN, JOTY, JOTY_PIN};
+
+use actor_bank::codec;
+use actor_bank::journal::format;
+use actor_bank::ledger::{LedgerV1, Principal, CLIENTS_PER_PRINCIPAL_MAX};
+use actor_bank::protocol::{Body, Operation, Status};
+use common::{RawConnection, TestServer, OPERATOR_TOKEN};
+
+fn pin_failures(server: &TestServer, card: u64) -> u8 {
+    server
+        .running()
+        .bank()
+        .journal
+        .committed_account(card)
+        .unwrap()
+        .pin_failures
+}
+
+/// A connection logged in to `card` with a Verify under `client`.
+async fn logged_in(server: &TestServer, client: u64, card: u64, pin: &str) -> RawConnection {
+    let mut atm = server.raw().await;
+    let (r, _) = atm.exchange(client, 1, verify(card, pin)).await;
+    assert_eq!(r.status, Status::Approved, "login failed: {r:?}");
+    atm
+}
+
+/// The attack of the lockout bypass: ten different wrong PINs under one request id. Every one is
+/// checked and counted, so the third locks the card, and the right PIN after them is refused.
+#[tokio::test]
+async fn ten_different_wrong_pins_under_one_id_lock_the_card_after_three() {
+    let server = TestServer::start();
+    let mut guesser = server.raw().await;
+    let mut statuses = Vec::new();
+    for guess in 0..10 {
+        let (r, _) = guesser
+            .exchange(70, 1, verify(JOTY, &format!("{guess:04}")))
+            .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses[..3],
+        [
+            Status::IncorrectPin,
+            Status::IncorrectPin,
+            Status::CardLocked
+        ]
+    );
+    assert!(statuses[3..]
+        .iter()
+        .all(|status| *status == Status::CardLocked));
+    assert!(pin_failures(&server, JOTY) >= 3);
+    let (r, _) = guesser.exchange(70, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(70, 1, Status::CardLocked, Body::Empty));
+    let (r, _) = guesser.exchange(70, 2, Operation::Balance).await;
+    assert_eq!(r.status, Status::NotLoggedIn);
+    assert_eq!(server.committed_balance(JOTY), Some(10_000));
+}
+
+/// The right PIN under an id already used (by a wrong PIN, by a right one, by a withdrawal) gets
+/// the very answer it gets under a fresh id, and logs the connection in: the memory of completed
+/// requests is never consulted for a PIN attempt, so it cannot be used as an oracle.
+#[tokio::test]
+async fn the_right_pin_under_a_used_id_is_answered_as_under_a_fresh_one() {
+    let server = TestServer::start();
+    let mut fresh = server.raw().await;
+    let (expected, _) = fresh.exchange(71, 1, verify(AHONA, AHONA_PIN)).await;
+    assert_eq!(expected, reply(71, 1, Status::Approved, Body::Empty));
+
+    let mut atm = server.raw().await;
+    let (r, _) = atm.exchange(72, 1, verify(AHONA, "0000")).await;
+    assert_eq!(r, reply(72, 1, Status::IncorrectPin, Body::Empty));
+    let (after_wrong, _) = atm.exchange(72, 1, verify(AHONA, AHONA_PIN)).await;
+    let (again, _) = atm.exchange(72, 1, verify(AHONA, AHONA_PIN)).await;
+    let (r, _) = atm.exchange(72, 2, withdraw(10)).await;
+    assert_eq!(r, reply(72, 2, Status::Approved, Body::Balance(4_990)));
+    let (after_withdrawal, _) = atm.exchange(72, 2, verify(AHONA, AHONA_PIN)).await;
+    for answer in [after_wrong, again, after_withdrawal] {
+        assert_eq!(
+            (answer.status, answer.body),
+            (expected.status, expected.body.clone())
+        );
+    }
+    // The withdrawal's id still replays the withdrawal: the Verify left no trace under it.
+    let (r, _) = atm.exchange(72, 2, withdraw(10)).await;
+    assert_eq!(r, reply(72, 2, Status::Approved, Body::Balance(4_990)));
+    assert_eq!(pin_failures(&server, AHONA), 0);
+    assert_eq!(server.committed_balance(AHONA), Some(4_990));
+}
+
+/// The operator's probe: the demo accounts were opened under the guessable ids 0:1 and 0:2, and a
+/// create retried under such an id is answered from what the original did, the same bytes
+/// whatever PIN it carries, so it tells nothing about the account's PIN (which stays as it was).
+/// Ids of operator requests are the operator's own: the same id on a card is another request.
+#[tokio::test]
+async fn a_retried_create_tells_nothing_about_the_pin() {
+    let server = TestServer::start();
+    let mut operator = server.raw().await;
+    let joty = |pin: &str| create(OPERATOR_TOKEN, JOTY, "Joty", pin, 10_000);
+    let (r, right) = operator.exchange(0, 1, joty(JOTY_PIN)).await;
+    assert_eq!(r, reply(0, 1, Status::Approved, Body::Balance(10_000)));
+    for guess in ["0000", "1111", "4321", "9999"] {
+        let (_, wrong) = operator.exchange(0, 1, joty(guess)).await;
+        assert_eq!(wrong, right, "{guess}");
+    }
+    let (r, _) = operator.exchange(0, 9, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r, reply(0, 9, Status::Approved, Body::Empty));
+    // Under the card, client 0's first sequence is unused: a withdrawal is new there.
+    let (r, _) = operator.exchange(0, 1, withdraw(1)).await;
+    assert_eq!(r, reply(0, 1, Status::Approved, Body::Balance(9_999)));
+    assert_eq!(pin_failures(&server, JOTY), 0);
+}
+
+/// The id-theft attacks: with a victim's client id, an attacker using his own card takes the
+/// victim's next sequence numbers and sends one request at sequence 2^62. The victim's next
+/// withdrawal is still approved (no `request_id_conflict`), and the retry of one that happened
+/// still gets its original reply (not `stale_request`).
+#[tokio::test]
+async fn a_victims_client_id_used_on_another_card_neither_conflicts_nor_goes_stale() {
+    let server = TestServer::start();
+    let victim = 73;
+    let mut joty = logged_in(&server, victim, JOTY, JOTY_PIN).await;
+    let (r, original) = joty.exchange(victim, 2, withdraw(100)).await;
+    assert_eq!(r, reply(victim, 2, Status::Approved, Body::Balance(9_900)));
+
+    let mut attacker = logged_in(&server, 74, AHONA, AHONA_PIN).await;
+    for sequence in 3..=5 {
+        let (r, _) = attacker.exchange(victim, sequence, deposit(1)).await;
+        assert_eq!(r.status, Status::Approved);
+    }
+    let (r, _) = attacker.exchange(victim, 1 << 62, deposit(1)).await;
+    assert_eq!(r.status, Status::Approved);
+
+    let (r, _) = joty.exchange(victim, 3, withdraw(50)).await;
+    assert_eq!(r, reply(victim, 3, Status::Approved, Body::Balance(9_850)));
+    let (_, again) = joty.exchange(victim, 2, withdraw(100)).await;
+    assert_eq!(again, original);
+    // From a new connection too, once it has verified the card.
+    let mut later = logged_in(&server, 75, JOTY, JOTY_PIN).await;
+    let (_, again) = later.exchange(victim, 2, withdraw(100)).await;
+    assert_eq!(again, original);
+    assert_eq!(server.committed_balance(JOTY), Some(9_850));
+    assert_eq!(server.committed_balance(AHONA), Some(5_004));
+}
+
+/// The table-filling attack: one card's holder sends changes under many new client ids. The
+/// memory keeps at most `CLIENTS_PER_PRINCIPAL_MAX` clients for that card (the rest are `busy`
+/// while the remembered ones are recent, and executed nowhere); clients of other cards are not
+/// affected, and a correct Verify never needs a place, not even on the full card.
+#[tokio::test]
+async fn new_client_ids_on_one_card_cannot_fill_the_memory_or_lock_out_others() {
+    let server = TestServer::start();
+    let mut attacker = logged_in(&server, 76, AHONA, AHONA_PIN).await;
+    let new_clients = 4 * CLIENTS_PER_PRINCIPAL_MAX as u64;
+    let batch = 32;
+    let mut approved = 0;
+    for first in (0..new_clients).step_by(batch) {
+        for client in first..first + batch as u64 {
+            attacker.request(1_000 + client, 1, deposit(1)).await;
+        }
+        for _ in 0..batch {
+            let (r, _) = attacker.receive_reply().await;
+            match r.status {
+                Status::Approved => approved += 1,
+                Status::Busy => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let bank = server.running().bank();
+    assert!(approved >= CLIENTS_PER_PRINCIPAL_MAX as u64);
+    assert!(bank.clients_remembered(Principal::Card(AHONA)) <= CLIENTS_PER_PRINCIPAL_MAX);
+    let committed = bank.journal.with_committed(|ledger| {
+        ledger
+            .clients
+            .get(&Principal::Card(AHONA))
+            .map_or(0, |clients| clients.windows.len())
+    });
+    assert!(committed <= CLIENTS_PER_PRINCIPAL_MAX);
+    assert_eq!(server.committed_balance(AHONA), Some(5_000 + approved));
+
+    // An honest client of another card is served.
+    let mut honest = logged_in(&server, 9_001, JOTY, JOTY_PIN).await;
+    let (r, _) = honest.exchange(9_001, 2, withdraw(1)).await;
+    assert_eq!(r, reply(9_001, 2, Status::Approved, Body::Balance(9_999)));
+    // A new client verifies the full card; only a change from it waits for a place.
+    let mut owner = logged_in(&server, 9_002, AHONA, AHONA_PIN).await;
+    let (r, _) = owner.exchange(9_002, 2, Operation::Balance).await;
+    assert_eq!(r.status, Status::Approved);
+}
+
+/// Snapshots written by the first release (one window per client id, whatever the card) still
+/// open: the memory is converted on load, and a retry made before the upgrade gets its original
+/// reply after it.
+#[tokio::test]
+async fn a_snapshot_of_the_first_release_still_opens_and_replays() {
+    let mut server = TestServer::start_with(|config| config.snapshot_records_interval = 1);
+    let mut atm = logged_in(&server, 77, JOTY, JOTY_PIN).await;
+    let (r, original) = atm.exchange(77, 2, withdraw(300)).await;
+    assert_eq!(r, reply(77, 2, Status::Approved, Body::Balance(9_700)));
+    let (r, _) = atm.exchange(77, 3, deposit(5)).await;
+    assert_eq!(r.status, Status::Approved);
+    drop(atm);
+    let data_dir = server.data_dir.path().to_path_buf();
+    server.server.take().unwrap().stop();
+
+    // Rewrite the newest snapshot as the first release wrote it: the version 1 frame around the
+    // ledger with one window per client id.
+    let newest = snapshots(&data_dir).pop().expect("a snapshot was written");
+    let ledger = format::decode_snapshot(&std::fs::read(&newest).unwrap()).unwrap();
+    let mut old = LedgerV1 {
+        applied_lsn: ledger.applied_lsn,
+        accounts: ledger.accounts.clone(),
+        money_in: ledger.money_in,
+        money_out: ledger.money_out,
+        ..LedgerV1::default()
+    };
+    for clients in ledger.clients.values() {
+        for (client, window) in &clients.windows {
+            assert!(old.clients.insert(*client, window.clone()).is_none());
+        }
+    }
+    assert!(old.clients.contains_key(&77));
+    let body = codec::encode_stored(&old).unwrap();
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&format::SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&1u32.to_be_bytes());
+    bytes.extend_from_slice(&old.applied_lsn.to_be_bytes());
+    bytes.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    let header_crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&header_crc.to_be_bytes());
+    bytes.extend_from_slice(&body);
+    std::fs::write(&newest, bytes).unwrap();
+
+    server.restart(|config| config.snapshot_records_interval = 1);
+    assert_eq!(server.committed_balance(JOTY), Some(9_705));
+    let mut atm = logged_in(&server, 78, JOTY, JOTY_PIN).await;
+    let (_, again) = atm.exchange(77, 2, withdraw(300)).await;
+    assert_eq!(again, original);
+    let (r, _) = atm.exchange(77, 4, withdraw(5)).await;
+    assert_eq!(r, reply(77, 4, Status::Approved, Body::Balance(9_700)));
+    assert!(server
+        .running()
+        .bank()
+        .journal
+        .with_committed(|ledger| ledger.is_conserved()));
+}
