@@ -33,7 +33,7 @@ use criterion::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const OPERATOR_TOKEN: &str = "bench-operator-token";
+const OPERATOR_TOKEN: &str = "bench-operator-token-7d3a9e1c5f2b8064";
 const OPENING_BALANCE: u64 = 1 << 40;
 const HOT_CARD: u64 = 1_111_111_111;
 const FIRST_SPREAD_CARD: u64 = 3_000_000_000;

@@ -30,7 +30,7 @@ struct Arguments {
     #[arg(
         long,
         env = "BANK_OPERATOR_TOKEN",
-        default_value = "swarm-operator-token",
+        default_value = "swarm-operator-token-2c8e4a6f1d3b9075",
         hide_env_values = true
     )]
     operator_token: String,

@@ -12,6 +12,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 pub const EXIT_APPROVED: u8 = 0;
 /// Exit code: the server gave a definite refusal (wrong PIN, insufficient funds, …).
 pub const EXIT_REFUSED: u8 = 1;
+/// Exit code: bad usage (as clap's own), for example no PIN given and no terminal to ask on.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code: no definite answer (server unreachable, outcome unknown after retries).
 pub const EXIT_UNKNOWN: u8 = 3;
 
@@ -20,18 +22,19 @@ pub const EXIT_UNKNOWN: u8 = 3;
 pub enum Command {
     /// Open an account (operator only).
     CreateAccount {
-        /// The operator token.
+        /// The operator token. Prefer BANK_OPERATOR_TOKEN, or the no-echo prompt on a terminal:
+        /// the flag is visible to every local user in ps.
         #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
-        operator_token: String,
+        operator_token: Option<String>,
         /// New card number.
         #[arg(long)]
         card: Card,
         /// Holder's name.
         #[arg(long)]
         name: String,
-        /// PIN.
-        #[arg(long)]
-        pin: String,
+        /// Where the PIN comes from.
+        #[command(flatten)]
+        pin: PinSource,
         /// Opening balance.
         #[arg(long)]
         initial_balance: Amount,
@@ -44,27 +47,27 @@ pub enum Command {
         /// Card.
         #[arg(long)]
         card: Card,
-        /// PIN.
-        #[arg(long)]
-        pin: String,
+        /// Where the PIN comes from.
+        #[command(flatten)]
+        pin: PinSource,
     },
     /// Balance of a card.
     Balance {
         /// Card.
         #[arg(long)]
         card: Card,
-        /// PIN.
-        #[arg(long)]
-        pin: String,
+        /// Where the PIN comes from.
+        #[command(flatten)]
+        pin: PinSource,
     },
     /// Withdraw from a card.
     Withdraw {
         /// Card.
         #[arg(long)]
         card: Card,
-        /// PIN.
-        #[arg(long)]
-        pin: String,
+        /// Where the PIN comes from.
+        #[command(flatten)]
+        pin: PinSource,
         /// Amount.
         #[arg(long)]
         amount: Amount,
@@ -77,9 +80,9 @@ pub enum Command {
         /// Card.
         #[arg(long)]
         card: Card,
-        /// PIN.
-        #[arg(long)]
-        pin: String,
+        /// Where the PIN comes from.
+        #[command(flatten)]
+        pin: PinSource,
         /// Amount.
         #[arg(long)]
         amount: Amount,
@@ -102,6 +105,50 @@ pub enum Command {
         /// The number.
         number: u64,
     },
+}
+
+/// Where a command's PIN comes from, safest first: a no-echo prompt when standard input is a
+/// terminal and nothing else is given; `--pin-stdin` (the first line of standard input) or
+/// `BANK_PIN` for scripts; `--pin`, which every local user can read in `ps`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct PinSource {
+    /// The PIN. Visible to every local user in ps: prefer --pin-stdin, BANK_PIN or the prompt.
+    #[arg(long, env = "BANK_PIN", hide_env_values = true)]
+    pub pin: Option<String>,
+    /// Read the PIN from the first line of standard input (wins over --pin and BANK_PIN).
+    #[arg(long)]
+    pub pin_stdin: bool,
+}
+
+impl PinSource {
+    /// The PIN, from wherever it was given.
+    pub fn read(&self) -> Result<String, String> {
+        if self.pin_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|error| format!("cannot read the PIN from standard input: {error}"))?;
+            return Ok(line.trim().to_string());
+        }
+        match &self.pin {
+            Some(pin) => Ok(pin.clone()),
+            None => read_secret_from_terminal("PIN", "--pin-stdin or BANK_PIN"),
+        }
+    }
+}
+
+/// Asks for a secret on the terminal without echoing it; refuses when there is no terminal to ask
+/// on (`script_forms` says what a script should use instead).
+fn read_secret_from_terminal(label: &str, script_forms: &str) -> Result<String, String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "no {label} given and no terminal to ask on: use {script_forms}"
+        ));
+    }
+    rpassword::prompt_password(format!("{label}: "))
+        .map(|secret| secret.trim().to_string())
+        .map_err(|error| format!("cannot read the {label}: {error}"))
 }
 
 /// The JSON object printed for a reply: `status`, plus `balance`, `text`, `prime` or
@@ -150,46 +197,12 @@ pub async fn run_command(config: ClientConfig, command: Command, json: bool) -> 
     // The login uses the process's own random client id; only the scripted request uses the
     // given one, so a replay from a new process sends exactly the same request.
     let mut client = Client::new(config);
-    let (login, operation, request_id) = match command {
-        Command::CreateAccount {
-            operator_token,
-            card,
-            name,
-            pin,
-            initial_balance,
-            request_id,
-        } => (
-            None,
-            Operation::CreateAccount {
-                operator_token,
-                card,
-                holder: name,
-                pin,
-                initial_balance,
-            },
-            request_id,
-        ),
-        Command::Verify { card, pin } => (None, Operation::Verify { card, pin }, None),
-        Command::Balance { card, pin } => (Some((card, pin)), Operation::Balance, None),
-        Command::Withdraw {
-            card,
-            pin,
-            amount,
-            request_id,
-        } => (
-            Some((card, pin)),
-            Operation::Withdraw { amount },
-            request_id,
-        ),
-        Command::Deposit {
-            card,
-            pin,
-            amount,
-            request_id,
-        } => (Some((card, pin)), Operation::Deposit { amount }, request_id),
-        Command::Lowercase { text } => (None, Operation::Lowercase { text }, None),
-        Command::Prime { number } => (None, Operation::IsPrime { number }, None),
-        Command::Palindrome { number } => (None, Operation::IsPalindrome { number }, None),
+    let (login, operation, request_id) = match secret_operation(command) {
+        Ok(parts) => parts,
+        Err(error) => {
+            eprintln!("atm: {error}");
+            return EXIT_USAGE;
+        }
     };
     if let Some((card, pin)) = login {
         let operation = Operation::Verify { card, pin };
@@ -207,6 +220,69 @@ pub async fn run_command(config: ClientConfig, command: Command, json: bool) -> 
         Ok(reply) => print_reply(&reply, &operation, json),
         Err(error) => print_error(&error, json),
     }
+}
+
+/// What a command sends: the login it needs first (card and PIN), the operation, and its fixed
+/// request id if any.
+type Scripted = (Option<(Card, String)>, Operation, Option<RequestId>);
+
+/// What `command` sends. Secrets are read here, before anything is sent.
+fn secret_operation(command: Command) -> Result<Scripted, String> {
+    Ok(match command {
+        Command::CreateAccount {
+            operator_token,
+            card,
+            name,
+            pin,
+            initial_balance,
+            request_id,
+        } => {
+            let operator_token = match operator_token {
+                Some(token) => token,
+                None => read_secret_from_terminal("operator token", "BANK_OPERATOR_TOKEN")?,
+            };
+            let operation = Operation::CreateAccount {
+                operator_token,
+                card,
+                holder: name,
+                pin: pin.read()?,
+                initial_balance,
+            };
+            (None, operation, request_id)
+        }
+        Command::Verify { card, pin } => (
+            None,
+            Operation::Verify {
+                card,
+                pin: pin.read()?,
+            },
+            None,
+        ),
+        Command::Balance { card, pin } => (Some((card, pin.read()?)), Operation::Balance, None),
+        Command::Withdraw {
+            card,
+            pin,
+            amount,
+            request_id,
+        } => (
+            Some((card, pin.read()?)),
+            Operation::Withdraw { amount },
+            request_id,
+        ),
+        Command::Deposit {
+            card,
+            pin,
+            amount,
+            request_id,
+        } => (
+            Some((card, pin.read()?)),
+            Operation::Deposit { amount },
+            request_id,
+        ),
+        Command::Lowercase { text } => (None, Operation::Lowercase { text }, None),
+        Command::Prime { number } => (None, Operation::IsPrime { number }, None),
+        Command::Palindrome { number } => (None, Operation::IsPalindrome { number }, None),
+    })
 }
 
 fn print_reply(reply: &Reply, operation: &Operation, json: bool) -> u8 {
@@ -269,7 +345,7 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
                 None => continue,
             },
             "5" => {
-                let Some(operator_token) = prompt(&mut lines, "operator token").await else {
+                let Some(operator_token) = prompt_secret(&mut lines, "operator token").await else {
                     continue;
                 };
                 let Some(card) = prompt_number(&mut lines, "new card number").await else {

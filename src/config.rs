@@ -7,6 +7,7 @@
 //! [`Settings::resolve`] turns the result into a [`ServerConfig`].
 
 use crate::faults::FaultPlan;
+use crate::operator::FailureRate;
 use crate::pin::PinHashCost;
 use crate::server::{Limits, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -31,15 +32,31 @@ pub struct Settings {
     #[arg(long)]
     #[serde(skip)]
     pub print_config: bool,
+    /// Instead of serving, run a tool and exit.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Tool>,
     /// Address to listen on [default: 127.0.0.1:7878].
     #[arg(long, env = "BANK_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Directory for the journal and snapshots, created if missing [default: ./data].
     #[arg(long, env = "BANK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Token that authorises creating accounts; without one, creating accounts is disabled.
+    /// Token that authorises creating accounts; without one, creating accounts is disabled. At
+    /// least 32 characters (make one with `bank-server generate-operator-token`). Prefer
+    /// BANK_OPERATOR_TOKEN or --operator-token-file: a flag is visible to every local user in ps.
     #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
+    /// Read the operator token from this file (its first line); the file must not be readable
+    /// by group or others.
+    #[arg(long, env = "BANK_OPERATOR_TOKEN_FILE")]
+    pub operator_token_file: Option<PathBuf>,
+    /// Failed operator-token attempts a peer address may make in a row [default: 5].
+    #[arg(long, env = "BANK_OPERATOR_FAILURES_BURST")]
+    pub operator_failures_burst: Option<u32>,
+    /// Failed operator-token attempts a peer address regains per minute [default: 10].
+    #[arg(long, env = "BANK_OPERATOR_FAILURES_PER_MINUTE")]
+    pub operator_failures_per_minute: Option<u32>,
     /// Open the lab's sample accounts (123456789/1234, 987654321/5678) if they do not exist.
     #[arg(long, env = "BANK_DEMO", num_args = 0..=1, default_missing_value = "true")]
     pub demo: Option<bool>,
@@ -102,6 +119,15 @@ pub struct Settings {
     pub shutdown_timeout_secs: Option<u64>,
 }
 
+/// The tools `bank-server` runs instead of serving.
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// Print a new random operator token (256 bits, 64 hexadecimal digits) and exit. Keep it in a
+    /// file only its owner can read, for example
+    /// `(umask 077; bank-server generate-operator-token > operator-token)`.
+    GenerateOperatorToken,
+}
+
 /// How log lines look.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +153,7 @@ macro_rules! layer {
         Settings {
             config: $top.config.or($bottom.config),
             print_config: $top.print_config || $bottom.print_config,
+            command: $top.command.or($bottom.command),
             $($field: $top.$field.or($bottom.$field),)*
         }
     };
@@ -143,7 +170,8 @@ impl Settings {
     /// `self` where set, else `below`.
     pub fn merge(self, below: Settings) -> Settings {
         layer!(self, below;
-            listen, data_dir, operator_token, demo, faults, metrics_listen, log_format,
+            listen, data_dir, operator_token, operator_token_file, operator_failures_burst,
+            operator_failures_per_minute, demo, faults, metrics_listen, log_format,
             connections_max, requests_in_flight_max, frame_bytes_max, mailbox_capacity,
             journal_queue_records_max, frame_read_timeout_secs, login_idle_timeout_secs,
             write_queue_frames, write_timeout_secs, account_idle_secs, pin_hash_memory_kib,
@@ -163,6 +191,19 @@ impl Settings {
         }
     }
 
+    /// The operator token, from `operator_token` or the file `operator_token_file` (not both).
+    fn operator_token(&self) -> Result<Option<String>, String> {
+        let token = match (&self.operator_token, &self.operator_token_file) {
+            (Some(_), Some(_)) => {
+                return Err("give the operator token or its file, not both".into());
+            }
+            (Some(token), None) => token.clone(),
+            (None, Some(path)) => read_token_file(path)?,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(token).filter(|token| !token.is_empty()))
+    }
+
     /// The server configuration these settings describe, defaults filled in.
     pub fn resolve(&self) -> Result<(ServerConfig, ProcessSettings), String> {
         let defaults = ServerConfig::new("./data");
@@ -179,10 +220,7 @@ impl Settings {
         let config = ServerConfig {
             listen: self.listen.unwrap_or(defaults.listen),
             data_dir: self.data_dir.clone().unwrap_or(defaults.data_dir),
-            operator_token: self
-                .operator_token
-                .clone()
-                .filter(|token| !token.is_empty()),
+            operator_token: self.operator_token()?,
             demo: self.demo.unwrap_or(false),
             limits: Limits {
                 connections_max: self.connections_max.unwrap_or(limits.connections_max),
@@ -206,6 +244,14 @@ impl Settings {
                 ),
                 write_queue_frames: self.write_queue_frames.unwrap_or(limits.write_queue_frames),
                 write_timeout: seconds(self.write_timeout_secs, limits.write_timeout),
+                operator_failures: FailureRate {
+                    burst: self
+                        .operator_failures_burst
+                        .unwrap_or(limits.operator_failures.burst),
+                    per_minute: self
+                        .operator_failures_per_minute
+                        .unwrap_or(limits.operator_failures.per_minute),
+                },
             },
             pin_hash_cost: PinHashCost {
                 memory_kib: self
@@ -244,6 +290,28 @@ impl Settings {
     }
 }
 
+/// The first line of the operator token file at `path`, which only its owner may read.
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let shown = path.display();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|error| format!("--operator-token-file {shown}: {error}"))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "--operator-token-file {shown} can be read by other users (mode {:o}); run `chmod 600 {shown}`",
+                mode & 0o777
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("--operator-token-file {shown}: {error}"))?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_string())
+}
+
 /// The effective configuration as TOML, in the file's own format, with secrets masked.
 pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> String {
     #[derive(Serialize)]
@@ -260,6 +328,8 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         frame_bytes_max: usize,
         mailbox_capacity: usize,
         journal_queue_records_max: usize,
+        operator_failures_burst: u32,
+        operator_failures_per_minute: u32,
         frame_read_timeout_secs: u64,
         login_idle_timeout_secs: u64,
         write_queue_frames: usize,
@@ -297,6 +367,8 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         frame_bytes_max: limits.frame_bytes_max,
         mailbox_capacity: limits.mailbox_capacity,
         journal_queue_records_max: config.journal_queue_records_max,
+        operator_failures_burst: limits.operator_failures.burst,
+        operator_failures_per_minute: limits.operator_failures.per_minute,
         frame_read_timeout_secs: limits.frame_read_timeout.as_secs(),
         login_idle_timeout_secs: limits.login_idle_timeout.as_secs(),
         write_queue_frames: limits.write_queue_frames,

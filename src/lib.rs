@@ -14,6 +14,8 @@
 //! - [`journal`]: the durable, group-committed log every change goes through, its snapshots and
 //!   recovery.
 //! - [`pin`]: PIN hashing (argon2) and the operator-token check.
+//! - [`operator`]: the operator token's strength rule, generation, and the limit on failed
+//!   attempts.
 //! - [`utility`]: the lab's idempotent operations (lowercase, prime, palindrome).
 //! - [`metrics`]: the metrics the server reports, named in one place.
 //! - [`faults`]: deterministic fault injection for tests and the swarm.
@@ -36,6 +38,7 @@ pub mod faults;
 pub mod journal;
 pub mod ledger;
 pub mod metrics;
+pub mod operator;
 pub mod pin;
 pub mod protocol;
 pub mod server;

@@ -149,7 +149,7 @@ impl SwarmConfig {
     pub fn new(server: Option<String>) -> Self {
         SwarmConfig {
             server,
-            operator_token: "swarm-operator-token".into(),
+            operator_token: "swarm-operator-token-2c8e4a6f1d3b9075".into(),
             atms: 64,
             accounts: 100,
             initial_balance: 1_000_000,

@@ -228,7 +228,7 @@ async fn the_operator_creates_accounts_and_bad_ones_are_refused() {
         ),
         (create("", other, "Mina", "1234", 1), Status::NotAuthorised),
         (
-            create("test-operator-token ", other, "Mina", "1234", 1),
+            create(&format!("{OPERATOR_TOKEN} "), other, "Mina", "1234", 1),
             Status::NotAuthorised,
         ),
         (

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const TOKEN: &str = "crash-kill-operator-token";
+const TOKEN: &str = "crash-kill-operator-token-8b2e6d1f4a9c";
 /// Card, PIN, opening balance.
 const ACCOUNTS: [(u64, &str, u64); 4] = [
     (71_001, "1111", 3_000),

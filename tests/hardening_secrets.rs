@@ -6,41 +6,15 @@
 mod common;
 
 use actor_bank::protocol::Status;
-use common::TestServer;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use common::{Capture, TestServer};
 use tracing_subscriber::fmt::format::FmtSpan;
-use tracing_subscriber::fmt::MakeWriter;
 
 /// Distinctive secrets, so that finding one in the log cannot be a coincidence.
-const TOKEN: &str = "tok-SECRET-9c1f";
-const WRONG_TOKEN: &str = "tok-WRONG-77ad";
+const TOKEN: &str = "tok-SECRET-9c1f-2b7e4a6d8f0c1e3a5b";
+const WRONG_TOKEN: &str = "tok-WRONG-77ad-6c1f3e5a7b9d0f2e4c";
 const PIN: &str = "80417";
 const WRONG_PIN: &str = "31337";
 const CARD: u64 = 555_000_111;
-
-/// Appends everything written to a shared buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_the_logs() {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_bank-server");
-const TOKEN: &str = "ops-token";
+const TOKEN: &str = "ops-operator-token-3a7f9c1e5b2d8046";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -49,12 +49,12 @@ async fn a_swarm_survives_kill_9_chaos_restarts() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let command = format!(
-        "{} --listen {address} --data-dir {} --operator-token chaos-token --pin-hash-memory-kib 8 --pin-hash-iterations 1",
+        "{} --listen {address} --data-dir {} --operator-token chaos-operator-token-5e8a1f3c9d2b7046 --pin-hash-memory-kib 8 --pin-hash-iterations 1",
         env!("CARGO_BIN_EXE_bank-server"),
         data_dir.path().display()
     );
     let mut config = SwarmConfig::new(Some(address));
-    config.operator_token = "chaos-token".into();
+    config.operator_token = "chaos-operator-token-5e8a1f3c9d2b7046".into();
     config.server_command = Some(command);
     config.chaos_restart = Some(Duration::from_millis(1_500));
     config.atms = 24;

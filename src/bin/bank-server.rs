@@ -1,13 +1,24 @@
 //! `bank-server`: runs the bank. Settings come from flags, `BANK_…` environment variables and an
 //! optional TOML file (see `actor_bank::config`); everything else is the library.
 
-use actor_bank::config::{self, LogFormat, Settings};
+use actor_bank::config::{self, LogFormat, Settings, Tool};
 use actor_bank::server::RunningServer;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let settings = match Settings::parse().with_file() {
+    let matches = Settings::command().get_matches();
+    let settings = match Settings::from_arg_matches(&matches) {
+        Ok(settings) => settings,
+        Err(error) => error.exit(),
+    };
+    if settings.command == Some(Tool::GenerateOperatorToken) {
+        println!("{}", actor_bank::operator::generate());
+        return ExitCode::SUCCESS;
+    }
+    let token_on_command_line =
+        matches.value_source("operator_token") == Some(clap::parser::ValueSource::CommandLine);
+    let settings = match settings.with_file() {
         Ok(settings) => settings,
         Err(error) => return fail(&format!("cannot read the configuration: {error}")),
     };
@@ -20,6 +31,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(process.log_format);
+    if token_on_command_line {
+        tracing::warn!(
+            "the operator token was given with --operator-token, where every local user can read it (ps); use BANK_OPERATOR_TOKEN or --operator-token-file"
+        );
+    }
     if let Some(address) = process.metrics_listen {
         if let Err(error) = actor_bank::metrics::install(address) {
             return fail(&error);

@@ -15,12 +15,13 @@ pub mod session;
 use crate::faults::{FaultPlan, Faults};
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::ledger::{self, Clients, Event, Outcome, Principal};
+use crate::operator::{FailureRate, OperatorFailures};
 use crate::pin::{self, OperatorToken, PinHashCost};
 use crate::protocol::{Amount, Card, RequestId, Status};
 use account::{AccountActor, Decide};
 use actix::prelude::*;
 use dashmap::DashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,6 +52,9 @@ pub struct Limits {
     /// A client that does not take its replies for this long (writes stall, or the queue stays
     /// full) is disconnected.
     pub write_timeout: Duration,
+    /// Failed operator-token attempts each peer address may make (a burst, then a rate); beyond
+    /// them its operator requests are answered `busy` unchecked.
+    pub operator_failures: FailureRate,
 }
 
 impl Default for Limits {
@@ -65,6 +69,7 @@ impl Default for Limits {
             login_idle_timeout: Duration::from_secs(60),
             write_queue_frames: 256,
             write_timeout: Duration::from_secs(10),
+            operator_failures: FailureRate::default(),
         }
     }
 }
@@ -193,6 +198,8 @@ pub struct Bank {
     /// The limits in force.
     pub limits: Limits,
     operator: OperatorToken,
+    /// Failed operator-token attempts by peer address.
+    operator_failures: OperatorFailures,
     pin_hash_cost: PinHashCost,
     /// Fault injection, when enabled.
     pub faults: Option<Arc<Faults>>,
@@ -365,9 +372,27 @@ impl Bank {
         self.shutdown.is_cancelled()
     }
 
-    /// True when `offered` is the operator token.
-    pub fn is_operator(&self, offered: &str) -> bool {
-        self.operator.matches(offered)
+    /// Checks `offered` against the operator token for a request from `peer`: `Approved` when it
+    /// is the token, `NotAuthorised` when it is not (counted and logged), `Busy` without a check
+    /// when the peer has used up its failed attempts ([`Limits::operator_failures`]).
+    pub fn check_operator(&self, offered: &str, peer: Option<IpAddr>) -> Status {
+        // A connection without a known peer address shares one bucket with its kind.
+        let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let now = std::time::Instant::now();
+        if !self.operator_failures.admits(peer, now) {
+            return Status::Busy;
+        }
+        if self.operator.matches(offered) {
+            return Status::Approved;
+        }
+        let attempts_left = self.operator_failures.failed(peer, now);
+        tracing::warn!(
+            security = true,
+            %peer,
+            attempts_left,
+            "operator token refused"
+        );
+        Status::NotAuthorised
     }
 
     /// The cost of new PIN hashes.
@@ -489,6 +514,9 @@ impl RunningServer {
         config: ServerConfig,
         journal_config: JournalConfig,
     ) -> Result<RunningServer, ServerError> {
+        if let Some(token) = &config.operator_token {
+            crate::operator::check_strength(token).map_err(ServerError::Start)?;
+        }
         raise_open_file_limit(config.limits.connections_max);
         let journal = Journal::open(journal_config)?;
         if config.demo {
@@ -528,6 +556,7 @@ impl RunningServer {
                         arbiters,
                         limits: config.limits.clone(),
                         operator: OperatorToken::new(config.operator_token.as_deref()),
+                        operator_failures: OperatorFailures::new(config.limits.operator_failures),
                         pin_hash_cost: config.pin_hash_cost,
                         faults: config
                             .faults

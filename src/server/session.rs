@@ -99,6 +99,8 @@ pub struct Session {
     /// Set when no more requests will be read (the peer finished sending, or a graceful shutdown
     /// began): the session ends once every reply in flight has gone out.
     closing: Option<Closing>,
+    /// The peer's address, which failed operator attempts are counted by.
+    peer: Option<std::net::IpAddr>,
     span: tracing::Span,
 }
 
@@ -144,6 +146,7 @@ impl Session {
                 login_epoch: 0,
                 in_flight: 0,
                 closing: None,
+                peer: peer.map(|peer| peer.ip()),
                 span,
             }
         })
@@ -324,8 +327,9 @@ impl Session {
                 pin: pin_text,
                 initial_balance,
             } => {
-                if !bank.is_operator(&operator_token) {
-                    return self.reply(pending, Status::NotAuthorised, Body::Empty, ctx);
+                let authorised = bank.check_operator(&operator_token, self.peer);
+                if authorised != Status::Approved {
+                    return self.reply(pending, authorised, Body::Empty, ctx);
                 }
                 let holder = holder.trim().to_string();
                 if !pin::is_well_formed(&pin_text)

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The operator token every test server is started with.
-pub const OPERATOR_TOKEN: &str = "test-operator-token";
+pub const OPERATOR_TOKEN: &str = "test-operator-token-4f1c9a2e7b3d8605";
 
 /// The lab's sample accounts, opened by every test server (`demo`).
 pub const JOTY: u64 = 123_456_789;
@@ -140,16 +140,47 @@ impl TestServer {
 
     /// A raw connection that has completed the handshake.
     pub async fn raw(&self) -> RawConnection {
-        let mut connection = RawConnection::connect(&self.address()).await;
-        connection
-            .send(&ClientMessage::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-            }))
-            .await;
-        match connection.receive().await {
-            Some(ServerMessage::Welcome(_)) => connection,
+        RawConnection::connect(&self.address())
+            .await
+            .greeted()
+            .await
+    }
+}
+
+impl RawConnection {
+    /// This connection after the handshake (Hello answered by Welcome).
+    pub async fn greeted(mut self) -> RawConnection {
+        self.send(&ClientMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+        }))
+        .await;
+        match self.receive().await {
+            Some(ServerMessage::Welcome(_)) => self,
             other => panic!("expected Welcome, got {other:?}"),
         }
+    }
+}
+
+/// Appends everything written to a shared buffer: a log sink a test can read back.
+#[derive(Clone, Default)]
+pub struct Capture(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
     }
 }
 
