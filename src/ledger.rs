@@ -16,7 +16,7 @@
 use crate::pin::PinHash;
 use crate::protocol::{Amount, Card, RequestId, Status};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Wrong PINs in a row after which a card is locked.
 pub const PIN_ATTEMPTS_MAX: u8 = 3;
@@ -540,8 +540,9 @@ impl Clients {
     }
 }
 
-/// The memory of completed requests of every principal.
-pub type Memory = HashMap<Principal, Clients>;
+/// The memory of completed requests of every principal. Ordered, so that a snapshot of the same
+/// state is always the same bytes.
+pub type Memory = BTreeMap<Principal, Clients>;
 
 /// The whole bank's state as of one journal position: every account and every client's window.
 ///
