@@ -29,8 +29,10 @@ pub const REQUEST_WINDOW: u64 = 32;
 /// operator). A new client beyond it takes the place of the least recently used one, provided that
 /// one has been idle for [`CLIENT_EVICTION_IDLE_MS`]; otherwise the new client is answered `busy`.
 /// Only someone who has verified a card can add clients to its memory, so the bound is what keeps
-/// that card's holder (or a thief of the card and PIN) from growing the server's memory.
-pub const CLIENTS_PER_PRINCIPAL_MAX: usize = 64;
+/// that card's holder (or a thief of the card and PIN) from growing the server's memory (by about
+/// 2 MiB at most). It is well above the number of ATMs that honestly touch one card within a
+/// minute (a thousand-ATM swarm on a few cards included), so honest clients are not turned away.
+pub const CLIENTS_PER_PRINCIPAL_MAX: usize = 1024;
 
 /// How long a client must have completed nothing before a new client of the same principal may
 /// take its place in a full memory: twice the client library's 30 s retry deadline, so a client

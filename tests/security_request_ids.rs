@@ -156,7 +156,7 @@ async fn a_victims_client_id_used_on_another_card_neither_conflicts_nor_goes_sta
 async fn new_client_ids_on_one_card_cannot_fill_the_memory_or_lock_out_others() {
     let server = TestServer::start();
     let mut attacker = logged_in(&server, 76, AHONA, AHONA_PIN).await;
-    let new_clients = 4 * CLIENTS_PER_PRINCIPAL_MAX as u64;
+    let new_clients = CLIENTS_PER_PRINCIPAL_MAX as u64 + 128;
     let batch = 32;
     let mut approved = 0;
     for first in (0..new_clients).step_by(batch) {
