@@ -146,7 +146,7 @@ async fn a_replayed_id_after_sigkill_gets_the_byte_identical_reply() {
     let log = data_dir.path().join("server.log");
     let data = data_dir.path().join("data");
     let port = free_port();
-    let token = "kill-test-token";
+    let token = "kill-test-operator-token-3f7b1d9e5a2c";
     let server = tokio::task::block_in_place(|| BankProcess::start(&data, port, token, &log));
     let mut raw = greeted(&server.address).await;
     let (card, pin) = (55_501, "2468");

@@ -48,7 +48,7 @@ pub const HARNESS_CLIENT: u64 = 0xF022_0001;
 /// The client id of the health checks.
 pub const HEALTH_CLIENT: u64 = 0xF022_0002;
 /// The operator token of the harness's server.
-pub const OPERATOR_TOKEN: &str = "fuzz-operator-token";
+pub const OPERATOR_TOKEN: &str = "fuzz-operator-token-6e2a9c4f1b7d3058";
 
 /// How long one input may keep its connection before the server is declared stuck. Far above
 /// anything a healthy server needs; only a hang reaches it.
