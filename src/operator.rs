@@ -81,6 +81,22 @@ impl Default for FailureRate {
     }
 }
 
+/// The address failed attempts are counted by: an IPv4 address as it is, an IPv6 address by its
+/// /64 prefix (one host usually holds a whole /64, so counting single addresses would give it
+/// billions of buckets).
+pub fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(address) => match address.to_ipv4_mapped() {
+            Some(mapped) => IpAddr::V4(mapped),
+            None => {
+                let prefix = u128::from(address) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
 /// One peer's bucket: attempts left (fractional while refilling) as of `at`.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
@@ -111,6 +127,7 @@ impl OperatorFailures {
 
     /// True when `peer` may have an operator request checked at `now` (it has an attempt left).
     pub fn admits(&self, peer: IpAddr, now: Instant) -> bool {
+        let peer = peer_key(peer);
         let mut peers = self.peers.lock();
         match peers.get(&peer) {
             Some(bucket) => self.refilled(*bucket, now) >= 1.0,
@@ -126,6 +143,7 @@ impl OperatorFailures {
 
     /// Counts a failed attempt of `peer` at `now`; returns the attempts it has left.
     pub fn failed(&self, peer: IpAddr, now: Instant) -> u32 {
+        let peer = peer_key(peer);
         let mut peers = self.peers.lock();
         let full = Bucket {
             left: f64::from(self.rate.burst),
@@ -177,5 +195,24 @@ mod tests {
         assert_eq!(failures.failed(peer, start + Duration::from_secs(6)), 0);
         assert!(!failures.admits(peer, start + Duration::from_secs(6)));
         assert!(failures.admits(peer, start + Duration::from_secs(3_600)));
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_slash_64() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let same_host: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(one), peer_key(same_host));
+        assert_ne!(peer_key(one), peer_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(peer_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        let failures = OperatorFailures::new(FailureRate {
+            burst: 1,
+            per_minute: 0,
+        });
+        let now = Instant::now();
+        failures.failed(one, now);
+        assert!(!failures.admits(same_host, now));
+        assert!(failures.admits(other, now));
     }
 }
