@@ -2,7 +2,8 @@
 //!
 //! One actor per card, started on first use on one of the bank's arbiters, stopped when idle, and
 //! run under [`actix::Supervisor`]. Each [`Decide`] is handled in one synchronous call: look the
-//! request id up in the memory of completed requests, decide with the pure rules of
+//! request id up in the memory of completed requests of the request's principal (never for a PIN
+//! attempt, which is always decided afresh), decide with the pure rules of
 //! [`crate::ledger`], queue the record in the journal, apply it to the working copy, remember the
 //! request. The reply does not wait for the disk here; the caller waits for the record's position
 //! to become durable, so the actor can decide the next request meanwhile (pipelining), and journal
