@@ -87,6 +87,30 @@ pub enum Command {
         #[arg(long)]
         request_id: Option<RequestId>,
     },
+    /// Unlock a card locked by wrong PINs (operator only).
+    UnlockCard {
+        /// The operator token.
+        #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
+        operator_token: String,
+        /// Card.
+        #[arg(long)]
+        card: Card,
+        /// Fixed request id CLIENT:SEQ (two decimal u64s), to replay a request from a new process.
+        #[arg(long)]
+        request_id: Option<RequestId>,
+    },
+    /// Change a card's PIN.
+    ChangePin {
+        /// Card.
+        #[arg(long)]
+        card: Card,
+        /// The current PIN.
+        #[arg(long)]
+        pin: String,
+        /// The new PIN.
+        #[arg(long)]
+        new_pin: String,
+    },
     /// Lowercase a line.
     Lowercase {
         /// The text.
@@ -187,6 +211,26 @@ pub async fn run_command(config: ClientConfig, command: Command, json: bool) -> 
             amount,
             request_id,
         } => (Some((card, pin)), Operation::Deposit { amount }, request_id),
+        Command::UnlockCard {
+            operator_token,
+            card,
+            request_id,
+        } => (
+            None,
+            Operation::UnlockCard {
+                operator_token,
+                card,
+            },
+            request_id,
+        ),
+        Command::ChangePin { card, pin, new_pin } => (
+            Some((card, pin.clone())),
+            Operation::ChangePin {
+                old_pin: pin,
+                new_pin,
+            },
+            None,
+        ),
         Command::Lowercase { text } => (None, Operation::Lowercase { text }, None),
         Command::Prime { number } => (None, Operation::IsPrime { number }, None),
         Command::Palindrome { number } => (None, Operation::IsPalindrome { number }, None),
@@ -235,7 +279,8 @@ const MENU: &str = "
  2) balance                 6) lowercase a line of text
  3) withdraw                7) is a number prime?
  4) deposit                 8) is a number a palindrome?
- 9) log out                 0) exit";
+ 9) log out                 0) exit
+ c) change PIN              u) unlock a card (operator)";
 
 /// The lab's interactive ATM menu over one session, reading from standard input.
 pub async fn run_menu(config: ClientConfig) -> u8 {
@@ -306,6 +351,27 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
                 None => continue,
             },
             "9" => Operation::Logout,
+            "c" => {
+                let Some(old_pin) = prompt_secret(&mut lines, "current PIN").await else {
+                    continue;
+                };
+                let Some(new_pin) = prompt_secret(&mut lines, "new PIN").await else {
+                    continue;
+                };
+                Operation::ChangePin { old_pin, new_pin }
+            }
+            "u" => {
+                let Some(operator_token) = prompt_secret(&mut lines, "operator token").await else {
+                    continue;
+                };
+                let Some(card) = prompt_number(&mut lines, "card number").await else {
+                    continue;
+                };
+                Operation::UnlockCard {
+                    operator_token,
+                    card,
+                }
+            }
             other => {
                 println!("no such choice: {other}");
                 continue;

@@ -304,6 +304,8 @@ fn demo_config(data_dir: &std::path::Path) -> ServerConfig {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.demo = true;
     config.pin_hash_cost = PinHashCost::MINIMUM;
+    config.pin_key =
+        actor_bank::server::pins::PinKeySource::Given(actor_bank::pin::PinKey::from_bytes([3; 32]));
     config
 }
 
