@@ -203,6 +203,14 @@ fn the_operation_table_lists_every_variant_in_wire_order() {
         Operation::Lowercase { text: text() },
         Operation::IsPrime { number: 1 },
         Operation::IsPalindrome { number: 1 },
+        Operation::UnlockCard {
+            operator_token: text(),
+            card: 1,
+        },
+        Operation::ChangePin {
+            old_pin: text(),
+            new_pin: text(),
+        },
     ];
     let rows = documented_table(&document(), "operations");
     assert_eq!(rows.len(), operations.len(), "one row per operation");
