@@ -75,6 +75,43 @@ pub fn test_pin_key() -> actor_bank::pin::PinKey {
     actor_bank::pin::PinKey::from_bytes([0x5a; actor_bank::pin::PIN_KEY_BYTES])
 }
 
+/// The text a metrics endpoint at `address` serves (the whole HTTP response), which must be a 200.
+pub fn scrape_metrics(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// Runs the real `atm` binary as `atm --server SERVER --json ARGUMENTS…`, with no server, token
+/// or log settings from the environment; returns its standard output and exit code.
+pub async fn run_atm(server: &str, arguments: &[&str]) -> (String, Option<i32>) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_atm"));
+    command
+        .args(["--server", server, "--json"])
+        .args(arguments)
+        .env_remove("BANK_SERVER")
+        .env_remove("BANK_OPERATOR_TOKEN")
+        .env("RUST_LOG", "off");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        output.status.code(),
+    )
+}
+
 /// A server configuration for tests: port 0, the test token, the test PIN key, failure limits
 /// out of the way (tests of the limits set their own), the demo accounts.
 pub fn test_config(data_dir: &std::path::Path) -> ServerConfig {
