@@ -415,7 +415,7 @@ pub enum ServerError {
     },
     /// The PIN verification key is missing, unreadable, or not the key the accounts' PINs were
     /// made with.
-    #[error("cannot start: {0}")]
+    #[error("{0}")]
     PinKey(String),
     /// Something else went wrong during start-up.
     #[error("cannot start: {0}")]
