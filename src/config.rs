@@ -215,6 +215,7 @@ impl Settings {
                     .unwrap_or_else(|| default_pin_key_file(&data_dir)),
             ),
             data_dir,
+            clock: defaults.clock.clone(),
             operator_token: self
                 .operator_token
                 .clone()

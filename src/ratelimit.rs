@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const MILLI: u64 = 1_000;
 
 /// Where the buckets read the time: a monotonic count from an arbitrary origin.
-pub trait Clock: Send + Sync {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Time since the clock's origin; never goes backwards.
     fn now(&self) -> Duration;
 }

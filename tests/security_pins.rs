@@ -8,10 +8,12 @@ use common::{reply, verify, withdraw, TestServer, JOTY, JOTY_PIN, OPERATOR_TOKEN
 
 use actor_bank::pin::{self, PinHashCost, PinKey};
 use actor_bank::protocol::{Body, Operation, Status};
-use actor_bank::ratelimit::RateLimit;
+use actor_bank::ratelimit::{ManualClock, RateLimit};
 use actor_bank::server::pins::PinKeySource;
 use actor_bank::server::{RunningServer, ServerError};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 fn pin_failures(server: &TestServer, card: u64) -> u8 {
     server.committed_account(card).pin_failures
@@ -320,6 +322,38 @@ async fn failed_pin_checks_are_limited_per_connection_and_per_peer() {
     assert_eq!(stats.failures.load(Ordering::Relaxed), 5);
     assert_eq!(stats.rate_limited.load(Ordering::Relaxed), 3);
     assert_eq!(server.running().bank().pins().peers_tracked(), 1);
+}
+
+/// A used-up allowance comes back at its rate, by the server's clock: at 6 a minute, one failure
+/// every ten seconds, not a millisecond sooner (a hand-driven clock, so nothing waits).
+#[tokio::test]
+async fn the_failure_allowance_refills_at_its_rate() {
+    let clock = Arc::new(ManualClock::default());
+    let server = TestServer::start_with(|config| {
+        config.clock = clock.clone();
+        config.limits.pin_failures_per_connection = RateLimit {
+            burst: 2,
+            per_minute: 6,
+        };
+    });
+    let mut atm = server.raw().await;
+    for sequence in 1..=2 {
+        let (r, _) = atm.exchange(121, sequence, verify(555, "0000")).await;
+        assert_eq!(r.status, Status::UnknownCard);
+    }
+    let (r, _) = atm.exchange(121, 3, verify(555, "0000")).await;
+    assert_eq!(r.status, Status::Busy);
+    clock.advance(Duration::from_millis(9_999));
+    let (r, _) = atm.exchange(121, 4, verify(555, "0000")).await;
+    assert_eq!(r.status, Status::Busy);
+    clock.advance(Duration::from_millis(1));
+    let (r, _) = atm.exchange(121, 5, verify(555, "0000")).await;
+    assert_eq!(r.status, Status::UnknownCard);
+    let (r, _) = atm.exchange(121, 6, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r.status, Status::Busy, "no allowance left for any check");
+    clock.advance(Duration::from_secs(10));
+    let (r, _) = atm.exchange(121, 7, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r.status, Status::Approved);
 }
 
 /// An unknown card costs exactly the keyed check a wrong PIN costs (one each, against a

@@ -102,6 +102,8 @@ pub struct ServerConfig {
     /// Where the PIN verification key comes from (by default a file beside the data directory,
     /// [`pins::default_pin_key_file`]).
     pub pin_key: PinKeySource,
+    /// Where the failure limits read the time (a [`crate::ratelimit::ManualClock`] in tests).
+    pub clock: Arc<dyn crate::ratelimit::Clock>,
     /// The argon2id cost the first release made PIN hashes with. New PINs get keyed verifiers,
     /// so nothing uses it any more; it stays so that existing configurations keep working.
     pub pin_hash_cost: PinHashCost,
@@ -127,6 +129,7 @@ impl ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             pin_key: PinKeySource::File(pins::default_pin_key_file(&data_dir)),
+            clock: Arc::new(crate::ratelimit::SystemClock::default()),
             data_dir,
             operator_token: None,
             demo: false,
@@ -556,7 +559,7 @@ impl RunningServer {
                             config.limits.pin_failures_per_connection,
                             config.limits.pin_failures_per_peer,
                             config.limits.pin_check_queue_max,
-                            Arc::new(crate::ratelimit::SystemClock::default()),
+                            config.clock.clone(),
                         ),
                         faults: config
                             .faults
