@@ -102,7 +102,8 @@ fn a_stolen_data_directory_without_its_key_verifies_no_pin_and_the_server_refuse
 
 /// A data directory of the first release (argon2id hashes, no key anywhere) opens: its wrong PIN
 /// is refused and counted, its right PIN verifies on the fixed pool and is re-keyed in the
-/// journal, after which the card is checked with the key alone, across a restart.
+/// journal, after which the card is checked with the key alone, across a restart. The account
+/// comes from a snapshot of the first release's format.
 #[test]
 fn first_release_argon2_accounts_still_verify_and_are_re_keyed_at_the_right_pin() {
     const CARD: u64 = 246_813_579;
@@ -114,8 +115,10 @@ fn first_release_argon2_accounts_still_verify_and_are_re_keyed_at_the_right_pin(
             "8642",
             PinHashCost::MINIMUM,
         )],
-        1_000_000,
+        // A snapshot after the opening: the first release's account comes back from a snapshot.
+        1,
     );
+    assert!(!common::durability::snapshots(data_dir.path()).is_empty());
     let mut server = TestServer {
         server: Some(RunningServer::start(common::test_config(data_dir.path())).unwrap()),
         data_dir,
