@@ -156,6 +156,8 @@ fn bench_actors(c: &mut Criterion) {
     config.listen = "127.0.0.1:0".parse().expect("address");
     config.operator_token = Some(OPERATOR_TOKEN.into());
     config.pin_hash_cost = PinHashCost::MINIMUM;
+    config.pin_key =
+        actor_bank::server::pins::PinKeySource::Given(actor_bank::pin::PinKey::generate());
     let server = RunningServer::start(config).expect("start the server");
     let bank = server.bank().clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()

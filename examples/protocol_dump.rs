@@ -2,7 +2,7 @@
 //!
 //! Run it with `cargo run --example protocol_dump`. The frames are one conversation with the demo
 //! account (card 123456789, PIN 1234, balance 10000): handshake, verification, a withdrawal of 300,
-//! a withdrawal the balance cannot cover, and the Goodbye a server sends for a protocol version it
+//! a withdrawal the balance cannot cover, a change of PIN, and the Goodbye a server sends for a protocol version it
 //! does not speak. tests/protocol_doc.rs includes this file, so the document, this program and the
 //! server are checked against the same list.
 //!
@@ -133,6 +133,16 @@ pub fn examples() -> Vec<Example> {
         to_client(
             "overdraw-reply",
             reply(3, Status::InsufficientFunds, Body::Balance(9_700)),
+        ),
+        to_server(
+            "change-pin-request",
+            request(
+                6,
+                Operation::ChangePin {
+                    old_pin: "1234".into(),
+                    new_pin: "2468".into(),
+                },
+            ),
         ),
         to_server(
             "unsupported-hello",

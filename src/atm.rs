@@ -90,6 +90,31 @@ pub enum Command {
         #[arg(long)]
         request_id: Option<RequestId>,
     },
+    /// Unlock a card locked by wrong PINs (operator only).
+    UnlockCard {
+        /// The operator token. Prefer BANK_OPERATOR_TOKEN, or the no-echo prompt on a terminal:
+        /// the flag is visible to every local user in ps.
+        #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
+        operator_token: Option<String>,
+        /// Card.
+        #[arg(long)]
+        card: Card,
+        /// Fixed request id CLIENT:SEQ (two decimal u64s), to replay a request from a new process.
+        #[arg(long)]
+        request_id: Option<RequestId>,
+    },
+    /// Change a card's PIN.
+    ChangePin {
+        /// Card.
+        #[arg(long)]
+        card: Card,
+        /// Where the current PIN comes from.
+        #[command(flatten)]
+        pin: PinSource,
+        /// The new PIN. Visible to every local user in ps: prefer BANK_NEW_PIN or the prompt.
+        #[arg(long, env = "BANK_NEW_PIN", hide_env_values = true)]
+        new_pin: Option<String>,
+    },
     /// Lowercase a line.
     Lowercase {
         /// The text.
@@ -134,6 +159,14 @@ impl PinSource {
             Some(pin) => Ok(pin.clone()),
             None => read_secret_from_terminal("PIN", "--pin-stdin or BANK_PIN"),
         }
+    }
+}
+
+/// The operator token from `--operator-token` / BANK_OPERATOR_TOKEN, else from a no-echo prompt.
+fn given_or_prompted_token(given: Option<String>) -> Result<String, String> {
+    match given {
+        Some(token) => Ok(token),
+        None => read_secret_from_terminal("operator token", "BANK_OPERATOR_TOKEN"),
     }
 }
 
@@ -237,10 +270,7 @@ fn secret_operation(command: Command) -> Result<Scripted, String> {
             initial_balance,
             request_id,
         } => {
-            let operator_token = match operator_token {
-                Some(token) => token,
-                None => read_secret_from_terminal("operator token", "BANK_OPERATOR_TOKEN")?,
-            };
+            let operator_token = given_or_prompted_token(operator_token)?;
             let operation = Operation::CreateAccount {
                 operator_token,
                 card,
@@ -279,6 +309,30 @@ fn secret_operation(command: Command) -> Result<Scripted, String> {
             Operation::Deposit { amount },
             request_id,
         ),
+        Command::UnlockCard {
+            operator_token,
+            card,
+            request_id,
+        } => {
+            let operator_token = given_or_prompted_token(operator_token)?;
+            let operation = Operation::UnlockCard {
+                operator_token,
+                card,
+            };
+            (None, operation, request_id)
+        }
+        Command::ChangePin { card, pin, new_pin } => {
+            let old_pin = pin.read()?;
+            let new_pin = match new_pin {
+                Some(new_pin) => new_pin,
+                None => read_secret_from_terminal("new PIN", "BANK_NEW_PIN")?,
+            };
+            (
+                Some((card, old_pin.clone())),
+                Operation::ChangePin { old_pin, new_pin },
+                None,
+            )
+        }
         Command::Lowercase { text } => (None, Operation::Lowercase { text }, None),
         Command::Prime { number } => (None, Operation::IsPrime { number }, None),
         Command::Palindrome { number } => (None, Operation::IsPalindrome { number }, None),
@@ -311,7 +365,8 @@ const MENU: &str = "
  2) balance                 6) lowercase a line of text
  3) withdraw                7) is a number prime?
  4) deposit                 8) is a number a palindrome?
- 9) log out                 0) exit";
+ 9) log out                 0) exit
+ c) change PIN              u) unlock a card (operator)";
 
 /// The lab's interactive ATM menu over one session, reading from standard input.
 pub async fn run_menu(config: ClientConfig) -> u8 {
@@ -382,6 +437,27 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
                 None => continue,
             },
             "9" => Operation::Logout,
+            "c" => {
+                let Some(old_pin) = prompt_secret(&mut lines, "current PIN").await else {
+                    continue;
+                };
+                let Some(new_pin) = prompt_secret(&mut lines, "new PIN").await else {
+                    continue;
+                };
+                Operation::ChangePin { old_pin, new_pin }
+            }
+            "u" => {
+                let Some(operator_token) = prompt_secret(&mut lines, "operator token").await else {
+                    continue;
+                };
+                let Some(card) = prompt_number(&mut lines, "card number").await else {
+                    continue;
+                };
+                Operation::UnlockCard {
+                    operator_token,
+                    card,
+                }
+            }
             other => {
                 println!("no such choice: {other}");
                 continue;

@@ -445,6 +445,28 @@ impl Client {
         self.call(Operation::Deposit { amount }).await
     }
 
+    /// Changes the verified card's PIN from `old_pin` to `new_pin`.
+    pub async fn change_pin(&mut self, old_pin: &str, new_pin: &str) -> Result<Reply, ClientError> {
+        self.call(Operation::ChangePin {
+            old_pin: old_pin.to_string(),
+            new_pin: new_pin.to_string(),
+        })
+        .await
+    }
+
+    /// Clears `card`'s wrong PINs, unlocking it (operator only).
+    pub async fn unlock_card(
+        &mut self,
+        operator_token: &str,
+        card: Card,
+    ) -> Result<Reply, ClientError> {
+        self.call(Operation::UnlockCard {
+            operator_token: operator_token.to_string(),
+            card,
+        })
+        .await
+    }
+
     /// Opens an account (operator only).
     pub async fn create_account(
         &mut self,

@@ -7,8 +7,9 @@
 //! [`Settings::resolve`] turns the result into a [`ServerConfig`].
 
 use crate::faults::FaultPlan;
-use crate::operator::FailureRate;
 use crate::pin::PinHashCost;
+use crate::ratelimit::RateLimit;
+use crate::server::pins::{default_pin_key_file, PinKeySource};
 use crate::server::{Limits, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -99,11 +100,30 @@ pub struct Settings {
     /// Seconds an account actor stays alive without requests [default: 60].
     #[arg(long, env = "BANK_ACCOUNT_IDLE_SECS")]
     pub account_idle_secs: Option<u64>,
-    /// Memory cost of new PIN hashes in KiB (argon2id) [default: 19456].
-    #[arg(long, env = "BANK_PIN_HASH_MEMORY_KIB")]
+    /// The PIN verification key file, kept apart from the data directory; created (mode 0600) on
+    /// first start [default: the data directory's path with `.pin-key` added, e.g. ./data.pin-key].
+    #[arg(long, env = "BANK_PIN_KEY_FILE")]
+    pub pin_key_file: Option<PathBuf>,
+    /// Failed PIN checks one connection may make at once [default: 10].
+    #[arg(long, env = "BANK_PIN_FAILURES_PER_CONNECTION_BURST")]
+    pub pin_failures_per_connection_burst: Option<u32>,
+    /// Failed PIN checks one connection may make per minute after its burst [default: 10].
+    #[arg(long, env = "BANK_PIN_FAILURES_PER_CONNECTION_PER_MINUTE")]
+    pub pin_failures_per_connection_per_minute: Option<u32>,
+    /// Failed PIN checks one peer address may make at once [default: 100].
+    #[arg(long, env = "BANK_PIN_FAILURES_PER_PEER_BURST")]
+    pub pin_failures_per_peer_burst: Option<u32>,
+    /// Failed PIN checks one peer address may make per minute after its burst [default: 60].
+    #[arg(long, env = "BANK_PIN_FAILURES_PER_PEER_PER_MINUTE")]
+    pub pin_failures_per_peer_per_minute: Option<u32>,
+    /// Argon2id PIN checks (of data from the first release) waiting at most [default: 64].
+    #[arg(long, env = "BANK_PIN_CHECK_QUEUE_MAX")]
+    pub pin_check_queue_max: Option<usize>,
+    /// No longer used: new PINs get keyed verifiers. Accepted so old configurations still load.
+    #[arg(long, env = "BANK_PIN_HASH_MEMORY_KIB", hide = true)]
     pub pin_hash_memory_kib: Option<u32>,
-    /// Passes of new PIN hashes (argon2id) [default: 2].
-    #[arg(long, env = "BANK_PIN_HASH_ITERATIONS")]
+    /// No longer used: new PINs get keyed verifiers. Accepted so old configurations still load.
+    #[arg(long, env = "BANK_PIN_HASH_ITERATIONS", hide = true)]
     pub pin_hash_iterations: Option<u32>,
     /// Journal records between snapshots [default: 1000000].
     #[arg(long, env = "BANK_SNAPSHOT_RECORDS_INTERVAL")]
@@ -176,7 +196,9 @@ impl Settings {
             journal_queue_records_max, frame_read_timeout_secs, login_idle_timeout_secs,
             write_queue_frames, write_timeout_secs, account_idle_secs, pin_hash_memory_kib,
             pin_hash_iterations, snapshot_records_interval, client_retention_secs, arbiters,
-            shutdown_timeout_secs,
+            shutdown_timeout_secs, pin_key_file, pin_failures_per_connection_burst,
+            pin_failures_per_connection_per_minute, pin_failures_per_peer_burst,
+            pin_failures_per_peer_per_minute, pin_check_queue_max,
         )
     }
 
@@ -217,9 +239,20 @@ impl Settings {
             ),
             None => None,
         };
+        let data_dir = self.data_dir.clone().unwrap_or(defaults.data_dir);
+        let rate = |burst: Option<u32>, per_minute: Option<u32>, default: RateLimit| RateLimit {
+            burst: burst.unwrap_or(default.burst),
+            per_minute: per_minute.unwrap_or(default.per_minute),
+        };
         let config = ServerConfig {
             listen: self.listen.unwrap_or(defaults.listen),
-            data_dir: self.data_dir.clone().unwrap_or(defaults.data_dir),
+            pin_key: PinKeySource::File(
+                self.pin_key_file
+                    .clone()
+                    .unwrap_or_else(|| default_pin_key_file(&data_dir)),
+            ),
+            data_dir,
+            clock: defaults.clock.clone(),
             operator_token: self.operator_token()?,
             demo: self.demo.unwrap_or(false),
             limits: Limits {
@@ -244,7 +277,7 @@ impl Settings {
                 ),
                 write_queue_frames: self.write_queue_frames.unwrap_or(limits.write_queue_frames),
                 write_timeout: seconds(self.write_timeout_secs, limits.write_timeout),
-                operator_failures: FailureRate {
+                operator_failures: RateLimit {
                     burst: self
                         .operator_failures_burst
                         .unwrap_or(limits.operator_failures.burst),
@@ -252,6 +285,20 @@ impl Settings {
                         .operator_failures_per_minute
                         .unwrap_or(limits.operator_failures.per_minute),
                 },
+                pin_failures_per_connection: rate(
+                    self.pin_failures_per_connection_burst,
+                    self.pin_failures_per_connection_per_minute,
+                    limits.pin_failures_per_connection,
+                ),
+                pin_failures_per_peer: rate(
+                    self.pin_failures_per_peer_burst,
+                    self.pin_failures_per_peer_per_minute,
+                    limits.pin_failures_per_peer,
+                ),
+                pin_check_queue_max: self
+                    .pin_check_queue_max
+                    .unwrap_or(limits.pin_check_queue_max)
+                    .max(1),
             },
             pin_hash_cost: PinHashCost {
                 memory_kib: self
@@ -335,8 +382,12 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         write_queue_frames: usize,
         write_timeout_secs: u64,
         account_idle_secs: u64,
-        pin_hash_memory_kib: u32,
-        pin_hash_iterations: u32,
+        pin_key_file: String,
+        pin_failures_per_connection_burst: u32,
+        pin_failures_per_connection_per_minute: u32,
+        pin_failures_per_peer_burst: u32,
+        pin_failures_per_peer_per_minute: u32,
+        pin_check_queue_max: usize,
         snapshot_records_interval: u64,
         client_retention_secs: u64,
         arbiters: usize,
@@ -374,8 +425,15 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         write_queue_frames: limits.write_queue_frames,
         write_timeout_secs: limits.write_timeout.as_secs(),
         account_idle_secs: limits.account_idle.as_secs(),
-        pin_hash_memory_kib: config.pin_hash_cost.memory_kib,
-        pin_hash_iterations: config.pin_hash_cost.iterations,
+        pin_key_file: match &config.pin_key {
+            PinKeySource::File(path) => path.display().to_string(),
+            PinKeySource::Given(_) => String::new(),
+        },
+        pin_failures_per_connection_burst: limits.pin_failures_per_connection.burst,
+        pin_failures_per_connection_per_minute: limits.pin_failures_per_connection.per_minute,
+        pin_failures_per_peer_burst: limits.pin_failures_per_peer.burst,
+        pin_failures_per_peer_per_minute: limits.pin_failures_per_peer.per_minute,
+        pin_check_queue_max: limits.pin_check_queue_max,
         snapshot_records_interval: config.snapshot_records_interval,
         client_retention_secs: config.client_retention.as_secs(),
         arbiters: config.arbiters,
@@ -424,5 +482,30 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("operator_token = \"********\""), "{text}");
         assert!(text.contains("listen = \"127.0.0.1:7878\""), "{text}");
+        assert!(text.contains("pin_key_file = \"./data.pin-key\""), "{text}");
+    }
+
+    #[test]
+    fn the_pin_key_file_and_failure_limits_come_from_flags_and_the_file() {
+        let file: Settings = toml::from_str(
+            "pin_key_file = \"/run/secrets/bank-pin-key\"\npin_failures_per_peer_burst = 7\npin_hash_memory_kib = 19456",
+        )
+        .unwrap();
+        let flags = Settings::try_parse_from([
+            "bank-server",
+            "--pin-failures-per-connection-per-minute",
+            "3",
+        ])
+        .unwrap();
+        let (config, _) = flags.merge(file).resolve().unwrap();
+        assert!(
+            matches!(&config.pin_key, PinKeySource::File(path) if path == std::path::Path::new("/run/secrets/bank-pin-key"))
+        );
+        assert_eq!(config.limits.pin_failures_per_peer.burst, 7);
+        assert_eq!(config.limits.pin_failures_per_connection.per_minute, 3);
+        assert_eq!(
+            config.limits.pin_failures_per_connection.burst,
+            Limits::default().pin_failures_per_connection.burst
+        );
     }
 }

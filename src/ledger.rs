@@ -47,7 +47,8 @@ pub type Lsn = u64;
 pub struct Account {
     /// The holder's name, as given when the account was opened.
     pub holder: Box<str>,
-    /// The PIN's argon2id hash; the PIN itself is never stored.
+    /// The PIN's verifier (keyed, or an argon2id hash of the first release until re-keyed); the
+    /// PIN itself is never stored.
     pub pin_hash: PinHash,
     /// The balance in minor units; a `u64`, so it cannot go negative.
     pub balance: Amount,
@@ -69,7 +70,7 @@ pub enum Event {
     AccountOpened {
         /// The holder's name.
         holder: String,
-        /// The PIN's argon2id hash.
+        /// The PIN's verifier.
         pin_hash: PinHash,
         /// The opening balance.
         initial_balance: Amount,
@@ -90,6 +91,32 @@ pub enum Event {
         /// Whether the PIN matched.
         correct: bool,
     },
+    // New variants go at the end: bincode stores a variant by its index, and the journal holds
+    // the old ones.
+    /// The operator cleared the card's wrong PINs (unlocking it if locked).
+    CardUnlocked,
+    /// The holder changed the PIN, having given the current one (or the new one, when retrying a
+    /// change already made). Counts as a correct PIN: the wrong ones are cleared.
+    PinChanged {
+        /// The new PIN's keyed verifier.
+        pin_hash: PinHash,
+    },
+    /// A correct PIN was checked against an argon2id hash of the first release, and the hash is
+    /// replaced by the PIN's keyed verifier. Counts as a correct PIN attempt.
+    PinRekeyed {
+        /// The PIN's keyed verifier.
+        pin_hash: PinHash,
+    },
+}
+
+impl Event {
+    /// True for the events that present the card's PIN, which a locked card refuses.
+    pub fn presents_pin(&self) -> bool {
+        matches!(
+            self,
+            Event::PinAttempt { .. } | Event::PinChanged { .. } | Event::PinRekeyed { .. }
+        )
+    }
 }
 
 /// How a request ended, as its reply said; stored so a retry gets the same reply.
@@ -120,14 +147,16 @@ pub struct Record {
 /// What identifies a request's parameters, to tell a genuine retry from a reused id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
-    /// Which kind of event (0 open, 1 withdrawal, 2 deposit, 3 PIN attempt; PIN attempts are no
-    /// longer remembered, but memories written by earlier releases may hold them).
+    /// Which kind of event (0 open, 1 withdrawal, 2 deposit, 3 PIN attempt or re-key, 4 unlock,
+    /// 5 PIN change). PIN attempts are no longer remembered, but memories written by earlier
+    /// releases may hold them.
     pub kind: u8,
     /// The card.
     pub card: Card,
     /// The amount (opening balance for an open; 1 or 0 for a correct or wrong PIN).
     pub amount: u64,
-    /// For an open, the CRC-32C of the holder's name; 0 otherwise. (The PIN is left out on
+    /// For an open, the CRC-32C of the holder's name; for a PIN change, the CRC-32C of the new
+    /// keyed verifier (useless without the PIN key); 0 otherwise. (The PIN is left out on
     /// purpose: nothing kept may let a PIN be recovered, and no answer may depend on it.)
     pub detail: u32,
 }
@@ -144,6 +173,10 @@ impl Fingerprint {
             Event::Withdrawal { amount } => (1, *amount, 0),
             Event::Deposit { amount } => (2, *amount, 0),
             Event::PinAttempt { correct } => (3, u64::from(*correct), 0),
+            Event::CardUnlocked => (4, 0, 0),
+            Event::PinChanged { pin_hash } => (5, 0, crc32c::crc32c(&pin_hash.hash)),
+            // A re-key is a correct PIN attempt: a retry of it, checked with the key, is the same.
+            Event::PinRekeyed { .. } => (3, 1, 0),
         };
         Fingerprint {
             kind,
@@ -173,7 +206,10 @@ impl Principal {
         match event {
             Event::AccountOpened { .. } => Some(Principal::Operator),
             Event::Withdrawal { .. } | Event::Deposit { .. } => Some(Principal::Card(card)),
-            Event::PinAttempt { .. } => None,
+            Event::CardUnlocked => Some(Principal::Operator),
+            // A PIN change carries the PIN too; it is decided afresh every time (approved when
+            // either the old or the new PIN is the card's), so a retry needs no memory.
+            Event::PinAttempt { .. } | Event::PinChanged { .. } | Event::PinRekeyed { .. } => None,
         }
     }
 }
@@ -241,8 +277,14 @@ pub fn decide(
             balance: Some(*initial_balance),
         },
         (_, None) => return refuse(Status::UnknownCard),
-        (Event::PinAttempt { .. }, Some(account)) if account.is_locked() => {
+        (event, Some(account)) if event.presents_pin() && account.is_locked() => {
             return refuse(Status::CardLocked)
+        }
+        (Event::CardUnlocked | Event::PinChanged { .. } | Event::PinRekeyed { .. }, Some(_)) => {
+            Outcome {
+                status: Status::Approved,
+                balance: None,
+            }
         }
         // A right PIN with no wrong ones to clear changes nothing: answered, not journaled (a
         // retry simply checks the PIN again).
@@ -350,6 +392,17 @@ pub fn apply(account: &mut Option<Account>, record: &Record) -> Result<(), Ledge
                 account.pin_failures = 0;
             } else if !*correct {
                 account.pin_failures = account.pin_failures.saturating_add(1);
+            }
+        }
+        (Event::CardUnlocked, Some(account)) => {
+            if approved {
+                account.pin_failures = 0;
+            }
+        }
+        (Event::PinChanged { pin_hash } | Event::PinRekeyed { pin_hash }, Some(account)) => {
+            if approved {
+                account.pin_hash = *pin_hash;
+                account.pin_failures = 0;
             }
         }
         (Event::Withdrawal { amount }, Some(account)) if approved => {
@@ -641,7 +694,10 @@ impl Ledger {
                 } => self.money_in += u128::from(initial_balance),
                 Event::Deposit { amount } => self.money_in += u128::from(amount),
                 Event::Withdrawal { amount } => self.money_out += u128::from(amount),
-                Event::PinAttempt { .. } => {}
+                Event::PinAttempt { .. }
+                | Event::CardUnlocked
+                | Event::PinChanged { .. }
+                | Event::PinRekeyed { .. } => {}
             }
         }
         if let Some(principal) = Principal::of(record.card, &record.event) {
@@ -744,6 +800,50 @@ mod tests {
         let locked_then_right = step(&mut ledger, 7, Event::PinAttempt { correct: true });
         assert_eq!(locked_then_right.status, Status::CardLocked);
         assert!(ledger.accounts[&7].is_locked());
+    }
+
+    #[test]
+    fn an_unlock_clears_the_lock_and_a_pin_change_or_re_key_replaces_the_verifier() {
+        let mut ledger = Ledger::default();
+        step(&mut ledger, 1, opened(0));
+        for sequence in 2..=4 {
+            step(&mut ledger, sequence, Event::PinAttempt { correct: false });
+        }
+        assert!(ledger.accounts[&7].is_locked());
+        let key = crate::pin::PinKey::from_bytes([1; crate::pin::PIN_KEY_BYTES]);
+        let changed = Event::PinChanged {
+            pin_hash: key.verifier(7, "4321"),
+        };
+        assert_eq!(
+            step(&mut ledger, 5, changed.clone()).status,
+            Status::CardLocked
+        );
+        let rekeyed = Event::PinRekeyed {
+            pin_hash: key.verifier(7, "1234"),
+        };
+        assert_eq!(
+            step(&mut ledger, 6, rekeyed.clone()).status,
+            Status::CardLocked
+        );
+        assert_eq!(
+            step(&mut ledger, 7, Event::CardUnlocked).status,
+            Status::Approved
+        );
+        assert_eq!(ledger.accounts[&7].pin_failures, 0);
+        step(&mut ledger, 8, Event::PinAttempt { correct: false });
+        assert_eq!(step(&mut ledger, 9, rekeyed).status, Status::Approved);
+        assert_eq!(ledger.accounts[&7].pin_hash, key.verifier(7, "1234"));
+        assert_eq!(ledger.accounts[&7].pin_failures, 0);
+        assert_eq!(step(&mut ledger, 10, changed).status, Status::Approved);
+        assert_eq!(ledger.accounts[&7].pin_hash, key.verifier(7, "4321"));
+        assert_eq!(
+            decide(None, 8, id(11), Event::CardUnlocked, 0),
+            Decision::Answer(Outcome {
+                status: Status::UnknownCard,
+                balance: None
+            })
+        );
+        assert!(ledger.is_conserved());
     }
 
     #[test]

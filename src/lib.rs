@@ -13,9 +13,11 @@
 //! - [`ledger`]: the pure account rules, records, and the memory of completed requests. No I/O.
 //! - [`journal`]: the durable, group-committed log every change goes through, its snapshots and
 //!   recovery.
-//! - [`pin`]: PIN hashing (argon2) and the operator-token check.
 //! - [`operator`]: the operator token's strength rule, generation, and the limit on failed
 //!   attempts.
+//! - [`pin`]: the PIN verification key, keyed PIN verifiers (and the first release's argon2id
+//!   hashes), and the operator-token check.
+//! - [`ratelimit`]: token buckets that limit failed PIN checks per connection and per peer.
 //! - [`utility`]: the lab's idempotent operations (lowercase, prime, palindrome).
 //! - [`metrics`]: the metrics the server reports, named in one place.
 //! - [`faults`]: deterministic fault injection for tests and the swarm.
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod operator;
 pub mod pin;
 pub mod protocol;
+pub mod ratelimit;
 pub mod server;
 pub mod swarm;
 pub mod utility;

@@ -27,6 +27,13 @@ pub const ACTOR_RESTARTS: &str = "bank_actor_restarts_total";
 pub const DEDUP_HITS: &str = "bank_dedup_hits_total";
 /// Faults injected, by `kind`.
 pub const FAULTS_INJECTED: &str = "bank_faults_injected_total";
+/// Failed PIN checks (Verify and ChangePin), by `reason`: `incorrect_pin`, `unknown_card`,
+/// `card_locked`.
+pub const PIN_FAILURES: &str = "bank_pin_failures_total";
+/// PIN checks refused unchecked because a connection or peer used up its failure allowance.
+pub const PIN_RATE_LIMITED: &str = "bank_pin_rate_limited_total";
+/// Argon2id PINs of the first release re-keyed to the PIN key at a correct PIN.
+pub const PINS_REKEYED: &str = "bank_pins_rekeyed_total";
 
 /// Buckets for latencies, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -80,6 +87,12 @@ fn describe() {
         "Requests answered from the memory of completed requests."
     );
     describe_counter!(FAULTS_INJECTED, "Faults injected, by kind.");
+    describe_counter!(PIN_FAILURES, "Failed PIN checks, by reason.");
+    describe_counter!(
+        PIN_RATE_LIMITED,
+        "PIN checks refused because a connection or peer failed too often."
+    );
+    describe_counter!(PINS_REKEYED, "Argon2id PINs re-keyed to the PIN key.");
 }
 
 /// One request answered.
@@ -102,6 +115,11 @@ pub fn gauge(name: &'static str, delta: f64) {
 /// A counter moved by one.
 pub fn count(name: &'static str) {
     metrics::counter!(name).increment(1);
+}
+
+/// A failed PIN check.
+pub fn pin_failure(reason: &'static str) {
+    metrics::counter!(PIN_FAILURES, "reason" => reason).increment(1);
 }
 
 /// A fault injected.

@@ -2,15 +2,14 @@
 //! get it wrong.
 //!
 //! The token is the operator's only credential, checked on every operator request, so it must be
-//! too long to guess ([`check_strength`]) and guesses must be slow ([`OperatorFailures`]): each
+//! too long to guess ([`check_strength`]) and guesses must be slow ([`OPERATOR_FAILURES_DEFAULT`], counted by
+//! [`crate::ratelimit::PeerBuckets`]): each
 //! peer address has a bucket of failed attempts that refills slowly; while it is empty, that
 //! peer's operator requests are answered `busy` without the token being looked at, so the answer
 //! says nothing about the token.
 
+use crate::ratelimit::RateLimit;
 use rand::RngCore;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::time::Instant;
 
 /// Shortest operator token accepted, in characters. 32 characters drawn at random from the
 /// 16 hexadecimal digits hold 128 bits; the tokens [`generate`] makes are 64 (256 bits).
@@ -63,103 +62,16 @@ pub fn generate() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// How many failed operator attempts a peer may make: a burst, then a steady rate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FailureRate {
-    /// Failed attempts a peer may make in a row before it has to wait.
-    pub burst: u32,
-    /// Failed attempts a peer regains per minute.
-    pub per_minute: u32,
-}
-
-impl Default for FailureRate {
-    fn default() -> Self {
-        FailureRate {
-            burst: 5,
-            per_minute: 10,
-        }
-    }
-}
-
-/// The address failed attempts are counted by: an IPv4 address as it is, an IPv6 address by its
-/// /64 prefix (one host usually holds a whole /64, so counting single addresses would give it
-/// billions of buckets).
-pub fn peer_key(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V4(_) => peer,
-        IpAddr::V6(address) => match address.to_ipv4_mapped() {
-            Some(mapped) => IpAddr::V4(mapped),
-            None => {
-                let prefix = u128::from(address) & !((1u128 << 64) - 1);
-                IpAddr::V6(prefix.into())
-            }
-        },
-    }
-}
-
-/// One peer's bucket: attempts left (fractional while refilling) as of `at`.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    left: f64,
-    at: Instant,
-}
-
-/// Failed operator attempts per peer address, with a token bucket each.
-#[derive(Debug)]
-pub struct OperatorFailures {
-    rate: FailureRate,
-    peers: parking_lot::Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-impl OperatorFailures {
-    /// An empty table with `rate` for every peer.
-    pub fn new(rate: FailureRate) -> Self {
-        OperatorFailures {
-            rate,
-            peers: parking_lot::Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
-        let minutes = now.saturating_duration_since(bucket.at).as_secs_f64() / 60.0;
-        (bucket.left + minutes * f64::from(self.rate.per_minute)).min(f64::from(self.rate.burst))
-    }
-
-    /// True when `peer` may have an operator request checked at `now` (it has an attempt left).
-    pub fn admits(&self, peer: IpAddr, now: Instant) -> bool {
-        let peer = peer_key(peer);
-        let mut peers = self.peers.lock();
-        match peers.get(&peer) {
-            Some(bucket) => self.refilled(*bucket, now) >= 1.0,
-            None => {
-                if peers.len() >= OPERATOR_FAILURE_PEERS_MAX {
-                    let full = f64::from(self.rate.burst);
-                    peers.retain(|_, bucket| self.refilled(*bucket, now) < full);
-                }
-                peers.len() < OPERATOR_FAILURE_PEERS_MAX && self.rate.burst >= 1
-            }
-        }
-    }
-
-    /// Counts a failed attempt of `peer` at `now`; returns the attempts it has left.
-    pub fn failed(&self, peer: IpAddr, now: Instant) -> u32 {
-        let peer = peer_key(peer);
-        let mut peers = self.peers.lock();
-        let full = Bucket {
-            left: f64::from(self.rate.burst),
-            at: now,
-        };
-        let bucket = peers.entry(peer).or_insert(full);
-        let left = (self.refilled(*bucket, now) - 1.0).max(0.0);
-        *bucket = Bucket { left, at: now };
-        left as u32
-    }
-}
+/// Failed operator-token attempts each peer address may make by default: 5 in a row, then 10
+/// a minute.
+pub const OPERATOR_FAILURES_DEFAULT: RateLimit = RateLimit {
+    burst: 5,
+    per_minute: 10,
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn tokens_under_128_bits_are_refused_and_generated_ones_pass() {
@@ -173,46 +85,5 @@ mod tests {
         assert_eq!(token.len(), 2 * GENERATED_TOKEN_BYTES);
         assert!(check_strength(&token).is_ok());
         assert_ne!(generate(), token);
-    }
-
-    #[test]
-    fn a_peer_gets_its_burst_of_failures_then_one_per_refill_and_others_are_not_affected() {
-        let failures = OperatorFailures::new(FailureRate {
-            burst: 3,
-            per_minute: 10,
-        });
-        let start = Instant::now();
-        let peer: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..3 {
-            assert!(failures.admits(peer, start));
-            failures.failed(peer, start);
-        }
-        assert!(!failures.admits(peer, start));
-        assert!(failures.admits("192.0.2.2".parse().unwrap(), start));
-        // One attempt comes back every six seconds.
-        assert!(!failures.admits(peer, start + Duration::from_secs(5)));
-        assert!(failures.admits(peer, start + Duration::from_secs(6)));
-        assert_eq!(failures.failed(peer, start + Duration::from_secs(6)), 0);
-        assert!(!failures.admits(peer, start + Duration::from_secs(6)));
-        assert!(failures.admits(peer, start + Duration::from_secs(3_600)));
-    }
-
-    #[test]
-    fn an_ipv6_host_counts_as_its_slash_64() {
-        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let same_host: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(peer_key(one), peer_key(same_host));
-        assert_ne!(peer_key(one), peer_key(other));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(peer_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
-        let failures = OperatorFailures::new(FailureRate {
-            burst: 1,
-            per_minute: 0,
-        });
-        let now = Instant::now();
-        failures.failed(one, now);
-        assert!(!failures.admits(same_host, now));
-        assert!(failures.admits(other, now));
     }
 }

@@ -1,12 +1,21 @@
 //! PINs and the operator token.
 //!
-//! PINs are stored only as argon2id hashes ([`PinHash`]: the cost, a random salt and the hash),
-//! so neither memory snapshots, logs nor the data directory ever hold one in clear. Hashing is
-//! slow on purpose; callers run it on a blocking thread, never on an actor's thread, unless the
-//! cost is so low ([`PinHashCost::is_cheap`]) that handing it to another thread would take
-//! longer than the hash itself.
+//! A PIN is checked the way card issuers check it in a hardware security module: with a keyed
+//! function under a *PIN verification key* ([`PinKey`]) that is kept apart from the data
+//! directory. The stored verifier of a PIN is HMAC-SHA-256 under that key over the card number
+//! and the PIN, so the journal and snapshots alone yield no PIN: a 4-digit PIN has only 10 000
+//! values, and no unkeyed hash, however slow, would protect it from whoever holds the data. A
+//! keyed check costs about a microsecond, so a storm of logins costs nothing.
+//!
+//! Every verifier is stored as a [`PinHash`], the 56-byte layout the first release wrote for its
+//! argon2id hashes; `memory_kib = 0` (a cost argon2 cannot have) marks a keyed verifier, whose
+//! `salt` holds the key's check value and `hash` the MAC. Data written by the first release
+//! therefore still opens unchanged, and its argon2id hashes still verify ([`verify`]; slow on
+//! purpose, so the server runs them on a small fixed pool) until each is re-keyed at its card's
+//! next correct PIN.
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -17,28 +26,33 @@ pub const SALT_BYTES: usize = 16;
 /// Bytes of a PIN hash.
 pub const HASH_BYTES: usize = 32;
 
-/// An argon2id hash of a PIN, with everything needed to check a PIN against it. Kept inline
-/// (56 bytes, no heap), because every account holds one.
+/// A stored PIN verifier: either a keyed verifier ([`PinKey::verifier`], `memory_kib = 0`) or an
+/// argon2id hash written by the first release, with everything needed to check a PIN against it.
+/// Kept inline (56 bytes, no heap), because every account holds one; the layout is the one on
+/// disk (docs/JOURNAL.md), which is why the two kinds share one struct.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinHash {
-    /// Memory cost it was made with, in KiB.
+    /// Memory cost it was made with, in KiB; 0 for a keyed verifier.
     pub memory_kib: u32,
-    /// Passes it was made with.
+    /// Passes it was made with; for a keyed verifier, the scheme ([`KEYED_SCHEME`]).
     pub iterations: u32,
-    /// Its random salt.
+    /// Its random salt; for a keyed verifier, the check value of the key it was made with.
     pub salt: [u8; SALT_BYTES],
-    /// The hash.
+    /// The hash; for a keyed verifier, the MAC.
     pub hash: [u8; HASH_BYTES],
 }
 
 /// Hashes are not secrets in the way PINs are, but there is no reason to print them either.
 impl std::fmt::Debug for PinHash {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            formatter,
-            "PinHash(argon2id, m={} KiB, t={})",
-            self.memory_kib, self.iterations
-        )
+        match self.key_check() {
+            Some(check) => write!(formatter, "PinHash(keyed, key {})", check_text(&check)),
+            None => write!(
+                formatter,
+                "PinHash(argon2id, m={} KiB, t={})",
+                self.memory_kib, self.iterations
+            ),
+        }
     }
 }
 
@@ -53,8 +67,8 @@ pub const PIN_DIGITS_MIN: usize = 4;
 /// Longest PIN accepted.
 pub const PIN_DIGITS_MAX: usize = 12;
 
-/// The cost of a PIN hash. The default follows OWASP's argon2id recommendation (19 MiB, two
-/// passes); tests and load generators that create thousands of accounts may lower it.
+/// The cost of an argon2id PIN hash. The first release's default followed OWASP's argon2id
+/// recommendation (19 MiB, two passes); its data may hold hashes of any cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PinHashCost {
     /// Memory per hash in KiB.
@@ -72,23 +86,12 @@ impl Default for PinHashCost {
     }
 }
 
-/// The largest cost (KiB of memory times passes) at which a hash is computed where it is needed
-/// instead of on a blocking thread: 64 KiB in one pass takes about 40 µs, less than the two thread
-/// wake-ups a hand-off costs. The default cost is 600 times that.
-pub const INLINE_COST_MAX: u64 = 64;
-
 impl PinHashCost {
     /// The cheapest cost argon2 allows; for tests only.
     pub const MINIMUM: PinHashCost = PinHashCost {
         memory_kib: 8,
         iterations: 1,
     };
-
-    /// True when a hash of this cost is cheaper than handing it to another thread
-    /// ([`INLINE_COST_MAX`]).
-    pub fn is_cheap(self) -> bool {
-        u64::from(self.memory_kib) * u64::from(self.iterations) <= INLINE_COST_MAX
-    }
 }
 
 impl PinHash {
@@ -99,6 +102,211 @@ impl PinHash {
             iterations: self.iterations,
         }
     }
+
+    /// True for a keyed verifier, false for an argon2id hash of the first release.
+    pub fn is_keyed(&self) -> bool {
+        self.memory_kib == 0
+    }
+
+    /// The check value of the key a keyed verifier was made with; `None` for an argon2id hash.
+    pub fn key_check(&self) -> Option<KeyCheck> {
+        self.is_keyed().then_some(self.salt)
+    }
+}
+
+/// The scheme number a keyed verifier carries in [`PinHash::iterations`]: HMAC-SHA-256 over
+/// [`PIN_MAC_LABEL`], the card as 8 big-endian bytes and the PIN's ASCII digits.
+pub const KEYED_SCHEME: u32 = 1;
+
+/// Bytes of a PIN verification key.
+pub const PIN_KEY_BYTES: usize = 32;
+
+/// A key check value: the first bytes of HMAC-SHA-256 under the key over [`KEY_CHECK_LABEL`].
+/// It tells which key a verifier was made with and reveals nothing about the key.
+pub type KeyCheck = [u8; SALT_BYTES];
+
+/// What a PIN's MAC starts with, so that no other use of the key can produce a verifier.
+pub const PIN_MAC_LABEL: &[u8] = b"actor-bank pin verifier v1\0";
+/// What a key check value is the MAC of.
+pub const KEY_CHECK_LABEL: &[u8] = b"actor-bank pin key check v1\0";
+/// What the stand-in verifier of an unknown card is the MAC of; no PIN's MAC can equal it,
+/// because every PIN's MAC starts with [`PIN_MAC_LABEL`].
+const UNKNOWN_CARD_LABEL: &[u8] = b"actor-bank unknown card v1\0";
+
+/// HMAC-SHA-256 under `key` over the concatenation of `parts`.
+fn mac(key: &[u8; PIN_KEY_BYTES], parts: &[&[u8]]) -> [u8; HASH_BYTES] {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A key check value as hex, for messages.
+pub fn check_text(check: &KeyCheck) -> String {
+    check.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The PIN verification key: the secret every keyed PIN verifier is made and checked with. It
+/// lives in a file of its own, apart from the data directory (see docs/SECURITY.md); whoever
+/// has the data directory without it can check no PIN.
+#[derive(Clone)]
+pub struct PinKey {
+    key: [u8; PIN_KEY_BYTES],
+    /// The key's check value, computed once: every verifier carries it.
+    check: KeyCheck,
+}
+
+/// The key never reaches a log line; its check value (which is stored with every verifier
+/// anyway) tells keys apart.
+impl std::fmt::Debug for PinKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "PinKey(check {})", check_text(&self.check()))
+    }
+}
+
+impl PinKey {
+    /// A key of these bytes.
+    pub fn from_bytes(key: [u8; PIN_KEY_BYTES]) -> Self {
+        let mac = mac(&key, &[KEY_CHECK_LABEL]);
+        let mut check = [0u8; SALT_BYTES];
+        check.copy_from_slice(&mac[..SALT_BYTES]);
+        PinKey { key, check }
+    }
+
+    /// A new random key from the operating system's generator.
+    pub fn generate() -> Self {
+        let mut key = [0u8; PIN_KEY_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        PinKey::from_bytes(key)
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; HASH_BYTES] {
+        mac(&self.key, parts)
+    }
+
+    /// This key's check value.
+    pub fn check(&self) -> KeyCheck {
+        self.check
+    }
+
+    /// The keyed verifier of `pin` on `card`: deterministic, so a retried change of PIN makes the
+    /// same record.
+    pub fn verifier(&self, card: u64, pin: &str) -> PinHash {
+        PinHash {
+            memory_kib: 0,
+            iterations: KEYED_SCHEME,
+            salt: self.check(),
+            hash: self.mac(&[PIN_MAC_LABEL, &card.to_be_bytes(), pin.as_bytes()]),
+        }
+    }
+
+    /// A verifier no PIN matches, made with this key: an unknown card is checked against it, so
+    /// that it costs exactly what a known card costs (see docs/SECURITY.md, "Rate limits and
+    /// timing").
+    pub fn unknown_card_verifier(&self) -> PinHash {
+        PinHash {
+            hash: self.mac(&[UNKNOWN_CARD_LABEL]),
+            ..self.verifier(0, "")
+        }
+    }
+
+    /// True when `pin` on `card` matches the keyed verifier `stored`, compared in constant time.
+    /// Always false for an argon2id hash (see [`verify`]) and for a verifier of another key; the
+    /// work is the same in every case.
+    pub fn matches(&self, card: u64, pin: &str, stored: &PinHash) -> bool {
+        let offered = self.verifier(card, pin);
+        let same_mac = offered.hash.ct_eq(&stored.hash);
+        let same_key = offered.salt.ct_eq(&stored.salt);
+        let keyed = stored.memory_kib.ct_eq(&0) & stored.iterations.ct_eq(&KEYED_SCHEME);
+        bool::from(same_mac & same_key & keyed)
+    }
+
+    /// The key as the text its file holds: 64 hex digits and a newline.
+    fn to_text(&self) -> String {
+        let mut text: String = self.key.iter().map(|byte| format!("{byte:02x}")).collect();
+        text.push('\n');
+        text
+    }
+
+    /// Parses a key file's text: 64 hex digits, surrounding whitespace ignored.
+    fn from_text(text: &str) -> Result<Self, String> {
+        let digits = text.trim();
+        if digits.len() != 2 * PIN_KEY_BYTES || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "a PIN key file holds {} hex digits, this one does not",
+                2 * PIN_KEY_BYTES
+            ));
+        }
+        let mut key = [0u8; PIN_KEY_BYTES];
+        for (index, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&digits[2 * index..2 * index + 2], 16)
+                .map_err(|error| error.to_string())?;
+        }
+        Ok(PinKey::from_bytes(key))
+    }
+
+    /// Reads the key from `path`; `Ok(None)` when there is no file. A key file that others than
+    /// its owner may read or write is refused (like ssh does with private keys).
+    pub fn read(path: &std::path::Path) -> Result<Option<PinKey>, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(format!(
+                    "cannot read the PIN key {}: {error}",
+                    path.display()
+                ))
+            }
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|error| format!("{}: {error}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "the PIN key {} may be read by other users (mode {:o}); run chmod 600 on it",
+                    path.display(),
+                    mode & 0o777
+                ));
+            }
+        }
+        PinKey::from_text(&text)
+            .map(Some)
+            .map_err(|error| format!("{}: {error}", path.display()))
+    }
+
+    /// Makes a new random key and writes it to `path`, which must not exist: the file is created
+    /// with `create_new` (so a file or symlink planted at that name is never followed or
+    /// overwritten), readable and writable by its owner only (0600), and synced.
+    pub fn create(path: &std::path::Path) -> Result<PinKey, String> {
+        use std::io::Write;
+        let key = PinKey::generate();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let failed = |error: std::io::Error| {
+            format!("cannot create the PIN key {}: {error}", path.display())
+        };
+        let mut file = options.open(path).map_err(failed)?;
+        file.write_all(key.to_text().as_bytes()).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            // The new name must survive a crash too.
+            if let Ok(directory) = std::fs::File::open(parent) {
+                let _ = directory.sync_all();
+            }
+        }
+        Ok(key)
+    }
 }
 
 /// True when `pin` is 4 to 12 ASCII digits.
@@ -107,7 +315,8 @@ pub fn is_well_formed(pin: &str) -> bool {
         && pin.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Hashes a PIN with a fresh random salt.
+/// Hashes a PIN with argon2id and a fresh random salt, as the first release stored PINs. The
+/// server makes keyed verifiers instead; this stays to write data of the old format in tests.
 pub fn hash(pin: &str, cost: PinHashCost) -> Result<PinHash, String> {
     let mut salt = [0u8; SALT_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut salt);
@@ -123,18 +332,44 @@ pub fn hash(pin: &str, cost: PinHashCost) -> Result<PinHash, String> {
     })
 }
 
-/// True when `pin` matches `stored`, whatever cost it was made with. The comparison takes the
-/// same time whichever byte differs.
+/// True when `pin` matches the argon2id hash `stored`, whatever cost it was made with (false for
+/// a keyed verifier). Slow on purpose: the server runs it on its fixed pool of PIN threads. The
+/// comparison takes the same time whichever byte differs.
 pub fn verify(pin: &str, stored: &PinHash) -> bool {
+    if stored.is_keyed() {
+        return false;
+    }
     let mut hash = [0u8; HASH_BYTES];
-    match argon2id(stored.cost()).and_then(|argon2| {
-        argon2
-            .hash_password_into(pin.as_bytes(), &stored.salt, &mut hash)
-            .map_err(|error| error.to_string())
-    }) {
+    let hashed = argon2id(stored.cost()).and_then(|argon2| {
+        HASH_MEMORY.with(|memory| {
+            // One buffer per thread, grown to the largest cost seen and reused: a fresh 19 MiB
+            // allocation per check let the allocator's peak grow far beyond the checks running
+            // at once (measured: 400 MiB after 40 checks on two threads).
+            let mut memory = memory.borrow_mut();
+            let blocks = argon2.params().block_count();
+            if memory.len() < blocks {
+                memory.resize(blocks, argon2::Block::default());
+            }
+            argon2
+                .hash_password_into_with_memory(
+                    pin.as_bytes(),
+                    &stored.salt,
+                    &mut hash,
+                    &mut memory[..],
+                )
+                .map_err(|error| error.to_string())
+        })
+    });
+    match hashed {
         Ok(()) => bool::from(hash.ct_eq(&stored.hash)),
         Err(_) => false,
     }
+}
+
+thread_local! {
+    /// The argon2id working memory of this thread's checks ([`verify`]).
+    static HASH_MEMORY: std::cell::RefCell<Vec<argon2::Block>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The operator token, kept only as a digest so comparisons take the same time whatever the
@@ -186,24 +421,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_hashes_cheaper_than_a_thread_hand_off_count_as_cheap() {
-        assert!(PinHashCost::MINIMUM.is_cheap());
-        assert!(!PinHashCost::default().is_cheap());
-        let edge = PinHashCost {
-            memory_kib: INLINE_COST_MAX as u32,
-            iterations: 1,
-        };
-        assert!(edge.is_cheap());
-        assert!(!PinHashCost {
-            iterations: 2,
-            ..edge
-        }
-        .is_cheap());
-        let stored = hash("1234", edge).unwrap();
-        assert_eq!(stored.cost(), edge);
-    }
-
-    #[test]
     fn a_pin_hash_verifies_only_its_pin_and_holds_no_clear_text() {
         let stored = hash("1234", PinHashCost::MINIMUM).unwrap();
         assert!(verify("1234", &stored));
@@ -217,6 +434,73 @@ mod tests {
         };
         assert!(!verify("1234", &broken));
         assert_eq!(std::mem::size_of::<PinHash>(), 56);
+    }
+
+    #[test]
+    fn a_keyed_verifier_matches_only_its_card_its_pin_and_its_key() {
+        let key = PinKey::from_bytes([7; PIN_KEY_BYTES]);
+        let stored = key.verifier(123_456_789, "1234");
+        assert!(stored.is_keyed() && stored.key_check() == Some(key.check()));
+        assert!(key.matches(123_456_789, "1234", &stored));
+        assert!(!key.matches(123_456_789, "1235", &stored));
+        assert!(
+            !key.matches(123_456_780, "1234", &stored),
+            "bound to the card"
+        );
+        let other = PinKey::from_bytes([8; PIN_KEY_BYTES]);
+        assert_ne!(other.check(), key.check());
+        assert!(
+            !other.matches(123_456_789, "1234", &stored),
+            "bound to the key"
+        );
+        assert_eq!(stored, key.verifier(123_456_789, "1234"), "deterministic");
+        assert!(!verify("1234", &stored), "never taken for an argon2id hash");
+        let legacy = hash("1234", PinHashCost::MINIMUM).unwrap();
+        assert!(!legacy.is_keyed() && !key.matches(123_456_789, "1234", &legacy));
+        let unknown = key.unknown_card_verifier();
+        assert!(unknown.is_keyed() && !key.matches(0, "", &unknown));
+        assert!(
+            !format!("{key:?}{stored:?}").contains("0707"),
+            "no key bytes in Debug"
+        );
+    }
+
+    #[test]
+    fn a_key_file_is_created_0600_never_over_an_existing_name_and_reads_back() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("pin.key");
+        assert!(PinKey::read(&path).unwrap().is_none());
+        let key = PinKey::create(&path).unwrap();
+        let read = PinKey::read(&path).unwrap().unwrap();
+        assert_eq!(read.check(), key.check());
+        assert!(
+            PinKey::create(&path).is_err(),
+            "an existing key is never replaced"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            // A symlink planted at the name is not followed.
+            let target = directory.path().join("target");
+            std::fs::write(&target, "keep").unwrap();
+            let planted = directory.path().join("planted.key");
+            std::os::unix::fs::symlink(&target, &planted).unwrap();
+            assert!(PinKey::create(&planted).is_err());
+            assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+            // A key others may read is refused.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(PinKey::read(&path).unwrap_err().contains("chmod 600"));
+        }
+        std::fs::write(directory.path().join("short.key"), "abcd").unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(
+            directory.path().join("short.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        assert!(PinKey::read(&directory.path().join("short.key")).is_err());
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub enum Operation {
         card: Card,
         /// The account holder's name.
         holder: String,
-        /// The PIN, 4 to 12 decimal digits; stored only as an argon2 hash.
+        /// The PIN, 4 to 12 decimal digits; stored only as a keyed verifier.
         pin: String,
         /// Opening balance in minor units.
         initial_balance: Amount,
@@ -169,6 +169,20 @@ pub enum Operation {
         /// The number to test.
         number: u64,
     },
+    /// Clear a card's wrong PINs, unlocking it (operator only).
+    UnlockCard {
+        /// The operator token the server was started with.
+        operator_token: String,
+        /// The card to unlock.
+        card: Card,
+    },
+    /// Change the verified card's PIN.
+    ChangePin {
+        /// The current PIN (a wrong one counts towards the lockout like a wrong Verify).
+        old_pin: String,
+        /// The new PIN, 4 to 12 decimal digits.
+        new_pin: String,
+    },
 }
 
 impl Operation {
@@ -184,6 +198,8 @@ impl Operation {
             Operation::Lowercase { .. } => "lowercase",
             Operation::IsPrime { .. } => "prime",
             Operation::IsPalindrome { .. } => "palindrome",
+            Operation::UnlockCard { .. } => "unlock_card",
+            Operation::ChangePin { .. } => "change_pin",
         }
     }
 }
@@ -218,6 +234,11 @@ impl fmt::Debug for Operation {
             Operation::IsPalindrome { number } => {
                 write!(formatter, "IsPalindrome {{ number: {number} }}")
             }
+            Operation::UnlockCard { card, .. } => formatter
+                .debug_struct("UnlockCard")
+                .field("card", card)
+                .finish_non_exhaustive(),
+            Operation::ChangePin { .. } => formatter.write_str("ChangePin { .. }"),
         }
     }
 }
@@ -362,6 +383,21 @@ mod tests {
             }
         );
         assert!(!shown.contains("5678"), "{shown}");
+        let shown = format!(
+            "{:?}{:?}",
+            Operation::ChangePin {
+                old_pin: "2468".into(),
+                new_pin: "1357".into()
+            },
+            Operation::UnlockCard {
+                operator_token: "s3cret-token".into(),
+                card: 9
+            }
+        );
+        assert!(
+            !shown.contains("2468") && !shown.contains("1357") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -365,6 +365,8 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
             server_config.listen = "127.0.0.1:0".parse().map_err(|_| "bad address")?;
             server_config.operator_token = Some(config.operator_token.clone());
             server_config.pin_hash_cost = PinHashCost::MINIMUM;
+            server_config.pin_key =
+                crate::server::pins::PinKeySource::Given(crate::pin::PinKey::generate());
             server_config.faults = config.server_faults;
             let server = RunningServer::start(server_config).map_err(|error| error.to_string())?;
             let address = server.local_addr.to_string();

@@ -26,20 +26,8 @@ impl Run {
 }
 
 async fn atm(server: &str, arguments: &[&str]) -> Run {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_atm"));
-    command
-        .args(["--server", server, "--json"])
-        .args(arguments)
-        .env_remove("BANK_SERVER")
-        .env_remove("BANK_OPERATOR_TOKEN")
-        .env("RUST_LOG", "off");
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    Run {
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        code: output.status.code(),
-    }
+    let (stdout, code) = common::run_atm(server, arguments).await;
+    Run { stdout, code }
 }
 
 /// `withdraw --request-id 9:1` run twice, from two processes (each logging in with its own

@@ -1,8 +1,11 @@
 //! Operating the real `bank-server` binary: configuration precedence, metrics, JSON logs, and a
 //! graceful shutdown on SIGTERM under load.
+mod common;
+use common::scrape_metrics as scrape;
+
 use actor_bank::client::{reply_balance, Client, ClientConfig};
 use actor_bank::protocol::Status;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -133,22 +136,6 @@ fn an_unknown_key_in_the_file_is_refused() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad.toml"));
-}
-
-fn scrape(address: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
 }
 
 fn metric_value(text: &str, prefix: &str) -> Option<f64> {

@@ -203,6 +203,14 @@ fn the_operation_table_lists_every_variant_in_wire_order() {
         Operation::Lowercase { text: text() },
         Operation::IsPrime { number: 1 },
         Operation::IsPalindrome { number: 1 },
+        Operation::UnlockCard {
+            operator_token: text(),
+            card: 1,
+        },
+        Operation::ChangePin {
+            old_pin: text(),
+            new_pin: text(),
+        },
     ];
     let rows = documented_table(&document(), "operations");
     assert_eq!(rows.len(), operations.len(), "one row per operation");
@@ -304,6 +312,8 @@ fn demo_config(data_dir: &std::path::Path) -> ServerConfig {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.demo = true;
     config.pin_hash_cost = PinHashCost::MINIMUM;
+    config.pin_key =
+        actor_bank::server::pins::PinKeySource::Given(actor_bank::pin::PinKey::from_bytes([3; 32]));
     config
 }
 

@@ -6,8 +6,9 @@ mod common;
 use common::{create, reply, Capture, RawConnection, TestServer, JOTY, OPERATOR_TOKEN};
 
 use actor_bank::config::Settings;
-use actor_bank::operator::{check_strength, FailureRate};
+use actor_bank::operator::check_strength;
 use actor_bank::protocol::{Body, Status};
+use actor_bank::ratelimit::RateLimit;
 use actor_bank::server::RunningServer;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -80,7 +81,7 @@ async fn failed_operator_attempts_are_limited_per_peer_and_logged() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
     // No refill, so nothing depends on how fast the test runs.
     let server = TestServer::start_with(|config| {
-        config.limits.operator_failures = FailureRate {
+        config.limits.operator_failures = RateLimit {
             burst: 3,
             per_minute: 0,
         }

@@ -108,9 +108,7 @@ impl AccountActor {
             durable_after,
         };
         // A locked card admits no PIN attempt, not even the replay of one approved before the lock.
-        if matches!(event, Event::PinAttempt { .. })
-            && self.account.as_ref().is_some_and(Account::is_locked)
-        {
+        if event.presents_pin() && self.account.as_ref().is_some_and(Account::is_locked) {
             return Ok(answer(Status::CardLocked, self.last_lsn));
         }
         let now = super::now_unix_ms();

@@ -10,17 +10,19 @@
 pub mod account;
 mod durable;
 pub mod gateway;
+pub mod pins;
 pub mod session;
 
 use crate::faults::{FaultPlan, Faults};
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::ledger::{self, Clients, Event, Outcome, Principal};
-use crate::operator::{FailureRate, OperatorFailures};
-use crate::pin::{self, OperatorToken, PinHashCost};
+use crate::pin::{self, OperatorToken, PinHashCost, PinKey};
 use crate::protocol::{Amount, Card, RequestId, Status};
+use crate::ratelimit::{Clock, PeerBuckets, RateLimit, WhenFull};
 use account::{AccountActor, Decide};
 use actix::prelude::*;
 use dashmap::DashMap;
+use pins::{PinKeySource, Pins};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -54,7 +56,14 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Failed operator-token attempts each peer address may make (a burst, then a rate); beyond
     /// them its operator requests are answered `busy` unchecked.
-    pub operator_failures: FailureRate,
+    pub operator_failures: RateLimit,
+    /// Failed PIN checks one connection may make; beyond them PIN checks are answered `busy`.
+    pub pin_failures_per_connection: RateLimit,
+    /// Failed PIN checks one peer address may make over all its connections.
+    pub pin_failures_per_peer: RateLimit,
+    /// Argon2id checks (of the first release's hashes) waiting for the PIN pool; more are
+    /// answered `busy`.
+    pub pin_check_queue_max: usize,
 }
 
 impl Default for Limits {
@@ -69,7 +78,10 @@ impl Default for Limits {
             login_idle_timeout: Duration::from_secs(60),
             write_queue_frames: 256,
             write_timeout: Duration::from_secs(10),
-            operator_failures: FailureRate::default(),
+            operator_failures: crate::operator::OPERATOR_FAILURES_DEFAULT,
+            pin_failures_per_connection: pins::PIN_FAILURES_PER_CONNECTION_DEFAULT,
+            pin_failures_per_peer: pins::PIN_FAILURES_PER_PEER_DEFAULT,
+            pin_check_queue_max: pins::PIN_CHECK_QUEUE_MAX_DEFAULT,
         }
     }
 }
@@ -87,7 +99,13 @@ pub struct ServerConfig {
     pub demo: bool,
     /// Limits.
     pub limits: Limits,
-    /// Cost of PIN hashes made from now on.
+    /// Where the PIN verification key comes from (by default a file beside the data directory,
+    /// [`pins::default_pin_key_file`]).
+    pub pin_key: PinKeySource,
+    /// Where the failure limits read the time (a [`crate::ratelimit::ManualClock`] in tests).
+    pub clock: Arc<dyn crate::ratelimit::Clock>,
+    /// The argon2id cost the first release made PIN hashes with. New PINs get keyed verifiers,
+    /// so nothing uses it any more; it stays so that existing configurations keep working.
     pub pin_hash_cost: PinHashCost,
     /// Faults to inject (testing only).
     pub faults: Option<FaultPlan>,
@@ -107,9 +125,12 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults: 127.0.0.1:7878, ./data, no operator token, no demo accounts.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
-            data_dir: data_dir.into(),
+            pin_key: PinKeySource::File(pins::default_pin_key_file(&data_dir)),
+            clock: Arc::new(crate::ratelimit::SystemClock::default()),
+            data_dir,
             operator_token: None,
             demo: false,
             limits: Limits::default(),
@@ -199,8 +220,11 @@ pub struct Bank {
     pub limits: Limits,
     operator: OperatorToken,
     /// Failed operator-token attempts by peer address.
-    operator_failures: OperatorFailures,
-    pin_hash_cost: PinHashCost,
+    operator_failures: PeerBuckets,
+    /// Where failure limits read the time.
+    clock: Arc<dyn Clock>,
+    /// The PIN key, the limits on failed PIN checks, the argon2id pool.
+    pins: Pins,
     /// Fault injection, when enabled.
     pub faults: Option<Arc<Faults>>,
     /// Counters.
@@ -313,7 +337,7 @@ impl Bank {
             .read_committed_account(card, |account| account.balance)
     }
 
-    /// The PIN hash of `card`, from the committed state.
+    /// The PIN verifier of `card`, from the committed state.
     pub fn pin_hash(&self, card: Card) -> Option<pin::PinHash> {
         self.journal
             .read_committed_account(card, |account| account.pin_hash)
@@ -378,14 +402,14 @@ impl Bank {
     pub fn check_operator(&self, offered: &str, peer: Option<IpAddr>) -> Status {
         // A connection without a known peer address shares one bucket with its kind.
         let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let now = std::time::Instant::now();
-        if !self.operator_failures.admits(peer, now) {
+        let (limit, now) = (self.limits.operator_failures, self.clock.now());
+        if !self.operator_failures.allows(peer, limit, now) {
             return Status::Busy;
         }
         if self.operator.matches(offered) {
             return Status::Approved;
         }
-        let attempts_left = self.operator_failures.failed(peer, now);
+        let attempts_left = self.operator_failures.take(peer, limit, now);
         tracing::warn!(
             security = true,
             %peer,
@@ -393,11 +417,6 @@ impl Bank {
             "operator token refused"
         );
         Status::NotAuthorised
-    }
-
-    /// The cost of new PIN hashes.
-    pub fn pin_hash_cost(&self) -> PinHashCost {
-        self.pin_hash_cost
     }
 }
 
@@ -427,6 +446,10 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The PIN verification key is missing, unreadable, or not the key the accounts' PINs were
+    /// made with.
+    #[error("{0}")]
+    PinKey(String),
     /// Something else went wrong during start-up.
     #[error("cannot start: {0}")]
     Start(String),
@@ -442,12 +465,12 @@ pub const DEMO_ACCOUNTS: [(Card, &str, &str, Amount); 2] = [
 pub const SERVER_CLIENT_ID: u64 = 0;
 
 /// Opens the demo accounts that do not exist yet, through the journal like any other change.
-fn open_demo_accounts(journal: &Journal, cost: PinHashCost) -> Result<(), ServerError> {
+fn open_demo_accounts(journal: &Journal, key: &PinKey) -> Result<(), ServerError> {
     for (sequence, (card, holder, pin_text, balance)) in DEMO_ACCOUNTS.iter().enumerate() {
         if journal.committed_account_exists(*card) {
             continue;
         }
-        let pin_hash = pin::hash(pin_text, cost).map_err(ServerError::Start)?;
+        let pin_hash = key.verifier(*card, pin_text);
         let request = RequestId {
             client: SERVER_CLIENT_ID,
             sequence: sequence as u64 + 1,
@@ -519,8 +542,16 @@ impl RunningServer {
         }
         raise_open_file_limit(config.limits.connections_max);
         let journal = Journal::open(journal_config)?;
+        let pin_key = match pins::open_pin_key(&config.pin_key, &config.data_dir, &journal) {
+            Ok(key) => key,
+            Err(reason) => {
+                // Let go of the data directory: the operator fixes the key and starts again.
+                journal.close();
+                return Err(ServerError::PinKey(reason));
+            }
+        };
         if config.demo {
-            open_demo_accounts(&journal, config.pin_hash_cost)?;
+            open_demo_accounts(&journal, &pin_key)?;
         }
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Listen {
@@ -556,8 +587,18 @@ impl RunningServer {
                         arbiters,
                         limits: config.limits.clone(),
                         operator: OperatorToken::new(config.operator_token.as_deref()),
-                        operator_failures: OperatorFailures::new(config.limits.operator_failures),
-                        pin_hash_cost: config.pin_hash_cost,
+                        operator_failures: PeerBuckets::new(
+                            crate::operator::OPERATOR_FAILURE_PEERS_MAX,
+                            WhenFull::Refuse,
+                        ),
+                        clock: config.clock.clone(),
+                        pins: Pins::new(
+                            pin_key,
+                            config.limits.pin_failures_per_connection,
+                            config.limits.pin_failures_per_peer,
+                            config.limits.pin_check_queue_max,
+                            config.clock.clone(),
+                        ),
                         faults: config
                             .faults
                             .filter(|plan| !plan.is_quiet())

@@ -96,6 +96,8 @@ pub struct Session {
     login_epoch: u64,
     /// Requests accepted and not yet answered.
     in_flight: usize,
+    /// This connection's allowance of failed PIN checks (and its peer's address).
+    pin_gate: Arc<super::pins::PinGate>,
     /// Set when no more requests will be read (the peer finished sending, or a graceful shutdown
     /// began): the session ends once every reply in flight has gone out.
     closing: Option<Closing>,
@@ -136,7 +138,9 @@ impl Session {
                 limits.write_timeout,
                 ctx.address(),
             ));
+            let pin_gate = bank.pins().gate(peer.map(|peer| peer.ip()));
             Session {
+                pin_gate,
                 bank,
                 outbox: Some(outbox),
                 reader: Some(reader),
@@ -303,17 +307,7 @@ impl Session {
                 self.login_epoch += 1;
                 let epoch = self.login_epoch;
                 self.set_card(None);
-                let Some(pin_hash) = bank.pin_hash(card) else {
-                    return self.reply(pending, Status::UnknownCard, Body::Empty, ctx);
-                };
-                let work = async move {
-                    let correct = off_thread_unless_cheap(pin_hash.cost(), move || {
-                        pin::is_well_formed(&pin_text) && pin::verify(&pin_text, &pin_hash)
-                    })
-                    .await
-                    .unwrap_or(false);
-                    bank.decide(card, id, Event::PinAttempt { correct }).await
-                };
+                let work = bank.verify_pin(self.pin_gate.clone(), card, id, pin_text);
                 self.spawn_reply(pending, work, ctx, move |session, outcome| {
                     if outcome.status == Status::Approved && session.login_epoch == epoch {
                         session.set_card(Some(card));
@@ -338,16 +332,8 @@ impl Session {
                 {
                     return self.reply(pending, Status::InvalidRequest, Body::Empty, ctx);
                 }
-                let cost = bank.pin_hash_cost();
+                let pin_hash = bank.pins().key().verifier(card, &pin_text);
                 let work = async move {
-                    let hashed =
-                        off_thread_unless_cheap(cost, move || pin::hash(&pin_text, cost)).await;
-                    let Some(Ok(pin_hash)) = hashed else {
-                        return Outcome {
-                            status: Status::Busy,
-                            balance: None,
-                        };
-                    };
                     let event = Event::AccountOpened {
                         holder,
                         pin_hash,
@@ -359,6 +345,35 @@ impl Session {
                     bank.decide(card, id, event).await
                 };
                 self.spawn_reply(pending, work, ctx, |_, _| {});
+            }
+            Operation::UnlockCard {
+                operator_token,
+                card,
+            } => {
+                let authorised = bank.check_operator(&operator_token, self.peer);
+                if authorised != Status::Approved {
+                    return self.reply(pending, authorised, Body::Empty, ctx);
+                }
+                let work = async move { bank.decide(card, id, Event::CardUnlocked).await };
+                self.spawn_reply(pending, work, ctx, move |_, outcome| {
+                    if outcome.status == Status::Approved {
+                        let card = super::pins::mask_card(card);
+                        tracing::info!(target: "security", %card, "card unlocked by the operator");
+                    }
+                });
+            }
+            Operation::ChangePin { old_pin, new_pin } => {
+                let Some(card) = self.card else {
+                    return self.reply(pending, Status::NotLoggedIn, Body::Empty, ctx);
+                };
+                let epoch = self.login_epoch;
+                let work = bank.change_pin(self.pin_gate.clone(), card, id, old_pin, new_pin);
+                // A wrong old PIN that locks the card ends the login too.
+                self.spawn_reply(pending, work, ctx, move |session, outcome| {
+                    if outcome.status == Status::CardLocked && session.login_epoch == epoch {
+                        session.set_card(None);
+                    }
+                });
             }
         }
     }
@@ -463,20 +478,6 @@ impl Handler<Incoming> for Session {
                 self.close_if_drained(ctx);
             }
         }
-    }
-}
-
-/// Runs PIN hash work of `cost`: in place when it is cheap ([`pin::PinHashCost::is_cheap`]),
-/// otherwise on a blocking thread, so that an actor's thread never computes an expensive hash.
-/// `None` if the blocking thread failed.
-async fn off_thread_unless_cheap<T: Send + 'static>(
-    cost: pin::PinHashCost,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    if cost.is_cheap() {
-        Some(work())
-    } else {
-        tokio::task::spawn_blocking(work).await.ok()
     }
 }
 

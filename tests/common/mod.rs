@@ -69,12 +69,63 @@ pub fn create(token: &str, card: u64, holder: &str, pin: &str, initial_balance: 
     }
 }
 
-/// A server configuration for tests: port 0, the test token, cheap PIN hashes, the demo accounts.
+/// The PIN verification key every test server is started with (given in memory, so tests leave
+/// no key files behind; tests of key files set their own).
+pub fn test_pin_key() -> actor_bank::pin::PinKey {
+    actor_bank::pin::PinKey::from_bytes([0x5a; actor_bank::pin::PIN_KEY_BYTES])
+}
+
+/// The text a metrics endpoint at `address` serves (the whole HTTP response), which must be a 200.
+pub fn scrape_metrics(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// Runs the real `atm` binary as `atm --server SERVER --json ARGUMENTS…`, with no server, token
+/// or log settings from the environment; returns its standard output and exit code.
+pub async fn run_atm(server: &str, arguments: &[&str]) -> (String, Option<i32>) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_atm"));
+    command
+        .args(["--server", server, "--json"])
+        .args(arguments)
+        .env_remove("BANK_SERVER")
+        .env_remove("BANK_OPERATOR_TOKEN")
+        .env("RUST_LOG", "off");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        output.status.code(),
+    )
+}
+
+/// A server configuration for tests: port 0, the test token, the test PIN key, failure limits
+/// out of the way (tests of the limits set their own), the demo accounts.
 pub fn test_config(data_dir: &std::path::Path) -> ServerConfig {
     let mut config = ServerConfig::new(data_dir);
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.operator_token = Some(OPERATOR_TOKEN.into());
     config.pin_hash_cost = PinHashCost::MINIMUM;
+    config.pin_key = actor_bank::server::pins::PinKeySource::Given(test_pin_key());
+    let unlimited = actor_bank::ratelimit::RateLimit {
+        burst: u32::MAX,
+        per_minute: 0,
+    };
+    config.limits.pin_failures_per_connection = unlimited;
+    config.limits.pin_failures_per_peer = unlimited;
     config.demo = true;
     config
 }
@@ -316,6 +367,15 @@ impl TestServer {
         self.server = Some(RunningServer::start_with_journal(config, journal).unwrap());
     }
 
+    /// The committed account of `card`, which must exist.
+    pub fn committed_account(&self, card: u64) -> actor_bank::ledger::Account {
+        self.running()
+            .bank()
+            .journal
+            .committed_account(card)
+            .expect("no committed account")
+    }
+
     /// The committed balance of `card` (None when it has no account).
     pub fn committed_balance(&self, card: u64) -> Option<u64> {
         self.running().bank().balance(card)
@@ -481,6 +541,28 @@ pub mod durability {
         let journal = Journal::open(journal_config(directory, interval)).unwrap();
         append_all(&journal, records, 1);
         journal.close();
+    }
+
+    /// The record the first release wrote when it opened `card` with an argon2id hash of
+    /// `pin_text` at `cost` (the release before PIN keys), to build its data directories.
+    pub fn legacy_opening(
+        card: Card,
+        pin_text: &str,
+        cost: actor_bank::pin::PinHashCost,
+    ) -> Record {
+        let event = Event::AccountOpened {
+            holder: "Mitra".into(),
+            pin_hash: actor_bank::pin::hash(pin_text, cost).unwrap(),
+            initial_balance: 700,
+        };
+        let request = RequestId {
+            client: 0,
+            sequence: card,
+        };
+        match ledger::decide(None, card, request, event, 1) {
+            Decision::Record(record) => record,
+            Decision::Answer(outcome) => panic!("not opened: {outcome:?}"),
+        }
     }
 
     /// A copy of the committed ledger of `journal`.
