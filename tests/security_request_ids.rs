@@ -251,3 +251,40 @@ async fn a_snapshot_of_the_first_release_still_opens_and_replays() {
         .journal
         .with_committed(|ledger| ledger.is_conserved()));
 }
+
+/// The lockout bypass through a PIN change: on a verified connection, wrong old PINs sent under
+/// one request id are each checked and counted (the third locks the card), and the right old PIN
+/// under that id is not told apart by a conflict. A PIN change is never answered from memory.
+#[tokio::test]
+async fn wrong_old_pins_of_a_pin_change_under_one_id_are_each_counted() {
+    let server = TestServer::start();
+    let mut atm = logged_in(&server, 75, AHONA, AHONA_PIN).await;
+    let change_to = |old_pin: &str, new_pin: &str| Operation::ChangePin {
+        old_pin: old_pin.to_string(),
+        new_pin: new_pin.to_string(),
+    };
+    let change = |old_pin: &str| change_to(old_pin, "2468");
+    let (first, _) = atm.exchange(75, 2, change("0000")).await;
+    assert_eq!(first, reply(75, 2, Status::IncorrectPin, Body::Empty));
+    assert_eq!(pin_failures(&server, AHONA), 1);
+    // The right old PIN under the id of the wrong one is approved, as under a fresh id.
+    let (right, _) = atm.exchange(75, 2, change(AHONA_PIN)).await;
+    assert_eq!(right, reply(75, 2, Status::Approved, Body::Empty));
+    assert_eq!(pin_failures(&server, AHONA), 0);
+    // Three different wrong old PINs (neither the old nor the new one), under the id of the
+    // approved change, are each checked and counted: the third locks the card.
+    let mut statuses = Vec::new();
+    for guess in ["1111", "2222", "3333"] {
+        let (r, _) = atm.exchange(75, 2, change_to(guess, "9753")).await;
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            Status::IncorrectPin,
+            Status::IncorrectPin,
+            Status::CardLocked
+        ]
+    );
+    assert_eq!(server.committed_balance(AHONA), Some(5_000));
+}
