@@ -134,7 +134,10 @@ impl AccountActor {
             Seen::Stale => return Ok(answer(Status::StaleRequest, self.last_lsn)),
             Seen::New => {}
         }
-        let crash = bank.faults.as_ref().and_then(|faults| faults.crash());
+        let crash = bank
+            .faults
+            .as_ref()
+            .and_then(|faults| faults.crash(request));
         let now = super::now_unix_ms();
         let account = self.account.as_ref();
         let card = self.card;

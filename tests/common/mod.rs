@@ -83,6 +83,30 @@ pub fn test_config(data_dir: &std::path::Path) -> ServerConfig {
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub data_dir: TempDir,
+    /// The client id [`TestServer::client_config`] gives next: FIRST_CLIENT_ID, then one more
+    /// each time, in the order a test asks, so every request id (and every injected fault) is
+    /// the same on every run.
+    next_client_id: std::sync::atomic::AtomicU64,
+}
+
+/// The first id [`TestServer::client_config`] gives (far from the small ids the raw-frame tests
+/// use).
+pub const FIRST_CLIENT_ID: u64 = 1_000_000;
+
+/// Mixed into a test client's id to make the id of its automatic re-logins.
+pub const RELOGIN_TAG: u64 = 0x7e10_0000_0000_0000;
+
+/// A client configuration for `address` with short pauses and the fixed id `client_id` (its
+/// re-logins use `client_id ^ RELOGIN_TAG`).
+pub fn client_config_with_id(address: &str, client_id: u64) -> ClientConfig {
+    let mut config = ClientConfig::new(address);
+    config.client_id = client_id;
+    config.relogin_client_id = client_id ^ RELOGIN_TAG;
+    config.attempt_timeout = Duration::from_secs(2);
+    config.outcome_deadline = Duration::from_secs(20);
+    config.backoff_initial = Duration::from_millis(5);
+    config.backoff_max = Duration::from_millis(100);
+    config
 }
 
 impl TestServer {
@@ -95,6 +119,7 @@ impl TestServer {
         TestServer {
             server: Some(server),
             data_dir,
+            next_client_id: std::sync::atomic::AtomicU64::new(FIRST_CLIENT_ID),
         }
     }
 
@@ -123,14 +148,12 @@ impl TestServer {
         self.server = Some(RunningServer::start(config).unwrap());
     }
 
-    /// A client configuration for this server with short timeouts.
+    /// A client configuration for this server with short pauses and the next fixed client id.
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new(self.address());
-        config.attempt_timeout = Duration::from_secs(2);
-        config.outcome_deadline = Duration::from_secs(20);
-        config.backoff_initial = Duration::from_millis(5);
-        config.backoff_max = Duration::from_millis(100);
-        config
+        let id = self
+            .next_client_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        client_config_with_id(&self.address(), id)
     }
 
     /// A connected client.
