@@ -327,6 +327,19 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// The address in a line `bank-server` prints on standard output, `bank-server WHAT ADDRESS`
+/// (`what` is `listening on` or `metrics on`); None for any other line.
+pub fn reported_address(line: &str, what: &str) -> Option<String> {
+    let address = line
+        .strip_prefix("bank-server ")?
+        .strip_prefix(what)?
+        .trim();
+    address
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|address| address.to_string())
+}
+
 /// Helpers for the durability tests: valid record streams, the journal's files on disk, and the
 /// real `bank-server` binary run as a child process.
 pub mod durability {
@@ -544,15 +557,6 @@ pub mod durability {
         std::fs::write(path, bytes).unwrap();
     }
 
-    /// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     /// The path of the `bank-server` binary Cargo built for the integration tests.
     pub fn server_binary() -> &'static str {
         env!("CARGO_BIN_EXE_bank-server")
@@ -566,8 +570,9 @@ pub mod durability {
 
     impl BankProcess {
         /// Starts `bank-server` on `data_dir` and `127.0.0.1:port` with operator token `token`
-        /// and cheap PIN hashes, and waits until it says it listens. Its output is appended to
-        /// `log`. Panics if the process exits before it listens.
+        /// and cheap PIN hashes, and waits until it says it listens. Port 0 lets the server bind
+        /// any free port; the address it reports is read back from its ready line. Its output is
+        /// appended to `log`. Panics if the process exits before it listens.
         pub fn start(data_dir: &Path, port: u16, token: &str, log: &Path) -> BankProcess {
             Self::start_with_args(data_dir, port, token, log, &[])
         }
@@ -610,29 +615,31 @@ pub mod durability {
             // The binary prints its ready line on stdout (and, depending on the build, its logs
             // too): keep draining stdout into the log so the child never blocks on a full pipe.
             let stdout = child.stdout.take().unwrap();
-            let (ready, on_ready) = std::sync::mpsc::channel();
+            let (ready, on_ready) = std::sync::mpsc::channel::<String>();
             std::thread::spawn(move || {
                 let mut log_file = log_file;
                 let mut ready = Some(ready);
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let _ = writeln!(log_file, "{line}");
-                    if line.starts_with("bank-server listening on") {
+                    if let Some(address) = super::reported_address(&line, "listening on") {
                         if let Some(ready) = ready.take() {
-                            let _ = ready.send(());
+                            let _ = ready.send(address);
                         }
                     }
                 }
             });
-            if on_ready.recv().is_err() {
+            let Ok(address) = on_ready.recv() else {
                 let status = child.wait().unwrap();
                 let output = std::fs::read_to_string(log).unwrap_or_default();
                 panic!("bank-server exited ({status}) before listening:\n{output}");
-            }
-            BankProcess {
-                child,
-                address: format!("127.0.0.1:{port}"),
-            }
+            };
+            BankProcess { child, address }
+        }
+
+        /// The port the server listens on (to restart a successor on the same address).
+        pub fn port(&self) -> u16 {
+            self.address.rsplit(':').next().unwrap().parse().unwrap()
         }
 
         /// SIGKILL: no shutdown, no flush, nothing.
