@@ -26,6 +26,8 @@ const ACCOUNTS: [(u64, &str, u64); 4] = [
 ];
 const TASKS_PER_ACCOUNT: usize = 2;
 const KILLS: usize = 9;
+/// Operations acknowledged in all before the load stops (at least).
+const OPERATIONS_ACKNOWLEDGED_MIN: u64 = 21;
 /// The schedule's seed unless CRASH_KILL_SEED names another: every run kills at the same points
 /// of the same workload (as far as the machine's timing lets it).
 const CRASH_KILL_SEED_DEFAULT: u64 = 0x0c4a_5b11;
@@ -229,6 +231,8 @@ async fn crash_scenario(name: &str, extra: &[&str]) -> Aftermath {
         }
         server = start(&data, &log, port);
     }
+    // Enough work for the checks below, counted rather than waited for.
+    wait_for_progress(&acknowledged, OPERATIONS_ACKNOWLEDGED_MIN).await;
     // Stop the load right after the last restart: the calls in flight settle on the new process.
     stop.store(true, Ordering::SeqCst);
     let mut atms = Vec::new();
@@ -246,7 +250,10 @@ async fn crash_scenario(name: &str, extra: &[&str]) -> Aftermath {
         asked.len(),
         asked.len() - unknown,
     );
-    assert!(asked.len() > 20, "the ATMs did work between the kills");
+    assert!(
+        asked.len() as u64 >= OPERATIONS_ACKNOWLEDGED_MIN,
+        "the ATMs did work between the kills"
+    );
 
     // A sample of acknowledged ids, replayed after the last restart, gets the original replies.
     let mut replayed = 0;
