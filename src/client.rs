@@ -14,17 +14,23 @@
 //! library sends is one the server still recognises.
 //!
 //! After a reconnect the connection is no longer logged in; the client verifies the card again
-//! (with a fresh request id) before re-sending an account operation.
+//! (with a fresh request id) before re-sending an account operation. The same happens when the
+//! server answers `not_logged_in` on a connection this client had verified (another Verify on the
+//! connection, a duplicated one say, logged it out in between): the client verifies again and
+//! re-sends the request with the same id, as docs/PROTOCOL.md section 7 advises.
+//!
+//! Client-side faults ([`ClientConfig::faults`]) are decided by [`crate::faults::hits`] from the
+//! seed, the request id and how many times this client has sent that id before, so a client with
+//! a fixed id and a fixed seed loses the same messages on every run.
 
 use crate::codec::{CodecError, FrameCodec, FRAME_BYTES_LIMIT};
-use crate::faults::FaultPlan;
+use crate::faults::{FaultKind, FaultPlan};
 use crate::protocol::{
     Amount, Body, Card, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage,
     Status, Welcome, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -43,6 +49,11 @@ pub struct ClientConfig {
     pub server: String,
     /// This client's id, the first half of every request id. Random unless given.
     pub client_id: u64,
+    /// The client id of this client's automatic re-logins (see [`Client`]). Random unless given;
+    /// tests fix it so that every request id, and so every injected fault, is the same on every
+    /// run. Two processes sharing `client_id` (one taking over from the other with
+    /// [`Client::resume_after`]) must not share it.
+    pub relogin_client_id: u64,
     /// How long one attempt waits for its reply before the connection is dropped and the request
     /// re-sent.
     pub attempt_timeout: Duration,
@@ -62,6 +73,7 @@ impl ClientConfig {
         ClientConfig {
             server: server.into(),
             client_id: rand::thread_rng().gen_range(1..u64::MAX),
+            relogin_client_id: rand::thread_rng().gen_range(1..u64::MAX) ^ RELOGIN_CLIENT_TAG,
             attempt_timeout: Duration::from_secs(5),
             outcome_deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(20),
@@ -133,7 +145,9 @@ pub struct Client {
     /// past the request being retried.
     relogin_client: u64,
     relogin_sequence: u64,
-    generator: StdRng,
+    /// The request being called and how many times it was sent before this attempt: what the
+    /// client-side faults are drawn for (a re-login's Verify, always a new id, is attempt 0).
+    current_attempt: Option<(RequestId, u32)>,
     stats: ClientStats,
     /// The client retention the server announced last (kept across reconnects).
     announced_retention: Option<Duration>,
@@ -142,10 +156,7 @@ pub struct Client {
 impl Client {
     /// A client; it connects on its first call.
     pub fn new(config: ClientConfig) -> Client {
-        let generator = StdRng::seed_from_u64(config.faults.seed ^ config.client_id);
-        // Random per Client: two processes that share a client id (one taking over from the
-        // other with `resume_after`) never share re-login ids.
-        let relogin_client = rand::thread_rng().gen_range(1..u64::MAX) ^ RELOGIN_CLIENT_TAG;
+        let relogin_client = config.relogin_client_id;
         Client {
             config,
             connection: None,
@@ -153,7 +164,7 @@ impl Client {
             login: None,
             relogin_client,
             relogin_sequence: 1,
-            generator,
+            current_attempt: None,
             stats: ClientStats::default(),
             announced_retention: None,
         }
@@ -240,8 +251,12 @@ impl Client {
             if attempts > 0 {
                 self.stats.retries += 1;
             }
+            self.current_attempt = Some((id, attempts));
             attempts += 1;
             match self.attempt(id, &operation, deadline).await {
+                Ok(Attempt::Reply(reply)) if self.lost_login(&operation, &reply) => {
+                    last_error = format!("server answered {}", reply.status)
+                }
                 Ok(Attempt::Reply(reply)) if reply.status.is_definite() => {
                     self.remember_login(&operation, &reply);
                     return Ok(reply);
@@ -272,6 +287,27 @@ impl Client {
         }
     }
 
+    /// True when `reply` says the connection is not logged in although this client had verified
+    /// it: something else on the connection (a duplicated Verify, say) logged it out. The
+    /// connection is marked unverified, so the next attempt verifies again before it re-sends the
+    /// request with the same id.
+    fn lost_login(&mut self, operation: &Operation, reply: &Reply) -> bool {
+        let Some((card, _)) = &self.login else {
+            return false;
+        };
+        let Some(connection) = &mut self.connection else {
+            return false;
+        };
+        if reply.status != Status::NotLoggedIn
+            || !needs_login(operation)
+            || connection.logged_in != Some(*card)
+        {
+            return false;
+        }
+        connection.logged_in = None;
+        true
+    }
+
     fn remember_login(&mut self, operation: &Operation, reply: &Reply) {
         match operation {
             Operation::Verify { card, pin } => {
@@ -287,6 +323,12 @@ impl Client {
                     connection.logged_in = None;
                 }
             }
+            // After a change, a re-login must present the new PIN.
+            Operation::ChangePin { new_pin, .. } if reply.status == Status::Approved => {
+                if let Some((_, pin)) = &mut self.login {
+                    *pin = new_pin.clone();
+                }
+            }
             _ => {}
         }
     }
@@ -298,10 +340,6 @@ impl Client {
         operation: &Operation,
         deadline: Instant,
     ) -> Result<Attempt, ClientError> {
-        let needs_login = matches!(
-            operation,
-            Operation::Balance | Operation::Withdraw { .. } | Operation::Deposit { .. }
-        );
         if let Err(failed) = self.connection().await {
             return match failed {
                 Attempt::Retry(error) if error.starts_with("refused:") => {
@@ -310,7 +348,7 @@ impl Client {
                 other => Ok(other),
             };
         }
-        if needs_login {
+        if needs_login(operation) {
             if let Some(outcome) = self.log_in_again(deadline).await? {
                 return Ok(outcome);
             }
@@ -362,7 +400,13 @@ impl Client {
         deadline: Instant,
     ) -> Attempt {
         let faults = self.config.faults;
-        if faults.drop_request > 0.0 && self.generator.gen_bool(faults.drop_request) {
+        let attempt = match self.current_attempt {
+            Some((current, sent_before)) if current == id => sent_before,
+            _ => 0,
+        };
+        let hits =
+            |kind, probability| crate::faults::hits(faults.seed, kind, id, attempt, probability);
+        if hits(FaultKind::DropRequest, faults.drop_request) {
             self.stats.requests_dropped += 1;
             return Attempt::Retry("request dropped (injected fault)".into());
         }
@@ -395,7 +439,7 @@ impl Client {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(reply)) => {
-                if faults.drop_reply > 0.0 && self.generator.gen_bool(faults.drop_reply) {
+                if hits(FaultKind::DropReply, faults.drop_reply) {
                     self.stats.replies_dropped += 1;
                     return Attempt::Retry("reply dropped (injected fault)".into());
                 }
@@ -527,6 +571,17 @@ async fn open(server: &str, timeout: Duration) -> Result<Connection, Attempt> {
             "handshake took longer than {timeout:?}"
         ))),
     }
+}
+
+/// True for the operations that act on the verified card.
+fn needs_login(operation: &Operation) -> bool {
+    matches!(
+        operation,
+        Operation::Balance
+            | Operation::Withdraw { .. }
+            | Operation::Deposit { .. }
+            | Operation::ChangePin { .. }
+    )
 }
 
 /// The balance a reply carries, if any.

@@ -27,14 +27,27 @@ pub const FRAME_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 /// Bytes of the length prefix in front of every wire frame.
 pub const FRAME_HEADER_BYTES: usize = 4;
 
+/// What bincode may count beyond the body's own bytes while decoding one wire message. bincode's
+/// limit counts memory, not wire bytes: every integer counts its in-memory size (8 for a `u64`
+/// that took one byte on the wire), every string its length plus 8 for its length prefix. The
+/// messages of [`crate::protocol`] have a few dozen integers at most, so this margin is far more
+/// than any of them can add, and a body of up to [`FRAME_BYTES_LIMIT`] bytes always decodes
+/// (`tests/frame_limit.rs` checks every message with strings at the exact limit).
+pub const WIRE_DECODE_MARGIN_BYTES: usize = 4 * 1024;
+
+/// bincode's limit for decoding a wire body: the largest body plus [`WIRE_DECODE_MARGIN_BYTES`].
+/// It bounds what a hostile body can make the decoder allocate (a string that claims to be longer
+/// than the body is refused before anything is reserved for more than this).
+const WIRE_DECODE_BYTES_LIMIT: usize = FRAME_BYTES_LIMIT + WIRE_DECODE_MARGIN_BYTES;
+
 /// The upper bound on what a record or snapshot decoded from the data directory may claim. Those
 /// bytes have already passed a CRC check, so the bound only guards against our own bugs.
 const STORED_BYTES_LIMIT: usize = 1 << 32;
 
-type WireConfig = Configuration<LittleEndian, Varint, Limit<FRAME_BYTES_LIMIT>>;
+type WireConfig = Configuration<LittleEndian, Varint, Limit<WIRE_DECODE_BYTES_LIMIT>>;
 type StoredConfig = Configuration<LittleEndian, Varint, Limit<STORED_BYTES_LIMIT>>;
 
-const WIRE: WireConfig = bincode::config::standard().with_limit::<FRAME_BYTES_LIMIT>();
+const WIRE: WireConfig = bincode::config::standard().with_limit::<WIRE_DECODE_BYTES_LIMIT>();
 const STORED: StoredConfig = bincode::config::standard().with_limit::<STORED_BYTES_LIMIT>();
 
 /// Why bytes could not become a value, or a value could not become bytes.
@@ -312,6 +325,38 @@ mod tests {
         assert_eq!(decode_snapshot_body(&old_body).unwrap(), Ledger::from(old));
         body[1] = 9;
         assert!(decode_snapshot_body(&body).is_err());
+    }
+
+    #[test]
+    fn a_body_of_exactly_the_ceiling_decodes_and_one_byte_more_is_refused() {
+        // (u64, String) with a one-byte integer and a 5-byte length prefix: the string fills the
+        // rest. bincode counts 8 + 8 + the string's bytes, more than the body's length.
+        let text_bytes = FRAME_BYTES_LIMIT - 1 - 5;
+        let value = (7u64, "x".repeat(text_bytes));
+        let frame = encode_frame(&value).unwrap();
+        assert_eq!(frame.len(), FRAME_HEADER_BYTES + FRAME_BYTES_LIMIT);
+        let mut codec: FrameCodec<(u64, String), (u64, String)> =
+            FrameCodec::new(FRAME_BYTES_LIMIT);
+        let mut source = BytesMut::from(&frame[..]);
+        assert_eq!(codec.decode(&mut source).unwrap(), Some(value));
+        let longer = encode_frame(&(7u64, "x".repeat(text_bytes + 1))).unwrap();
+        let mut source = BytesMut::from(&longer[..]);
+        assert!(matches!(
+            codec.decode(&mut source).unwrap_err(),
+            CodecError::FrameTooLarge {
+                declared_bytes,
+                limit_bytes: FRAME_BYTES_LIMIT,
+            } if declared_bytes == FRAME_BYTES_LIMIT + 1
+        ));
+    }
+
+    #[test]
+    fn a_string_claiming_more_than_the_decode_limit_is_refused_without_reserving_it() {
+        // A 9-byte body whose string claims u64::MAX / 2 bytes.
+        let mut body = vec![0xfd];
+        body.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
+        let error = decode_wire::<String>(&body).unwrap_err();
+        assert!(error.to_string().contains("LimitExceeded"), "{error}");
     }
 
     #[test]

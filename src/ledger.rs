@@ -471,51 +471,45 @@ pub enum Seen {
 pub struct ClientWindow {
     /// The highest sequence number completed.
     pub highest: u64,
-    /// Completed requests inside the window, in completion order (an entry that fell out of
-    /// the window behind a newer one may linger until it reaches the front; it is still a
-    /// correct answer, and the window never holds more than [`REQUEST_WINDOW`] entries).
+    /// Completed requests inside the window, in completion order (never more than
+    /// [`REQUEST_WINDOW`]; one that falls out of the window is forgotten at once).
     pub completed: VecDeque<Completed>,
     /// Time of the most recent completion, for forgetting idle clients.
     pub last_used_unix_ms: u64,
 }
 
 impl ClientWindow {
-    /// Looks up `sequence` with parameters `fingerprint`.
+    /// True when `sequence` is inside the window: `highest - sequence < REQUEST_WINDOW` (every
+    /// sequence is, while fewer than `REQUEST_WINDOW` have completed, and so is any above
+    /// `highest`).
+    fn in_window(highest: u64, sequence: u64) -> bool {
+        highest < REQUEST_WINDOW || sequence > highest - REQUEST_WINDOW
+    }
+
+    /// Looks up `sequence` with parameters `fingerprint`. The rule, exactly: outside the window
+    /// it is stale, whether or not it ran; inside, a completed one is a replay (same parameters)
+    /// or a conflict (others); anything else is new.
     pub fn check(&self, sequence: u64, fingerprint: &Fingerprint) -> Seen {
-        if let Some(done) = self.completed.iter().find(|done| done.sequence == sequence) {
-            return if done.fingerprint == *fingerprint {
-                Seen::Replay(*done)
-            } else {
-                Seen::Conflict(done.lsn)
-            };
+        if !Self::in_window(self.highest, sequence) {
+            return Seen::Stale;
         }
-        if self.highest >= REQUEST_WINDOW && sequence <= self.highest - REQUEST_WINDOW {
-            Seen::Stale
-        } else {
-            Seen::New
+        match self.completed.iter().find(|done| done.sequence == sequence) {
+            Some(done) if done.fingerprint == *fingerprint => Seen::Replay(*done),
+            Some(done) => Seen::Conflict(done.lsn),
+            None => Seen::New,
         }
     }
 
-    /// Remembers a completed request and forgets what fell out of the window.
+    /// Remembers a completed request and forgets every one that fell out of the window.
     pub fn remember(&mut self, done: Completed, at_unix_ms: u64) {
         self.highest = self.highest.max(done.sequence);
         self.last_used_unix_ms = self.last_used_unix_ms.max(at_unix_ms);
         self.completed.push_back(done);
+        // At most REQUEST_WINDOW + 1 entries to look at: forgetting on every completion keeps
+        // the memory equal to the rule `check` applies.
         let highest = self.highest;
-        let in_window =
-            |kept: &Completed| highest < REQUEST_WINDOW || kept.sequence > highest - REQUEST_WINDOW;
-        // Completions mostly come in sequence order, so what falls out of the window is usually
-        // at the front: a full scan only when something older hides further in.
-        while self
-            .completed
-            .front()
-            .is_some_and(|oldest| !in_window(oldest))
-        {
-            self.completed.pop_front();
-        }
-        if self.completed.len() as u64 > REQUEST_WINDOW {
-            self.completed.retain(in_window);
-        }
+        self.completed
+            .retain(|kept| Self::in_window(highest, kept.sequence));
         debug_assert!(self.completed.len() as u64 <= REQUEST_WINDOW);
     }
 }

@@ -46,22 +46,77 @@ const BATCH_BUCKETS: [f64; 12] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
 ];
 
-/// Serves metrics over HTTP on `address` (any path answers with the text format).
-pub fn install(address: SocketAddr) -> Result<(), String> {
+/// How long the metrics endpoint waits for a scraper's request before it drops the connection.
+pub const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most bytes of a scraper's request the metrics endpoint reads (the request is not parsed:
+/// any request is answered with the metrics).
+pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// How often the recorder's histograms are compacted, scraped or not.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Serves metrics over HTTP on `address` (any path answers with the text format) and returns the
+/// address it bound: with port 0 the operating system picks one, and the caller reports it.
+pub fn install(address: SocketAddr) -> Result<SocketAddr, String> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let builder = PrometheusBuilder::new()
-        .with_http_listener(address)
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|error| format!("cannot serve metrics on {address}: {error}"))?;
+    let bound = listener.local_addr().map_err(|error| error.to_string())?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .and_then(|builder| {
             builder
                 .set_buckets_for_metric(Matcher::Full(JOURNAL_BATCH_RECORDS.into()), &BATCH_BUCKETS)
         })
-        .map_err(|error| error.to_string())?;
-    builder
-        .install()
+        .and_then(|builder| builder.install_recorder())
         .map_err(|error| format!("cannot serve metrics on {address}: {error}"))?;
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            upkeep.run_upkeep();
+        })
+        .map_err(|error| error.to_string())?;
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            // One scraper at a time: a slow one is cut off by the read timeout.
+            for stream in listener.incoming().flatten() {
+                let _ = answer_scrape(stream, &handle);
+            }
+        })
+        .map_err(|error| error.to_string())?;
     describe();
-    Ok(())
+    Ok(bound)
+}
+
+/// Reads a scraper's request (up to the blank line that ends its head) and writes the metrics.
+fn answer_scrape(
+    mut stream: std::net::TcpStream,
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(METRICS_READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(METRICS_READ_TIMEOUT))?;
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|end| end == b"\r\n\r\n")
+        && request.len() < METRICS_REQUEST_BYTES_MAX
+    {
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(&buffer[..read]);
+    }
+    let body = handle.render();
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 fn describe() {

@@ -5,8 +5,9 @@
 mod common;
 use common::{deposit, reply, verify, withdraw, AHONA, JOTY, JOTY_PIN};
 
-use actor_bank::client::{reply_balance, Client};
-use actor_bank::protocol::{Body, Operation, Reply, Status};
+use actor_bank::client::{reply_balance, Client, ClientConfig};
+use actor_bank::faults::{self, FaultKind};
+use actor_bank::protocol::{Body, Operation, Reply, RequestId, Status};
 use common::{RawConnection, TestServer};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -295,66 +296,117 @@ async fn withdraw_and_deposit_in_turn(client: &mut Client) -> u64 {
     balance
 }
 
-/// Requests lost by the server (injected drop-request) are re-sent by the client library after
-/// its attempt timeout: every call completes, each exactly once.
-#[tokio::test]
-async fn lost_requests_are_retried_and_execute_exactly_once() {
-    let server = TestServer::start_with(|config| {
-        config.faults = Some("drop-request=0.3,seed=11".parse().unwrap());
-    });
-    let mut config = server.client_config();
-    config.attempt_timeout = Duration::from_millis(250);
+/// How many times in a row, from its first attempt, `kind` hits request `id` under `seed`: those
+/// attempts are lost whatever the timing, so at least that many faults must be counted for it.
+fn leading_hits(seed: u64, kind: FaultKind, id: RequestId, probability: f64) -> u64 {
+    (0..)
+        .take_while(|&attempt| faults::hits(seed, kind, id, attempt, probability))
+        .count() as u64
+}
+
+/// The ids [`withdraw_and_deposit_in_turn`] uses after the Verify of a new client: its
+/// sequences 2 to 13.
+fn change_ids(client: u64) -> impl Iterator<Item = RequestId> {
+    (2..=13).map(move |sequence| RequestId { client, sequence })
+}
+
+/// Connects with `config`, verifies Joty's card and runs [`withdraw_and_deposit_in_turn`]; checks
+/// the balance each reply and the committed state show. Returns the client id and the client.
+async fn verify_and_run_the_calls(server: &TestServer, config: ClientConfig) -> (u64, Client) {
+    let client_id = config.client_id;
     let mut client = Client::connect(config).await.unwrap();
     let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
     assert_eq!(r.status, Status::Approved);
     let balance = withdraw_and_deposit_in_turn(&mut client).await;
     assert_eq!(balance, 10_000 - 8 * 100 + 4 * 40);
     assert_eq!(server.committed_balance(JOTY), Some(balance));
-    let dropped = server
-        .running()
-        .bank()
-        .faults
-        .as_ref()
-        .unwrap()
-        .counts
+    (client_id, client)
+}
+
+/// What the server's faults injected so far.
+fn server_faults(server: &TestServer) -> &actor_bank::faults::FaultCounts {
+    &server.running().bank().faults.as_ref().unwrap().counts
+}
+
+/// Starts a server that loses messages of `kind` (drop-request or drop-reply) with `probability`
+/// under `seed`, and runs [`verify_and_run_the_calls`] through a client that waits 300 ms for each
+/// reply. Returns the server, the client, and how many of those losses the seed makes certain:
+/// the first attempts of the calls' ids, up to the first that gets through.
+async fn run_the_calls_losing(
+    kind: FaultKind,
+    seed: u64,
+    probability: f64,
+) -> (TestServer, Client, u64) {
+    let name = match kind {
+        FaultKind::DropRequest => "drop-request",
+        FaultKind::DropReply => "drop-reply",
+        FaultKind::CrashActor => "crash-actor",
+    };
+    let server = TestServer::start_with(|config| {
+        config.faults = Some(format!("{name}={probability},seed={seed}").parse().unwrap());
+    });
+    let mut config = server.client_config();
+    config.attempt_timeout = Duration::from_millis(300);
+    let (client_id, client) = verify_and_run_the_calls(&server, config).await;
+    let certain = change_ids(client_id)
+        .map(|id| leading_hits(seed, kind, id, probability))
+        .sum();
+    (server, client, certain)
+}
+
+/// Requests lost by the server (injected drop-request) are re-sent by the client library after
+/// its attempt timeout: every call completes, each exactly once. The seed loses the first
+/// attempts of several of the calls' ids, so those drops happen on every run.
+#[tokio::test]
+async fn lost_requests_are_retried_and_execute_exactly_once() {
+    let (server, client, certain) = run_the_calls_losing(FaultKind::DropRequest, 11, 0.3).await;
+    assert!(certain >= 2, "the seed must lose some requests: {certain}");
+    let dropped = server_faults(&server)
         .requests_dropped
         .load(Ordering::Relaxed);
-    assert!(
-        dropped > 0,
-        "no request was dropped: the test proves nothing"
-    );
+    assert!(dropped >= certain, "{dropped} dropped, {certain} certain");
     assert!(client.stats().retries >= dropped);
     assert!(conserved(&server));
 }
 
-/// Replies lost after the change is durable (server drop-reply, and replies the client itself
-/// discards) make the client retry the same id: the retries are replays and money moves once.
+/// Replies the server loses after the change is durable (drop-reply) make the client retry the
+/// same id after its attempt timeout: the retries are replays and money moves once. The seed
+/// loses the first replies to several ids, and those are lost on every run, however long the
+/// server takes to answer.
 #[tokio::test]
 async fn lost_replies_are_retried_and_answered_from_memory() {
-    let server = TestServer::start_with(|config| {
-        config.faults = Some("drop-reply=0.3,seed=5".parse().unwrap());
-    });
-    let mut config = server.client_config();
-    config.attempt_timeout = Duration::from_millis(250);
-    config.faults = "drop-reply=0.2,seed=9".parse().unwrap();
-    let mut client = Client::connect(config).await.unwrap();
-    let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
-    assert_eq!(r.status, Status::Approved);
-    let balance = withdraw_and_deposit_in_turn(&mut client).await;
-    assert_eq!(balance, 9_360);
-    assert_eq!(server.committed_balance(JOTY), Some(9_360));
-    let dropped = server
-        .running()
-        .bank()
-        .faults
-        .as_ref()
-        .unwrap()
-        .counts
+    let (server, _client, certain) = run_the_calls_losing(FaultKind::DropReply, 1, 0.3).await;
+    assert!(certain >= 3, "the seed must lose replies: {certain}");
+    let dropped = server_faults(&server)
         .replies_dropped
         .load(Ordering::Relaxed);
-    assert!(dropped > 0, "no reply was dropped: the test proves nothing");
-    assert!(client.stats().replies_dropped > 0);
-    assert!(replays(&server) > 0);
+    assert!(dropped >= certain, "{dropped} dropped, {certain} certain");
+    // Every lost reply of a change is followed by an attempt that finds the change remembered.
+    assert!(replays(&server) >= certain);
+    assert!(conserved(&server));
+}
+
+/// Replies the client library itself discards (client-side drop-reply) are retried on a new
+/// connection with the same id and answered from memory. No attempt timeout is involved: the
+/// first attempt of each call goes out on a verified connection (the previous call ended on one),
+/// so every id whose attempt 0 the seed hits loses that reply on every run.
+#[tokio::test]
+async fn replies_the_client_discards_are_retried_and_answered_from_memory() {
+    let (seed, probability) = (2, 0.3);
+    let server = TestServer::start();
+    let mut config = server.client_config();
+    config.attempt_timeout = Duration::from_secs(10);
+    config.faults = format!("drop-reply={probability},seed={seed}")
+        .parse()
+        .unwrap();
+    let (client_id, client) = verify_and_run_the_calls(&server, config).await;
+    let certain = change_ids(client_id)
+        .filter(|&id| faults::hits(seed, FaultKind::DropReply, id, 0, probability))
+        .count() as u64;
+    assert!(certain >= 3, "the seed must lose replies: {certain}");
+    let dropped = client.stats().replies_dropped;
+    assert!(dropped >= certain, "{dropped} dropped, {certain} certain");
+    assert!(replays(&server) >= certain);
     assert!(conserved(&server));
 }
 
@@ -466,69 +518,81 @@ async fn crashing_account_actors_restart_and_retries_settle_exactly_once() {
 }
 
 /// With crashes on 30% of decisions the client library's same-id retries complete every call;
-/// the actor was restarted, and the balance is exact.
+/// the actor was restarted, and the balance is exact. The seed crashes the first decision of
+/// several of the calls, so those crashes happen on every run.
 #[tokio::test]
 async fn the_client_library_rides_out_actor_crashes() {
+    let (seed, probability) = (3, 0.3);
     let server = TestServer::start_with(|config| {
-        config.faults = Some("crash-actor=0.3,seed=3".parse().unwrap());
+        config.faults = Some(
+            format!("crash-actor={probability},seed={seed}")
+                .parse()
+                .unwrap(),
+        );
     });
-    let mut client = server.client().await;
-    let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
-    assert_eq!(r.status, Status::Approved);
-    let balance = withdraw_and_deposit_in_turn(&mut client).await;
-    assert_eq!(balance, 9_360);
-    assert_eq!(server.committed_balance(JOTY), Some(9_360));
+    let config = server.client_config();
+    let (client_id, client) = verify_and_run_the_calls(&server, config).await;
     let bank = server.running().bank();
     let restarts = bank.stats.actor_restarts.load(Ordering::Relaxed);
-    let crashes = bank
-        .faults
-        .as_ref()
-        .unwrap()
-        .counts
-        .actor_crashes
-        .load(Ordering::Relaxed);
+    let crashes = server_faults(&server).actor_crashes.load(Ordering::Relaxed);
+    // A change whose first decision is drawn to crash crashes (before or after journaling).
+    let certain = change_ids(client_id)
+        .filter(|&id| faults::hits(seed, FaultKind::CrashActor, id, 0, probability))
+        .count() as u64;
     assert!(
-        restarts > 0,
-        "no crash was injected: the test proves nothing"
+        certain >= 2,
+        "the seed must crash some decisions: {certain}"
     );
+    assert!(crashes >= certain, "{crashes} crashes, {certain} certain");
     assert_eq!(restarts, crashes);
     assert!(client.stats().retries >= crashes);
     assert!(conserved(&server));
 }
 
 /// Account actors that retire as soon as they are idle (and restart on the next request) lose
-/// nothing: 8 concurrent clients × 10 withdrawals of 50 on one card are all approved, each at a
-/// different balance, and the account ends exactly 4000 lower.
+/// nothing: 8 clients withdraw 50 at once, 10 rounds; after each round the account's actor
+/// retires (the live-actor count falls to zero) and the next round starts its successor. All 80
+/// are approved, each at a different balance, and the account ends exactly 4000 lower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_retiring_when_idle_lose_nothing() {
     let server = TestServer::start_with(|config| {
         config.limits.account_idle = Duration::from_millis(1);
     });
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for _ in 0..8 {
-        let config = server.client_config();
-        tasks.push(tokio::spawn(async move {
-            let mut client = Client::connect(config).await.unwrap();
-            let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
-            assert_eq!(r.status, Status::Approved);
-            let mut balances = Vec::new();
-            for _ in 0..10 {
-                tokio::time::sleep(Duration::from_millis(3)).await;
+        let mut client = Client::connect(server.client_config()).await.unwrap();
+        let r = client.verify(JOTY, JOTY_PIN).await.unwrap();
+        assert_eq!(r.status, Status::Approved);
+        clients.push(client);
+    }
+    let stats = &server.running().bank().stats;
+    let live = || stats.live_accounts.load(Ordering::Relaxed);
+    let mut balances = Vec::new();
+    for round in 0..10 {
+        common::eventually(&format!("the actor retired before round {round}"), || {
+            live() == 0
+        })
+        .await;
+        let withdrawals = clients.into_iter().map(|mut client| {
+            tokio::spawn(async move {
                 let r = client.withdraw(50).await.unwrap();
                 assert_eq!(r.status, Status::Approved, "{r:?}");
-                balances.push(reply_balance(&r).unwrap());
-            }
-            balances
-        }));
+                (client, reply_balance(&r).unwrap())
+            })
+        });
+        clients = Vec::new();
+        for withdrawal in futures::future::join_all(withdrawals).await {
+            let (client, balance) = withdrawal.unwrap();
+            clients.push(client);
+            balances.push(balance);
+        }
     }
-    let mut balances = Vec::new();
-    for task in tasks {
-        balances.extend(task.await.unwrap());
-    }
+    common::eventually("the last actor retired", || live() == 0).await;
     balances.sort_unstable();
     let expected: Vec<u64> = (1..=80).rev().map(|k| 10_000 - 50 * k).collect();
     assert_eq!(balances, expected);
     assert_eq!(server.committed_balance(JOTY), Some(6_000));
+    assert_eq!(stats.actor_restarts.load(Ordering::Relaxed), 0);
     assert!(server.running().bank().journal.failure().is_none());
     assert!(conserved(&server));
 }

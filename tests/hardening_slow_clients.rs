@@ -323,6 +323,19 @@ async fn silent_connections_without_a_verified_card_are_closed() {
     .await;
 }
 
+/// Returns once the login idle deadline has passed for every connection opened before the call:
+/// a witness connection opened now, which never verifies, has been closed for it. An event, not a
+/// pause, decides that the deadline passed.
+async fn login_deadline_passed(server: &TestServer) {
+    let mut witness = server.raw().await;
+    match witness.ending(PATIENCE).await {
+        (_, Ending::Goodbye(reason)) => {
+            assert!(reason.contains("without a verified card"), "{reason}")
+        }
+        other => panic!("the witness was not closed by the login deadline: {other:?}"),
+    }
+}
+
 /// A connection with a verified card may stay silent longer than the login idle deadline (an ATM
 /// whose customer is thinking) and is still served.
 #[tokio::test]
@@ -342,7 +355,7 @@ async fn a_verified_connection_may_stay_silent_past_the_login_deadline() {
         )
         .await;
     assert_eq!(r.status, Status::Approved);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    login_deadline_passed(&server).await;
     atm.request(44, 2, Operation::Balance).await;
     match atm.receive().await {
         Some(ServerMessage::Reply(r)) => {
@@ -379,7 +392,7 @@ async fn a_verified_connection_that_sent_again_may_stay_silent() {
         (r.status, r.body),
         (Status::Approved, Body::Balance(10_000))
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    login_deadline_passed(&server).await;
     let (r, _) = atm.exchange(45, 3, Operation::Withdraw { amount: 5 }).await;
     assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(9_995)));
 }

@@ -145,7 +145,8 @@ async fn a_replayed_id_after_sigkill_gets_the_byte_identical_reply() {
     let data_dir = tempfile::tempdir().unwrap();
     let log = data_dir.path().join("server.log");
     let data = data_dir.path().join("data");
-    let port = free_port();
+    // Port 0: each process binds a free port and reports it; the test reads it back.
+    let port = 0;
     let token = "kill-test-operator-token-3f7b1d9e5a2c";
     let server = tokio::task::block_in_place(|| BankProcess::start(&data, port, token, &log));
     let mut raw = greeted(&server.address).await;

@@ -3,7 +3,7 @@
 //! logs it as a security event with the card masked; `atm change-pin` and `atm unlock-card` do
 //! what they say, with the exit codes of every command.
 mod common;
-use common::durability::{free_port, BankProcess};
+use common::durability::BankProcess;
 use common::{TestServer, JOTY, JOTY_PIN, OPERATOR_TOKEN};
 
 /// Runs `atm --server ADDRESS --json ARGS…`; returns its output line and exit code.
@@ -17,14 +17,17 @@ async fn the_demo_server_makes_its_key_counts_failures_and_logs_them_masked() {
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
     let log = root.path().join("server.log");
-    let metrics = format!("127.0.0.1:{}", free_port());
     let server = BankProcess::start_with_args(
         &data_dir,
-        free_port(),
+        0,
         OPERATOR_TOKEN,
         &log,
-        &["--demo", "--metrics-listen", &metrics],
+        &["--demo", "--metrics-listen", "127.0.0.1:0"],
     );
+    let metrics = server
+        .metrics
+        .clone()
+        .expect("the metrics address is reported");
     let key_file = root.path().join("data.pin-key");
     #[cfg(unix)]
     {

@@ -11,7 +11,7 @@ use common::{request_frame, verify, TestServer, JOTY, JOTY_PIN};
 
 use actor_bank::pin::PinHashCost;
 use actor_bank::protocol::Status;
-use actor_bank::server::{Limits, RunningServer};
+use actor_bank::server::Limits;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -58,10 +58,7 @@ fn a_login_storm_at_the_default_settings_stays_cheap() {
     let mut config = common::test_config(data_dir.path());
     // Every limit at its default, the failure limits included.
     config.limits = Limits::default();
-    let server = TestServer {
-        server: Some(RunningServer::start(config).unwrap()),
-        data_dir,
-    };
+    let server = TestServer::on(data_dir, config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -119,10 +119,8 @@ fn first_release_argon2_accounts_still_verify_and_are_re_keyed_at_the_right_pin(
         1,
     );
     assert!(!common::durability::snapshots(data_dir.path()).is_empty());
-    let mut server = TestServer {
-        server: Some(RunningServer::start(common::test_config(data_dir.path())).unwrap()),
-        data_dir,
-    };
+    let config = common::test_config(data_dir.path());
+    let mut server = TestServer::on(data_dir, config);
     assert!(!stored_pin(&server, CARD).is_keyed());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

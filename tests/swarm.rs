@@ -8,7 +8,9 @@ async fn a_swarm_with_faults_and_actor_crashes_has_no_violations() {
     let mut config = SwarmConfig::new(None);
     config.atms = 40;
     config.accounts = 12;
-    config.stop = Stop::Operations(2_000);
+    // A thousand operations meet dozens of every fault kind (each lost one costs an ATM an
+    // attempt timeout, so more only make the test slower).
+    config.stop = Stop::Operations(1_000);
     config.seed = 7;
     config.attempt_timeout = Duration::from_millis(300);
     config.client_faults = "drop-request=0.05,drop-reply=0.05".parse().unwrap();
@@ -19,7 +21,7 @@ async fn a_swarm_with_faults_and_actor_crashes_has_no_violations() {
     );
     let report = swarm::run(config).await.unwrap();
     assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
-    assert!(report.ops_acked >= 2_000 - 40, "acked {}", report.ops_acked);
+    assert!(report.ops_acked >= 1_000 - 40, "acked {}", report.ops_acked);
     assert!(
         report.faults["server_actor_crashes"] > 0,
         "{:?}",

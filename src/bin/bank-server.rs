@@ -37,15 +37,21 @@ fn main() -> ExitCode {
         );
     }
     if let Some(address) = process.metrics_listen {
-        if let Err(error) = actor_bank::metrics::install(address) {
-            return fail(&error);
+        match actor_bank::metrics::install(address) {
+            Ok(bound) => {
+                tracing::info!(address = %bound, "serving metrics");
+                // Like the listening line below: with port 0 this is how a caller learns it.
+                println!("bank-server metrics on {bound}");
+            }
+            Err(error) => return fail(&error),
         }
-        tracing::info!(%address, "serving metrics");
     }
     let server = match RunningServer::start(config) {
         Ok(server) => server,
         Err(error) => return fail(&error.to_string()),
     };
+    // The address actually bound (with `--listen …:0` the operating system picked the port): a
+    // supervisor or test reads it from this line.
     println!("bank-server listening on {}", server.local_addr);
     if let Err(error) = wait_for_signal() {
         tracing::error!(%error, "cannot wait for signals");

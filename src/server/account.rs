@@ -140,7 +140,10 @@ impl AccountActor {
                 return Ok(answer(Status::Busy, 0));
             }
         }
-        let crash = bank.faults.as_ref().and_then(|faults| faults.crash());
+        let crash = bank
+            .faults
+            .as_ref()
+            .and_then(|faults| faults.crash(request));
         let account = self.account.as_ref();
         let card = self.card;
         let decided = catch_unwind(AssertUnwindSafe(|| {

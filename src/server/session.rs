@@ -244,7 +244,7 @@ impl Session {
             return self.reply(pending, Status::Busy, Body::Empty, ctx);
         }
         if let Some(faults) = &self.bank.faults {
-            if faults.drop_request() {
+            if faults.drop_request(id) {
                 tracing::debug!("injected fault: request dropped");
                 return;
             }
@@ -420,7 +420,7 @@ impl Session {
             session.in_flight -= 1;
             after(session, &outcome);
             if let Some(faults) = &session.bank.faults {
-                if faults.drop_reply() {
+                if faults.drop_reply(pending.id) {
                     tracing::debug!(id = %pending.id, "injected fault: reply dropped");
                     session.close_if_drained(ctx);
                     return;

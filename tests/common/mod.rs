@@ -134,6 +134,30 @@ pub fn test_config(data_dir: &std::path::Path) -> ServerConfig {
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub data_dir: TempDir,
+    /// The client id [`TestServer::client_config`] gives next: FIRST_CLIENT_ID, then one more
+    /// each time, in the order a test asks, so every request id (and every injected fault) is
+    /// the same on every run.
+    next_client_id: std::sync::atomic::AtomicU64,
+}
+
+/// The first id [`TestServer::client_config`] gives (far from the small ids the raw-frame tests
+/// use).
+pub const FIRST_CLIENT_ID: u64 = 1_000_000;
+
+/// Mixed into a test client's id to make the id of its automatic re-logins.
+pub const RELOGIN_TAG: u64 = 0x7e10_0000_0000_0000;
+
+/// A client configuration for `address` with short pauses and the fixed id `client_id` (its
+/// re-logins use `client_id ^ RELOGIN_TAG`).
+pub fn client_config_with_id(address: &str, client_id: u64) -> ClientConfig {
+    let mut config = ClientConfig::new(address);
+    config.client_id = client_id;
+    config.relogin_client_id = client_id ^ RELOGIN_TAG;
+    config.attempt_timeout = Duration::from_secs(2);
+    config.outcome_deadline = Duration::from_secs(20);
+    config.backoff_initial = Duration::from_millis(5);
+    config.backoff_max = Duration::from_millis(100);
+    config
 }
 
 impl TestServer {
@@ -142,10 +166,16 @@ impl TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(data_dir.path());
         adjust(&mut config);
+        Self::on(data_dir, config)
+    }
+
+    /// Starts a server with `config` on `data_dir`, which the test prepared.
+    pub fn on(data_dir: TempDir, config: ServerConfig) -> TestServer {
         let server = RunningServer::start(config).unwrap();
         TestServer {
             server: Some(server),
             data_dir,
+            next_client_id: std::sync::atomic::AtomicU64::new(FIRST_CLIENT_ID),
         }
     }
 
@@ -174,14 +204,12 @@ impl TestServer {
         self.server = Some(RunningServer::start(config).unwrap());
     }
 
-    /// A client configuration for this server with short timeouts.
+    /// A client configuration for this server with short pauses and the next fixed client id.
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new(self.address());
-        config.attempt_timeout = Duration::from_secs(2);
-        config.outcome_deadline = Duration::from_secs(20);
-        config.backoff_initial = Duration::from_millis(5);
-        config.backoff_max = Duration::from_millis(100);
-        config
+        let id = self
+            .next_client_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        client_config_with_id(&self.address(), id)
     }
 
     /// A connected client.
@@ -393,6 +421,19 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The address in a line `bank-server` prints on standard output, `bank-server WHAT ADDRESS`
+/// (`what` is `listening on` or `metrics on`); None for any other line.
+pub fn reported_address(line: &str, what: &str) -> Option<String> {
+    let address = line
+        .strip_prefix("bank-server ")?
+        .strip_prefix(what)?
+        .trim();
+    address
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|address| address.to_string())
 }
 
 /// Helpers for the durability tests: valid record streams, the journal's files on disk, and the
@@ -634,15 +675,6 @@ pub mod durability {
         std::fs::write(path, bytes).unwrap();
     }
 
-    /// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     /// The path of the `bank-server` binary Cargo built for the integration tests.
     pub fn server_binary() -> &'static str {
         env!("CARGO_BIN_EXE_bank-server")
@@ -652,12 +684,15 @@ pub mod durability {
     pub struct BankProcess {
         pub child: Child,
         pub address: String,
+        /// The address it serves metrics on, as it reported it (with `--metrics-listen`).
+        pub metrics: Option<String>,
     }
 
     impl BankProcess {
         /// Starts `bank-server` on `data_dir` and `127.0.0.1:port` with operator token `token`
-        /// and cheap PIN hashes, and waits until it says it listens. Its output is appended to
-        /// `log`. Panics if the process exits before it listens.
+        /// and cheap PIN hashes, and waits until it says it listens. Port 0 lets the server bind
+        /// any free port; the address it reports is read back from its ready line. Its output is
+        /// appended to `log`. Panics if the process exits before it listens.
         pub fn start(data_dir: &Path, port: u16, token: &str, log: &Path) -> BankProcess {
             Self::start_with_args(data_dir, port, token, log, &[])
         }
@@ -700,29 +735,39 @@ pub mod durability {
             // The binary prints its ready line on stdout (and, depending on the build, its logs
             // too): keep draining stdout into the log so the child never blocks on a full pipe.
             let stdout = child.stdout.take().unwrap();
-            let (ready, on_ready) = std::sync::mpsc::channel();
+            let (ready, on_ready) = std::sync::mpsc::channel::<(String, Option<String>)>();
             std::thread::spawn(move || {
                 let mut log_file = log_file;
                 let mut ready = Some(ready);
+                // The metrics line, when there is one, comes before the listening line.
+                let mut metrics = None;
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let _ = writeln!(log_file, "{line}");
-                    if line.starts_with("bank-server listening on") {
+                    if let Some(address) = super::reported_address(&line, "metrics on") {
+                        metrics = Some(address);
+                    } else if let Some(address) = super::reported_address(&line, "listening on") {
                         if let Some(ready) = ready.take() {
-                            let _ = ready.send(());
+                            let _ = ready.send((address, metrics.take()));
                         }
                     }
                 }
             });
-            if on_ready.recv().is_err() {
+            let Ok((address, metrics)) = on_ready.recv() else {
                 let status = child.wait().unwrap();
                 let output = std::fs::read_to_string(log).unwrap_or_default();
                 panic!("bank-server exited ({status}) before listening:\n{output}");
-            }
+            };
             BankProcess {
                 child,
-                address: format!("127.0.0.1:{port}"),
+                address,
+                metrics,
             }
+        }
+
+        /// The port the server listens on (to restart a successor on the same address).
+        pub fn port(&self) -> u16 {
+            self.address.rsplit(':').next().unwrap().parse().unwrap()
         }
 
         /// SIGKILL: no shutdown, no flush, nothing.
