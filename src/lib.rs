@@ -15,6 +15,8 @@
 //!   recovery.
 //! - [`pin`]: PIN hashing (argon2) and the operator-token check.
 //! - [`utility`]: the lab's idempotent operations (lowercase, prime, palindrome).
+//! - [`logging`]: log lines that are dropped and counted, never a panic or a wait, when
+//!   standard error fails.
 //! - [`metrics`]: the metrics the server reports, named in one place.
 //! - [`faults`]: deterministic fault injection for tests and the swarm.
 //! - [`server`]: the actors (gateway, sessions, account actors under a supervisor) and the
@@ -35,6 +37,7 @@ pub mod config;
 pub mod faults;
 pub mod journal;
 pub mod ledger;
+pub mod logging;
 pub mod metrics;
 pub mod pin;
 pub mod protocol;

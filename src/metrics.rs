@@ -27,6 +27,10 @@ pub const ACTOR_RESTARTS: &str = "bank_actor_restarts_total";
 pub const DEDUP_HITS: &str = "bank_dedup_hits_total";
 /// Faults injected, by `kind`.
 pub const FAULTS_INJECTED: &str = "bank_faults_injected_total";
+/// Log lines dropped because standard error refused them or their queue was full.
+pub const LOG_WRITE_FAILURES: &str = "bank_log_write_failures_total";
+/// 1 once the journal has failed closed (nothing is acknowledged until a restart), else 0.
+pub const JOURNAL_FAILED: &str = "bank_journal_failed";
 
 /// Buckets for latencies, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -80,6 +84,14 @@ fn describe() {
         "Requests answered from the memory of completed requests."
     );
     describe_counter!(FAULTS_INJECTED, "Faults injected, by kind.");
+    describe_counter!(
+        LOG_WRITE_FAILURES,
+        "Log lines dropped because standard error refused them or their queue was full."
+    );
+    describe_gauge!(
+        JOURNAL_FAILED,
+        "1 once the journal has failed closed: no change is acknowledged until a restart."
+    );
 }
 
 /// One request answered.
@@ -97,6 +109,11 @@ pub fn journal_batch(records: usize, elapsed: Duration) {
 /// A gauge moved by `delta`.
 pub fn gauge(name: &'static str, delta: f64) {
     metrics::gauge!(name).increment(delta);
+}
+
+/// A gauge set to `value`.
+pub fn set_gauge(name: &'static str, value: f64) {
+    metrics::gauge!(name).set(value);
 }
 
 /// A counter moved by one.

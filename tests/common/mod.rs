@@ -488,21 +488,28 @@ pub mod durability {
         pub record: Record,
     }
 
-    /// The whole records of a segment file, in order, up to the first thing that is not one.
+    /// The whole records of a segment file, in order (batch seals skipped), up to the first thing
+    /// that is neither.
     pub fn record_spans(path: &Path) -> Vec<Span> {
         let bytes = std::fs::read(path).unwrap();
         let mut spans = Vec::new();
         let mut offset = format::SEGMENT_HEADER_BYTES;
-        while let Parsed::Record { lsn, record, end } = format::parse_record(&bytes, offset) {
-            spans.push(Span {
-                lsn,
-                start: offset,
-                end,
-                record,
-            });
-            offset = end;
+        loop {
+            match format::parse_record(&bytes, offset) {
+                Parsed::Record { lsn, record, end } => {
+                    spans.push(Span {
+                        lsn,
+                        start: offset,
+                        end,
+                        record,
+                    });
+                    offset = end;
+                }
+                // A batch's seal follows its records.
+                Parsed::Seal { end, .. } => offset = end,
+                _ => return spans,
+            }
         }
-        spans
     }
 
     /// Copies the files of `from` into `to`.
