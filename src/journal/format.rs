@@ -335,10 +335,21 @@ pub enum Parsed {
 
 /// The length of `bytes` without its trailing zeros: everything from there on is zero.
 pub fn zeros_from(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .rposition(|byte| *byte != 0)
-        .map_or(0, |last| last + 1)
+    // Block by block from the end, each compared with a block of zeros (a `memcmp`): segments
+    // carry up to a megabyte of zeros ahead of their records.
+    const BLOCK: usize = 4096;
+    static ZERO_BLOCK: [u8; BLOCK] = [0; BLOCK];
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = (end - 1) / BLOCK * BLOCK;
+        let block = &bytes[start..end];
+        if block != &ZERO_BLOCK[..block.len()] {
+            let last = block.iter().rposition(|byte| *byte != 0).unwrap_or(0);
+            return start + last + 1;
+        }
+        end = start;
+    }
+    0
 }
 
 /// Reads the record that starts at `offset` of a segment's bytes.
@@ -537,4 +548,24 @@ pub fn decode_closed(bytes: &[u8]) -> Result<ClosedMarker, (u64, String)> {
         end_offset: be_u64(bytes, 28),
         last_lsn: be_u64(bytes, 36),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_from_finds_the_end_of_the_last_non_zero_byte() {
+        for length in [0, 1, 7, 4095, 4096, 4097, 10_000] {
+            let mut bytes = vec![0u8; length];
+            assert_eq!(zeros_from(&bytes), 0);
+            for at in [0, length / 2, length.saturating_sub(1)] {
+                if at < length {
+                    bytes.fill(0);
+                    bytes[at] = 1;
+                    assert_eq!(zeros_from(&bytes), at + 1, "length {length}, at {at}");
+                }
+            }
+        }
+    }
 }
