@@ -179,22 +179,25 @@ fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
+/// Where frames start and end in a segment.
+type Spans = Vec<(usize, usize)>;
+
 /// Record frames, then the seals (start, end) of a segment.
-fn frames(path: &Path) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+fn frames(path: &Path) -> (Spans, Spans) {
     let bytes = read(path);
     let (mut records, mut seals) = (Vec::new(), Vec::new());
     let mut offset = SEGMENT_HEADER_BYTES;
     loop {
-        match format::parse_record(&bytes, offset) {
-            Parsed::Record { end, .. } => records.push((offset, end)),
-            Parsed::Seal { end, .. } => seals.push((offset, end)),
+        offset = match format::parse_record(&bytes, offset) {
+            Parsed::Record { end, .. } => {
+                records.push((offset, end));
+                end
+            }
+            Parsed::Seal { end, .. } => {
+                seals.push((offset, end));
+                end
+            }
             _ => return (records, seals),
-        }
-        offset = match (records.last(), seals.last()) {
-            (Some(r), Some(s)) => r.1.max(s.1),
-            (Some(r), None) => r.1,
-            (None, Some(s)) => s.1,
-            (None, None) => unreachable!(),
         };
     }
 }
