@@ -172,6 +172,18 @@ pub struct StoredExample {
     pub bytes: Vec<u8>,
 }
 
+/// The first segment of the journal examples, with an id easy to spot (real ones are random).
+pub const EXAMPLE_SEGMENT: format::SegmentRef = format::SegmentRef {
+    first_lsn: 1,
+    id: 0x1111_2222_3333_4444,
+};
+
+/// The segment that follows the example snapshot at position 2.
+pub const EXAMPLE_NEXT_SEGMENT: format::SegmentRef = format::SegmentRef {
+    first_lsn: 3,
+    id: 0x5555_6666_7777_8888,
+};
+
 /// The decision time the journal examples use: 2023-11-14 22:13:20 UTC, in ms since the epoch.
 pub const EXAMPLE_UNIX_MS: u64 = 1_700_000_000_000;
 
@@ -226,7 +238,7 @@ pub fn stored_examples() -> Vec<StoredExample> {
         StoredExample {
             name: "segment-header",
             what: "the header of journal-00000000000000000001.log",
-            bytes: format::segment_header(1),
+            bytes: format::segment_header(EXAMPLE_SEGMENT, None),
         },
         StoredExample {
             name: "record",
@@ -236,7 +248,8 @@ pub fn stored_examples() -> Vec<StoredExample> {
         StoredExample {
             name: "snapshot",
             what: "snapshot-00000000000000000002.snap after both records",
-            bytes: format::encode_snapshot(&ledger).expect("the example snapshot encodes"),
+            bytes: format::encode_snapshot(&ledger, EXAMPLE_NEXT_SEGMENT)
+                .expect("the example snapshot encodes"),
         },
     ]
 }

@@ -137,6 +137,19 @@ pub struct Settings {
     /// Seconds a graceful shutdown waits for requests in flight [default: 10].
     #[arg(long, env = "BANK_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// How recovery treats the journal's tail: auto (strict after a clean shutdown, else cut only
+    /// what has the shape of an interrupted write) or strict (never cut) [default: auto].
+    #[arg(long, env = "BANK_RECOVERY")]
+    pub recovery: Option<crate::journal::RecoveryMode>,
+    /// Operator command: recover cutting the newest segment's damaged tail, log exactly what was
+    /// dropped, close the journal cleanly and exit (then start the server normally).
+    #[arg(long)]
+    #[serde(skip)]
+    pub accept_cut: bool,
+    /// Testing only: journal writes fail like a full disk after this many more bytes.
+    #[arg(long, env = "BANK_JOURNAL_FAIL_AFTER_BYTES", hide = true)]
+    #[serde(skip)]
+    pub journal_fail_after_bytes: Option<i64>,
 }
 
 /// The tools `bank-server` runs instead of serving.
@@ -174,6 +187,8 @@ macro_rules! layer {
             config: $top.config.or($bottom.config),
             print_config: $top.print_config || $bottom.print_config,
             command: $top.command.or($bottom.command),
+            accept_cut: $top.accept_cut || $bottom.accept_cut,
+            journal_fail_after_bytes: $top.journal_fail_after_bytes.or($bottom.journal_fail_after_bytes),
             $($field: $top.$field.or($bottom.$field),)*
         }
     };
@@ -198,7 +213,7 @@ impl Settings {
             pin_hash_iterations, snapshot_records_interval, client_retention_secs, arbiters,
             shutdown_timeout_secs, pin_key_file, pin_failures_per_connection_burst,
             pin_failures_per_connection_per_minute, pin_failures_per_peer_burst,
-            pin_failures_per_peer_per_minute, pin_check_queue_max,
+            pin_failures_per_peer_per_minute, pin_check_queue_max, recovery,
         )
     }
 
@@ -320,6 +335,8 @@ impl Settings {
                 .unwrap_or(defaults.journal_queue_records_max)
                 .max(1),
             shutdown_timeout: seconds(self.shutdown_timeout_secs, defaults.shutdown_timeout),
+            recovery: self.recovery.unwrap_or_default(),
+            journal_fail_after_bytes: self.journal_fail_after_bytes,
         };
         if !(8..=4 * 1024 * 1024).contains(&config.pin_hash_cost.memory_kib)
             || config.pin_hash_cost.iterations == 0

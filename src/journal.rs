@@ -29,8 +29,36 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-/// The file whose lock marks the data directory as in use.
-pub const LOCK_FILE_NAME: &str = "LOCK";
+/// Permissions of the data directory: the owner's only.
+pub const DIRECTORY_MODE: u32 = 0o700;
+
+/// How recovery treats damage after the newest segment's last whole batch (docs/JOURNAL.md,
+/// section 9).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryMode {
+    /// After a clean shutdown (a close marker), as [`RecoveryMode::Strict`]; otherwise cut a
+    /// tail only when it has the exact shape of a write interrupted by a power loss.
+    #[default]
+    Auto,
+    /// Never cut: any tail that is not clean refuses the start.
+    Strict,
+    /// The operator's `--accept-cut`: cut whatever follows the newest segment's last whole
+    /// batch, and say exactly what was dropped. Damage anywhere else is still refused.
+    #[value(skip)]
+    #[serde(skip)]
+    AcceptCut,
+}
 
 /// Settings of the journal.
 #[derive(Clone)]
@@ -49,6 +77,8 @@ pub struct JournalConfig {
     pub client_retention: Duration,
     /// How files are written; tests substitute a layer that fails on purpose.
     pub files: Arc<dyn FileLayer>,
+    /// How recovery treats a damaged tail.
+    pub recovery: RecoveryMode,
 }
 
 impl JournalConfig {
@@ -61,6 +91,7 @@ impl JournalConfig {
             segment_bytes_max: 256 * 1024 * 1024,
             client_retention: Duration::from_secs(24 * 60 * 60),
             files: Arc::new(files::OsFiles),
+            recovery: RecoveryMode::Auto,
         }
     }
 }
@@ -90,8 +121,17 @@ pub enum JournalError {
     /// Another process has the data directory open.
     #[error("{path}: the data directory is in use by another bank-server process")]
     Locked {
-        /// The lock file.
+        /// The data directory.
         path: PathBuf,
+    },
+    /// The data directory could be changed by someone other than its owner, who could then
+    /// plant or swap journal files.
+    #[error("{path}: refusing an unsafe data directory: {reason}")]
+    Unsafe {
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong, and how to fix it.
+        reason: String,
     },
     /// A file is damaged in a way recovery must not paper over.
     #[error("{path}: corrupt at byte offset {offset}: {reason}")]
@@ -159,10 +199,12 @@ struct Shared {
     progress: watch::Sender<Progress>,
     committed: RwLock<Ledger>,
     queue_records_max: usize,
-    /// Held, and the data directory locked, until [`Journal::close`] has written everything
-    /// (or the last handle is dropped): even a journal that failed closed keeps a second server
-    /// out.
+    /// The data directory, open and locked until [`Journal::close`] has written everything (or
+    /// the last handle is dropped): even a journal that failed closed keeps a second server out
+    /// while this process still answers from its committed ledger.
     lock: Mutex<Option<std::fs::File>>,
+    /// What recovery cut from the newest segment's tail, if anything.
+    cut: Option<String>,
 }
 
 /// The handle to the journal; cheap to clone.
@@ -194,24 +236,7 @@ impl Journal {
     /// The directory is locked first: two servers appending to one journal would interleave
     /// their records, so a second one is refused.
     pub fn open(config: JournalConfig) -> Result<Journal, JournalError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|error| JournalError::io(&config.data_dir, error))?;
-        let lock_path = config.data_dir.join(LOCK_FILE_NAME);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|error| JournalError::io(&lock_path, error))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(JournalError::Locked { path: lock_path })
-            }
-            Err(std::fs::TryLockError::Error(error)) => {
-                return Err(JournalError::io(&lock_path, error))
-            }
-        }
+        let lock = prepare_directory(&config.data_dir)?;
         let recovered = recovery::recover(&config)?;
         let durable = recovered.ledger.applied_lsn;
         let (progress, _) = watch::channel(Progress::Durable(durable));
@@ -228,10 +253,13 @@ impl Journal {
             committed: RwLock::new(recovered.ledger),
             queue_records_max: config.queue_records_max,
             lock: Mutex::new(Some(lock)),
+            cut: recovered.cut,
         });
-        let mut writer = Writer {
+        crate::metrics::set_gauge(crate::metrics::JOURNAL_FAILED, 0.0);
+        let writer = Writer {
             shared: shared.clone(),
             segment: recovered.segment,
+            segment_ref: recovered.segment_ref,
             segment_bytes: recovered.segment_bytes,
             records_since_snapshot: recovered.records_after_snapshot,
             snapshotter: None,
@@ -239,7 +267,7 @@ impl Journal {
         };
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || writer.run_guarded())
             .map_err(|error| JournalError::io(Path::new("journal-writer thread"), error))?;
         Ok(Journal {
             shared,
@@ -249,6 +277,14 @@ impl Journal {
 
     /// Queues `record` and returns its position. Never blocks on I/O.
     pub fn append(&self, record: Record) -> Result<Lsn, AppendError> {
+        self.append_batch(vec![record])
+    }
+
+    /// Queues `records` together and returns the last one's position: all of them or none
+    /// (`Busy` when they do not all fit). Queued under one lock, they reach the disk in one
+    /// batch, under one seal, so they become durable together (the two legs of a transfer, or
+    /// a test that needs a batch of a known shape).
+    pub fn append_batch(&self, records: Vec<Record>) -> Result<Lsn, AppendError> {
         let mut queue = self.shared.queue.lock();
         if let Some(reason) = &queue.failed {
             return Err(AppendError::Unavailable(reason.clone()));
@@ -258,18 +294,21 @@ impl Journal {
                 "the journal is shutting down".into(),
             ));
         }
-        if queue.pending.len() >= self.shared.queue_records_max {
+        if queue.pending.len() + records.len() > self.shared.queue_records_max {
             return Err(AppendError::Busy);
         }
-        let lsn = queue.next_lsn;
-        queue.next_lsn += 1;
-        queue.pending.push((lsn, record));
+        for record in records {
+            let lsn = queue.next_lsn;
+            queue.next_lsn += 1;
+            queue.pending.push((lsn, record));
+        }
+        let last = queue.next_lsn - 1;
         let wake = queue.writer_sleeping;
         drop(queue);
         if wake {
             self.shared.wake_writer.notify_one();
         }
-        Ok(lsn)
+        Ok(last)
     }
 
     /// The last position handed out: once it is durable, so is everything appended before.
@@ -347,6 +386,12 @@ impl Journal {
         }
     }
 
+    /// What recovery cut from the newest segment's tail when this journal was opened, in words
+    /// (file, offset, what was dropped), if anything.
+    pub fn cut(&self) -> Option<String> {
+        self.shared.cut.clone()
+    }
+
     /// The reason the journal failed closed, if it did.
     pub fn failure(&self) -> Option<Arc<str>> {
         self.shared.queue.lock().failed.clone()
@@ -366,31 +411,89 @@ impl Journal {
     }
 }
 
-/// Writes `image` as the snapshot at its position and removes the files it covers; returns the
-/// position and the snapshot's size.
+/// Makes the data directory ready and locks it; returns the open, locked directory.
+///
+/// The directory is created owner-only if missing. An existing one must belong to this process's
+/// user and be writable by no one else (whoever can write it can plant or swap journal files);
+/// read and search bits for others are taken away, and so are those on the journal's files (they
+/// hold PIN hashes). The lock is an exclusive `flock` on the directory itself, not on a file in
+/// it: deleting or replacing a file cannot defeat it, and it disappears with the process however
+/// the process ends.
+fn prepare_directory(directory: &Path) -> Result<std::fs::File, JournalError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let io = |error| JournalError::io(directory, error);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIRECTORY_MODE)
+        .create(directory)
+        .map_err(io)?;
+    let unsafe_directory = |reason: String| JournalError::Unsafe {
+        path: directory.to_path_buf(),
+        reason,
+    };
+    let metadata = std::fs::symlink_metadata(directory).map_err(io)?;
+    if !metadata.is_dir() {
+        return Err(unsafe_directory(
+            "not a directory (a symlink is not accepted either)".into(),
+        ));
+    }
+    let owner = rustix::process::geteuid().as_raw();
+    if metadata.uid() != owner {
+        return Err(unsafe_directory(format!(
+            "it belongs to user {}, not to user {owner} who runs the server (chown it, or run              the server as its owner)",
+            metadata.uid()
+        )));
+    }
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_directory(format!(
+            "its mode is {mode:03o}: writable by its group or by everyone (chmod 700 it)"
+        )));
+    }
+    let handle = std::fs::File::open(directory).map_err(io)?;
+    match handle.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(JournalError::Locked {
+                path: directory.to_path_buf(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
+    }
+    if mode != DIRECTORY_MODE {
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(DIRECTORY_MODE))
+            .map_err(io)?;
+        tracing::info!(path = %directory.display(), "data directory made owner-only (700)");
+    }
+    for entry in std::fs::read_dir(directory).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        let metadata = entry
+            .metadata()
+            .map_err(|error| JournalError::io(&path, error))?;
+        if metadata.is_file() && metadata.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(files::FILE_MODE))
+                .map_err(|error| JournalError::io(&path, error))?;
+        }
+    }
+    Ok(handle)
+}
+
+/// Writes `image` as the snapshot at its position, naming `next` as the segment that follows
+/// it, and removes the files it covers; returns the position and the snapshot's size.
 fn write_snapshot(
     image: &Ledger,
+    next: format::SegmentRef,
     directory: &Path,
     files: &dyn FileLayer,
 ) -> Result<(Lsn, usize), String> {
     let lsn = image.applied_lsn;
-    let bytes = format::encode_snapshot(image)
+    let bytes = format::encode_snapshot(image, next)
         .map_err(|error| format!("cannot encode snapshot: {error}"))?;
     let temporary = directory.join(format::snapshot_temporary_name(lsn));
     let path = directory.join(format::snapshot_name(lsn));
-    let io = |what: &str, error: std::io::Error| format!("snapshot {what} failed: {error}");
-    let mut file = files
-        .create(&temporary)
-        .map_err(|error| io("create", error))?;
-    file.write_all(&bytes).map_err(|error| io("write", error))?;
-    file.sync_data().map_err(|error| io("sync", error))?;
-    drop(file);
-    files
-        .rename(&temporary, &path)
-        .map_err(|error| io("rename", error))?;
-    files
-        .sync_dir(directory)
-        .map_err(|error| io("directory sync", error))?;
+    recovery::write_atomically(files, &temporary, &path, &bytes)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     recovery::remove_covered_files(directory, lsn)
         .map_err(|error| format!("cannot remove covered files: {error}"))?;
     Ok((lsn, bytes.len()))
@@ -401,6 +504,9 @@ struct Writer {
     shared: Arc<Shared>,
     config: JournalConfig,
     segment: Box<dyn SegmentFile>,
+    /// Which segment that is.
+    segment_ref: format::SegmentRef,
+    /// Where its records end.
     segment_bytes: u64,
     records_since_snapshot: u64,
     /// The snapshot being written, if any.
@@ -408,6 +514,43 @@ struct Writer {
 }
 
 impl Writer {
+    /// Runs the writer; if it ends in any other way than a clean close or a failure it reported
+    /// itself (a panic), the journal fails closed with that reason, so no waiter is left hanging
+    /// and nothing more is acknowledged.
+    fn run_guarded(mut self) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| text.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            self.fail(format!("the journal writer panicked: {message}"));
+        }
+    }
+
+    /// Records that the journal was closed cleanly, so the next start can tell exactly where it
+    /// must end. Failing to write the marker loses nothing: the next start then treats the stop
+    /// as unclean.
+    fn write_close_marker(&self) {
+        let marker = format::ClosedMarker {
+            segment: self.segment_ref,
+            end_offset: self.segment_bytes,
+            last_lsn: self.shared.committed.read().applied_lsn,
+        };
+        let directory = &self.config.data_dir;
+        let written = recovery::write_atomically(
+            self.config.files.as_ref(),
+            &directory.join(format::CLOSED_TEMPORARY_NAME),
+            &directory.join(format::CLOSED_FILE_NAME),
+            &format::encode_closed(&marker),
+        );
+        match written {
+            Ok(()) => tracing::info!(lsn = marker.last_lsn, "journal closed cleanly"),
+            Err(error) => tracing::warn!(%error, "cannot write the close marker"),
+        }
+    }
+
     fn run(&mut self) {
         let mut buffer = Vec::new();
         loop {
@@ -420,8 +563,9 @@ impl Writer {
                 }
                 if queue.pending.is_empty() {
                     drop(queue);
-                    if let Err(reason) = self.finish_snapshot() {
-                        self.fail(reason);
+                    match self.finish_snapshot() {
+                        Ok(()) => self.write_close_marker(),
+                        Err(reason) => self.fail(reason),
                     }
                     return;
                 }
@@ -459,6 +603,12 @@ impl Writer {
         for (lsn, record) in batch {
             format::encode_record(*lsn, record, buffer)
                 .map_err(|error| format!("cannot encode record {lsn}: {error}"))?;
+        }
+        // The seal repeats the batch's extent and checksum after its records, in the same write
+        // and sync: a batch whose seal is on disk arrived whole, so damage inside it is rot.
+        if let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) {
+            let records_crc = format::checksum(buffer);
+            format::encode_seal(records_crc, *first, *last, buffer);
         }
         let started = std::time::Instant::now();
         self.segment
@@ -511,14 +661,16 @@ impl Writer {
         let lsn = image.applied_lsn;
         let directory = self.config.data_dir.clone();
         let files = self.config.files.clone();
-        let segment_path = directory.join(format::segment_name(lsn + 1));
-        self.segment = recovery::create_segment(files.as_ref(), &segment_path, lsn + 1)
-            .map_err(|error| format!("cannot start segment: {error}"))?;
+        let next = format::SegmentRef::new(lsn + 1);
+        self.segment =
+            recovery::create_segment(files.as_ref(), &directory, next, Some(self.segment_ref))
+                .map_err(|error| format!("cannot start segment: {error}"))?;
+        self.segment_ref = next;
         self.segment_bytes = format::SEGMENT_HEADER_BYTES as u64;
         self.records_since_snapshot = 0;
         let thread = std::thread::Builder::new()
             .name("journal-snapshot".into())
-            .spawn(move || write_snapshot(&image, &directory, files.as_ref()))
+            .spawn(move || write_snapshot(&image, next, &directory, files.as_ref()))
             .map_err(|error| format!("cannot start the snapshot thread: {error}"))?;
         self.snapshotter = Some(thread);
         Ok(())
@@ -540,6 +692,7 @@ impl Writer {
     }
 
     fn fail(&mut self, reason: String) {
+        crate::metrics::set_gauge(crate::metrics::JOURNAL_FAILED, 1.0);
         tracing::error!(%reason, "journal failed closed: no further changes will be acknowledged");
         // A snapshot still being written must finish (or fail) before the journal counts as
         // stopped: it may still be removing files.

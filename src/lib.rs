@@ -19,6 +19,8 @@
 //!   hashes), and the operator-token check.
 //! - [`ratelimit`]: token buckets that limit failed PIN checks per connection and per peer.
 //! - [`utility`]: the lab's idempotent operations (lowercase, prime, palindrome).
+//! - [`logging`]: log lines that are dropped and counted, never a panic or a wait, when
+//!   standard error fails.
 //! - [`metrics`]: the metrics the server reports, named in one place.
 //! - [`faults`]: deterministic fault injection for tests and the swarm.
 //! - [`server`]: the actors (gateway, sessions, account actors under a supervisor) and the
@@ -39,6 +41,7 @@ pub mod config;
 pub mod faults;
 pub mod journal;
 pub mod ledger;
+pub mod logging;
 pub mod metrics;
 pub mod operator;
 pub mod pin;

@@ -34,6 +34,10 @@ pub const PIN_FAILURES: &str = "bank_pin_failures_total";
 pub const PIN_RATE_LIMITED: &str = "bank_pin_rate_limited_total";
 /// Argon2id PINs of the first release re-keyed to the PIN key at a correct PIN.
 pub const PINS_REKEYED: &str = "bank_pins_rekeyed_total";
+/// Log lines dropped because standard error refused them or their queue was full.
+pub const LOG_WRITE_FAILURES: &str = "bank_log_write_failures_total";
+/// 1 once the journal has failed closed (nothing is acknowledged until a restart), else 0.
+pub const JOURNAL_FAILED: &str = "bank_journal_failed";
 
 /// Buckets for latencies, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -148,6 +152,14 @@ fn describe() {
         "PIN checks refused because a connection or peer failed too often."
     );
     describe_counter!(PINS_REKEYED, "Argon2id PINs re-keyed to the PIN key.");
+    describe_counter!(
+        LOG_WRITE_FAILURES,
+        "Log lines dropped because standard error refused them or their queue was full."
+    );
+    describe_gauge!(
+        JOURNAL_FAILED,
+        "1 once the journal has failed closed: no change is acknowledged until a restart."
+    );
 }
 
 /// One request answered.
@@ -165,6 +177,11 @@ pub fn journal_batch(records: usize, elapsed: Duration) {
 /// A gauge moved by `delta`.
 pub fn gauge(name: &'static str, delta: f64) {
     metrics::gauge!(name).increment(delta);
+}
+
+/// A gauge set to `value`.
+pub fn set_gauge(name: &'static str, value: f64) {
+    metrics::gauge!(name).set(value);
 }
 
 /// A counter moved by one.

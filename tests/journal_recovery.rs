@@ -1,21 +1,33 @@
-//! Recovery of the journal after the process was killed mid-write (torn and zero-filled tails
-//! are cut, nothing acknowledged is lost) and refusal to start on real corruption.
+//! Recovery of the journal: a tail is cut only when it has the shape of an interrupted write and
+//! the last stop was not clean; everything else that is wrong refuses the start with the file,
+//! the offset and what was expected. Also: old (version 1) directories still open, the segment
+//! chain, the data-directory lock and the files' permissions.
 mod common;
 
 use actor_bank::journal::files::SEGMENT_GROWTH_BYTES;
-use actor_bank::journal::format::{self, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
-use actor_bank::journal::{Journal, JournalError};
-use actor_bank::ledger::Event;
+use actor_bank::journal::format::{
+    self, Parsed, SegmentRef, CLOSED_FILE_NAME, RECORD_HEADER_BYTES, SECTOR_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
+use actor_bank::journal::{Journal, JournalError, RecoveryMode};
+use actor_bank::ledger::{Event, Ledger};
 use common::durability::*;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Opens the journal in `directory` and expects it to refuse with corruption.
-fn expect_corrupt(directory: &Path) -> (PathBuf, u64, String) {
-    match Journal::open(journal_config(directory, 1_000_000)) {
+/// Opens the journal in `directory` with `mode` and expects it to refuse with corruption.
+fn expect_corrupt_in(directory: &Path, mode: RecoveryMode) -> (PathBuf, u64, String) {
+    let mut config = journal_config(directory, 1_000_000);
+    config.recovery = mode;
+    match Journal::open(config) {
         Ok(journal) => {
+            let state = committed(&journal);
             journal.close();
-            panic!("the journal opened a corrupt directory");
+            panic!(
+                "the journal opened a damaged directory at {}",
+                state.applied_lsn
+            );
         }
         Err(JournalError::Corrupt {
             path,
@@ -26,374 +38,367 @@ fn expect_corrupt(directory: &Path) -> (PathBuf, u64, String) {
     }
 }
 
-/// Opens `directory`, checks the committed state equals the model's first `count` records, then
-/// appends the model's remaining records, reopens and checks everything is there.
-fn check_recovers_to(directory: &Path, model: &Model, count: usize, interval: u64) {
-    let journal = Journal::open(journal_config(directory, interval)).unwrap();
+fn expect_corrupt(directory: &Path) -> (PathBuf, u64, String) {
+    expect_corrupt_in(directory, RecoveryMode::Auto)
+}
+
+/// Opens `directory` with `mode`, checks the committed state equals the model's first `count`
+/// records, then appends the model's remaining records, reopens and checks everything is there.
+fn check_recovers_to_in(directory: &Path, model: &Model, count: usize, mode: RecoveryMode) {
+    let mut config = journal_config(directory, 1_000_000);
+    config.recovery = mode;
+    let journal = Journal::open(config).unwrap();
     assert_eq!(journal.head(), count as u64);
     assert_eq!(committed(&journal), model.ledger_after(count));
     append_all(&journal, &model.records[count..], 2);
     journal.close();
-    let journal = Journal::open(journal_config(directory, interval)).unwrap();
+    let journal = Journal::open(journal_config(directory, 1_000_000)).unwrap();
     assert_eq!(committed(&journal), model.ledger);
     assert!(journal.with_committed(|ledger| ledger.is_conserved()));
     journal.close();
-    let newest = segments(directory).pop().unwrap();
-    let spans = record_spans(&newest);
-    let length = std::fs::metadata(&newest).unwrap().len() as usize;
-    assert_eq!(
-        spans.last().map_or(SEGMENT_HEADER_BYTES, |span| span.end),
-        length,
-        "the newest segment ends exactly after its last whole record"
-    );
 }
 
-// Purpose: a write cut short anywhere inside the last record (header or body) loses only that
-// record, and the journal appends correctly after the cut.
-#[test]
-fn a_torn_last_record_is_cut_and_appending_resumes() {
-    let model = standard_model(24);
-    let pristine = tempfile::tempdir().unwrap();
-    write_journal(pristine.path(), &model.records, 1_000_000);
-    let segment = segments(pristine.path()).pop().unwrap();
-    let spans = record_spans(&segment);
-    assert_eq!(spans.len(), 24);
-    let last = spans.last().unwrap();
-    let body = last.end - last.start - RECORD_HEADER_BYTES;
-    let header_cuts = [1, 4, 11, 12, 16, RECORD_HEADER_BYTES - 1];
-    let body_cuts = [0, 1, body / 2, body - 1];
-    let cuts = header_cuts.iter().map(|cut| last.start + cut).chain(
-        body_cuts
-            .iter()
-            .map(|cut| last.start + RECORD_HEADER_BYTES + cut),
-    );
-    for cut in cuts {
-        let directory = tempfile::tempdir().unwrap();
-        copy_dir(pristine.path(), directory.path());
-        let torn = directory.path().join(segment.file_name().unwrap());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&torn)
-            .unwrap()
-            .set_len(cut as u64)
-            .unwrap();
-        check_recovers_to(directory.path(), &model, 23, 1_000_000);
-    }
+fn check_recovers_to(directory: &Path, model: &Model, count: usize) {
+    check_recovers_to_in(directory, model, count, RecoveryMode::Auto)
 }
 
-// Purpose: a cut inside an earlier record of the newest segment (one big batch write torn) drops
-// that record and everything after it, and keeps everything before.
-#[test]
-fn a_tear_inside_an_earlier_record_keeps_the_prefix() {
-    let (model, directory) = written_journal(20, 1_000_000);
-    let segment = segments(directory.path()).pop().unwrap();
-    let spans = record_spans(&segment);
-    let cut = spans[14].start + RECORD_HEADER_BYTES + 3;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(cut as u64)
-        .unwrap();
-    check_recovers_to(directory.path(), &model, 14, 1_000_000);
+/// Removes the close marker: the directory then looks as a crash (power loss or kill) left it.
+fn unclean(directory: &Path) {
+    std::fs::remove_file(directory.join(CLOSED_FILE_NAME)).unwrap();
 }
 
-// Purpose: after snapshots, a torn tail in the newest segment (the one after the snapshot) is cut
-// the same way, and the snapshot plus the surviving records give the state.
-#[test]
-fn a_torn_tail_after_a_snapshot_is_cut() {
-    let model = standard_model(30);
-    let directory = tempfile::tempdir().unwrap();
-    write_journal(directory.path(), &model.records[..20], 10);
-    assert!(!snapshots(directory.path()).is_empty());
-    // The rest without snapshots, so the newest segment surely holds several records.
-    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
-    append_all(&journal, &model.records[20..27], 1);
-    journal.close();
-    let segment = segments(directory.path()).pop().unwrap();
-    let spans = record_spans(&segment);
-    assert!(spans.len() >= 2, "the newest segment holds records");
-    let last = spans.last().unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(last.start as u64 + 5)
-        .unwrap();
-    check_recovers_to(directory.path(), &model, 26, 10);
-}
-
-// Purpose: zeros after the last whole record (room the segment grew by, or a file extended but
-// never written) end the records: nothing is lost and appends go where the zeros were.
-#[test]
-fn a_zero_filled_tail_is_cut_and_nothing_is_lost() {
-    let model = standard_model(16);
-    let pristine = tempfile::tempdir().unwrap();
-    write_journal(pristine.path(), &model.records[..12], 1_000_000);
-    let segment_name = segments(pristine.path()).pop().unwrap();
-    for zeros in [1, RECORD_HEADER_BYTES - 1, RECORD_HEADER_BYTES, 100, 4096] {
-        let directory = tempfile::tempdir().unwrap();
-        copy_dir(pristine.path(), directory.path());
-        let segment = directory.path().join(segment_name.file_name().unwrap());
-        let mut bytes = std::fs::read(&segment).unwrap();
-        bytes.resize(bytes.len() + zeros, 0);
-        std::fs::write(&segment, bytes).unwrap();
-        check_recovers_to(directory.path(), &model, 12, 1_000_000);
-    }
-}
-
-// Purpose: a crash can leave the last block of an unsynced batch zero-filled, so zeros may start
-// inside the last record (its body or its header) and run to the end of the file: still torn.
-#[test]
-fn zeros_from_inside_the_last_record_to_the_end_are_a_torn_tail() {
-    let model = standard_model(16);
-    let pristine = tempfile::tempdir().unwrap();
-    write_journal(pristine.path(), &model.records, 1_000_000);
-    let segment_name = segments(pristine.path()).pop().unwrap();
-    let spans = record_spans(&segment_name);
-    let last = &spans[15];
-    let starts = [
-        last.start + 13,
-        last.start + RECORD_HEADER_BYTES + 2,
-        last.end - 1,
-    ];
-    for zeros_from in starts {
-        for extra in [0, 64] {
-            let directory = tempfile::tempdir().unwrap();
-            copy_dir(pristine.path(), directory.path());
-            let segment = directory.path().join(segment_name.file_name().unwrap());
-            let mut bytes = std::fs::read(&segment).unwrap();
-            bytes.truncate(zeros_from);
-            bytes.resize(last.end + extra, 0);
-            std::fs::write(&segment, bytes).unwrap();
-            check_recovers_to(directory.path(), &model, 15, 1_000_000);
+/// Where each batch of a version 2 segment starts and ends (its seal included).
+fn batch_spans(path: &Path) -> Vec<(usize, usize)> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut batches = Vec::new();
+    let mut start = SEGMENT_HEADER_BYTES;
+    let mut offset = start;
+    loop {
+        match format::parse_record(&bytes, offset) {
+            Parsed::Record { end, .. } => offset = end,
+            Parsed::Seal { end, .. } => {
+                batches.push((start, end));
+                start = end;
+                offset = end;
+            }
+            _ => return batches,
         }
     }
 }
 
-// Purpose: a segment created but whose header never reached the disk (empty, short or all
-// zeros) holds no record: recovery drops it and starts again from the state.
+/// Zeros bytes `from..until` of `path`.
+fn zero(path: &Path, from: usize, until: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[from..until].fill(0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Cuts `path` to `length` bytes.
+fn truncate(path: &Path, length: usize) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(length as u64)
+        .unwrap();
+}
+
+/// A journal of 60 records: twelve batches of one, then one batch of 48 (about 2 KiB, so it
+/// spans several sectors), closed cleanly.
+fn journal_with_a_big_last_batch() -> (Model, tempfile::TempDir, PathBuf) {
+    let model = standard_model(60);
+    let directory = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+    append_all(&journal, &model.records[..12], 1);
+    let last = journal.append_batch(model.records[12..].to_vec()).unwrap();
+    futures::executor::block_on(journal.wait_durable(last)).unwrap();
+    journal.close();
+    let segment = segments(directory.path()).pop().unwrap();
+    (model, directory, segment)
+}
+
+// Purpose: a power loss during the last batch's write leaves a prefix of its sectors and zeros
+// after them (the segment was grown with zeros before the write). After an unclean stop, every
+// such tear is cut back to the last whole batch, the cut is reported, and appending resumes.
 #[test]
-fn a_newest_segment_with_a_torn_header_is_dropped() {
-    let model = standard_model(12);
-    let mut half_header = format::segment_header(9)[..10].to_vec();
-    half_header.resize(700, 0);
-    for contents in [
-        vec![],
-        vec![b'A'; 7],
-        vec![0u8; SEGMENT_HEADER_BYTES],
-        vec![0u8; 512],
-        half_header,
-    ] {
+fn a_torn_last_batch_after_an_unclean_stop_is_cut_and_appending_resumes() {
+    let (model, pristine, segment) = journal_with_a_big_last_batch();
+    let (start, end) = *batch_spans(&segment).last().unwrap();
+    let tears: Vec<usize> = (start.next_multiple_of(SECTOR_BYTES)..end)
+        .step_by(SECTOR_BYTES)
+        .collect();
+    assert!(
+        tears.len() >= 2,
+        "the last batch spans sectors: {start}..{end}"
+    );
+    for tear in tears {
         let directory = tempfile::tempdir().unwrap();
-        write_journal(directory.path(), &model.records[..8], 1_000_000);
-        let next = directory.path().join(format::segment_name(9));
-        std::fs::write(&next, &contents).unwrap();
-        check_recovers_to(directory.path(), &model, 8, 1_000_000);
+        copy_dir(pristine.path(), directory.path());
+        unclean(directory.path());
+        let torn = directory.path().join(segment.file_name().unwrap());
+        zero(&torn, tear, end);
+        let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+        let cut = journal.cut().expect("the cut is reported");
+        assert!(cut.contains(&format!("byte offset {start}")), "{cut}");
+        assert!(cut.contains("records 13.."), "{cut}");
+        journal.close();
+        check_recovers_to(directory.path(), &model, 12);
     }
 }
 
-// Purpose: one flipped bit in an earlier record (header or body) is corruption, not a torn tail:
-// the journal refuses to open, naming the segment and the byte offset where that record starts.
+// Purpose: the same tear after a clean shutdown is damage (the close marker says where the
+// journal ends), and so is any tear under --recovery strict; the operator's accept-cut takes it
+// and says what was dropped.
 #[test]
-fn a_flipped_bit_in_an_earlier_record_is_refused_with_file_and_offset() {
-    let model = standard_model(12);
-    let pristine = tempfile::tempdir().unwrap();
-    write_journal(pristine.path(), &model.records, 1_000_000);
-    let segment_name = segments(pristine.path()).pop().unwrap();
-    let spans = record_spans(&segment_name);
-    let victim = &spans[5];
-    let body = victim.end - victim.start - RECORD_HEADER_BYTES;
-    // Length, position, header CRC, body CRC fields, then the body's first, middle, last byte.
-    let places = [
+fn a_tail_is_never_cut_after_a_clean_shutdown_or_in_strict_mode_but_accept_cut_takes_it() {
+    let (model, pristine, segment) = journal_with_a_big_last_batch();
+    let (start, end) = *batch_spans(&segment).last().unwrap();
+    let tear = start.next_multiple_of(SECTOR_BYTES);
+
+    let directory = tempfile::tempdir().unwrap();
+    copy_dir(pristine.path(), directory.path());
+    let torn = directory.path().join(segment.file_name().unwrap());
+    zero(&torn, tear, end);
+    let (path, offset, reason) = expect_corrupt(directory.path());
+    assert_eq!(path, torn);
+    assert!(offset >= start as u64, "{offset}: {reason}");
+    assert!(reason.contains("the last shutdown was clean"), "{reason}");
+
+    unclean(directory.path());
+    let (path, _, reason) = expect_corrupt_in(directory.path(), RecoveryMode::Strict);
+    assert_eq!(path, torn);
+    assert!(reason.contains("--recovery strict"), "{reason}");
+
+    let mut config = journal_config(directory.path(), 1_000_000);
+    config.recovery = RecoveryMode::AcceptCut;
+    let journal = Journal::open(config).unwrap();
+    let cut = journal.cut().expect("the cut is reported");
+    assert!(cut.contains(&torn.display().to_string()), "{cut}");
+    assert!(cut.contains(&format!("byte offset {start}")), "{cut}");
+    journal.close();
+    check_recovers_to_in(directory.path(), &model, 12, RecoveryMode::Strict);
+}
+
+// Purpose: a flipped bit in the last batch (every field of its last record, and its seal) is rot,
+// not a tear, even after an unclean stop: the batch's seal reached the disk, so the batch arrived
+// whole. The start is refused naming the file and the offset of the damaged frame.
+#[test]
+fn rot_in_the_last_batch_is_refused_even_after_an_unclean_stop() {
+    let (_model, pristine, segment) = journal_with_a_big_last_batch();
+    let last = record_spans(&segment).pop().unwrap();
+    let (_, seal_end) = *batch_spans(&segment).last().unwrap();
+    let body = last.end - last.start - RECORD_HEADER_BYTES;
+    let mut places: Vec<usize> = [
         0,
         3,
-        6,
+        4,
         11,
         12,
         15,
         16,
         19,
-        RECORD_HEADER_BYTES,
-        RECORD_HEADER_BYTES + body / 2,
-        RECORD_HEADER_BYTES + body - 1,
-    ];
+        20,
+        20 + body / 2,
+        20 + body - 1,
+    ]
+    .iter()
+    .map(|place| last.start + place)
+    .collect();
+    places.extend([last.end, last.end + 10, last.end + 30, seal_end - 1]);
     for place in places {
-        for bit in [0, 7] {
-            let directory = tempfile::tempdir().unwrap();
-            copy_dir(pristine.path(), directory.path());
-            let segment = directory.path().join(segment_name.file_name().unwrap());
-            flip_bit(&segment, victim.start + place, bit);
-            let (path, offset, reason) = expect_corrupt(directory.path());
-            assert_eq!(path, segment, "byte {place} bit {bit}: {reason}");
-            assert_eq!(
-                offset, victim.start as u64,
-                "byte {place} bit {bit}: {reason}"
-            );
-        }
+        let directory = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), directory.path());
+        unclean(directory.path());
+        let damaged = directory.path().join(segment.file_name().unwrap());
+        flip_bit(&damaged, place, 0);
+        let (path, offset, reason) = expect_corrupt(directory.path());
+        assert_eq!(path, damaged, "byte {place}: {reason}");
+        assert!(
+            offset <= place as u64,
+            "byte {place}: offset {offset}: {reason}"
+        );
     }
 }
 
-// Purpose: the header of the last record is never the trace of a torn write (the header is
-// written before the body), so a bit flip there is corruption too.
+// Purpose: sectors missing out of order (a zeroed sector inside the last batch while its seal is
+// there) are not the shape of a tear this recovery cuts by itself: refused; truncation (the file
+// shorter than its grown size) is refused at every record boundary and inside records.
 #[test]
-fn a_flipped_bit_in_the_last_record_header_is_refused() {
-    let (_model, directory) = written_journal(6, 1_000_000);
-    let segment = segments(directory.path()).pop().unwrap();
-    let last = record_spans(&segment).pop().unwrap();
-    flip_bit(&segment, last.start + 5, 2);
-    let (path, offset, _) = expect_corrupt(directory.path());
-    assert_eq!(path, segment);
-    assert_eq!(offset, last.start as u64);
+fn holes_and_truncations_are_refused_after_an_unclean_stop() {
+    let (_model, pristine, segment) = journal_with_a_big_last_batch();
+    let (start, end) = *batch_spans(&segment).last().unwrap();
+    let hole = start.next_multiple_of(SECTOR_BYTES);
+    assert!(hole + SECTOR_BYTES < end);
+    let directory = tempfile::tempdir().unwrap();
+    copy_dir(pristine.path(), directory.path());
+    unclean(directory.path());
+    let damaged = directory.path().join(segment.file_name().unwrap());
+    zero(&damaged, hole, hole + SECTOR_BYTES);
+    expect_corrupt(directory.path());
+
+    let spans = record_spans(&segment);
+    let mut cuts: Vec<usize> = vec![0, 10, SEGMENT_HEADER_BYTES];
+    for span in &spans {
+        cuts.extend([span.start, span.start + 7, span.end - 1, span.end]);
+    }
+    for cut in cuts {
+        let directory = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), directory.path());
+        unclean(directory.path());
+        let damaged = directory.path().join(segment.file_name().unwrap());
+        truncate(&damaged, cut);
+        let (path, _, reason) = expect_corrupt(directory.path());
+        assert_eq!(path, damaged, "cut at {cut}: {reason}");
+    }
 }
 
-// Purpose: damage in the segment header or in a snapshot is refused, naming that file.
+// Purpose: an unclean stop with nothing torn (a kill: the page cache keeps every write) starts
+// with everything, whatever the mode, and cuts nothing.
 #[test]
-fn a_damaged_segment_header_or_snapshot_is_refused() {
-    let (_model, directory) = written_journal(25, 10);
-    let snapshot = snapshots(directory.path()).pop().unwrap();
-    let segment = segments(directory.path()).pop().unwrap();
-
-    let damaged = tempfile::tempdir().unwrap();
-    copy_dir(directory.path(), damaged.path());
-    let copy = damaged.path().join(segment.file_name().unwrap());
-    flip_bit(&copy, 14, 0);
-    let (path, offset, _) = expect_corrupt(damaged.path());
-    assert_eq!((path, offset), (copy, 0));
-
-    let damaged = tempfile::tempdir().unwrap();
-    copy_dir(directory.path(), damaged.path());
-    let copy = damaged.path().join(snapshot.file_name().unwrap());
-    let length = std::fs::metadata(&copy).unwrap().len() as usize;
-    flip_bit(&copy, length - 3, 4);
-    let (path, _, reason) = expect_corrupt(damaged.path());
-    assert_eq!(path, copy, "{reason}");
+fn an_unclean_stop_with_a_clean_tail_loses_nothing() {
+    let (model, pristine, _segment) = journal_with_a_big_last_batch();
+    for mode in [RecoveryMode::Auto, RecoveryMode::Strict] {
+        let directory = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), directory.path());
+        unclean(directory.path());
+        let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+        assert_eq!(journal.cut(), None);
+        journal.close();
+        check_recovers_to_in(directory.path(), &model, 60, mode);
+    }
 }
 
-/// Writes records `first..=last` of `model` as a segment file by hand.
-fn write_segment(directory: &Path, model: &Model, first: usize, last: usize) -> PathBuf {
+/// Writes records `first..=last` of `model` as a version 1 segment file, as the first release
+/// wrote them (no seals), followed by `room` zeros.
+fn write_legacy_segment(
+    directory: &Path,
+    model: &Model,
+    first: usize,
+    last: usize,
+    room: usize,
+) -> PathBuf {
     let path = directory.join(format::segment_name(first as u64));
-    let mut bytes = format::segment_header(first as u64);
+    let mut bytes = format::segment_header_legacy(first as u64);
     for lsn in first..=last {
         format::encode_record(lsn as u64, &model.records[lsn - 1], &mut bytes).unwrap();
     }
+    bytes.resize(bytes.len() + room, 0);
     std::fs::write(&path, bytes).unwrap();
     path
 }
 
-// Purpose: the writer grows a segment ahead of its records, in steps of SEGMENT_GROWTH_BYTES
-// written as zeros (so most syncs write no metadata); the room reads as the end of the records,
-// and reopening cuts it off and appends right after the last record.
+// Purpose: data directories written by the first release (version 1 segments and snapshots, a
+// `LOCK` file, mode 644 files) still open with every record; new records go to a version 2
+// segment chained after the old one, and the directory reopens again.
 #[test]
-fn segments_grow_ahead_with_zeros_and_reopen_where_the_records_end() {
-    let model = standard_model(16);
+fn version_1_data_directories_still_open() {
+    let model = standard_model(30);
     let directory = tempfile::tempdir().unwrap();
+    write_legacy_segment(directory.path(), &model, 1, 10, 0);
+    let image =
+        format::encode_snapshot_legacy(&first_release_ledger(&model.ledger_after(10))).unwrap();
+    std::fs::write(directory.path().join(format::snapshot_name(10)), image).unwrap();
+    write_legacy_segment(directory.path(), &model, 11, 20, 4096);
+    std::fs::write(directory.path().join("LOCK"), b"").unwrap();
+    for entry in std::fs::read_dir(directory.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The first release's memory is converted on load, keeping each client's highest sequence
+    // in every part (so what was stale stays stale): the expected state is that conversion with
+    // the records after the snapshot applied.
+    let mut expected = Ledger::from(first_release_ledger(&model.ledger_after(10)));
+    for lsn in 11..=20 {
+        expected.apply(lsn as u64, &model.records[lsn - 1]).unwrap();
+    }
     let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
-    append_all(&journal, &model.records[..10], 3);
-    let segment = segments(directory.path()).pop().unwrap();
-    let bytes = std::fs::read(&segment).unwrap();
-    let records_end = record_spans(&segment).last().unwrap().end;
+    assert_eq!(journal.head(), 20);
+    assert_eq!(committed(&journal), expected);
+    assert!(journal.with_committed(|ledger| ledger.is_conserved()));
+    journal.close();
+    let newest = segments(directory.path()).pop().unwrap();
+    let header = format::parse_segment_header(&std::fs::read(&newest).unwrap()).unwrap();
+    assert_eq!(header.version, format::FORMAT_VERSION);
     assert_eq!(
-        bytes.len() as u64 % SEGMENT_GROWTH_BYTES,
-        0,
-        "grown in whole steps"
+        header.previous,
+        Some(SegmentRef {
+            first_lsn: 11,
+            id: 0
+        })
     );
-    assert!(bytes.len() > records_end);
-    assert!(
-        bytes[records_end..].iter().all(|byte| *byte == 0),
-        "the room ahead is zeros"
-    );
-    journal.close();
-    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
-    assert_eq!(committed(&journal), model.ledger_after(10));
-    assert_eq!(
-        std::fs::metadata(&segment).unwrap().len() as usize,
-        records_end,
-        "reopening cuts the room off"
-    );
-    append_all(&journal, &model.records[10..], 3);
-    journal.close();
-    check_recovers_to(directory.path(), &model, 16, 1_000_000);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(directory.path()), 0o700);
+    for entry in std::fs::read_dir(directory.path()).unwrap() {
+        assert_eq!(mode(&entry.unwrap().path()), 0o600);
+    }
+
+    // A torn tail the first release left (a record cut short) is still cut after a crash.
+    let torn = tempfile::tempdir().unwrap();
+    let segment = write_legacy_segment(torn.path(), &model, 1, 8, 0);
+    let last = record_spans_legacy(&segment);
+    truncate(&segment, last - 3);
+    check_recovers_to(torn.path(), &model, 7);
 }
 
-/// Appends `bytes` zeros to `path`, as a segment that grew ahead of its records has them.
-fn add_room(path: &Path, bytes: u64) {
-    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    let length = file.metadata().unwrap().len();
-    file.set_len(length + bytes).unwrap();
+/// The start of the last record of a version 1 segment.
+fn record_spans_legacy(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    let mut offset = format::SEGMENT_HEADER_BYTES_LEGACY;
+    let mut last = offset;
+    while let Parsed::Record { end, .. } = format::parse_record(&bytes, offset) {
+        last = end;
+        offset = end;
+    }
+    last
 }
 
-// Purpose: an older segment keeps the room it grew by when the writer moved on to a new one:
-// its zeros end its records. Records missing before the room are still caught, because the next
-// segment must start right after the last record read.
+// Purpose: the chain of files: a snapshot names the segment that follows it, a segment names its
+// predecessor. A missing, replaced or renamed segment is refused, naming what was expected.
 #[test]
-fn an_older_segment_with_room_ahead_ends_at_its_last_record() {
-    let model = standard_model(10);
-    let directory = tempfile::tempdir().unwrap();
-    let older = write_segment(directory.path(), &model, 1, 5);
-    add_room(&older, SEGMENT_GROWTH_BYTES);
-    write_segment(directory.path(), &model, 6, 10);
-    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
-    assert_eq!(committed(&journal), model.ledger);
+fn the_segment_chain_detects_missing_and_swapped_files() {
+    let model = standard_model(40);
+    let pristine = tempfile::tempdir().unwrap();
+    write_journal(pristine.path(), &model.records[..30], 10);
+    let journal = Journal::open(journal_config(pristine.path(), 1_000_000)).unwrap();
+    append_all(&journal, &model.records[30..36], 2);
     journal.close();
+    let snapshot = snapshots(pristine.path()).pop().unwrap();
+    let segment = segments(pristine.path()).pop().unwrap();
 
-    let gap = tempfile::tempdir().unwrap();
-    let older = write_segment(gap.path(), &model, 1, 5);
-    let last = record_spans(&older).pop().unwrap();
-    // Record 5 zeroed: the older segment now seems to end at 4 and the next starts at 6.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&older)
-        .unwrap();
-    file.set_len(last.start as u64).unwrap();
-    file.set_len(last.end as u64 + SEGMENT_GROWTH_BYTES)
-        .unwrap();
-    drop(file);
-    let newer = write_segment(gap.path(), &model, 6, 10);
-    let (path, offset, reason) = expect_corrupt(gap.path());
-    assert_eq!((path, offset), (newer, 12), "{reason}");
-}
+    // The newest segment deleted, with or without the close marker.
+    for keep_marker in [true, false] {
+        let directory = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), directory.path());
+        if !keep_marker {
+            unclean(directory.path());
+        }
+        std::fs::remove_file(directory.path().join(segment.file_name().unwrap())).unwrap();
+        let (path, _, reason) = expect_corrupt(directory.path());
+        assert!(reason.contains("missing"), "{}: {reason}", path.display());
+    }
 
-// Purpose: a torn record is only acceptable at the end of the newest segment; in an older
-// segment the records after it are missing, so the journal refuses to open.
-#[test]
-fn a_torn_record_in_an_older_segment_is_refused() {
-    let model = standard_model(10);
+    // A segment from another history under the right name: its id is not the one named.
     let directory = tempfile::tempdir().unwrap();
-    let older = write_segment(directory.path(), &model, 1, 5);
-    write_segment(directory.path(), &model, 6, 10);
-    // Whole, the two segments replay.
-    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
-    assert_eq!(committed(&journal), model.ledger);
-    journal.close();
-    let last = record_spans(&older).pop().unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&older)
+    copy_dir(pristine.path(), directory.path());
+    unclean(directory.path());
+    let first = format::parse_segment_header(&std::fs::read(&segment).unwrap())
         .unwrap()
-        .set_len(last.end as u64 - 2)
-        .unwrap();
-    let (path, offset, _) = expect_corrupt(directory.path());
-    assert_eq!((path, offset), (older, last.start as u64));
-}
-
-// Purpose: segments must follow each other: a segment whose header does not start where the
-// previous one ended is refused, even if its records happen to line up.
-#[test]
-fn a_segment_that_does_not_follow_its_predecessor_is_refused() {
-    let model = standard_model(10);
-    let directory = tempfile::tempdir().unwrap();
-    write_segment(directory.path(), &model, 1, 5);
-    let second = write_segment(directory.path(), &model, 6, 10);
-    // Rename the second segment as if it started at 7, with a matching header.
-    let bytes = std::fs::read(&second).unwrap();
-    let mut moved = format::segment_header(7);
-    moved.extend_from_slice(&bytes[SEGMENT_HEADER_BYTES..]);
-    std::fs::remove_file(&second).unwrap();
-    let moved_path = directory.path().join(format::segment_name(7));
-    std::fs::write(&moved_path, moved).unwrap();
+        .segment
+        .first_lsn;
+    let replaced = directory.path().join(segment.file_name().unwrap());
+    let mut bytes = std::fs::read(&replaced).unwrap();
+    bytes[..SEGMENT_HEADER_BYTES]
+        .copy_from_slice(&format::segment_header(SegmentRef::new(first), None));
+    std::fs::write(&replaced, bytes).unwrap();
     let (path, _, reason) = expect_corrupt(directory.path());
-    assert_eq!(path, moved_path, "{reason}");
+    assert_eq!(path, replaced, "{reason}");
+
+    // The snapshot deleted: the segment's predecessor is missing.
+    let directory = tempfile::tempdir().unwrap();
+    copy_dir(pristine.path(), directory.path());
+    std::fs::remove_file(directory.path().join(snapshot.file_name().unwrap())).unwrap();
+    expect_corrupt(directory.path());
 }
 
 // Purpose: the real binary refuses to start on a corrupt journal: it exits non-zero and its
@@ -404,26 +409,15 @@ fn the_server_binary_refuses_a_corrupt_journal_naming_file_and_offset() {
     let segment = segments(directory.path()).pop().unwrap();
     let victim = &record_spans(&segment)[3];
     flip_bit(&segment, victim.start + RECORD_HEADER_BYTES + 1, 3);
-    let mut child = Command::new(server_binary())
+    let output = Command::new(server_binary())
         .arg("--data-dir")
         .arg(directory.path())
         .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    // Liveness guard only: a server that wrongly starts would run forever.
-    let mut waited = 0;
-    while child.try_wait().unwrap().is_none() {
-        if waited >= 600 {
-            child.kill().unwrap();
-            panic!("bank-server started on a corrupt journal");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        waited += 1;
-    }
-    let output = child.wait_with_output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let file_name = segment.file_name().unwrap().to_string_lossy().into_owned();
@@ -436,35 +430,39 @@ fn the_server_binary_refuses_a_corrupt_journal_naming_file_and_offset() {
     assert!(message.contains(&offset), "{message}");
 }
 
-// Purpose: the torn-tail rule holds for every possible cut of the newest segment, record by
-// record: recovery keeps exactly the whole records before the cut.
+// Purpose: the operator command: `bank-server --accept-cut` cuts a torn tail that strict mode
+// refused, prints exactly what was dropped, exits 0, and the next strict start opens.
 #[test]
-fn every_cut_of_the_newest_segment_keeps_exactly_the_whole_records_before_it() {
-    let model = standard_model(6);
-    let pristine = tempfile::tempdir().unwrap();
-    write_journal(pristine.path(), &model.records, 1_000_000);
-    let segment_name = segments(pristine.path()).pop().unwrap();
-    let spans = record_spans(&segment_name);
-    let length = spans.last().unwrap().end;
-    for cut in SEGMENT_HEADER_BYTES..=length {
-        let directory = tempfile::tempdir().unwrap();
-        copy_dir(pristine.path(), directory.path());
-        let segment = directory.path().join(segment_name.file_name().unwrap());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&segment)
+fn the_server_binary_accepts_a_cut_only_when_asked() {
+    let (_model, directory, segment) = journal_with_a_big_last_batch();
+    let (start, end) = *batch_spans(&segment).last().unwrap();
+    unclean(directory.path());
+    zero(&segment, start.next_multiple_of(SECTOR_BYTES), end);
+    let run = |extra: &[&str]| {
+        Command::new(server_binary())
+            .arg("--data-dir")
+            .arg(directory.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
             .unwrap()
-            .set_len(cut as u64)
-            .unwrap();
-        let whole = spans.iter().filter(|span| span.end <= cut).count();
-        let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
-        assert_eq!(
-            committed(&journal),
-            model.ledger_after(whole),
-            "cut at {cut}"
-        );
-        journal.close();
-    }
+    };
+    let refused = run(&["--recovery", "strict"]);
+    assert!(!refused.status.success());
+    let accepted = run(&["--accept-cut"]);
+    assert!(accepted.status.success(), "{accepted:?}");
+    let stdout = String::from_utf8_lossy(&accepted.stdout);
+    assert!(stdout.contains(&format!("byte offset {start}")), "{stdout}");
+    assert!(stdout.contains("records 13.."), "{stdout}");
+    let journal = Journal::open({
+        let mut config = journal_config(directory.path(), 1_000_000);
+        config.recovery = RecoveryMode::Strict;
+        config
+    })
+    .unwrap();
+    assert_eq!(journal.head(), 12);
+    journal.close();
 }
 
 // Purpose: the model's records are what the journal test helpers claim (sanity of the helpers):
@@ -480,109 +478,154 @@ fn the_standard_model_mixes_every_kind_of_record() {
     assert_eq!(replay(&model.records), model.ledger);
 }
 
-// Purpose: a kill at any step of taking a snapshot (temporary half or fully written, renamed,
-// next segment created or torn, covered segment removed) leaves files recovery accepts, with
-// nothing lost and appends resuming.
+// Purpose: leftovers of an interrupted snapshot or segment creation (temporaries, whole or half
+// written) are deleted and never relied on; nothing is lost and appends resume.
 #[test]
-fn a_snapshot_interrupted_at_any_step_recovers() {
+fn temporaries_left_by_an_interrupted_snapshot_are_ignored() {
     let model = standard_model(20);
-    let image = format::encode_snapshot(&model.ledger_after(12)).unwrap();
-    let steps: [&dyn Fn(&Path); 6] = [
-        &|directory| {
-            std::fs::write(
-                directory.join(format::snapshot_temporary_name(12)),
-                &image[..image.len() / 2],
-            )
-            .unwrap()
-        },
-        &|directory| {
-            std::fs::write(directory.join(format::snapshot_temporary_name(12)), &image).unwrap()
-        },
-        &|directory| std::fs::write(directory.join(format::snapshot_name(12)), &image).unwrap(),
-        &|directory| {
-            std::fs::write(directory.join(format::snapshot_name(12)), &image).unwrap();
-            std::fs::write(
-                directory.join(format::segment_name(13)),
-                format::segment_header(13),
-            )
-            .unwrap();
-        },
-        &|directory| {
-            std::fs::write(directory.join(format::snapshot_name(12)), &image).unwrap();
-            std::fs::write(
-                directory.join(format::segment_name(13)),
-                &format::segment_header(13)[..10],
-            )
-            .unwrap();
-        },
-        &|directory| {
-            std::fs::write(directory.join(format::snapshot_name(12)), &image).unwrap();
-            std::fs::write(
-                directory.join(format::segment_name(13)),
-                format::segment_header(13),
-            )
-            .unwrap();
-            std::fs::remove_file(directory.join(format::segment_name(1))).unwrap();
-        },
+    let image = format::encode_snapshot(&model.ledger_after(12), SegmentRef::new(13)).unwrap();
+    let half_segment = format::segment_header(SegmentRef::new(13), None)[..10].to_vec();
+    let leftovers: [(String, &[u8]); 4] = [
+        (
+            format::snapshot_temporary_name(12),
+            &image[..image.len() / 2],
+        ),
+        (format::snapshot_temporary_name(12), &image),
+        (format::segment_temporary_name(13), &half_segment),
+        (format::CLOSED_TEMPORARY_NAME.to_string(), b"ABNK"),
     ];
-    for (index, step) in steps.iter().enumerate() {
+    for (name, bytes) in leftovers {
         let directory = tempfile::tempdir().unwrap();
         write_journal(directory.path(), &model.records[..12], 1_000_000);
-        step(directory.path());
-        check_recovers_to(directory.path(), &model, 12, 1_000_000);
-        let names: Vec<String> = std::fs::read_dir(directory.path())
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names.iter().all(|name| !name.ends_with(".tmp")),
-            "step {index}: {names:?}"
-        );
-        if index >= 2 {
-            assert_eq!(snapshots(directory.path()).len(), 1, "step {index}");
-        }
-        if index >= 3 {
-            assert_eq!(
-                segments(directory.path()),
-                [directory.path().join(format::segment_name(13))],
-                "step {index}: the covered segment is removed"
-            );
-        }
+        unclean(directory.path());
+        std::fs::write(directory.path().join(&name), bytes).unwrap();
+        check_recovers_to(directory.path(), &model, 12);
+        assert!(!directory.path().join(&name).exists(), "{name}");
     }
 }
 
-// Purpose: records a snapshot already covers are still checked: damage there is refused too.
+// Purpose: segments grow ahead in whole steps of zeros; a reopened segment keeps its size and
+// appends right after its last batch.
 #[test]
-fn damage_in_a_segment_the_snapshot_covers_is_refused() {
-    let (model, directory) = written_journal(12, 1_000_000);
-    let image = format::encode_snapshot(&model.ledger).unwrap();
-    std::fs::write(directory.path().join(format::snapshot_name(12)), &image).unwrap();
+fn segments_grow_in_whole_steps_and_reopen_where_the_batches_end() {
+    let model = standard_model(16);
+    let directory = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+    append_all(&journal, &model.records[..10], 3);
+    journal.close();
     let segment = segments(directory.path()).pop().unwrap();
-    let victim = &record_spans(&segment)[4];
-    flip_bit(&segment, victim.start + RECORD_HEADER_BYTES + 2, 6);
-    let (path, offset, _) = expect_corrupt(directory.path());
-    assert_eq!((path, offset), (segment, victim.start as u64));
+    let bytes = std::fs::read(&segment).unwrap();
+    let (_, end) = *batch_spans(&segment).last().unwrap();
+    assert_eq!(bytes.len() as u64, SEGMENT_GROWTH_BYTES);
+    assert!(bytes[end..].iter().all(|byte| *byte == 0));
+    check_recovers_to(directory.path(), &model, 10);
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        SEGMENT_GROWTH_BYTES
+    );
 }
 
-/// A second server on the same data directory is refused while the first runs, and starts once
-/// the first has stopped.
+// Purpose: the data directory lock is a lock on the directory itself: a second journal is
+// refused while the first is open even after `LOCK`-style files are deleted, and opens after the
+// first closes.
 #[test]
-fn a_data_directory_serves_one_server_at_a_time() {
+fn a_data_directory_serves_one_server_at_a_time_whatever_files_are_deleted() {
     let directory = tempfile::tempdir().unwrap();
-    let first = actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(
-        directory.path(),
-    ))
-    .unwrap();
-    match actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(
-        directory.path(),
-    )) {
-        Err(actor_bank::journal::JournalError::Locked { path }) => assert!(path.ends_with("LOCK")),
+    let first = Journal::open(journal_config(directory.path(), 1_000_000)).unwrap();
+    for entry in std::fs::read_dir(directory.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".log") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let _ = std::fs::remove_file(directory.path().join("LOCK"));
+    match Journal::open(journal_config(directory.path(), 1_000_000)) {
+        Err(JournalError::Locked { path }) => assert_eq!(path, directory.path()),
         Err(other) => panic!("expected Locked, got {other}"),
         Ok(_) => panic!("two journals opened one data directory"),
     }
     first.close();
     drop(first);
-    actor_bank::journal::Journal::open(actor_bank::journal::JournalConfig::new(directory.path()))
+    Journal::open(journal_config(directory.path(), 1_000_000))
         .unwrap()
         .close();
+}
+
+// Purpose: the data directory is created 700 and every file 600; a directory writable by its
+// group or by everyone, or owned by another user, is refused with a clear message.
+#[test]
+fn unsafe_data_directories_are_refused_and_new_files_are_owner_only() {
+    let parent = tempfile::tempdir().unwrap();
+    let directory = parent.path().join("data");
+    let model = standard_model(12);
+    write_journal(&directory, &model.records, 5);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&directory), 0o700);
+    for entry in std::fs::read_dir(&directory).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    for writable in [0o720, 0o702, 0o777] {
+        std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(writable)).unwrap();
+        match Journal::open(journal_config(&directory, 5)) {
+            Err(error @ JournalError::Unsafe { .. }) => {
+                assert!(error.to_string().contains("writable"), "{error}")
+            }
+            Err(other) => panic!("expected Unsafe, got {other}"),
+            Ok(_) => panic!("opened a directory of mode {writable:o}"),
+        }
+    }
+    std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let me = rustix::process::geteuid().as_raw();
+    if me == 0 {
+        // Only the superuser can give a directory away; elsewhere the check is the same code.
+        std::os::unix::fs::chown(&directory, Some(4242), None).unwrap();
+        match Journal::open(journal_config(&directory, 5)) {
+            Err(error @ JournalError::Unsafe { .. }) => {
+                assert!(
+                    error.to_string().contains("belongs to user 4242"),
+                    "{error}"
+                )
+            }
+            Err(other) => panic!("expected Unsafe, got {other}"),
+            Ok(_) => panic!("opened a directory owned by another user"),
+        }
+        std::os::unix::fs::chown(&directory, Some(me), None).unwrap();
+    }
+    let journal = Journal::open(journal_config(&directory, 5)).unwrap();
+    assert_eq!(committed(&journal), model.ledger);
+    journal.close();
+}
+
+// Purpose: a symlink planted at the next snapshot's temporary name is never followed: the file it
+// points to is left untouched, and the snapshot is written as a file of its own.
+#[test]
+fn a_symlink_planted_at_a_temporary_name_is_never_followed() {
+    let parent = tempfile::tempdir().unwrap();
+    let directory = parent.path().join("data");
+    let model = standard_model(12);
+    write_journal(&directory, &model.records[..4], 1_000_000);
+    let victim = parent.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    // Planted after the start (which deletes leftover temporaries), before the snapshots.
+    let journal = Journal::open(journal_config(&directory, 2)).unwrap();
+    for lsn in 5..=12 {
+        std::os::unix::fs::symlink(
+            &victim,
+            directory.join(format::snapshot_temporary_name(lsn)),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&victim, directory.join(format::segment_temporary_name(lsn)))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink(&victim, directory.join(format::CLOSED_TEMPORARY_NAME)).unwrap();
+    append_all(&journal, &model.records[4..], 1);
+    assert_eq!(journal.failure(), None);
+    journal.close();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let snapshot = snapshots(&directory).pop().expect("a snapshot was written");
+    assert!(std::fs::symlink_metadata(&snapshot).unwrap().is_file());
+    let journal = Journal::open(journal_config(&directory, 1_000_000)).unwrap();
+    assert_eq!(committed(&journal), model.ledger);
+    journal.close();
 }

@@ -3,12 +3,11 @@
 //! right, and request ids belong to the card (or the operator) they were made as, so nobody who
 //! has not verified a card can make its requests conflict, go stale, or crowd its clients out.
 mod common;
-use common::durability::snapshots;
+use common::durability::{first_release_ledger, snapshots};
 use common::{create, deposit, reply, verify, withdraw, AHONA, AHONA_PIN, JOTY, JOTY_PIN};
 
-use actor_bank::codec;
 use actor_bank::journal::format;
-use actor_bank::ledger::{LedgerV1, Principal, CLIENTS_PER_PRINCIPAL_MAX};
+use actor_bank::ledger::{Principal, CLIENTS_PER_PRINCIPAL_MAX};
 use actor_bank::protocol::{Body, Operation, Status};
 use common::{RawConnection, TestServer, OPERATOR_TOKEN};
 
@@ -212,30 +211,10 @@ async fn a_snapshot_of_the_first_release_still_opens_and_replays() {
     // Rewrite the newest snapshot as the first release wrote it: the version 1 frame around the
     // ledger with one window per client id.
     let newest = snapshots(&data_dir).pop().expect("a snapshot was written");
-    let ledger = format::decode_snapshot(&std::fs::read(&newest).unwrap()).unwrap();
-    let mut old = LedgerV1 {
-        applied_lsn: ledger.applied_lsn,
-        accounts: ledger.accounts.clone(),
-        money_in: ledger.money_in,
-        money_out: ledger.money_out,
-        ..LedgerV1::default()
-    };
-    for clients in ledger.clients.values() {
-        for (client, window) in &clients.windows {
-            assert!(old.clients.insert(*client, window.clone()).is_none());
-        }
-    }
+    let snapshot = format::decode_snapshot(&std::fs::read(&newest).unwrap()).unwrap();
+    let old = first_release_ledger(&snapshot.ledger);
     assert!(old.clients.contains_key(&77));
-    let body = codec::encode_stored(&old).unwrap();
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(&format::SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&1u32.to_be_bytes());
-    bytes.extend_from_slice(&old.applied_lsn.to_be_bytes());
-    bytes.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    let header_crc = crc32c::crc32c(&bytes);
-    bytes.extend_from_slice(&header_crc.to_be_bytes());
-    bytes.extend_from_slice(&body);
+    let bytes = format::encode_snapshot_legacy(&old).unwrap();
     std::fs::write(&newest, bytes).unwrap();
 
     server.restart(|config| config.snapshot_records_interval = 1);

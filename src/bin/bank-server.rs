@@ -1,19 +1,30 @@
 //! `bank-server`: runs the bank. Settings come from flags, `BANK_…` environment variables and an
 //! optional TOML file (see `actor_bank::config`); everything else is the library.
+//!
+//! Nothing here writes with `println!`/`eprintln!`: a closed standard output or error must never
+//! panic the server (see `actor_bank::logging`).
 
-use actor_bank::config::{self, LogFormat, Settings, Tool};
+use actor_bank::config::{Settings, Tool};
+use actor_bank::journal::{Journal, Progress};
+use actor_bank::logging::{self, say};
 use actor_bank::server::RunningServer;
 use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let code = run();
+    logging::flush();
+    code
+}
+
+fn run() -> ExitCode {
     let matches = Settings::command().get_matches();
     let settings = match Settings::from_arg_matches(&matches) {
         Ok(settings) => settings,
         Err(error) => error.exit(),
     };
     if settings.command == Some(Tool::GenerateOperatorToken) {
-        println!("{}", actor_bank::operator::generate());
+        say(std::io::stdout(), &actor_bank::operator::generate());
         return ExitCode::SUCCESS;
     }
     let token_on_command_line =
@@ -27,21 +38,30 @@ fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     if settings.print_config {
-        print!("{}", config::effective_toml(&config, &process));
+        let _ = std::io::Write::write_all(
+            &mut std::io::stdout(),
+            actor_bank::config::effective_toml(&config, &process).as_bytes(),
+        );
         return ExitCode::SUCCESS;
     }
-    init_logging(process.log_format);
+    logging::init(process.log_format);
     if token_on_command_line {
         tracing::warn!(
             "the operator token was given with --operator-token, where every local user can read it (ps); use BANK_OPERATOR_TOKEN or --operator-token-file"
         );
+    }
+    if settings.accept_cut {
+        return accept_cut(&config);
     }
     if let Some(address) = process.metrics_listen {
         match actor_bank::metrics::install(address) {
             Ok(bound) => {
                 tracing::info!(address = %bound, "serving metrics");
                 // Like the listening line below: with port 0 this is how a caller learns it.
-                println!("bank-server metrics on {bound}");
+                say(
+                    std::io::stdout(),
+                    &format!("bank-server metrics on {bound}"),
+                );
             }
             Err(error) => return fail(&error),
         }
@@ -52,8 +72,11 @@ fn main() -> ExitCode {
     };
     // The address actually bound (with `--listen …:0` the operating system picked the port): a
     // supervisor or test reads it from this line.
-    println!("bank-server listening on {}", server.local_addr);
-    if let Err(error) = wait_for_signal() {
+    say(
+        std::io::stdout(),
+        &format!("bank-server listening on {}", server.local_addr),
+    );
+    if let Err(error) = wait_for_signal(&server.bank().journal) {
         tracing::error!(%error, "cannot wait for signals");
     }
     tracing::info!("shutting down");
@@ -61,36 +84,54 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The operator's answer to a refused tail: recover cutting the newest segment after its last
+/// whole batch, say exactly what was dropped, close the journal cleanly and exit.
+fn accept_cut(config: &actor_bank::server::ServerConfig) -> ExitCode {
+    let mut journal_config = actor_bank::server::journal_config(config);
+    journal_config.recovery = actor_bank::journal::RecoveryMode::AcceptCut;
+    let journal = match Journal::open(journal_config) {
+        Ok(journal) => journal,
+        Err(error) => return fail(&format!("cannot open the journal: {error}")),
+    };
+    let report = journal
+        .cut()
+        .unwrap_or_else(|| "nothing to cut: the journal's tail is clean".into());
+    say(std::io::stdout(), &format!("bank-server: {report}"));
+    journal.close();
+    ExitCode::SUCCESS
+}
+
 fn fail(message: &str) -> ExitCode {
     tracing::error!(%message, "cannot start");
-    eprintln!("bank-server: {message}");
+    say(std::io::stderr(), &format!("bank-server: {message}"));
     ExitCode::FAILURE
 }
 
-/// Logs to standard error, filtered by `RUST_LOG` (default `info`), as text or one JSON object per
-/// line.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-    }
-}
-
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
+/// Blocks until SIGINT or SIGTERM. If the journal fails closed meanwhile, says so on standard
+/// output too (standard error may be what failed) and keeps serving `unavailable` until stopped.
+fn wait_for_signal(journal: &Journal) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut progress = journal.progress();
     runtime.block_on(async {
+        let failed = async {
+            if let Ok(progress) = progress
+                .wait_for(|progress| matches!(progress, Progress::Failed(_)))
+                .await
+            {
+                if let Progress::Failed(reason) = &*progress {
+                    say(
+                        std::io::stdout(),
+                        &format!(
+                            "bank-server: the journal failed closed: {reason}; no change is \
+                             acknowledged until a restart"
+                        ),
+                    );
+                }
+            }
+            std::future::pending::<()>().await
+        };
         #[cfg(unix)]
         {
             let mut terminate =
@@ -98,11 +139,15 @@ fn wait_for_signal() -> std::io::Result<()> {
             tokio::select! {
                 result = tokio::signal::ctrl_c() => result,
                 _ = terminate.recv() => Ok(()),
+                () = failed => Ok(()),
             }
         }
         #[cfg(not(unix))]
         {
-            tokio::signal::ctrl_c().await
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => result,
+                () = failed => Ok(()),
+            }
         }
     })
 }

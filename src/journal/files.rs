@@ -3,11 +3,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// An open file the journal appends to.
 pub trait SegmentFile: Send {
-    /// Writes all of `bytes` at the end of the file.
+    /// Writes all of `bytes` at the end of what was written so far.
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything written so far durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
@@ -15,26 +16,37 @@ pub trait SegmentFile: Send {
 
 /// Creates, renames and syncs the journal's files.
 pub trait FileLayer: Send + Sync {
-    /// Creates `path` empty (truncating it if it exists), for writing (snapshots).
-    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
-    /// Creates the journal segment `path` empty (truncating it if it exists). It may grow ahead
-    /// of what is written, with zeros (see [`SEGMENT_GROWTH_BYTES`]).
-    fn create_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
-    /// Opens the segment `path` for appending after cutting it to `length` bytes (dropping a
-    /// torn tail or room grown ahead). Like a new segment, it may grow ahead with zeros.
-    fn open_append(&self, path: &Path, length: u64) -> io::Result<Box<dyn SegmentFile>>;
+    /// Creates `path`, which must not exist (`O_CREAT | O_EXCL`: a symlink planted at the name is
+    /// never followed), readable and writable by the owner only. With `growth` > 0 the file grows
+    /// ahead of what is written, in steps of `growth` bytes of zeros, each made durable before
+    /// anything is written into it (see [`SEGMENT_GROWTH_BYTES`]).
+    fn create_new(&self, path: &Path, growth: u64) -> io::Result<Box<dyn SegmentFile>>;
+    /// Opens the existing segment `path` (never through a symlink) to append after byte `end`,
+    /// first overwriting bytes `end..zero_until` with zeros and syncing them (dropping a cut
+    /// tail). The file keeps its size; it grows ahead as in [`FileLayer::create_new`].
+    fn open_append(
+        &self,
+        path: &Path,
+        end: u64,
+        zero_until: u64,
+    ) -> io::Result<Box<dyn SegmentFile>>;
     /// Renames `from` to `to` atomically.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, directory: &Path) -> io::Result<()>;
 }
 
-/// How much a segment grows at a time. The room is written with zeros (and reaches the disk with
-/// the next sync) before records go into it, so most syncs find the file's size and blocks
-/// unchanged and write only the data: on ext4 that saves the inode write a growing file costs each
-/// `fdatasync`. Recovery reads zeros from a record boundary to the end of a file as the end of
-/// its records.
+/// How much a segment grows at a time. The room is written with zeros and synced before records
+/// go into it, so (1) most syncs find the file's size and blocks unchanged and write only the data
+/// (on ext4 that saves the inode write a growing file costs each `fdatasync`), and (2) a write cut
+/// short by a power loss leaves zeros, never stale bytes, where its sectors did not arrive: the
+/// shape recovery recognises as a torn tail. Segments therefore always have a whole number of
+/// steps: a shorter one was truncated.
 pub const SEGMENT_GROWTH_BYTES: u64 = 1024 * 1024;
+
+/// Permissions of every file the journal creates: the owner's only (the journal holds PIN
+/// hashes).
+pub const FILE_MODE: u32 = 0o600;
 
 /// Zeros written to grow a segment, a piece at a time.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -55,27 +67,36 @@ struct OsFile {
 }
 
 impl OsFile {
-    /// Writing continues at `end`, which is the file's size.
-    fn new(mut file: File, end: u64, growth: u64) -> io::Result<Self> {
+    /// Writing continues at `end`; the file is `size` bytes.
+    fn new(mut file: File, end: u64, size: u64, growth: u64) -> io::Result<Self> {
         file.seek(SeekFrom::Start(end))?;
         Ok(OsFile {
             file,
             end,
-            size: end,
+            size,
             growth,
         })
     }
 
+    /// Writes zeros from `from` up to `until`.
+    fn write_zeros(&mut self, from: u64, until: u64) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(from))?;
+        let mut at = from;
+        while at < until {
+            let piece = (until - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all(&ZEROS[..piece])?;
+            at += piece as u64;
+        }
+        Ok(())
+    }
+
     /// Writes zeros from the current size up to the next multiple of the growth that holds
-    /// `needed` bytes.
+    /// `needed` bytes, and makes them durable before anything is written into them.
     fn grow(&mut self, needed: u64) -> io::Result<()> {
         let target = needed.div_ceil(self.growth) * self.growth;
-        self.file.seek(SeekFrom::Start(self.size))?;
-        while self.size < target {
-            let piece = (target - self.size).min(ZEROS.len() as u64) as usize;
-            self.file.write_all(&ZEROS[..piece])?;
-            self.size += piece as u64;
-        }
+        self.write_zeros(self.size, target)?;
+        self.size = target;
+        self.file.sync_data()?;
         self.file.seek(SeekFrom::Start(self.end))?;
         Ok(())
     }
@@ -98,37 +119,39 @@ impl SegmentFile for OsFile {
     }
 }
 
-/// Creates `path` empty for writing, truncating it if it exists.
-fn create_empty(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(path)
+/// Opens `path` without following a symlink at it, owner-only if it is created.
+fn options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(FILE_MODE).custom_flags(no_follow());
+    options
+}
+
+/// The `O_NOFOLLOW` flag: opening fails on a symlink instead of opening what it points to.
+pub fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 impl FileLayer for OsFiles {
-    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        Ok(Box::new(OsFile::new(create_empty(path)?, 0, 0)?))
+    fn create_new(&self, path: &Path, growth: u64) -> io::Result<Box<dyn SegmentFile>> {
+        let file = options().write(true).create_new(true).open(path)?;
+        Ok(Box::new(OsFile::new(file, 0, 0, growth)?))
     }
 
-    fn create_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        Ok(Box::new(OsFile::new(
-            create_empty(path)?,
-            0,
-            SEGMENT_GROWTH_BYTES,
-        )?))
-    }
-
-    fn open_append(&self, path: &Path, length: u64) -> io::Result<Box<dyn SegmentFile>> {
-        let file = OpenOptions::new().write(true).open(path)?;
-        // Cut whatever follows the last whole record (a torn tail, or room grown ahead); the
-        // segment grows again from there.
-        if file.metadata()?.len() != length {
-            file.set_len(length)?;
-            file.sync_all()?;
+    fn open_append(
+        &self,
+        path: &Path,
+        end: u64,
+        zero_until: u64,
+    ) -> io::Result<Box<dyn SegmentFile>> {
+        let file = options().write(true).open(path)?;
+        let size = file.metadata()?.len();
+        let mut segment = OsFile::new(file, end, size, SEGMENT_GROWTH_BYTES)?;
+        if zero_until > end {
+            segment.write_zeros(end, zero_until.min(size))?;
+            segment.file.sync_data()?;
+            segment.file.seek(SeekFrom::Start(end))?;
         }
-        Ok(Box::new(OsFile::new(file, length, SEGMENT_GROWTH_BYTES)?))
+        Ok(Box::new(segment))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -152,6 +175,15 @@ impl FullDisk {
         FullDisk {
             budget: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(bytes_budget)),
         }
+    }
+}
+
+impl FullDisk {
+    fn budgeted(&self, inner: Box<dyn SegmentFile>) -> Box<dyn SegmentFile> {
+        Box::new(BudgetedSegment {
+            inner,
+            budget: self.budget.clone(),
+        })
     }
 }
 
@@ -179,28 +211,17 @@ impl SegmentFile for BudgetedSegment {
 }
 
 impl FileLayer for FullDisk {
-    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        let inner = OsFiles.create(path)?;
-        Ok(Box::new(BudgetedSegment {
-            inner,
-            budget: self.budget.clone(),
-        }))
+    fn create_new(&self, path: &Path, growth: u64) -> io::Result<Box<dyn SegmentFile>> {
+        Ok(self.budgeted(OsFiles.create_new(path, growth)?))
     }
 
-    fn create_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        let inner = OsFiles.create_segment(path)?;
-        Ok(Box::new(BudgetedSegment {
-            inner,
-            budget: self.budget.clone(),
-        }))
-    }
-
-    fn open_append(&self, path: &Path, length: u64) -> io::Result<Box<dyn SegmentFile>> {
-        let inner = OsFiles.open_append(path, length)?;
-        Ok(Box::new(BudgetedSegment {
-            inner,
-            budget: self.budget.clone(),
-        }))
+    fn open_append(
+        &self,
+        path: &Path,
+        end: u64,
+        zero_until: u64,
+    ) -> io::Result<Box<dyn SegmentFile>> {
+        Ok(self.budgeted(OsFiles.open_append(path, end, zero_until)?))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -224,7 +245,7 @@ mod tests {
     fn segments_grow_in_steps_of_zeros_and_other_files_do_not() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("segment");
-        let mut segment = OsFiles.create_segment(&path).unwrap();
+        let mut segment = OsFiles.create_new(&path, SEGMENT_GROWTH_BYTES).unwrap();
         segment.write_all(b"abc").unwrap();
         assert_eq!(size(&path), SEGMENT_GROWTH_BYTES);
         let almost = vec![7u8; SEGMENT_GROWTH_BYTES as usize - 3];
@@ -240,15 +261,42 @@ mod tests {
             .iter()
             .all(|byte| *byte == 0));
 
-        let mut reopened = OsFiles.open_append(&path, 3).unwrap();
-        assert_eq!(size(&path), 3, "reopening cuts what follows");
+        let mut reopened = OsFiles.open_append(&path, 2, 4).unwrap();
+        assert_eq!(
+            size(&path),
+            2 * SEGMENT_GROWTH_BYTES,
+            "reopening keeps the size"
+        );
         reopened.write_all(b"e").unwrap();
-        assert_eq!(&std::fs::read(&path).unwrap()[..4], b"abce");
+        reopened.sync_data().unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[..4], b"abe\0");
 
         let plain = directory.path().join("snapshot");
-        let mut file = OsFiles.create(&plain).unwrap();
+        let mut file = OsFiles.create_new(&plain, 0).unwrap();
         file.write_all(b"abc").unwrap();
         file.write_all(b"def").unwrap();
         assert_eq!(std::fs::read(&plain).unwrap(), b"abcdef");
+        assert!(
+            OsFiles.create_new(&plain, 0).is_err(),
+            "never over an existing file"
+        );
+    }
+
+    #[test]
+    fn files_are_created_for_the_owner_only_and_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().unwrap();
+        let created = directory.path().join("created");
+        OsFiles.create_new(&created, 0).unwrap();
+        let mode = std::fs::metadata(&created).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, FILE_MODE);
+
+        let victim = directory.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let planted = directory.path().join("planted");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert!(OsFiles.create_new(&planted, 0).is_err());
+        assert!(OsFiles.open_append(&planted, 0, 8).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 }

@@ -10,20 +10,121 @@ use crate::ledger::{Ledger, Lsn, Record};
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ABNKJRNL";
 /// First bytes of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"ABNKSNAP";
-/// The format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
-/// Bytes of a segment header: magic, version, first position, header CRC.
-pub const SEGMENT_HEADER_BYTES: usize = 8 + 4 + 8 + 4;
+/// First bytes of the close marker.
+pub const CLOSED_MAGIC: [u8; 8] = *b"ABNKCLSD";
+/// The format version of segments and snapshots written by this build.
+pub const FORMAT_VERSION: u32 = 2;
+/// The format version of the first release, still read: no chain, no batch seals.
+pub const FORMAT_VERSION_LEGACY: u32 = 1;
+/// The format version of the close marker.
+pub const CLOSED_VERSION: u32 = 1;
+/// Bytes of a segment header: magic, version, first position, segment id, predecessor's first
+/// position and id, header CRC.
+pub const SEGMENT_HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8 + 8 + 4;
+/// Bytes of a version 1 segment header: magic, version, first position, header CRC.
+pub const SEGMENT_HEADER_BYTES_LEGACY: usize = 8 + 4 + 8 + 4;
 /// Bytes of a record header: body length, position, header CRC, body CRC.
 pub const RECORD_HEADER_BYTES: usize = 4 + 8 + 4 + 4;
-/// Bytes of a snapshot header: magic, version, position, body length, body CRC, header CRC.
-pub const SNAPSHOT_HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4 + 4;
+/// Bytes of a batch seal's body: CRC of the batch's record frames, first and last position, tag.
+pub const SEAL_BODY_BYTES: usize = 4 + 8 + 8 + 4;
+/// Bytes of a whole batch seal (a frame with position 0).
+pub const SEAL_BYTES: usize = RECORD_HEADER_BYTES + SEAL_BODY_BYTES;
+/// The last four bytes of every seal. Never zero, so a complete batch always ends in a non-zero
+/// byte and can never be mistaken for one whose end did not reach the disk.
+pub const SEAL_TAG: [u8; 4] = *b"SEAL";
+/// Bytes of a snapshot header: magic, version, position, next segment's first position and id,
+/// body length, body CRC, header CRC.
+pub const SNAPSHOT_HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8 + 8 + 4 + 4;
+/// Bytes of a version 1 snapshot header: magic, version, position, body length, body CRC,
+/// header CRC.
+pub const SNAPSHOT_HEADER_BYTES_LEGACY: usize = 8 + 4 + 8 + 8 + 4 + 4;
+/// Bytes of the close marker: magic, version, segment's first position and id, end offset, last
+/// position, CRC.
+pub const CLOSED_BYTES: usize = 8 + 4 + 8 + 8 + 8 + 8 + 4;
 /// The largest record body; a larger one is refused when writing and is corruption when read.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024;
+/// The unit a device writes atomically, as recovery assumes it: a write cut by a power loss
+/// leaves whole sectors either written or not. 512 bytes is the smallest sector in use, so the
+/// assumption also holds on 4 KiB-sector devices.
+pub const SECTOR_BYTES: usize = 512;
+/// The name of the close marker a clean shutdown leaves in the data directory.
+pub const CLOSED_FILE_NAME: &str = "CLOSED";
+/// The name the close marker has while it is written.
+pub const CLOSED_TEMPORARY_NAME: &str = "CLOSED.tmp";
+
+/// Names one segment: where it starts and its random id, so a segment from another history
+/// under the same name is told apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// The position of its first record.
+    pub first_lsn: Lsn,
+    /// Its id, chosen at random when it was created (0 for a version 1 segment, which has none).
+    pub id: u64,
+}
+
+impl SegmentRef {
+    /// A new segment starting at `first_lsn`, with a fresh non-zero id.
+    pub fn new(first_lsn: Lsn) -> Self {
+        SegmentRef {
+            first_lsn,
+            id: rand::random::<u64>().max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for SegmentRef {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} (id {:016x})",
+            segment_name(self.first_lsn),
+            self.id
+        )
+    }
+}
+
+/// What a segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The format version: [`FORMAT_VERSION`] or [`FORMAT_VERSION_LEGACY`].
+    pub version: u32,
+    /// The segment itself.
+    pub segment: SegmentRef,
+    /// The segment before it, if any (always `None` in version 1).
+    pub previous: Option<SegmentRef>,
+}
+
+impl SegmentHeader {
+    /// Where its first record starts.
+    pub fn bytes(&self) -> usize {
+        if self.version == FORMAT_VERSION_LEGACY {
+            SEGMENT_HEADER_BYTES_LEGACY
+        } else {
+            SEGMENT_HEADER_BYTES
+        }
+    }
+}
+
+/// What the close marker says: the journal was closed cleanly with `last_lsn` its last record,
+/// the records of `segment` ending at byte `end_offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedMarker {
+    /// The newest segment at the close.
+    pub segment: SegmentRef,
+    /// The offset just after its last batch.
+    pub end_offset: u64,
+    /// The last durable position.
+    pub last_lsn: Lsn,
+}
 
 /// The name of the segment whose first record is at `first_lsn`; names sort in position order.
 pub fn segment_name(first_lsn: Lsn) -> String {
     format!("journal-{first_lsn:020}.log")
+}
+
+/// The name a segment has while it is being created.
+pub fn segment_temporary_name(first_lsn: Lsn) -> String {
+    format!("journal-{first_lsn:020}.tmp")
 }
 
 /// The name of the snapshot of the state after record `lsn`.
@@ -60,32 +161,85 @@ fn be_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(word)
 }
 
-/// The header of a segment whose first record is at `first_lsn`.
-pub fn segment_header(first_lsn: Lsn) -> Vec<u8> {
+fn put_ref(bytes: &mut Vec<u8>, segment: Option<SegmentRef>) {
+    let segment = segment.unwrap_or(SegmentRef {
+        first_lsn: 0,
+        id: 0,
+    });
+    bytes.extend_from_slice(&segment.first_lsn.to_be_bytes());
+    bytes.extend_from_slice(&segment.id.to_be_bytes());
+}
+
+fn get_ref(bytes: &[u8], at: usize) -> Option<SegmentRef> {
+    let segment = SegmentRef {
+        first_lsn: be_u64(bytes, at),
+        id: be_u64(bytes, at + 8),
+    };
+    (segment.first_lsn != 0).then_some(segment)
+}
+
+/// The header of `segment`, which follows `previous` (if any).
+pub fn segment_header(segment: SegmentRef, previous: Option<SegmentRef>) -> Vec<u8> {
     let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
     header.extend_from_slice(&SEGMENT_MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    put_ref(&mut header, Some(segment));
+    put_ref(&mut header, previous);
+    header.extend_from_slice(&crc(&header).to_be_bytes());
+    header
+}
+
+/// The header of a version 1 segment (written by the first release; kept to test that such
+/// segments still open).
+pub fn segment_header_legacy(first_lsn: Lsn) -> Vec<u8> {
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES_LEGACY);
+    header.extend_from_slice(&SEGMENT_MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION_LEGACY.to_be_bytes());
     header.extend_from_slice(&first_lsn.to_be_bytes());
     header.extend_from_slice(&crc(&header).to_be_bytes());
     header
 }
 
-/// Checks a segment header and returns its first position.
-pub fn parse_segment_header(bytes: &[u8]) -> Result<Lsn, String> {
-    if bytes.len() < SEGMENT_HEADER_BYTES {
-        return Err("shorter than a segment header".into());
+/// Checks a segment header (either version); the error names the offset of the bad field.
+pub fn parse_segment_header(bytes: &[u8]) -> Result<SegmentHeader, (u64, String)> {
+    if bytes.len() < SEGMENT_HEADER_BYTES_LEGACY {
+        return Err((0, "shorter than a segment header".into()));
     }
     if bytes[..8] != SEGMENT_MAGIC {
-        return Err("not a journal segment (bad magic)".into());
+        return Err((0, "not a journal segment (bad magic)".into()));
     }
-    if be_u32(bytes, 20) != crc(&bytes[..20]) {
-        return Err("segment header checksum mismatch".into());
+    match be_u32(bytes, 8) {
+        FORMAT_VERSION_LEGACY => {
+            if be_u32(bytes, 20) != crc(&bytes[..20]) {
+                return Err((20, "segment header checksum mismatch".into()));
+            }
+            Ok(SegmentHeader {
+                version: FORMAT_VERSION_LEGACY,
+                segment: SegmentRef {
+                    first_lsn: be_u64(bytes, 12),
+                    id: 0,
+                },
+                previous: None,
+            })
+        }
+        FORMAT_VERSION => {
+            if bytes.len() < SEGMENT_HEADER_BYTES {
+                return Err((0, "shorter than a segment header".into()));
+            }
+            let crc_at = SEGMENT_HEADER_BYTES - 4;
+            if be_u32(bytes, crc_at) != crc(&bytes[..crc_at]) {
+                return Err((crc_at as u64, "segment header checksum mismatch".into()));
+            }
+            let segment = get_ref(bytes, 12)
+                .ok_or_else(|| (12, "segment header names position 0".to_string()))?;
+            Ok(SegmentHeader {
+                version: FORMAT_VERSION,
+                segment,
+                previous: get_ref(bytes, 28),
+            })
+        }
+        version => Err((8, format!("unsupported segment format version {version}"))),
     }
-    let version = be_u32(bytes, 8);
-    if version != FORMAT_VERSION {
-        return Err(format!("unsupported segment format version {version}"));
-    }
-    Ok(be_u64(bytes, 12))
 }
 
 /// Appends the framed record at position `lsn` to `buffer`.
@@ -111,6 +265,39 @@ pub fn encode_record(lsn: Lsn, record: &Record, buffer: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
+/// Appends the seal of a batch of records `first_lsn..=last_lsn` whose record frames, back to
+/// back, have the CRC-32C `records_crc`.
+pub fn encode_seal(records_crc: u32, first_lsn: Lsn, last_lsn: Lsn, buffer: &mut Vec<u8>) {
+    let mut body = Vec::with_capacity(SEAL_BODY_BYTES);
+    body.extend_from_slice(&records_crc.to_be_bytes());
+    body.extend_from_slice(&first_lsn.to_be_bytes());
+    body.extend_from_slice(&last_lsn.to_be_bytes());
+    body.extend_from_slice(&SEAL_TAG);
+    let mut header = Vec::with_capacity(RECORD_HEADER_BYTES);
+    header.extend_from_slice(&(SEAL_BODY_BYTES as u32).to_be_bytes());
+    header.extend_from_slice(&0u64.to_be_bytes());
+    header.extend_from_slice(&crc(&header).to_be_bytes());
+    header.extend_from_slice(&crc(&body).to_be_bytes());
+    buffer.extend_from_slice(&header);
+    buffer.extend_from_slice(&body);
+}
+
+/// The CRC-32C of `bytes` (the journal's one checksum).
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc(bytes)
+}
+
+/// Where the frame at `offset` ends, as far as its header can tell: the declared end when the
+/// header is whole and its checksum holds, otherwise the end of the header. Recovery uses it to
+/// decide whether a bad frame lay entirely in sectors that reached the disk.
+pub fn frame_extent(bytes: &[u8], offset: usize) -> usize {
+    let header_end = offset + RECORD_HEADER_BYTES;
+    if header_end > bytes.len() || be_u32(bytes, offset + 12) != crc(&bytes[offset..offset + 12]) {
+        return header_end;
+    }
+    header_end + be_u32(bytes, offset) as usize
+}
+
 /// What is found at one offset of a segment.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -133,14 +320,36 @@ pub enum Parsed {
     Torn(String),
     /// Damage that no interrupted append can explain.
     Corrupt(String),
+    /// A batch seal (a frame at position 0, version 2 only) that ends at `end`.
+    Seal {
+        /// The CRC-32C of the batch's record frames, back to back.
+        records_crc: u32,
+        /// The batch's first position.
+        first_lsn: Lsn,
+        /// The batch's last position.
+        last_lsn: Lsn,
+        /// The offset just after it.
+        end: usize,
+    },
 }
 
 /// The length of `bytes` without its trailing zeros: everything from there on is zero.
 pub fn zeros_from(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .rposition(|byte| *byte != 0)
-        .map_or(0, |last| last + 1)
+    // Block by block from the end, each compared with a block of zeros (a `memcmp`): segments
+    // carry up to a megabyte of zeros ahead of their records.
+    const BLOCK: usize = 4096;
+    static ZERO_BLOCK: [u8; BLOCK] = [0; BLOCK];
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = (end - 1) / BLOCK * BLOCK;
+        let block = &bytes[start..end];
+        if block != &ZERO_BLOCK[..block.len()] {
+            let last = block.iter().rposition(|byte| *byte != 0).unwrap_or(0);
+            return start + last + 1;
+        }
+        end = start;
+    }
+    0
 }
 
 /// Reads the record that starts at `offset` of a segment's bytes.
@@ -187,20 +396,52 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
             Parsed::Corrupt(reason)
         };
     }
+    if lsn == 0 {
+        return if body.len() == SEAL_BODY_BYTES && body[SEAL_BODY_BYTES - 4..] == SEAL_TAG {
+            Parsed::Seal {
+                records_crc: be_u32(body, 0),
+                first_lsn: be_u64(body, 4),
+                last_lsn: be_u64(body, 12),
+                end,
+            }
+        } else {
+            Parsed::Corrupt("a frame at position 0 that is not a batch seal".into())
+        };
+    }
     match codec::decode_stored::<Record>(body) {
         Ok(record) => Parsed::Record { lsn, record, end },
         Err(error) => Parsed::Corrupt(format!("record {lsn} does not decode: {error}")),
     }
 }
 
-/// The complete bytes of a snapshot file for `ledger`.
-pub fn encode_snapshot(ledger: &Ledger) -> Result<Vec<u8>, CodecError> {
+/// The complete bytes of a snapshot file for `ledger`, naming `next`, the segment whose first
+/// record follows the snapshot's position.
+pub fn encode_snapshot(ledger: &Ledger, next: SegmentRef) -> Result<Vec<u8>, CodecError> {
     let mut bytes = vec![0; SNAPSHOT_HEADER_BYTES];
     codec::encode_snapshot_body(ledger, &mut bytes)?;
     let body_bytes = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
     let body_crc = crc(&bytes[SNAPSHOT_HEADER_BYTES..]);
+    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
+    header.extend_from_slice(&SNAPSHOT_MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    header.extend_from_slice(&ledger.applied_lsn.to_be_bytes());
+    put_ref(&mut header, Some(next));
+    header.extend_from_slice(&body_bytes.to_be_bytes());
+    header.extend_from_slice(&body_crc.to_be_bytes());
+    header.extend_from_slice(&crc(&header).to_be_bytes());
+    bytes[..SNAPSHOT_HEADER_BYTES].copy_from_slice(&header);
+    Ok(bytes)
+}
+
+/// The bytes of a version 1 snapshot of `ledger`, as the first release wrote them (kept to test
+/// that such snapshots still open).
+pub fn encode_snapshot_legacy(ledger: &crate::ledger::LedgerV1) -> Result<Vec<u8>, CodecError> {
+    let mut bytes = vec![0; SNAPSHOT_HEADER_BYTES_LEGACY];
+    codec::encode_stored_into(ledger, &mut bytes)?;
+    let body_bytes = (bytes.len() - SNAPSHOT_HEADER_BYTES_LEGACY) as u64;
+    let body_crc = crc(&bytes[SNAPSHOT_HEADER_BYTES_LEGACY..]);
     bytes[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
-    bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+    bytes[8..12].copy_from_slice(&FORMAT_VERSION_LEGACY.to_be_bytes());
     bytes[12..20].copy_from_slice(&ledger.applied_lsn.to_be_bytes());
     bytes[20..28].copy_from_slice(&body_bytes.to_be_bytes());
     bytes[28..32].copy_from_slice(&body_crc.to_be_bytes());
@@ -209,40 +450,122 @@ pub fn encode_snapshot(ledger: &Ledger) -> Result<Vec<u8>, CodecError> {
     Ok(bytes)
 }
 
-/// Checks and decodes a snapshot file's bytes; the error says what is wrong and at which offset.
-pub fn decode_snapshot(bytes: &[u8]) -> Result<Ledger, (u64, String)> {
-    if bytes.len() < SNAPSHOT_HEADER_BYTES {
+/// A snapshot as read back: the state, and the segment it names as its successor (`None` for a
+/// version 1 snapshot, which names none).
+pub struct Snapshot {
+    /// The state after the snapshot's position.
+    pub ledger: Ledger,
+    /// The segment that follows it.
+    pub next: Option<SegmentRef>,
+}
+
+/// Checks and decodes a snapshot file's bytes (either version); the error says what is wrong and
+/// at which offset.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, (u64, String)> {
+    if bytes.len() < SNAPSHOT_HEADER_BYTES_LEGACY {
         return Err((0, "shorter than a snapshot header".into()));
     }
     if bytes[..8] != SNAPSHOT_MAGIC {
         return Err((0, "not a snapshot (bad magic)".into()));
     }
-    if be_u32(bytes, 32) != crc(&bytes[..32]) {
-        return Err((0, "snapshot header checksum mismatch".into()));
-    }
-    let version = be_u32(bytes, 8);
-    if version != FORMAT_VERSION {
-        return Err((8, format!("unsupported snapshot format version {version}")));
+    // Field offsets after the position: version 2 puts the next segment (16 bytes) there.
+    let (header_bytes, next, rest) = match be_u32(bytes, 8) {
+        FORMAT_VERSION_LEGACY => (SNAPSHOT_HEADER_BYTES_LEGACY, None, 20),
+        FORMAT_VERSION if bytes.len() >= SNAPSHOT_HEADER_BYTES => (
+            SNAPSHOT_HEADER_BYTES,
+            Some(get_ref(bytes, 20).ok_or((20, "names no next segment".to_string()))?),
+            36,
+        ),
+        FORMAT_VERSION => return Err((0, "shorter than a snapshot header".into())),
+        version => return Err((8, format!("unsupported snapshot format version {version}"))),
+    };
+    let crc_at = header_bytes - 4;
+    if be_u32(bytes, crc_at) != crc(&bytes[..crc_at]) {
+        return Err((crc_at as u64, "snapshot header checksum mismatch".into()));
     }
     let lsn = be_u64(bytes, 12);
-    let body_bytes = be_u64(bytes, 20);
-    let body = &bytes[SNAPSHOT_HEADER_BYTES..];
+    let body_bytes = be_u64(bytes, rest);
+    let body = &bytes[header_bytes..];
     if body.len() as u64 != body_bytes {
         return Err((
-            20,
+            rest as u64,
             format!("body is {} bytes, header says {body_bytes}", body.len()),
         ));
     }
-    if be_u32(bytes, 28) != crc(body) {
+    if be_u32(bytes, rest + 8) != crc(body) {
         return Err((
-            SNAPSHOT_HEADER_BYTES as u64,
+            header_bytes as u64,
             "snapshot body checksum mismatch".into(),
         ));
     }
     let ledger: Ledger = codec::decode_snapshot_body(body)
-        .map_err(|error| (SNAPSHOT_HEADER_BYTES as u64, error.to_string()))?;
+        .map_err(|error| (header_bytes as u64, error.to_string()))?;
     if ledger.applied_lsn != lsn {
         return Err((12, "header position disagrees with the body".into()));
     }
-    Ok(ledger)
+    if next.is_some_and(|next: SegmentRef| next.first_lsn != lsn + 1) {
+        return Err((
+            20,
+            "the next segment does not start after the snapshot".into(),
+        ));
+    }
+    Ok(Snapshot { ledger, next })
+}
+
+/// The bytes of the close marker.
+pub fn encode_closed(marker: &ClosedMarker) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(CLOSED_BYTES);
+    bytes.extend_from_slice(&CLOSED_MAGIC);
+    bytes.extend_from_slice(&CLOSED_VERSION.to_be_bytes());
+    put_ref(&mut bytes, Some(marker.segment));
+    bytes.extend_from_slice(&marker.end_offset.to_be_bytes());
+    bytes.extend_from_slice(&marker.last_lsn.to_be_bytes());
+    bytes.extend_from_slice(&crc(&bytes).to_be_bytes());
+    bytes
+}
+
+/// Checks and decodes the close marker; the error says what is wrong and at which offset.
+pub fn decode_closed(bytes: &[u8]) -> Result<ClosedMarker, (u64, String)> {
+    if bytes.len() != CLOSED_BYTES {
+        return Err((
+            0,
+            format!("{} bytes, a close marker has {CLOSED_BYTES}", bytes.len()),
+        ));
+    }
+    if bytes[..8] != CLOSED_MAGIC {
+        return Err((0, "not a close marker (bad magic)".into()));
+    }
+    let crc_at = CLOSED_BYTES - 4;
+    if be_u32(bytes, crc_at) != crc(&bytes[..crc_at]) {
+        return Err((crc_at as u64, "close marker checksum mismatch".into()));
+    }
+    let version = be_u32(bytes, 8);
+    if version != CLOSED_VERSION {
+        return Err((8, format!("unsupported close marker version {version}")));
+    }
+    Ok(ClosedMarker {
+        segment: get_ref(bytes, 12).ok_or((12, "names no segment".to_string()))?,
+        end_offset: be_u64(bytes, 28),
+        last_lsn: be_u64(bytes, 36),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_from_finds_the_end_of_the_last_non_zero_byte() {
+        for length in [0, 1, 7, 4095, 4096, 4097, 10_000] {
+            let mut bytes = vec![0u8; length];
+            assert_eq!(zeros_from(&bytes), 0);
+            for at in [0, length / 2, length.saturating_sub(1)] {
+                if at < length {
+                    bytes.fill(0);
+                    bytes[at] = 1;
+                    assert_eq!(zeros_from(&bytes), at + 1, "length {length}, at {at}");
+                }
+            }
+        }
+    }
 }

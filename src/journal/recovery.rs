@@ -1,21 +1,26 @@
 //! Rebuilding the committed state from the data directory when the server starts.
 //!
-//! The rules (docs/JOURNAL.md gives the reasoning):
-//! 1. Leftover `*.tmp` snapshots are deleted: they were never renamed, so never relied on.
-//! 2. The newest `snapshot-*.snap` is loaded. It must be valid: a snapshot is renamed into place
-//!    only after it is synced, so a bad one is corruption and the server refuses to start.
-//! 3. Segments are replayed in order; records the snapshot already covers are checked and
-//!    skipped. Positions must follow each other with no gap.
-//! 4. A *torn tail* ([`Parsed::Torn`]) at the end of the newest segment is the trace of a write
-//!    cut short by a crash. Its record was never acknowledged (acknowledgement waits for the sync),
-//!    so the file is cut back to the last whole record and the server starts.
-//! 5. Anything else ([`Parsed::Corrupt`], or a torn record in an older segment) means data the
-//!    server may have acknowledged is damaged: it refuses to start, naming the file and offset.
+//! The rules (docs/JOURNAL.md, section 9, gives the reasoning):
+//! 1. Leftover temporaries (`*.tmp`) are deleted: they were never renamed, so never relied on.
+//! 2. The close marker (`CLOSED`), if there is one, says how far the journal reached at the last
+//!    clean shutdown; the journal must end exactly there, or the server refuses to start.
+//! 3. The newest `snapshot-*.snap` is loaded. It must be valid, and the segment it names as its
+//!    successor must exist: a snapshot is renamed into place only after it is synced, and its
+//!    successor is created before it, so anything else is damage.
+//! 4. Segments are replayed in order; each names its predecessor, and positions follow each
+//!    other with no gap. Records the snapshot already covers are checked and skipped. In a
+//!    version 2 segment a batch counts only once its seal (a redundant summary written after the
+//!    batch's records, in the same sync) is there and matches.
+//! 5. Damage after the newest segment's last whole batch is cut only when it has the shape of a
+//!    write interrupted by a power loss ([`torn_shape`]), no clean shutdown followed it, and the
+//!    recovery mode allows it; the operator's `--accept-cut` cuts whatever follows the last whole
+//!    batch and says exactly what was dropped. Anything else refuses the start, naming the file,
+//!    the offset and what was expected there.
 
-use super::files::{FileLayer, SegmentFile};
-use super::format::{self, Parsed};
-use super::{JournalConfig, JournalError};
-use crate::ledger::{Ledger, Lsn};
+use super::files::{FileLayer, SegmentFile, SEGMENT_GROWTH_BYTES};
+use super::format::{self, ClosedMarker, Parsed, SegmentHeader, SegmentRef};
+use super::{JournalConfig, JournalError, RecoveryMode};
+use crate::ledger::{Ledger, Lsn, Record};
 use std::path::{Path, PathBuf};
 
 /// What recovery hands to the writer.
@@ -24,10 +29,14 @@ pub struct Recovered {
     pub ledger: Ledger,
     /// The segment new records are appended to.
     pub segment: Box<dyn SegmentFile>,
-    /// Its length in bytes.
+    /// Which segment that is.
+    pub segment_ref: SegmentRef,
+    /// Where its records end: new batches go there.
     pub segment_bytes: u64,
     /// Records replayed after the snapshot (they count towards the next one).
     pub records_after_snapshot: u64,
+    /// What was cut from the newest segment's tail, if anything, in words.
+    pub cut: Option<String>,
 }
 
 /// The data directory's files, by kind and position.
@@ -53,7 +62,10 @@ fn list(directory: &Path) -> Result<Listing, JournalError> {
             listing.snapshots.push((lsn, path));
         } else if let Some(lsn) = format::position_in_name(&name, "journal-", ".log") {
             listing.segments.push((lsn, path));
-        } else if format::position_in_name(&name, "snapshot-", ".tmp").is_some() {
+        } else if format::position_in_name(&name, "snapshot-", ".tmp").is_some()
+            || format::position_in_name(&name, "journal-", ".tmp").is_some()
+            || name == format::CLOSED_TEMPORARY_NAME
+        {
             listing.temporaries.push(path);
         }
     }
@@ -62,19 +74,59 @@ fn list(directory: &Path) -> Result<Listing, JournalError> {
     Ok(listing)
 }
 
-/// Creates a segment whose first record will be `first_lsn`, with its header synced.
-pub fn create_segment(
+/// Removes whatever is at `path` (a file, or a symlink, never what it points to), if anything.
+pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes `bytes` as the file `path`, atomically: into the temporary `temporary` (created anew,
+/// owner-only, never through a symlink), synced, renamed into place, directory synced.
+pub fn write_atomically(
     files: &dyn FileLayer,
+    temporary: &Path,
     path: &Path,
-    first_lsn: Lsn,
-) -> std::io::Result<Box<dyn SegmentFile>> {
-    let mut segment = files.create_segment(path)?;
-    segment.write_all(&format::segment_header(first_lsn))?;
-    segment.sync_data()?;
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    remove_if_present(temporary)?;
+    let mut file = files.create_new(temporary, 0)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    drop(file);
+    files.rename(temporary, path)?;
     if let Some(directory) = path.parent() {
         files.sync_dir(directory)?;
     }
-    Ok(segment)
+    Ok(())
+}
+
+/// Creates `segment` after `previous` in `directory`: under a temporary name, its header
+/// written and its first growth step of zeros in place, synced, then renamed to its final name
+/// and the directory synced. A segment under its final name is therefore always whole, so a
+/// shorter one is truncation, never a segment still being created.
+pub fn create_segment(
+    files: &dyn FileLayer,
+    directory: &Path,
+    segment: SegmentRef,
+    previous: Option<SegmentRef>,
+) -> std::io::Result<Box<dyn SegmentFile>> {
+    let path = directory.join(format::segment_name(segment.first_lsn));
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} already exists", path.display()),
+        ));
+    }
+    let temporary = directory.join(format::segment_temporary_name(segment.first_lsn));
+    remove_if_present(&temporary)?;
+    let mut file = files.create_new(&temporary, SEGMENT_GROWTH_BYTES)?;
+    file.write_all(&format::segment_header(segment, previous))?;
+    file.sync_data()?;
+    files.rename(&temporary, &path)?;
+    files.sync_dir(directory)?;
+    Ok(file)
 }
 
 /// Removes snapshots older than the one at `lsn`, and segments whose records are all at or below
@@ -96,118 +148,410 @@ pub fn remove_covered_files(directory: &Path, lsn: Lsn) -> Result<(), JournalErr
     Ok(())
 }
 
-/// True when a segment's bytes are what a crash between creating it and syncing its header
-/// leaves: shorter than a header, or the start of the header it should have followed only by
-/// zeros (the file was extended but the data never written). Such a segment holds no record.
-fn has_torn_header(bytes: &[u8], named_first: Lsn) -> bool {
-    if bytes.len() < format::SEGMENT_HEADER_BYTES {
+/// True when a version 1 segment's bytes are what a crash between creating it and syncing its
+/// header left under the first release: shorter than a header, or the start of the header it
+/// should have followed only by zeros. Such a segment holds no record. (Version 2 segments are
+/// renamed into place whole, so this never applies to them.)
+fn has_torn_legacy_header(bytes: &[u8], named_first: Lsn) -> bool {
+    if bytes.len() < format::SEGMENT_HEADER_BYTES_LEGACY {
         return true;
     }
     let written = format::zeros_from(bytes);
-    written < format::SEGMENT_HEADER_BYTES
-        && bytes[..written] == format::segment_header(named_first)[..written]
+    written < format::SEGMENT_HEADER_BYTES_LEGACY
+        && bytes[..written] == format::segment_header_legacy(named_first)[..written]
 }
 
-/// Recovers the committed state from `config.data_dir`, creating the directory if needed.
+/// Damage found after a segment's last whole batch.
+struct Damage {
+    /// Where the bad frame (or the missing seal) starts.
+    offset: usize,
+    /// Where that frame would end, as far as can be told.
+    extent: usize,
+    /// What was expected there and what was found.
+    reason: String,
+    /// The positions of records of the unfinished batch, if any.
+    unsealed: Option<(Lsn, Lsn)>,
+}
+
+/// What reading one segment found.
+struct Scan {
+    /// The offset just after the last whole batch (version 1: the last whole record).
+    whole_end: usize,
+    /// The last position of a whole batch, if any.
+    last_lsn: Option<Lsn>,
+    /// Damage after `whole_end`, if any.
+    damage: Option<Damage>,
+}
+
+/// The reading position across segments: the last position read and the state being rebuilt.
+struct Replay {
+    ledger: Ledger,
+    snapshot_lsn: Lsn,
+    previous: Option<Lsn>,
+    replayed: u64,
+}
+
+impl Replay {
+    /// Checks that `lsn` comes next and applies `record` if the snapshot does not cover it.
+    fn accept(&mut self, lsn: Lsn, record: &Record, first: Lsn) -> Result<(), String> {
+        let expected = self.previous.map_or(first, |previous| previous + 1);
+        if lsn != expected {
+            return Err(format!("record {lsn} where {expected} belongs"));
+        }
+        if lsn > self.ledger.applied_lsn {
+            if lsn != self.ledger.applied_lsn + 1 {
+                return Err(format!("gap after snapshot at {}", self.snapshot_lsn));
+            }
+            self.ledger
+                .apply(lsn, record)
+                .map_err(|error| error.to_string())?;
+            self.replayed += 1;
+        }
+        self.previous = Some(lsn);
+        Ok(())
+    }
+}
+
+/// Reads the records of one segment whose header is `header`, applying every whole batch.
+/// Errors are corruption at an offset (a record that does not apply, or, in version 1, damage
+/// that is not a torn tail).
+fn scan(
+    bytes: &[u8],
+    header: &SegmentHeader,
+    replay: &mut Replay,
+) -> Result<Scan, (usize, String)> {
+    let sealed = header.version == format::FORMAT_VERSION;
+    let first = header.segment.first_lsn;
+    let mut offset = header.bytes();
+    let mut whole_end = offset;
+    let mut last_lsn = None;
+    // Records of the batch being read, not yet applied: a batch counts only once its seal holds.
+    let mut batch: Vec<(Lsn, Record)> = Vec::new();
+    let mut expected = replay.previous.map_or(first, |previous| previous + 1);
+    let damage = |offset: usize, reason: String, batch: &[(Lsn, Record)]| Damage {
+        offset,
+        extent: format::frame_extent(bytes, offset),
+        reason,
+        unsealed: batch.first().zip(batch.last()).map(|(a, b)| (a.0, b.0)),
+    };
+    loop {
+        match format::parse_record(bytes, offset) {
+            Parsed::Record { lsn, record, end } => {
+                if lsn != expected {
+                    let reason = format!("record {lsn} where {expected} belongs");
+                    return Ok(Scan {
+                        whole_end,
+                        last_lsn,
+                        damage: Some(damage(offset, reason, &batch)),
+                    });
+                }
+                expected += 1;
+                if sealed {
+                    batch.push((lsn, record));
+                } else {
+                    replay
+                        .accept(lsn, &record, first)
+                        .map_err(|reason| (offset, reason))?;
+                    whole_end = end;
+                    last_lsn = Some(lsn);
+                }
+                offset = end;
+            }
+            Parsed::Seal {
+                records_crc,
+                first_lsn,
+                last_lsn: sealed_last,
+                end,
+            } if sealed => {
+                let matches = batch.first().map(|record| record.0) == Some(first_lsn)
+                    && batch.last().map(|record| record.0) == Some(sealed_last)
+                    && format::checksum(&bytes[whole_end..offset]) == records_crc;
+                if !matches {
+                    let reason = format!(
+                        "a batch seal for records {first_lsn}..={sealed_last} that does not \
+                         match the records before it"
+                    );
+                    return Ok(Scan {
+                        whole_end,
+                        last_lsn,
+                        damage: Some(Damage {
+                            extent: end,
+                            ..damage(offset, reason, &batch)
+                        }),
+                    });
+                }
+                let start = whole_end;
+                for (lsn, record) in batch.drain(..) {
+                    replay
+                        .accept(lsn, &record, first)
+                        .map_err(|reason| (start, reason))?;
+                }
+                whole_end = end;
+                last_lsn = Some(sealed_last);
+                offset = end;
+            }
+            Parsed::Seal { .. } => {
+                return Err((offset, "a batch seal in a version 1 segment".into()));
+            }
+            Parsed::End if batch.is_empty() => {
+                return Ok(Scan {
+                    whole_end,
+                    last_lsn,
+                    damage: None,
+                })
+            }
+            Parsed::End => {
+                let reason = "the seal of the batch before it, found zeros".to_string();
+                return Ok(Scan {
+                    whole_end,
+                    last_lsn,
+                    damage: Some(Damage {
+                        extent: offset + format::SEAL_BYTES,
+                        ..damage(offset, reason, &batch)
+                    }),
+                });
+            }
+            Parsed::Torn(reason) if !sealed => {
+                return Ok(Scan {
+                    whole_end,
+                    last_lsn,
+                    damage: Some(damage(offset, reason, &batch)),
+                })
+            }
+            Parsed::Corrupt(reason) if !sealed => return Err((offset, reason)),
+            Parsed::Torn(reason) | Parsed::Corrupt(reason) => {
+                return Ok(Scan {
+                    whole_end,
+                    last_lsn,
+                    damage: Some(damage(offset, reason, &batch)),
+                })
+            }
+        }
+    }
+}
+
+/// Whether the bytes after the last whole batch of a version 2 segment have the shape a write
+/// cut short by a power loss leaves, and nothing else can: the segment has its whole grown size
+/// (so nothing cut it shorter), and the damaged frame reaches past the last sector holding any
+/// non-zero byte (so its bad part is sectors that never arrived, still the zeros the segment was
+/// grown with). A bad frame lying entirely in sectors that did arrive is rot, not a tear; so is
+/// a batch whose seal arrived.
+fn torn_shape(bytes: &[u8], damage: &Damage) -> Result<(), String> {
+    if !(bytes.len() as u64).is_multiple_of(SEGMENT_GROWTH_BYTES) {
+        return Err(format!(
+            "the file is {} bytes, not a whole number of {SEGMENT_GROWTH_BYTES}-byte growth \
+             steps: it was truncated or appended to",
+            bytes.len()
+        ));
+    }
+    let persisted = format::zeros_from(bytes).next_multiple_of(format::SECTOR_BYTES);
+    if damage.extent <= persisted {
+        return Err(format!(
+            "bytes {}..{} lie in sectors that reached the disk, so this is damage, not an \
+             interrupted write",
+            damage.offset, damage.extent
+        ));
+    }
+    Ok(())
+}
+
+/// One segment as recovery saw it.
+struct SegmentSeen {
+    path: PathBuf,
+    header: SegmentHeader,
+    bytes_len: usize,
+    /// The offset just after the last non-zero byte.
+    written_end: usize,
+    scan: Scan,
+}
+
+/// Recovers the committed state from `config.data_dir` (which must exist and be locked).
 pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
     let directory = &config.data_dir;
-    std::fs::create_dir_all(directory).map_err(|error| JournalError::io(directory, error))?;
+    let corrupt = |path: &Path, offset: usize, reason: String| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
     let listing = list(directory)?;
     for path in &listing.temporaries {
         std::fs::remove_file(path).map_err(|error| JournalError::io(path, error))?;
     }
-    let mut ledger = match listing.snapshots.last() {
-        Some((_, path)) => {
+    let closed_path = directory.join(format::CLOSED_FILE_NAME);
+    let closed = match std::fs::read(&closed_path) {
+        Ok(bytes) => Some(
+            format::decode_closed(&bytes)
+                .map_err(|(offset, reason)| corrupt(&closed_path, offset as usize, reason))?,
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(JournalError::io(&closed_path, error)),
+    };
+    let (ledger, snapshot_next, snapshot_path) = match listing.snapshots.last() {
+        Some((named, path)) => {
             let bytes = std::fs::read(path).map_err(|error| JournalError::io(path, error))?;
-            format::decode_snapshot(&bytes).map_err(|(offset, reason)| JournalError::Corrupt {
-                path: path.clone(),
-                offset,
-                reason,
-            })?
+            let snapshot = format::decode_snapshot(&bytes)
+                .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?;
+            if snapshot.ledger.applied_lsn != *named {
+                return Err(corrupt(
+                    path,
+                    12,
+                    format!("the header says position {}", snapshot.ledger.applied_lsn),
+                ));
+            }
+            (snapshot.ledger, snapshot.next, Some(path.clone()))
         }
-        None => Ledger::default(),
+        None => (Ledger::default(), None, None),
     };
     let snapshot_lsn = ledger.applied_lsn;
-    let mut previous: Option<Lsn> = None;
-    let mut replayed = 0;
-    // The newest segment: its path, the length of its valid prefix, its first position and
-    // whether it holds any record.
-    let mut tail: Option<(PathBuf, u64, Lsn, bool)> = None;
+    let mut replay = Replay {
+        ledger,
+        snapshot_lsn,
+        previous: None,
+        replayed: 0,
+    };
+    let mut seen: Vec<SegmentSeen> = Vec::new();
+    let mut dropped_segment = None;
     let count = listing.segments.len();
     for (index, (named_first, path)) in listing.segments.iter().enumerate() {
         let newest = index + 1 == count;
-        let corrupt = |offset: usize, reason: String| JournalError::Corrupt {
-            path: path.clone(),
-            offset: offset as u64,
-            reason,
-        };
         let bytes = std::fs::read(path).map_err(|error| JournalError::io(path, error))?;
-        if newest && has_torn_header(&bytes, *named_first) {
-            // Created but its header never fully reached the disk: it holds no record. Remove it
-            // so it cannot linger as an older segment; a new one is created below.
-            tracing::warn!(path = %path.display(), "dropping a segment with a torn header");
+        // Only the first release left segments being created under their final name; a version 2
+        // segment is renamed into place whole, so a short one was truncated and is refused,
+        // unless the operator accepts the cut.
+        let legacy = bytes.get(8..12) == Some(&format::FORMAT_VERSION_LEGACY.to_be_bytes()[..]);
+        let drop_it = match config.recovery {
+            RecoveryMode::AcceptCut => true,
+            RecoveryMode::Strict => false,
+            RecoveryMode::Auto => closed.is_none() && legacy,
+        };
+        if newest && drop_it && has_torn_legacy_header(&bytes, *named_first) {
+            let report = format!(
+                "{}: dropped a segment of {} bytes whose header is incomplete (it held no record)",
+                path.display(),
+                bytes.len()
+            );
+            tracing::warn!(%report, "dropping a segment with a torn header");
             std::fs::remove_file(path).map_err(|error| JournalError::io(path, error))?;
+            dropped_segment = Some(report);
             break;
         }
-        let first = format::parse_segment_header(&bytes).map_err(|reason| corrupt(0, reason))?;
-        if first != *named_first {
-            return Err(corrupt(12, format!("header says first record {first}")));
+        let header = format::parse_segment_header(&bytes)
+            .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?;
+        if header.segment.first_lsn != *named_first {
+            return Err(corrupt(
+                path,
+                12,
+                format!("header says first record {}", header.segment.first_lsn),
+            ));
         }
-        if let Some(previous) = previous {
-            if first != previous + 1 {
+        if let Some(before) = seen.last() {
+            let before_last = before
+                .scan
+                .last_lsn
+                .unwrap_or(before.header.segment.first_lsn - 1);
+            if header.segment.first_lsn != before_last + 1 {
                 return Err(corrupt(
+                    path,
                     12,
                     format!(
-                        "segment starts at record {first}, the previous one ends at {previous}"
+                        "segment starts at record {}, the previous one ends at {before_last}",
+                        header.segment.first_lsn
+                    ),
+                ));
+            }
+            if header.version == format::FORMAT_VERSION
+                && header.previous != Some(before.header.segment)
+            {
+                return Err(corrupt(
+                    path,
+                    28,
+                    format!(
+                        "the header names its predecessor as {}, the previous file is {}",
+                        describe(header.previous),
+                        before.header.segment
+                    ),
+                ));
+            }
+        } else if snapshot_path.is_none() && header.previous.is_some() {
+            return Err(corrupt(
+                path,
+                28,
+                format!(
+                    "its predecessor {} is missing and no snapshot covers it",
+                    describe(header.previous)
+                ),
+            ));
+        }
+        let scan = scan(&bytes, &header, &mut replay)
+            .map_err(|(offset, reason)| corrupt(path, offset, reason))?;
+        if let Some(damage) = &scan.damage {
+            if !newest {
+                return Err(corrupt(
+                    path,
+                    damage.offset,
+                    format!(
+                        "expected {}; an older segment never ends in an interrupted write",
+                        damage.reason
                     ),
                 ));
             }
         }
-        let mut offset = format::SEGMENT_HEADER_BYTES;
-        let mut holds_records = false;
-        loop {
-            match format::parse_record(&bytes, offset) {
-                Parsed::Record { lsn, record, end } => {
-                    let expected = previous.map_or(first, |previous| previous + 1);
-                    if lsn != expected {
-                        return Err(corrupt(
-                            offset,
-                            format!("record {lsn} where {expected} belongs"),
-                        ));
-                    }
-                    if lsn > ledger.applied_lsn {
-                        if lsn != ledger.applied_lsn + 1 {
-                            return Err(corrupt(
-                                offset,
-                                format!("gap after snapshot at {snapshot_lsn}"),
-                            ));
-                        }
-                        ledger
-                            .apply(lsn, &record)
-                            .map_err(|error| corrupt(offset, error.to_string()))?;
-                        replayed += 1;
-                    }
-                    previous = Some(lsn);
-                    holds_records = true;
-                    offset = end;
-                }
-                Parsed::End => break,
-                Parsed::Torn(reason) if newest => {
-                    tracing::warn!(
-                        path = %path.display(), offset, %reason,
-                        "cutting a torn tail left by an interrupted write"
-                    );
-                    break;
-                }
-                Parsed::Torn(reason) | Parsed::Corrupt(reason) => {
-                    return Err(corrupt(offset, reason))
-                }
+        if header.version == format::FORMAT_VERSION
+            && !(newest && config.recovery == RecoveryMode::AcceptCut)
+        {
+            // Segments are created with one growth step and grow by whole steps before records go
+            // into the room, so a segment is never shorter than the steps its records reach into.
+            let step = SEGMENT_GROWTH_BYTES as usize;
+            let grown = scan.whole_end.next_multiple_of(step).max(step);
+            if bytes.len() < grown {
+                return Err(corrupt(
+                    path,
+                    bytes.len(),
+                    format!(
+                        "the file ends at byte {}, short of the {grown} bytes it had grown to:                          truncated",
+                        bytes.len()
+                    ),
+                ));
             }
         }
-        if newest {
-            tail = Some((path.clone(), offset as u64, first, holds_records));
+        seen.push(SegmentSeen {
+            path: path.clone(),
+            header,
+            bytes_len: bytes.len(),
+            written_end: format::zeros_from(&bytes),
+            scan,
+        });
+    }
+    if let (Some(next), Some(path)) = (snapshot_next, &snapshot_path) {
+        match seen
+            .iter()
+            .find(|s| s.header.segment.first_lsn == next.first_lsn)
+        {
+            Some(found) if found.header.segment == next => {}
+            Some(found) => {
+                return Err(corrupt(
+                    &found.path,
+                    12,
+                    format!(
+                        "the snapshot names its successor as {next}, this file is {}",
+                        found.header.segment
+                    ),
+                ))
+            }
+            None => {
+                return Err(corrupt(
+                    path,
+                    20,
+                    format!("the segment that follows this snapshot, {next}, is missing"),
+                ))
+            }
         }
     }
+    let cut = match dropped_segment {
+        Some(report) => Some(report),
+        None => judge_tail(config, closed.as_ref(), seen.last(), &closed_path)?,
+    };
+    let ledger = replay.ledger;
     if ledger.applied_lsn < snapshot_lsn || !ledger.is_conserved() {
         return Err(JournalError::Corrupt {
             path: directory.clone(),
@@ -216,37 +560,230 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
         });
     }
     let files = config.files.as_ref();
-    // Append to the newest segment if its records end exactly where the state does; otherwise
-    // (no segment yet, or the snapshot is ahead of every segment) start a new one.
-    let (segment, segment_bytes) = match tail {
-        Some((path, length, first, holds_records))
-            if (holds_records && previous == Some(ledger.applied_lsn))
-                || (!holds_records && first == ledger.applied_lsn + 1) =>
-        {
+    let applied = ledger.applied_lsn;
+    // Append to the newest segment if it is version 2 and its records end exactly where the state
+    // does; otherwise (no segment yet, a version 1 segment, or a version 1 snapshot ahead of every
+    // segment) start a new one after it.
+    let newest = seen.last();
+    let continues = |s: &SegmentSeen| match s.scan.last_lsn {
+        Some(last) => last == applied,
+        None => s.header.segment.first_lsn == applied + 1,
+    };
+    let (segment, segment_ref, segment_bytes) = match newest {
+        Some(s) if s.header.version == format::FORMAT_VERSION && continues(s) => {
+            let zero_until = if cut.is_some() {
+                s.written_end
+            } else {
+                s.scan.whole_end
+            };
             let segment = files
-                .open_append(&path, length)
-                .map_err(|error| JournalError::io(&path, error))?;
-            (segment, length)
+                .open_append(&s.path, s.scan.whole_end as u64, zero_until as u64)
+                .map_err(|error| JournalError::io(&s.path, error))?;
+            (segment, s.header.segment, s.scan.whole_end as u64)
         }
         _ => {
-            let path = directory.join(format::segment_name(ledger.applied_lsn + 1));
-            let segment = create_segment(files, &path, ledger.applied_lsn + 1)
-                .map_err(|error| JournalError::io(&path, error))?;
-            (segment, format::SEGMENT_HEADER_BYTES as u64)
+            let previous = match newest {
+                Some(s) if continues(s) => {
+                    if s.bytes_len > s.scan.whole_end {
+                        cut_legacy_tail(&s.path, s.scan.whole_end as u64)?;
+                    }
+                    Some(s.header.segment)
+                }
+                _ => None,
+            };
+            let segment_ref = SegmentRef::new(applied + 1);
+            let segment =
+                create_segment(files, directory, segment_ref, previous).map_err(|error| {
+                    JournalError::io(&directory.join(format::segment_name(applied + 1)), error)
+                })?;
+            (segment, segment_ref, format::SEGMENT_HEADER_BYTES as u64)
         }
     };
     remove_covered_files(directory, snapshot_lsn)?;
+    if closed.is_some() {
+        // From the first new write on, the journal extends past what the marker says.
+        std::fs::remove_file(&closed_path)
+            .and_then(|()| files.sync_dir(directory))
+            .map_err(|error| JournalError::io(&closed_path, error))?;
+    }
     tracing::info!(
-        lsn = ledger.applied_lsn,
+        lsn = applied,
         snapshot_lsn,
-        replayed,
+        replayed = replay.replayed,
         accounts = ledger.accounts.len(),
+        clean_shutdown = closed.is_some(),
         "journal recovered"
     );
     Ok(Recovered {
         ledger,
         segment,
+        segment_ref,
         segment_bytes,
-        records_after_snapshot: replayed,
+        records_after_snapshot: replay.replayed,
+        cut,
     })
+}
+
+fn describe(segment: Option<SegmentRef>) -> String {
+    segment.map_or_else(|| "none".into(), |segment| segment.to_string())
+}
+
+/// Cuts a version 1 segment back to `length` (its last whole record), as the first release did.
+fn cut_legacy_tail(path: &Path, length: u64) -> Result<(), JournalError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(super::files::no_follow())
+        .open(path)
+        .and_then(|file| file.set_len(length).and_then(|()| file.sync_all()));
+    file.map_err(|error| JournalError::io(path, error))
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Decides what to do with the newest segment's tail: nothing (it is clean and, after a clean
+/// shutdown, ends exactly where the close marker says), cut it (returning what was dropped, in
+/// words), or refuse.
+fn judge_tail(
+    config: &JournalConfig,
+    closed: Option<&ClosedMarker>,
+    newest: Option<&SegmentSeen>,
+    closed_path: &Path,
+) -> Result<Option<String>, JournalError> {
+    let corrupt = |path: &Path, offset: usize, reason: String| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let accept = config.recovery == RecoveryMode::AcceptCut;
+    let Some(newest) = newest else {
+        return match closed {
+            Some(marker) => Err(corrupt(
+                closed_path,
+                12,
+                format!(
+                    "the last shutdown was clean at {}, which is missing",
+                    marker.segment
+                ),
+            )),
+            None => Ok(None),
+        };
+    };
+    let path = &newest.path;
+    let last = newest
+        .scan
+        .last_lsn
+        .unwrap_or(newest.header.segment.first_lsn - 1);
+    if let Some(marker) = closed {
+        let expected = format!(
+            "the last shutdown was clean: the journal ends with record {} at byte offset {} of \
+             {}",
+            marker.last_lsn, marker.end_offset, marker.segment
+        );
+        let whole = newest.scan.whole_end;
+        let problem = if marker.segment != newest.header.segment {
+            Some((
+                0,
+                format!(
+                    "{expected}, but the newest segment is {}",
+                    newest.header.segment
+                ),
+            ))
+        } else if let Some(damage) = &newest.scan.damage {
+            Some((
+                damage.offset,
+                format!("{expected}; found {}", damage.reason),
+            ))
+        } else if marker.end_offset != whole as u64 || marker.last_lsn != last {
+            Some((
+                whole,
+                format!("{expected}; its records end with {last} at byte offset {whole}"),
+            ))
+        } else if !(newest.bytes_len as u64).is_multiple_of(SEGMENT_GROWTH_BYTES) {
+            Some((
+                newest.bytes_len,
+                format!(
+                    "{expected}; the file is {} bytes, not its grown size",
+                    newest.bytes_len
+                ),
+            ))
+        } else {
+            None
+        };
+        match problem {
+            None => return Ok(None),
+            Some((offset, reason)) if !accept || marker.segment != newest.header.segment => {
+                return Err(corrupt(path, offset, reason))
+            }
+            Some((_, reason)) => {
+                let report = format!(
+                    "{}: accepted a cut at byte offset {whole}, keeping records up to {last}; \
+                     dropped {} bytes after it ({reason})",
+                    path.display(),
+                    newest.written_end.saturating_sub(whole),
+                );
+                tracing::warn!(%report, "operator accepted a cut of the journal's tail");
+                return Ok(Some(report));
+            }
+        }
+    }
+    let Some(damage) = &newest.scan.damage else {
+        return Ok(None);
+    };
+    let dropped = match damage.unsealed {
+        Some((first, last)) => format!(
+            "records {first}..={last}, all that is readable of a batch whose seal is not there"
+        ),
+        None => "no whole record".into(),
+    };
+    let report = format!(
+        "{}: cut at byte offset {} after record {last}: dropped bytes {}..{} ({dropped}; expected \
+         {})",
+        path.display(),
+        newest.scan.whole_end,
+        newest.scan.whole_end,
+        newest.written_end.max(newest.scan.whole_end),
+        damage.reason
+    );
+    if accept {
+        tracing::warn!(%report, "operator accepted a cut of the journal's tail");
+        return Ok(Some(report));
+    }
+    if newest.header.version == format::FORMAT_VERSION_LEGACY {
+        if config.recovery == RecoveryMode::Strict {
+            return Err(corrupt(
+                path,
+                damage.offset,
+                format!(
+                    "expected {}; --recovery strict never cuts a tail",
+                    damage.reason
+                ),
+            ));
+        }
+        tracing::warn!(%report, "cutting a torn tail of a version 1 segment");
+        return Ok(Some(report));
+    }
+    if config.recovery == RecoveryMode::Strict {
+        return Err(corrupt(
+            path,
+            damage.offset,
+            format!(
+                "expected {}; --recovery strict never cuts a tail (bank-server --accept-cut \
+                 accepts the cut)",
+                damage.reason
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|error| JournalError::io(path, error))?;
+    if let Err(shape) = torn_shape(&bytes, damage) {
+        return Err(corrupt(
+            path,
+            damage.offset,
+            format!(
+                "expected {}; {shape} (bank-server --accept-cut accepts the cut)",
+                damage.reason
+            ),
+        ));
+    }
+    tracing::warn!(%report, "cutting a torn tail left by an interrupted write");
+    Ok(Some(report))
 }

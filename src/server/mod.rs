@@ -14,7 +14,7 @@ pub mod pins;
 pub mod session;
 
 use crate::faults::{FaultPlan, Faults};
-use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::journal::{Journal, JournalConfig, JournalError, RecoveryMode};
 use crate::ledger::{self, Clients, Event, Outcome, Principal};
 use crate::pin::{self, OperatorToken, PinHashCost, PinKey};
 use crate::protocol::{Amount, Card, RequestId, Status};
@@ -120,6 +120,11 @@ pub struct ServerConfig {
     pub journal_queue_records_max: usize,
     /// How long a graceful shutdown waits for requests in flight before it closes connections.
     pub shutdown_timeout: Duration,
+    /// How recovery treats the newest segment's tail (docs/JOURNAL.md, section 9).
+    pub recovery: RecoveryMode,
+    /// Testing only: the journal's writes fail like a full disk once this many more bytes have
+    /// been written (see [`crate::journal::files::FullDisk`]).
+    pub journal_fail_after_bytes: Option<i64>,
 }
 
 impl ServerConfig {
@@ -141,8 +146,23 @@ impl ServerConfig {
             client_retention: JournalConfig::new(".").client_retention,
             journal_queue_records_max: JournalConfig::new(".").queue_records_max,
             shutdown_timeout: Duration::from_secs(10),
+            recovery: RecoveryMode::default(),
+            journal_fail_after_bytes: None,
         }
     }
+}
+
+/// The journal settings a server configuration asks for.
+pub fn journal_config(config: &ServerConfig) -> JournalConfig {
+    let mut journal_config = JournalConfig::new(&config.data_dir);
+    journal_config.snapshot_records_interval = config.snapshot_records_interval;
+    journal_config.client_retention = config.client_retention;
+    journal_config.queue_records_max = config.journal_queue_records_max;
+    journal_config.recovery = config.recovery;
+    if let Some(budget) = config.journal_fail_after_bytes {
+        journal_config.files = Arc::new(crate::journal::files::FullDisk::new(budget));
+    }
+    journal_config
 }
 
 /// Counters the server keeps (exported as metrics).
@@ -524,10 +544,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Recovers the data directory and starts serving on a thread of its own.
     pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-        let mut journal_config = JournalConfig::new(&config.data_dir);
-        journal_config.snapshot_records_interval = config.snapshot_records_interval;
-        journal_config.client_retention = config.client_retention;
-        journal_config.queue_records_max = config.journal_queue_records_max;
+        let journal_config = journal_config(&config);
         Self::start_with_journal(config, journal_config)
     }
 

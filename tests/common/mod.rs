@@ -494,6 +494,31 @@ pub mod durability {
         }
     }
 
+    /// `ledger` as the first release kept it: one window per client id, whatever the principal
+    /// (a client's windows under several principals are merged, in sequence order).
+    pub fn first_release_ledger(ledger: &Ledger) -> ledger::LedgerV1 {
+        let mut old = ledger::LedgerV1 {
+            applied_lsn: ledger.applied_lsn,
+            accounts: ledger.accounts.clone(),
+            money_in: ledger.money_in,
+            money_out: ledger.money_out,
+            ..ledger::LedgerV1::default()
+        };
+        for clients in ledger.clients.values() {
+            for (client, window) in &clients.windows {
+                let merged = old.clients.entry(*client).or_default();
+                merged.highest = merged.highest.max(window.highest);
+                merged.last_used_unix_ms = merged.last_used_unix_ms.max(window.last_used_unix_ms);
+                merged.completed.extend(window.completed.iter().copied());
+                merged
+                    .completed
+                    .make_contiguous()
+                    .sort_by_key(|done| done.sequence);
+            }
+        }
+        old
+    }
+
     /// The ledger the pure rules give for `records` applied from position 1.
     pub fn replay(records: &[Record]) -> Ledger {
         let mut ledger = Ledger::default();
@@ -642,21 +667,28 @@ pub mod durability {
         pub record: Record,
     }
 
-    /// The whole records of a segment file, in order, up to the first thing that is not one.
+    /// The whole records of a segment file, in order (batch seals skipped), up to the first thing
+    /// that is neither.
     pub fn record_spans(path: &Path) -> Vec<Span> {
         let bytes = std::fs::read(path).unwrap();
         let mut spans = Vec::new();
         let mut offset = format::SEGMENT_HEADER_BYTES;
-        while let Parsed::Record { lsn, record, end } = format::parse_record(&bytes, offset) {
-            spans.push(Span {
-                lsn,
-                start: offset,
-                end,
-                record,
-            });
-            offset = end;
+        loop {
+            match format::parse_record(&bytes, offset) {
+                Parsed::Record { lsn, record, end } => {
+                    spans.push(Span {
+                        lsn,
+                        start: offset,
+                        end,
+                        record,
+                    });
+                    offset = end;
+                }
+                // A batch's seal follows its records.
+                Parsed::Seal { end, .. } => offset = end,
+                _ => return spans,
+            }
         }
-        spans
     }
 
     /// Copies the files of `from` into `to`.
