@@ -409,6 +409,7 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         client_retention_secs: u64,
         arbiters: usize,
         shutdown_timeout_secs: u64,
+        recovery: crate::journal::RecoveryMode,
     }
     let limits = &config.limits;
     let effective = Effective {
@@ -455,6 +456,7 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         client_retention_secs: config.client_retention.as_secs(),
         arbiters: config.arbiters,
         shutdown_timeout_secs: config.shutdown_timeout.as_secs(),
+        recovery: config.recovery,
     };
     toml::to_string(&effective)
         .unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))

@@ -415,8 +415,8 @@ impl Journal {
 ///
 /// The directory is created owner-only if missing. An existing one must belong to this process's
 /// user and be writable by no one else (whoever can write it can plant or swap journal files);
-/// read and search bits for others are taken away, and so are those on the journal's files (they
-/// hold PIN hashes). The lock is an exclusive `flock` on the directory itself, not on a file in
+/// read and search bits for others are taken away, and so are those on the journal's own files
+/// (they hold PIN hashes). The lock is an exclusive `flock` on the directory itself, not on a file in
 /// it: deleting or replacing a file cannot defeat it, and it disappears with the process however
 /// the process ends.
 fn prepare_directory(directory: &Path) -> Result<std::fs::File, JournalError> {
@@ -431,11 +431,9 @@ fn prepare_directory(directory: &Path) -> Result<std::fs::File, JournalError> {
         path: directory.to_path_buf(),
         reason,
     };
-    let metadata = std::fs::symlink_metadata(directory).map_err(io)?;
+    let metadata = std::fs::metadata(directory).map_err(io)?;
     if !metadata.is_dir() {
-        return Err(unsafe_directory(
-            "not a directory (a symlink is not accepted either)".into(),
-        ));
+        return Err(unsafe_directory("not a directory".into()));
     }
     let owner = rustix::process::geteuid().as_raw();
     if metadata.uid() != owner {
@@ -468,10 +466,14 @@ fn prepare_directory(directory: &Path) -> Result<std::fs::File, JournalError> {
     for entry in std::fs::read_dir(directory).map_err(io)? {
         let entry = entry.map_err(io)?;
         let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = ["journal-", "snapshot-", format::CLOSED_FILE_NAME, "LOCK"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
         let metadata = entry
             .metadata()
             .map_err(|error| JournalError::io(&path, error))?;
-        if metadata.is_file() && metadata.permissions().mode() & 0o077 != 0 {
+        if ours && metadata.is_file() && metadata.permissions().mode() & 0o077 != 0 {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(files::FILE_MODE))
                 .map_err(|error| JournalError::io(&path, error))?;
         }

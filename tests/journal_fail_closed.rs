@@ -27,8 +27,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// `bank-server` on `data_dir` with `extra` flags, its standard error a pipe whose reading end
 /// is already closed (a log reader that died). Returns the child, its address and its stdout;
-/// the caller ends it with [`terminate`] (a panic on the way ends the test, and the child with
-/// the test process's group).
+/// the caller ends it with [`terminate`].
 #[allow(clippy::zombie_processes)]
 fn start_with_closed_stderr(
     data_dir: &Path,
