@@ -210,6 +210,7 @@ impl Settings {
                 ),
                 write_queue_frames: self.write_queue_frames.unwrap_or(limits.write_queue_frames),
                 write_timeout: seconds(self.write_timeout_secs, limits.write_timeout),
+                requests_joinable_max: limits.requests_joinable_max,
             },
             pin_hash_cost: PinHashCost {
                 memory_kib: self
