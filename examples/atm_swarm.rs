@@ -83,9 +83,10 @@ struct Arguments {
     /// Write SVG charts here.
     #[arg(long)]
     plot_dir: Option<PathBuf>,
-    /// Seconds one attempt waits for a reply before retrying.
-    #[arg(long, value_parser = swarm::parse_duration, default_value = "500ms")]
-    attempt_timeout: Duration,
+    /// The shortest time one attempt waits for a reply before retrying; above it the client
+    /// library adapts the wait to the measured round trip [default: the library's, 1s].
+    #[arg(long, value_parser = swarm::parse_duration)]
+    attempt_timeout: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -115,7 +116,9 @@ fn main() -> ExitCode {
         (None, None) => Stop::After(Duration::from_secs(10)),
     };
     config.seed = arguments.seed;
-    config.attempt_timeout = arguments.attempt_timeout;
+    if let Some(timeout) = arguments.attempt_timeout {
+        config.attempt_timeout = timeout;
+    }
     if !arguments.bench {
         config.client_faults = arguments.faults.unwrap_or_default();
         config.server_faults = arguments.server_faults;

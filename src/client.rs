@@ -15,6 +15,11 @@
 //!
 //! After a reconnect the connection is no longer logged in; the client verifies the card again
 //! (with a fresh request id) before re-sending an account operation.
+//!
+//! How long an attempt waits and how long the client pauses between attempts adapt to the
+//! server, as TCP's retransmission timer does: see [`rto`].
+
+pub mod rto;
 
 use crate::codec::{CodecError, FrameCodec, FRAME_BYTES_LIMIT};
 use crate::faults::FaultPlan;
@@ -25,6 +30,7 @@ use crate::protocol::{
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rto::{RetryLimits, RetryTimer};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -36,6 +42,17 @@ const ATTEMPT_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 /// Mixed into a client's id to make the id its automatic re-logins use.
 const RELOGIN_CLIENT_TAG: u64 = 0x5245_4c4f_4749_4e21;
 
+/// Mixed into a client's id to seed the random spread of its backoff.
+const JITTER_SEED_TAG: u64 = 0x4a49_5454_4552_2121;
+
+/// Default of [`ClientConfig::attempt_timeout`]: RFC 6298's initial and least retransmission
+/// timeout.
+pub const ATTEMPT_TIMEOUT_FLOOR_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Default of [`ClientConfig::attempt_timeout_max`]: a third of the default outcome deadline, so
+/// even at the cap a call makes several attempts.
+pub const ATTEMPT_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_secs(10);
+
 /// How a client behaves.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -43,12 +60,18 @@ pub struct ClientConfig {
     pub server: String,
     /// This client's id, the first half of every request id. Random unless given.
     pub client_id: u64,
-    /// How long one attempt waits for its reply before the connection is dropped and the request
-    /// re-sent.
+    /// The shortest time one attempt waits for its reply (or for the handshake) before the
+    /// connection is dropped and the request re-sent, and the wait before any round trip has
+    /// been measured. Above it the wait follows the measured round trip and doubles after each
+    /// failed attempt ([`rto`]).
     pub attempt_timeout: Duration,
+    /// The longest time one attempt waits, however slow the server or however many attempts
+    /// failed.
+    pub attempt_timeout_max: Duration,
     /// How long a call keeps retrying before it reports [`ClientError::OutcomeUnknown`].
     pub outcome_deadline: Duration,
-    /// First pause between attempts; doubles each time up to `backoff_max`.
+    /// First pause between attempts; doubles (with a random spread) each time up to
+    /// `backoff_max`.
     pub backoff_initial: Duration,
     /// Longest pause between attempts.
     pub backoff_max: Duration,
@@ -62,7 +85,8 @@ impl ClientConfig {
         ClientConfig {
             server: server.into(),
             client_id: rand::thread_rng().gen_range(1..u64::MAX),
-            attempt_timeout: Duration::from_secs(5),
+            attempt_timeout: ATTEMPT_TIMEOUT_FLOOR_DEFAULT,
+            attempt_timeout_max: ATTEMPT_TIMEOUT_MAX_DEFAULT,
             outcome_deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
@@ -134,6 +158,12 @@ pub struct Client {
     relogin_client: u64,
     relogin_sequence: u64,
     generator: StdRng,
+    /// The round-trip estimate and the backoff: how long to wait, how long to pause.
+    timer: RetryTimer,
+    /// The request being sent again after an attempt went unanswered. By Karn's rule its
+    /// replies measure nothing (one may answer an earlier attempt); every other definite reply
+    /// is a round-trip measurement.
+    resent: Option<RequestId>,
     stats: ClientStats,
     /// The client retention the server announced last (kept across reconnects).
     announced_retention: Option<Duration>,
@@ -146,6 +176,13 @@ impl Client {
         // Random per Client: two processes that share a client id (one taking over from the
         // other with `resume_after`) never share re-login ids.
         let relogin_client = rand::thread_rng().gen_range(1..u64::MAX) ^ RELOGIN_CLIENT_TAG;
+        let limits = RetryLimits {
+            timeout_floor: config.attempt_timeout,
+            timeout_cap: config.attempt_timeout_max,
+            pause_initial: config.backoff_initial,
+            pause_max: config.backoff_max,
+        };
+        let timer = RetryTimer::new(limits, config.client_id ^ JITTER_SEED_TAG);
         Client {
             config,
             connection: None,
@@ -154,6 +191,8 @@ impl Client {
             relogin_client,
             relogin_sequence: 1,
             generator,
+            timer,
+            resent: None,
             stats: ClientStats::default(),
             announced_retention: None,
         }
@@ -163,20 +202,20 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let mut client = Client::new(config);
         let deadline = Instant::now() + client.config.outcome_deadline;
-        let mut backoff = client.config.backoff_initial;
         loop {
             match client.connection().await {
                 Ok(_) => return Ok(client),
                 Err(Attempt::Reply(reply)) => return Err(ClientError::LoginLost(reply.status)),
-                Err(Attempt::Retry(error)) if Instant::now() + backoff >= deadline => {
-                    return Err(ClientError::Refused(error))
-                }
                 Err(Attempt::Retry(error)) if error.starts_with("refused:") => {
                     return Err(ClientError::Refused(error))
                 }
-                Err(Attempt::Retry(_)) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(client.config.backoff_max);
+                Err(Attempt::Retry(error)) => {
+                    client.timer.failed();
+                    let pause = client.timer.pause();
+                    if Instant::now() + pause >= deadline {
+                        return Err(ClientError::Refused(error));
+                    }
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
@@ -233,7 +272,6 @@ impl Client {
         }
         let started = Instant::now();
         let mut deadline = started + self.config.outcome_deadline;
-        let mut backoff = self.config.backoff_initial;
         let mut attempts = 0;
         let mut last_error: String;
         loop {
@@ -243,32 +281,40 @@ impl Client {
             attempts += 1;
             match self.attempt(id, &operation, deadline).await {
                 Ok(Attempt::Reply(reply)) if reply.status.is_definite() => {
+                    self.resent = None;
                     self.remember_login(&operation, &reply);
                     return Ok(reply);
                 }
                 Ok(Attempt::Reply(reply)) => {
+                    self.timer.failed();
                     last_error = format!("server answered {}", reply.status)
                 }
                 Ok(Attempt::Retry(error)) => {
+                    self.timer.failed();
+                    self.resent = Some(id);
                     self.connection = None;
                     last_error = error;
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    self.resent = None;
+                    return Err(error);
+                }
             }
             // Never retry for longer than half the time the server remembers this client: past
             // its retention the id would count as new and could run twice.
             if let Some(retention) = self.announced_retention {
                 deadline = deadline.min(started + retention / 2);
             }
-            if Instant::now() + backoff >= deadline {
+            let pause = self.timer.pause();
+            if Instant::now() + pause >= deadline {
+                self.resent = None;
                 return Err(ClientError::OutcomeUnknown {
                     id,
                     attempts,
                     last_error,
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.config.backoff_max);
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -366,19 +412,19 @@ impl Client {
             self.stats.requests_dropped += 1;
             return Attempt::Retry("request dropped (injected fault)".into());
         }
+        let attempt_timeout = self.timer.timeout();
         let Some(connection) = &mut self.connection else {
             return Attempt::Retry("not connected".into());
         };
         let request = ClientMessage::Request(Request { id, operation });
+        let sent = Instant::now();
         if let Err(error) = connection.framed.send(request).await {
             return Attempt::Retry(format!("send failed: {error}"));
         }
         // The last attempt before the deadline still gets a fair chance to hear back.
-        let timeout = self
-            .config
-            .attempt_timeout
+        let timeout = attempt_timeout
             .min(deadline.saturating_duration_since(Instant::now()))
-            .max(ATTEMPT_TIMEOUT_MIN.min(self.config.attempt_timeout));
+            .max(ATTEMPT_TIMEOUT_MIN.min(attempt_timeout));
         let wait = async {
             loop {
                 match connection.framed.next().await {
@@ -395,6 +441,9 @@ impl Client {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(reply)) => {
+                if reply.status.is_definite() && self.resent != Some(id) {
+                    self.timer.measured(sent.elapsed());
+                }
                 if faults.drop_reply > 0.0 && self.generator.gen_bool(faults.drop_reply) {
                     self.stats.replies_dropped += 1;
                     return Attempt::Retry("reply dropped (injected fault)".into());
@@ -409,7 +458,7 @@ impl Client {
     /// The current connection, opening one (with the handshake) if there is none.
     async fn connection(&mut self) -> Result<&mut Connection, Attempt> {
         if self.connection.is_none() {
-            let connection = open(&self.config.server, self.config.attempt_timeout).await?;
+            let connection = open(&self.config.server, self.timer.timeout()).await?;
             self.stats.connections += 1;
             self.announced_retention = Some(Duration::from_secs(
                 connection.welcome.client_retention_secs,

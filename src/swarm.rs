@@ -136,7 +136,8 @@ pub struct SwarmConfig {
     pub server_command: Option<String>,
     /// SIGKILL and restart the server command on this period.
     pub chaos_restart: Option<Duration>,
-    /// How long one attempt waits for a reply before the client retries.
+    /// The shortest time one attempt waits for a reply before the client retries (the client
+    /// library's [`ClientConfig::attempt_timeout`]; above it the wait adapts to the server).
     pub attempt_timeout: Duration,
     /// How long a request may keep being retried before its outcome counts as unknown.
     pub outcome_deadline: Duration,
@@ -162,7 +163,7 @@ impl SwarmConfig {
             server_faults: None,
             server_command: None,
             chaos_restart: None,
-            attempt_timeout: Duration::from_millis(500),
+            attempt_timeout: crate::client::ATTEMPT_TIMEOUT_FLOOR_DEFAULT,
             outcome_deadline: Duration::from_secs(30),
             progress: None,
         }
@@ -340,8 +341,6 @@ fn client_config(shared: &Shared, client_id: u64) -> ClientConfig {
     config.client_id = client_id;
     config.attempt_timeout = shared.config.attempt_timeout;
     config.outcome_deadline = shared.config.outcome_deadline;
-    config.backoff_initial = Duration::from_millis(5);
-    config.backoff_max = Duration::from_millis(250);
     config
 }
 
@@ -532,7 +531,7 @@ async fn create_accounts(
             .wrapping_add(worker as u64)
             | 1 << 63;
         client_config.outcome_deadline = config.outcome_deadline;
-        client_config.attempt_timeout = config.attempt_timeout.max(Duration::from_secs(2));
+        client_config.attempt_timeout = config.attempt_timeout;
         let token = config.operator_token.clone();
         let balance = config.initial_balance;
         tasks.push(tokio::spawn(async move {
