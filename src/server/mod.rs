@@ -195,6 +195,7 @@ impl Stats {
     /// A retry joined its original, still in flight.
     pub fn join_served(&self) {
         self.joins.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count(crate::metrics::JOINS);
     }
 }
 
