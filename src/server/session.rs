@@ -10,6 +10,9 @@
 //! - the *actor* does the handshake, holds the connection's verified card, caps the requests in
 //!   flight, answers the lab's utilities itself and hands account operations to [`Bank::decide`].
 //!   Several requests can be in flight (pipelining); each reply carries its request's id.
+//!   The in-flight rule: every request, of any kind, counts from the moment it is read until its
+//!   reply is handed to the writer; one that arrives at the limit is answered `busy` at once,
+//!   before any other work, and that refusal does not count.
 //! - a *writer* task drains the bounded queue of reply frames to the socket, under a deadline.
 //!
 //! A frame that cannot be decoded ends this connection, with a logged reason, and nothing else.
