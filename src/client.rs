@@ -231,6 +231,11 @@ impl Client {
         self.stats
     }
 
+    /// The smoothed round trip measured so far (see [`rto`]), once a reply was measured.
+    pub fn smoothed_round_trip(&self) -> Option<Duration> {
+        self.timer.smoothed_round_trip()
+    }
+
     /// The limits the server announced on the current connection.
     pub fn welcome(&self) -> Option<&Welcome> {
         self.connection
