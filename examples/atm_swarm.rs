@@ -6,6 +6,11 @@
 //! cargo run --release --example atm_swarm -- --atms 1000 --accounts 200 --duration 10s \
 //!     --faults drop-request=0.05,drop-reply=0.05 --server-faults crash-actor=0.01 \
 //!     --json-out swarm.json --plot-dir plots
+//!
+//! # a load ramp against a separately started server: goodput and p99 per number of ATMs
+//! cargo run --release --example atm_swarm -- --bench --server 127.0.0.1:7878 \
+//!     --operator-token T --accounts 2000 --mix withdraw=1 \
+//!     --ramp 64,128,256,512,1024,2048,4096 --step-duration 10s --plot-dir plots
 //! ```
 
 use actor_bank::faults::FaultPlan;
@@ -77,15 +82,26 @@ struct Arguments {
     /// Measure: no faults of any kind.
     #[arg(long)]
     bench: bool,
+    /// A load ramp: ATMs per step, rising (e.g. 64,128,256); each step adds ATMs to those
+    /// running. Replaces --atms, --duration and --ops.
+    #[arg(long, value_delimiter = ',')]
+    ramp: Vec<usize>,
+    /// How long each ramp step lasts.
+    #[arg(long, value_parser = swarm::parse_duration, default_value = "10s", conflicts_with = "step_ops")]
+    step_duration: Duration,
+    /// End each ramp step after this many operations instead.
+    #[arg(long)]
+    step_ops: Option<u64>,
     /// Write the JSON summary here.
     #[arg(long)]
     json_out: Option<PathBuf>,
     /// Write SVG charts here.
     #[arg(long)]
     plot_dir: Option<PathBuf>,
-    /// Seconds one attempt waits for a reply before retrying.
-    #[arg(long, value_parser = swarm::parse_duration, default_value = "500ms")]
-    attempt_timeout: Duration,
+    /// The shortest time one attempt waits for a reply before retrying; above it the client
+    /// library adapts the wait to the measured round trip [default: the library's, 1s].
+    #[arg(long, value_parser = swarm::parse_duration)]
+    attempt_timeout: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +115,10 @@ fn main() -> ExitCode {
     let arguments = Arguments::parse();
     if arguments.atms == 0 || arguments.accounts == 0 {
         eprintln!("atm_swarm: --atms and --accounts must be at least 1");
+        return ExitCode::from(2);
+    }
+    if arguments.ramp.windows(2).any(|pair| pair[0] >= pair[1]) || arguments.ramp.contains(&0) {
+        eprintln!("atm_swarm: --ramp must be rising numbers of ATMs, each at least 1");
         return ExitCode::from(2);
     }
     let mut config = SwarmConfig::new(arguments.server.clone());
@@ -115,7 +135,18 @@ fn main() -> ExitCode {
         (None, None) => Stop::After(Duration::from_secs(10)),
     };
     config.seed = arguments.seed;
-    config.attempt_timeout = arguments.attempt_timeout;
+    config.ramp = arguments.ramp.clone();
+    config.ramp_step = match arguments.step_ops {
+        Some(ops) => Stop::Operations(ops),
+        None => Stop::After(arguments.step_duration),
+    };
+    if let (false, Stop::After(step)) = (config.ramp.is_empty(), config.ramp_step) {
+        // For the progress bar: the whole ramp.
+        config.stop = Stop::After(step * config.ramp.len() as u32);
+    }
+    if let Some(timeout) = arguments.attempt_timeout {
+        config.attempt_timeout = timeout;
+    }
     if !arguments.bench {
         config.client_faults = arguments.faults.unwrap_or_default();
         config.server_faults = arguments.server_faults;
@@ -149,6 +180,7 @@ fn main() -> ExitCode {
         bar.finish_and_clear();
     }
     print_summary(&report, arguments.bench);
+    print_ramp(&report);
     if let Some(path) = &arguments.json_out {
         if let Err(error) = write_json(path, &report) {
             eprintln!("atm_swarm: cannot write {}: {error}", path.display());
@@ -242,6 +274,39 @@ fn print_summary(report: &SwarmReport, bench: bool) {
     }
 }
 
+/// The ramp's steps, and the goal: past the peak, goodput stays at 80 % of it or more.
+fn print_ramp(report: &SwarmReport) {
+    if report.ramp.is_empty() {
+        return;
+    }
+    println!("ramp: atms, goodput ops/s, p50 µs, p99 µs, retries");
+    for step in &report.ramp {
+        println!(
+            "  {:>6} {:>10.0} {:>10} {:>10} {:>8}",
+            step.atms, step.goodput_per_sec, step.latency_us.p50, step.latency_us.p99, step.retries
+        );
+    }
+    let (peak_index, peak) = report
+        .ramp
+        .iter()
+        .enumerate()
+        .map(|(index, step)| (index, step.goodput_per_sec))
+        .fold(
+            (0, 0.0),
+            |best, next| if next.1 > best.1 { next } else { best },
+        );
+    let floor = report.ramp[peak_index..]
+        .iter()
+        .map(|step| step.goodput_per_sec)
+        .fold(f64::INFINITY, f64::min);
+    let ratio = if peak > 0.0 { floor / peak } else { 0.0 };
+    println!(
+        "ramp: peak {peak:.0} ops/s at {} ATMs; lowest past the peak {floor:.0} ops/s ({:.0} % of the peak; goal 80 %)",
+        report.ramp[peak_index].atms,
+        ratio * 100.0
+    );
+}
+
 fn write_json(path: &Path, report: &SwarmReport) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(path, text)
@@ -302,6 +367,71 @@ fn write_plots(directory: &Path, report: &SwarmReport) -> DrawResult {
         &restarts,
         Scale::Linear,
     )?;
+    if !report.ramp.is_empty() {
+        ramp_chart(&directory.join("ramp.svg"), &report.ramp)?;
+    }
+    Ok(())
+}
+
+/// Goodput and p99 latency against the number of ATMs (both axes logarithmic in ATMs), one panel
+/// above the other.
+fn ramp_chart(path: &Path, steps: &[swarm::RampStep]) -> DrawResult {
+    let root = SVGBackend::new(path, (900, 720)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (upper, lower) = root.split_vertically(360);
+    let atms_first = steps.first().map_or(1, |step| step.atms as u64).max(1);
+    let atms_last = steps
+        .last()
+        .map_or(2, |step| step.atms as u64)
+        .max(atms_first + 1);
+    let atms = (atms_first..atms_last).log_scale();
+    let goodput: Vec<(u64, u64)> = steps
+        .iter()
+        .map(|step| (step.atms as u64, step.goodput_per_sec.round() as u64))
+        .collect();
+    let p99_ms: Vec<(u64, u64)> = steps
+        .iter()
+        .map(|step| (step.atms as u64, (step.latency_us.p99 / 1000).max(1)))
+        .collect();
+    let top = goodput.iter().map(|(_, y)| *y).max().unwrap_or(1).max(10);
+    let mut chart = ChartBuilder::on(&upper)
+        .caption(
+            "Goodput (definite replies per second) by ATMs",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(atms.clone(), 0..top + top / 10 + 1)?;
+    chart
+        .configure_mesh()
+        .x_desc("ATMs")
+        .y_desc("ops/s")
+        .draw()?;
+    chart.draw_series(LineSeries::new(goodput.clone(), BLUE.stroke_width(2)))?;
+    chart.draw_series(
+        goodput
+            .iter()
+            .map(|point| Circle::new(*point, 4, BLUE.filled())),
+    )?;
+    let top = p99_ms.iter().map(|(_, y)| *y).max().unwrap_or(1).max(10);
+    let mut chart = ChartBuilder::on(&lower)
+        .caption(
+            "p99 latency (ms, retries included) by ATMs",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(atms, (1..top * 2).log_scale())?;
+    chart.configure_mesh().x_desc("ATMs").y_desc("ms").draw()?;
+    chart.draw_series(LineSeries::new(p99_ms.clone(), RED.stroke_width(2)))?;
+    chart.draw_series(
+        p99_ms
+            .iter()
+            .map(|point| Circle::new(*point, 4, RED.filled())),
+    )?;
+    root.present()?;
     Ok(())
 }
 

@@ -22,6 +22,11 @@
 //! Client-side faults ([`ClientConfig::faults`]) are decided by [`crate::faults::hits`] from the
 //! seed, the request id and how many times this client has sent that id before, so a client with
 //! a fixed id and a fixed seed loses the same messages on every run.
+//!
+//! How long an attempt waits and how long the client pauses between attempts adapt to the
+//! server, as TCP's retransmission timer does: see [`rto`].
+
+pub mod rto;
 
 use crate::codec::{CodecError, FrameCodec, FRAME_BYTES_LIMIT};
 use crate::faults::{FaultKind, FaultPlan};
@@ -31,6 +36,7 @@ use crate::protocol::{
 };
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
+use rto::{RetryLimits, RetryTimer};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -41,6 +47,17 @@ const ATTEMPT_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 
 /// Mixed into a client's id to make the id its automatic re-logins use.
 const RELOGIN_CLIENT_TAG: u64 = 0x5245_4c4f_4749_4e21;
+
+/// Mixed into a client's id to seed the random spread of its backoff.
+const JITTER_SEED_TAG: u64 = 0x4a49_5454_4552_2121;
+
+/// Default of [`ClientConfig::attempt_timeout`]: RFC 6298's initial and least retransmission
+/// timeout.
+pub const ATTEMPT_TIMEOUT_FLOOR_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Default of [`ClientConfig::attempt_timeout_max`]: a third of the default outcome deadline, so
+/// even at the cap a call makes several attempts.
+pub const ATTEMPT_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_secs(10);
 
 /// How a client behaves.
 #[derive(Clone, Debug)]
@@ -54,12 +71,18 @@ pub struct ClientConfig {
     /// run. Two processes sharing `client_id` (one taking over from the other with
     /// [`Client::resume_after`]) must not share it.
     pub relogin_client_id: u64,
-    /// How long one attempt waits for its reply before the connection is dropped and the request
-    /// re-sent.
+    /// The shortest time one attempt waits for its reply (or for the handshake) before the
+    /// connection is dropped and the request re-sent, and the wait before any round trip has
+    /// been measured. Above it the wait follows the measured round trip and doubles after each
+    /// failed attempt ([`rto`]).
     pub attempt_timeout: Duration,
+    /// The longest time one attempt waits, however slow the server or however many attempts
+    /// failed.
+    pub attempt_timeout_max: Duration,
     /// How long a call keeps retrying before it reports [`ClientError::OutcomeUnknown`].
     pub outcome_deadline: Duration,
-    /// First pause between attempts; doubles each time up to `backoff_max`.
+    /// First pause between attempts; doubles (with a random spread) each time up to
+    /// `backoff_max`.
     pub backoff_initial: Duration,
     /// Longest pause between attempts.
     pub backoff_max: Duration,
@@ -74,7 +97,8 @@ impl ClientConfig {
             server: server.into(),
             client_id: rand::thread_rng().gen_range(1..u64::MAX),
             relogin_client_id: rand::thread_rng().gen_range(1..u64::MAX) ^ RELOGIN_CLIENT_TAG,
-            attempt_timeout: Duration::from_secs(5),
+            attempt_timeout: ATTEMPT_TIMEOUT_FLOOR_DEFAULT,
+            attempt_timeout_max: ATTEMPT_TIMEOUT_MAX_DEFAULT,
             outcome_deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
@@ -148,6 +172,12 @@ pub struct Client {
     /// The request being called and how many times it was sent before this attempt: what the
     /// client-side faults are drawn for (a re-login's Verify, always a new id, is attempt 0).
     current_attempt: Option<(RequestId, u32)>,
+    /// The round-trip estimate and the backoff: how long to wait, how long to pause.
+    timer: RetryTimer,
+    /// The request being sent again after an attempt went unanswered. By Karn's rule its
+    /// replies measure nothing (one may answer an earlier attempt); every other definite reply
+    /// is a round-trip measurement.
+    resent: Option<RequestId>,
     stats: ClientStats,
     /// The client retention the server announced last (kept across reconnects).
     announced_retention: Option<Duration>,
@@ -157,6 +187,13 @@ impl Client {
     /// A client; it connects on its first call.
     pub fn new(config: ClientConfig) -> Client {
         let relogin_client = config.relogin_client_id;
+        let limits = RetryLimits {
+            timeout_floor: config.attempt_timeout,
+            timeout_cap: config.attempt_timeout_max,
+            pause_initial: config.backoff_initial,
+            pause_max: config.backoff_max,
+        };
+        let timer = RetryTimer::new(limits, config.client_id ^ JITTER_SEED_TAG);
         Client {
             config,
             connection: None,
@@ -165,6 +202,8 @@ impl Client {
             relogin_client,
             relogin_sequence: 1,
             current_attempt: None,
+            timer,
+            resent: None,
             stats: ClientStats::default(),
             announced_retention: None,
         }
@@ -174,20 +213,20 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let mut client = Client::new(config);
         let deadline = Instant::now() + client.config.outcome_deadline;
-        let mut backoff = client.config.backoff_initial;
         loop {
             match client.connection().await {
                 Ok(_) => return Ok(client),
                 Err(Attempt::Reply(reply)) => return Err(ClientError::LoginLost(reply.status)),
-                Err(Attempt::Retry(error)) if Instant::now() + backoff >= deadline => {
-                    return Err(ClientError::Refused(error))
-                }
                 Err(Attempt::Retry(error)) if error.starts_with("refused:") => {
                     return Err(ClientError::Refused(error))
                 }
-                Err(Attempt::Retry(_)) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(client.config.backoff_max);
+                Err(Attempt::Retry(error)) => {
+                    client.timer.failed();
+                    let pause = client.timer.pause();
+                    if Instant::now() + pause >= deadline {
+                        return Err(ClientError::Refused(error));
+                    }
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
@@ -201,6 +240,11 @@ impl Client {
     /// What this client counted.
     pub fn stats(&self) -> ClientStats {
         self.stats
+    }
+
+    /// The smoothed round trip measured so far (see [`rto`]), once a reply was measured.
+    pub fn smoothed_round_trip(&self) -> Option<Duration> {
+        self.timer.smoothed_round_trip()
     }
 
     /// The limits the server announced on the current connection.
@@ -244,7 +288,6 @@ impl Client {
         }
         let started = Instant::now();
         let mut deadline = started + self.config.outcome_deadline;
-        let mut backoff = self.config.backoff_initial;
         let mut attempts = 0;
         let mut last_error: String;
         loop {
@@ -258,32 +301,40 @@ impl Client {
                     last_error = format!("server answered {}", reply.status)
                 }
                 Ok(Attempt::Reply(reply)) if reply.status.is_definite() => {
+                    self.resent = None;
                     self.remember_login(&operation, &reply);
                     return Ok(reply);
                 }
                 Ok(Attempt::Reply(reply)) => {
+                    self.timer.failed();
                     last_error = format!("server answered {}", reply.status)
                 }
                 Ok(Attempt::Retry(error)) => {
+                    self.timer.failed();
+                    self.resent = Some(id);
                     self.connection = None;
                     last_error = error;
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    self.resent = None;
+                    return Err(error);
+                }
             }
             // Never retry for longer than half the time the server remembers this client: past
             // its retention the id would count as new and could run twice.
             if let Some(retention) = self.announced_retention {
                 deadline = deadline.min(started + retention / 2);
             }
-            if Instant::now() + backoff >= deadline {
+            let pause = self.timer.pause();
+            if Instant::now() + pause >= deadline {
+                self.resent = None;
                 return Err(ClientError::OutcomeUnknown {
                     id,
                     attempts,
                     last_error,
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.config.backoff_max);
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -410,19 +461,19 @@ impl Client {
             self.stats.requests_dropped += 1;
             return Attempt::Retry("request dropped (injected fault)".into());
         }
+        let attempt_timeout = self.timer.timeout();
         let Some(connection) = &mut self.connection else {
             return Attempt::Retry("not connected".into());
         };
         let request = ClientMessage::Request(Request { id, operation });
+        let sent = Instant::now();
         if let Err(error) = connection.framed.send(request).await {
             return Attempt::Retry(format!("send failed: {error}"));
         }
         // The last attempt before the deadline still gets a fair chance to hear back.
-        let timeout = self
-            .config
-            .attempt_timeout
+        let timeout = attempt_timeout
             .min(deadline.saturating_duration_since(Instant::now()))
-            .max(ATTEMPT_TIMEOUT_MIN.min(self.config.attempt_timeout));
+            .max(ATTEMPT_TIMEOUT_MIN.min(attempt_timeout));
         let wait = async {
             loop {
                 match connection.framed.next().await {
@@ -439,6 +490,9 @@ impl Client {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(reply)) => {
+                if reply.status.is_definite() && self.resent != Some(id) {
+                    self.timer.measured(sent.elapsed());
+                }
                 if hits(FaultKind::DropReply, faults.drop_reply) {
                     self.stats.replies_dropped += 1;
                     return Attempt::Retry("reply dropped (injected fault)".into());
@@ -453,7 +507,7 @@ impl Client {
     /// The current connection, opening one (with the handshake) if there is none.
     async fn connection(&mut self) -> Result<&mut Connection, Attempt> {
         if self.connection.is_none() {
-            let connection = open(&self.config.server, self.config.attempt_timeout).await?;
+            let connection = open(&self.config.server, self.timer.timeout()).await?;
             self.stats.connections += 1;
             self.announced_retention = Some(Duration::from_secs(
                 connection.welcome.client_retention_secs,

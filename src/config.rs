@@ -314,6 +314,7 @@ impl Settings {
                     .pin_check_queue_max
                     .unwrap_or(limits.pin_check_queue_max)
                     .max(1),
+                requests_joinable_max: limits.requests_joinable_max,
             },
             pin_hash_cost: PinHashCost {
                 memory_kib: self

@@ -25,6 +25,8 @@ pub const ACCOUNT_ACTORS_LIVE: &str = "bank_account_actors_live";
 pub const ACTOR_RESTARTS: &str = "bank_actor_restarts_total";
 /// Requests answered from the memory of completed requests (replayed ids).
 pub const DEDUP_HITS: &str = "bank_dedup_hits_total";
+/// Retries that joined their original while it was still being worked on.
+pub const JOINS: &str = "bank_joins_total";
 /// Faults injected, by `kind`.
 pub const FAULTS_INJECTED: &str = "bank_faults_injected_total";
 /// Failed PIN checks (Verify and ChangePin), by `reason`: `incorrect_pin`, `unknown_card`,
@@ -144,6 +146,10 @@ fn describe() {
     describe_counter!(
         DEDUP_HITS,
         "Requests answered from the memory of completed requests."
+    );
+    describe_counter!(
+        JOINS,
+        "Retries that joined their original while it was in flight."
     );
     describe_counter!(FAULTS_INJECTED, "Faults injected, by kind.");
     describe_counter!(PIN_FAILURES, "Failed PIN checks, by reason.");

@@ -27,7 +27,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,12 +136,19 @@ pub struct SwarmConfig {
     pub server_command: Option<String>,
     /// SIGKILL and restart the server command on this period.
     pub chaos_restart: Option<Duration>,
-    /// How long one attempt waits for a reply before the client retries.
+    /// The shortest time one attempt waits for a reply before the client retries (the client
+    /// library's [`ClientConfig::attempt_timeout`]; above it the wait adapts to the server).
     pub attempt_timeout: Duration,
     /// How long a request may keep being retried before its outcome counts as unknown.
     pub outcome_deadline: Duration,
     /// Called about once a second with the operations acknowledged so far (for progress display).
     pub progress: Option<ProgressCallback>,
+    /// A load ramp: numbers of ATMs, rising, one step each; empty for a run at `atms` ATMs.
+    /// Each step adds ATMs to the ones already running and lasts `ramp_step`; `atms` and
+    /// `stop` are then ignored, and the report gives each step's goodput and latency.
+    pub ramp: Vec<usize>,
+    /// How long one ramp step lasts (a time, or operations started in the step).
+    pub ramp_step: Stop,
 }
 
 impl SwarmConfig {
@@ -162,9 +169,11 @@ impl SwarmConfig {
             server_faults: None,
             server_command: None,
             chaos_restart: None,
-            attempt_timeout: Duration::from_millis(500),
+            attempt_timeout: crate::client::ATTEMPT_TIMEOUT_FLOOR_DEFAULT,
             outcome_deadline: Duration::from_secs(30),
             progress: None,
+            ramp: Vec::new(),
+            ramp_step: Stop::After(Duration::from_secs(10)),
         }
     }
 }
@@ -195,7 +204,11 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// The percentiles of `histogram`; all zero when it is empty.
     fn of<T: hdrhistogram::Counter>(histogram: &Histogram<T>) -> Self {
+        if histogram.is_empty() {
+            return Percentiles::default();
+        }
         Percentiles {
             p50: histogram.value_at_quantile(0.5),
             p90: histogram.value_at_quantile(0.9),
@@ -236,6 +249,23 @@ pub struct Second {
     pub restarted: bool,
 }
 
+/// One step of a load ramp.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RampStep {
+    /// ATMs running in this step.
+    pub atms: usize,
+    /// How long the step lasted.
+    pub duration_secs: f64,
+    /// Operations that got a definite reply during the step.
+    pub ops_acked: u64,
+    /// `ops_acked` per second of the step.
+    pub goodput_per_sec: f64,
+    /// Requests sent again with the same id during the step.
+    pub retries: u64,
+    /// Latency percentiles of the operations acknowledged in the step (retries included).
+    pub latency_us: Percentiles,
+}
+
 /// The outcome of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct SwarmReport {
@@ -261,6 +291,8 @@ pub struct SwarmReport {
     pub accounts: Vec<AccountExpectation>,
     /// The run second by second.
     pub timeline: Vec<Second>,
+    /// The ramp's steps, in order (empty without a ramp).
+    pub ramp: Vec<RampStep>,
     /// Seconds spent sending load.
     pub duration_secs: f64,
 }
@@ -270,6 +302,8 @@ struct AtmResult {
     latency: Histogram<u64>,
     /// The second being counted now; folded into the shared timeline when the clock moves on.
     current: Option<(SecondHistogram, Second)>,
+    /// The ramp step being counted now (its index in `Second::second`), folded likewise.
+    current_step: Option<(SecondHistogram, Second)>,
     statuses: BTreeMap<&'static str, u64>,
     unknown: Vec<String>,
     /// The most recent acknowledged requests: id, card, operation, reply.
@@ -293,6 +327,12 @@ struct Shared {
     deadline: Option<Instant>,
     /// Every ATM's seconds, merged.
     timeline: parking_lot::Mutex<Vec<(SecondHistogram, Second)>>,
+    /// Every ATM's ramp steps, merged (indexed by step).
+    steps: parking_lot::Mutex<Vec<(SecondHistogram, Second)>>,
+    /// The ramp step running now.
+    step: AtomicUsize,
+    /// Set when the load must stop (the ramp's last step ended).
+    stopping: AtomicBool,
 }
 
 /// A histogram for one second of the timeline: two significant figures and 32-bit counts keep it
@@ -307,10 +347,13 @@ fn new_second_histogram() -> SecondHistogram {
         .unwrap_or_else(|_| Histogram::new(2).expect("histogram"))
 }
 
-/// Folds one ATM's finished second into the shared timeline.
-fn fold_second(shared: &Shared, finished: (SecondHistogram, Second)) {
+/// Folds one ATM's finished bucket (a second, or a ramp step) into the merged list.
+fn fold_bucket(
+    merged: &parking_lot::Mutex<Vec<(SecondHistogram, Second)>>,
+    finished: (SecondHistogram, Second),
+) {
     let (histogram, counts) = finished;
-    let mut timeline = shared.timeline.lock();
+    let mut timeline = merged.lock();
     let index = counts.second as usize;
     while timeline.len() <= index {
         let second = timeline.len() as u64;
@@ -329,6 +372,32 @@ fn fold_second(shared: &Shared, finished: (SecondHistogram, Second)) {
     merged.1.client_faults += counts.client_faults;
 }
 
+/// The bucket numbered `key` that an ATM counts in now; the one before it, if it had another
+/// number, is folded into `merged` first.
+fn bucket_for<'a>(
+    current: &'a mut Option<(SecondHistogram, Second)>,
+    key: u64,
+    merged: &parking_lot::Mutex<Vec<(SecondHistogram, Second)>>,
+) -> &'a mut (SecondHistogram, Second) {
+    if current
+        .as_ref()
+        .is_some_and(|(_, counts)| counts.second != key)
+    {
+        if let Some(finished) = current.take() {
+            fold_bucket(merged, finished);
+        }
+    }
+    current.get_or_insert_with(|| {
+        (
+            new_second_histogram(),
+            Second {
+                second: key,
+                ..Second::default()
+            },
+        )
+    })
+}
+
 fn new_histogram() -> Histogram<u64> {
     // Three significant figures from 1 µs to an hour: fixed memory whatever the run length.
     Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -340,8 +409,6 @@ fn client_config(shared: &Shared, client_id: u64) -> ClientConfig {
     config.client_id = client_id;
     config.attempt_timeout = shared.config.attempt_timeout;
     config.outcome_deadline = shared.config.outcome_deadline;
-    config.backoff_initial = Duration::from_millis(5);
-    config.backoff_max = Duration::from_millis(250);
     config
 }
 
@@ -397,9 +464,12 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
         acked: AtomicU64::new(0),
         started: Instant::now(),
         timeline: parking_lot::Mutex::new(Vec::new()),
-        deadline: match config.stop {
-            Stop::After(duration) => Some(Instant::now() + duration),
-            Stop::Operations(_) => None,
+        steps: parking_lot::Mutex::new(Vec::new()),
+        step: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        deadline: match (config.stop, config.ramp.is_empty()) {
+            (Stop::After(duration), true) => Some(Instant::now() + duration),
+            _ => None,
         },
         config,
     });
@@ -444,12 +514,11 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
             }
         })
     });
-    let atms: Vec<_> = (0..shared.config.atms)
-        .map(|index| {
-            let shared = shared.clone();
-            tokio::spawn(async move { run_atm(shared, index as u64).await })
-        })
-        .collect();
+    let (atms, step_durations) = if shared.config.ramp.is_empty() {
+        (start_atms(&shared, 0..shared.config.atms), Vec::new())
+    } else {
+        run_ramp(&shared).await
+    };
     let mut results = Vec::with_capacity(atms.len());
     for atm in atms {
         results.push(
@@ -487,6 +556,7 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
         &restart_seconds,
         &server_fault_seconds,
     );
+    report.ramp = ramp_steps(&shared, &step_durations);
     if let Some((server, _)) = &in_process {
         if let Some(faults) = &server.bank().faults {
             let counts = &faults.counts;
@@ -516,6 +586,68 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     Ok(report)
 }
 
+type AtmTask = tokio::task::JoinHandle<AtmResult>;
+
+/// Starts the ATMs numbered `indices`.
+fn start_atms(shared: &Arc<Shared>, indices: std::ops::Range<usize>) -> Vec<AtmTask> {
+    indices
+        .map(|index| {
+            let shared = shared.clone();
+            tokio::spawn(async move { run_atm(shared, index as u64).await })
+        })
+        .collect()
+}
+
+/// Runs the ramp: each step adds ATMs up to its number and lasts `ramp_step`; after the last,
+/// every ATM is told to stop. Returns the ATMs and how long each step lasted.
+async fn run_ramp(shared: &Arc<Shared>) -> (Vec<AtmTask>, Vec<Duration>) {
+    let mut atms = Vec::new();
+    let mut durations = Vec::new();
+    for (step, &count) in shared.config.ramp.iter().enumerate() {
+        let began = Instant::now();
+        let operations_before = shared.operations_started.load(Ordering::Relaxed);
+        shared.step.store(step, Ordering::Relaxed);
+        atms.extend(start_atms(shared, atms.len()..count.max(atms.len())));
+        match shared.config.ramp_step {
+            Stop::After(duration) => tokio::time::sleep(duration).await,
+            Stop::Operations(operations) => {
+                // Polled: the step's length is counted in operations, not in time.
+                while shared.operations_started.load(Ordering::Relaxed) - operations_before
+                    < operations
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        durations.push(began.elapsed());
+    }
+    shared.stopping.store(true, Ordering::Relaxed);
+    (atms, durations)
+}
+
+/// Each ramp step's numbers from the merged step buckets.
+fn ramp_steps(shared: &Shared, durations: &[Duration]) -> Vec<RampStep> {
+    let mut merged = std::mem::take(&mut *shared.steps.lock());
+    merged.resize_with(durations.len(), || {
+        (new_second_histogram(), Second::default())
+    });
+    shared
+        .config
+        .ramp
+        .iter()
+        .zip(durations)
+        .zip(merged)
+        .map(|((&atms, duration), (histogram, counts))| RampStep {
+            atms,
+            duration_secs: duration.as_secs_f64(),
+            ops_acked: counts.ops_acked,
+            goodput_per_sec: counts.ops_acked as f64 / duration.as_secs_f64().max(1e-9),
+            retries: counts.retries,
+            latency_us: Percentiles::of(&histogram),
+        })
+        .collect()
+}
+
 /// Creates every account, a few ATMs' worth at a time.
 async fn create_accounts(
     config: &SwarmConfig,
@@ -534,7 +666,7 @@ async fn create_accounts(
             .wrapping_add(worker as u64)
             | 1 << 63;
         client_config.outcome_deadline = config.outcome_deadline;
-        client_config.attempt_timeout = config.attempt_timeout.max(Duration::from_secs(2));
+        client_config.attempt_timeout = config.attempt_timeout;
         let token = config.operator_token.clone();
         let balance = config.initial_balance;
         tasks.push(tokio::spawn(async move {
@@ -610,6 +742,7 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
     let mut result = AtmResult {
         latency: new_histogram(),
         current: None,
+        current_step: None,
         statuses: BTreeMap::new(),
         unknown: Vec::new(),
         recent: VecDeque::new(),
@@ -622,13 +755,16 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
     let mut logged_in: Option<usize> = None;
     let mut operations_on_card: u32 = 0;
     loop {
+        if shared.stopping.load(Ordering::Relaxed) {
+            break;
+        }
         if let Some(deadline) = shared.deadline {
             if Instant::now() >= deadline {
                 break;
             }
         }
         let started = shared.operations_started.fetch_add(1, Ordering::Relaxed);
-        if let Stop::Operations(limit) = config.stop {
+        if let (Stop::Operations(limit), true) = (config.stop, config.ramp.is_empty()) {
             if started >= limit {
                 break;
             }
@@ -682,28 +818,18 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
         let outcome = client.call_with_id(id, operation.clone()).await;
         let elapsed_us = clock.elapsed().as_micros().max(1) as u64;
         let after = client.stats();
+        // Counted in this second of the timeline and in the ramp step running now.
         let second = shared.started.elapsed().as_secs();
-        if result
-            .current
-            .as_ref()
-            .is_some_and(|(_, counts)| counts.second != second)
-        {
-            if let Some(finished) = result.current.take() {
-                fold_second(&shared, finished);
-            }
+        let step = shared.step.load(Ordering::Relaxed) as u64;
+        let mut buckets = [
+            bucket_for(&mut result.current, second, &shared.timeline),
+            bucket_for(&mut result.current_step, step, &shared.steps),
+        ];
+        for bucket in buckets.iter_mut() {
+            bucket.1.retries += after.retries - before.retries;
+            bucket.1.client_faults += (after.requests_dropped - before.requests_dropped)
+                + (after.replies_dropped - before.replies_dropped);
         }
-        let bucket = result.current.get_or_insert_with(|| {
-            (
-                new_second_histogram(),
-                Second {
-                    second,
-                    ..Second::default()
-                },
-            )
-        });
-        bucket.1.retries += after.retries - before.retries;
-        bucket.1.client_faults += (after.requests_dropped - before.requests_dropped)
-            + (after.replies_dropped - before.replies_dropped);
         let reply = match outcome {
             Ok(reply) => reply,
             Err(error) => {
@@ -721,8 +847,10 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
         };
         shared.acked.fetch_add(1, Ordering::Relaxed);
         let _ = result.latency.record(elapsed_us);
-        let _ = bucket.0.record(elapsed_us.min(SECOND_LATENCY_US_MAX));
-        bucket.1.ops_acked += 1;
+        for bucket in buckets.iter_mut() {
+            let _ = bucket.0.record(elapsed_us.min(SECOND_LATENCY_US_MAX));
+            bucket.1.ops_acked += 1;
+        }
         *result.statuses.entry(reply.status.name()).or_default() += 1;
         if reply.status == Status::Approved {
             let change = match action {
@@ -743,8 +871,13 @@ async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
             }
         }
     }
-    if let Some(finished) = result.current.take() {
-        fold_second(&shared, finished);
+    for (current, merged) in [
+        (&mut result.current, &shared.timeline),
+        (&mut result.current_step, &shared.steps),
+    ] {
+        if let Some(finished) = current.take() {
+            fold_bucket(merged, finished);
+        }
     }
     result.next_sequence = client.next_id().sequence;
     let stats = client.stats();
@@ -777,11 +910,7 @@ fn merge(
     let timeline = timeline
         .into_iter()
         .map(|(histogram, mut second)| {
-            second.latency_us = if histogram.is_empty() {
-                Percentiles::default()
-            } else {
-                Percentiles::of(&histogram)
-            };
+            second.latency_us = Percentiles::of(&histogram);
             second.restarted = restart_seconds.contains(&second.second);
             second.server_faults = server_fault_seconds
                 .get(second.second as usize)
@@ -797,11 +926,7 @@ fn merge(
     SwarmReport {
         ops_acked,
         ops_per_sec: ops_acked as f64 / duration.as_secs_f64().max(1e-9),
-        latency_us: if latency.is_empty() {
-            Percentiles::default()
-        } else {
-            Percentiles::of(&latency)
-        },
+        latency_us: Percentiles::of(&latency),
         retries,
         faults,
         restarts: restart_seconds.len() as u64,
@@ -819,6 +944,7 @@ fn merge(
             })
             .collect(),
         timeline,
+        ramp: Vec::new(),
         duration_secs: duration.as_secs_f64(),
     }
 }

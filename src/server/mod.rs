@@ -15,7 +15,7 @@ pub mod session;
 
 use crate::faults::{FaultPlan, Faults};
 use crate::journal::{Journal, JournalConfig, JournalError, RecoveryMode};
-use crate::ledger::{self, Clients, Event, Outcome, Principal};
+use crate::ledger::{self, Clients, Event, Fingerprint, Outcome, Principal};
 use crate::pin::{self, OperatorToken, PinHashCost, PinKey};
 use crate::protocol::{Amount, Card, RequestId, Status};
 use crate::ratelimit::{Clock, PeerBuckets, RateLimit, WhenFull};
@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// The limits the server enforces. Every queue and count has one.
 #[derive(Clone, Debug)]
@@ -64,6 +64,10 @@ pub struct Limits {
     /// Argon2id checks (of the first release's hashes) waiting for the PIN pool; more are
     /// answered `busy`.
     pub pin_check_queue_max: usize,
+    /// Account changes being worked on that a retry may join (see [`Bank::submit`]). When this
+    /// many are open, a new change is still accepted but cannot be joined: a retry of it takes
+    /// the ordinary path through the account actor.
+    pub requests_joinable_max: usize,
 }
 
 impl Default for Limits {
@@ -82,9 +86,14 @@ impl Default for Limits {
             pin_failures_per_connection: pins::PIN_FAILURES_PER_CONNECTION_DEFAULT,
             pin_failures_per_peer: pins::PIN_FAILURES_PER_PEER_DEFAULT,
             pin_check_queue_max: pins::PIN_CHECK_QUEUE_MAX_DEFAULT,
+            requests_joinable_max: REQUESTS_JOINABLE_MAX_DEFAULT,
         }
     }
 }
+
+/// Default of [`Limits::requests_joinable_max`]: as many changes as 1 024 connections can have in
+/// flight at the default in-flight limit. An entry takes about 200 bytes, so at most ~13 MiB.
+pub const REQUESTS_JOINABLE_MAX_DEFAULT: usize = 65_536;
 
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
@@ -178,6 +187,8 @@ pub struct Stats {
     pub actor_restarts: AtomicU64,
     /// Requests answered from the memory of completed requests.
     pub replays: AtomicU64,
+    /// Retries that joined their original while it was still being worked on.
+    pub joins: AtomicU64,
 }
 
 impl Stats {
@@ -222,6 +233,12 @@ impl Stats {
         self.replays.fetch_add(1, Ordering::Relaxed);
         crate::metrics::count(crate::metrics::DEDUP_HITS);
     }
+
+    /// A retry joined its original, still in flight.
+    pub fn join_served(&self) {
+        self.joins.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count(crate::metrics::JOINS);
+    }
 }
 
 /// What every actor shares: the journal, the account registry, the memory of completed
@@ -235,6 +252,12 @@ pub struct Bank {
     /// against it and recorded in it before they are durable (a retry then waits for durability
     /// like the first attempt). Seeded from the committed ledger at start.
     clients: DashMap<Principal, Clients>,
+    /// Account changes submitted and not yet answered, which a retry of the same request may
+    /// join; at most [`Limits::requests_joinable_max`] (counted in `joinable_open`).
+    joinable: DashMap<(Card, RequestId), Joinable>,
+    joinable_open: AtomicUsize,
+    /// Numbers the entries of `joinable`, so an original removes its own entry and no other.
+    joinable_serial: AtomicU64,
     arbiters: Vec<ArbiterHandle>,
     /// The limits in force.
     pub limits: Limits,
@@ -300,53 +323,128 @@ impl Bank {
 
     /// Hands `event` to the card's actor now, without waiting: requests submitted one after the
     /// other reach the actor, and are decided, in that order. [`Bank::settle`] waits for the answer.
+    ///
+    /// Admission is decided first, and cheaply: a retry of a change that is still being worked
+    /// on (same card, same request id, same parameters) *joins* it and will get the original's
+    /// answer, without reaching the actor again; a full mailbox answers `busy` at once. Only
+    /// withdrawals and deposits are joined: a request that carries a secret (a PIN attempt, an
+    /// account opening) is always checked afresh.
     pub fn submit(self: &Arc<Self>, card: Card, request: RequestId, event: Event) -> Submitted {
+        let joinable = matches!(event, Event::Withdrawal { .. } | Event::Deposit { .. });
+        let fingerprint = Fingerprint::of(card, &event);
+        if joinable {
+            if let Some(original) = self.joinable.get(&(card, request)) {
+                if original.fingerprint == fingerprint {
+                    self.stats.join_served();
+                    return Submitted(Admission::Joined(original.outcome.clone()));
+                }
+                // Other parameters under the same id: the actor answers the conflict.
+            }
+        }
+        let handle = self.account(card);
+        // A full mailbox answers `busy` at once instead of queueing without bound.
+        if handle.queued.fetch_add(1, Ordering::AcqRel) >= self.limits.mailbox_capacity {
+            handle.queued.fetch_sub(1, Ordering::AcqRel);
+            return Submitted(Admission::Refused);
+        }
         let (reply, answer) = oneshot::channel();
         let message = Decide {
             request,
             event,
             reply,
         };
-        let handle = self.account(card);
-        // A full mailbox answers `busy` at once instead of queueing without bound.
-        if handle.queued.fetch_add(1, Ordering::AcqRel) >= self.limits.mailbox_capacity {
+        if handle.address.try_send(message).is_err() {
             handle.queued.fetch_sub(1, Ordering::AcqRel);
-            return Submitted(None);
+            return Submitted(Admission::Refused);
         }
-        match handle.address.try_send(message) {
-            Ok(()) => Submitted(Some(answer)),
-            Err(_) => {
-                handle.queued.fetch_sub(1, Ordering::AcqRel);
-                Submitted(None)
+        let publish = joinable
+            .then(|| self.open_joinable(card, request, fingerprint))
+            .flatten();
+        Submitted(Admission::Sent { answer, publish })
+    }
+
+    /// Registers a submitted change for retries to join, unless [`Limits::requests_joinable_max`]
+    /// are open or the request is already registered (then the retry takes the ordinary path).
+    fn open_joinable(
+        self: &Arc<Self>,
+        card: Card,
+        request: RequestId,
+        fingerprint: Fingerprint,
+    ) -> Option<JoinablePublisher> {
+        if self.joinable_open.fetch_add(1, Ordering::AcqRel) >= self.limits.requests_joinable_max {
+            self.joinable_open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let serial = self.joinable_serial.fetch_add(1, Ordering::Relaxed);
+        let (sender, outcome) = watch::channel(None);
+        match self.joinable.entry((card, request)) {
+            dashmap::Entry::Occupied(_) => {
+                self.joinable_open.fetch_sub(1, Ordering::AcqRel);
+                None
+            }
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(Joinable {
+                    fingerprint,
+                    serial,
+                    outcome,
+                });
+                Some(JoinablePublisher {
+                    bank: self.clone(),
+                    key: (card, request),
+                    serial,
+                    sender,
+                })
             }
         }
     }
 
     /// Waits for a submitted request's answer and for its record to be durable.
     pub async fn settle(&self, submitted: Submitted) -> Outcome {
-        let refuse = |status| Outcome {
-            status,
-            balance: None,
+        let (answer, publish) = match submitted.0 {
+            Admission::Refused => return self.no_answer(),
+            Admission::Joined(mut outcome) => {
+                return match outcome.wait_for(Option::is_some).await {
+                    Ok(outcome) => (*outcome).unwrap_or_else(|| self.no_answer()),
+                    // The original ended without an answer (its connection closed): retry.
+                    Err(_) => self.no_answer(),
+                };
+            }
+            Admission::Sent { answer, publish } => (answer, publish),
         };
-        // No answer means the request was not decided now (a full mailbox, a crash, a retiring
-        // actor): `busy`, retry. If the journal has failed, say so instead: retrying cannot help.
-        let no_answer = || {
-            refuse(if self.journal.failure().is_some() {
+        let outcome = self.settle_answer(answer).await;
+        if let Some(publish) = publish {
+            publish.sender.send_replace(Some(outcome));
+        }
+        outcome
+    }
+
+    /// The answer to give when a request was not decided now (a full mailbox, a crash, a retiring
+    /// actor): `busy`, retry. If the journal has failed, say so instead: retrying cannot help.
+    fn no_answer(&self) -> Outcome {
+        Outcome {
+            status: if self.journal.failure().is_some() {
                 Status::Unavailable
             } else {
                 Status::Busy
-            })
-        };
-        let Some(answer) = submitted.0 else {
-            return no_answer();
-        };
+            },
+            balance: None,
+        }
+    }
+
+    async fn settle_answer(
+        &self,
+        answer: oneshot::Receiver<Result<account::Answer, account::NoAnswer>>,
+    ) -> Outcome {
         let answer = match answer.await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) | Err(_) => return no_answer(),
+            Ok(Err(_)) | Err(_) => return self.no_answer(),
         };
         match durable::wait_durable(&self.journal, answer.durable_after).await {
             Ok(()) => answer.outcome,
-            Err(_) => refuse(Status::Unavailable),
+            Err(_) => Outcome {
+                status: Status::Unavailable,
+                balance: None,
+            },
         }
     }
 
@@ -449,8 +547,52 @@ struct AccountHandle {
     queued: Arc<AtomicUsize>,
 }
 
-/// A request handed to an account actor (or `None` when its mailbox would not take it).
-pub struct Submitted(Option<oneshot::Receiver<Result<account::Answer, account::NoAnswer>>>);
+/// A request after admission: handed to an account actor, joined to its original, or refused.
+pub struct Submitted(Admission);
+
+enum Admission {
+    /// Not admitted (a full mailbox): the answer is `busy`.
+    Refused,
+    /// Handed to the account actor; `publish` shares the answer with retries that join it.
+    Sent {
+        answer: oneshot::Receiver<Result<account::Answer, account::NoAnswer>>,
+        publish: Option<JoinablePublisher>,
+    },
+    /// A retry of a change still in flight: it waits for the original's answer.
+    Joined(watch::Receiver<Option<Outcome>>),
+}
+
+/// A change in flight that retries may join.
+struct Joinable {
+    /// The parameters: only a retry with the same ones joins.
+    fingerprint: Fingerprint,
+    serial: u64,
+    /// The original's answer, once it may be given.
+    outcome: watch::Receiver<Option<Outcome>>,
+}
+
+/// Held by the original of a joinable change; shares its answer, and on drop (answered or
+/// abandoned with its connection) removes the entry, so joiners left waiting are told `busy`.
+struct JoinablePublisher {
+    bank: Arc<Bank>,
+    key: (Card, RequestId),
+    serial: u64,
+    sender: watch::Sender<Option<Outcome>>,
+}
+
+impl Drop for JoinablePublisher {
+    fn drop(&mut self) {
+        let serial = self.serial;
+        if self
+            .bank
+            .joinable
+            .remove_if(&self.key, |_, entry| entry.serial == serial)
+            .is_some()
+        {
+            self.bank.joinable_open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 /// Errors of starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -601,6 +743,9 @@ impl RunningServer {
                         journal,
                         accounts: DashMap::new(),
                         clients,
+                        joinable: DashMap::new(),
+                        joinable_open: AtomicUsize::new(0),
+                        joinable_serial: AtomicU64::new(0),
                         arbiters,
                         limits: config.limits.clone(),
                         operator: OperatorToken::new(config.operator_token.as_deref()),

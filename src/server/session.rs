@@ -10,6 +10,9 @@
 //! - the *actor* does the handshake, holds the connection's verified card, caps the requests in
 //!   flight, answers the lab's utilities itself and hands account operations to [`Bank::decide`].
 //!   Several requests can be in flight (pipelining); each reply carries its request's id.
+//!   The in-flight rule: every request, of any kind, counts from the moment it is read until its
+//!   reply is handed to the writer; one that arrives at the limit is answered `busy` at once,
+//!   before any other work, and that refusal does not count.
 //! - a *writer* task drains the bounded queue of reply frames to the socket, under a deadline.
 //!
 //! A frame that cannot be decoded ends this connection, with a logged reason, and nothing else.
@@ -94,7 +97,11 @@ pub struct Session {
     /// no later Verify or Logout arrived while it was being checked, so pipelined requests take
     /// effect in the order they were sent.
     login_epoch: u64,
-    /// Requests accepted and not yet answered.
+    /// Requests admitted whose reply has not yet been handed to the writer, of every kind (the
+    /// utilities, `Balance` and `Logout` are answered in the turn that admits them). A request
+    /// that arrives while this is at [`Limits::requests_in_flight_max`] is answered `busy`.
+    ///
+    /// [`Limits::requests_in_flight_max`]: super::Limits::requests_in_flight_max
     in_flight: usize,
     /// This connection's allowance of failed PIN checks (and its peer's address).
     pin_gate: Arc<super::pins::PinGate>,
@@ -178,7 +185,24 @@ impl Session {
         }
     }
 
+    /// Writes the reply to an admitted request, which thereby leaves the in-flight count.
     fn reply(&mut self, pending: Pending, status: Status, body: Body, ctx: &mut Context<Self>) {
+        debug_assert!(
+            self.in_flight > 0,
+            "a reply to a request that was not admitted"
+        );
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.write_reply(pending, status, body, ctx);
+    }
+
+    /// Writes a reply; [`Session::reply`] for admitted requests, directly for a `busy` refusal.
+    fn write_reply(
+        &mut self,
+        pending: Pending,
+        status: Status,
+        body: Body,
+        ctx: &mut Context<Self>,
+    ) {
         crate::metrics::request(pending.operation, status.name(), pending.arrived.elapsed());
         let id = pending.id;
         self.send(&ServerMessage::Reply(Reply { id, status, body }), ctx);
@@ -240,12 +264,17 @@ impl Session {
         let span =
             tracing::debug_span!(parent: &self.span, "request", %id, operation = operation.name());
         let _entered = span.enter();
+        // The in-flight rule: every request counts from here until its reply is handed to the
+        // writer, whatever its kind. One that arrives while the limit is reached is refused at
+        // once, before any other work; the refusal itself is not counted.
         if self.in_flight >= self.bank.limits.requests_in_flight_max {
-            return self.reply(pending, Status::Busy, Body::Empty, ctx);
+            return self.write_reply(pending, Status::Busy, Body::Empty, ctx);
         }
+        self.in_flight += 1;
         if let Some(faults) = &self.bank.faults {
             if faults.drop_request(id) {
                 tracing::debug!("injected fault: request dropped");
+                self.in_flight -= 1;
                 return;
             }
         }
@@ -394,7 +423,8 @@ impl Session {
     }
 
     /// Runs `work` off the session's turn and writes its outcome as the reply to `id`; `after`
-    /// sees the outcome first (to log the session in, for example).
+    /// sees the outcome first (to log the session in, for example). The request stays in flight
+    /// until then.
     fn spawn_reply<F>(
         &mut self,
         pending: Pending,
@@ -404,7 +434,6 @@ impl Session {
     ) where
         F: std::future::Future<Output = Outcome> + 'static,
     {
-        self.in_flight += 1;
         let faults = self.bank.faults.clone();
         let work = async move {
             let outcome = work.await;
@@ -417,11 +446,11 @@ impl Session {
             outcome
         };
         ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
-            session.in_flight -= 1;
             after(session, &outcome);
             if let Some(faults) = &session.bank.faults {
                 if faults.drop_reply(pending.id) {
                     tracing::debug!(id = %pending.id, "injected fault: reply dropped");
+                    session.in_flight -= 1;
                     session.close_if_drained(ctx);
                     return;
                 }
