@@ -117,3 +117,8 @@ with open("/proc/meminfo") as info:
 print(json.dumps({"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(memory_kib / 1048576, 1)}))
 EOF
 }
+
+# A fresh operator token (256 random bits in hexadecimal), strong enough for the server's check.
+operator_token() {
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n'
+}

@@ -7,6 +7,7 @@
 #     (default 600; 0 skips it), resident memory sampled every SOAK_SAMPLE seconds (default 10).
 # Writes $RESULTS_DIR/memory_1m_accounts.json and memory_soak.json.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+MEMORY_TOKEN="$(operator_token)"
 
 MEMORY_ACCOUNTS="${MEMORY_ACCOUNTS:-1000000}"
 SOAK_SECONDS="${SOAK_SECONDS:-600}"
@@ -33,7 +34,7 @@ trap cleanup EXIT
 
 # start_server DATA_DIR PORT: starts bank-server and waits until it listens.
 start_server() {
-    "$SERVER" --listen "127.0.0.1:$2" --data-dir "$1" --operator-token memory-operator-token \
+    "$SERVER" --listen "127.0.0.1:$2" --data-dir "$1" --operator-token "$MEMORY_TOKEN" \
         --pin-hash-memory-kib 8 --pin-hash-iterations 1 2>"$work/server.log" >/dev/null &
     server_pid=$!
     for _ in $(seq 1 600); do
@@ -89,7 +90,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     ) &
     sampler=$!
     soak_status=0
-    BANK_OPERATOR_TOKEN=memory-operator-token "$SWARM" --bench --server "127.0.0.1:$port" \
+    BANK_OPERATOR_TOKEN="$MEMORY_TOKEN" "$SWARM" --bench --server "127.0.0.1:$port" \
         --atms "$CLIENTS" --accounts "$SOAK_ACCOUNTS" --duration "${SOAK_SECONDS}s" \
         --json-out "$work/soak_report.json" >"$RESULTS_DIR/memory_soak.stdout" 2>/dev/null \
         || soak_status=$?

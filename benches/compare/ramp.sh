@@ -26,7 +26,8 @@ SERVER="$(target_dir)/release/bank-server"
 SWARM="$(target_dir)/release/examples/atm_swarm"
 DATA_DIR="$(mktemp -d)"
 PORT="$(free_port)"
-export BANK_OPERATOR_TOKEN="ramp-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+BANK_OPERATOR_TOKEN="$(operator_token)"
+export BANK_OPERATOR_TOKEN
 
 # shellcheck disable=SC2086
 "$SERVER" --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" $SERVER_ARGS 2>"$OUT/server.stderr" &
@@ -34,7 +35,7 @@ SERVER_PID=$!
 cleanup() {
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
-    rm -rf "$DATA_DIR"
+    rm -rf "$DATA_DIR" "$DATA_DIR.pin-key"
 }
 trap cleanup EXIT
 for _ in $(seq 1 300); do
