@@ -220,19 +220,7 @@ fn mutations(base: &Base) -> Vec<Mutation> {
         .iter()
         {
             let body = end - start - RECORD_HEADER_BYTES;
-            for place in [
-                0,
-                3,
-                4,
-                11,
-                12,
-                15,
-                16,
-                19,
-                20,
-                20 + body / 2,
-                20 + body - 1,
-            ] {
+            for place in record_field_offsets(body) {
                 for bit in [0, 7] {
                     all.push(flip(&name, start + place, bit));
                 }

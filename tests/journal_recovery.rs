@@ -188,22 +188,10 @@ fn rot_in_the_last_batch_is_refused_even_after_an_unclean_stop() {
     let last = record_spans(&segment).pop().unwrap();
     let (_, seal_end) = *batch_spans(&segment).last().unwrap();
     let body = last.end - last.start - RECORD_HEADER_BYTES;
-    let mut places: Vec<usize> = [
-        0,
-        3,
-        4,
-        11,
-        12,
-        15,
-        16,
-        19,
-        20,
-        20 + body / 2,
-        20 + body - 1,
-    ]
-    .iter()
-    .map(|place| last.start + place)
-    .collect();
+    let mut places: Vec<usize> = record_field_offsets(body)
+        .iter()
+        .map(|place| last.start + place)
+        .collect();
     places.extend([last.end, last.end + 10, last.end + 30, seal_end - 1]);
     for place in places {
         let directory = tempfile::tempdir().unwrap();

@@ -519,6 +519,25 @@ pub mod durability {
         old
     }
 
+    /// Offsets, from a record's start, of a byte in each of its fields (both ends of the position,
+    /// body length, body CRC and header CRC; the body's first, middle and last byte), for a record
+    /// whose body is `body_bytes` long: where bit flips test every field.
+    pub fn record_field_offsets(body_bytes: usize) -> [usize; 11] {
+        [
+            0,
+            3,
+            4,
+            11,
+            12,
+            15,
+            16,
+            19,
+            20,
+            20 + body_bytes / 2,
+            20 + body_bytes - 1,
+        ]
+    }
+
     /// The ledger the pure rules give for `records` applied from position 1.
     pub fn replay(records: &[Record]) -> Ledger {
         let mut ledger = Ledger::default();
