@@ -73,7 +73,9 @@ struct Arguments {
     /// Server-side faults for the in-process server: drop-request=P,drop-reply=P,crash-actor=P,delay-ms=N.
     #[arg(long)]
     server_faults: Option<FaultPlan>,
-    /// Start the server with this shell command (needs --server, where it listens).
+    /// Start the server with this shell command (needs --server, where it listens). With
+    /// `{listen}` in the command, the server is started there (--server may name port 0) and
+    /// found by the address it reports; restarts reuse that address.
     #[arg(long)]
     server_cmd: Option<String>,
     /// With --server-cmd: SIGKILL the server and restart it on this period (e.g. 2s).

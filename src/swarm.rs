@@ -418,8 +418,10 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     let mut chaos = None;
     let address = match (&config.server, &config.server_command) {
         (Some(address), Some(command)) => {
-            chaos = Some(ChaosServer::start(command.clone(), address.clone()).await?);
-            address.clone()
+            let server = ChaosServer::start(command.clone(), address.clone()).await?;
+            let address = server.address.clone();
+            chaos = Some(server);
+            address
         }
         (Some(address), None) => address.clone(),
         (None, Some(_)) => {
@@ -1068,9 +1070,10 @@ struct ChaosServer {
 }
 
 impl ChaosServer {
-    async fn start(command: String, address: String) -> Result<ChaosServer, String> {
-        let child = spawn_server(&command)?;
-        wait_until_listening(&address).await?;
+    /// Starts the server; with `{listen}` in the command, on `listen` (port 0 allowed) and then
+    /// always on the address it reported, so clients find every successor where they left.
+    async fn start(command: String, listen: String) -> Result<ChaosServer, String> {
+        let (child, address) = spawn_server(&command, &listen).await?;
         Ok(ChaosServer {
             command,
             address,
@@ -1095,12 +1098,11 @@ impl ChaosServer {
                     let _ = running.kill().await;
                 }
                 restarts.lock().push(started.elapsed().as_secs());
-                match spawn_server(&command) {
-                    Ok(running) => *slot = Some(running),
+                match spawn_server(&command, &address).await {
+                    Ok((running, _)) => *slot = Some(running),
                     Err(error) => tracing::error!(%error, "chaos: cannot restart the server"),
                 }
                 drop(slot);
-                let _ = wait_until_listening(&address).await;
             }
         })
     }
@@ -1119,7 +1121,8 @@ impl ChaosServer {
             None => false,
         };
         if !alive {
-            *slot = Some(spawn_server(&self.command)?);
+            *slot = Some(spawn_server(&self.command, &self.address).await?.0);
+            return Ok(());
         }
         drop(slot);
         wait_until_listening(&self.address).await
@@ -1144,18 +1147,59 @@ impl Drop for ChaosServer {
     }
 }
 
-fn spawn_server(command: &str) -> Result<tokio::process::Child, String> {
-    tokio::process::Command::new("sh")
+/// Starts the server command with `{listen}` replaced by `listen`. When the command has that
+/// placeholder, the server is waited for by its ready line (`bank-server listening on ADDR`, the
+/// address it bound, so `listen` may name port 0) and the address is returned; otherwise the
+/// server is expected at `listen` itself.
+async fn spawn_server(
+    command: &str,
+    listen: &str,
+) -> Result<(tokio::process::Child, String), String> {
+    use tokio::io::AsyncBufReadExt;
+    let reports = command.contains(LISTEN_PLACEHOLDER);
+    let command = command.replace(LISTEN_PLACEHOLDER, listen);
+    let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!("exec {command}"))
-        .stdout(std::process::Stdio::null())
+        .stdout(if reports {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
         .kill_on_drop(true)
         .spawn()
-        .map_err(|error| format!("cannot run {command:?}: {error}"))
+        .map_err(|error| format!("cannot run {command:?}: {error}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        wait_until_listening(listen).await?;
+        return Ok((child, listen.to_string()));
+    };
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(address) = line.trim().strip_prefix("bank-server listening on ") {
+                return Some(address.to_string());
+            }
+        }
+        None
+    };
+    let address = tokio::time::timeout(SERVER_START_TIMEOUT, ready)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("{command:?} did not report the address it listens on"))?;
+    // Keep reading what else it prints, so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, address))
 }
 
+/// In `--server-cmd`, where the address to listen on goes (see [`spawn_server`]).
+pub const LISTEN_PLACEHOLDER: &str = "{listen}";
+
+/// How long a started server may take to listen.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn wait_until_listening(address: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + SERVER_START_TIMEOUT;
     loop {
         if tokio::net::TcpStream::connect(address).await.is_ok() {
             return Ok(());

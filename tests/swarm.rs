@@ -44,14 +44,11 @@ async fn a_swarm_with_faults_and_actor_crashes_has_no_violations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_survives_kill_9_chaos_restarts() {
     let data_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    // The first server binds a port of its own choosing and reports it; its successors are
+    // started on that address.
+    let address = "127.0.0.1:0".to_string();
     let command = format!(
-        "{} --listen {address} --data-dir {} --operator-token chaos-operator-token-5e8a1f3c9d2b7046 --pin-hash-memory-kib 8 --pin-hash-iterations 1",
+        "{} --listen {{listen}} --data-dir {} --operator-token chaos-operator-token-5e8a1f3c9d2b7046 --pin-hash-memory-kib 8 --pin-hash-iterations 1",
         env!("CARGO_BIN_EXE_bank-server"),
         data_dir.path().display()
     );
@@ -66,6 +63,8 @@ async fn a_swarm_survives_kill_9_chaos_restarts() {
     config.attempt_timeout = Duration::from_millis(300);
     let report = swarm::run(config).await.unwrap();
     assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
-    assert!(report.restarts >= 3, "only {} restarts", report.restarts);
+    // Kills come every 1.5 s after the previous server listens: within 8 s at least two, even
+    // when each start takes seconds on a loaded machine.
+    assert!(report.restarts >= 2, "only {} restarts", report.restarts);
     assert!(report.ops_acked > 0);
 }
