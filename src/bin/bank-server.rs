@@ -11,6 +11,12 @@ use actor_bank::server::RunningServer;
 use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
+/// mimalloc instead of the C library's allocator: with thousands of connections, glibc's malloc
+/// and free (arenas shared between the arbiter threads, consolidation of freed chunks) took 11 %
+/// of the server's time in the login-storm ramp (docs/BENCHMARKS.md, section 8).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let code = run();
     logging::flush();
