@@ -150,6 +150,22 @@ fn zeros(name: &str, from: usize, until: usize) -> Mutation {
     )
 }
 
+/// The file `name` renamed (or, with `rename` false, copied) as `to`.
+fn moved(name: &str, to: String, rename: bool) -> Mutation {
+    let verb = if rename { "renamed" } else { "copied" };
+    let name = name.to_string();
+    (
+        format!("{name}: {verb} as {to}"),
+        Box::new(move |d: &Path| {
+            if rename {
+                std::fs::rename(d.join(&name), d.join(&to)).unwrap();
+            } else {
+                std::fs::copy(d.join(&name), d.join(&to)).unwrap();
+            }
+        }),
+    )
+}
+
 fn overwrite(name: &str, at: usize, garbage: Vec<u8>, what: &str) -> Mutation {
     (
         format!("{name}: {what} ({} bytes at {at})", garbage.len()),
@@ -306,19 +322,7 @@ fn mutations(base: &Base) -> Vec<Mutation> {
             if other == first {
                 continue;
             }
-            let to = format::segment_name(other);
-            let verb = if rename { "renamed" } else { "copied" };
-            let name = name.clone();
-            all.push((
-                format!("{name}: {verb} as {to}"),
-                Box::new(move |d: &Path| {
-                    if rename {
-                        std::fs::rename(d.join(&name), d.join(&to)).unwrap();
-                    } else {
-                        std::fs::copy(d.join(&name), d.join(&to)).unwrap();
-                    }
-                }),
-            ));
+            all.push(moved(&name, format::segment_name(other), rename));
         }
     }
     for snapshot in snapshots(directory) {
@@ -349,19 +353,7 @@ fn mutations(base: &Base) -> Vec<Mutation> {
             (position - 1, false),
             (position + 1, true),
         ] {
-            let to = format::snapshot_name(other);
-            let name = name.clone();
-            let verb = if rename { "renamed" } else { "copied" };
-            all.push((
-                format!("{name}: {verb} as {to}"),
-                Box::new(move |d: &Path| {
-                    if rename {
-                        std::fs::rename(d.join(&name), d.join(&to)).unwrap();
-                    } else {
-                        std::fs::copy(d.join(&name), d.join(&to)).unwrap();
-                    }
-                }),
-            ));
+            all.push(moved(&name, format::snapshot_name(other), rename));
         }
         // The snapshot and the segment swapped.
         let segment = file_name(&segments(directory)[0]);
