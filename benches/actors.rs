@@ -88,7 +88,11 @@ fn rss_mib() -> f64 {
 }
 
 fn expect_approved(outcome: Outcome, what: &str) {
-    assert_eq!(outcome.status, Status::Approved, "{what}: {outcome:?}");
+    assert_eq!(
+        Status::from(outcome.status),
+        Status::Approved,
+        "{what}: {outcome:?}"
+    );
 }
 
 /// Opens `cards` with `openers` concurrent tasks (client ids from `first_client` on).

@@ -35,7 +35,7 @@
 mod common;
 use actor_bank::journal::{AppendError, Journal, JournalConfig};
 use actor_bank::ledger::{Event, Lsn, Outcome, Record};
-use actor_bank::protocol::{RequestId, Status};
+use actor_bank::model::{Code, RequestId};
 use common::{bench_mode, env_usize, opening};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
@@ -77,7 +77,7 @@ impl Lane {
             at_unix_ms: NOW_MS,
             event: opening(self.card, self.balance),
             outcome: Outcome {
-                status: Status::Approved,
+                status: Code::Approved,
                 balance: Some(self.balance),
             },
         }
@@ -95,7 +95,7 @@ impl Lane {
             at_unix_ms: NOW_MS,
             event: Event::Withdrawal { amount: 1 },
             outcome: Outcome {
-                status: Status::Approved,
+                status: Code::Approved,
                 balance: Some(self.balance),
             },
         }
@@ -248,7 +248,7 @@ fn build_data_dir(config: JournalConfig, accounts: usize, records: usize) {
             at_unix_ms: NOW_MS,
             event: opening(card(index), *balance),
             outcome: Outcome {
-                status: Status::Approved,
+                status: Code::Approved,
                 balance: Some(*balance),
             },
         };
@@ -273,7 +273,7 @@ fn build_data_dir(config: JournalConfig, accounts: usize, records: usize) {
             at_unix_ms: NOW_MS,
             event: Event::Withdrawal { amount: 1 },
             outcome: Outcome {
-                status: Status::Approved,
+                status: Code::Approved,
                 balance: Some(balances[index]),
             },
         };

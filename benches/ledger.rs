@@ -9,7 +9,7 @@ use actor_bank::ledger::{
     self, completed_entry, Account, ClientWindow, Decision, Event, Fingerprint, Ledger, Record,
     REQUEST_WINDOW,
 };
-use actor_bank::protocol::{RequestId, Status};
+use actor_bank::model::{Code, RequestId};
 use common::opening;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::time::Duration;
@@ -54,7 +54,7 @@ fn opened(card: u64, sequence: u64, balance: u64) -> Record {
         at_unix_ms: NOW_MS,
         event: opening(card, balance),
         outcome: ledger::Outcome {
-            status: Status::Approved,
+            status: Code::Approved,
             balance: Some(balance),
         },
     }
@@ -68,7 +68,7 @@ fn withdrawal(client: u64, sequence: u64, card: u64, balance_before: u64, amount
         at_unix_ms: NOW_MS,
         event: Event::Withdrawal { amount },
         outcome: ledger::Outcome {
-            status: Status::Approved,
+            status: Code::Approved,
             balance: Some(balance_before - amount),
         },
     }

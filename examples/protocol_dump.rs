@@ -201,7 +201,7 @@ pub const EXAMPLE_PIN_HASH: actor_bank::pin::PinHash = actor_bank::pin::PinHash 
 pub fn example_records() -> [Record; 2] {
     let card = 123_456_789;
     let approved = |balance| Outcome {
-        status: Status::Approved,
+        status: actor_bank::model::Code::Approved,
         balance: Some(balance),
     };
     [

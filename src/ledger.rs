@@ -13,8 +13,8 @@
 //! verified a card can touch that card's ids. A request carrying a secret (a PIN attempt) is never
 //! remembered and never answered from memory ([`Principal::of`]).
 
+use crate::model::{Amount, Card, Code, RequestId};
 use crate::pin::PinHash;
-use crate::protocol::{Amount, Card, RequestId, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -123,7 +123,7 @@ impl Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     /// The reply's status.
-    pub status: Status,
+    pub status: Code,
     /// The balance the reply carried, if any.
     pub balance: Option<Amount>,
 }
@@ -264,7 +264,7 @@ pub fn decide(
     };
     let outcome = match (&event, account) {
         (Event::AccountOpened { .. }, Some(_)) => Outcome {
-            status: Status::CardExists,
+            status: Code::CardExists,
             balance: None,
         },
         (
@@ -273,33 +273,33 @@ pub fn decide(
             },
             None,
         ) => Outcome {
-            status: Status::Approved,
+            status: Code::Approved,
             balance: Some(*initial_balance),
         },
-        (_, None) => return refuse(Status::UnknownCard),
+        (_, None) => return refuse(Code::UnknownCard),
         (event, Some(account)) if event.presents_pin() && account.is_locked() => {
-            return refuse(Status::CardLocked)
+            return refuse(Code::CardLocked)
         }
         (Event::CardUnlocked | Event::PinChanged { .. } | Event::PinRekeyed { .. }, Some(_)) => {
             Outcome {
-                status: Status::Approved,
+                status: Code::Approved,
                 balance: None,
             }
         }
         // A right PIN with no wrong ones to clear changes nothing: answered, not journaled (a
         // retry simply checks the PIN again).
         (Event::PinAttempt { correct: true }, Some(account)) if account.pin_failures == 0 => {
-            return refuse(Status::Approved)
+            return refuse(Code::Approved)
         }
         (Event::PinAttempt { correct: true }, Some(_)) => Outcome {
-            status: Status::Approved,
+            status: Code::Approved,
             balance: None,
         },
         (Event::PinAttempt { correct: false }, Some(account)) => Outcome {
             status: if account.pin_failures + 1 >= PIN_ATTEMPTS_MAX {
-                Status::CardLocked
+                Code::CardLocked
             } else {
-                Status::IncorrectPin
+                Code::IncorrectPin
             },
             balance: None,
         },
@@ -323,12 +323,12 @@ pub fn decide(
 
 fn approved(balance: Amount) -> Outcome {
     Outcome {
-        status: Status::Approved,
+        status: Code::Approved,
         balance: Some(balance),
     }
 }
 
-fn refused(status: Status, balance: Amount) -> Outcome {
+fn refused(status: Code, balance: Amount) -> Outcome {
     Outcome {
         status,
         balance: Some(balance),
@@ -336,19 +336,19 @@ fn refused(status: Status, balance: Amount) -> Outcome {
 }
 
 /// The balance after withdrawing `amount`, or why not.
-pub fn withdraw(balance: Amount, amount: Amount) -> Result<Amount, Status> {
+pub fn withdraw(balance: Amount, amount: Amount) -> Result<Amount, Code> {
     if amount == 0 {
-        return Err(Status::InvalidAmount);
+        return Err(Code::InvalidAmount);
     }
-    balance.checked_sub(amount).ok_or(Status::InsufficientFunds)
+    balance.checked_sub(amount).ok_or(Code::InsufficientFunds)
 }
 
 /// The balance after depositing `amount`, or why not.
-pub fn deposit(balance: Amount, amount: Amount) -> Result<Amount, Status> {
+pub fn deposit(balance: Amount, amount: Amount) -> Result<Amount, Code> {
     if amount == 0 {
-        return Err(Status::InvalidAmount);
+        return Err(Code::InvalidAmount);
     }
-    balance.checked_add(amount).ok_or(Status::InvalidAmount)
+    balance.checked_add(amount).ok_or(Code::InvalidAmount)
 }
 
 /// Moves `account` to its next state by `record`. Refusals leave the balance alone; wrong PINs
@@ -360,7 +360,7 @@ pub fn apply(account: &mut Option<Account>, record: &Record) -> Result<(), Ledge
         card: record.card,
         reason: reason.to_string(),
     };
-    let approved = record.outcome.status == Status::Approved;
+    let approved = record.outcome.status == Code::Approved;
     match (&record.event, account.as_mut()) {
         (
             Event::AccountOpened {
@@ -681,7 +681,7 @@ impl Ledger {
             self.accounts.insert(record.card, account);
         }
         result?;
-        if record.outcome.status == Status::Approved {
+        if record.outcome.status == Code::Approved {
             match record.event {
                 Event::AccountOpened {
                     initial_balance, ..
@@ -766,15 +766,15 @@ mod tests {
         let mut ledger = Ledger::default();
         step(&mut ledger, 1, opened(100));
         let outcome = step(&mut ledger, 2, Event::Withdrawal { amount: 101 });
-        assert_eq!(outcome, refused(Status::InsufficientFunds, 100));
+        assert_eq!(outcome, refused(Code::InsufficientFunds, 100));
         assert_eq!(
             step(&mut ledger, 3, Event::Withdrawal { amount: 100 }),
             approved(0)
         );
         let outcome = step(&mut ledger, 4, Event::Deposit { amount: u64::MAX });
-        assert_eq!(outcome.status, Status::Approved);
+        assert_eq!(outcome.status, Code::Approved);
         let outcome = step(&mut ledger, 5, Event::Deposit { amount: 1 });
-        assert_eq!(outcome, refused(Status::InvalidAmount, u64::MAX));
+        assert_eq!(outcome, refused(Code::InvalidAmount, u64::MAX));
         assert!(ledger.is_conserved());
     }
 
@@ -783,16 +783,16 @@ mod tests {
         let mut ledger = Ledger::default();
         step(&mut ledger, 1, opened(0));
         let wrong = || Event::PinAttempt { correct: false };
-        assert_eq!(step(&mut ledger, 2, wrong()).status, Status::IncorrectPin);
+        assert_eq!(step(&mut ledger, 2, wrong()).status, Code::IncorrectPin);
         assert_eq!(
             step(&mut ledger, 3, Event::PinAttempt { correct: true }).status,
-            Status::Approved
+            Code::Approved
         );
-        assert_eq!(step(&mut ledger, 4, wrong()).status, Status::IncorrectPin);
-        assert_eq!(step(&mut ledger, 5, wrong()).status, Status::IncorrectPin);
-        assert_eq!(step(&mut ledger, 6, wrong()).status, Status::CardLocked);
+        assert_eq!(step(&mut ledger, 4, wrong()).status, Code::IncorrectPin);
+        assert_eq!(step(&mut ledger, 5, wrong()).status, Code::IncorrectPin);
+        assert_eq!(step(&mut ledger, 6, wrong()).status, Code::CardLocked);
         let locked_then_right = step(&mut ledger, 7, Event::PinAttempt { correct: true });
-        assert_eq!(locked_then_right.status, Status::CardLocked);
+        assert_eq!(locked_then_right.status, Code::CardLocked);
         assert!(ledger.accounts[&7].is_locked());
     }
 
@@ -810,30 +810,30 @@ mod tests {
         };
         assert_eq!(
             step(&mut ledger, 5, changed.clone()).status,
-            Status::CardLocked
+            Code::CardLocked
         );
         let rekeyed = Event::PinRekeyed {
             pin_hash: key.verifier(7, "1234"),
         };
         assert_eq!(
             step(&mut ledger, 6, rekeyed.clone()).status,
-            Status::CardLocked
+            Code::CardLocked
         );
         assert_eq!(
             step(&mut ledger, 7, Event::CardUnlocked).status,
-            Status::Approved
+            Code::Approved
         );
         assert_eq!(ledger.accounts[&7].pin_failures, 0);
         step(&mut ledger, 8, Event::PinAttempt { correct: false });
-        assert_eq!(step(&mut ledger, 9, rekeyed).status, Status::Approved);
+        assert_eq!(step(&mut ledger, 9, rekeyed).status, Code::Approved);
         assert_eq!(ledger.accounts[&7].pin_hash, key.verifier(7, "1234"));
         assert_eq!(ledger.accounts[&7].pin_failures, 0);
-        assert_eq!(step(&mut ledger, 10, changed).status, Status::Approved);
+        assert_eq!(step(&mut ledger, 10, changed).status, Code::Approved);
         assert_eq!(ledger.accounts[&7].pin_hash, key.verifier(7, "4321"));
         assert_eq!(
             decide(None, 8, id(11), Event::CardUnlocked, 0),
             Decision::Answer(Outcome {
-                status: Status::UnknownCard,
+                status: Code::UnknownCard,
                 balance: None
             })
         );
@@ -974,8 +974,8 @@ mod tests {
                     ledger.apply(ledger.applied_lsn + 1, &record).unwrap();
                     let after = ledger.accounts[&7].balance;
                     match (event, record.outcome.status) {
-                        (Event::Withdrawal { amount }, Status::Approved) => prop_assert_eq!(after, before - amount),
-                        (Event::Deposit { amount }, Status::Approved) => prop_assert_eq!(after, before + amount),
+                        (Event::Withdrawal { amount }, Code::Approved) => prop_assert_eq!(after, before - amount),
+                        (Event::Deposit { amount }, Code::Approved) => prop_assert_eq!(after, before + amount),
                         _ => prop_assert_eq!(after, before),
                     }
                     records.push(record);

@@ -9,6 +9,8 @@
 //! Module map, in layer order (each layer uses only the ones above it):
 //! - [`codec`]: bytes ↔ values. Frames on the wire and records on disk; the only module that
 //!   knows bincode.
+//! - [`model`]: the bank's vocabulary: cards, amounts, request ids and the result codes
+//!   ([`model::Code`]) that the journal stores and each front door maps to its own codes.
 //! - [`protocol`]: the typed messages and statuses ATMs and the server exchange.
 //! - [`ledger`]: the pure account rules, records, and the memory of completed requests. No I/O.
 //! - [`journal`]: the durable, group-committed log every change goes through, its snapshots and
@@ -43,6 +45,7 @@ pub mod journal;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod operator;
 pub mod pin;
 pub mod protocol;

@@ -382,7 +382,12 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
             .get(&asked.id)
             .unwrap_or_else(|| panic!("acknowledged {} is not in the journal", asked.id));
         assert_eq!(span.record.card, asked.card);
-        assert_eq!(span.record.outcome.status, reply.status, "{}", asked.id);
+        assert_eq!(
+            Status::from(span.record.outcome.status),
+            reply.status,
+            "{}",
+            asked.id
+        );
         let body = span
             .record
             .outcome
@@ -399,7 +404,7 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
             Event::Deposit { amount } => amount as i128,
             _ => continue,
         };
-        if record.outcome.status != Status::Approved {
+        if Status::from(record.outcome.status) != Status::Approved {
             continue;
         }
         if unknown_ids.contains(&record.request) {
@@ -436,7 +441,7 @@ async fn sigkill_during_snapshots_loses_no_acknowledged_operation() {
                 .find(|done| done.sequence == asked.id.sequence)
         });
         match done {
-            Some(done) if done.outcome.status == Status::Approved => {
+            Some(done) if Status::from(done.outcome.status) == Status::Approved => {
                 *unknown_moved.entry(asked.card).or_default() += delta(&asked.operation);
             }
             Some(_) => {}

@@ -349,11 +349,11 @@ async fn a_full_account_mailbox_answers_busy() {
     let outcomes = futures::future::join_all(decisions).await;
     let approved = outcomes
         .iter()
-        .filter(|outcome| outcome.status == Status::Approved)
+        .filter(|outcome| Status::from(outcome.status) == Status::Approved)
         .count() as u64;
     let busy = outcomes
         .iter()
-        .filter(|outcome| outcome.status == Status::Busy)
+        .filter(|outcome| Status::from(outcome.status) == Status::Busy)
         .count() as u64;
     eprintln!("{approved} approved, {busy} busy");
     assert_eq!(approved + busy, 200, "{outcomes:?}");

@@ -322,7 +322,7 @@ async fn a_server_on_a_full_disk_acknowledges_only_durable_withdrawals() {
             // without a definite reply may or may not have become durable.
             if let Ok(status) = result {
                 let entry = entry.unwrap_or_else(|| panic!("acknowledged {id} lost"));
-                assert_eq!(entry.outcome.status, *status, "{id}");
+                assert_eq!(Status::from(entry.outcome.status), *status, "{id}");
                 assert_eq!(entry.fingerprint.amount, *amount);
             }
         }
@@ -337,7 +337,7 @@ async fn a_server_on_a_full_disk_acknowledges_only_durable_withdrawals() {
             .filter(|done| {
                 done.fingerprint.card == card
                     && done.fingerprint.kind == 1
-                    && done.outcome.status == Status::Approved
+                    && Status::from(done.outcome.status) == Status::Approved
             })
             .map(|done| done.fingerprint.amount)
             .sum();

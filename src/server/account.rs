@@ -20,7 +20,7 @@
 use super::Bank;
 use crate::faults::CrashPoint;
 use crate::ledger::{self, Account, Decision, Event, Fingerprint, Lsn, Outcome, Principal, Seen};
-use crate::protocol::{Card, RequestId, Status};
+use crate::model::{Card, Code, RequestId};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -109,7 +109,7 @@ impl AccountActor {
         };
         // A locked card admits no PIN attempt, not even the replay of one approved before the lock.
         if event.presents_pin() && self.account.as_ref().is_some_and(Account::is_locked) {
-            return Ok(answer(Status::CardLocked, self.last_lsn));
+            return Ok(answer(Code::CardLocked, self.last_lsn));
         }
         let now = super::now_unix_ms();
         // The memory of completed requests of the principal this request was authenticated as:
@@ -131,13 +131,13 @@ impl AccountActor {
                     });
                 }
                 Seen::Conflict(lsn) => {
-                    return Ok(answer(Status::RequestIdConflict, lsn.max(self.last_lsn)))
+                    return Ok(answer(Code::RequestIdConflict, lsn.max(self.last_lsn)))
                 }
-                Seen::Stale => return Ok(answer(Status::StaleRequest, self.last_lsn)),
+                Seen::Stale => return Ok(answer(Code::StaleRequest, self.last_lsn)),
                 Seen::New => {}
             }
             if !clients.admits(request.client, now) {
-                return Ok(answer(Status::Busy, 0));
+                return Ok(answer(Code::Busy, 0));
             }
         }
         let crash = bank
@@ -175,9 +175,9 @@ impl AccountActor {
         };
         let lsn = match bank.journal.append(record.clone()) {
             Ok(lsn) => lsn,
-            Err(crate::journal::AppendError::Busy) => return Ok(answer(Status::Busy, 0)),
+            Err(crate::journal::AppendError::Busy) => return Ok(answer(Code::Busy, 0)),
             Err(crate::journal::AppendError::Unavailable(_)) => {
-                return Ok(answer(Status::Unavailable, 0))
+                return Ok(answer(Code::Unavailable, 0))
             }
         };
         if let Err(error) = ledger::apply(&mut self.account, &record) {

@@ -16,8 +16,8 @@ pub mod session;
 use crate::faults::{FaultPlan, Faults};
 use crate::journal::{Journal, JournalConfig, JournalError, RecoveryMode};
 use crate::ledger::{self, Clients, Event, Fingerprint, Outcome, Principal};
+use crate::model::{Amount, Card, Code, RequestId};
 use crate::pin::{self, OperatorToken, PinHashCost, PinKey};
-use crate::protocol::{Amount, Card, RequestId, Status};
 use crate::ratelimit::{Clock, PeerBuckets, RateLimit, WhenFull};
 use account::{AccountActor, Decide};
 use actix::prelude::*;
@@ -423,9 +423,9 @@ impl Bank {
     fn no_answer(&self) -> Outcome {
         Outcome {
             status: if self.journal.failure().is_some() {
-                Status::Unavailable
+                Code::Unavailable
             } else {
-                Status::Busy
+                Code::Busy
             },
             balance: None,
         }
@@ -442,7 +442,7 @@ impl Bank {
         match durable::wait_durable(&self.journal, answer.durable_after).await {
             Ok(()) => answer.outcome,
             Err(_) => Outcome {
-                status: Status::Unavailable,
+                status: Code::Unavailable,
                 balance: None,
             },
         }
@@ -517,15 +517,15 @@ impl Bank {
     /// Checks `offered` against the operator token for a request from `peer`: `Approved` when it
     /// is the token, `NotAuthorised` when it is not (counted and logged), `Busy` without a check
     /// when the peer has used up its failed attempts ([`Limits::operator_failures`]).
-    pub fn check_operator(&self, offered: &str, peer: Option<IpAddr>) -> Status {
+    pub fn check_operator(&self, offered: &str, peer: Option<IpAddr>) -> Code {
         // A connection without a known peer address shares one bucket with its kind.
         let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let (limit, now) = (self.limits.operator_failures, self.clock.now());
         if !self.operator_failures.allows(peer, limit, now) {
-            return Status::Busy;
+            return Code::Busy;
         }
         if self.operator.matches(offered) {
-            return Status::Approved;
+            return Code::Approved;
         }
         let attempts_left = self.operator_failures.take(peer, limit, now);
         tracing::warn!(
@@ -534,7 +534,7 @@ impl Bank {
             attempts_left,
             "operator token refused"
         );
-        Status::NotAuthorised
+        Code::NotAuthorised
     }
 }
 

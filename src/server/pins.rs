@@ -12,8 +12,8 @@
 use super::Bank;
 use crate::journal::Journal;
 use crate::ledger::{Event, Outcome};
+use crate::model::{Card, Code, RequestId};
 use crate::pin::{self, PinHash, PinKey};
-use crate::protocol::{Card, RequestId, Status};
 use crate::ratelimit::{Clock, PeerBuckets, RateLimit, TokenBucket, WhenFull, PEERS_TRACKED_MAX};
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -393,7 +393,7 @@ enum PinVerdict {
     },
 }
 
-fn answer(status: Status) -> Outcome {
+fn answer(status: Code) -> Outcome {
     Outcome {
         status,
         balance: None,
@@ -475,9 +475,9 @@ impl Bank {
         on_right: Event,
     ) -> Outcome {
         let event = match verdict {
-            PinVerdict::Busy => return answer(Status::Busy),
-            PinVerdict::UnknownCard => return answer(Status::UnknownCard),
-            PinVerdict::Locked => return answer(Status::CardLocked),
+            PinVerdict::Busy => return answer(Code::Busy),
+            PinVerdict::UnknownCard => return answer(Code::UnknownCard),
+            PinVerdict::Locked => return answer(Code::CardLocked),
             PinVerdict::Wrong => Event::PinAttempt { correct: false },
             PinVerdict::Right { rekey: None, .. } => on_right,
             PinVerdict::Right {
@@ -491,7 +491,7 @@ impl Bank {
         };
         let rekey = matches!(event, Event::PinRekeyed { .. });
         let outcome = self.decide(card, request, event).await;
-        if rekey && outcome.status == Status::Approved {
+        if rekey && outcome.status == Code::Approved {
             self.pins.stats.rekeyed.fetch_add(1, Ordering::Relaxed);
             crate::metrics::count(crate::metrics::PINS_REKEYED);
             tracing::info!(card = %mask_card(card), "argon2id PIN hash re-keyed");
@@ -525,14 +525,14 @@ impl Bank {
         new_pin: String,
     ) -> Outcome {
         if !pin::is_well_formed(&new_pin) {
-            return answer(Status::InvalidRequest);
+            return answer(Code::InvalidRequest);
         }
         let pin_hash = self.pins.key.verifier(card, &new_pin);
         let verdict = self.check_pin(&gate, card, vec![old_pin, new_pin]).await;
         let outcome = self
             .decide_pin(card, request, verdict, Event::PinChanged { pin_hash })
             .await;
-        if outcome.status == Status::Approved {
+        if outcome.status == Code::Approved {
             tracing::info!(target: "security", card = %mask_card(card), "PIN changed");
         }
         outcome

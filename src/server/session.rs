@@ -24,6 +24,7 @@
 use super::Bank;
 use crate::codec::{self, FRAME_HEADER_BYTES};
 use crate::ledger::{Event, Outcome};
+use crate::model::Code;
 use crate::pin;
 use crate::protocol::{
     Body, Card, ClientMessage, Goodbye, Operation, Reply, Request, RequestId, ServerMessage,
@@ -188,7 +189,7 @@ impl Session {
     }
 
     /// Writes the reply to an admitted request, which thereby leaves the in-flight count.
-    fn reply(&mut self, pending: Pending, status: Status, body: Body, ctx: &mut Context<Self>) {
+    fn reply(&mut self, pending: Pending, status: Code, body: Body, ctx: &mut Context<Self>) {
         debug_assert!(
             self.in_flight > 0,
             "a reply to a request that was not admitted"
@@ -198,15 +199,10 @@ impl Session {
     }
 
     /// Writes a reply; [`Session::reply`] for admitted requests, directly for a `busy` refusal.
-    fn write_reply(
-        &mut self,
-        pending: Pending,
-        status: Status,
-        body: Body,
-        ctx: &mut Context<Self>,
-    ) {
+    fn write_reply(&mut self, pending: Pending, status: Code, body: Body, ctx: &mut Context<Self>) {
         crate::metrics::request(pending.operation, status.name(), pending.arrived.elapsed());
         let id = pending.id;
+        let status = Status::from(status);
         self.send(&ServerMessage::Reply(Reply { id, status, body }), ctx);
     }
 
@@ -270,7 +266,7 @@ impl Session {
         // writer, whatever its kind. One that arrives while the limit is reached is refused at
         // once, before any other work; the refusal itself is not counted.
         if self.in_flight >= self.bank.limits.requests_in_flight_max {
-            return self.write_reply(pending, Status::Busy, Body::Empty, ctx);
+            return self.write_reply(pending, Code::Busy, Body::Empty, ctx);
         }
         self.in_flight += 1;
         if let Some(faults) = &self.bank.faults {
@@ -293,35 +289,35 @@ impl Session {
                         .frame_bytes_max
                         .min(codec::FRAME_BYTES_LIMIT)
                 {
-                    self.reply(pending, Status::InvalidRequest, Body::Empty, ctx)
+                    self.reply(pending, Code::InvalidRequest, Body::Empty, ctx)
                 } else {
-                    self.reply(pending, Status::Approved, Body::Text(lowered), ctx)
+                    self.reply(pending, Code::Approved, Body::Text(lowered), ctx)
                 }
             }
             Operation::IsPrime { number } => self.reply(
                 pending,
-                Status::Approved,
+                Code::Approved,
                 Body::Answer(utility::is_prime(number)),
                 ctx,
             ),
             Operation::IsPalindrome { number } => self.reply(
                 pending,
-                Status::Approved,
+                Code::Approved,
                 Body::Answer(utility::is_palindrome(number)),
                 ctx,
             ),
             Operation::Logout => {
                 self.login_epoch += 1;
                 self.set_card(None);
-                self.reply(pending, Status::Approved, Body::Empty, ctx);
+                self.reply(pending, Code::Approved, Body::Empty, ctx);
             }
             Operation::Balance => match self.card {
-                None => self.reply(pending, Status::NotLoggedIn, Body::Empty, ctx),
+                None => self.reply(pending, Code::NotLoggedIn, Body::Empty, ctx),
                 Some(card) => match bank.balance(card) {
                     Some(balance) => {
-                        self.reply(pending, Status::Approved, Body::Balance(balance), ctx)
+                        self.reply(pending, Code::Approved, Body::Balance(balance), ctx)
                     }
-                    None => self.reply(pending, Status::UnknownCard, Body::Empty, ctx),
+                    None => self.reply(pending, Code::UnknownCard, Body::Empty, ctx),
                 },
             },
             Operation::Withdraw { amount } => {
@@ -340,7 +336,7 @@ impl Session {
                 self.set_card(None);
                 let work = bank.verify_pin(self.pin_gate.clone(), card, id, pin_text);
                 self.spawn_reply(pending, work, ctx, move |session, outcome| {
-                    if outcome.status == Status::Approved && session.login_epoch == epoch {
+                    if outcome.status == Code::Approved && session.login_epoch == epoch {
                         session.set_card(Some(card));
                     }
                 });
@@ -353,7 +349,7 @@ impl Session {
                 initial_balance,
             } => {
                 let authorised = bank.check_operator(&operator_token, self.peer);
-                if authorised != Status::Approved {
+                if authorised != Code::Approved {
                     return self.reply(pending, authorised, Body::Empty, ctx);
                 }
                 let holder = holder.trim().to_string();
@@ -361,7 +357,7 @@ impl Session {
                     || holder.is_empty()
                     || holder.len() > HOLDER_BYTES_MAX
                 {
-                    return self.reply(pending, Status::InvalidRequest, Body::Empty, ctx);
+                    return self.reply(pending, Code::InvalidRequest, Body::Empty, ctx);
                 }
                 let pin_hash = bank.pins().key().verifier(card, &pin_text);
                 let work = async move {
@@ -382,12 +378,12 @@ impl Session {
                 card,
             } => {
                 let authorised = bank.check_operator(&operator_token, self.peer);
-                if authorised != Status::Approved {
+                if authorised != Code::Approved {
                     return self.reply(pending, authorised, Body::Empty, ctx);
                 }
                 let work = async move { bank.decide(card, id, Event::CardUnlocked).await };
                 self.spawn_reply(pending, work, ctx, move |_, outcome| {
-                    if outcome.status == Status::Approved {
+                    if outcome.status == Code::Approved {
                         let card = super::pins::mask_card(card);
                         tracing::info!(target: "security", %card, "card unlocked by the operator");
                     }
@@ -395,13 +391,13 @@ impl Session {
             }
             Operation::ChangePin { old_pin, new_pin } => {
                 let Some(card) = self.card else {
-                    return self.reply(pending, Status::NotLoggedIn, Body::Empty, ctx);
+                    return self.reply(pending, Code::NotLoggedIn, Body::Empty, ctx);
                 };
                 let epoch = self.login_epoch;
                 let work = bank.change_pin(self.pin_gate.clone(), card, id, old_pin, new_pin);
                 // A wrong old PIN that locks the card ends the login too.
                 self.spawn_reply(pending, work, ctx, move |session, outcome| {
-                    if outcome.status == Status::CardLocked && session.login_epoch == epoch {
+                    if outcome.status == Code::CardLocked && session.login_epoch == epoch {
                         session.set_card(None);
                     }
                 });
@@ -411,7 +407,7 @@ impl Session {
 
     fn account_change(&mut self, pending: Pending, event: Event, ctx: &mut Context<Self>) {
         let Some(card) = self.card else {
-            return self.reply(pending, Status::NotLoggedIn, Body::Empty, ctx);
+            return self.reply(pending, Code::NotLoggedIn, Body::Empty, ctx);
         };
         let bank = self.bank.clone();
         // Submitted now, in arrival order; only the wait for the answer runs concurrently.

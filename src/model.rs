@@ -1,0 +1,187 @@
+//! The bank's vocabulary, shared by every layer: cards, amounts, request ids, and the result
+//! codes requests end in.
+//!
+//! Nothing here knows a wire or a disk. A front door maps [`Code`] to its own answer codes (the
+//! bincode protocol's [`crate::protocol::Status`], ISO 8583's response codes); the journal stores
+//! [`Code`] by its numeric value, so renumbering or reordering a wire enum never changes what is on
+//! disk.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// A card number: the account's identity (the lab's cards are nine decimal digits).
+pub type Card = u64;
+
+/// An amount of money in minor units (cents). Never a float.
+pub type Amount = u64;
+
+/// Names one request for its whole life, across retries, reconnects and server restarts.
+///
+/// `client` is chosen at random by each client process (or given by the operator); `sequence`
+/// grows by one for each new request of that client. A retry reuses the id unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The client that issued the request.
+    pub client: u64,
+    /// The client's sequence number for it.
+    pub sequence: u64,
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}:{}", self.client, self.sequence)
+    }
+}
+
+impl std::str::FromStr for RequestId {
+    type Err = String;
+
+    /// Parses `CLIENT:SEQUENCE`, two decimal u64s.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (client, sequence) = text
+            .split_once(':')
+            .ok_or_else(|| format!("request id {text:?} is not CLIENT:SEQUENCE"))?;
+        let parse = |part: &str| {
+            part.parse::<u64>()
+                .map_err(|_| format!("request id {text:?}: {part:?} is not a decimal u64"))
+        };
+        Ok(RequestId {
+            client: parse(client)?,
+            sequence: parse(sequence)?,
+        })
+    }
+}
+
+macro_rules! codes {
+    ($($(#[$doc:meta])* $name:ident = $value:literal => $text:literal,)*) => {
+        /// How a request ended, in the bank's own terms.
+        ///
+        /// Each code has an explicit, stable value: the journal and snapshots store a decided
+        /// outcome's code as that value (one byte), so values are never reused or changed and new
+        /// codes take new values. Which codes an operation can end in, and in which order its
+        /// checks run, is listed by the service (`server::service`), not by these values.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum Code {
+            $($(#[$doc])* $name = $value,)*
+        }
+
+        impl Code {
+            /// Every code, by value.
+            pub const ALL: &'static [Code] = &[$(Code::$name,)*];
+
+            /// The snake_case name used in logs, metrics and JSON output.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Code::$name => $text,)*
+                }
+            }
+
+            /// The code with this stored value, if there is one.
+            pub fn from_value(value: u8) -> Option<Code> {
+                match value {
+                    $($value => Some(Code::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// Done (or, for a replayed id, it had been done and this is the original outcome).
+    Approved = 0 => "approved",
+    /// No definite answer now (a full queue, a crashed or restarting account actor); retry with
+    /// the same id.
+    Busy = 1 => "busy",
+    /// The server cannot make changes durable (storage failure); nothing new is acknowledged.
+    Unavailable = 2 => "unavailable",
+    /// An operator operation without the right operator token.
+    NotAuthorised = 3 => "not_authorised",
+    /// An account operation without a verified card.
+    NotLoggedIn = 4 => "not_logged_in",
+    /// A parameter is malformed (PIN not 4–12 digits, empty or over-long holder name).
+    InvalidRequest = 5 => "invalid_request",
+    /// The request id is older than the window remembered for this client; nothing ran.
+    StaleRequest = 6 => "stale_request",
+    /// The id was used before with different parameters; nothing changed.
+    RequestIdConflict = 7 => "request_id_conflict",
+    /// No account with that card number.
+    UnknownCard = 8 => "unknown_card",
+    /// Opening an account for a card number that exists.
+    CardExists = 9 => "card_exists",
+    /// The card is locked after too many wrong PINs.
+    CardLocked = 10 => "card_locked",
+    /// Wrong PIN.
+    IncorrectPin = 11 => "incorrect_pin",
+    /// Amount zero, or the result would not fit.
+    InvalidAmount = 12 => "invalid_amount",
+    /// A withdrawal larger than the balance.
+    InsufficientFunds = 13 => "insufficient_funds",
+}
+
+impl Code {
+    /// The value stored on disk for this code.
+    pub fn value(self) -> u8 {
+        self as u8
+    }
+
+    /// True when the outcome is final: a retry with the same id gets the same answer. `busy` and
+    /// `unavailable` are not: the client retries them with the same id.
+    pub fn is_definite(self) -> bool {
+        !matches!(self, Code::Busy | Code::Unavailable)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// Stored as its value, one byte: the same bytes the first release wrote for the wire status it
+/// stored in this place (bincode wrote that enum's index, a one-byte varint below 251).
+impl Serialize for Code {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(self.value())
+    }
+}
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u8::deserialize(deserializer)?;
+        Code::from_value(value)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown result code {value}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_parse_from_client_colon_sequence() {
+        let id: RequestId = "7:42".parse().unwrap();
+        assert_eq!(
+            id,
+            RequestId {
+                client: 7,
+                sequence: 42
+            }
+        );
+        assert_eq!(id.to_string(), "7:42");
+        assert!("7".parse::<RequestId>().is_err());
+        assert!("x:1".parse::<RequestId>().is_err());
+    }
+
+    #[test]
+    fn codes_are_stored_as_their_value_and_unknown_values_are_refused() {
+        for code in Code::ALL {
+            let bytes = crate::codec::encode_stored(code).unwrap();
+            assert_eq!(bytes, vec![code.value()], "{code}");
+            assert_eq!(crate::codec::decode_stored::<Code>(&bytes).unwrap(), *code);
+            assert_eq!(Code::from_value(code.value()), Some(*code));
+        }
+        assert!(crate::codec::decode_stored::<Code>(&[200]).is_err());
+    }
+}
