@@ -15,6 +15,8 @@
 //! - [`ledger`]: the pure account rules, records, and the memory of completed requests. No I/O.
 //! - [`journal`]: the durable, group-committed log every change goes through, its snapshots and
 //!   recovery.
+//! - [`clock`]: where time and chance come from: a [`clock::Clock`] every time-dependent rule
+//!   reads (a manual one in tests), and seeded random generators.
 //! - [`operator`]: the operator token's strength rule, generation, and the limit on failed
 //!   attempts.
 //! - [`pin`]: the PIN verification key, keyed PIN verifiers (and the first release's argon2id
@@ -38,6 +40,7 @@
 
 pub mod atm;
 pub mod client;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod faults;

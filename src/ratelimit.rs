@@ -9,57 +9,12 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Thousandths of a token: buckets count in these so that slow refill rates add up exactly.
 const MILLI: u64 = 1_000;
 
-/// Where the buckets read the time: a monotonic count from an arbitrary origin.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Time since the clock's origin; never goes backwards.
-    fn now(&self) -> Duration;
-}
-
-/// The real monotonic clock.
-#[derive(Debug)]
-pub struct SystemClock {
-    origin: Instant,
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock {
-            origin: Instant::now(),
-        }
-    }
-}
-
-impl Clock for SystemClock {
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-}
-
-/// A clock moved by hand, for tests.
-#[derive(Debug, Default)]
-pub struct ManualClock {
-    nanos: AtomicU64,
-}
-
-impl ManualClock {
-    /// Moves the clock forward by `by`.
-    pub fn advance(&self, by: Duration) {
-        self.nanos
-            .fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// A rate: how many failures may come at once, and how fast the allowance comes back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
