@@ -191,7 +191,7 @@ fn bench_actors(c: &mut Criterion) {
         "resident memory: {rss_before:.1} MiB before, {:.1} MiB after opening them \
          ({} account actors alive)",
         rss_mib(),
-        bank.stats
+        bank.stats()
             .live_accounts
             .load(std::sync::atomic::Ordering::Relaxed)
     );
@@ -269,7 +269,7 @@ fn bench_actors(c: &mut Criterion) {
     eprintln!(
         "resident memory after the concurrent runs: {:.1} MiB ({} account actors alive)",
         rss_mib(),
-        bank.stats
+        bank.stats()
             .live_accounts
             .load(std::sync::atomic::Ordering::Relaxed)
     );

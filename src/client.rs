@@ -629,13 +629,7 @@ async fn open(server: &str, timeout: Duration) -> Result<Connection, Attempt> {
 
 /// True for the operations that act on the verified card.
 fn needs_login(operation: &Operation) -> bool {
-    matches!(
-        operation,
-        Operation::Balance
-            | Operation::Withdraw { .. }
-            | Operation::Deposit { .. }
-            | Operation::ChangePin { .. }
-    )
+    operation.kind().needs_card()
 }
 
 /// The balance a reply carries, if any.

@@ -155,6 +155,89 @@ impl<'de> Deserialize<'de> for Code {
     }
 }
 
+/// Who may ask for an operation: what must be established on the connection before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Authority {
+    /// Anyone (the utilities, `Logout`, and `Verify`, which establishes a card).
+    Anyone,
+    /// Whoever verified a card on this connection; the operation acts on that card.
+    Card,
+    /// Whoever presents the operator token with the request.
+    Operator,
+}
+
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $name:ident => $text:literal, $authority:ident, $remembered:literal,)*) => {
+        /// The kinds of operation, whatever front door they arrive through: the one list of
+        /// what each needs (a verified card, the operator token) and whether its outcome is
+        /// remembered under its request id.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kind {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Kind {
+            /// Every kind.
+            pub const ALL: &'static [Kind] = &[$(Kind::$name,)*];
+
+            /// A short, stable name for logs and metrics.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$name => $text,)*
+                }
+            }
+
+            /// What the connection must have established for this kind to run.
+            pub fn authority(self) -> Authority {
+                match self {
+                    $(Kind::$name => Authority::$authority,)*
+                }
+            }
+
+            /// True when a decided outcome is remembered under the request id, so a retry gets
+            /// it back instead of running again (the operations that change an account and carry
+            /// no secret).
+            pub fn is_remembered(self) -> bool {
+                match self {
+                    $(Kind::$name => $remembered,)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// Open an account.
+    CreateAccount => "create_account", Operator, true,
+    /// Check a card and PIN, and act for that card from then on.
+    Verify => "verify", Anyone, false,
+    /// Read the verified card's balance.
+    Balance => "balance", Card, false,
+    /// Take money from the verified card's account.
+    Withdraw => "withdraw", Card, true,
+    /// Put money into the verified card's account.
+    Deposit => "deposit", Card, true,
+    /// Forget the verified card.
+    Logout => "logout", Anyone, false,
+    /// The lab's utility: lowercase a text.
+    Lowercase => "lowercase", Anyone, false,
+    /// The lab's utility: is a number prime?
+    IsPrime => "prime", Anyone, false,
+    /// The lab's utility: is a number a palindrome?
+    IsPalindrome => "palindrome", Anyone, false,
+    /// Clear a card's wrong PINs.
+    UnlockCard => "unlock_card", Operator, true,
+    /// Change the verified card's PIN.
+    ChangePin => "change_pin", Card, false,
+}
+
+impl Kind {
+    /// True for the kinds that act on the card verified on the connection.
+    pub fn needs_card(self) -> bool {
+        self.authority() == Authority::Card
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::fmt;
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-pub use crate::model::{Amount, Card, RequestId};
+pub use crate::model::{Amount, Card, Kind, RequestId};
 
 /// Everything a client may send.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,21 +145,26 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Which kind of operation this is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Operation::CreateAccount { .. } => Kind::CreateAccount,
+            Operation::Verify { .. } => Kind::Verify,
+            Operation::Balance => Kind::Balance,
+            Operation::Withdraw { .. } => Kind::Withdraw,
+            Operation::Deposit { .. } => Kind::Deposit,
+            Operation::Logout => Kind::Logout,
+            Operation::Lowercase { .. } => Kind::Lowercase,
+            Operation::IsPrime { .. } => Kind::IsPrime,
+            Operation::IsPalindrome { .. } => Kind::IsPalindrome,
+            Operation::UnlockCard { .. } => Kind::UnlockCard,
+            Operation::ChangePin { .. } => Kind::ChangePin,
+        }
+    }
+
     /// A short, stable name for logs and metrics.
     pub fn name(&self) -> &'static str {
-        match self {
-            Operation::CreateAccount { .. } => "create_account",
-            Operation::Verify { .. } => "verify",
-            Operation::Balance => "balance",
-            Operation::Withdraw { .. } => "withdraw",
-            Operation::Deposit { .. } => "deposit",
-            Operation::Logout => "logout",
-            Operation::Lowercase { .. } => "lowercase",
-            Operation::IsPrime { .. } => "prime",
-            Operation::IsPalindrome { .. } => "palindrome",
-            Operation::UnlockCard { .. } => "unlock_card",
-            Operation::ChangePin { .. } => "change_pin",
-        }
+        self.kind().name()
     }
 }
 

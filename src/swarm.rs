@@ -503,7 +503,7 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
                     _ = ticks.tick() => false,
                     _ = load_done.cancelled() => true,
                 };
-                let total = bank.faults.as_ref().map_or(0, |faults| {
+                let total = bank.faults().as_ref().map_or(0, |faults| {
                     faults.counts.requests_dropped.load(Ordering::Relaxed)
                         + faults.counts.replies_dropped.load(Ordering::Relaxed)
                         + faults.counts.actor_crashes.load(Ordering::Relaxed)
@@ -560,7 +560,7 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     );
     report.ramp = ramp_steps(&shared, &step_durations);
     if let Some((server, _)) = &in_process {
-        if let Some(faults) = &server.bank().faults {
+        if let Some(faults) = &server.bank().faults() {
             let counts = &faults.counts;
             report.faults.insert(
                 "server_requests_dropped".into(),
@@ -577,7 +577,7 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
         }
         report.faults.insert(
             "server_actor_restarts".into(),
-            server.bank().stats.actor_restarts.load(Ordering::Relaxed),
+            server.bank().stats().actor_restarts.load(Ordering::Relaxed),
         );
     }
     audit(&shared, &results, &mut report).await;

@@ -119,7 +119,7 @@ async fn not_logged_in_on_a_verified_connection_verifies_again_and_retries_the_s
     let account = server
         .running()
         .bank()
-        .journal
+        .storage()
         .committed_account(JOTY)
         .unwrap();
     assert_eq!(account.pin_failures, 0);

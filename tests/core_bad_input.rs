@@ -225,10 +225,10 @@ async fn bad_input_ends_only_its_own_connection() {
     // Every bad connection (and every finished check) was cleaned up: only the bystander is left.
     let bank = server.running().bank().clone();
     common::eventually("closed sessions are counted out", || {
-        bank.stats.connections.load(Ordering::Relaxed) == 1
+        bank.stats().connections.load(Ordering::Relaxed) == 1
     })
     .await;
-    assert!(bank.journal.failure().is_none());
+    assert!(bank.storage().failure().is_none());
 }
 
 /// A wrong protocol version and a request before the Hello are answered with a Goodbye that

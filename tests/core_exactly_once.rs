@@ -17,7 +17,7 @@ fn replays(server: &TestServer) -> u64 {
     server
         .running()
         .bank()
-        .stats
+        .stats()
         .replays
         .load(Ordering::Relaxed)
 }
@@ -26,7 +26,7 @@ fn conserved(server: &TestServer) -> bool {
     server
         .running()
         .bank()
-        .journal
+        .storage()
         .with_committed(|ledger| ledger.is_conserved())
 }
 
@@ -103,7 +103,7 @@ async fn a_replayed_refusal_gets_the_original_refusal() {
     let account = server
         .running()
         .bank()
-        .journal
+        .storage()
         .committed_account(AHONA)
         .unwrap();
     assert_eq!(account.pin_failures, 2);
@@ -325,7 +325,7 @@ async fn verify_and_run_the_calls(server: &TestServer, config: ClientConfig) -> 
 
 /// What the server's faults injected so far.
 fn server_faults(server: &TestServer) -> &actor_bank::faults::FaultCounts {
-    &server.running().bank().faults.as_ref().unwrap().counts
+    &server.running().bank().faults().as_ref().unwrap().counts
 }
 
 /// Starts a server that loses messages of `kind` (drop-request or drop-reply) with `probability`
@@ -494,14 +494,14 @@ async fn crashing_account_actors_restart_and_retries_settle_exactly_once() {
     assert!(busy_withdraw >= 1 && busy_refused >= 1);
     let bank = server.running().bank();
     let crashes = bank
-        .faults
+        .faults()
         .as_ref()
         .unwrap()
         .counts
         .actor_crashes
         .load(Ordering::Relaxed);
     assert_eq!(crashes, busy);
-    assert_eq!(bank.stats.actor_restarts.load(Ordering::Relaxed), busy);
+    assert_eq!(bank.stats().actor_restarts.load(Ordering::Relaxed), busy);
     assert_eq!(replays(&server), 2);
     // Replays do not go near the crashing decision.
     let (_, again, no_busy) = until_not_busy(&mut atm, c, 2, withdraw(400)).await;
@@ -512,7 +512,7 @@ async fn crashing_account_actors_restart_and_retries_settle_exactly_once() {
     let (r, _) = atm.exchange(c, 4, Operation::Balance).await;
     assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(9_600)));
     assert_eq!(server.committed_balance(JOTY), Some(9_600));
-    let account = bank.journal.committed_account(JOTY).unwrap();
+    let account = bank.storage().committed_account(JOTY).unwrap();
     assert_eq!(account.pin_failures, 0);
     assert!(conserved(&server));
 }
@@ -533,7 +533,7 @@ async fn the_client_library_rides_out_actor_crashes() {
     let config = server.client_config();
     let (client_id, client) = verify_and_run_the_calls(&server, config).await;
     let bank = server.running().bank();
-    let restarts = bank.stats.actor_restarts.load(Ordering::Relaxed);
+    let restarts = bank.stats().actor_restarts.load(Ordering::Relaxed);
     let crashes = server_faults(&server).actor_crashes.load(Ordering::Relaxed);
     // A change whose first decision is drawn to crash crashes (before or after journaling).
     let certain = change_ids(client_id)
@@ -565,7 +565,7 @@ async fn actors_retiring_when_idle_lose_nothing() {
         assert_eq!(r.status, Status::Approved);
         clients.push(client);
     }
-    let stats = &server.running().bank().stats;
+    let stats = &server.running().bank().stats();
     let live = || stats.live_accounts.load(Ordering::Relaxed);
     let mut balances = Vec::new();
     for round in 0..10 {
@@ -593,7 +593,7 @@ async fn actors_retiring_when_idle_lose_nothing() {
     assert_eq!(balances, expected);
     assert_eq!(server.committed_balance(JOTY), Some(6_000));
     assert_eq!(stats.actor_restarts.load(Ordering::Relaxed), 0);
-    assert!(server.running().bank().journal.failure().is_none());
+    assert!(server.running().bank().storage().failure().is_none());
     assert!(conserved(&server));
 }
 

@@ -183,7 +183,9 @@ async fn refusals_carry_their_status_and_move_no_money() {
     assert_eq!(server.committed_balance(JOTY), Some(7));
     assert_eq!(server.committed_balance(AHONA), Some(5_000));
     let bank = server.running().bank();
-    assert!(bank.journal.with_committed(|ledger| ledger.is_conserved()));
+    assert!(bank
+        .storage()
+        .with_committed(|ledger| ledger.is_conserved()));
 }
 
 /// The operator opens an account that can then be used; a second open of the card answers
@@ -440,7 +442,7 @@ async fn the_utilities_answer_without_a_login() {
         );
     }
     // The utilities are not journaled and need no memory of completed requests.
-    let head = server.running().bank().journal.stats().head_lsn;
+    let head = server.running().bank().storage().stats().head_lsn;
     assert_eq!(head, 2, "only the two demo accounts were journaled");
 }
 
@@ -602,7 +604,7 @@ async fn a_failing_journal_answers_unavailable_and_acknowledges_nothing() {
     // A wrong PIN is a change (it counts towards the lock), so it needs the journal.
     let (r, _) = atm.exchange(c, 1, verify(JOTY, "0000")).await;
     assert_eq!(r, reply(c, 1, Status::Unavailable, Body::Empty));
-    assert!(server.running().bank().journal.failure().is_some());
+    assert!(server.running().bank().storage().failure().is_some());
     // The same id again, and new ones on the same card (even a right PIN, which writes nothing):
     // still nothing acknowledged.
     let (r, _) = atm.exchange(c, 1, verify(JOTY, "0000")).await;
@@ -627,7 +629,7 @@ async fn a_failing_journal_answers_unavailable_and_acknowledges_nothing() {
     let pin_failures = server
         .running()
         .bank()
-        .journal
+        .storage()
         .committed_account(JOTY)
         .unwrap()
         .pin_failures;

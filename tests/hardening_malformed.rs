@@ -117,10 +117,10 @@ async fn every_corpus_file_ends_only_its_own_connection() {
     }
     assert_eq!(server.committed_balance(JOTY), Some(balance));
     common::eventually("only the bystander is left", || {
-        bank.stats.connections.load(Ordering::Relaxed) == 1
+        bank.stats().connections.load(Ordering::Relaxed) == 1
     })
     .await;
-    assert!(bank.journal.failure().is_none());
+    assert!(bank.storage().failure().is_none());
 }
 
 /// The corpus through the checks of the `frame_decode` fuzz target.
@@ -354,15 +354,15 @@ fn fuzz_smoke_seeded_byte_streams_against_a_live_server() {
     }
     let bank = harness.server().bank().clone();
     let give_up = std::time::Instant::now() + PATIENCE;
-    while bank.stats.connections.load(Ordering::Relaxed) != 1 {
+    while bank.stats().connections.load(Ordering::Relaxed) != 1 {
         assert!(
             std::time::Instant::now() < give_up,
             "sessions left behind: {}",
-            bank.stats.connections.load(Ordering::Relaxed)
+            bank.stats().connections.load(Ordering::Relaxed)
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(bank.journal.failure().is_none());
+    assert!(bank.storage().failure().is_none());
     let panics = panics.lock().unwrap();
     assert!(panics.is_empty(), "server threads panicked: {panics:#?}");
     eprintln!("{} byte streams, no violation", inputs.len());

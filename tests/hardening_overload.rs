@@ -106,7 +106,7 @@ async fn a_client_that_never_reads_is_throttled_and_dropped() {
 
     // The hog is dropped: its session ends, and reading shows the connection ended.
     common::eventually("the non-reading client's session ends", || {
-        bank.stats.connections.load(Ordering::Relaxed) == 1
+        bank.stats().connections.load(Ordering::Relaxed) == 1
     })
     .await;
     let mut sink = vec![0u8; 64 * 1024];
@@ -140,7 +140,7 @@ async fn the_connection_cap_refuses_cleanly_and_admits_again() {
         config.limits.connections_max = 3;
     });
     let bank = server.running().bank().clone();
-    let open = || bank.stats.connections.load(Ordering::Relaxed);
+    let open = || bank.stats().connections.load(Ordering::Relaxed);
     let mut first = server.raw().await;
     let mut second = server.raw().await;
     let mut third = server.raw().await;
@@ -170,7 +170,7 @@ async fn the_connection_cap_refuses_cleanly_and_admits_again() {
             other => panic!("expected a Goodbye and a close, got {other:?}"),
         }
     }
-    assert_eq!(bank.stats.connections_refused.load(Ordering::Relaxed), 21);
+    assert_eq!(bank.stats().connections_refused.load(Ordering::Relaxed), 21);
     assert_eq!(open(), 3);
 
     // The three admitted connections are served as before.

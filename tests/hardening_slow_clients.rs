@@ -102,7 +102,7 @@ async fn idle_and_slowloris_connections_do_not_starve_an_honest_atm() {
         idle.extend(batch.into_iter().map(Result::unwrap));
     }
     common::eventually("the server holds the thousand idle connections", || {
-        bank.stats.connections.load(Ordering::Relaxed) >= 1000
+        bank.stats().connections.load(Ordering::Relaxed) >= 1000
     })
     .await;
 
@@ -186,7 +186,7 @@ async fn idle_and_slowloris_connections_do_not_starve_an_honest_atm() {
             other => panic!("an idle connection was not left alone: {other:?}"),
         }
     }
-    assert!(bank.stats.connections.load(Ordering::Relaxed) > 1000);
+    assert!(bank.stats().connections.load(Ordering::Relaxed) > 1000);
     assert_eq!(server.committed_balance(JOTY), Some(7_620));
 
     // The ATM is still served after the siege.
@@ -318,7 +318,7 @@ async fn silent_connections_without_a_verified_card_are_closed() {
         }
     }
     common::eventually("the closed sessions are counted out", || {
-        bank.stats.connections.load(Ordering::Relaxed) == 0
+        bank.stats().connections.load(Ordering::Relaxed) == 0
     })
     .await;
 }

@@ -222,7 +222,7 @@ async fn a_server_on_a_full_disk_acknowledges_only_durable_withdrawals() {
         )
     })
     .unwrap();
-    let before = server.bank().journal.with_committed(Ledger::clone);
+    let before = server.bank().storage().with_committed(Ledger::clone);
 
     // A raw connection logged in while the disk still has room.
     let (card, _, pin, _) = DEMO_ACCOUNTS[0];
@@ -278,7 +278,7 @@ async fn a_server_on_a_full_disk_acknowledges_only_durable_withdrawals() {
         eprintln!("atm {index}: {}", statuses.join(" "));
     }
     assert!(
-        server.bank().journal.failure().is_some(),
+        server.bank().storage().failure().is_some(),
         "the disk filled up"
     );
     assert!(seen
@@ -306,7 +306,7 @@ async fn a_server_on_a_full_disk_acknowledges_only_durable_withdrawals() {
     let mut config = common::test_config(directory.path());
     config.listen = address;
     let server = tokio::task::block_in_place(|| RunningServer::start(config)).unwrap();
-    let recovered = server.bank().journal.with_committed(Ledger::clone);
+    let recovered = server.bank().storage().with_committed(Ledger::clone);
     assert!(recovered.is_conserved());
     for (index, atm) in seen.iter().enumerate() {
         let card = DEMO_ACCOUNTS[index % 2].0;
@@ -374,7 +374,7 @@ async fn a_server_on_a_full_disk_acknowledges_only_durable_withdrawals() {
             }
         }
     }
-    let settled = server.bank().journal.with_committed(Ledger::clone);
+    let settled = server.bank().storage().with_committed(Ledger::clone);
     for (card, _, _, _) in DEMO_ACCOUNTS {
         assert_eq!(
             settled.accounts[&card].balance,

@@ -275,7 +275,7 @@ fn after_failing_closed_verify_is_unavailable_balances_answer_and_the_directory_
         Status::Approved
     );
     assert_eq!(verified.call(5, 2, withdraw(100)).0, Status::Unavailable);
-    assert!(server.bank().journal.failure().is_some());
+    assert!(server.bank().storage().failure().is_some());
 
     let mut other = Connection::open(&address);
     assert_eq!(

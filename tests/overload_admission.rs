@@ -137,15 +137,15 @@ impl GatedServer {
     }
 
     fn head(&self) -> u64 {
-        self.bank().journal.stats().head_lsn
+        self.bank().storage().stats().head_lsn
     }
 
     fn joins(&self) -> u64 {
-        self.bank().stats.joins.load(Ordering::Relaxed)
+        self.bank().stats().joins.load(Ordering::Relaxed)
     }
 
     fn replays(&self) -> u64 {
-        self.bank().stats.replays.load(Ordering::Relaxed)
+        self.bank().stats().replays.load(Ordering::Relaxed)
     }
 
     /// A connection with `card` verified under the request id `client:1`.
@@ -196,7 +196,7 @@ async fn a_retry_on_another_connection_joins_the_original_and_gets_the_same_repl
         .original_held_then_retried(common::withdraw(300), common::withdraw(300))
         .await;
     common::eventually("the retry joins the original", || server.joins() == 1).await;
-    assert!(server.bank().journal.stats().durable_lsn < before + 1);
+    assert!(server.bank().storage().stats().durable_lsn < before + 1);
     server.gate.open();
 
     let (first, first_bytes) = original.receive_reply().await;

@@ -357,7 +357,7 @@ async fn a_server_answers_the_documented_frames_with_the_documented_frames() {
         .await;
     let balance = server
         .bank()
-        .journal
+        .storage()
         .with_committed(|ledger| ledger.accounts[&123_456_789].balance);
     assert_eq!(
         balance, 9_700,

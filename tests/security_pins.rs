@@ -69,7 +69,7 @@ fn a_stolen_data_directory_without_its_key_verifies_no_pin_and_the_server_refuse
     }
     let stored = server
         .bank()
-        .journal
+        .storage()
         .committed_account(JOTY)
         .unwrap()
         .pin_hash;

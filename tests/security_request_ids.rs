@@ -15,7 +15,7 @@ fn pin_failures(server: &TestServer, card: u64) -> u8 {
     server
         .running()
         .bank()
-        .journal
+        .storage()
         .committed_account(card)
         .unwrap()
         .pin_failures
@@ -174,7 +174,7 @@ async fn new_client_ids_on_one_card_cannot_fill_the_memory_or_lock_out_others() 
     let bank = server.running().bank();
     assert!(approved >= CLIENTS_PER_PRINCIPAL_MAX as u64);
     assert!(bank.clients_remembered(Principal::Card(AHONA)) <= CLIENTS_PER_PRINCIPAL_MAX);
-    let committed = bank.journal.with_committed(|ledger| {
+    let committed = bank.storage().with_committed(|ledger| {
         ledger
             .clients
             .get(&Principal::Card(AHONA))
@@ -227,7 +227,7 @@ async fn a_snapshot_of_the_first_release_still_opens_and_replays() {
     assert!(server
         .running()
         .bank()
-        .journal
+        .storage()
         .with_committed(|ledger| ledger.is_conserved()));
 }
 

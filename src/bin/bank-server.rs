@@ -82,7 +82,7 @@ fn run() -> ExitCode {
         std::io::stdout(),
         &format!("bank-server listening on {}", server.local_addr),
     );
-    if let Err(error) = wait_for_signal(&server.bank().journal) {
+    if let Err(error) = wait_for_signal(server.bank().storage()) {
         tracing::error!(%error, "cannot wait for signals");
     }
     tracing::info!("shutting down");

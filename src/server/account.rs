@@ -124,7 +124,7 @@ impl AccountActor {
         if let Some((clients, fingerprint)) = &memory {
             match clients.check(request.client, request.sequence, fingerprint) {
                 Seen::Replay(done) => {
-                    bank.stats.replay_served();
+                    bank.stats().replay_served();
                     return Ok(Answer {
                         outcome: done.outcome,
                         durable_after: done.lsn,
@@ -141,7 +141,7 @@ impl AccountActor {
             }
         }
         let crash = bank
-            .faults
+            .faults()
             .as_ref()
             .and_then(|faults| faults.crash(request));
         let account = self.account.as_ref();
@@ -165,7 +165,7 @@ impl AccountActor {
                 });
             }
             Err(_) => {
-                if let (Some(faults), Some(CrashPoint::BeforeJournal)) = (&bank.faults, crash) {
+                if let (Some(faults), Some(CrashPoint::BeforeJournal)) = (&bank.faults(), crash) {
                     faults.crashed();
                 }
                 tracing::error!(card, %request, "account actor crashed in a decision; restarting it");
@@ -173,7 +173,7 @@ impl AccountActor {
                 return Err(NoAnswer::Crashed);
             }
         };
-        let lsn = match bank.journal.append(record.clone()) {
+        let lsn = match bank.storage().append(record.clone()) {
             Ok(lsn) => lsn,
             Err(crate::journal::AppendError::Busy) => return Ok(answer(Code::Busy, 0)),
             Err(crate::journal::AppendError::Unavailable(_)) => {
@@ -191,7 +191,7 @@ impl AccountActor {
             clients.remember(request.client, ledger::completed_entry(&record, lsn), now);
         }
         self.last_lsn = lsn;
-        if let (Some(faults), Some(CrashPoint::AfterJournal)) = (&bank.faults, crash) {
+        if let (Some(faults), Some(CrashPoint::AfterJournal)) = (&bank.faults(), crash) {
             faults.crashed();
             tracing::warn!(card, %request, "injected crash of the account actor after journaling");
             ctx.stop();
@@ -206,7 +206,7 @@ impl AccountActor {
     /// Loads the working copy from the committed state, after everything already queued (by this
     /// actor's previous life or a predecessor) is durable. The mailbox waits meanwhile.
     fn load(&mut self, ctx: &mut Context<Self>) {
-        let journal = self.bank.journal.clone();
+        let journal = self.bank.storage().clone();
         let card = self.card;
         // Only this actor's own records can still be on their way to the disk: a predecessor
         // retires only once its records are durable (see the idle check in `started`). A fresh
@@ -243,17 +243,17 @@ impl Actor for AccountActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.bank.limits.mailbox_capacity);
-        self.bank.stats.account_started();
+        ctx.set_mailbox_capacity(self.bank.limits().mailbox_capacity);
+        self.bank.stats().account_started();
         self.last_active = Instant::now();
         self.load(ctx);
-        let idle = self.bank.limits.account_idle;
+        let idle = self.bank.limits().account_idle;
         ctx.run_interval(
             idle.max(std::time::Duration::from_millis(10)) / 2,
             move |actor, ctx| {
                 // Retire only once everything this actor queued is durable, so that a successor
                 // can load the committed state without waiting.
-                let durable = actor.bank.journal.stats().durable_lsn;
+                let durable = actor.bank.storage().stats().durable_lsn;
                 if actor.last_active.elapsed() >= idle && durable >= actor.last_lsn {
                     actor.retire(ctx);
                 }
@@ -262,7 +262,7 @@ impl Actor for AccountActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.bank.stats.account_stopped();
+        self.bank.stats().account_stopped();
     }
 }
 
@@ -271,7 +271,7 @@ impl Supervised for AccountActor {
         // Whatever was in memory is not trusted: started() reloads from the committed state.
         self.account = None;
         if !self.retired {
-            self.bank.stats.actor_restarted();
+            self.bank.stats().actor_restarted();
             tracing::info!(card = self.card, "account actor restarting");
         }
     }

@@ -67,11 +67,11 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
         };
         let peer = stream.peer_addr().ok();
         let bank = &self.bank;
-        if bank.stats.connections.load(Ordering::Relaxed) >= bank.limits.connections_max {
-            bank.stats.connection_refused();
+        if bank.stats().connections.load(Ordering::Relaxed) >= bank.limits().connections_max {
+            bank.stats().connection_refused();
             tracing::warn!(
                 ?peer,
-                limit = bank.limits.connections_max,
+                limit = bank.limits().connections_max,
                 "refusing connection: at the connection limit"
             );
             actix::spawn(refuse(stream));
@@ -85,7 +85,7 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
                 return;
             }
         };
-        bank.stats.connection_opened();
+        bank.stats().connection_opened();
         let arbiter = &bank.arbiters[self.next_arbiter % bank.arbiters.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         let bank = bank.clone();
@@ -95,13 +95,13 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
                     Session::start_with(bank, stream);
                 }
                 Err(error) => {
-                    bank.stats.connection_closed();
+                    bank.stats().connection_closed();
                     tracing::warn!(%error, "cannot register the connection");
                 }
             }
         });
         if !sent {
-            self.bank.stats.connection_closed();
+            self.bank.stats().connection_closed();
         }
     }
 }

@@ -245,7 +245,7 @@ impl Stats {
 /// requests, the limits.
 pub struct Bank {
     /// The journal every change goes through.
-    pub journal: Journal,
+    journal: Journal,
     /// The account actors by card.
     accounts: DashMap<Card, AccountHandle>,
     /// The working memory of completed requests, by principal and client: decisions are checked
@@ -260,7 +260,7 @@ pub struct Bank {
     joinable_serial: AtomicU64,
     arbiters: Vec<ArbiterHandle>,
     /// The limits in force.
-    pub limits: Limits,
+    limits: Limits,
     operator: OperatorToken,
     /// Failed operator-token attempts by peer address.
     operator_failures: PeerBuckets,
@@ -269,9 +269,9 @@ pub struct Bank {
     /// The PIN key, the limits on failed PIN checks, the argon2id pool.
     pins: Pins,
     /// Fault injection, when enabled.
-    pub faults: Option<Arc<Faults>>,
+    faults: Option<Arc<Faults>>,
     /// Counters.
-    pub stats: Stats,
+    stats: Stats,
     /// How long an idle client's completed requests are remembered.
     client_retention: Duration,
     /// Cancelled when a graceful shutdown begins: the gateway stops accepting and sessions stop
@@ -287,6 +287,26 @@ pub(crate) fn now_unix_ms() -> u64 {
 }
 
 impl Bank {
+    /// The storage every change goes through (today the file journal).
+    pub fn storage(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Fault injection, when enabled.
+    pub fn faults(&self) -> &Option<Arc<Faults>> {
+        &self.faults
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// The actor for `card`, started (on the card's arbiter) if it is not running.
     fn account(self: &Arc<Self>, card: Card) -> AccountHandle {
         if let Some(handle) = self.accounts.get(&card) {
@@ -822,12 +842,12 @@ impl RunningServer {
         };
         self.bank.shutdown.cancel();
         let deadline = std::time::Instant::now() + self.shutdown_timeout;
-        while self.bank.stats.connections.load(Ordering::Relaxed) > 0
+        while self.bank.stats().connections.load(Ordering::Relaxed) > 0
             && std::time::Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let left = self.bank.stats.connections.load(Ordering::Relaxed);
+        let left = self.bank.stats().connections.load(Ordering::Relaxed);
         if left > 0 {
             tracing::warn!(
                 connections = left,
@@ -836,9 +856,9 @@ impl RunningServer {
         }
         self.system.stop();
         let _ = thread.join();
-        self.bank.journal.close();
+        self.bank.storage().close();
         tracing::info!(
-            lsn = self.bank.journal.stats().durable_lsn,
+            lsn = self.bank.storage().stats().durable_lsn,
             "journal closed; shutdown complete"
         );
     }

@@ -122,7 +122,7 @@ impl Session {
         Session::create(move |ctx| {
             let peer = stream.peer_addr().ok();
             let (read, write) = stream.into_split();
-            let limits = &bank.limits;
+            let limits = &bank.limits();
             let queue_frames = limits
                 .write_queue_frames
                 .max(2 * limits.requests_in_flight_max)
@@ -224,7 +224,7 @@ impl Session {
             );
         }
         self.greeted = true;
-        let limits = &self.bank.limits;
+        let limits = &self.bank.limits();
         let welcome = ServerMessage::Welcome(Welcome {
             protocol_version: PROTOCOL_VERSION,
             requests_in_flight_max: limits.requests_in_flight_max as u32,
@@ -265,11 +265,11 @@ impl Session {
         // The in-flight rule: every request counts from here until its reply is handed to the
         // writer, whatever its kind. One that arrives while the limit is reached is refused at
         // once, before any other work; the refusal itself is not counted.
-        if self.in_flight >= self.bank.limits.requests_in_flight_max {
+        if self.in_flight >= self.bank.limits().requests_in_flight_max {
             return self.write_reply(pending, Code::Busy, Body::Empty, ctx);
         }
         self.in_flight += 1;
-        if let Some(faults) = &self.bank.faults {
+        if let Some(faults) = &self.bank.faults() {
             if faults.drop_request(id) {
                 tracing::debug!("injected fault: request dropped");
                 self.in_flight -= 1;
@@ -285,7 +285,7 @@ impl Session {
                 if lowered.len() + REPLY_OVERHEAD_BYTES
                     > self
                         .bank
-                        .limits
+                        .limits()
                         .frame_bytes_max
                         .min(codec::FRAME_BYTES_LIMIT)
                 {
@@ -432,7 +432,7 @@ impl Session {
     ) where
         F: std::future::Future<Output = Outcome> + 'static,
     {
-        let faults = self.bank.faults.clone();
+        let faults = self.bank.faults().clone();
         let work = async move {
             let outcome = work.await;
             if let Some(faults) = &faults {
@@ -445,7 +445,7 @@ impl Session {
         };
         ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
             after(session, &outcome);
-            if let Some(faults) = &session.bank.faults {
+            if let Some(faults) = &session.bank.faults() {
                 if faults.drop_reply(pending.id) {
                     tracing::debug!(id = %pending.id, "injected fault: reply dropped");
                     session.in_flight -= 1;
@@ -474,7 +474,7 @@ impl Actor for Session {
         }
         // Dropping the outbox lets the writer send what is queued (a Goodbye, say) and close.
         self.outbox = None;
-        self.bank.stats.connection_closed();
+        self.bank.stats().connection_closed();
         let _entered = self.span.enter();
         tracing::debug!("connection closed");
     }

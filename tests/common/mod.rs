@@ -399,7 +399,7 @@ impl TestServer {
     pub fn committed_account(&self, card: u64) -> actor_bank::ledger::Account {
         self.running()
             .bank()
-            .journal
+            .storage()
             .committed_account(card)
             .expect("no committed account")
     }
