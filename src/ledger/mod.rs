@@ -421,6 +421,104 @@ mod tests {
         assert!(ledger.window(Principal::Card(8), 1).is_none());
     }
 
+    /// The hand-numbered fingerprint of the releases before the kind came from the stored tag.
+    fn fingerprint_numbered_by_hand(card: Card, event: &Event) -> Fingerprint {
+        let (kind, amount, detail) = match event {
+            Event::AccountOpened {
+                initial_balance,
+                holder,
+                ..
+            } => (0, *initial_balance, crc32c::crc32c(holder.as_bytes())),
+            Event::Withdrawal { amount } => (1, *amount, 0),
+            Event::Deposit { amount } => (2, *amount, 0),
+            Event::PinAttempt { correct } => (3, u64::from(*correct), 0),
+            Event::CardUnlocked => (4, 0, 0),
+            Event::PinChanged { pin_hash } => (5, 0, crc32c::crc32c(&pin_hash.hash)),
+            Event::PinRekeyed { .. } => unreachable!("never remembered"),
+        };
+        Fingerprint {
+            kind,
+            card,
+            amount,
+            detail,
+        }
+    }
+
+    #[test]
+    fn fingerprints_equal_the_hand_numbered_ones_of_earlier_releases() {
+        let key = crate::pin::PinKey::from_bytes([1; crate::pin::PIN_KEY_BYTES]);
+        let long_holder = Event::AccountOpened {
+            holder: "x".repeat(HOLDER_BYTES_MAX * 4),
+            pin_hash: key.verifier(7, "1234"),
+            initial_balance: u64::MAX,
+        };
+        let events = [
+            opened(100),
+            long_holder,
+            Event::Withdrawal { amount: 3 },
+            Event::Deposit { amount: u64::MAX },
+            Event::PinAttempt { correct: true },
+            Event::PinAttempt { correct: false },
+            Event::CardUnlocked,
+            Event::PinChanged {
+                pin_hash: key.verifier(7, "4321"),
+            },
+        ];
+        for event in &events {
+            let by_hand = fingerprint_numbered_by_hand(123_456_789, event);
+            assert_eq!(Fingerprint::of(123_456_789, event), by_hand, "{event:?}");
+            assert_eq!(
+                event.tag(),
+                crate::codec::encode_stored(event).unwrap()[0],
+                "{event:?}"
+            );
+        }
+        let rekeyed = Event::PinRekeyed {
+            pin_hash: key.verifier(7, "1234"),
+        };
+        // A re-key gets its own tag; it is never remembered, so no memory holds the old kind.
+        assert_eq!(Fingerprint::of(7, &rekeyed).kind, 6);
+        assert_eq!(Principal::of(7, &rekeyed), None);
+    }
+
+    #[test]
+    fn a_record_names_its_card_and_a_snapshot_image_shares_the_state() {
+        let mut ledger = Ledger::default();
+        for card in 0..1_000 {
+            let record = match decide(None, card, id(card + 1), opened(card), 0) {
+                Decision::Record(record) => record,
+                Decision::Answer(outcome) => panic!("{outcome:?}"),
+            };
+            assert_eq!(record.accounts().collect::<Vec<_>>(), [card]);
+            ledger.apply(card + 1, &record).unwrap();
+        }
+        let image = ledger.clone();
+        step(&mut ledger, 2_000, Event::Withdrawal { amount: 7 });
+        assert_eq!(image.accounts[&7].balance, 7);
+        assert_eq!(ledger.accounts[&7].balance, 0);
+        // A decoded ledger adds its balances up again before the next record is checked.
+        let bytes = crate::codec::encode_stored(&ledger).unwrap();
+        let mut decoded: Ledger = crate::codec::decode_stored(&bytes).unwrap();
+        assert_eq!(decoded, ledger);
+        assert_eq!(decoded.balances_total, None);
+        step(&mut decoded, 2_001, Event::Deposit { amount: 5 });
+        assert_eq!(
+            decoded.balances_total,
+            Some((0..1_000).sum::<u128>() - 7 + 5)
+        );
+        assert!(decoded.is_conserved());
+    }
+
+    #[test]
+    #[should_panic(expected = "money is not conserved")]
+    fn a_ledger_whose_money_does_not_add_up_stops_at_the_next_record() {
+        let mut ledger = Ledger {
+            money_in: 1,
+            ..Ledger::default()
+        };
+        step(&mut ledger, 1, opened(100));
+    }
+
     proptest! {
         /// Whatever the operations, no balance goes negative (it is a u64, and no approval
         /// underflows), money is conserved, and a replayed ledger equals the live one.

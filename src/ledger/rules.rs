@@ -313,6 +313,7 @@ mod tests {
     use super::super::testing::{id, opened, step};
     use super::super::*;
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn withdrawals_never_overdraw_and_refusals_keep_the_balance() {
@@ -391,5 +392,95 @@ mod tests {
             })
         );
         assert!(ledger.is_conserved());
+    }
+
+    fn record(event: Event, status: Code, balance: Option<Amount>) -> Record {
+        Record {
+            request: id(1),
+            card: 7,
+            at_unix_ms: 0,
+            event,
+            outcome: Outcome { status, balance },
+        }
+    }
+
+    #[test]
+    fn records_that_could_never_have_been_decided_are_invalid() {
+        let valid = [
+            record(opened(0), Code::Approved, Some(0)),
+            record(opened(5), Code::CardExists, None),
+            record(
+                Event::Withdrawal { amount: 0 },
+                Code::InvalidAmount,
+                Some(3),
+            ),
+            record(Event::PinAttempt { correct: false }, Code::CardLocked, None),
+        ];
+        for record in &valid {
+            assert_eq!(record.validate(), Ok(()), "{record:?}");
+        }
+        let long = Event::AccountOpened {
+            holder: "x".repeat(HOLDER_BYTES_MAX + 1),
+            pin_hash: crate::pin::PinKey::from_bytes([1; crate::pin::PIN_KEY_BYTES])
+                .verifier(7, "1234"),
+            initial_balance: 1,
+        };
+        let invalid = [
+            record(Event::Deposit { amount: 1 }, Code::Busy, None),
+            record(Event::Deposit { amount: 1 }, Code::Unavailable, Some(1)),
+            record(Event::Deposit { amount: 0 }, Code::Approved, Some(1)),
+            record(Event::Withdrawal { amount: 1 }, Code::Approved, None),
+            record(opened(5), Code::Approved, None),
+            record(long, Code::Approved, Some(1)),
+            record(Event::CardUnlocked, Code::UnknownCard, None),
+            record(
+                Event::Deposit { amount: 1 },
+                Code::InsufficientFunds,
+                Some(1),
+            ),
+        ];
+        for record in &invalid {
+            assert!(record.validate().is_err(), "{record:?}");
+        }
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (0u64..3).prop_map(opened),
+            any::<u64>().prop_map(|amount| Event::Withdrawal { amount }),
+            (0u64..3).prop_map(|amount| Event::Withdrawal { amount }),
+            any::<u64>().prop_map(|amount| Event::Deposit { amount }),
+            (0u64..3).prop_map(|amount| Event::Deposit { amount }),
+            any::<bool>().prop_map(|correct| Event::PinAttempt { correct }),
+            Just(Event::CardUnlocked),
+            Just(Event::PinChanged {
+                pin_hash: crate::pin::PinKey::from_bytes([1; crate::pin::PIN_KEY_BYTES])
+                    .verifier(7, "4321"),
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the account's state and the event, a record `decide` makes is valid, and
+        /// applying it to the same account succeeds.
+        #[test]
+        fn decide_makes_only_valid_records_that_apply(
+            exists in any::<bool>(),
+            balance in prop_oneof![0u64..3, any::<u64>(), Just(u64::MAX)],
+            pin_failures in 0u8..=PIN_ATTEMPTS_MAX,
+            event in any_event(),
+        ) {
+            let mut account = exists.then(|| Account {
+                holder: "Joty".into(),
+                pin_hash: crate::pin::PinKey::from_bytes([1; crate::pin::PIN_KEY_BYTES])
+                    .verifier(7, "1234"),
+                balance,
+                pin_failures,
+            });
+            if let Decision::Record(record) = decide(account.as_ref(), 7, id(1), event, 0) {
+                prop_assert_eq!(record.validate(), Ok(()));
+                prop_assert_eq!(apply(&mut account, &record), Ok(()));
+            }
+        }
     }
 }
