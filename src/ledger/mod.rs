@@ -3,16 +3,16 @@
 //! Every state change is a [`Record`]: what was asked ([`Event`]), by which request, on which card,
 //! and how it ended ([`Outcome`], refusals included). [`decide`] turns a request into a record
 //! against the current state of one account; [`apply`] moves an account from one state to the next
-//! by a record ([`apply_to`] moves every account a record names, [`Record::accounts`]). The account actors call both on their working copy; the journal calls [`apply`]
-//! (through [`Ledger::apply`]) on the committed copy after the record is durable, and recovery
-//! calls it again when it replays the journal. One function, three callers: they cannot disagree.
+//! by a record, and [`apply_to`] every account a record names ([`Record::accounts`]). The account
+//! actors call both on their working copy; the journal calls [`apply_to`] (through
+//! [`Ledger::apply`]) on the committed copy after the record is durable, and recovery calls it
+//! again when it replays the journal. One rule, three callers: they cannot disagree.
 //!
 //! [`ClientWindow`] is the memory of completed requests, the heart of exactly-once: see its docs
 //! for the retention rule. Windows are kept per [`Principal`], the party a request was
 //! authenticated as ([`Clients`]), so a client id is never a capability: only someone who has
 //! verified a card can touch that card's ids. A request carrying a secret (a PIN attempt) is never
 //! remembered and never answered from memory ([`Principal::of`]).
-
 //!
 //! Layout: the records and the whole state here; the rules in `rules`; the memory of completed
 //! requests in `memory`; the first release's snapshot layout in `v1`; the copy-on-write map that
@@ -25,7 +25,7 @@ mod shards;
 mod testing;
 mod v1;
 
-pub use crate::model::{Amount, Card, Code, RequestId};
+use crate::model::{Amount, Card, Code, RequestId};
 pub use memory::{
     completed_entry, ClientWindow, Clients, Completed, Fingerprint, Memory, Principal, Seen,
     CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, REQUEST_WINDOW,
