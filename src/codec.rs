@@ -105,6 +105,17 @@ pub fn encode_stored_into<T: Serialize>(value: &T, buffer: &mut Vec<u8>) -> Resu
         .map_err(|error| CodecError::Encode(error.to_string()))
 }
 
+/// Writes the stored encoding of a value at the start of `buffer`; returns how many bytes it took,
+/// or an error when it does not fit. For small values encoded often (an event's variant tag), a
+/// buffer on the stack saves the allocation of [`encode_stored`].
+pub fn encode_stored_into_slice<T: Serialize>(
+    value: &T,
+    buffer: &mut [u8],
+) -> Result<usize, CodecError> {
+    bincode::serde::encode_into_slice(value, buffer, STORED)
+        .map_err(|error| CodecError::Encode(error.to_string()))
+}
+
 /// Decodes a value read back from the data directory; the whole slice must be consumed.
 pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, STORED)

@@ -1,0 +1,304 @@
+//! The memory of completed requests: what makes a retry get the original reply instead of running
+//! again. See [`ClientWindow`] for the retention rule and [`Principal`] for whose memory a request
+//! is kept in.
+
+use super::{Card, Event, Lsn, Outcome, Record, Shards};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+
+/// How many of each client's most recent sequence numbers the server remembers. A client keeps at
+/// most this many requests unanswered, so every id it can still retry is remembered.
+pub const REQUEST_WINDOW: u64 = 32;
+
+/// How many clients the memory of completed requests keeps per principal (per card, and for the
+/// operator). A new client beyond it takes the place of the least recently used one, provided that
+/// one has been idle for [`CLIENT_EVICTION_IDLE_MS`]; otherwise the new client is answered `busy`.
+/// Only someone who has verified a card can add clients to its memory, so the bound is what keeps
+/// that card's holder (or a thief of the card and PIN) from growing the server's memory (by about
+/// 2 MiB at most). It is well above the number of ATMs that honestly touch one card within a
+/// minute (a thousand-ATM swarm on a few cards included), so honest clients are not turned away.
+pub const CLIENTS_PER_PRINCIPAL_MAX: usize = 1024;
+
+/// How long a client must have completed nothing before a new client of the same principal may
+/// take its place in a full memory: twice the client library's 30 s retry deadline, so a client
+/// that may still be retrying is never forgotten by eviction (its retry would run again).
+pub const CLIENT_EVICTION_IDLE_MS: u64 = 60_000;
+
+/// What identifies a request's parameters, to tell a genuine retry from a reused id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// Which kind of event: its variant's tag in the stored encoding (0 open, 1 withdrawal,
+    /// 2 deposit, 3 PIN attempt, 4 unlock, 5 PIN change, 6 re-key). PIN attempts are no longer
+    /// remembered, but memories written by earlier releases may hold them.
+    pub kind: u8,
+    /// The card.
+    pub card: Card,
+    /// The event's amount parameter ([`Event::parameters`]).
+    pub amount: u64,
+    /// The CRC-32C of the event's other parameter, or 0 ([`Event::parameters`]).
+    pub detail: u32,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `event` on `card`: its kind is the event's stored variant tag
+    /// ([`Event::tag`]), its amount and detail the parameters the event names
+    /// ([`Event::parameters`]).
+    pub fn of(card: Card, event: &Event) -> Self {
+        let (amount, detail) = event.parameters();
+        Fingerprint {
+            kind: event.tag(),
+            card,
+            amount,
+            detail,
+        }
+    }
+}
+
+/// Whom a request id belongs to: the party the request was authenticated as. The memory of
+/// completed requests is kept per principal, so a client id means something only together with
+/// the card (or operator token) that was checked before the request was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Principal {
+    /// The holder of the operator token (opening accounts).
+    Operator,
+    /// Whoever verified this card on the connection (withdrawals and deposits).
+    Card(Card),
+}
+
+impl Principal {
+    /// The principal whose memory keeps `event` on `card`, or `None` for an event that is never
+    /// remembered: a PIN attempt carries a secret, so it is checked every time and its answer
+    /// depends only on the PIN and the card's state, never on a memory of earlier attempts.
+    pub fn of(card: Card, event: &Event) -> Option<Principal> {
+        match event {
+            Event::AccountOpened { .. } => Some(Principal::Operator),
+            Event::Withdrawal { .. } | Event::Deposit { .. } => Some(Principal::Card(card)),
+            Event::CardUnlocked => Some(Principal::Operator),
+            // A PIN change carries the PIN too; it is decided afresh every time (approved when
+            // either the old or the new PIN is the card's), so a retry needs no memory.
+            Event::PinAttempt { .. } | Event::PinChanged { .. } | Event::PinRekeyed { .. } => None,
+        }
+    }
+}
+
+/// A completed request, remembered so a retry gets the original reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completed {
+    /// The client's sequence number.
+    pub sequence: u64,
+    /// The request's parameters.
+    pub fingerprint: Fingerprint,
+    /// The reply it got.
+    pub outcome: Outcome,
+    /// Where its record is in the journal; a retry waits for this position to be durable before
+    /// it answers, exactly like the first attempt.
+    pub lsn: Lsn,
+}
+
+/// What the memory of completed requests says about an incoming one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Never completed: decide it.
+    New,
+    /// Completed with the same parameters: answer with the stored outcome.
+    Replay(Completed),
+    /// Completed with other parameters: refuse with `request_id_conflict` once the original's
+    /// record (at this position) is durable, so the refusal never outlives the original.
+    Conflict(Lsn),
+    /// Too old to tell: refuse with `stale_request`, never execute.
+    Stale,
+}
+
+/// The memory of one client's completed requests.
+///
+/// Retention rule: the window keeps every completed request whose sequence number is within
+/// [`REQUEST_WINDOW`] of the highest one completed (`highest - sequence < REQUEST_WINDOW`). A
+/// request below that is *stale*: it is refused and never executed, because the server can no
+/// longer tell whether it ran. A client that keeps at most `REQUEST_WINDOW` requests unanswered
+/// (the client library keeps one) can only be retrying a sequence inside the window, so an honest
+/// retry is never stale. The window holds at most `REQUEST_WINDOW` entries, so memory per client is
+/// bounded whatever the number of requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientWindow {
+    /// The highest sequence number completed.
+    pub highest: u64,
+    /// Completed requests inside the window, in completion order (never more than
+    /// [`REQUEST_WINDOW`]; one that falls out of the window is forgotten at once).
+    pub completed: VecDeque<Completed>,
+    /// Time of the most recent completion, for forgetting idle clients.
+    pub last_used_unix_ms: u64,
+}
+
+impl ClientWindow {
+    /// True when `sequence` is inside the window: `highest - sequence < REQUEST_WINDOW` (every
+    /// sequence is, while fewer than `REQUEST_WINDOW` have completed, and so is any above
+    /// `highest`).
+    fn in_window(highest: u64, sequence: u64) -> bool {
+        highest < REQUEST_WINDOW || sequence > highest - REQUEST_WINDOW
+    }
+
+    /// Looks up `sequence` with parameters `fingerprint`. The rule, exactly: outside the window
+    /// it is stale, whether or not it ran; inside, a completed one is a replay (same parameters)
+    /// or a conflict (others); anything else is new.
+    pub fn check(&self, sequence: u64, fingerprint: &Fingerprint) -> Seen {
+        if !Self::in_window(self.highest, sequence) {
+            return Seen::Stale;
+        }
+        match self.completed.iter().find(|done| done.sequence == sequence) {
+            Some(done) if done.fingerprint == *fingerprint => Seen::Replay(*done),
+            Some(done) => Seen::Conflict(done.lsn),
+            None => Seen::New,
+        }
+    }
+
+    /// Remembers a completed request and forgets every one that fell out of the window.
+    pub fn remember(&mut self, done: Completed, at_unix_ms: u64) {
+        self.highest = self.highest.max(done.sequence);
+        self.last_used_unix_ms = self.last_used_unix_ms.max(at_unix_ms);
+        self.completed.push_back(done);
+        // At most REQUEST_WINDOW + 1 entries to look at: forgetting on every completion keeps
+        // the memory equal to the rule `check` applies.
+        let highest = self.highest;
+        self.completed
+            .retain(|kept| Self::in_window(highest, kept.sequence));
+        debug_assert!(self.completed.len() as u64 <= REQUEST_WINDOW);
+    }
+}
+
+/// The entry a record leaves in its client's window.
+pub fn completed_entry(record: &Record, lsn: Lsn) -> Completed {
+    Completed {
+        sequence: record.request.sequence,
+        fingerprint: Fingerprint::of(record.card, &record.event),
+        outcome: record.outcome,
+        lsn,
+    }
+}
+
+/// The memory of one principal's clients: a window per client id, at most
+/// [`CLIENTS_PER_PRINCIPAL_MAX`] of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clients {
+    /// Each remembered client's window, by client id.
+    pub windows: HashMap<u64, ClientWindow>,
+}
+
+impl Clients {
+    /// Looks up request `sequence` of `client` with parameters `fingerprint`; a client with no
+    /// window has completed nothing for this principal.
+    pub fn check(&self, client: u64, sequence: u64, fingerprint: &Fingerprint) -> Seen {
+        self.windows
+            .get(&client)
+            .map_or(Seen::New, |window| window.check(sequence, fingerprint))
+    }
+
+    /// True when `client`'s completion at `now_unix_ms` may be remembered: the client has a
+    /// window, or there is room, or the least recently used client has been idle for
+    /// [`CLIENT_EVICTION_IDLE_MS`] and may give up its place.
+    pub fn admits(&self, client: u64, now_unix_ms: u64) -> bool {
+        self.windows.contains_key(&client)
+            || self.windows.len() < CLIENTS_PER_PRINCIPAL_MAX
+            || self.least_recent().is_some_and(|(_, last_used)| {
+                last_used.saturating_add(CLIENT_EVICTION_IDLE_MS) <= now_unix_ms
+            })
+    }
+
+    /// The least recently used client and its last completion time (ties go to the smaller id,
+    /// so every copy of the memory evicts the same client).
+    fn least_recent(&self) -> Option<(u64, u64)> {
+        self.windows
+            .iter()
+            .map(|(client, window)| (*client, window.last_used_unix_ms))
+            .min_by_key(|(client, last_used)| (*last_used, *client))
+    }
+
+    /// Remembers a completion of `client`; a new client in a full memory takes the place of the
+    /// least recently used one.
+    pub fn remember(&mut self, client: u64, done: Completed, at_unix_ms: u64) {
+        // A loop, not one eviction: a memory converted from an earlier release may start fuller.
+        while !self.windows.contains_key(&client) && self.windows.len() >= CLIENTS_PER_PRINCIPAL_MAX
+        {
+            let Some((evicted, _)) = self.least_recent() else {
+                break;
+            };
+            self.windows.remove(&evicted);
+        }
+        self.windows
+            .entry(client)
+            .or_default()
+            .remember(done, at_unix_ms);
+    }
+
+    /// Forgets clients with no completion since `cutoff_unix_ms`, adds how many to `forgotten`,
+    /// and says whether any client is left (a principal with none is dropped from the memory).
+    pub fn keep_after_forgetting(&mut self, cutoff_unix_ms: u64, forgotten: &mut usize) -> bool {
+        let before = self.windows.len();
+        self.windows
+            .retain(|_, window| window.last_used_unix_ms >= cutoff_unix_ms);
+        *forgotten += before - self.windows.len();
+        !self.windows.is_empty()
+    }
+}
+
+/// The memory of completed requests of every principal, in copy-on-write shards so a snapshot
+/// image of it is cheap ([`Shards`]).
+pub type Memory = Shards<Principal, Clients>;
+
+#[cfg(test)]
+mod tests {
+    use super::super::rules::approved;
+    use super::super::testing::withdrawal_entry;
+    use super::*;
+
+    #[test]
+    fn the_window_replays_conflicts_and_refuses_stale_ids_at_the_edge() {
+        let mut window = ClientWindow::default();
+        let fingerprint = |amount| Fingerprint {
+            kind: 1,
+            card: 7,
+            amount,
+            detail: 0,
+        };
+        for sequence in 1..=REQUEST_WINDOW + 1 {
+            let done = Completed {
+                sequence,
+                fingerprint: fingerprint(sequence),
+                outcome: approved(sequence),
+                lsn: sequence,
+            };
+            window.remember(done, 0);
+        }
+        assert_eq!(window.completed.len() as u64, REQUEST_WINDOW);
+        // Sequence 1 fell out of the window: refused, never re-executed.
+        assert_eq!(window.check(1, &fingerprint(1)), Seen::Stale);
+        // Sequence 2 is the oldest still remembered.
+        assert!(matches!(window.check(2, &fingerprint(2)), Seen::Replay(done) if done.lsn == 2));
+        assert_eq!(window.check(2, &fingerprint(3)), Seen::Conflict(2));
+        assert_eq!(window.check(REQUEST_WINDOW + 2, &fingerprint(0)), Seen::New);
+    }
+
+    #[test]
+    fn a_principal_remembers_a_bounded_number_of_clients_and_evicts_the_least_recent() {
+        let mut clients = Clients::default();
+        // 26 000 new client ids, one completion each, as fast as one process can send them.
+        for client in 0..26_000u64 {
+            let now = 1_000 + client;
+            if clients.admits(client, now) {
+                clients.remember(client, withdrawal_entry(1, 7), now);
+            }
+        }
+        assert_eq!(clients.windows.len(), CLIENTS_PER_PRINCIPAL_MAX);
+        let newest = CLIENTS_PER_PRINCIPAL_MAX as u64;
+        // Every client in a full memory was active within the eviction delay: new ones wait.
+        assert!(!clients.admits(1_000_000, 1_000 + newest));
+        // A client already remembered is always admitted.
+        assert!(clients.admits(0, 1_000 + newest));
+        // Once the least recent has been idle long enough, a new client takes its place.
+        let later = 1_000 + CLIENT_EVICTION_IDLE_MS;
+        assert!(clients.admits(1_000_000, later));
+        clients.remember(1_000_000, withdrawal_entry(1, 7), later);
+        assert_eq!(clients.windows.len(), CLIENTS_PER_PRINCIPAL_MAX);
+        assert!(!clients.windows.contains_key(&0));
+        assert!(clients.windows.contains_key(&1_000_000));
+    }
+}

@@ -1,0 +1,561 @@
+//! The pure account rules: no I/O, no actors, no clocks.
+//!
+//! Every state change is a [`Record`]: what was asked ([`Event`]), by which request, on which card,
+//! and how it ended ([`Outcome`], refusals included). [`decide`] turns a request into a record
+//! against the current state of one account; [`apply`] moves an account from one state to the next
+//! by a record, and [`apply_to`] every account a record names ([`Record::accounts`]). The account
+//! actors call both on their working copy; the journal calls [`apply_to`] (through
+//! [`Ledger::apply`]) on the committed copy after the record is durable, and recovery calls it
+//! again when it replays the journal. One rule, three callers: they cannot disagree.
+//!
+//! [`ClientWindow`] is the memory of completed requests, the heart of exactly-once: see its docs
+//! for the retention rule. Windows are kept per [`Principal`], the party a request was
+//! authenticated as ([`Clients`]), so a client id is never a capability: only someone who has
+//! verified a card can touch that card's ids. A request carrying a secret (a PIN attempt) is never
+//! remembered and never answered from memory ([`Principal::of`]).
+//!
+//! Layout: the records and the whole state here; the rules in `rules`; the memory of completed
+//! requests in `memory`; the first release's snapshot layout in `v1`; the copy-on-write map that
+//! keeps a snapshot image cheap in `shards`.
+
+mod memory;
+mod rules;
+mod shards;
+#[cfg(test)]
+mod testing;
+mod v1;
+
+use crate::model::{Amount, Card, Code, RequestId};
+pub use memory::{
+    completed_entry, ClientWindow, Clients, Completed, Fingerprint, Memory, Principal, Seen,
+    CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, REQUEST_WINDOW,
+};
+pub use rules::{apply, apply_to, decide, deposit, money_moved, withdraw};
+pub use shards::{Shards, SHARD_COUNT};
+pub use v1::LedgerV1;
+
+use crate::pin::PinHash;
+use serde::{Deserialize, Serialize};
+
+/// Wrong PINs in a row after which a card is locked.
+pub const PIN_ATTEMPTS_MAX: u8 = 3;
+
+/// The longest holder name, in bytes, an account may be opened with (it is never empty).
+pub const HOLDER_BYTES_MAX: usize = 64;
+
+/// The most accounts one record names ([`Record::accounts`]): a transfer's two.
+pub const RECORD_ACCOUNTS_MAX: usize = 2;
+
+/// Bytes on the stack for encoding an event to read its tag ([`Event::tag`]).
+const EVENT_ENCODED_BYTES_INLINE: usize = 128;
+
+/// The position of a record in the journal: 1 for the first record ever, then one more each.
+pub type Lsn = u64;
+
+/// One account's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The holder's name, as given when the account was opened.
+    pub holder: Box<str>,
+    /// The PIN's verifier (keyed, or an argon2id hash of the first release until re-keyed); the
+    /// PIN itself is never stored.
+    pub pin_hash: PinHash,
+    /// The balance in minor units; a `u64`, so it cannot go negative.
+    pub balance: Amount,
+    /// Wrong PINs since the last correct one; the card is locked at [`PIN_ATTEMPTS_MAX`].
+    pub pin_failures: u8,
+}
+
+impl Account {
+    /// True when too many wrong PINs were entered.
+    pub fn is_locked(&self) -> bool {
+        self.pin_failures >= PIN_ATTEMPTS_MAX
+    }
+}
+
+/// What a record asks of one account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Open the account.
+    AccountOpened {
+        /// The holder's name.
+        holder: String,
+        /// The PIN's verifier.
+        pin_hash: PinHash,
+        /// The opening balance.
+        initial_balance: Amount,
+    },
+    /// Take money out.
+    Withdrawal {
+        /// How much.
+        amount: Amount,
+    },
+    /// Put money in.
+    Deposit {
+        /// How much.
+        amount: Amount,
+    },
+    /// A PIN was checked against the card's hash (the check itself happens outside the ledger,
+    /// because argon2 is slow on purpose).
+    PinAttempt {
+        /// Whether the PIN matched.
+        correct: bool,
+    },
+    // New variants go at the end: bincode stores a variant by its index, and the journal holds
+    // the old ones.
+    /// The operator cleared the card's wrong PINs (unlocking it if locked).
+    CardUnlocked,
+    /// The holder changed the PIN, having given the current one (or the new one, when retrying a
+    /// change already made). Counts as a correct PIN: the wrong ones are cleared.
+    PinChanged {
+        /// The new PIN's keyed verifier.
+        pin_hash: PinHash,
+    },
+    /// A correct PIN was checked against an argon2id hash of the first release, and the hash is
+    /// replaced by the PIN's keyed verifier. Counts as a correct PIN attempt.
+    PinRekeyed {
+        /// The PIN's keyed verifier.
+        pin_hash: PinHash,
+    },
+}
+
+impl Event {
+    /// True for the events that present the card's PIN, which a locked card refuses.
+    pub fn presents_pin(&self) -> bool {
+        matches!(
+            self,
+            Event::PinAttempt { .. } | Event::PinChanged { .. } | Event::PinRekeyed { .. }
+        )
+    }
+
+    /// The event's variant tag in the stored encoding (its first byte, the variant's index):
+    /// the kind a [`Fingerprint`] records, the same number the journal holds for it.
+    pub fn tag(&self) -> u8 {
+        // Large enough for every event but an open with a long holder name, which takes the
+        // allocating path.
+        let mut buffer = [0u8; EVENT_ENCODED_BYTES_INLINE];
+        match crate::codec::encode_stored_into_slice(self, &mut buffer) {
+            Ok(_) => buffer[0],
+            Err(_) => crate::codec::encode_stored(self).expect("an event always encodes")[0],
+        }
+    }
+
+    /// The event's parameters as a [`Fingerprint`] keeps them, `(amount, detail)`: the amount
+    /// (the opening balance for an open; 1 or 0 for a correct or wrong PIN), and the CRC-32C of
+    /// the holder's name for an open or of the new keyed verifier for a PIN change or re-key
+    /// (useless without the PIN key), 0 otherwise. The PIN is left out on purpose: nothing kept
+    /// may let a PIN be recovered, and no answer may depend on it.
+    pub fn parameters(&self) -> (u64, u32) {
+        match self {
+            Event::AccountOpened {
+                initial_balance,
+                holder,
+                ..
+            } => (*initial_balance, crc32c::crc32c(holder.as_bytes())),
+            Event::Withdrawal { amount } | Event::Deposit { amount } => (*amount, 0),
+            Event::PinAttempt { correct } => (u64::from(*correct), 0),
+            Event::CardUnlocked => (0, 0),
+            Event::PinChanged { pin_hash } | Event::PinRekeyed { pin_hash } => {
+                (0, crc32c::crc32c(&pin_hash.hash))
+            }
+        }
+    }
+
+    /// The account the event names besides the record's card, if any (a transfer's other
+    /// side). None of today's events names one.
+    pub fn other_account(&self) -> Option<Card> {
+        match self {
+            Event::AccountOpened { .. }
+            | Event::Withdrawal { .. }
+            | Event::Deposit { .. }
+            | Event::PinAttempt { .. }
+            | Event::CardUnlocked
+            | Event::PinChanged { .. }
+            | Event::PinRekeyed { .. } => None,
+        }
+    }
+}
+
+/// How a request ended, as its reply said; stored so a retry gets the same reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The reply's status.
+    pub status: Code,
+    /// The balance the reply carried, if any.
+    pub balance: Option<Amount>,
+}
+
+/// One state change, as it is journaled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The request that caused it.
+    pub request: RequestId,
+    /// The account it concerns.
+    pub card: Card,
+    /// Wall-clock time of the decision in milliseconds since the Unix epoch; used only to forget
+    /// idle clients, never to decide an outcome.
+    pub at_unix_ms: u64,
+    /// What was asked.
+    pub event: Event,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Record {
+    /// Every account the record names: its card, then any other account its event names. The
+    /// ledger takes exactly these out for the rule to see ([`Ledger::apply`]).
+    pub fn accounts(&self) -> impl Iterator<Item = Card> {
+        std::iter::once(self.card).chain(self.event.other_account())
+    }
+}
+
+/// Why a record could not be applied. Each is a bug or corruption, never a business refusal.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The record is for an account that does not exist (or opens one that does).
+    #[error("record {request} on card {card}: {reason}")]
+    Inconsistent {
+        /// The record's request.
+        request: RequestId,
+        /// The record's card.
+        card: Card,
+        /// What does not add up.
+        reason: String,
+    },
+    /// Records must be applied in journal order with no gaps.
+    #[error("record {got} applied after {applied}")]
+    OutOfOrder {
+        /// The last applied position.
+        applied: Lsn,
+        /// The position offered.
+        got: Lsn,
+    },
+}
+
+impl LedgerError {
+    /// The error for `record`, which does not add up for `reason`.
+    pub fn inconsistent(record: &Record, reason: &str) -> Self {
+        LedgerError::Inconsistent {
+            request: record.request,
+            card: record.card,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The result of deciding a request against one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A state change (possibly a refusal, which is still remembered) to journal and apply.
+    Record(Record),
+    /// An answer that changes nothing and is not journaled.
+    Answer(Outcome),
+}
+
+/// The whole bank's state as of one journal position: every account and every client's window.
+///
+/// This is what snapshots hold and what recovery rebuilds. A clone costs one reference count per
+/// shard of `accounts` and `clients` ([`Shards`]), so the journal takes its snapshot image with
+/// `clone()` under the ledger's lock.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ledger {
+    /// The position of the last record applied (0 before any).
+    pub applied_lsn: Lsn,
+    /// Every account by card.
+    pub accounts: Shards<Card, Account>,
+    /// Every remembered client's window, by the principal its requests were made as.
+    pub clients: Memory,
+    /// Money that came in: opening balances plus deposits. With `money_out` this proves
+    /// conservation: the balances always add up to `money_in - money_out`.
+    pub money_in: u128,
+    /// Money that went out: withdrawals.
+    pub money_out: u128,
+    /// The sum of every balance, kept as records are applied so conservation is asserted after
+    /// each one without adding up every account. Not stored: None after decoding (or building a
+    /// ledger by hand), and then added up once, by the next [`Ledger::apply`].
+    #[serde(skip)]
+    pub(crate) balances_total: Option<u128>,
+}
+
+/// Equal when the state is: the running total is only a cache of the balances.
+impl PartialEq for Ledger {
+    fn eq(&self, other: &Self) -> bool {
+        self.applied_lsn == other.applied_lsn
+            && self.accounts == other.accounts
+            && self.clients == other.clients
+            && self.money_in == other.money_in
+            && self.money_out == other.money_out
+    }
+}
+
+impl Eq for Ledger {}
+
+impl Ledger {
+    /// Applies the record at position `lsn`, which must be the next one: takes out every
+    /// account the record names ([`Record::accounts`]), lets the rule move them ([`apply_to`]),
+    /// puts them back, then counts the money and remembers the request.
+    ///
+    /// Asserts that the balances moved by exactly the money the record brings in and takes out
+    /// ([`money_moved`]), and that the balances still add up to `money_in - money_out`.
+    pub fn apply(&mut self, lsn: Lsn, record: &Record) -> Result<(), LedgerError> {
+        if lsn != self.applied_lsn + 1 {
+            return Err(LedgerError::OutOfOrder {
+                applied: self.applied_lsn,
+                got: lsn,
+            });
+        }
+        let total_before = self.balances_total();
+        let mut cards = [0; RECORD_ACCOUNTS_MAX];
+        let mut taken: [Option<Account>; RECORD_ACCOUNTS_MAX] = Default::default();
+        let mut count = 0;
+        for card in record.accounts() {
+            assert!(
+                count < RECORD_ACCOUNTS_MAX,
+                "a record names too many accounts"
+            );
+            cards[count] = card;
+            taken[count] = self.accounts.remove(&card);
+            count += 1;
+        }
+        let before = balances(taken[..count].iter().map(Option::as_ref));
+        let result = apply_to(&mut taken[..count], record);
+        let after = balances(taken[..count].iter().map(Option::as_ref));
+        for (card, account) in cards.into_iter().zip(taken).take(count) {
+            if let Some(account) = account {
+                self.accounts.insert(card, account);
+            }
+        }
+        result?;
+        self.count_money(record, total_before, before, after);
+        if let Some(principal) = Principal::of(record.card, &record.event) {
+            self.clients.entry_or_default(principal).remember(
+                record.request.client,
+                completed_entry(record, lsn),
+                record.at_unix_ms,
+            );
+        }
+        self.applied_lsn = lsn;
+        Ok(())
+    }
+
+    /// The sum of every balance: the running total, added up first if it is not known yet.
+    fn balances_total(&mut self) -> u128 {
+        let accounts = &self.accounts;
+        *self
+            .balances_total
+            .get_or_insert_with(|| balances(accounts.values().map(Some)))
+    }
+
+    /// Counts the money `record` moved, given the balances of its accounts `before` and `after`
+    /// it and the total of every balance before it, and asserts that none appeared or vanished.
+    fn count_money(&mut self, record: &Record, total_before: u128, before: u128, after: u128) {
+        let (money_in, money_out) = money_moved(record);
+        assert_eq!(
+            before + money_in,
+            after + money_out,
+            "record {} on card {}: the balances moved by other than its amount",
+            record.request,
+            record.card
+        );
+        self.money_in += money_in;
+        self.money_out += money_out;
+        let total = total_before + after - before;
+        self.balances_total = Some(total);
+        assert_eq!(
+            self.money_in.checked_sub(self.money_out),
+            Some(total),
+            "after record {} on card {}: money is not conserved",
+            record.request,
+            record.card
+        );
+    }
+
+    /// The window of `client` under `principal`, if it is remembered.
+    pub fn window(&self, principal: Principal, client: u64) -> Option<&ClientWindow> {
+        self.clients.get(&principal)?.windows.get(&client)
+    }
+
+    /// Forgets clients with no completed request since `cutoff_unix_ms`; returns how many.
+    pub fn forget_clients_idle_since(&mut self, cutoff_unix_ms: u64) -> usize {
+        let mut forgotten = 0;
+        self.clients
+            .retain(|_, clients| clients.keep_after_forgetting(cutoff_unix_ms, &mut forgotten));
+        forgotten
+    }
+
+    /// True when the balances add up to the money that came in minus the money that went out.
+    pub fn is_conserved(&self) -> bool {
+        let balances = balances(self.accounts.values().map(Some));
+        self.money_in.checked_sub(self.money_out) == Some(balances)
+    }
+}
+
+/// The sum of the balances of the accounts that exist among `accounts`.
+fn balances<'a>(accounts: impl IntoIterator<Item = Option<&'a Account>>) -> u128 {
+    accounts
+        .into_iter()
+        .flatten()
+        .map(|account| u128::from(account.balance))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{id, opened, step};
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn pin_attempts_are_never_remembered_and_ids_are_kept_per_principal() {
+        let mut ledger = Ledger::default();
+        step(&mut ledger, 1, opened(100));
+        step(&mut ledger, 2, Event::PinAttempt { correct: false });
+        step(&mut ledger, 3, Event::Withdrawal { amount: 1 });
+        assert_eq!(ledger.accounts[&7].pin_failures, 1);
+        // The open is the operator's, the withdrawal card 7's; the PIN attempt is nobody's.
+        let opens = ledger.window(Principal::Operator, 1).unwrap();
+        assert_eq!(opens.completed.len(), 1);
+        let card = ledger.window(Principal::Card(7), 1).unwrap();
+        assert_eq!(card.completed.len(), 1);
+        assert_eq!(card.completed[0].sequence, 3);
+        assert!(ledger.window(Principal::Card(8), 1).is_none());
+    }
+
+    /// The hand-numbered fingerprint of the releases before the kind came from the stored tag.
+    fn fingerprint_numbered_by_hand(card: Card, event: &Event) -> Fingerprint {
+        let (kind, amount, detail) = match event {
+            Event::AccountOpened {
+                initial_balance,
+                holder,
+                ..
+            } => (0, *initial_balance, crc32c::crc32c(holder.as_bytes())),
+            Event::Withdrawal { amount } => (1, *amount, 0),
+            Event::Deposit { amount } => (2, *amount, 0),
+            Event::PinAttempt { correct } => (3, u64::from(*correct), 0),
+            Event::CardUnlocked => (4, 0, 0),
+            Event::PinChanged { pin_hash } => (5, 0, crc32c::crc32c(&pin_hash.hash)),
+            Event::PinRekeyed { .. } => unreachable!("never remembered"),
+        };
+        Fingerprint {
+            kind,
+            card,
+            amount,
+            detail,
+        }
+    }
+
+    #[test]
+    fn fingerprints_equal_the_hand_numbered_ones_of_earlier_releases() {
+        let key = crate::pin::PinKey::from_bytes([1; crate::pin::PIN_KEY_BYTES]);
+        let long_holder = Event::AccountOpened {
+            holder: "x".repeat(HOLDER_BYTES_MAX * 4),
+            pin_hash: key.verifier(7, "1234"),
+            initial_balance: u64::MAX,
+        };
+        let events = [
+            opened(100),
+            long_holder,
+            Event::Withdrawal { amount: 3 },
+            Event::Deposit { amount: u64::MAX },
+            Event::PinAttempt { correct: true },
+            Event::PinAttempt { correct: false },
+            Event::CardUnlocked,
+            Event::PinChanged {
+                pin_hash: key.verifier(7, "4321"),
+            },
+        ];
+        for event in &events {
+            let by_hand = fingerprint_numbered_by_hand(123_456_789, event);
+            assert_eq!(Fingerprint::of(123_456_789, event), by_hand, "{event:?}");
+            assert_eq!(
+                event.tag(),
+                crate::codec::encode_stored(event).unwrap()[0],
+                "{event:?}"
+            );
+        }
+        let rekeyed = Event::PinRekeyed {
+            pin_hash: key.verifier(7, "1234"),
+        };
+        // A re-key gets its own tag; it is never remembered, so no memory holds the old kind.
+        assert_eq!(Fingerprint::of(7, &rekeyed).kind, 6);
+        assert_eq!(Principal::of(7, &rekeyed), None);
+    }
+
+    #[test]
+    fn a_record_names_its_card_and_a_snapshot_image_shares_the_state() {
+        let mut ledger = Ledger::default();
+        for card in 0..1_000 {
+            let record = match decide(None, card, id(card + 1), opened(card), 0) {
+                Decision::Record(record) => record,
+                Decision::Answer(outcome) => panic!("{outcome:?}"),
+            };
+            assert_eq!(record.accounts().collect::<Vec<_>>(), [card]);
+            ledger.apply(card + 1, &record).unwrap();
+        }
+        let image = ledger.clone();
+        step(&mut ledger, 2_000, Event::Withdrawal { amount: 7 });
+        assert_eq!(image.accounts[&7].balance, 7);
+        assert_eq!(ledger.accounts[&7].balance, 0);
+        // A decoded ledger adds its balances up again before the next record is checked.
+        let bytes = crate::codec::encode_stored(&ledger).unwrap();
+        let mut decoded: Ledger = crate::codec::decode_stored(&bytes).unwrap();
+        assert_eq!(decoded, ledger);
+        assert_eq!(decoded.balances_total, None);
+        step(&mut decoded, 2_001, Event::Deposit { amount: 5 });
+        assert_eq!(
+            decoded.balances_total,
+            Some((0..1_000).sum::<u128>() - 7 + 5)
+        );
+        assert!(decoded.is_conserved());
+    }
+
+    #[test]
+    #[should_panic(expected = "money is not conserved")]
+    fn a_ledger_whose_money_does_not_add_up_stops_at_the_next_record() {
+        let mut ledger = Ledger {
+            money_in: 1,
+            ..Ledger::default()
+        };
+        step(&mut ledger, 1, opened(100));
+    }
+
+    proptest! {
+        /// Whatever the operations, no balance goes negative (it is a u64, and no approval
+        /// underflows), money is conserved, and a replayed ledger equals the live one.
+        #[test]
+        fn conservation_and_no_overdraft(operations in prop::collection::vec((0u8..3, 0u64..2_000), 1..200)) {
+            let mut ledger = Ledger::default();
+            let mut records = Vec::new();
+            let mut sequence = 1;
+            if let Decision::Record(record) = decide(None, 7, id(sequence), opened(1_000), 0) {
+                ledger.apply(1, &record).unwrap();
+                records.push(record);
+            }
+            for (kind, amount) in operations {
+                sequence += 1;
+                let event = match kind {
+                    0 => Event::Withdrawal { amount },
+                    1 => Event::Deposit { amount },
+                    _ => Event::PinAttempt { correct: amount % 2 == 0 },
+                };
+                let before = ledger.accounts[&7].balance;
+                if let Decision::Record(record) = decide(ledger.accounts.get(&7), 7, id(sequence), event.clone(), 0) {
+                    ledger.apply(ledger.applied_lsn + 1, &record).unwrap();
+                    let after = ledger.accounts[&7].balance;
+                    match (event, record.outcome.status) {
+                        (Event::Withdrawal { amount }, Code::Approved) => prop_assert_eq!(after, before - amount),
+                        (Event::Deposit { amount }, Code::Approved) => prop_assert_eq!(after, before + amount),
+                        _ => prop_assert_eq!(after, before),
+                    }
+                    records.push(record);
+                }
+                prop_assert!(ledger.is_conserved());
+            }
+            let mut replayed = Ledger::default();
+            for (index, record) in records.iter().enumerate() {
+                replayed.apply(index as u64 + 1, record).unwrap();
+            }
+            prop_assert_eq!(replayed, ledger);
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! A map split into a fixed number of shared shards, so a copy of it costs one reference count per
+//! shard and a write after a copy copies only the shard it lands in.
+//!
+//! The journal keeps a snapshot image of the committed ledger with `Ledger::clone()` while it
+//! holds the ledger's lock. With [`Shards`] that clone takes [`SHARD_COUNT`] reference counts,
+//! whatever the number of accounts; the next record that touches a shard still shared with the
+//! image copies that one shard ([`Arc::make_mut`]), and the image is never changed.
+//!
+//! Its serde form is exactly a `HashMap<K, V>`'s (a map: the length, then the entries), so data
+//! written with a plain map decodes into shards and the other way round.
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::ops::Index;
+use std::sync::Arc;
+
+/// How many shards a map has: a clone costs this many reference counts, and the first write to a
+/// shard after a clone copies about `1 / SHARD_COUNT` of the map.
+pub const SHARD_COUNT: usize = 256;
+
+/// A map from `K` to `V` in [`SHARD_COUNT`] copy-on-write shards, chosen by a hash of the key.
+#[derive(Clone)]
+pub struct Shards<K, V> {
+    shards: Vec<Arc<HashMap<K, V>>>,
+    len: usize,
+}
+
+/// Chooses a key's shard: a multiplicative hash (fixed, so every copy of a map agrees on where a
+/// key lives). It only spreads keys over shards; lookups inside a shard use the map's own hasher.
+#[derive(Default)]
+struct ShardHasher(u64);
+
+impl Hasher for ShardHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(MULTIPLIER);
+    }
+}
+
+fn shard_of<K: Hash>(key: &K) -> usize {
+    let mut hasher = ShardHasher::default();
+    key.hash(&mut hasher);
+    // The top bits: the multiplication mixes every input bit into them.
+    (hasher.finish() >> (u64::BITS - SHARD_COUNT.trailing_zeros())) as usize
+}
+
+impl<K, V> Default for Shards<K, V> {
+    fn default() -> Self {
+        Shards {
+            shards: (0..SHARD_COUNT).map(|_| Arc::new(HashMap::new())).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl<K, V> Shards<K, V> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every entry, shard by shard (in no particular order, like a `HashMap`).
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|shard| shard.iter())
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.iter().map(|(key, _)| key)
+    }
+
+    /// Every value.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, value)| value)
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
+    fn shard_mut(&mut self, key: &K) -> &mut HashMap<K, V> {
+        Arc::make_mut(&mut self.shards[shard_of(key)])
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.shards[shard_of(key)].get(key)
+    }
+
+    /// True when `key` has a value.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.shards[shard_of(key)].contains_key(key)
+    }
+
+    /// The value of `key` to change, if any (its shard is copied first if a clone shares it).
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        if !self.contains_key(key) {
+            return None;
+        }
+        self.shard_mut(key).get_mut(key)
+    }
+
+    /// Sets the value of `key`; returns the value it replaces.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let replaced = self.shard_mut(&key).insert(key, value);
+        if replaced.is_none() {
+            self.len += 1;
+        }
+        replaced
+    }
+
+    /// Takes the value of `key` out, if any.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        if !self.contains_key(key) {
+            return None;
+        }
+        let removed = self.shard_mut(key).remove(key);
+        self.len -= usize::from(removed.is_some());
+        removed
+    }
+
+    /// The value of `key` to change, made the default first if there is none (a map's
+    /// `entry(key).or_default()`).
+    pub fn entry_or_default(&mut self, key: K) -> &mut V
+    where
+        V: Default,
+    {
+        if !self.contains_key(&key) {
+            self.len += 1;
+        }
+        self.shard_mut(&key).entry(key).or_default()
+    }
+
+    /// Keeps only the entries for which `keep` is true. `keep` may change the values it keeps, so
+    /// every shard with an entry is written (and copied, if a clone still shares it).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        for shard in &mut self.shards {
+            if shard.is_empty() {
+                continue;
+            }
+            let shard = Arc::make_mut(shard);
+            let before = shard.len();
+            shard.retain(|key, value| keep(key, value));
+            self.len -= before - shard.len();
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Index<&K> for Shards<K, V> {
+    type Output = V;
+
+    fn index(&self, key: &K) -> &V {
+        self.get(key).expect("no entry for the key indexed")
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for Shards<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
+        let mut map = Shards::new();
+        map.extend(entries);
+        map
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Extend<(K, V)> for Shards<K, V> {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, entries: I) {
+        for (key, value) in entries {
+            self.insert(key, value);
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> From<HashMap<K, V>> for Shards<K, V> {
+    fn from(map: HashMap<K, V>) -> Self {
+        map.into_iter().collect()
+    }
+}
+
+/// Owned entries: a shard still shared with a clone is copied, the others are moved out.
+impl<K: Clone, V: Clone> IntoIterator for Shards<K, V> {
+    type Item = (K, V);
+    type IntoIter = std::iter::FlatMap<
+        std::vec::IntoIter<Arc<HashMap<K, V>>>,
+        std::collections::hash_map::IntoIter<K, V>,
+        fn(Arc<HashMap<K, V>>) -> std::collections::hash_map::IntoIter<K, V>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn entries<K: Clone, V: Clone>(
+            shard: Arc<HashMap<K, V>>,
+        ) -> std::collections::hash_map::IntoIter<K, V> {
+            Arc::unwrap_or_clone(shard).into_iter()
+        }
+        self.shards.into_iter().flat_map(entries as fn(_) -> _)
+    }
+}
+
+impl<'a, K, V> IntoIterator for &'a Shards<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = Box<dyn Iterator<Item = (&'a K, &'a V)> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// Equal when they hold the same entries. A key's shard depends only on the key, so comparing
+/// shard by shard is comparing the maps.
+impl<K: Hash + Eq, V: PartialEq> PartialEq for Shards<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self
+                .shards
+                .iter()
+                .zip(&other.shards)
+                .all(|(mine, theirs)| Arc::ptr_eq(mine, theirs) || **mine == **theirs)
+    }
+}
+
+impl<K: Hash + Eq, V: Eq> Eq for Shards<K, V> {}
+
+impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for Shards<K, V> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// A map of exactly [`Shards::len`] entries: the bytes a `HashMap` with these entries encodes to.
+impl<K: Serialize, V: Serialize> Serialize for Shards<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len))?;
+        for (key, value) in self.iter() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+struct ShardsVisitor<K, V>(PhantomData<fn() -> (K, V)>);
+
+impl<'de, K, V> Visitor<'de> for ShardsVisitor<K, V>
+where
+    K: Deserialize<'de> + Hash + Eq + Clone,
+    V: Deserialize<'de> + Clone,
+{
+    type Value = Shards<K, V>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+        let mut map = Shards::new();
+        while let Some((key, value)) = entries.next_entry()? {
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+}
+
+/// Decodes any map (a `HashMap`'s bytes included), entry by entry into its shard.
+impl<'de, K, V> Deserialize<'de> for Shards<K, V>
+where
+    K: Deserialize<'de> + Hash + Eq + Clone,
+    V: Deserialize<'de> + Clone,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ShardsVisitor(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode_stored, encode_stored};
+
+    #[test]
+    fn one_entry_encodes_to_the_bytes_of_a_hash_map() {
+        let shards: Shards<u64, String> = [(123_456_789, "Joty".to_string())].into_iter().collect();
+        let map: HashMap<u64, String> = [(123_456_789, "Joty".to_string())].into();
+        assert_eq!(
+            encode_stored(&shards).unwrap(),
+            encode_stored(&map).unwrap()
+        );
+        assert_eq!(encode_stored(&Shards::<u64, u64>::new()).unwrap(), [0]);
+    }
+
+    #[test]
+    fn many_entries_decode_as_a_hash_map_and_back() {
+        let map: HashMap<u64, u64> = (0..5_000).map(|key| (key * 7_919, key)).collect();
+        let shards: Shards<u64, u64> = decode_stored(&encode_stored(&map).unwrap()).unwrap();
+        assert_eq!(shards.len(), map.len());
+        assert_eq!(shards, Shards::from(map.clone()));
+        let back: HashMap<u64, u64> = decode_stored(&encode_stored(&shards).unwrap()).unwrap();
+        assert_eq!(back, map);
+    }
+
+    #[test]
+    fn a_clone_shares_every_shard_until_one_is_written() {
+        let mut map: Shards<u64, u64> = (0..10_000).map(|key| (key, key)).collect();
+        assert!(
+            map.shards.iter().all(|shard| !shard.is_empty()),
+            "keys spread"
+        );
+        let image = map.clone();
+        *map.get_mut(&5).unwrap() = 50;
+        map.insert(10_000, 1);
+        map.remove(&6);
+        let shared = map
+            .shards
+            .iter()
+            .zip(&image.shards)
+            .filter(|(mine, theirs)| Arc::ptr_eq(mine, theirs))
+            .count();
+        assert!(shared >= SHARD_COUNT - 3, "{shared} shards still shared");
+        assert_eq!(
+            (image[&5], image.len(), image.get(&6)),
+            (5, 10_000, Some(&6))
+        );
+        assert_eq!((map[&5], map.len(), map.get(&6)), (50, 10_000, None));
+        map.retain(|key, _| key % 2 == 0);
+        assert_eq!(map.len(), map.iter().count());
+        assert_eq!(*map.entry_or_default(3), 0);
+        assert_eq!(map.len(), map.iter().count());
+    }
+}
