@@ -2,6 +2,10 @@
 //!
 //! Output for scripts: with `--json`, exactly one JSON object per command (see [`reply_json`]).
 //! Exit codes: [`EXIT_APPROVED`], [`EXIT_REFUSED`], [`EXIT_UNKNOWN`] (clap uses 2 for bad usage).
+//!
+//! Commands and menu choices build their requests through [`crate::client::ops`], the same
+//! calls the client library's methods use; whether a command verifies its card first is
+//! decided by the operation's [`crate::model::Kind`].
 
 use crate::client::ops::{self, Call, Expected, Prepared};
 use crate::client::{Client, ClientConfig, ClientError};
@@ -281,12 +285,20 @@ impl Scripted {
         }
     }
 
-    /// An operation on `card`, verified with `pin` first.
-    fn on_card(card: Card, pin: &PinSource, call: impl Call) -> Result<Scripted, String> {
-        Ok(Scripted {
-            login: Some((card, pin.read()?)),
-            ..Scripted::open(call)
-        })
+    /// An operation on `card`: verified with `pin` first when the operation acts on a verified
+    /// card ([`crate::model::Kind::needs_card`] says which do).
+    fn on_card(card: Card, pin: String, call: impl Call) -> Scripted {
+        let prepared = call.prepare();
+        let login = prepared
+            .operation
+            .kind()
+            .needs_card()
+            .then_some((card, pin));
+        Scripted {
+            login,
+            prepared,
+            request_id: None,
+        }
     }
 
     /// The same, under the request id given (if any).
@@ -316,19 +328,19 @@ impl Scripted {
                 card,
                 pin: pin.read()?,
             }),
-            Command::Balance { card, pin } => Scripted::on_card(card, &pin, ops::Balance)?,
+            Command::Balance { card, pin } => Scripted::on_card(card, pin.read()?, ops::Balance),
             Command::Withdraw {
                 card,
                 pin,
                 amount,
                 request_id,
-            } => Scripted::on_card(card, &pin, ops::Withdraw { amount })?.with_id(request_id),
+            } => Scripted::on_card(card, pin.read()?, ops::Withdraw { amount }).with_id(request_id),
             Command::Deposit {
                 card,
                 pin,
                 amount,
                 request_id,
-            } => Scripted::on_card(card, &pin, ops::Deposit { amount })?.with_id(request_id),
+            } => Scripted::on_card(card, pin.read()?, ops::Deposit { amount }).with_id(request_id),
             Command::UnlockCard {
                 operator_token,
                 card,
@@ -356,10 +368,11 @@ impl Scripted {
             Some(new_pin) => new_pin,
             None => read_secret_from_terminal("new PIN", "BANK_NEW_PIN")?,
         };
-        Ok(Scripted {
-            login: Some((card, old_pin.clone())),
-            ..Scripted::open(ops::ChangePin { old_pin, new_pin })
-        })
+        let call = ops::ChangePin {
+            old_pin: old_pin.clone(),
+            new_pin,
+        };
+        Ok(Scripted::on_card(card, old_pin, call))
     }
 }
 

@@ -25,6 +25,10 @@
 //!
 //! How long an attempt waits and how long the client pauses between attempts adapt to the
 //! server, as TCP's retransmission timer does: see [`rto`].
+//!
+//! Each operation's request, the reply body it expects and its `Client` method are in [`ops`];
+//! this module only sends requests and retries them, whatever they are. Its one random choice,
+//! a client's ids when none are given, is drawn from a seed by [`client_ids`].
 
 pub mod ops;
 pub mod rto;
@@ -67,9 +71,11 @@ pub const ATTEMPT_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_secs(10);
 pub struct ClientConfig {
     /// The server's address (`host:port`).
     pub server: String,
-    /// This client's id, the first half of every request id. Random unless given.
+    /// This client's id, the first half of every request id. Drawn from a seed ([`client_ids`])
+    /// unless given.
     pub client_id: u64,
-    /// The client id of this client's automatic re-logins (see [`Client`]). Random unless given;
+    /// The client id of this client's automatic re-logins (see [`Client`]). Drawn from the same
+    /// seed unless given;
     /// tests fix it so that every request id, and so every injected fault, is the same on every
     /// run. Two processes sharing `client_id` (one taking over from the other with
     /// [`Client::resume_after`]) must not share it.
