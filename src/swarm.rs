@@ -1383,7 +1383,7 @@ async fn spawn_server(
     Ok((child, address))
 }
 
-/// In `--server-cmd`, where the address to listen on goes (see [`spawn_server`]).
+/// In `--server-cmd`, where the address to listen on goes (see `spawn_server`).
 pub const LISTEN_PLACEHOLDER: &str = "{listen}";
 
 /// How long a started server may take to listen.
