@@ -115,13 +115,55 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let arguments = Arguments::parse();
-    if arguments.atms == 0 || arguments.accounts == 0 {
-        eprintln!("atm_swarm: --atms and --accounts must be at least 1");
+    let mut config = match swarm_config(&arguments) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("atm_swarm: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let (bar, progress) = progress_bar(&config);
+    config.progress = Some(progress);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("atm_swarm: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(swarm::run(config)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("atm_swarm: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print_summary(&report, arguments.bench);
+    print_ramp(&report);
+    if let Err(error) = write_outputs(&arguments, &report) {
+        eprintln!("atm_swarm: {error}");
         return ExitCode::from(2);
     }
+    if report.violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The run the arguments ask for; an error for arguments that cannot make one.
+fn swarm_config(arguments: &Arguments) -> Result<SwarmConfig, String> {
+    if arguments.atms == 0 || arguments.accounts == 0 {
+        return Err("--atms and --accounts must be at least 1".into());
+    }
     if arguments.ramp.windows(2).any(|pair| pair[0] >= pair[1]) || arguments.ramp.contains(&0) {
-        eprintln!("atm_swarm: --ramp must be rising numbers of ATMs, each at least 1");
-        return ExitCode::from(2);
+        return Err("--ramp must be rising numbers of ATMs, each at least 1".into());
     }
     let mut config = SwarmConfig::new(arguments.server.clone());
     config.operator_token = arguments.operator_token.clone();
@@ -159,50 +201,20 @@ fn main() -> ExitCode {
     }
     config.server_command = arguments.server_cmd.clone();
     config.chaos_restart = arguments.chaos_restart;
-    let (bar, progress) = progress_bar(&config);
-    config.progress = Some(progress);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("atm_swarm: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let report = match runtime.block_on(swarm::run(config)) {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("atm_swarm: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    print_summary(&report, arguments.bench);
-    print_ramp(&report);
+    Ok(config)
+}
+
+/// The JSON summary and the charts, where the arguments ask for them.
+fn write_outputs(arguments: &Arguments, report: &SwarmReport) -> Result<(), String> {
     if let Some(path) = &arguments.json_out {
-        if let Err(error) = write_json(path, &report) {
-            eprintln!("atm_swarm: cannot write {}: {error}", path.display());
-            return ExitCode::from(2);
-        }
+        write_json(path, report)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     if let Some(directory) = &arguments.plot_dir {
-        if let Err(error) = write_plots(directory, &report) {
-            eprintln!(
-                "atm_swarm: cannot draw charts in {}: {error}",
-                directory.display()
-            );
-            return ExitCode::from(2);
-        }
+        write_plots(directory, report)
+            .map_err(|error| format!("cannot draw charts in {}: {error}", directory.display()))?;
     }
-    if report.violations == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(())
 }
 
 /// A progress bar on a terminal; otherwise one plain line a second.

@@ -2,9 +2,14 @@
 //!
 //! Output for scripts: with `--json`, exactly one JSON object per command (see [`reply_json`]).
 //! Exit codes: [`EXIT_APPROVED`], [`EXIT_REFUSED`], [`EXIT_UNKNOWN`] (clap uses 2 for bad usage).
+//!
+//! Commands and menu choices build their requests through [`crate::client::ops`], the same
+//! calls the client library's methods use; whether a command verifies its card first is
+//! decided by the operation's [`crate::model::Kind`].
 
+use crate::client::ops::{self, Call, Expected, Prepared};
 use crate::client::{Client, ClientConfig, ClientError};
-use crate::protocol::{Amount, Body, Card, Operation, Reply, RequestId, Status};
+use crate::protocol::{Amount, Body, Card, Reply, RequestId, Status};
 use std::io::Write;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -184,25 +189,26 @@ fn read_secret_from_terminal(label: &str, script_forms: &str) -> Result<String, 
         .map_err(|error| format!("cannot read the {label}: {error}"))
 }
 
-/// The JSON object printed for a reply: `status`, plus `balance`, `text`, `prime` or
-/// `palindrome` when the reply carries one.
-pub fn reply_json(reply: &Reply, operation: &Operation) -> serde_json::Value {
+/// The JSON object printed for a reply: `status`, plus `balance`, `text`, or the answer's name
+/// (`prime`, `palindrome`) when the reply carries one.
+pub fn reply_json(reply: &Reply, expected: Expected) -> serde_json::Value {
     let mut object = serde_json::Map::new();
     object.insert("status".into(), reply.status.name().into());
-    match (&reply.body, operation) {
-        (Body::Balance(balance), _) => {
+    match &reply.body {
+        Body::Balance(balance) => {
             object.insert("balance".into(), (*balance).into());
         }
-        (Body::Text(text), _) => {
+        Body::Text(text) => {
             object.insert("text".into(), text.clone().into());
         }
-        (Body::Answer(answer), Operation::IsPrime { .. }) => {
-            object.insert("prime".into(), (*answer).into());
+        Body::Answer(answer) => {
+            let name = match expected {
+                Expected::Answer(name) => name,
+                _ => "answer",
+            };
+            object.insert(name.into(), (*answer).into());
         }
-        (Body::Answer(answer), _) => {
-            object.insert("palindrome".into(), (*answer).into());
-        }
-        (Body::Empty, _) => {}
+        Body::Empty => {}
     }
     serde_json::Value::Object(object)
 }
@@ -230,118 +236,149 @@ pub async fn run_command(config: ClientConfig, command: Command, json: bool) -> 
     // The login uses the process's own random client id; only the scripted request uses the
     // given one, so a replay from a new process sends exactly the same request.
     let mut client = Client::new(config);
-    let (login, operation, request_id) = match secret_operation(command) {
-        Ok(parts) => parts,
+    let scripted = match Scripted::read(command) {
+        Ok(scripted) => scripted,
         Err(error) => {
             eprintln!("atm: {error}");
             return EXIT_USAGE;
         }
     };
-    if let Some((card, pin)) = login {
-        let operation = Operation::Verify { card, pin };
-        match client.call(operation.clone()).await {
+    if let Some((card, pin)) = scripted.login {
+        let verify = ops::Verify { card, pin }.prepare();
+        match client.call(verify.operation.clone()).await {
             Ok(reply) if reply.status == Status::Approved => {}
-            Ok(reply) => return print_reply(&reply, &operation, json),
+            Ok(reply) => return print_reply(&reply, verify.expected, json),
             Err(error) => return print_error(&error, json),
         }
     }
-    let result = match request_id {
-        Some(id) => client.call_with_id(id, operation.clone()).await,
-        None => client.call(operation.clone()).await,
+    let Prepared {
+        operation,
+        expected,
+    } = scripted.prepared;
+    let result = match scripted.request_id {
+        Some(id) => client.call_with_id(id, operation).await,
+        None => client.call(operation).await,
     };
     match result {
-        Ok(reply) => print_reply(&reply, &operation, json),
+        Ok(reply) => print_reply(&reply, expected, json),
         Err(error) => print_error(&error, json),
     }
 }
 
-/// What a command sends: the login it needs first (card and PIN), the operation, and its fixed
-/// request id if any.
-type Scripted = (Option<(Card, String)>, Operation, Option<RequestId>);
+/// What a command sends: the login it needs first, the operation, and its fixed request id.
+struct Scripted {
+    /// The card and PIN to verify first, for an operation that acts on a verified card.
+    login: Option<(Card, String)>,
+    /// The operation itself.
+    prepared: Prepared,
+    /// The request id given with `--request-id`, if any.
+    request_id: Option<RequestId>,
+}
 
-/// What `command` sends. Secrets are read here, before anything is sent.
-fn secret_operation(command: Command) -> Result<Scripted, String> {
-    Ok(match command {
-        Command::CreateAccount {
-            operator_token,
-            card,
-            name,
-            pin,
-            initial_balance,
-            request_id,
-        } => {
-            let operator_token = given_or_prompted_token(operator_token)?;
-            let operation = Operation::CreateAccount {
+impl Scripted {
+    /// An operation that needs no login, under a fresh request id.
+    fn open(call: impl Call) -> Scripted {
+        Scripted {
+            login: None,
+            prepared: call.prepare(),
+            request_id: None,
+        }
+    }
+
+    /// An operation on `card`: verified with `pin` first when the operation acts on a verified
+    /// card ([`crate::model::Kind::needs_card`] says which do).
+    fn on_card(card: Card, pin: String, call: impl Call) -> Scripted {
+        let prepared = call.prepare();
+        let login = prepared
+            .operation
+            .kind()
+            .needs_card()
+            .then_some((card, pin));
+        Scripted {
+            login,
+            prepared,
+            request_id: None,
+        }
+    }
+
+    /// The same, under the request id given (if any).
+    fn with_id(self, request_id: Option<RequestId>) -> Scripted {
+        Scripted { request_id, ..self }
+    }
+
+    /// What `command` sends. Secrets are read here, before anything is sent.
+    fn read(command: Command) -> Result<Scripted, String> {
+        Ok(match command {
+            Command::CreateAccount {
                 operator_token,
+                card,
+                name,
+                pin,
+                initial_balance,
+                request_id,
+            } => Scripted::open(ops::CreateAccount {
+                operator_token: given_or_prompted_token(operator_token)?,
                 card,
                 holder: name,
                 pin: pin.read()?,
                 initial_balance,
-            };
-            (None, operation, request_id)
-        }
-        Command::Verify { card, pin } => (
-            None,
-            Operation::Verify {
+            })
+            .with_id(request_id),
+            Command::Verify { card, pin } => Scripted::open(ops::Verify {
                 card,
                 pin: pin.read()?,
-            },
-            None,
-        ),
-        Command::Balance { card, pin } => (Some((card, pin.read()?)), Operation::Balance, None),
-        Command::Withdraw {
-            card,
-            pin,
-            amount,
-            request_id,
-        } => (
-            Some((card, pin.read()?)),
-            Operation::Withdraw { amount },
-            request_id,
-        ),
-        Command::Deposit {
-            card,
-            pin,
-            amount,
-            request_id,
-        } => (
-            Some((card, pin.read()?)),
-            Operation::Deposit { amount },
-            request_id,
-        ),
-        Command::UnlockCard {
-            operator_token,
-            card,
-            request_id,
-        } => {
-            let operator_token = given_or_prompted_token(operator_token)?;
-            let operation = Operation::UnlockCard {
+            }),
+            Command::Balance { card, pin } => Scripted::on_card(card, pin.read()?, ops::Balance),
+            Command::Withdraw {
+                card,
+                pin,
+                amount,
+                request_id,
+            } => Scripted::on_card(card, pin.read()?, ops::Withdraw { amount }).with_id(request_id),
+            Command::Deposit {
+                card,
+                pin,
+                amount,
+                request_id,
+            } => Scripted::on_card(card, pin.read()?, ops::Deposit { amount }).with_id(request_id),
+            Command::UnlockCard {
                 operator_token,
                 card,
-            };
-            (None, operation, request_id)
-        }
-        Command::ChangePin { card, pin, new_pin } => {
-            let old_pin = pin.read()?;
-            let new_pin = match new_pin {
-                Some(new_pin) => new_pin,
-                None => read_secret_from_terminal("new PIN", "BANK_NEW_PIN")?,
-            };
-            (
-                Some((card, old_pin.clone())),
-                Operation::ChangePin { old_pin, new_pin },
-                None,
-            )
-        }
-        Command::Lowercase { text } => (None, Operation::Lowercase { text }, None),
-        Command::Prime { number } => (None, Operation::IsPrime { number }, None),
-        Command::Palindrome { number } => (None, Operation::IsPalindrome { number }, None),
-    })
+                request_id,
+            } => Scripted::open(ops::UnlockCard {
+                operator_token: given_or_prompted_token(operator_token)?,
+                card,
+            })
+            .with_id(request_id),
+            Command::ChangePin { card, pin, new_pin } => Scripted::change_pin(card, &pin, new_pin)?,
+            Command::Lowercase { text } => Scripted::open(ops::Lowercase { text }),
+            Command::Prime { number } => Scripted::open(ops::IsPrime { number }),
+            Command::Palindrome { number } => Scripted::open(ops::IsPalindrome { number }),
+        })
+    }
+
+    /// `change-pin`: the current PIN verifies the card and goes with the request.
+    fn change_pin(
+        card: Card,
+        pin: &PinSource,
+        new_pin: Option<String>,
+    ) -> Result<Scripted, String> {
+        let old_pin = pin.read()?;
+        let new_pin = match new_pin {
+            Some(new_pin) => new_pin,
+            None => read_secret_from_terminal("new PIN", "BANK_NEW_PIN")?,
+        };
+        let call = ops::ChangePin {
+            old_pin: old_pin.clone(),
+            new_pin,
+        };
+        Ok(Scripted::on_card(card, old_pin, call))
+    }
 }
 
-fn print_reply(reply: &Reply, operation: &Operation, json: bool) -> u8 {
+fn print_reply(reply: &Reply, expected: Expected, json: bool) -> u8 {
     if json {
-        println!("{}", reply_json(reply, operation));
+        println!("{}", reply_json(reply, expected));
     } else {
         println!("{}", reply_text(reply));
     }
@@ -379,95 +416,116 @@ pub async fn run_menu(config: ClientConfig) -> u8 {
         let Some(choice) = prompt(&mut lines, "choice").await else {
             return EXIT_APPROVED;
         };
-        let operation = match choice.as_str() {
-            "0" | "exit" | "q" => return EXIT_APPROVED,
-            "1" => {
-                let Some(card) = prompt_number(&mut lines, "card number").await else {
-                    continue;
-                };
-                let Some(pin) = prompt_secret(&mut lines, "PIN").await else {
-                    continue;
-                };
-                Operation::Verify { card, pin }
-            }
-            "2" => Operation::Balance,
-            "3" => match prompt_number(&mut lines, "amount").await {
-                Some(amount) => Operation::Withdraw { amount },
-                None => continue,
-            },
-            "4" => match prompt_number(&mut lines, "amount").await {
-                Some(amount) => Operation::Deposit { amount },
-                None => continue,
-            },
-            "5" => {
-                let Some(operator_token) = prompt_secret(&mut lines, "operator token").await else {
-                    continue;
-                };
-                let Some(card) = prompt_number(&mut lines, "new card number").await else {
-                    continue;
-                };
-                let Some(holder) = prompt(&mut lines, "holder name").await else {
-                    continue;
-                };
-                let Some(pin) = prompt_secret(&mut lines, "PIN").await else {
-                    continue;
-                };
-                let Some(initial_balance) = prompt_number(&mut lines, "initial balance").await
-                else {
-                    continue;
-                };
-                Operation::CreateAccount {
-                    operator_token,
-                    card,
-                    holder,
-                    pin,
-                    initial_balance,
-                }
-            }
-            "6" => match prompt(&mut lines, "text").await {
-                Some(text) => Operation::Lowercase { text },
-                None => continue,
-            },
-            "7" => match prompt_number(&mut lines, "number").await {
-                Some(number) => Operation::IsPrime { number },
-                None => continue,
-            },
-            "8" => match prompt_number(&mut lines, "number").await {
-                Some(number) => Operation::IsPalindrome { number },
-                None => continue,
-            },
-            "9" => Operation::Logout,
-            "c" => {
-                let Some(old_pin) = prompt_secret(&mut lines, "current PIN").await else {
-                    continue;
-                };
-                let Some(new_pin) = prompt_secret(&mut lines, "new PIN").await else {
-                    continue;
-                };
-                Operation::ChangePin { old_pin, new_pin }
-            }
-            "u" => {
-                let Some(operator_token) = prompt_secret(&mut lines, "operator token").await else {
-                    continue;
-                };
-                let Some(card) = prompt_number(&mut lines, "card number").await else {
-                    continue;
-                };
-                Operation::UnlockCard {
-                    operator_token,
-                    card,
-                }
-            }
-            other => {
-                println!("no such choice: {other}");
-                continue;
-            }
+        let prepared = match choose(&mut lines, &choice).await {
+            Choice::Exit => return EXIT_APPROVED,
+            Choice::Nothing => continue,
+            Choice::Send(prepared) => prepared,
         };
-        match client.call(operation).await {
+        match client.call(prepared.operation).await {
             Ok(reply) => println!("=> {}", reply_text(&reply)),
             Err(error) => println!("=> no definite answer: {error}"),
         }
     }
+}
+
+/// What a menu choice comes to.
+enum Choice {
+    /// Leave the menu.
+    Exit,
+    /// Nothing to send (an unknown choice, or input that ended or did not parse).
+    Nothing,
+    /// Send this.
+    Send(Prepared),
+}
+
+impl From<Option<Prepared>> for Choice {
+    fn from(prepared: Option<Prepared>) -> Choice {
+        prepared.map_or(Choice::Nothing, Choice::Send)
+    }
+}
+
+/// Asks for what the menu's `choice` needs and prepares its operation.
+async fn choose<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    choice: &str,
+) -> Choice {
+    let prepared = match choice {
+        "0" | "exit" | "q" => return Choice::Exit,
+        "1" => ask_verify(lines).await,
+        "2" => Some(ops::Balance.prepare()),
+        "3" => prompt_number(lines, "amount")
+            .await
+            .map(|amount| ops::Withdraw { amount }.prepare()),
+        "4" => prompt_number(lines, "amount")
+            .await
+            .map(|amount| ops::Deposit { amount }.prepare()),
+        "5" => ask_create_account(lines).await,
+        "6" => prompt(lines, "text")
+            .await
+            .map(|text| ops::Lowercase { text }.prepare()),
+        "7" => prompt_number(lines, "number")
+            .await
+            .map(|number| ops::IsPrime { number }.prepare()),
+        "8" => prompt_number(lines, "number")
+            .await
+            .map(|number| ops::IsPalindrome { number }.prepare()),
+        "9" => Some(ops::Logout.prepare()),
+        "c" => ask_change_pin(lines).await,
+        "u" => ask_unlock_card(lines).await,
+        other => {
+            println!("no such choice: {other}");
+            None
+        }
+    };
+    prepared.into()
+}
+
+async fn ask_verify<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<Prepared> {
+    let card = prompt_number(lines, "card number").await?;
+    let pin = prompt_secret(lines, "PIN").await?;
+    Some(ops::Verify { card, pin }.prepare())
+}
+
+async fn ask_create_account<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<Prepared> {
+    let operator_token = prompt_secret(lines, "operator token").await?;
+    let card = prompt_number(lines, "new card number").await?;
+    let holder = prompt(lines, "holder name").await?;
+    let pin = prompt_secret(lines, "PIN").await?;
+    let initial_balance = prompt_number(lines, "initial balance").await?;
+    let call = ops::CreateAccount {
+        operator_token,
+        card,
+        holder,
+        pin,
+        initial_balance,
+    };
+    Some(call.prepare())
+}
+
+async fn ask_change_pin<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<Prepared> {
+    let old_pin = prompt_secret(lines, "current PIN").await?;
+    let new_pin = prompt_secret(lines, "new PIN").await?;
+    Some(ops::ChangePin { old_pin, new_pin }.prepare())
+}
+
+async fn ask_unlock_card<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<Prepared> {
+    let operator_token = prompt_secret(lines, "operator token").await?;
+    let card = prompt_number(lines, "card number").await?;
+    Some(
+        ops::UnlockCard {
+            operator_token,
+            card,
+        }
+        .prepare(),
+    )
 }
 
 async fn prompt<R: tokio::io::AsyncBufRead + Unpin>(

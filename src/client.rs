@@ -25,14 +25,21 @@
 //!
 //! How long an attempt waits and how long the client pauses between attempts adapt to the
 //! server, as TCP's retransmission timer does: see [`rto`].
+//!
+//! Each operation's request, the reply body it expects and its `Client` method are in [`ops`];
+//! this module only sends requests and retries them, whatever they are. Its one random choice,
+//! a client's ids when none are given, is drawn from a seed by [`client_ids`].
 
+pub mod ops;
 pub mod rto;
+
+pub use ops::reply_balance;
 
 use crate::codec::{CodecError, FrameCodec, FRAME_BYTES_LIMIT};
 use crate::faults::{FaultKind, FaultPlan};
 use crate::protocol::{
-    Amount, Body, Card, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage,
-    Status, Welcome, PROTOCOL_VERSION,
+    Card, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage, Status,
+    Welcome, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
@@ -64,9 +71,11 @@ pub const ATTEMPT_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_secs(10);
 pub struct ClientConfig {
     /// The server's address (`host:port`).
     pub server: String,
-    /// This client's id, the first half of every request id. Random unless given.
+    /// This client's id, the first half of every request id. Drawn from a seed ([`client_ids`])
+    /// unless given.
     pub client_id: u64,
-    /// The client id of this client's automatic re-logins (see [`Client`]). Random unless given;
+    /// The client id of this client's automatic re-logins (see [`Client`]). Drawn from the same
+    /// seed unless given;
     /// tests fix it so that every request id, and so every injected fault, is the same on every
     /// run. Two processes sharing `client_id` (one taking over from the other with
     /// [`Client::resume_after`]) must not share it.
@@ -91,12 +100,20 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for a server at `server`.
+    /// Defaults for a server at `server`, with client ids drawn from a fresh seed
+    /// ([`entropy_seed`]).
     pub fn new(server: impl Into<String>) -> Self {
+        ClientConfig::seeded(server, entropy_seed())
+    }
+
+    /// Defaults for a server at `server`, with the client ids drawn from `seed`
+    /// ([`client_ids`]): one seed gives one pair of ids on every run.
+    pub fn seeded(server: impl Into<String>, seed: u64) -> Self {
+        let (client_id, relogin_client_id) = client_ids(seed);
         ClientConfig {
             server: server.into(),
-            client_id: rand::thread_rng().gen_range(1..u64::MAX),
-            relogin_client_id: rand::thread_rng().gen_range(1..u64::MAX) ^ RELOGIN_CLIENT_TAG,
+            client_id,
+            relogin_client_id,
             attempt_timeout: ATTEMPT_TIMEOUT_FLOOR_DEFAULT,
             attempt_timeout_max: ATTEMPT_TIMEOUT_MAX_DEFAULT,
             outcome_deadline: Duration::from_secs(30),
@@ -105,6 +122,24 @@ impl ClientConfig {
             faults: FaultPlan::default(),
         }
     }
+}
+
+/// A client id and the id of its automatic re-logins, drawn from `seed`: the one place a client's
+/// ids are chosen when none are given.
+pub fn client_ids(seed: u64) -> (u64, u64) {
+    let mut generator = crate::clock::seeded(seed);
+    let client_id = generator.gen_range(1..u64::MAX);
+    let relogin_client_id = generator.gen_range(1..u64::MAX) ^ RELOGIN_CLIENT_TAG;
+    (client_id, relogin_client_id)
+}
+
+/// A seed from the operating system's randomness, for a process given none: the one place the
+/// client library draws chance that is not seeded. It is logged (at debug level), so a run can
+/// be repeated with [`ClientConfig::seeded`].
+pub fn entropy_seed() -> u64 {
+    let seed = rand::random();
+    tracing::debug!(seed, "client ids drawn from a fresh seed");
+    seed
 }
 
 /// Why a call gave no definite reply.
@@ -518,71 +553,6 @@ impl Client {
             .as_mut()
             .ok_or(Attempt::Retry("not connected".into()))
     }
-
-    /// Verifies `card` and `pin`; later account calls act on that card.
-    pub async fn verify(&mut self, card: Card, pin: &str) -> Result<Reply, ClientError> {
-        self.call(Operation::Verify {
-            card,
-            pin: pin.to_string(),
-        })
-        .await
-    }
-
-    /// The verified card's balance.
-    pub async fn balance(&mut self) -> Result<Reply, ClientError> {
-        self.call(Operation::Balance).await
-    }
-
-    /// Withdraws `amount` from the verified card's account.
-    pub async fn withdraw(&mut self, amount: Amount) -> Result<Reply, ClientError> {
-        self.call(Operation::Withdraw { amount }).await
-    }
-
-    /// Deposits `amount` into the verified card's account.
-    pub async fn deposit(&mut self, amount: Amount) -> Result<Reply, ClientError> {
-        self.call(Operation::Deposit { amount }).await
-    }
-
-    /// Changes the verified card's PIN from `old_pin` to `new_pin`.
-    pub async fn change_pin(&mut self, old_pin: &str, new_pin: &str) -> Result<Reply, ClientError> {
-        self.call(Operation::ChangePin {
-            old_pin: old_pin.to_string(),
-            new_pin: new_pin.to_string(),
-        })
-        .await
-    }
-
-    /// Clears `card`'s wrong PINs, unlocking it (operator only).
-    pub async fn unlock_card(
-        &mut self,
-        operator_token: &str,
-        card: Card,
-    ) -> Result<Reply, ClientError> {
-        self.call(Operation::UnlockCard {
-            operator_token: operator_token.to_string(),
-            card,
-        })
-        .await
-    }
-
-    /// Opens an account (operator only).
-    pub async fn create_account(
-        &mut self,
-        operator_token: &str,
-        card: Card,
-        holder: &str,
-        pin: &str,
-        initial_balance: Amount,
-    ) -> Result<Reply, ClientError> {
-        self.call(Operation::CreateAccount {
-            operator_token: operator_token.to_string(),
-            card,
-            holder: holder.to_string(),
-            pin: pin.to_string(),
-            initial_balance,
-        })
-        .await
-    }
 }
 
 /// Opens a connection and does the handshake. A `Goodbye` in answer to the Hello is final
@@ -630,12 +600,4 @@ async fn open(server: &str, timeout: Duration) -> Result<Connection, Attempt> {
 /// True for the operations that act on the verified card.
 fn needs_login(operation: &Operation) -> bool {
     operation.kind().needs_card()
-}
-
-/// The balance a reply carries, if any.
-pub fn reply_balance(reply: &Reply) -> Option<Amount> {
-    match reply.body {
-        Body::Balance(balance) => Some(balance),
-        _ => None,
-    }
 }

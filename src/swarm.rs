@@ -14,14 +14,15 @@
 //!
 //! The `atm_swarm` example is the command-line front end; the tests call [`run`] directly.
 
-use crate::client::{reply_balance, Client, ClientConfig, ClientError};
+use crate::client::ops::{self, Call};
+use crate::client::{reply_balance, Client, ClientConfig, ClientError, ClientStats};
 use crate::faults::FaultPlan;
 use crate::pin::PinHashCost;
 use crate::protocol::{Amount, Card, Operation, Reply, RequestId, Status};
 use crate::server::{RunningServer, ServerConfig};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::Distribution;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -404,23 +405,90 @@ fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
 }
 
-fn client_config(shared: &Shared, client_id: u64) -> ClientConfig {
-    let mut config = ClientConfig::new(shared.address.clone());
-    config.client_id = client_id;
-    config.attempt_timeout = shared.config.attempt_timeout;
-    config.outcome_deadline = shared.config.outcome_deadline;
-    config
+/// A client of the swarm's: `client_id` and the swarm's timeouts, with the id of its automatic
+/// re-logins drawn from `seed` (so a run's every request id follows from the swarm's seed).
+fn swarm_client_config(
+    config: &SwarmConfig,
+    address: &str,
+    client_id: u64,
+    seed: u64,
+) -> ClientConfig {
+    let mut client_config = ClientConfig::seeded(address.to_string(), seed);
+    client_config.client_id = client_id;
+    client_config.attempt_timeout = config.attempt_timeout;
+    client_config.outcome_deadline = config.outcome_deadline;
+    client_config
+}
+
+fn client_config(shared: &Shared, client_id: u64, seed: u64) -> ClientConfig {
+    swarm_client_config(&shared.config, &shared.address, client_id, seed)
+}
+
+/// The servers a run started itself, stopped when the run ends.
+#[derive(Default)]
+struct Servers {
+    /// The in-process server and its temporary data directory.
+    in_process: Option<(RunningServer, tempfile::TempDir)>,
+    /// The server run from `server_command`, killed and restarted for chaos.
+    chaos: Option<ChaosServer>,
 }
 
 /// Runs the swarm and audits the result.
 pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
-    let mut in_process = None;
-    let mut chaos = None;
+    let (address, mut servers) = start_server(&config).await?;
+    let cards = draw_cards(&config);
+    create_accounts(&config, &address, &cards).await?;
+    let shared = Arc::new(Shared::new(config, address, cards));
+    let chaos_task = match (&mut servers.chaos, shared.config.chaos_restart) {
+        (Some(server), Some(period)) => Some(server.start_killing(period, shared.started)),
+        _ => None,
+    };
+    let progress_task = spawn_progress(&shared);
+    // Server-side faults per second (in-process server only), sampled until the load stops.
+    let load_done = tokio_util::sync::CancellationToken::new();
+    let sampler = servers
+        .in_process
+        .as_ref()
+        .map(|(server, _)| spawn_fault_sampler(server.bank().clone(), load_done.clone()));
+    let (results, step_durations) = run_load(&shared).await?;
+    let duration = shared.started.elapsed();
+    if let Some(task) = progress_task {
+        task.abort();
+    }
+    load_done.cancel();
+    let server_fault_seconds = match sampler {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let restart_seconds = stop_chaos(chaos_task, &mut servers.chaos).await?;
+    let mut report = merge(
+        &shared,
+        &results,
+        duration,
+        &restart_seconds,
+        &server_fault_seconds,
+    );
+    report.ramp = ramp_steps(&shared, &step_durations);
+    if let Some((server, _)) = &servers.in_process {
+        add_server_faults(&mut report, server.bank());
+    }
+    audit(&shared, &results, &mut report).await;
+    if let Some(server) = servers.chaos.as_mut() {
+        server.stop();
+    }
+    drop(servers);
+    Ok(report)
+}
+
+/// The server to run against: the one given, one started from `server_command`, or one in
+/// this process on a temporary data directory. Returns its address.
+async fn start_server(config: &SwarmConfig) -> Result<(String, Servers), String> {
+    let mut servers = Servers::default();
     let address = match (&config.server, &config.server_command) {
         (Some(address), Some(command)) => {
             let server = ChaosServer::start(command.clone(), address.clone()).await?;
             let address = server.address.clone();
-            chaos = Some(server);
+            servers.chaos = Some(server);
             address
         }
         (Some(address), None) => address.clone(),
@@ -439,47 +507,57 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
             server_config.faults = config.server_faults;
             let server = RunningServer::start(server_config).map_err(|error| error.to_string())?;
             let address = server.local_addr.to_string();
-            in_process = Some((server, directory));
+            servers.in_process = Some((server, directory));
             address
         }
     };
-    let mut generator = StdRng::seed_from_u64(config.seed);
-    // Cards from the seed, ten digits, so runs with different seeds do not collide on a server.
+    Ok((address, servers))
+}
+
+/// The accounts' cards and PINs, from the seed. Cards have ten digits, so runs with different
+/// seeds do not collide on a server.
+fn draw_cards(config: &SwarmConfig) -> Vec<(Card, String)> {
+    let mut generator = crate::clock::seeded(config.seed);
     let first_card = 1_000_000_000 + generator.gen_range(0..8_000_000_000u64);
-    let cards: Vec<(Card, String)> = (0..config.accounts as u64)
+    (0..config.accounts as u64)
         .map(|index| {
             (
                 first_card + index,
                 format!("{:04}", generator.gen_range(0..10_000)),
             )
         })
-        .collect();
-    create_accounts(&config, &address, &cards).await?;
-    let shared = Arc::new(Shared {
-        expected: cards
-            .iter()
-            .map(|_| AtomicI64::new(config.initial_balance as i64))
-            .collect(),
-        cards,
-        address: address.clone(),
-        operations_started: AtomicU64::new(0),
-        acked: AtomicU64::new(0),
-        started: Instant::now(),
-        timeline: parking_lot::Mutex::new(Vec::new()),
-        steps: parking_lot::Mutex::new(Vec::new()),
-        step: AtomicUsize::new(0),
-        stopping: AtomicBool::new(false),
-        deadline: match (config.stop, config.ramp.is_empty()) {
-            (Stop::After(duration), true) => Some(Instant::now() + duration),
-            _ => None,
-        },
-        config,
-    });
-    let chaos_task = match (&mut chaos, shared.config.chaos_restart) {
-        (Some(server), Some(period)) => Some(server.start_killing(period, shared.started)),
-        _ => None,
-    };
-    let progress_task = shared.config.progress.clone().map(|progress| {
+        .collect()
+}
+
+impl Shared {
+    /// The state every ATM shares, at the start of the load.
+    fn new(config: SwarmConfig, address: String, cards: Vec<(Card, String)>) -> Shared {
+        Shared {
+            expected: cards
+                .iter()
+                .map(|_| AtomicI64::new(config.initial_balance as i64))
+                .collect(),
+            cards,
+            address,
+            operations_started: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            started: Instant::now(),
+            timeline: parking_lot::Mutex::new(Vec::new()),
+            steps: parking_lot::Mutex::new(Vec::new()),
+            step: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            deadline: match (config.stop, config.ramp.is_empty()) {
+                (Stop::After(duration), true) => Some(Instant::now() + duration),
+                _ => None,
+            },
+            config,
+        }
+    }
+}
+
+/// Calls the progress callback, if any, once a second.
+fn spawn_progress(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
+    shared.config.progress.clone().map(|progress| {
         let shared = shared.clone();
         tokio::spawn(async move {
             loop {
@@ -487,39 +565,50 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
                 (progress.0)(shared.acked.load(Ordering::Relaxed));
             }
         })
-    });
-    // Server-side faults per second (in-process server only), sampled until the load stops.
-    let load_done = tokio_util::sync::CancellationToken::new();
-    let server_faults_sampler = in_process.as_ref().map(|(server, _)| server.bank().clone());
-    let sampler = server_faults_sampler.map(|bank| {
-        let load_done = load_done.clone();
-        tokio::spawn(async move {
-            let mut seconds = Vec::new();
-            let mut last = 0;
-            let mut ticks = tokio::time::interval(Duration::from_secs(1));
-            ticks.tick().await;
-            loop {
-                let finished = tokio::select! {
-                    _ = ticks.tick() => false,
-                    _ = load_done.cancelled() => true,
-                };
-                let total = bank.faults().as_ref().map_or(0, |faults| {
-                    faults.counts.requests_dropped.load(Ordering::Relaxed)
-                        + faults.counts.replies_dropped.load(Ordering::Relaxed)
-                        + faults.counts.actor_crashes.load(Ordering::Relaxed)
-                });
-                seconds.push(total - last);
-                last = total;
-                if finished {
-                    return seconds;
-                }
+    })
+}
+
+/// Every server-side fault the in-process server injected so far.
+fn server_faults_total(bank: &crate::server::Bank) -> u64 {
+    bank.faults().as_ref().map_or(0, |faults| {
+        faults.counts.requests_dropped.load(Ordering::Relaxed)
+            + faults.counts.replies_dropped.load(Ordering::Relaxed)
+            + faults.counts.actor_crashes.load(Ordering::Relaxed)
+    })
+}
+
+/// Counts the server-side faults of each second until `load_done`.
+fn spawn_fault_sampler(
+    bank: Arc<crate::server::Bank>,
+    load_done: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        let mut seconds = Vec::new();
+        let mut last = 0;
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.tick().await;
+        loop {
+            let finished = tokio::select! {
+                _ = ticks.tick() => false,
+                _ = load_done.cancelled() => true,
+            };
+            let total = server_faults_total(&bank);
+            seconds.push(total - last);
+            last = total;
+            if finished {
+                return seconds;
             }
-        })
-    });
+        }
+    })
+}
+
+/// Runs the ATMs (all at once, or step by step on a ramp) until they stop; returns what each
+/// counted and how long each ramp step lasted.
+async fn run_load(shared: &Arc<Shared>) -> Result<(Vec<AtmResult>, Vec<Duration>), String> {
     let (atms, step_durations) = if shared.config.ramp.is_empty() {
-        (start_atms(&shared, 0..shared.config.atms), Vec::new())
+        (start_atms(shared, 0..shared.config.atms), Vec::new())
     } else {
-        run_ramp(&shared).await
+        run_ramp(shared).await
     };
     let mut results = Vec::with_capacity(atms.len());
     for atm in atms {
@@ -528,64 +617,53 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
                 .map_err(|error| format!("an ATM task failed: {error}"))?,
         );
     }
-    let duration = shared.started.elapsed();
-    if let Some(task) = progress_task {
-        task.abort();
-    }
-    load_done.cancel();
-    let server_fault_seconds = match sampler {
-        Some(task) => task.await.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let restart_seconds = match chaos_task {
+    Ok((results, step_durations))
+}
+
+/// Stops the chaos killer and makes sure the server runs again for the audit; returns the
+/// seconds in which it was restarted.
+async fn stop_chaos(
+    killer: Option<tokio::task::JoinHandle<()>>,
+    chaos: &mut Option<ChaosServer>,
+) -> Result<Vec<u64>, String> {
+    let restart_seconds = match killer {
         Some(task) => {
             task.abort();
             let _ = task.await;
             chaos
-                .as_mut()
+                .as_ref()
                 .map(|server| server.restart_seconds())
                 .unwrap_or_default()
         }
         None => Vec::new(),
     };
-    if let Some(server) = &mut chaos {
+    if let Some(server) = chaos {
         server.ensure_running().await?;
     }
-    let mut report = merge(
-        &shared,
-        &results,
-        duration,
-        &restart_seconds,
-        &server_fault_seconds,
-    );
-    report.ramp = ramp_steps(&shared, &step_durations);
-    if let Some((server, _)) = &in_process {
-        if let Some(faults) = &server.bank().faults() {
-            let counts = &faults.counts;
-            report.faults.insert(
-                "server_requests_dropped".into(),
-                counts.requests_dropped.load(Ordering::Relaxed),
-            );
-            report.faults.insert(
-                "server_replies_dropped".into(),
-                counts.replies_dropped.load(Ordering::Relaxed),
-            );
-            report.faults.insert(
-                "server_actor_crashes".into(),
-                counts.actor_crashes.load(Ordering::Relaxed),
-            );
-        }
+    Ok(restart_seconds)
+}
+
+/// The in-process server's own fault and restart counts, added to the report's faults.
+fn add_server_faults(report: &mut SwarmReport, bank: &crate::server::Bank) {
+    if let Some(faults) = &bank.faults() {
+        let counts = &faults.counts;
         report.faults.insert(
-            "server_actor_restarts".into(),
-            server.bank().stats().actor_restarts.load(Ordering::Relaxed),
+            "server_requests_dropped".into(),
+            counts.requests_dropped.load(Ordering::Relaxed),
+        );
+        report.faults.insert(
+            "server_replies_dropped".into(),
+            counts.replies_dropped.load(Ordering::Relaxed),
+        );
+        report.faults.insert(
+            "server_actor_crashes".into(),
+            counts.actor_crashes.load(Ordering::Relaxed),
         );
     }
-    audit(&shared, &results, &mut report).await;
-    if let Some(server) = chaos.as_mut() {
-        server.stop();
-    }
-    drop(in_process);
-    Ok(report)
+    report.faults.insert(
+        "server_actor_restarts".into(),
+        bank.stats().actor_restarts.load(Ordering::Relaxed),
+    );
 }
 
 type AtmTask = tokio::task::JoinHandle<AtmResult>;
@@ -661,14 +739,12 @@ async fn create_accounts(
     let mut tasks = Vec::new();
     for (worker, slice) in cards.chunks(chunk).enumerate() {
         let slice = slice.to_vec();
-        let mut client_config = ClientConfig::new(address.to_string());
-        client_config.client_id = config
+        let client_id = config
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(worker as u64)
             | 1 << 63;
-        client_config.outcome_deadline = config.outcome_deadline;
-        client_config.attempt_timeout = config.attempt_timeout;
+        let client_config = swarm_client_config(config, address, client_id, client_id);
         let token = config.operator_token.clone();
         let balance = config.initial_balance;
         tasks.push(tokio::spawn(async move {
@@ -691,202 +767,270 @@ async fn create_accounts(
     Ok(())
 }
 
-/// What an ATM does next.
-enum Action {
-    Withdraw(Amount),
-    Deposit(Amount),
-    Balance,
-    Utility(Operation),
-}
-
-fn pick_action(mix: &Mix, generator: &mut StdRng) -> Action {
+/// Picks the next operation by the mix's weights.
+fn pick_operation(mix: &Mix, generator: &mut StdRng) -> Operation {
     let total = mix.withdraw + mix.deposit + mix.balance + mix.utility;
     let mut roll = generator.gen_range(0..total);
     if roll < mix.withdraw {
-        return Action::Withdraw(generator.gen_range(1..=AMOUNT_MAX));
+        let amount = generator.gen_range(1..=AMOUNT_MAX);
+        return ops::Withdraw { amount }.into_operation();
     }
     roll -= mix.withdraw;
     if roll < mix.deposit {
-        return Action::Deposit(generator.gen_range(1..=AMOUNT_MAX));
+        let amount = generator.gen_range(1..=AMOUNT_MAX);
+        return ops::Deposit { amount }.into_operation();
     }
     roll -= mix.deposit;
     if roll < mix.balance {
-        return Action::Balance;
+        return ops::Balance.into_operation();
     }
-    Action::Utility(match generator.gen_range(0..3) {
-        0 => Operation::Lowercase {
+    match generator.gen_range(0..3) {
+        0 => ops::Lowercase {
             text: "Hello From The SWARM".into(),
-        },
-        1 => Operation::IsPrime {
+        }
+        .into_operation(),
+        1 => ops::IsPrime {
             number: generator.gen_range(1..1_000_000_000),
-        },
-        _ => Operation::IsPalindrome {
+        }
+        .into_operation(),
+        _ => ops::IsPalindrome {
             number: generator.gen_range(1..1_000_000),
-        },
-    })
+        }
+        .into_operation(),
+    }
+}
+
+/// How an approved `operation` changes its account's balance.
+fn balance_change(operation: &Operation) -> i64 {
+    match operation {
+        Operation::Withdraw { amount } => -(*amount as i64),
+        Operation::Deposit { amount } => *amount as i64,
+        _ => 0,
+    }
+}
+
+/// One ATM: its client, its own generator, the card in use and what it counted.
+struct Atm {
+    shared: Arc<Shared>,
+    /// Its number, for the report's messages.
+    index: u64,
+    generator: StdRng,
+    client: Client,
+    /// The skew over accounts, when there is one.
+    zipf: Option<rand_distr::Zipf<f64>>,
+    result: AtmResult,
+    /// The account whose card is verified on the client's connection.
+    logged_in: Option<usize>,
+    /// Operations done on the current card.
+    operations_on_card: u32,
 }
 
 async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
-    let config = &shared.config;
-    let seed = config
-        .seed
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .wrapping_add(index);
-    let mut generator = StdRng::seed_from_u64(seed);
-    let client_id = generator.gen_range(1..u64::MAX >> 1);
-    let mut client_config = client_config(&shared, client_id);
-    client_config.faults = config.client_faults;
-    client_config.faults.seed = seed;
-    let mut client = Client::new(client_config);
-    let zipf = (config.skew > 0.0)
-        .then(|| rand_distr::Zipf::new(shared.cards.len() as u64, config.skew).ok())
-        .flatten();
-    let mut result = AtmResult {
-        latency: new_histogram(),
-        current: None,
-        current_step: None,
-        statuses: BTreeMap::new(),
-        unknown: Vec::new(),
-        recent: VecDeque::new(),
-        client_id,
-        next_sequence: 0,
-        retries: 0,
-        requests_dropped: 0,
-        replies_dropped: 0,
-    };
-    let mut logged_in: Option<usize> = None;
-    let mut operations_on_card: u32 = 0;
-    loop {
-        if shared.stopping.load(Ordering::Relaxed) {
-            break;
+    let mut atm = Atm::new(shared, index);
+    while atm.next_operation_allowed() {
+        atm.operate().await;
+    }
+    atm.finish()
+}
+
+impl Atm {
+    /// ATM number `index`, its generator and client ids drawn from the swarm's seed.
+    fn new(shared: Arc<Shared>, index: u64) -> Atm {
+        let config = &shared.config;
+        let seed = config
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(index);
+        let mut generator = crate::clock::seeded(seed);
+        let client_id = generator.gen_range(1..u64::MAX >> 1);
+        let mut client_config = client_config(&shared, client_id, seed);
+        client_config.faults = config.client_faults;
+        client_config.faults.seed = seed;
+        let zipf = (config.skew > 0.0)
+            .then(|| rand_distr::Zipf::new(shared.cards.len() as u64, config.skew).ok())
+            .flatten();
+        Atm {
+            client: Client::new(client_config),
+            zipf,
+            result: AtmResult {
+                latency: new_histogram(),
+                current: None,
+                current_step: None,
+                statuses: BTreeMap::new(),
+                unknown: Vec::new(),
+                recent: VecDeque::new(),
+                client_id,
+                next_sequence: 0,
+                retries: 0,
+                requests_dropped: 0,
+                replies_dropped: 0,
+            },
+            generator,
+            shared,
+            index,
+            logged_in: None,
+            operations_on_card: 0,
         }
-        if let Some(deadline) = shared.deadline {
-            if Instant::now() >= deadline {
-                break;
-            }
+    }
+
+    /// Claims the next operation of the run; false when the run is over.
+    fn next_operation_allowed(&self) -> bool {
+        let shared = &self.shared;
+        if shared.stopping.load(Ordering::Relaxed) {
+            return false;
+        }
+        if shared
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return false;
         }
         let started = shared.operations_started.fetch_add(1, Ordering::Relaxed);
-        if let (Stop::Operations(limit), true) = (config.stop, config.ramp.is_empty()) {
-            if started >= limit {
-                break;
-            }
+        match (shared.config.stop, shared.config.ramp.is_empty()) {
+            (Stop::Operations(limit), true) => started < limit,
+            _ => true,
         }
-        // A customer at the ATM does a few operations on one card before the next one comes.
-        let account = match (logged_in, operations_on_card < config.operations_per_card) {
+    }
+
+    /// The account to act on: a customer at the ATM does a few operations on one card before
+    /// the next one comes.
+    fn pick_account(&mut self) -> usize {
+        let accounts = self.shared.cards.len();
+        let account = match (
+            self.logged_in,
+            self.operations_on_card < self.shared.config.operations_per_card,
+        ) {
             (Some(current), true) => current,
             _ => {
-                operations_on_card = 0;
-                match &zipf {
-                    Some(zipf) => (zipf.sample(&mut generator) as usize)
+                self.operations_on_card = 0;
+                match &self.zipf {
+                    Some(zipf) => (zipf.sample(&mut self.generator) as usize)
                         .saturating_sub(1)
-                        .min(shared.cards.len() - 1),
-                    None => generator.gen_range(0..shared.cards.len()),
+                        .min(accounts - 1),
+                    None => self.generator.gen_range(0..accounts),
                 }
             }
         };
-        operations_on_card += 1;
-        let action = pick_action(&config.mix, &mut generator);
-        let before = client.stats();
+        self.operations_on_card += 1;
+        account
+    }
+
+    /// One operation: picked, logged in for if it needs a card, sent until definite, counted.
+    async fn operate(&mut self) {
+        let account = self.pick_account();
+        let operation = pick_operation(&self.shared.config.mix, &mut self.generator);
+        let before = self.client.stats();
         let clock = Instant::now();
-        let operation = match &action {
-            Action::Withdraw(amount) => Operation::Withdraw { amount: *amount },
-            Action::Deposit(amount) => Operation::Deposit { amount: *amount },
-            Action::Balance => Operation::Balance,
-            Action::Utility(operation) => operation.clone(),
-        };
-        let needs_login = !matches!(action, Action::Utility(_));
-        if needs_login && logged_in != Some(account) {
-            let (card, pin) = &shared.cards[account];
-            match client.verify(*card, pin).await {
-                Ok(reply) if reply.status == Status::Approved => logged_in = Some(account),
-                Ok(reply) => {
-                    result.unknown.push(format!(
-                        "ATM {index}: verify of card {card} answered {}",
-                        reply.status
-                    ));
-                    logged_in = None;
-                    continue;
-                }
-                Err(error) => {
-                    result
-                        .unknown
-                        .push(format!("ATM {index}: verify of card {card}: {error}"));
-                    logged_in = None;
-                    continue;
-                }
-            }
+        let needs_card = operation.kind().needs_card();
+        if needs_card && self.logged_in != Some(account) && !self.log_in(account).await {
+            return;
         }
-        let id = client.next_id();
-        let outcome = client.call_with_id(id, operation.clone()).await;
+        let id = self.client.next_id();
+        let outcome = self.client.call_with_id(id, operation.clone()).await;
         let elapsed_us = clock.elapsed().as_micros().max(1) as u64;
-        let after = client.stats();
-        // Counted in this second of the timeline and in the ramp step running now.
-        let second = shared.started.elapsed().as_secs();
-        let step = shared.step.load(Ordering::Relaxed) as u64;
-        let mut buckets = [
-            bucket_for(&mut result.current, second, &shared.timeline),
-            bucket_for(&mut result.current_step, step, &shared.steps),
-        ];
-        for bucket in buckets.iter_mut() {
-            bucket.1.retries += after.retries - before.retries;
-            bucket.1.client_faults += (after.requests_dropped - before.requests_dropped)
-                + (after.replies_dropped - before.replies_dropped);
-        }
         let reply = match outcome {
             Ok(reply) => reply,
             Err(error) => {
+                self.count(before, None);
                 let detail = match &error {
                     ClientError::LoginLost(status) => format!("login lost ({status})"),
                     other => other.to_string(),
                 };
-                result.unknown.push(format!(
-                    "ATM {index}: request {id} ({}): {detail}",
+                self.result.unknown.push(format!(
+                    "ATM {}: request {id} ({}): {detail}",
+                    self.index,
                     operation.name()
                 ));
-                logged_in = None;
-                continue;
+                self.logged_in = None;
+                return;
             }
         };
-        shared.acked.fetch_add(1, Ordering::Relaxed);
-        let _ = result.latency.record(elapsed_us);
-        for bucket in buckets.iter_mut() {
-            let _ = bucket.0.record(elapsed_us.min(SECOND_LATENCY_US_MAX));
-            bucket.1.ops_acked += 1;
+        self.count(before, Some(elapsed_us));
+        self.settle(account, id, operation, reply);
+    }
+
+    /// Verifies the card of `account`; false (with the reason noted) when that fails.
+    async fn log_in(&mut self, account: usize) -> bool {
+        let (card, pin) = &self.shared.cards[account];
+        let failure = match self.client.verify(*card, pin).await {
+            Ok(reply) if reply.status == Status::Approved => {
+                self.logged_in = Some(account);
+                return true;
+            }
+            Ok(reply) => format!(
+                "ATM {}: verify of card {card} answered {}",
+                self.index, reply.status
+            ),
+            Err(error) => format!("ATM {}: verify of card {card}: {error}", self.index),
+        };
+        self.result.unknown.push(failure);
+        self.logged_in = None;
+        false
+    }
+
+    /// Counts an operation's retries and faults (since `before`), and its latency if it was
+    /// acknowledged, in this second of the timeline and in the ramp step running now.
+    fn count(&mut self, before: ClientStats, acked_latency_us: Option<u64>) {
+        let after = self.client.stats();
+        let shared = &self.shared;
+        let second = shared.started.elapsed().as_secs();
+        let step = shared.step.load(Ordering::Relaxed) as u64;
+        let buckets = [
+            bucket_for(&mut self.result.current, second, &shared.timeline),
+            bucket_for(&mut self.result.current_step, step, &shared.steps),
+        ];
+        for bucket in buckets {
+            bucket.1.retries += after.retries - before.retries;
+            bucket.1.client_faults += (after.requests_dropped - before.requests_dropped)
+                + (after.replies_dropped - before.replies_dropped);
+            if let Some(elapsed_us) = acked_latency_us {
+                let _ = bucket.0.record(elapsed_us.min(SECOND_LATENCY_US_MAX));
+                bucket.1.ops_acked += 1;
+            }
         }
-        *result.statuses.entry(reply.status.name()).or_default() += 1;
+        if let Some(elapsed_us) = acked_latency_us {
+            shared.acked.fetch_add(1, Ordering::Relaxed);
+            let _ = self.result.latency.record(elapsed_us);
+        }
+    }
+
+    /// Takes a definite reply into account: its status, the money it moved, and (for a
+    /// remembered operation) the request for the audit to replay.
+    fn settle(&mut self, account: usize, id: RequestId, operation: Operation, reply: Reply) {
+        *self.result.statuses.entry(reply.status.name()).or_default() += 1;
         if reply.status == Status::Approved {
-            let change = match action {
-                Action::Withdraw(amount) => -(amount as i64),
-                Action::Deposit(amount) => amount as i64,
-                _ => 0,
-            };
+            let change = balance_change(&operation);
             if change != 0 {
-                shared.expected[account].fetch_add(change, Ordering::Relaxed);
+                self.shared.expected[account].fetch_add(change, Ordering::Relaxed);
             }
         }
-        if needs_login && !matches!(action, Action::Balance) {
-            result
-                .recent
-                .push_back((id, shared.cards[account].0, operation, reply));
-            if result.recent.len() > AUDIT_REPLAYS_PER_ATM {
-                result.recent.pop_front();
+        // Only a remembered outcome comes back identical when its id is replayed.
+        if operation.kind().is_remembered() {
+            let card = self.shared.cards[account].0;
+            self.result.recent.push_back((id, card, operation, reply));
+            if self.result.recent.len() > AUDIT_REPLAYS_PER_ATM {
+                self.result.recent.pop_front();
             }
         }
     }
-    for (current, merged) in [
-        (&mut result.current, &shared.timeline),
-        (&mut result.current_step, &shared.steps),
-    ] {
-        if let Some(finished) = current.take() {
-            fold_bucket(merged, finished);
+
+    /// Folds the last buckets into the shared ones and hands over what the ATM counted.
+    fn finish(mut self) -> AtmResult {
+        for (current, merged) in [
+            (&mut self.result.current, &self.shared.timeline),
+            (&mut self.result.current_step, &self.shared.steps),
+        ] {
+            if let Some(finished) = current.take() {
+                fold_bucket(merged, finished);
+            }
         }
+        self.result.next_sequence = self.client.next_id().sequence;
+        let stats = self.client.stats();
+        self.result.retries = stats.retries;
+        self.result.requests_dropped = stats.requests_dropped;
+        self.result.replies_dropped = stats.replies_dropped;
+        self.result
     }
-    result.next_sequence = client.next_id().sequence;
-    let stats = client.stats();
-    result.retries = stats.retries;
-    result.requests_dropped = stats.requests_dropped;
-    result.replies_dropped = stats.replies_dropped;
-    result
 }
 
 fn merge(
@@ -951,8 +1095,21 @@ fn merge(
     }
 }
 
+/// Mixed into an ATM's client id to seed the re-login id of the client that replays its
+/// requests in the audit, so the two never share one.
+const AUDIT_REPLAY_SEED_TAG: u64 = 0x5245_504c_4159_2121;
+
 /// Checks every account and replays each ATM's latest acknowledged requests.
 async fn audit(shared: &Arc<Shared>, results: &[AtmResult], report: &mut SwarmReport) {
+    let mut violations = unanswered_and_refused(results, report);
+    violations.extend(audit_balances(shared, &report.accounts).await);
+    violations.extend(audit_replays(shared, results).await);
+    report.violations = violations.len() as u64;
+    report.violation_details = violations;
+}
+
+/// Requests without a definite answer, and honest requests refused as stale or as conflicts.
+fn unanswered_and_refused(results: &[AtmResult], report: &SwarmReport) -> Vec<String> {
     let mut violations = Vec::new();
     for result in results {
         violations.extend(
@@ -967,96 +1124,130 @@ async fn audit(shared: &Arc<Shared>, results: &[AtmResult], report: &mut SwarmRe
             violations.push(format!("{count} honest requests were answered {status}"));
         }
     }
-    // Balances, a few auditors at a time.
+    violations
+}
+
+/// Every account's balance on the server against the expected one, a few auditors at a time.
+async fn audit_balances(shared: &Arc<Shared>, accounts: &[AccountExpectation]) -> Vec<String> {
     let auditors = 8.min(shared.cards.len().max(1));
     let chunk = shared.cards.len().div_ceil(auditors).max(1);
     let mut tasks = Vec::new();
-    for (worker, accounts) in report.accounts.chunks(chunk).enumerate() {
+    for (worker, accounts) in accounts.chunks(chunk).enumerate() {
         let accounts = accounts.to_vec();
-        let config = client_config(
-            shared,
-            shared.config.seed.wrapping_add(worker as u64) | 3 << 62,
-        );
+        let client_id = shared.config.seed.wrapping_add(worker as u64) | 3 << 62;
+        let config = client_config(shared, client_id, client_id);
         tasks.push(tokio::spawn(async move {
             let mut client = Client::new(config);
             let mut found = Vec::new();
             for account in accounts {
-                if account.expected_balance < 0 {
-                    found.push(format!("card {}: expected balance {} is negative", account.card, account.expected_balance));
-                }
-                let balance = match client.verify(account.card, &account.pin).await {
-                    Ok(reply) if reply.status == Status::Approved => client.balance().await.map(|reply| reply_balance(&reply)),
-                    Ok(reply) => {
-                        found.push(format!("card {}: audit verify answered {}", account.card, reply.status));
-                        continue;
-                    }
-                    Err(error) => Err(error),
-                };
-                match balance {
-                    Ok(Some(balance)) if balance as i64 == account.expected_balance => {}
-                    Ok(balance) => found.push(format!(
-                        "card {}: server balance {balance:?}, expected {} from acknowledged replies",
-                        account.card, account.expected_balance
-                    )),
-                    Err(error) => found.push(format!("card {}: audit balance failed: {error}", account.card)),
-                }
+                found.extend(audit_account(&mut client, &account).await);
             }
             found
         }));
     }
+    let mut violations = Vec::new();
     for task in tasks {
         match task.await {
             Ok(found) => violations.extend(found),
             Err(error) => violations.push(format!("an auditor failed: {error}")),
         }
     }
-    // Replays: the same client id, the same request id, the identical reply, no money moved.
+    violations
+}
+
+/// One account's balance on the server against the expected one.
+async fn audit_account(client: &mut Client, account: &AccountExpectation) -> Vec<String> {
+    let mut found = Vec::new();
+    let card = account.card;
+    if account.expected_balance < 0 {
+        found.push(format!(
+            "card {card}: expected balance {} is negative",
+            account.expected_balance
+        ));
+    }
+    let balance = match client.verify(card, &account.pin).await {
+        Ok(reply) if reply.status == Status::Approved => {
+            client.balance().await.map(|reply| reply_balance(&reply))
+        }
+        Ok(reply) => {
+            found.push(format!(
+                "card {card}: audit verify answered {}",
+                reply.status
+            ));
+            return found;
+        }
+        Err(error) => Err(error),
+    };
+    match balance {
+        Ok(Some(balance)) if balance as i64 == account.expected_balance => {}
+        Ok(balance) => found.push(format!(
+            "card {card}: server balance {balance:?}, expected {} from acknowledged replies",
+            account.expected_balance
+        )),
+        Err(error) => found.push(format!("card {card}: audit balance failed: {error}")),
+    }
+    found
+}
+
+/// Replays: the same client id, the same request id, the identical reply, no money moved.
+async fn audit_replays(shared: &Arc<Shared>, results: &[AtmResult]) -> Vec<String> {
     let pins: BTreeMap<Card, &str> = shared
         .cards
         .iter()
         .map(|(card, pin)| (*card, pin.as_str()))
         .collect();
+    let mut violations = Vec::new();
     for result in results {
-        if result.recent.is_empty() {
-            continue;
-        }
-        let mut client = Client::new(client_config(shared, result.client_id));
-        client.resume_after(result.next_sequence);
-        // Each replay may cost one verify (a new sequence number); only requests that stay inside
-        // the server's window after those are replayed.
-        let oldest = (result.next_sequence + AUDIT_REPLAYS_PER_ATM as u64)
-            .saturating_sub(crate::ledger::REQUEST_WINDOW);
-        let mut recent: Vec<_> = result
-            .recent
-            .iter()
-            .filter(|(id, ..)| id.sequence > oldest)
-            .collect();
-        recent.sort_by_key(|(id, card, ..)| (*card, id.sequence));
-        let mut verified = None;
-        for (id, card, operation, reply) in recent {
-            if verified != Some(*card) {
-                let pin = pins.get(card).copied().unwrap_or_default();
-                match client.verify(*card, pin).await {
-                    Ok(login) if login.status == Status::Approved => verified = Some(*card),
-                    other => {
-                        violations.push(format!(
-                            "replay of {id}: cannot verify card {card}: {other:?}"
-                        ));
-                        continue;
-                    }
-                }
-            }
-            match client.call_with_id(*id, operation.clone()).await {
-                Ok(again) if again == *reply => {}
-                Ok(again) => violations.push(format!(
-                    "replay of {id} answered {again:?}, originally {reply:?}"
-                )),
-                Err(error) => violations.push(format!("replay of {id}: {error}")),
-            }
+        if !result.recent.is_empty() {
+            violations.extend(replay_atm(shared, result, &pins).await);
         }
     }
-    report.violations = violations.len() as u64;
-    report.violation_details = violations;
+    violations
+}
+
+/// Replays one ATM's latest acknowledged requests under its own client id.
+async fn replay_atm(
+    shared: &Shared,
+    result: &AtmResult,
+    pins: &BTreeMap<Card, &str>,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let seed = result.client_id ^ AUDIT_REPLAY_SEED_TAG;
+    let mut client = Client::new(client_config(shared, result.client_id, seed));
+    client.resume_after(result.next_sequence);
+    // Each replay may cost one verify (a new sequence number); only requests that stay inside
+    // the server's window after those are replayed.
+    let oldest = (result.next_sequence + AUDIT_REPLAYS_PER_ATM as u64)
+        .saturating_sub(crate::ledger::REQUEST_WINDOW);
+    let mut recent: Vec<_> = result
+        .recent
+        .iter()
+        .filter(|(id, ..)| id.sequence > oldest)
+        .collect();
+    recent.sort_by_key(|(id, card, ..)| (*card, id.sequence));
+    let mut verified = None;
+    for (id, card, operation, reply) in recent {
+        if verified != Some(*card) {
+            let pin = pins.get(card).copied().unwrap_or_default();
+            match client.verify(*card, pin).await {
+                Ok(login) if login.status == Status::Approved => verified = Some(*card),
+                other => {
+                    violations.push(format!(
+                        "replay of {id}: cannot verify card {card}: {other:?}"
+                    ));
+                    continue;
+                }
+            }
+        }
+        match client.call_with_id(*id, operation.clone()).await {
+            Ok(again) if again == *reply => {}
+            Ok(again) => violations.push(format!(
+                "replay of {id} answered {again:?}, originally {reply:?}"
+            )),
+            Err(error) => violations.push(format!("replay of {id}: {error}")),
+        }
+    }
+    violations
 }
 
 /// A server started from a shell command, which can be killed and restarted.
@@ -1192,7 +1383,7 @@ async fn spawn_server(
     Ok((child, address))
 }
 
-/// In `--server-cmd`, where the address to listen on goes (see [`spawn_server`]).
+/// In `--server-cmd`, where the address to listen on goes (see `spawn_server`).
 pub const LISTEN_PLACEHOLDER: &str = "{listen}";
 
 /// How long a started server may take to listen.

@@ -20,7 +20,7 @@
 //! the rules testable.
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::time::Duration;
 
 /// Weight of a new measurement in `SRTT` (RFC 6298's alpha, 1/8).
@@ -75,7 +75,7 @@ impl RetryTimer {
             smoothed: None,
             variation: Duration::ZERO,
             doublings: 0,
-            jitter: StdRng::seed_from_u64(seed),
+            jitter: crate::clock::seeded(seed),
         }
     }
 
