@@ -388,7 +388,7 @@ fn write_snapshot(
     let path = directory.join(format::snapshot_name(lsn));
     recovery::write_atomically(files, &temporary, &path, &bytes)
         .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-    recovery::remove_covered_files(directory, lsn)
+    recovery::remove_covered_files(files, directory, lsn)
         .map_err(|error| format!("cannot remove covered files: {error}"))?;
     Ok((lsn, bytes.len()))
 }
