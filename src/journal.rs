@@ -597,3 +597,69 @@ impl Writer {
         self.shared.progress.send_replace(Progress::Failed(reason));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ledger::{Decision, Event};
+    use crate::model::RequestId;
+
+    fn opening(card: u64, client: u64, at_unix_ms: u64) -> Record {
+        let event = Event::AccountOpened {
+            holder: "Clock".into(),
+            pin_hash: crate::pin::hash("1234", crate::pin::PinHashCost::MINIMUM).unwrap(),
+            initial_balance: 10,
+        };
+        let request = RequestId {
+            client,
+            sequence: 1,
+        };
+        match crate::ledger::decide(None, card, request, event, at_unix_ms) {
+            Decision::Record(record) => record,
+            Decision::Answer(outcome) => panic!("refused: {outcome:?}"),
+        }
+    }
+
+    fn remembers(storage: &Storage, client: u64) -> bool {
+        storage
+            .committed_clients()
+            .values()
+            .any(|clients| clients.windows.contains_key(&client))
+    }
+
+    // Purpose: which clients a snapshot forgets is decided by the journal's clock, not the
+    // system's: on a manual clock that stands still a client stamped long ago (by the system's
+    // clock) is kept; once the manual clock has moved past the retention, it is forgotten.
+    #[tokio::test]
+    async fn a_snapshot_forgets_clients_idle_by_the_journals_clock() {
+        let directory = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let mut config = JournalConfig::new(directory.path());
+        config.snapshot_records_interval = 2;
+        config.client_retention = Duration::from_secs(60 * 60);
+        config.clock = clock.clone();
+        let journal = Journal::open(config).unwrap();
+        let start = ManualClock::UNIX_MS_START;
+        for card in 1..=3 {
+            // The snapshot starts after the second batch; the third is taken once it has.
+            journal.append(opening(card, card, start)).unwrap();
+            journal.wait_all_durable().await.unwrap();
+        }
+        assert!(remembers(&journal, 1), "the manual clock has not moved");
+        clock.advance(Duration::from_secs(2 * 60 * 60));
+        let now = clock.unix_ms();
+        // A snapshot still being written defers the next one by a batch: give it a few.
+        for card in 4..=40 {
+            journal.append(opening(card, card, now)).unwrap();
+            journal.wait_all_durable().await.unwrap();
+            if !remembers(&journal, 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!remembers(&journal, 1), "idle for two hours by the clock");
+        assert!(remembers(&journal, 4));
+        journal.close();
+    }
+}
