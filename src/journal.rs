@@ -1,13 +1,15 @@
 //! The journal: the single ordered log every state change goes through, with group commit.
 //!
-//! [`Journal::append`] gives a record the next position ([`Lsn`]) and queues it; it never blocks
-//! on I/O. One writer thread takes everything queued, writes it with one `write`, makes it durable
-//! with one `fdatasync`, applies it to the *committed* [`Ledger`] and only then publishes the new
-//! durable position, which releases the replies waiting in [`Journal::wait_durable`]. While the
+//! The file journal is a [`Log`]: [`FileJournal`], opened through [`Storage::open_files`] (or
+//! [`Journal::open`], the same). Appending gives a record the next position ([`Lsn`]) and queues
+//! it; it never blocks on I/O. One writer thread takes everything queued, writes it with one
+//! `write`, makes it durable with one `fdatasync`, applies it to the [`CommittedState`] and only
+//! then publishes the new durable position, which releases the replies waiting in
+//! [`Storage::wait_durable`]. While the
 //! writer syncs, new records pile up and go out together next time: batches grow with load and a
 //! lone record is written at once, with no timer.
 //!
-//! The committed ledger is the only state that has reached the disk. Account actors load from it
+//! The committed state is the only state that has reached the disk. Account actors load from it
 //! when they start or restart after a crash, and snapshots are taken from it.
 //!
 //! If a write or sync fails the journal *fails closed*: it stops, every waiting and future request
@@ -19,15 +21,22 @@ pub mod files;
 pub mod format;
 pub mod recovery;
 
-use crate::ledger::{Account, Ledger, Lsn, Memory, Record};
-use crate::protocol::Card;
+use crate::clock::{Clock, SystemClock};
+use crate::ledger::{Ledger, Lsn, Record};
+use crate::storage::{CommittedState, Log, Storage, SHUTTING_DOWN};
 use files::{FileLayer, SegmentFile};
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
+
+pub use crate::storage::{AppendError, JournalStats, Progress, WRITER_STOPPED};
+
+/// The name the server and the tests know the storage by: a [`Storage`], whose
+/// [`Journal::open`] opens the file journal.
+pub type Journal = Storage;
 
 /// Permissions of the data directory: the owner's only.
 pub const DIRECTORY_MODE: u32 = 0o700;
@@ -65,7 +74,7 @@ pub enum RecoveryMode {
 pub struct JournalConfig {
     /// Where segments and snapshots live.
     pub data_dir: PathBuf,
-    /// Records that may wait for the writer; beyond this [`Journal::append`] answers
+    /// Records that may wait for the writer; beyond this [`Storage::append`] answers
     /// [`AppendError::Busy`] instead of queueing without bound.
     pub queue_records_max: usize,
     /// A snapshot is taken (and older segments dropped) once this many records were written since
@@ -79,32 +88,27 @@ pub struct JournalConfig {
     pub files: Arc<dyn FileLayer>,
     /// How recovery treats a damaged tail.
     pub recovery: RecoveryMode,
+    /// Where the wall-clock time that decides which clients are idle comes from.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl JournalConfig {
+    /// The default of [`JournalConfig::queue_records_max`].
+    pub const QUEUE_RECORDS_MAX_DEFAULT: usize = 64 * 1024;
+
     /// Defaults for a data directory on the real file system.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         JournalConfig {
             data_dir: data_dir.into(),
-            queue_records_max: 64 * 1024,
+            queue_records_max: Self::QUEUE_RECORDS_MAX_DEFAULT,
             snapshot_records_interval: 1_000_000,
             segment_bytes_max: 256 * 1024 * 1024,
             client_retention: Duration::from_secs(24 * 60 * 60),
             files: Arc::new(files::OsFiles),
             recovery: RecoveryMode::Auto,
+            clock: Arc::new(SystemClock::default()),
         }
     }
-}
-
-/// Why a record could not be queued.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AppendError {
-    /// The queue is full; nothing was queued. Answer `busy`.
-    #[error("the journal queue is full")]
-    Busy,
-    /// The journal has failed closed; nothing will be acknowledged again.
-    #[error("the journal is unavailable: {0}")]
-    Unavailable(Arc<str>),
 }
 
 /// Errors of opening the journal.
@@ -154,30 +158,6 @@ impl JournalError {
     }
 }
 
-/// How far the writer has got.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// Everything up to and including this position is durable and applied.
-    Durable(Lsn),
-    /// The journal failed closed for this reason.
-    Failed(Arc<str>),
-}
-
-impl Progress {
-    /// Whether a wait for `lsn` is over: `Ok` once it is durable, `Err` once the journal has
-    /// failed, `None` while it is neither.
-    pub fn reached(&self, lsn: Lsn) -> Option<Result<(), Arc<str>>> {
-        match self {
-            Progress::Durable(durable) if *durable >= lsn => Some(Ok(())),
-            Progress::Durable(_) => None,
-            Progress::Failed(reason) => Some(Err(reason.clone())),
-        }
-    }
-}
-
-/// What a wait reports when the writer is gone without having failed (the journal was dropped).
-pub const WRITER_STOPPED: &str = "the journal writer has stopped";
-
 struct Queue {
     /// The position the next record gets.
     next_lsn: Lsn,
@@ -185,7 +165,7 @@ struct Queue {
     pending: Vec<(Lsn, Record)>,
     /// Set once the writer failed; appends are refused from then on.
     failed: Option<Arc<str>>,
-    /// Set by [`Journal::close`]: the writer drains the queue and stops.
+    /// Set by [`Log::close`]: the writer drains the queue and stops.
     closing: bool,
     /// True while the writer sleeps on the condition variable. Appends made while it is busy
     /// writing need not wake it (it takes the whole queue when it comes back), which saves a
@@ -197,48 +177,38 @@ struct Shared {
     queue: Mutex<Queue>,
     wake_writer: Condvar,
     progress: watch::Sender<Progress>,
-    committed: RwLock<Ledger>,
+    /// The state each durable batch is applied to before its progress is published.
+    committed: Arc<CommittedState>,
     queue_records_max: usize,
-    /// The data directory, open and locked until [`Journal::close`] has written everything (or
-    /// the last handle is dropped): even a journal that failed closed keeps a second server out
+    /// The data directory, open and locked until [`Log::close`] has written everything (or the
+    /// last handle is dropped): even a journal that failed closed keeps a second server out
     /// while this process still answers from its committed ledger.
     lock: Mutex<Option<std::fs::File>>,
     /// What recovery cut from the newest segment's tail, if anything.
     cut: Option<String>,
 }
 
-/// The handle to the journal; cheap to clone.
-#[derive(Clone)]
-pub struct Journal {
+/// The file journal: the [`Log`] that keeps records in segment files in the data directory.
+pub struct FileJournal {
+    /// What the appenders and the writer thread share.
     shared: Arc<Shared>,
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// The writer thread, until [`Log::close`] joins it.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// What statistics the journal keeps, for metrics and the benchmarks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct JournalStats {
-    /// The last durable position.
-    pub durable_lsn: Lsn,
-    /// The last position handed out.
-    pub head_lsn: Lsn,
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl Journal {
-    /// Recovers the data directory (see [`recovery`]) and starts the writer.
+impl FileJournal {
+    /// Recovers the data directory (see [`recovery`]) and starts the writer; returns the journal
+    /// and the committed state it applies to.
     ///
     /// The directory is locked first: two servers appending to one journal would interleave
     /// their records, so a second one is refused.
-    pub fn open(config: JournalConfig) -> Result<Journal, JournalError> {
+    pub fn open(
+        config: JournalConfig,
+    ) -> Result<(Arc<FileJournal>, Arc<CommittedState>), JournalError> {
         let lock = prepare_directory(&config.data_dir)?;
         let recovered = recovery::recover(&config)?;
         let durable = recovered.ledger.applied_lsn;
+        let committed = Arc::new(CommittedState::new(recovered.ledger));
         let (progress, _) = watch::channel(Progress::Durable(durable));
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -250,7 +220,7 @@ impl Journal {
             }),
             wake_writer: Condvar::new(),
             progress,
-            committed: RwLock::new(recovered.ledger),
+            committed: committed.clone(),
             queue_records_max: config.queue_records_max,
             lock: Mutex::new(Some(lock)),
             cut: recovered.cut,
@@ -269,30 +239,23 @@ impl Journal {
             .name("journal-writer".into())
             .spawn(move || writer.run_guarded())
             .map_err(|error| JournalError::io(Path::new("journal-writer thread"), error))?;
-        Ok(Journal {
+        let journal = FileJournal {
             shared,
-            writer: Arc::new(Mutex::new(Some(handle))),
-        })
+            writer: Mutex::new(Some(handle)),
+        };
+        Ok((Arc::new(journal), committed))
     }
+}
 
-    /// Queues `record` and returns its position. Never blocks on I/O.
-    pub fn append(&self, record: Record) -> Result<Lsn, AppendError> {
-        self.append_batch(vec![record])
-    }
-
-    /// Queues `records` together and returns the last one's position: all of them or none
-    /// (`Busy` when they do not all fit). Queued under one lock, they reach the disk in one
-    /// batch, under one seal, so they become durable together (the two legs of a transfer, or
-    /// a test that needs a batch of a known shape).
-    pub fn append_batch(&self, records: Vec<Record>) -> Result<Lsn, AppendError> {
+impl Log for FileJournal {
+    /// Queued under one lock, the records reach the disk in one batch, under one seal.
+    fn append_batch(&self, records: Vec<Record>) -> Result<Lsn, AppendError> {
         let mut queue = self.shared.queue.lock();
         if let Some(reason) = &queue.failed {
             return Err(AppendError::Unavailable(reason.clone()));
         }
         if queue.closing {
-            return Err(AppendError::Unavailable(
-                "the journal is shutting down".into(),
-            ));
+            return Err(AppendError::Unavailable(SHUTTING_DOWN.into()));
         }
         if queue.pending.len() + records.len() > self.shared.queue_records_max {
             return Err(AppendError::Busy);
@@ -311,94 +274,19 @@ impl Journal {
         Ok(last)
     }
 
-    /// The last position handed out: once it is durable, so is everything appended before.
-    pub fn head(&self) -> Lsn {
+    fn head(&self) -> Lsn {
         self.shared.queue.lock().next_lsn - 1
     }
 
-    /// Waits until `lsn` is durable and applied to the committed ledger.
-    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), Arc<str>> {
-        let mut progress = self.shared.progress.subscribe();
-        let reached = progress
-            .wait_for(|progress| progress.reached(lsn).is_some())
-            .await;
-        match reached {
-            Ok(progress) => progress.reached(lsn).unwrap_or(Ok(())),
-            Err(_) => Err(WRITER_STOPPED.into()),
-        }
-    }
-
-    /// The writer's progress as it changes: each durable batch (or the failure) is one change.
-    /// [`Journal::wait_durable`] is the simple way to wait; this lets a caller relay one
-    /// notification to many waiters of its own.
-    pub fn progress(&self) -> watch::Receiver<Progress> {
+    fn progress(&self) -> watch::Receiver<Progress> {
         self.shared.progress.subscribe()
     }
 
-    /// Identifies this journal (all clones of a handle share it) while it exists.
-    pub fn id(&self) -> usize {
-        Arc::as_ptr(&self.shared) as usize
-    }
-
-    /// Waits until everything appended so far is durable.
-    pub async fn wait_all_durable(&self) -> Result<(), Arc<str>> {
-        self.wait_durable(self.head()).await
-    }
-
-    /// The committed state of one account (what has reached the disk).
-    pub fn committed_account(&self, card: Card) -> Option<Account> {
-        self.shared.committed.read().accounts.get(&card).cloned()
-    }
-
-    /// Reads one field of a committed account without copying the rest.
-    pub fn read_committed_account<T>(
-        &self,
-        card: Card,
-        read: impl FnOnce(&Account) -> T,
-    ) -> Option<T> {
-        self.shared.committed.read().accounts.get(&card).map(read)
-    }
-
-    /// True when the committed ledger has this card.
-    pub fn committed_account_exists(&self, card: Card) -> bool {
-        self.shared.committed.read().accounts.contains_key(&card)
-    }
-
-    /// A copy of every committed client window, to seed the working memory of completed requests.
-    pub fn committed_clients(&self) -> Memory {
-        self.shared.committed.read().clients.clone()
-    }
-
-    /// Runs `read` on the committed ledger (audits, tests).
-    pub fn with_committed<T>(&self, read: impl FnOnce(&Ledger) -> T) -> T {
-        read(&self.shared.committed.read())
-    }
-
-    /// Positions for metrics.
-    pub fn stats(&self) -> JournalStats {
-        let durable_lsn = match &*self.shared.progress.borrow() {
-            Progress::Durable(lsn) => *lsn,
-            Progress::Failed(_) => 0,
-        };
-        JournalStats {
-            durable_lsn,
-            head_lsn: self.head(),
-        }
-    }
-
-    /// What recovery cut from the newest segment's tail when this journal was opened, in words
-    /// (file, offset, what was dropped), if anything.
-    pub fn cut(&self) -> Option<String> {
-        self.shared.cut.clone()
-    }
-
-    /// The reason the journal failed closed, if it did.
-    pub fn failure(&self) -> Option<Arc<str>> {
+    fn failure(&self) -> Option<Arc<str>> {
         self.shared.queue.lock().failed.clone()
     }
 
-    /// Writes everything queued, syncs it and stops the writer. Later appends are refused.
-    pub fn close(&self) {
+    fn close(&self) {
         self.shared.queue.lock().closing = true;
         self.shared.wake_writer.notify_one();
         if let Some(handle) = self.writer.lock().take() {
@@ -408,6 +296,10 @@ impl Journal {
         }
         // Everything is written: another server may have the directory now.
         self.shared.lock.lock().take();
+    }
+
+    fn cut(&self) -> Option<String> {
+        self.shared.cut.clone()
     }
 }
 
@@ -496,7 +388,7 @@ fn write_snapshot(
     let path = directory.join(format::snapshot_name(lsn));
     recovery::write_atomically(files, &temporary, &path, &bytes)
         .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-    recovery::remove_covered_files(directory, lsn)
+    recovery::remove_covered_files(files, directory, lsn)
         .map_err(|error| format!("cannot remove covered files: {error}"))?;
     Ok((lsn, bytes.len()))
 }
@@ -538,7 +430,7 @@ impl Writer {
         let marker = format::ClosedMarker {
             segment: self.segment_ref,
             end_offset: self.segment_bytes,
-            last_lsn: self.shared.committed.read().applied_lsn,
+            last_lsn: self.shared.committed.applied_lsn(),
         };
         let directory = &self.config.data_dir;
         let written = recovery::write_atomically(
@@ -622,14 +514,10 @@ impl Writer {
         crate::metrics::journal_batch(batch.len(), started.elapsed());
         self.segment_bytes += buffer.len() as u64;
         self.records_since_snapshot += batch.len() as u64;
-        {
-            let mut ledger = self.shared.committed.write();
-            for (lsn, record) in batch {
-                ledger
-                    .apply(*lsn, record)
-                    .map_err(|error| format!("durable record does not apply: {error}"))?;
-            }
-        }
+        self.shared
+            .committed
+            .apply_batch(batch)
+            .map_err(|error| format!("durable record does not apply: {error}"))?;
         if let Some((last, _)) = batch.last() {
             self.shared.progress.send_replace(Progress::Durable(*last));
         }
@@ -651,15 +539,15 @@ impl Writer {
             }
         }
         self.finish_snapshot()?;
-        let cutoff = now_unix_ms().saturating_sub(self.config.client_retention.as_millis() as u64);
-        let image = {
-            let mut ledger = self.shared.committed.write();
-            let forgotten = ledger.forget_clients_idle_since(cutoff);
-            if forgotten > 0 {
-                tracing::info!(forgotten, "forgot idle clients");
-            }
-            ledger.clone()
-        };
+        let retention_ms = self.config.client_retention.as_millis() as u64;
+        let cutoff = self.config.clock.unix_ms().saturating_sub(retention_ms);
+        // Only this thread applies batches, so nothing changes between forgetting and copying:
+        // the write lock is held for the forgetting alone, the copy is taken under the read lock.
+        let forgotten = self.shared.committed.forget_clients_idle_since(cutoff);
+        if forgotten > 0 {
+            tracing::info!(forgotten, "forgot idle clients");
+        }
+        let image = self.shared.committed.image();
         let lsn = image.applied_lsn;
         let directory = self.config.data_dir.clone();
         let files = self.config.files.clone();
@@ -707,5 +595,71 @@ impl Writer {
         queue.pending.clear();
         drop(queue);
         self.shared.progress.send_replace(Progress::Failed(reason));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ledger::{Decision, Event};
+    use crate::model::RequestId;
+
+    fn opening(card: u64, client: u64, at_unix_ms: u64) -> Record {
+        let event = Event::AccountOpened {
+            holder: "Clock".into(),
+            pin_hash: crate::pin::hash("1234", crate::pin::PinHashCost::MINIMUM).unwrap(),
+            initial_balance: 10,
+        };
+        let request = RequestId {
+            client,
+            sequence: 1,
+        };
+        match crate::ledger::decide(None, card, request, event, at_unix_ms) {
+            Decision::Record(record) => record,
+            Decision::Answer(outcome) => panic!("refused: {outcome:?}"),
+        }
+    }
+
+    fn remembers(storage: &Storage, client: u64) -> bool {
+        storage
+            .committed_clients()
+            .values()
+            .any(|clients| clients.windows.contains_key(&client))
+    }
+
+    // Purpose: which clients a snapshot forgets is decided by the journal's clock, not the
+    // system's: on a manual clock that stands still a client stamped long ago (by the system's
+    // clock) is kept; once the manual clock has moved past the retention, it is forgotten.
+    #[tokio::test]
+    async fn a_snapshot_forgets_clients_idle_by_the_journals_clock() {
+        let directory = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let mut config = JournalConfig::new(directory.path());
+        config.snapshot_records_interval = 2;
+        config.client_retention = Duration::from_secs(60 * 60);
+        config.clock = clock.clone();
+        let journal = Journal::open(config).unwrap();
+        let start = ManualClock::UNIX_MS_START;
+        for card in 1..=3 {
+            // The snapshot starts after the second batch; the third is taken once it has.
+            journal.append(opening(card, card, start)).unwrap();
+            journal.wait_all_durable().await.unwrap();
+        }
+        assert!(remembers(&journal, 1), "the manual clock has not moved");
+        clock.advance(Duration::from_secs(2 * 60 * 60));
+        let now = clock.unix_ms();
+        // A snapshot still being written defers the next one by a batch: give it a few.
+        for card in 4..=40 {
+            journal.append(opening(card, card, now)).unwrap();
+            journal.wait_all_durable().await.unwrap();
+            if !remembers(&journal, 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!remembers(&journal, 1), "idle for two hours by the clock");
+        assert!(remembers(&journal, 4));
+        journal.close();
     }
 }

@@ -13,8 +13,10 @@
 //!   ([`model::Code`]) that the journal stores and each front door maps to its own codes.
 //! - [`protocol`]: the typed messages and statuses ATMs and the server exchange.
 //! - [`ledger`]: the pure account rules, records, and the memory of completed requests. No I/O.
-//! - [`journal`]: the durable, group-committed log every change goes through, its snapshots and
-//!   recovery.
+//! - [`storage`]: the storage seam: a durable, ordered [`storage::Log`] and the committed state
+//!   it applies to, joined in the [`storage::Storage`] the server holds; an in-memory log for tests.
+//! - [`journal`]: the file journal, the log every change goes through on disk: group commit,
+//!   snapshots and recovery.
 //! - [`clock`]: where time and chance come from: a [`clock::Clock`] every time-dependent rule
 //!   reads (a manual one in tests), and seeded random generators.
 //! - [`operator`]: the operator token's strength rule, generation, and the limit on failed
@@ -54,5 +56,6 @@ pub mod pin;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;
+pub mod storage;
 pub mod swarm;
 pub mod utility;

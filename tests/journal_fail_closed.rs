@@ -224,12 +224,6 @@ impl FileLayer for PanickingFiles {
     fn open_append(&self, _: &Path, _: u64, _: u64) -> std::io::Result<Box<dyn SegmentFile>> {
         Ok(Box::new(PanickingSegment))
     }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        OsFiles.rename(from, to)
-    }
-    fn sync_dir(&self, directory: &Path) -> std::io::Result<()> {
-        OsFiles.sync_dir(directory)
-    }
 }
 
 // Purpose: if the writer thread ends by a panic, the journal fails closed with that reason:

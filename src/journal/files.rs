@@ -1,5 +1,8 @@
-//! The file layer the journal writes through. The real one is [`OsFiles`]; tests put a layer in
-//! its place that fails like a full disk, to check the journal fails closed.
+//! The file layer the journal reads and writes through: recovery, the writer and snapshots touch
+//! the data directory only by way of a [`FileLayer`]. The real one is [`OsFiles`]; tests put a
+//! layer in its place that fails like a full disk, to check the journal fails closed. Every
+//! method but the two that open segments does the operating system's thing by default, so a test
+//! layer overrides only what it changes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -14,7 +17,7 @@ pub trait SegmentFile: Send {
     fn sync_data(&mut self) -> io::Result<()>;
 }
 
-/// Creates, renames and syncs the journal's files.
+/// Lists, reads, creates, renames, removes and syncs the journal's files.
 pub trait FileLayer: Send + Sync {
     /// Creates `path`, which must not exist (`O_CREAT | O_EXCL`: a symlink planted at the name is
     /// never followed), readable and writable by the owner only. With `growth` > 0 the file grows
@@ -31,9 +34,43 @@ pub trait FileLayer: Send + Sync {
         zero_until: u64,
     ) -> io::Result<Box<dyn SegmentFile>>;
     /// Renames `from` to `to` atomically.
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
     /// Makes the directory's entries (creations, renames, removals) durable.
-    fn sync_dir(&self, directory: &Path) -> io::Result<()>;
+    fn sync_dir(&self, directory: &Path) -> io::Result<()> {
+        File::open(directory)?.sync_all()
+    }
+    /// The names of the entries in `directory` (not `.` or `..`), in no particular order; a name
+    /// that is not UTF-8 comes back with replacement characters (it is none of the journal's).
+    fn list_dir(&self, directory: &Path) -> io::Result<Vec<String>> {
+        std::fs::read_dir(directory)?
+            .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+    /// The whole contents of the file `path`.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    /// Removes the entry `path` (a file, or a symlink, never what it points to).
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    /// True when something (a file, a directory, a symlink, even a dangling one) is at `path`;
+    /// a symlink is not followed.
+    fn entry_exists(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+    /// Cuts the existing file `path` (never through a symlink) back to `length` bytes and makes
+    /// that durable: how the first release dropped a torn tail.
+    fn truncate(&self, path: &Path, length: u64) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(no_follow())
+            .open(path)?;
+        file.set_len(length)?;
+        file.sync_all()
+    }
 }
 
 /// How much a segment grows at a time. The room is written with zeros and synced before records
@@ -153,14 +190,6 @@ impl FileLayer for OsFiles {
         }
         Ok(Box::new(segment))
     }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
-    }
-
-    fn sync_dir(&self, directory: &Path) -> io::Result<()> {
-        File::open(directory)?.sync_all()
-    }
 }
 
 /// A layer that behaves like a disk with `bytes_budget` bytes free: once a write would exceed
@@ -222,14 +251,6 @@ impl FileLayer for FullDisk {
         zero_until: u64,
     ) -> io::Result<Box<dyn SegmentFile>> {
         Ok(self.budgeted(OsFiles.open_append(path, end, zero_until)?))
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsFiles.rename(from, to)
-    }
-
-    fn sync_dir(&self, directory: &Path) -> io::Result<()> {
-        OsFiles.sync_dir(directory)
     }
 }
 

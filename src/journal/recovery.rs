@@ -46,18 +46,17 @@ struct Listing {
     temporaries: Vec<PathBuf>,
 }
 
-fn list(directory: &Path) -> Result<Listing, JournalError> {
-    let entries =
-        std::fs::read_dir(directory).map_err(|error| JournalError::io(directory, error))?;
+fn list(files: &dyn FileLayer, directory: &Path) -> Result<Listing, JournalError> {
+    let names = files
+        .list_dir(directory)
+        .map_err(|error| JournalError::io(directory, error))?;
     let mut listing = Listing {
         snapshots: Vec::new(),
         segments: Vec::new(),
         temporaries: Vec::new(),
     };
-    for entry in entries {
-        let entry = entry.map_err(|error| JournalError::io(directory, error))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
+    for name in names {
+        let path = directory.join(&name);
         if let Some(lsn) = format::position_in_name(&name, "snapshot-", ".snap") {
             listing.snapshots.push((lsn, path));
         } else if let Some(lsn) = format::position_in_name(&name, "journal-", ".log") {
@@ -75,8 +74,8 @@ fn list(directory: &Path) -> Result<Listing, JournalError> {
 }
 
 /// Removes whatever is at `path` (a file, or a symlink, never what it points to), if anything.
-pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
+pub fn remove_if_present(files: &dyn FileLayer, path: &Path) -> std::io::Result<()> {
+    match files.remove(path) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
@@ -90,7 +89,7 @@ pub fn write_atomically(
     path: &Path,
     bytes: &[u8],
 ) -> std::io::Result<()> {
-    remove_if_present(temporary)?;
+    remove_if_present(files, temporary)?;
     let mut file = files.create_new(temporary, 0)?;
     file.write_all(bytes)?;
     file.sync_data()?;
@@ -113,14 +112,14 @@ pub fn create_segment(
     previous: Option<SegmentRef>,
 ) -> std::io::Result<Box<dyn SegmentFile>> {
     let path = directory.join(format::segment_name(segment.first_lsn));
-    if std::fs::symlink_metadata(&path).is_ok() {
+    if files.entry_exists(&path) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             format!("{} already exists", path.display()),
         ));
     }
     let temporary = directory.join(format::segment_temporary_name(segment.first_lsn));
-    remove_if_present(&temporary)?;
+    remove_if_present(files, &temporary)?;
     let mut file = files.create_new(&temporary, SEGMENT_GROWTH_BYTES)?;
     file.write_all(&format::segment_header(segment, previous))?;
     file.sync_data()?;
@@ -131,10 +130,17 @@ pub fn create_segment(
 
 /// Removes snapshots older than the one at `lsn`, and segments whose records are all at or below
 /// `lsn` (a segment is covered when a later segment starts at or before `lsn + 1`).
-pub fn remove_covered_files(directory: &Path, lsn: Lsn) -> Result<(), JournalError> {
-    let listing = list(directory)?;
-    let remove =
-        |path: &Path| std::fs::remove_file(path).map_err(|error| JournalError::io(path, error));
+pub fn remove_covered_files(
+    files: &dyn FileLayer,
+    directory: &Path,
+    lsn: Lsn,
+) -> Result<(), JournalError> {
+    let listing = list(files, directory)?;
+    let remove = |path: &Path| {
+        files
+            .remove(path)
+            .map_err(|error| JournalError::io(path, error))
+    };
     for (snapshot_lsn, path) in &listing.snapshots {
         if *snapshot_lsn < lsn {
             remove(path)?;
@@ -373,12 +379,15 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
         offset: offset as u64,
         reason,
     };
-    let listing = list(directory)?;
+    let files = config.files.as_ref();
+    let listing = list(files, directory)?;
     for path in &listing.temporaries {
-        std::fs::remove_file(path).map_err(|error| JournalError::io(path, error))?;
+        files
+            .remove(path)
+            .map_err(|error| JournalError::io(path, error))?;
     }
     let closed_path = directory.join(format::CLOSED_FILE_NAME);
-    let closed = match std::fs::read(&closed_path) {
+    let closed = match files.read(&closed_path) {
         Ok(bytes) => Some(
             format::decode_closed(&bytes)
                 .map_err(|(offset, reason)| corrupt(&closed_path, offset as usize, reason))?,
@@ -388,7 +397,7 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
     };
     let (ledger, snapshot_next, snapshot_path) = match listing.snapshots.last() {
         Some((named, path)) => {
-            let bytes = std::fs::read(path).map_err(|error| JournalError::io(path, error))?;
+            let bytes = read(files, path)?;
             let snapshot = format::decode_snapshot(&bytes)
                 .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?;
             if snapshot.ledger.applied_lsn != *named {
@@ -414,7 +423,7 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
     let count = listing.segments.len();
     for (index, (named_first, path)) in listing.segments.iter().enumerate() {
         let newest = index + 1 == count;
-        let bytes = std::fs::read(path).map_err(|error| JournalError::io(path, error))?;
+        let bytes = read(files, path)?;
         // Only the first release left segments being created under their final name; a version 2
         // segment is renamed into place whole, so a short one was truncated and is refused,
         // unless the operator accepts the cut.
@@ -431,7 +440,9 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
                 bytes.len()
             );
             tracing::warn!(%report, "dropping a segment with a torn header");
-            std::fs::remove_file(path).map_err(|error| JournalError::io(path, error))?;
+            files
+                .remove(path)
+                .map_err(|error| JournalError::io(path, error))?;
             dropped_segment = Some(report);
             break;
         }
@@ -559,7 +570,6 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
             reason: "recovered state does not add up".into(),
         });
     }
-    let files = config.files.as_ref();
     let applied = ledger.applied_lsn;
     // Append to the newest segment if it is version 2 and its records end exactly where the state
     // does; otherwise (no segment yet, a version 1 segment, or a version 1 snapshot ahead of every
@@ -585,7 +595,9 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
             let previous = match newest {
                 Some(s) if continues(s) => {
                     if s.bytes_len > s.scan.whole_end {
-                        cut_legacy_tail(&s.path, s.scan.whole_end as u64)?;
+                        files
+                            .truncate(&s.path, s.scan.whole_end as u64)
+                            .map_err(|error| JournalError::io(&s.path, error))?;
                     }
                     Some(s.header.segment)
                 }
@@ -599,10 +611,11 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
             (segment, segment_ref, format::SEGMENT_HEADER_BYTES as u64)
         }
     };
-    remove_covered_files(directory, snapshot_lsn)?;
+    remove_covered_files(files, directory, snapshot_lsn)?;
     if closed.is_some() {
         // From the first new write on, the journal extends past what the marker says.
-        std::fs::remove_file(&closed_path)
+        files
+            .remove(&closed_path)
             .and_then(|()| files.sync_dir(directory))
             .map_err(|error| JournalError::io(&closed_path, error))?;
     }
@@ -628,17 +641,12 @@ fn describe(segment: Option<SegmentRef>) -> String {
     segment.map_or_else(|| "none".into(), |segment| segment.to_string())
 }
 
-/// Cuts a version 1 segment back to `length` (its last whole record), as the first release did.
-fn cut_legacy_tail(path: &Path, length: u64) -> Result<(), JournalError> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(super::files::no_follow())
-        .open(path)
-        .and_then(|file| file.set_len(length).and_then(|()| file.sync_all()));
-    file.map_err(|error| JournalError::io(path, error))
+/// The whole file `path`, read through `files`.
+fn read(files: &dyn FileLayer, path: &Path) -> Result<Vec<u8>, JournalError> {
+    files
+        .read(path)
+        .map_err(|error| JournalError::io(path, error))
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Decides what to do with the newest segment's tail: nothing (it is clean and, after a clean
 /// shutdown, ends exactly where the close marker says), cut it (returning what was dropped, in
@@ -773,7 +781,7 @@ fn judge_tail(
             ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|error| JournalError::io(path, error))?;
+    let bytes = read(config.files.as_ref(), path)?;
     if let Err(shape) = torn_shape(&bytes, damage) {
         return Err(corrupt(
             path,
