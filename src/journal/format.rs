@@ -243,7 +243,13 @@ pub fn parse_segment_header(bytes: &[u8]) -> Result<SegmentHeader, (u64, String)
 }
 
 /// Appends the framed record at position `lsn` to `buffer`.
+///
+/// A record that could never have been decided ([`Record::validate`]) is refused before any byte
+/// of it is written: it is a bug, and the journal fails closed rather than store it.
 pub fn encode_record(lsn: Lsn, record: &Record, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
+    record
+        .validate()
+        .map_err(|error| CodecError::Encode(format!("invalid record: {error}")))?;
     let start = buffer.len();
     buffer.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
     codec::encode_stored_into(record, buffer)?;
@@ -409,7 +415,12 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
         };
     }
     match codec::decode_stored::<Record>(body) {
-        Ok(record) => Parsed::Record { lsn, record, end },
+        // Read back, a record must again be one that could have been decided: its checksum
+        // proves only that the bytes are the ones written.
+        Ok(record) => match record.validate() {
+            Ok(()) => Parsed::Record { lsn, record, end },
+            Err(error) => Parsed::Corrupt(format!("record {lsn} is not valid: {error}")),
+        },
         Err(error) => Parsed::Corrupt(format!("record {lsn} does not decode: {error}")),
     }
 }
