@@ -76,6 +76,15 @@ pub enum CodecError {
     /// The underlying stream failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The stream ended, or failed, in the middle of a frame: `part` (the header or the body) is
+    /// incomplete.
+    #[error("frame {part} cut short: {reason}")]
+    CutShort {
+        /// Which part of the frame was incomplete.
+        part: &'static str,
+        /// What ended it (the end of the stream, or a read error).
+        reason: String,
+    },
 }
 
 /// Encodes a value as a wire body (no length prefix).
@@ -149,18 +158,23 @@ fn check_consumed(total: usize, used: usize) -> Result<(), CodecError> {
     }
 }
 
-/// Turns a byte stream into typed values and back: 4-byte big-endian length, then a bincode body.
-///
-/// `In` is what this side receives, `Out` what it sends, so the server and the client each get a
-/// codec typed for their direction.
-pub struct FrameCodec<In, Out> {
-    frame_bytes_max: usize,
-    lengths: LengthDelimitedCodec,
-    _types: PhantomData<fn(Out) -> In>,
+/// Splits a byte stream into frame bodies: the part of the frame reading that every reader of a
+/// stream shares (the server's connections and the client's [`FrameCodec`]).
+pub trait SplitFrames: Decoder<Item = BytesMut, Error = CodecError> {
+    /// Why a stream that ended or failed (`reason`) with `buffered` bytes of an unfinished frame
+    /// is refused.
+    fn cut_short(&self, buffered: usize, reason: &str) -> CodecError;
 }
 
-impl<In, Out> FrameCodec<In, Out> {
-    /// A codec that refuses frames whose body is longer than `frame_bytes_max` (clamped to
+/// Splits a byte stream into the bodies of 4-byte big-endian length-prefixed frames, refusing a
+/// declared length over the maximum before anything is reserved for the body.
+pub struct FrameReader {
+    frame_bytes_max: usize,
+    lengths: LengthDelimitedCodec,
+}
+
+impl FrameReader {
+    /// A reader that refuses frames whose body is longer than `frame_bytes_max` (clamped to
     /// [`FRAME_BYTES_LIMIT`]).
     pub fn new(frame_bytes_max: usize) -> Self {
         let frame_bytes_max = frame_bytes_max.min(FRAME_BYTES_LIMIT);
@@ -172,13 +186,79 @@ impl<In, Out> FrameCodec<In, Out> {
         Self {
             frame_bytes_max,
             lengths,
+        }
+    }
+
+    /// The largest body this reader accepts.
+    pub fn frame_bytes_max(&self) -> usize {
+        self.frame_bytes_max
+    }
+}
+
+impl Decoder for FrameReader {
+    type Item = BytesMut;
+    type Error = CodecError;
+
+    fn decode(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+        // The inner codec checks the declared length against the maximum before it reserves
+        // room for the body, and keeps track of a frame that arrives in several reads.
+        match self.lengths.decode(source) {
+            Ok(body) => Ok(body),
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                Err(CodecError::FrameTooLarge {
+                    declared_bytes: declared_length(source),
+                    limit_bytes: self.frame_bytes_max,
+                })
+            }
+            Err(error) => Err(CodecError::Io(error)),
+        }
+    }
+
+    fn decode_eof(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+        match self.decode(source)? {
+            Some(body) => Ok(Some(body)),
+            None if source.is_empty() => Ok(None),
+            None => Err(self.cut_short(source.len(), "early eof")),
+        }
+    }
+}
+
+impl SplitFrames for FrameReader {
+    fn cut_short(&self, buffered: usize, reason: &str) -> CodecError {
+        let part = if buffered < FRAME_HEADER_BYTES {
+            "header"
+        } else {
+            "body"
+        };
+        CodecError::CutShort {
+            part,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Turns a byte stream into typed values and back: 4-byte big-endian length, then a bincode body.
+///
+/// `In` is what this side receives, `Out` what it sends, so the server and the client each get a
+/// codec typed for their direction. Frames are split by [`FrameReader`], as the server splits them.
+pub struct FrameCodec<In, Out> {
+    frames: FrameReader,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> FrameCodec<In, Out> {
+    /// A codec that refuses frames whose body is longer than `frame_bytes_max` (clamped to
+    /// [`FRAME_BYTES_LIMIT`]).
+    pub fn new(frame_bytes_max: usize) -> Self {
+        Self {
+            frames: FrameReader::new(frame_bytes_max),
             _types: PhantomData,
         }
     }
 
     /// The largest body this codec accepts.
     pub fn frame_bytes_max(&self) -> usize {
-        self.frame_bytes_max
+        self.frames.frame_bytes_max()
     }
 }
 
@@ -187,18 +267,9 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
     type Error = CodecError;
 
     fn decode(&mut self, source: &mut BytesMut) -> Result<Option<In>, CodecError> {
-        // The inner codec checks the declared length against the maximum before it reserves
-        // room for the body, and keeps track of a frame that arrives in several reads.
-        match self.lengths.decode(source) {
-            Ok(Some(body)) => decode_wire(&body).map(Some),
-            Ok(None) => Ok(None),
-            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
-                Err(CodecError::FrameTooLarge {
-                    declared_bytes: declared_length(source),
-                    limit_bytes: self.frame_bytes_max,
-                })
-            }
-            Err(error) => Err(CodecError::Io(error)),
+        match self.frames.decode(source)? {
+            Some(body) => decode_wire(&body).map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -217,10 +288,10 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
 
     fn encode(&mut self, item: Out, destination: &mut BytesMut) -> Result<(), CodecError> {
         let body = encode_wire(&item)?;
-        if body.len() > self.frame_bytes_max {
+        if body.len() > self.frame_bytes_max() {
             return Err(CodecError::FrameTooLarge {
                 declared_bytes: body.len(),
-                limit_bytes: self.frame_bytes_max,
+                limit_bytes: self.frame_bytes_max(),
             });
         }
         destination.reserve(FRAME_HEADER_BYTES + body.len());
