@@ -15,7 +15,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::marker::PhantomData;
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// The hard ceiling for any frame body, whatever the configuration says. Decoding never reserves
 /// more than this for a single value.
@@ -167,25 +167,18 @@ pub trait SplitFrames: Decoder<Item = BytesMut, Error = CodecError> {
 }
 
 /// Splits a byte stream into the bodies of 4-byte big-endian length-prefixed frames, refusing a
-/// declared length over the maximum before anything is reserved for the body.
+/// declared length over the maximum before anything is reserved for the body. A frame stays in
+/// the buffer, its header included, until it is whole.
 pub struct FrameReader {
     frame_bytes_max: usize,
-    lengths: LengthDelimitedCodec,
 }
 
 impl FrameReader {
     /// A reader that refuses frames whose body is longer than `frame_bytes_max` (clamped to
     /// [`FRAME_BYTES_LIMIT`]).
     pub fn new(frame_bytes_max: usize) -> Self {
-        let frame_bytes_max = frame_bytes_max.min(FRAME_BYTES_LIMIT);
-        let lengths = LengthDelimitedCodec::builder()
-            .length_field_length(FRAME_HEADER_BYTES)
-            .big_endian()
-            .max_frame_length(frame_bytes_max)
-            .new_codec();
         Self {
-            frame_bytes_max,
-            lengths,
+            frame_bytes_max: frame_bytes_max.min(FRAME_BYTES_LIMIT),
         }
     }
 
@@ -200,18 +193,18 @@ impl Decoder for FrameReader {
     type Error = CodecError;
 
     fn decode(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        // The inner codec checks the declared length against the maximum before it reserves
-        // room for the body, and keeps track of a frame that arrives in several reads.
-        match self.lengths.decode(source) {
-            Ok(body) => Ok(body),
-            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
-                Err(CodecError::FrameTooLarge {
-                    declared_bytes: declared_length(source),
-                    limit_bytes: self.frame_bytes_max,
-                })
-            }
-            Err(error) => Err(CodecError::Io(error)),
+        let Some(header) = source.first_chunk::<FRAME_HEADER_BYTES>() else {
+            return Ok(None);
+        };
+        let body_bytes = declared_body_bytes(*header, self.frame_bytes_max)?;
+        let frame_bytes = FRAME_HEADER_BYTES + body_bytes;
+        if source.len() < frame_bytes {
+            // The length is checked, so reserving for the rest of the frame is bounded.
+            source.reserve(frame_bytes - source.len());
+            return Ok(None);
         }
+        source.advance(FRAME_HEADER_BYTES);
+        Ok(Some(source.split_to(body_bytes)))
     }
 
     fn decode_eof(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
@@ -271,15 +264,6 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
             Some(body) => decode_wire(&body).map(Some),
             None => Ok(None),
         }
-    }
-}
-
-/// The length a refused frame declared, for the error message (the prefix is still in front).
-fn declared_length(source: &BytesMut) -> usize {
-    if source.len() >= FRAME_HEADER_BYTES {
-        (&source[..FRAME_HEADER_BYTES]).get_u32() as usize
-    } else {
-        0
     }
 }
 
@@ -428,6 +412,23 @@ mod tests {
         body.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
         let error = decode_wire::<String>(&body).unwrap_err();
         assert!(error.to_string().contains("LimitExceeded"), "{error}");
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_frame_is_cut_short_in_its_header_or_its_body() {
+        let mut frames = FrameReader::new(1024);
+        let mut source = BytesMut::from(&[0u8, 0][..]);
+        let error = frames.decode_eof(&mut source).unwrap_err();
+        assert_eq!(error.to_string(), "frame header cut short: early eof");
+        let mut source = BytesMut::from(&[0u8, 0, 0, 40, 1][..]);
+        let error = frames.decode_eof(&mut source).unwrap_err();
+        assert_eq!(error.to_string(), "frame body cut short: early eof");
+        let mut source = BytesMut::from(&[0u8, 0, 0, 1, 7][..]);
+        assert_eq!(
+            frames.decode_eof(&mut source).unwrap().as_deref(),
+            Some(&[7u8][..])
+        );
+        assert_eq!(frames.decode_eof(&mut source).unwrap(), None);
     }
 
     #[test]
