@@ -5,7 +5,8 @@
 //! means the format can be swapped in one module.
 //!
 //! Wire frames are a 4-byte big-endian length followed by that many body bytes. The declared length
-//! is checked against a maximum before any buffer is reserved ([`FrameCodec`]), and the body is
+//! is checked against a maximum before any buffer is reserved ([`FrameReader`], which the server's
+//! connections and the client's [`FrameCodec`] share), and the body is
 //! decoded with a hard size limit, so a hostile peer cannot make the server allocate more than the
 //! frame limit.
 

@@ -31,14 +31,20 @@ impl BincodeDoor {
     /// The door for `bank`, announcing its limits in the Welcome.
     pub fn new(bank: &Bank) -> BincodeDoor {
         let limits = bank.limits();
-        let frame_bytes_max = limits.frame_bytes_max.min(FRAME_BYTES_LIMIT);
-        let welcome = ServerMessage::Welcome(Welcome {
+        BincodeDoor::with_welcome(Welcome {
             protocol_version: PROTOCOL_VERSION,
             requests_in_flight_max: limits.requests_in_flight_max as u32,
             request_window: crate::ledger::REQUEST_WINDOW as u32,
-            frame_bytes_max: frame_bytes_max as u32,
+            frame_bytes_max: limits.frame_bytes_max.min(FRAME_BYTES_LIMIT) as u32,
             client_retention_secs: bank.client_retention().as_secs(),
-        });
+        })
+    }
+
+    /// The door that answers every Hello with `welcome` and accepts frame bodies of up to its
+    /// `frame_bytes_max`.
+    pub fn with_welcome(welcome: Welcome) -> BincodeDoor {
+        let frame_bytes_max = (welcome.frame_bytes_max as usize).min(FRAME_BYTES_LIMIT);
+        let welcome = ServerMessage::Welcome(welcome);
         BincodeDoor {
             frame_bytes_max,
             welcome: Bytes::from(
@@ -138,5 +144,93 @@ fn command(operation: Operation) -> Command {
             card,
         },
         Operation::ChangePin { old_pin, new_pin } => Command::ChangePin { old_pin, new_pin },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Code;
+    use crate::protocol::{Hello, Request};
+
+    fn door() -> BincodeDoor {
+        BincodeDoor::with_welcome(Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            requests_in_flight_max: 32,
+            request_window: 32,
+            frame_bytes_max: 64 * 1024,
+            client_retention_secs: 86_400,
+        })
+    }
+
+    fn body(message: &ClientMessage) -> BytesMut {
+        BytesMut::from(&codec::encode_wire(message).unwrap()[..])
+    }
+
+    fn closed(inbound: Inbound) -> String {
+        match inbound {
+            Inbound::Close(reason) => reason,
+            _ => panic!("the connection should close"),
+        }
+    }
+
+    const ID: RequestId = RequestId {
+        client: 7,
+        sequence: 1,
+    };
+
+    #[test]
+    fn the_handshake_comes_first_and_once() {
+        let door = door();
+        let mut state = Handshake::default();
+        let request = body(&ClientMessage::Request(Request {
+            id: ID,
+            operation: Operation::Balance,
+        }));
+        let hello = |protocol_version| body(&ClientMessage::Hello(Hello { protocol_version }));
+        assert_eq!(
+            closed(door.decode(&mut state, request.clone())),
+            "a request before the Hello"
+        );
+        assert_eq!(
+            closed(door.decode(&mut state, hello(9))),
+            "protocol version 9 is not supported; this server speaks 1"
+        );
+        assert!(matches!(
+            door.decode(&mut state, hello(PROTOCOL_VERSION)),
+            Inbound::Greeted(_)
+        ));
+        assert!(matches!(
+            door.decode(&mut state, request),
+            Inbound::Request {
+                id: ID,
+                command: Command::Balance,
+                name: "balance",
+            }
+        ));
+        assert_eq!(
+            closed(door.decode(&mut state, hello(PROTOCOL_VERSION))),
+            "a second Hello on one connection"
+        );
+        assert!(
+            closed(door.decode(&mut state, BytesMut::from(&[9u8][..]))).starts_with("bad frame: ")
+        );
+    }
+
+    #[test]
+    fn an_answer_is_the_reply_frame_of_its_status_and_body() {
+        let answer = Answer {
+            code: Code::InsufficientFunds,
+            body: AnswerBody::Balance(9_700),
+        };
+        let reply = ServerMessage::Reply(Reply {
+            id: ID,
+            status: Status::InsufficientFunds,
+            body: Body::Balance(9_700),
+        });
+        assert_eq!(
+            door().encode_answer(ID, answer).unwrap(),
+            codec::encode_frame(&reply).unwrap()
+        );
     }
 }
