@@ -5,7 +5,8 @@
 //! means the format can be swapped in one module.
 //!
 //! Wire frames are a 4-byte big-endian length followed by that many body bytes. The declared length
-//! is checked against a maximum before any buffer is reserved ([`FrameCodec`]), and the body is
+//! is checked against a maximum before any buffer is reserved ([`FrameReader`], which the server's
+//! connections and the client's [`FrameCodec`] share), and the body is
 //! decoded with a hard size limit, so a hostile peer cannot make the server allocate more than the
 //! frame limit.
 
@@ -15,7 +16,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::marker::PhantomData;
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// The hard ceiling for any frame body, whatever the configuration says. Decoding never reserves
 /// more than this for a single value.
@@ -76,6 +77,15 @@ pub enum CodecError {
     /// The underlying stream failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The stream ended, or failed, in the middle of a frame: `part` (the header or the body) is
+    /// incomplete.
+    #[error("frame {part} cut short: {reason}")]
+    CutShort {
+        /// Which part of the frame was incomplete.
+        part: &'static str,
+        /// What ended it (the end of the stream, or a read error).
+        reason: String,
+    },
 }
 
 /// Encodes a value as a wire body (no length prefix).
@@ -160,13 +170,84 @@ fn check_consumed(total: usize, used: usize) -> Result<(), CodecError> {
     }
 }
 
+/// Splits a byte stream into frame bodies: the part of the frame reading that every reader of a
+/// stream shares (the server's connections and the client's [`FrameCodec`]).
+pub trait SplitFrames: Decoder<Item = BytesMut, Error = CodecError> {
+    /// Why a stream that ended or failed (`reason`) with `buffered` bytes of an unfinished frame
+    /// is refused.
+    fn cut_short(&self, buffered: usize, reason: &str) -> CodecError;
+}
+
+/// Splits a byte stream into the bodies of 4-byte big-endian length-prefixed frames, refusing a
+/// declared length over the maximum before anything is reserved for the body. A frame stays in
+/// the buffer, its header included, until it is whole.
+pub struct FrameReader {
+    frame_bytes_max: usize,
+}
+
+impl FrameReader {
+    /// A reader that refuses frames whose body is longer than `frame_bytes_max` (clamped to
+    /// [`FRAME_BYTES_LIMIT`]).
+    pub fn new(frame_bytes_max: usize) -> Self {
+        Self {
+            frame_bytes_max: frame_bytes_max.min(FRAME_BYTES_LIMIT),
+        }
+    }
+
+    /// The largest body this reader accepts.
+    pub fn frame_bytes_max(&self) -> usize {
+        self.frame_bytes_max
+    }
+}
+
+impl Decoder for FrameReader {
+    type Item = BytesMut;
+    type Error = CodecError;
+
+    fn decode(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+        let Some(header) = source.first_chunk::<FRAME_HEADER_BYTES>() else {
+            return Ok(None);
+        };
+        let body_bytes = declared_body_bytes(*header, self.frame_bytes_max)?;
+        let frame_bytes = FRAME_HEADER_BYTES + body_bytes;
+        if source.len() < frame_bytes {
+            // The length is checked, so reserving for the rest of the frame is bounded.
+            source.reserve(frame_bytes - source.len());
+            return Ok(None);
+        }
+        source.advance(FRAME_HEADER_BYTES);
+        Ok(Some(source.split_to(body_bytes)))
+    }
+
+    fn decode_eof(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+        match self.decode(source)? {
+            Some(body) => Ok(Some(body)),
+            None if source.is_empty() => Ok(None),
+            None => Err(self.cut_short(source.len(), "early eof")),
+        }
+    }
+}
+
+impl SplitFrames for FrameReader {
+    fn cut_short(&self, buffered: usize, reason: &str) -> CodecError {
+        let part = if buffered < FRAME_HEADER_BYTES {
+            "header"
+        } else {
+            "body"
+        };
+        CodecError::CutShort {
+            part,
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Turns a byte stream into typed values and back: 4-byte big-endian length, then a bincode body.
 ///
 /// `In` is what this side receives, `Out` what it sends, so the server and the client each get a
-/// codec typed for their direction.
+/// codec typed for their direction. Frames are split by [`FrameReader`], as the server splits them.
 pub struct FrameCodec<In, Out> {
-    frame_bytes_max: usize,
-    lengths: LengthDelimitedCodec,
+    frames: FrameReader,
     _types: PhantomData<fn(Out) -> In>,
 }
 
@@ -174,22 +255,15 @@ impl<In, Out> FrameCodec<In, Out> {
     /// A codec that refuses frames whose body is longer than `frame_bytes_max` (clamped to
     /// [`FRAME_BYTES_LIMIT`]).
     pub fn new(frame_bytes_max: usize) -> Self {
-        let frame_bytes_max = frame_bytes_max.min(FRAME_BYTES_LIMIT);
-        let lengths = LengthDelimitedCodec::builder()
-            .length_field_length(FRAME_HEADER_BYTES)
-            .big_endian()
-            .max_frame_length(frame_bytes_max)
-            .new_codec();
         Self {
-            frame_bytes_max,
-            lengths,
+            frames: FrameReader::new(frame_bytes_max),
             _types: PhantomData,
         }
     }
 
     /// The largest body this codec accepts.
     pub fn frame_bytes_max(&self) -> usize {
-        self.frame_bytes_max
+        self.frames.frame_bytes_max()
     }
 }
 
@@ -198,28 +272,10 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
     type Error = CodecError;
 
     fn decode(&mut self, source: &mut BytesMut) -> Result<Option<In>, CodecError> {
-        // The inner codec checks the declared length against the maximum before it reserves
-        // room for the body, and keeps track of a frame that arrives in several reads.
-        match self.lengths.decode(source) {
-            Ok(Some(body)) => decode_wire(&body).map(Some),
-            Ok(None) => Ok(None),
-            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
-                Err(CodecError::FrameTooLarge {
-                    declared_bytes: declared_length(source),
-                    limit_bytes: self.frame_bytes_max,
-                })
-            }
-            Err(error) => Err(CodecError::Io(error)),
+        match self.frames.decode(source)? {
+            Some(body) => decode_wire(&body).map(Some),
+            None => Ok(None),
         }
-    }
-}
-
-/// The length a refused frame declared, for the error message (the prefix is still in front).
-fn declared_length(source: &BytesMut) -> usize {
-    if source.len() >= FRAME_HEADER_BYTES {
-        (&source[..FRAME_HEADER_BYTES]).get_u32() as usize
-    } else {
-        0
     }
 }
 
@@ -228,10 +284,10 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
 
     fn encode(&mut self, item: Out, destination: &mut BytesMut) -> Result<(), CodecError> {
         let body = encode_wire(&item)?;
-        if body.len() > self.frame_bytes_max {
+        if body.len() > self.frame_bytes_max() {
             return Err(CodecError::FrameTooLarge {
                 declared_bytes: body.len(),
-                limit_bytes: self.frame_bytes_max,
+                limit_bytes: self.frame_bytes_max(),
             });
         }
         destination.reserve(FRAME_HEADER_BYTES + body.len());
@@ -368,6 +424,23 @@ mod tests {
         body.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
         let error = decode_wire::<String>(&body).unwrap_err();
         assert!(error.to_string().contains("LimitExceeded"), "{error}");
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_frame_is_cut_short_in_its_header_or_its_body() {
+        let mut frames = FrameReader::new(1024);
+        let mut source = BytesMut::from(&[0u8, 0][..]);
+        let error = frames.decode_eof(&mut source).unwrap_err();
+        assert_eq!(error.to_string(), "frame header cut short: early eof");
+        let mut source = BytesMut::from(&[0u8, 0, 0, 40, 1][..]);
+        let error = frames.decode_eof(&mut source).unwrap_err();
+        assert_eq!(error.to_string(), "frame body cut short: early eof");
+        let mut source = BytesMut::from(&[0u8, 0, 0, 1, 7][..]);
+        assert_eq!(
+            frames.decode_eof(&mut source).unwrap().as_deref(),
+            Some(&[7u8][..])
+        );
+        assert_eq!(frames.decode_eof(&mut source).unwrap(), None);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The gateway actor: owns the listener, enforces the connection cap, and starts one session per
-//! connection, round-robin over the arbiters so every core serves connections.
+//! The gateway actor: owns the listeners, each with its front door, enforces the connection cap
+//! (shared by every listener), and starts one session per connection, round-robin over the
+//! arbiters so every core serves connections.
 
+use super::door::bincode::BincodeDoor;
+use super::door::FrontDoor;
 use super::session::Session;
 use super::Bank;
-use crate::codec::encode_frame;
-use crate::protocol::{Goodbye, ServerMessage};
 use actix::prelude::*;
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,25 +18,64 @@ use tokio::net::{TcpListener, TcpStream};
 /// example when out of file descriptors), so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// The listener's actor.
+/// A front door as the gateway holds it: whatever its protocol, it starts a session for a
+/// connection and can say goodbye to one it refuses.
+pub trait Entrance: Send + Sync + 'static {
+    /// Starts a session for `stream` behind this door, on the current arbiter.
+    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream);
+
+    /// The frame that tells a refused connection why.
+    fn goodbye(&self, reason: &str) -> Option<Bytes>;
+}
+
+impl<D: FrontDoor> Entrance for D {
+    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream) {
+        Session::start_with(bank, self, stream);
+    }
+
+    fn goodbye(&self, reason: &str) -> Option<Bytes> {
+        self.encode_goodbye(reason).ok()
+    }
+}
+
+/// A connection accepted on one listener, with that listener's door.
+type Accepted = (std::io::Result<TcpStream>, Arc<dyn Entrance>);
+
+/// The listeners' actor.
 pub struct Gateway {
     bank: Arc<Bank>,
     next_arbiter: usize,
 }
 
 impl Gateway {
-    /// Starts the gateway on the current arbiter, accepting from `listener`.
+    /// Starts the gateway on the current arbiter, accepting from `listener` through the bincode
+    /// protocol's door.
     pub fn start_listening(bank: Arc<Bank>, listener: TcpListener) -> Addr<Gateway> {
+        let door: Arc<dyn Entrance> = Arc::new(BincodeDoor::new(&bank));
+        Gateway::start_doors(bank, vec![(listener, door)])
+    }
+
+    /// Starts the gateway on the current arbiter, accepting from every listener through its own
+    /// door; `connections_max` counts the connections of all of them together.
+    pub fn start_doors(
+        bank: Arc<Bank>,
+        listeners: Vec<(TcpListener, Arc<dyn Entrance>)>,
+    ) -> Addr<Gateway> {
         Gateway::create(move |ctx| {
-            let accepted = futures::stream::unfold(listener, |listener| async move {
-                let accepted = listener.accept().await;
-                if accepted.is_err() {
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
-                Some((accepted.map(|(stream, _)| stream), listener))
-            });
-            ctx.add_stream(accepted);
-            // A graceful shutdown stops the gateway, which drops the listener: no new connections.
+            for (listener, door) in listeners {
+                let accepted =
+                    futures::stream::unfold((listener, door), |(listener, door)| async move {
+                        let accepted = listener.accept().await;
+                        if accepted.is_err() {
+                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        }
+                        let accepted = accepted.map(|(stream, _)| stream);
+                        Some(((accepted, door.clone()), (listener, door)))
+                    });
+                ctx.add_stream(accepted);
+            }
+            // A graceful shutdown stops the gateway, which drops the listeners: no new
+            // connections.
             let stopping = bank.clone();
             let shutdown =
                 actix::fut::wrap_future::<_, Gateway>(
@@ -56,8 +97,8 @@ impl Actor for Gateway {
     type Context = Context<Self>;
 }
 
-impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
-    fn handle(&mut self, accepted: std::io::Result<TcpStream>, _ctx: &mut Context<Self>) {
+impl StreamHandler<Accepted> for Gateway {
+    fn handle(&mut self, (accepted, door): Accepted, _ctx: &mut Context<Self>) {
         let stream = match accepted {
             Ok(stream) => stream,
             Err(error) => {
@@ -74,7 +115,8 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
                 limit = bank.limits().connections_max,
                 "refusing connection: at the connection limit"
             );
-            actix::spawn(refuse(stream));
+            let goodbye = door.goodbye("the server is at its connection limit; try again later");
+            actix::spawn(refuse(stream, goodbye));
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -91,9 +133,7 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
         let bank = bank.clone();
         let sent = arbiter.spawn(async move {
             match TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    Session::start_with(bank, stream);
-                }
+                Ok(stream) => door.start_session(bank, stream),
                 Err(error) => {
                     bank.stats().connection_closed();
                     tracing::warn!(%error, "cannot register the connection");
@@ -107,11 +147,8 @@ impl StreamHandler<std::io::Result<TcpStream>> for Gateway {
 }
 
 /// Tells a connection over the limit why it is closed, then closes it.
-async fn refuse(mut stream: TcpStream) {
-    let goodbye = ServerMessage::Goodbye(Goodbye {
-        reason: "the server is at its connection limit; try again later".into(),
-    });
-    if let Ok(frame) = encode_frame(&goodbye) {
+async fn refuse(mut stream: TcpStream, goodbye: Option<Bytes>) {
+    if let Some(frame) = goodbye {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
     }
     let _ = stream.shutdown().await;

@@ -8,9 +8,12 @@
 //! - [`account::AccountActor`], one per card, decides every change, under actix's supervisor.
 
 pub mod account;
+mod connection;
+pub mod door;
 mod durable;
 pub mod gateway;
 pub mod pins;
+pub mod service;
 pub mod session;
 
 use crate::faults::{FaultPlan, Faults};

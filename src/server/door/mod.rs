@@ -1,0 +1,55 @@
+//! Front doors: how one kind of client speaks to the bank.
+//!
+//! A [`FrontDoor`] is a codec and a mapping, nothing more: it splits a byte stream into frames,
+//! turns a frame into a handshake, a [`Command`] for the service, or a reason to close, and turns
+//! an [`Answer`] into a reply frame in its own codes. Deadlines, backpressure, the in-flight
+//! limit, faults and metrics belong to the connection and the session, shared by every door;
+//! what a request does belongs to [`super::service`].
+
+pub mod bincode;
+
+use super::service::{Answer, Command};
+use crate::codec::{CodecError, SplitFrames};
+use crate::model::RequestId;
+use bytes::{Bytes, BytesMut};
+
+/// What a door made of one frame.
+pub enum Inbound {
+    /// The handshake succeeded; this frame answers it.
+    Greeted(Bytes),
+    /// A request for the service.
+    Request {
+        /// The request's id, which its reply carries.
+        id: RequestId,
+        /// What it asks.
+        command: Command,
+        /// The name its metrics and logs use.
+        name: &'static str,
+    },
+    /// The connection must close, for this reason (told to the peer in a goodbye).
+    Close(String),
+}
+
+/// One protocol's codec and mapping. Shared by every connection through its door; what a
+/// connection must remember between frames (the handshake) is its [`FrontDoor::State`].
+pub trait FrontDoor: Send + Sync + 'static {
+    /// Splits the byte stream into frame bodies.
+    type Frames: SplitFrames + 'static;
+    /// What one connection remembers between frames (for example whether it shook hands).
+    type State: Default + 'static;
+
+    /// A frame splitter for a new connection, refusing bodies over [`FrontDoor::frame_bytes_max`].
+    fn frames(&self) -> Self::Frames;
+
+    /// The largest frame body this door accepts.
+    fn frame_bytes_max(&self) -> usize;
+
+    /// Decodes one frame body.
+    fn decode(&self, state: &mut Self::State, body: BytesMut) -> Inbound;
+
+    /// The reply frame answering request `id`.
+    fn encode_answer(&self, id: RequestId, answer: Answer) -> Result<Bytes, CodecError>;
+
+    /// The frame that tells the peer why the connection closes.
+    fn encode_goodbye(&self, reason: &str) -> Result<Bytes, CodecError>;
+}

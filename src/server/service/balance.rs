@@ -1,0 +1,22 @@
+//! `Balance`: read the verified card's committed balance.
+
+use super::{Answer, AnswerBody, Check, Started};
+use crate::model::{Card, Code};
+use crate::server::Bank;
+
+/// The checks of `Balance`, in the order [`start`] runs them (the verified card is checked by
+/// [`super::Service::start`] for every kind that needs one).
+pub(super) const CHECKS: &[Check] = &[
+    Check::InFlight,
+    Check::VerifiedCard,
+    Check::KnownCard,
+    Check::Answered,
+];
+
+/// Runs [`CHECKS`] after the verified card, in the session's turn.
+pub(super) fn start(bank: &Bank, card: Card) -> Result<Started, Answer> {
+    // Check::KnownCard: every acknowledged change is in the committed balance.
+    let balance = bank.balance(card).ok_or(Answer::bare(Code::UnknownCard))?;
+    // Check::Answered.
+    Ok(Started::Now(Answer::approved(AnswerBody::Balance(balance))))
+}

@@ -1,0 +1,589 @@
+//! The one service that decides every request, whatever front door it arrived through.
+//!
+//! A front door turns its frames into a [`Command`] and maps the [`Answer`] back to its own
+//! codes; the session caps what is in flight and calls [`Service::start`] in its own turn. Every
+//! operation has one module here that runs its checks in the order [`checks`] lists for its
+//! [`Kind`] (each module declares that list as its `CHECKS`, next to the function that performs
+//! them), and docs/PROTOCOL.md's precedence table is generated from the same lists
+//! ([`precedence_markdown`]; `tests/precedence.rs` keeps them equal).
+//!
+//! Changes are handed to the account in the session's turn ([`Bank::submit`]); only the wait for
+//! the answer ([`Bank::settle`]) runs later, so changes pipelined on one connection are decided in
+//! the order they arrived. A PIN check (`Verify`, `ChangePin`) reaches the account only after the
+//! PIN is checked, so its login effect is applied only if no later `Verify` or `Logout` arrived.
+
+mod balance;
+mod change;
+mod change_pin;
+mod logout;
+mod open;
+mod unlock;
+mod utility;
+mod verify;
+
+use super::pins::PinGate;
+use super::Bank;
+use crate::ledger::Outcome;
+use crate::model::{Amount, Card, Code, Kind, RequestId};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use open::HOLDER_BYTES_MAX;
+
+/// What a request asks for, in the bank's terms: the parameters each operation's rules need and
+/// nothing of any wire.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Open an account (operator only).
+    CreateAccount {
+        /// The operator token offered with the request.
+        operator_token: String,
+        /// The new card number.
+        card: Card,
+        /// The account holder's name, as sent (trimmed by the validation).
+        holder: String,
+        /// The PIN, 4 to 12 decimal digits.
+        pin: String,
+        /// Opening balance in minor units.
+        initial_balance: Amount,
+    },
+    /// Check a card and PIN; on success the connection acts for that card.
+    Verify {
+        /// The card.
+        card: Card,
+        /// Its PIN as offered.
+        pin: String,
+    },
+    /// Read the verified card's balance.
+    Balance,
+    /// Take money from the verified card's account.
+    Withdraw {
+        /// How much, in minor units.
+        amount: Amount,
+    },
+    /// Put money into the verified card's account.
+    Deposit {
+        /// How much, in minor units.
+        amount: Amount,
+    },
+    /// Forget the verified card.
+    Logout,
+    /// The lab's utility: lowercase a text.
+    Lowercase {
+        /// The text.
+        text: String,
+    },
+    /// The lab's utility: is `number` prime?
+    IsPrime {
+        /// The number to test.
+        number: u64,
+    },
+    /// The lab's utility: is `number` a palindrome?
+    IsPalindrome {
+        /// The number to test.
+        number: u64,
+    },
+    /// Clear a card's wrong PINs (operator only).
+    UnlockCard {
+        /// The operator token offered with the request.
+        operator_token: String,
+        /// The card to unlock.
+        card: Card,
+    },
+    /// Change the verified card's PIN.
+    ChangePin {
+        /// The current PIN.
+        old_pin: String,
+        /// The new PIN, 4 to 12 decimal digits.
+        new_pin: String,
+    },
+}
+
+impl Command {
+    /// Which kind of operation this is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Command::CreateAccount { .. } => Kind::CreateAccount,
+            Command::Verify { .. } => Kind::Verify,
+            Command::Balance => Kind::Balance,
+            Command::Withdraw { .. } => Kind::Withdraw,
+            Command::Deposit { .. } => Kind::Deposit,
+            Command::Logout => Kind::Logout,
+            Command::Lowercase { .. } => Kind::Lowercase,
+            Command::IsPrime { .. } => Kind::IsPrime,
+            Command::IsPalindrome { .. } => Kind::IsPalindrome,
+            Command::UnlockCard { .. } => Kind::UnlockCard,
+            Command::ChangePin { .. } => Kind::ChangePin,
+        }
+    }
+}
+
+/// Secrets (PINs, the operator token) never reach a log line through `Debug`.
+impl std::fmt::Debug for Command {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.kind().name())
+    }
+}
+
+/// How a request ended, and what comes back with it; a front door maps it to its own reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The result code.
+    pub code: Code,
+    /// What the answer carries beyond the code.
+    pub body: AnswerBody,
+}
+
+/// Data carried by an answer, depending on the operation and its code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnswerBody {
+    /// Nothing beyond the code.
+    None,
+    /// An account's balance.
+    Balance(Amount),
+    /// A text (the lowercased line).
+    Text(String),
+    /// A yes/no answer (prime, palindrome).
+    Yes(bool),
+}
+
+impl Answer {
+    /// An answer with nothing but its code.
+    pub fn bare(code: Code) -> Answer {
+        Answer {
+            code,
+            body: AnswerBody::None,
+        }
+    }
+
+    /// An approved answer carrying `body`.
+    pub fn approved(body: AnswerBody) -> Answer {
+        Answer {
+            code: Code::Approved,
+            body,
+        }
+    }
+}
+
+impl From<Outcome> for Answer {
+    fn from(outcome: Outcome) -> Answer {
+        Answer {
+            code: outcome.status,
+            body: outcome
+                .balance
+                .map_or(AnswerBody::None, AnswerBody::Balance),
+        }
+    }
+}
+
+/// One connection's login: the verified card, the order of logins, the PIN gate, the peer.
+pub struct Login {
+    /// The card this connection verified, if any.
+    card: Option<Card>,
+    /// Shared with the connection's reader: with a verified card, the login idle deadline does
+    /// not apply.
+    verified: Arc<AtomicBool>,
+    /// Counts Verify and Logout requests in arrival order. A Verify logs the connection in only
+    /// if no later Verify or Logout arrived while it was being checked, so pipelined requests
+    /// take effect in the order they were sent.
+    epoch: u64,
+    /// This connection's allowance of failed PIN checks (and its peer's address).
+    pin_gate: Arc<PinGate>,
+    /// The peer's address, which failed operator attempts are counted by.
+    peer: Option<IpAddr>,
+}
+
+impl Login {
+    /// The login state of a new connection from `peer`, with no card verified.
+    pub fn new(bank: &Bank, peer: Option<IpAddr>) -> Login {
+        Login {
+            card: None,
+            verified: Arc::new(AtomicBool::new(false)),
+            epoch: 0,
+            pin_gate: bank.pins().gate(peer),
+            peer,
+        }
+    }
+
+    /// The flag the reader watches: true while a card is verified.
+    pub fn verified_flag(&self) -> Arc<AtomicBool> {
+        self.verified.clone()
+    }
+
+    /// The verified card, if any.
+    pub fn card(&self) -> Option<Card> {
+        self.card
+    }
+
+    fn set_card(&mut self, card: Option<Card>) {
+        self.card = card;
+        self.verified.store(card.is_some(), Ordering::Relaxed);
+    }
+
+    /// A Verify or Logout arrived: it logs out now and counts in the order of logins.
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.set_card(None);
+        self.epoch
+    }
+
+    /// Applies what a finished request does to the login, given its answer.
+    pub fn apply(&mut self, effect: Effect, answer: &Answer) {
+        match effect {
+            Effect::Nothing => {}
+            Effect::LogIn { card, epoch } => {
+                if answer.code == Code::Approved && self.epoch == epoch {
+                    self.set_card(Some(card));
+                }
+            }
+            Effect::LogOutIfLocked { epoch } => {
+                if answer.code == Code::CardLocked && self.epoch == epoch {
+                    self.set_card(None);
+                }
+            }
+        }
+    }
+}
+
+/// What a finished request does to its connection's login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing.
+    Nothing,
+    /// An approved Verify logs in as `card`, unless a later Verify or Logout arrived (the login
+    /// epoch moved past `epoch`).
+    LogIn {
+        /// The card verified.
+        card: Card,
+        /// The login epoch the Verify started.
+        epoch: u64,
+    },
+    /// A ChangePin whose wrong old PIN locked the card ends the login, unless the login changed
+    /// meanwhile.
+    LogOutIfLocked {
+        /// The login epoch when the ChangePin arrived.
+        epoch: u64,
+    },
+}
+
+/// The answer still being worked out, off the session's turn.
+pub type Pending = Pin<Box<dyn Future<Output = Answer>>>;
+
+/// What [`Service::start`] made of a request.
+pub enum Started {
+    /// Answered in the session's turn.
+    Now(Answer),
+    /// To be awaited off the turn; then `effect` is applied to the login.
+    Later {
+        /// The answer, once it may be given.
+        answer: Pending,
+        /// What the answer does to the login.
+        effect: Effect,
+    },
+}
+
+/// The service every session calls: one entry point for every operation.
+#[derive(Clone)]
+pub struct Service {
+    bank: Arc<Bank>,
+}
+
+impl Service {
+    /// The service deciding requests for `bank`.
+    pub fn new(bank: Arc<Bank>) -> Service {
+        Service { bank }
+    }
+
+    /// The bank behind it.
+    pub fn bank(&self) -> &Arc<Bank> {
+        &self.bank
+    }
+
+    /// Starts `command` for request `id` on the connection whose login is `login`, running the
+    /// checks of [`checks`] for its kind in that order after the in-flight limit, which the
+    /// session applies before calling this. Called in the session's turn: a change is handed to
+    /// its account before this returns.
+    pub fn start(&self, login: &mut Login, id: RequestId, command: Command) -> Started {
+        // Check::VerifiedCard, the first check after the in-flight limit for every kind that
+        // acts on the verified card.
+        let card = match (command.kind().needs_card(), login.card) {
+            (false, _) => None,
+            (true, Some(card)) => Some(card),
+            (true, None) => return Started::Now(Answer::bare(Code::NotLoggedIn)),
+        };
+        self.dispatch(login, id, card, command)
+            .unwrap_or_else(Started::Now)
+    }
+
+    /// Hands `command` to its operation's module; `card` is the verified card when its kind
+    /// needs one.
+    fn dispatch(
+        &self,
+        login: &mut Login,
+        id: RequestId,
+        card: Option<Card>,
+        command: Command,
+    ) -> Result<Started, Answer> {
+        let bank = &self.bank;
+        let verified = || card.expect("the verified card is checked for every kind that needs it");
+        match command {
+            Command::CreateAccount {
+                operator_token,
+                card,
+                holder,
+                pin,
+                initial_balance,
+            } => {
+                let opening = open::Opening {
+                    card,
+                    holder,
+                    pin,
+                    initial_balance,
+                };
+                open::start(bank, login, id, &operator_token, opening)
+            }
+            Command::Verify { card, pin } => Ok(verify::start(bank, login, id, card, pin)),
+            Command::Balance => balance::start(bank, verified()),
+            Command::Withdraw { amount } => Ok(change::withdraw(bank, verified(), id, amount)),
+            Command::Deposit { amount } => Ok(change::deposit(bank, verified(), id, amount)),
+            Command::Logout => Ok(logout::start(login)),
+            Command::Lowercase { text } => utility::lowercase(bank, &text),
+            Command::IsPrime { number } => Ok(utility::is_prime(number)),
+            Command::IsPalindrome { number } => Ok(utility::is_palindrome(number)),
+            Command::UnlockCard {
+                operator_token,
+                card,
+            } => unlock::start(bank, login, id, &operator_token, card),
+            Command::ChangePin { old_pin, new_pin } => {
+                change_pin::start(bank, login, verified(), id, old_pin, new_pin)
+            }
+        }
+    }
+}
+
+/// Awaits `outcome` off the session's turn, then applies `effect`.
+fn later(outcome: impl Future<Output = Outcome> + 'static, effect: Effect) -> Started {
+    Started::Later {
+        answer: Box::pin(async move { Answer::from(outcome.await) }),
+        effect,
+    }
+}
+
+/// [`Check::OperatorAllowance`], then [`Check::OperatorToken`] (both in
+/// [`Bank::check_operator`], in that order).
+fn operator(bank: &Bank, offered: &str, login: &Login) -> Result<(), Answer> {
+    match bank.check_operator(offered, login.peer) {
+        Code::Approved => Ok(()),
+        refused => Err(Answer::bare(refused)),
+    }
+}
+
+/// One step of deciding a request. Each operation runs a subset, always in the order of
+/// [`checks`]; the first step that refuses decides the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// The connection's requests in flight (applied by the session, for every request).
+    InFlight,
+    /// The peer's allowance of failed operator-token attempts.
+    OperatorAllowance,
+    /// The operator token.
+    OperatorToken,
+    /// The card verified on the connection (for the kinds whose `needs_card()` is true).
+    VerifiedCard,
+    /// The parameters' form (PIN, holder name; a reply that would not fit in a frame).
+    Validation,
+    /// The connection's and the peer's allowance of failed PIN checks.
+    PinAllowance,
+    /// A durable account for the card.
+    KnownCard,
+    /// The card's durable lock (a locked card is checked no further).
+    LockedCard,
+    /// Room in the argon2id pool's queue (only for a PIN still hashed by the first release).
+    PinQueue,
+    /// A retry of a change still being worked on joins it and gets its reply.
+    Joining,
+    /// The account actor: room in its mailbox, a crash or retirement; it refuses a PIN attempt on
+    /// a locked card.
+    Actor,
+    /// The memory of completed requests of the request's principal.
+    Memory,
+    /// The account rules.
+    AccountRules,
+    /// The journal: room in its queue, durability of the state the answer depends on.
+    Storage,
+    /// The operation's own answer (the utilities, `Balance`, `Logout`).
+    Answered,
+}
+
+impl Check {
+    /// Every check, in the order they are described.
+    pub const ALL: &'static [Check] = &[
+        Check::InFlight,
+        Check::OperatorAllowance,
+        Check::OperatorToken,
+        Check::VerifiedCard,
+        Check::Validation,
+        Check::PinAllowance,
+        Check::KnownCard,
+        Check::LockedCard,
+        Check::PinQueue,
+        Check::Joining,
+        Check::Actor,
+        Check::Memory,
+        Check::AccountRules,
+        Check::Storage,
+        Check::Answered,
+    ];
+
+    /// The name the documentation uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::InFlight => "in-flight limit",
+            Check::OperatorAllowance => "operator allowance",
+            Check::OperatorToken => "operator token",
+            Check::Validation => "validation",
+            Check::VerifiedCard => "verified card",
+            Check::PinAllowance => "PIN allowance",
+            Check::KnownCard => "known card",
+            Check::LockedCard => "locked card",
+            Check::PinQueue => "PIN queue",
+            Check::Joining => "joining",
+            Check::Actor => "account actor",
+            Check::Memory => "memory of completed requests",
+            Check::AccountRules => "account rules",
+            Check::Storage => "journal",
+            Check::Answered => "answer",
+        }
+    }
+
+    /// What it refuses, for the documentation.
+    pub fn about(self) -> &'static str {
+        match self {
+            Check::InFlight => "the connection already has its maximum of requests in flight",
+            Check::OperatorAllowance => "the peer has used up its failed operator attempts",
+            Check::OperatorToken => "the operator token is wrong, or none is set",
+            Check::Validation => {
+                "a malformed PIN, an empty or over-long holder name, a lowercased text that would not fit in a frame"
+            }
+            Check::VerifiedCard => "no card is verified on the connection",
+            Check::PinAllowance => "the connection or its peer has used up its failed PIN checks",
+            Check::KnownCard => "the card has no durable account",
+            Check::LockedCard => "the card's durable state is locked",
+            Check::PinQueue => "the argon2id queue is full (a PIN hashed by the first release)",
+            Check::Joining => {
+                "the same id with the same card and amount is still being worked on: this request gets that one's reply (`busy` if it is abandoned with its connection), and no later check runs"
+            }
+            Check::Actor => {
+                "the mailbox is full, or the actor crashed or retired (`unavailable` if the journal has failed); a PIN attempt on a locked card"
+            }
+            Check::Memory => {
+                "the id was completed with other parameters (`request_id_conflict`), with the same ones (the stored reply), or is below the window (`stale_request`); a new client when the principal remembers its maximum of recently active clients (`busy`)"
+            }
+            Check::AccountRules => "the rules of the operation on the account's state",
+            Check::Storage => {
+                "the queue is full (`busy`); the journal has failed, or fails before the answer's state is durable (`unavailable`)"
+            }
+            Check::Answered => "nothing: the answer is given",
+        }
+    }
+
+    /// The codes this check can end a request in.
+    pub fn codes(self) -> &'static [Code] {
+        match self {
+            Check::InFlight | Check::OperatorAllowance | Check::PinAllowance | Check::PinQueue => {
+                &[Code::Busy]
+            }
+            Check::OperatorToken => &[Code::NotAuthorised],
+            Check::Validation => &[Code::InvalidRequest],
+            Check::VerifiedCard => &[Code::NotLoggedIn],
+            Check::KnownCard => &[Code::UnknownCard],
+            Check::LockedCard => &[Code::CardLocked],
+            Check::Joining => &[Code::Busy],
+            Check::Actor => &[Code::Busy, Code::Unavailable, Code::CardLocked],
+            Check::Memory => &[Code::RequestIdConflict, Code::StaleRequest, Code::Busy],
+            Check::AccountRules => &[
+                Code::Approved,
+                Code::UnknownCard,
+                Code::CardExists,
+                Code::CardLocked,
+                Code::IncorrectPin,
+                Code::InvalidAmount,
+                Code::InsufficientFunds,
+            ],
+            Check::Storage => &[Code::Busy, Code::Unavailable],
+            Check::Answered => &[Code::Approved],
+        }
+    }
+}
+
+/// The checks a request of `kind` goes through, in the order they run. Each operation's module
+/// declares its list beside the code that runs it.
+pub fn checks(kind: Kind) -> &'static [Check] {
+    match kind {
+        Kind::CreateAccount => open::CHECKS,
+        Kind::Verify => verify::CHECKS,
+        Kind::Balance => balance::CHECKS,
+        Kind::Withdraw | Kind::Deposit => change::CHECKS,
+        Kind::Logout => logout::CHECKS,
+        Kind::Lowercase => utility::LOWERCASE_CHECKS,
+        Kind::IsPrime | Kind::IsPalindrome => utility::CHECKS,
+        Kind::UnlockCard => unlock::CHECKS,
+        Kind::ChangePin => change_pin::CHECKS,
+    }
+}
+
+/// The tables of docs/PROTOCOL.md's "Precedence": every check with what it refuses and its codes,
+/// then every operation with its checks in order. `tests/precedence.rs` keeps the document equal
+/// to this.
+pub fn precedence_markdown() -> String {
+    let codes = |check: Check| {
+        check
+            .codes()
+            .iter()
+            .map(|code| format!("`{code}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = String::from("| check | refuses when | codes |\n| --- | --- | --- |\n");
+    for check in Check::ALL {
+        text += &format!(
+            "| {} | {} | {} |\n",
+            check.name(),
+            check.about(),
+            codes(*check)
+        );
+    }
+    text += "\n| operation | checks, in order |\n| --- | --- |\n";
+    for kind in Kind::ALL {
+        let steps: Vec<&str> = checks(*kind).iter().map(|check| check.name()).collect();
+        text += &format!("| `{kind:?}` | {} |\n", steps.join(" → "));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_starts_with_the_in_flight_limit_and_needs_a_card_exactly_when_its_kind_says() {
+        for kind in Kind::ALL {
+            let list = checks(*kind);
+            assert_eq!(list.first(), Some(&Check::InFlight), "{kind:?}");
+            assert_eq!(
+                list.get(1) == Some(&Check::VerifiedCard),
+                kind.needs_card(),
+                "{kind:?}"
+            );
+            assert!(!list[2..].contains(&Check::VerifiedCard), "{kind:?}");
+            let order: Vec<usize> = list
+                .iter()
+                .map(|check| Check::ALL.iter().position(|known| known == check).unwrap())
+                .collect();
+            assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "{kind:?}");
+        }
+    }
+}
