@@ -7,8 +7,8 @@ use crate::pin;
 use crate::server::Bank;
 use std::sync::Arc;
 
-/// Longest holder name, in bytes.
-pub const HOLDER_BYTES_MAX: usize = 64;
+/// Longest holder name, in bytes: the ledger's rule, which a record is validated against.
+pub use crate::ledger::HOLDER_BYTES_MAX;
 
 /// The checks of `CreateAccount`, in the order [`start`] runs them.
 pub(super) const CHECKS: &[Check] = &[
