@@ -417,7 +417,7 @@ impl Bank {
             return PinVerdict::Busy;
         }
         let stored = self
-            .journal
+            .storage()
             .read_committed_account(card, |account| (account.pin_hash, account.is_locked()));
         let first = candidates.first().cloned().unwrap_or_default();
         let keyed = |stored: &PinHash| {

@@ -1,0 +1,51 @@
+//! The lab's sample accounts (`--demo`), opened through the same path as any `CreateAccount`.
+//!
+//! Each is an [`Event::AccountOpened`] decided by its account actor under the operator principal
+//! (the actor stamps it with the bank's clock, the journal records it, the memory of completed
+//! requests remembers it) with a fixed request id: client [`SERVER_CLIENT_ID`], sequence 1 for
+//! the first account, 2 for the second. The server waits until both are durable before it
+//! starts accepting connections. On a data directory that already has a sample account, that
+//! account is left as it is: it is not asked for again, and an answer `card_exists` (its card was
+//! opened by the operator some other way) counts as done.
+
+use super::Bank;
+use crate::ledger::Event;
+use crate::model::{Amount, Card, Code, RequestId};
+use std::sync::Arc;
+
+/// The lab's sample accounts: card, holder, PIN, balance.
+pub const DEMO_ACCOUNTS: [(Card, &str, &str, Amount); 2] = [
+    (123_456_789, "Joty", "1234", 10_000),
+    (987_654_321, "Ahona", "5678", 5_000),
+];
+
+/// The reserved client id of requests the server makes itself (opening the demo accounts, with
+/// sequence numbers 1 and 2). These ids are in the operator's memory of completed requests like
+/// any other: an operator who reuses them gets the sample account's opening replayed.
+pub const SERVER_CLIENT_ID: u64 = 0;
+
+/// Opens the demo accounts that do not exist yet, and waits until they are durable.
+pub(super) async fn open_demo_accounts(bank: &Arc<Bank>) -> Result<(), String> {
+    for (sequence, (card, holder, pin_text, balance)) in DEMO_ACCOUNTS.iter().enumerate() {
+        if bank.storage().committed_account_exists(*card) {
+            continue;
+        }
+        let request = RequestId {
+            client: SERVER_CLIENT_ID,
+            sequence: sequence as u64 + 1,
+        };
+        let event = Event::AccountOpened {
+            holder: holder.to_string(),
+            pin_hash: bank.pins().key().verifier(*card, pin_text),
+            initial_balance: *balance,
+        };
+        let outcome = bank.decide(*card, request, event).await;
+        if !matches!(outcome.status, Code::Approved | Code::CardExists) {
+            return Err(format!(
+                "cannot open the demo account {card}: {:?}",
+                outcome.status
+            ));
+        }
+    }
+    Ok(())
+}
