@@ -9,7 +9,7 @@ use super::pins::Pins;
 use super::settings::{Limits, ServerConfig};
 use super::stats::Stats;
 use crate::clock::Clock;
-use crate::faults::Faults;
+use crate::faults::{FaultPlan, Faults};
 use crate::journal::Journal;
 use crate::ledger::{Clients, Event, Fingerprint, Outcome, Principal};
 use crate::model::{Amount, Card, Code, RequestId};
@@ -19,7 +19,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
@@ -49,8 +49,9 @@ pub struct Bank {
     clock: Arc<dyn Clock>,
     /// The PIN key, the limits on failed PIN checks, the argon2id pool.
     pub(super) pins: Pins,
-    /// Fault injection, when enabled.
-    faults: Option<Arc<Faults>>,
+    /// Fault injection, when enabled; armed by [`Bank::arm_faults`] once the server's own
+    /// requests (the demo accounts) are done, so that it touches only requests from clients.
+    faults: OnceLock<Option<Arc<Faults>>>,
     /// Counters.
     stats: Stats,
     /// How long an idle client's completed requests are remembered.
@@ -91,11 +92,7 @@ impl Bank {
                 limits.pin_check_queue_max,
                 config.clock.clone(),
             ),
-            faults: config
-                .faults
-                .clone()
-                .filter(|plan| !plan.is_quiet())
-                .map(|plan| Arc::new(Faults::new(plan))),
+            faults: OnceLock::new(),
             stats: Stats::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             client_retention: config.client_retention,
@@ -112,9 +109,20 @@ impl Bank {
         &self.limits
     }
 
-    /// Fault injection, when enabled.
+    /// Fault injection, when enabled (and armed).
     pub fn faults(&self) -> &Option<Arc<Faults>> {
-        &self.faults
+        /// What an unarmed bank injects: nothing.
+        static NO_FAULTS: Option<Arc<Faults>> = None;
+        self.faults.get().unwrap_or(&NO_FAULTS)
+    }
+
+    /// Starts injecting the faults of `plan` (none when it is `None` or quiet). Only the first
+    /// call counts.
+    pub(super) fn arm_faults(&self, plan: Option<FaultPlan>) {
+        let faults = plan
+            .filter(|plan| !plan.is_quiet())
+            .map(|plan| Arc::new(Faults::new(plan)));
+        let _ = self.faults.set(faults);
     }
 
     /// The server's counters.

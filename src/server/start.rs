@@ -179,7 +179,8 @@ fn serve(
 }
 
 /// Starts the arbiters and the bank on them, the sweep of idle clients, the demo accounts when
-/// asked for (durable before anything is accepted), and finally the gateway.
+/// asked for (durable before anything is accepted, and untouched by injected faults, which are
+/// armed after them), and finally the gateway.
 async fn start_bank(
     config: ServerConfig,
     journal: Journal,
@@ -206,6 +207,7 @@ async fn start_bank(
             return Err(reason);
         }
     }
+    bank.arm_faults(config.faults.clone());
     match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => {
             gateway::Gateway::start_listening(bank.clone(), listener);
