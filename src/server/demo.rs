@@ -49,3 +49,65 @@ pub(super) async fn open_demo_accounts(bank: &Arc<Bank>) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ledger::Principal;
+    use crate::server::pins::PinKeySource;
+    use crate::server::{RunningServer, ServerConfig};
+    use std::time::Duration;
+
+    /// A demo server on `root/data`, its PIN key beside the data directory.
+    fn demo_config(root: &std::path::Path, clock: Arc<ManualClock>) -> ServerConfig {
+        let mut config = ServerConfig::new(root.join("data"));
+        config.listen = ([127, 0, 0, 1], 0).into();
+        config.demo = true;
+        config.arbiters = 1;
+        config.clock = clock;
+        config.client_retention = Duration::from_secs(3_600);
+        config.pin_key = PinKeySource::File(root.join("pin.key"));
+        config
+    }
+
+    /// The demo accounts are ordinary operator requests stamped by the injected clock, and the
+    /// sweep of idle clients forgets their client when that clock passes the retention.
+    #[test]
+    fn demo_accounts_follow_the_injected_clock_into_records_and_the_idle_sweep() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let server = RunningServer::start(demo_config(data_dir.path(), clock.clone())).unwrap();
+        let bank = server.bank();
+        for (card, _, _, balance) in DEMO_ACCOUNTS {
+            assert_eq!(bank.balance(card), Some(balance));
+        }
+        let committed = bank.storage().committed_clients();
+        let window = &committed[&Principal::Operator].windows[&SERVER_CLIENT_ID];
+        assert_eq!(window.last_used_unix_ms, ManualClock::UNIX_MS_START);
+        assert_eq!(window.highest, 2);
+        assert_eq!(bank.clients_remembered(Principal::Operator), 1);
+
+        clock.advance(bank.client_retention() - Duration::from_millis(1));
+        assert_eq!(bank.forget_idle_clients(), 0);
+        clock.advance(Duration::from_millis(2));
+        assert_eq!(bank.forget_idle_clients(), 1);
+        assert_eq!(bank.clients_remembered(Principal::Operator), 0);
+    }
+
+    /// Reopening a data directory that has the demo accounts writes nothing and changes nothing.
+    #[test]
+    fn reopening_with_the_demo_accounts_leaves_them_as_they_are() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let server = RunningServer::start(demo_config(data_dir.path(), clock.clone())).unwrap();
+        let head = server.bank().storage().head();
+        server.stop();
+        let server = RunningServer::start(demo_config(data_dir.path(), clock)).unwrap();
+        let bank = server.bank();
+        assert_eq!(bank.storage().head(), head);
+        for (card, _, _, balance) in DEMO_ACCOUNTS {
+            assert_eq!(bank.balance(card), Some(balance));
+        }
+    }
+}
