@@ -7,7 +7,8 @@
 //! [`crate::ledger`], queue the record in the journal, apply it to the working copy, remember the
 //! request. The reply does not wait for the disk here; the caller waits for the record's position
 //! to become durable, so the actor can decide the next request meanwhile (pipelining), and journal
-//! order equals decision order.
+//! order equals decision order. The time stamped on records and the idleness that retires the
+//! actor are read from the bank's clock ([`Bank::clock`]), never from the system.
 //!
 //! A crash (a panic inside the decision, caught, or an injected fault) becomes `ctx.stop()`. The
 //! supervisor then calls [`Supervised::restarting`], which throws the working copy away, and
@@ -27,7 +28,7 @@ use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The answer of an account actor.
@@ -82,7 +83,9 @@ pub struct AccountActor {
     account: Option<Account>,
     /// The position of the last record this actor queued.
     last_lsn: Lsn,
-    last_active: Instant,
+    /// When this actor last decided something, by the bank's monotonic clock; it retires after
+    /// [`super::Limits::account_idle`] without a request.
+    last_active: Duration,
     /// Messages sent to this actor and not yet taken; the bank refuses more beyond the mailbox
     /// capacity.
     queued: Arc<AtomicUsize>,
@@ -96,11 +99,11 @@ impl AccountActor {
     pub fn new(card: Card, bank: Arc<Bank>, queued: Arc<AtomicUsize>) -> Self {
         AccountActor {
             card,
+            last_active: bank.clock().now(),
             bank,
             queued,
             account: None,
             last_lsn: 0,
-            last_active: Instant::now(),
             retired: false,
         }
     }
@@ -173,7 +176,7 @@ impl AccountActor {
         if self.retired {
             return Some(Err(NoAnswer::Retired));
         }
-        self.last_active = Instant::now();
+        self.last_active = self.bank.clock().now();
         if event.presents_pin() && self.account.as_ref().is_some_and(Account::is_locked) {
             return Some(Ok(answer(Code::CardLocked, self.last_lsn)));
         }
@@ -311,16 +314,17 @@ impl Actor for AccountActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.bank.limits().mailbox_capacity);
         self.bank.stats().account_started();
-        self.last_active = Instant::now();
+        self.last_active = self.bank.clock().now();
         self.load(ctx);
         let idle = self.bank.limits().account_idle;
         ctx.run_interval(
-            idle.max(std::time::Duration::from_millis(10)) / 2,
+            idle.max(Duration::from_millis(10)) / 2,
             move |actor, ctx| {
                 // Retire only once everything this actor queued is durable, so that a successor
                 // can load the committed state without waiting.
                 let durable = actor.bank.storage().stats().durable_lsn;
-                if actor.last_active.elapsed() >= idle && durable >= actor.last_lsn {
+                let idle_for = actor.bank.clock().now().saturating_sub(actor.last_active);
+                if idle_for >= idle && durable >= actor.last_lsn {
                     actor.retire(ctx);
                 }
             },
