@@ -207,7 +207,7 @@ async fn start_bank(
             return Err(reason);
         }
     }
-    bank.arm_faults(config.faults.clone());
+    bank.arm_faults(config.faults);
     match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => {
             gateway::Gateway::start_listening(bank.clone(), listener);
