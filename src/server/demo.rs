@@ -6,15 +6,21 @@
 //! the first account, 2 for the second. The server waits until both are durable before it
 //! starts accepting connections. On a data directory that already has a sample account, that
 //! account is left as it is: it is not asked for again, and an answer `card_exists` (its card was
-//! opened by the operator some other way) counts as done.
+//! opened by the operator some other way) counts as done. Should the operator have used one of
+//! these ids for a request of its own (the memory answers `stale_request` or
+//! `request_id_conflict`), the account is opened under the next sequence client
+//! [`SERVER_CLIENT_ID`] has not used.
 
 use super::Bank;
-use crate::ledger::Event;
+use crate::ledger::{Event, Principal};
 use crate::model::{Amount, Card, Code, RequestId};
 use std::sync::Arc;
 
+/// One sample account: card, holder, PIN, balance.
+type DemoAccount = (Card, &'static str, &'static str, Amount);
+
 /// The lab's sample accounts: card, holder, PIN, balance.
-pub const DEMO_ACCOUNTS: [(Card, &str, &str, Amount); 2] = [
+pub const DEMO_ACCOUNTS: [DemoAccount; 2] = [
     (123_456_789, "Joty", "1234", 10_000),
     (987_654_321, "Ahona", "5678", 5_000),
 ];
@@ -24,37 +30,76 @@ pub const DEMO_ACCOUNTS: [(Card, &str, &str, Amount); 2] = [
 /// any other: an operator who reuses them gets the sample account's opening replayed.
 pub const SERVER_CLIENT_ID: u64 = 0;
 
-/// Opens the demo accounts that do not exist yet, and waits until they are durable.
+/// Opens the demo accounts that do not exist yet, and waits until they are durable. Both are
+/// submitted before either is waited for, so that they share one group commit.
 pub(super) async fn open_demo_accounts(bank: &Arc<Bank>) -> Result<(), String> {
-    for (sequence, (card, holder, pin_text, balance)) in DEMO_ACCOUNTS.iter().enumerate() {
-        if bank.storage().committed_account_exists(*card) {
-            continue;
+    let missing: Vec<_> = DEMO_ACCOUNTS
+        .iter()
+        .enumerate()
+        .filter(|(_, (card, ..))| !bank.storage().committed_account_exists(*card))
+        .map(|(index, account)| (index as u64 + 1, account))
+        .collect();
+    let submitted: Vec<_> = missing
+        .iter()
+        .map(|(sequence, account)| {
+            bank.submit(account.0, request(*sequence), opening(bank, account))
+        })
+        .collect();
+    for ((_, account), submitted) in missing.iter().zip(submitted) {
+        let mut status = bank.settle(submitted).await.status;
+        if matches!(status, Code::StaleRequest | Code::RequestIdConflict) {
+            // The operator used this id for another request: take the next unused one.
+            let retry = request(sequence_unused(bank));
+            status = bank
+                .decide(account.0, retry, opening(bank, account))
+                .await
+                .status;
         }
-        let request = RequestId {
-            client: SERVER_CLIENT_ID,
-            sequence: sequence as u64 + 1,
-        };
-        let event = Event::AccountOpened {
-            holder: holder.to_string(),
-            pin_hash: bank.pins().key().verifier(*card, pin_text),
-            initial_balance: *balance,
-        };
-        let outcome = bank.decide(*card, request, event).await;
-        if !matches!(outcome.status, Code::Approved | Code::CardExists) {
+        if !matches!(status, Code::Approved | Code::CardExists) {
             return Err(format!(
-                "cannot open the demo account {card}: {:?}",
-                outcome.status
+                "cannot open the demo account {}: {status:?}",
+                account.0
             ));
         }
     }
     Ok(())
 }
 
+/// The opening of one of [`DEMO_ACCOUNTS`], its PIN under the bank's key.
+fn opening(bank: &Bank, (card, holder, pin_text, balance): &DemoAccount) -> Event {
+    Event::AccountOpened {
+        holder: holder.to_string(),
+        pin_hash: bank.pins().key().verifier(*card, pin_text),
+        initial_balance: *balance,
+    }
+}
+
+/// The server's request with `sequence`.
+fn request(sequence: u64) -> RequestId {
+    RequestId {
+        client: SERVER_CLIENT_ID,
+        sequence,
+    }
+}
+
+/// The sequence after the highest [`SERVER_CLIENT_ID`] has completed under the operator: an id
+/// the memory of completed requests takes as new.
+fn sequence_unused(bank: &Bank) -> u64 {
+    bank.clients
+        .get(&Principal::Operator)
+        .and_then(|clients| {
+            clients
+                .windows
+                .get(&SERVER_CLIENT_ID)
+                .map(|window| window.highest)
+        })
+        .map_or(1, |highest| highest.saturating_add(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::ledger::Principal;
     use crate::server::pins::PinKeySource;
     use crate::server::{RunningServer, ServerConfig};
     use std::time::Duration;
