@@ -375,12 +375,15 @@ pub(super) struct AccountHandle {
 /// A request after admission: handed to an account actor, joined to its original, or refused.
 pub struct Submitted(Admission);
 
+/// How a request was admitted (see [`Bank::submit`]).
 enum Admission {
     /// Not admitted (a full mailbox): the answer is `busy`.
     Refused,
     /// Handed to the account actor; `publish` shares the answer with retries that join it.
     Sent {
+        /// Where the actor's answer arrives.
         answer: oneshot::Receiver<AccountReply>,
+        /// Set when retries may join this change.
         publish: Option<JoinablePublisher>,
     },
     /// A retry of a change still in flight: it waits for the original's answer.

@@ -45,7 +45,7 @@ pub struct Limits {
     /// Argon2id checks (of the first release's hashes) waiting for the PIN pool; more are
     /// answered `busy`.
     pub pin_check_queue_max: usize,
-    /// Account changes being worked on that a retry may join (see [`Bank::submit`]). When this
+    /// Account changes being worked on that a retry may join (see [`super::Bank::submit`]). When this
     /// many are open, a new change is still accepted but cannot be joined: a retry of it takes
     /// the ordinary path through the account actor.
     pub requests_joinable_max: usize,
