@@ -244,21 +244,8 @@ impl Settings {
     /// The server configuration these settings describe, defaults filled in.
     pub fn resolve(&self) -> Result<(ServerConfig, ProcessSettings), String> {
         let defaults = ServerConfig::new("./data");
-        let limits = Limits::default();
-        let seconds =
-            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
-        let faults = match &self.faults {
-            Some(text) => Some(
-                text.parse::<FaultPlan>()
-                    .map_err(|error| format!("--faults: {error}"))?,
-            ),
-            None => None,
-        };
+        let faults = self.fault_plan()?;
         let data_dir = self.data_dir.clone().unwrap_or(defaults.data_dir);
-        let rate = |burst: Option<u32>, per_minute: Option<u32>, default: RateLimit| RateLimit {
-            burst: burst.unwrap_or(default.burst),
-            per_minute: per_minute.unwrap_or(default.per_minute),
-        };
         let config = ServerConfig {
             listen: self.listen.unwrap_or(defaults.listen),
             pin_key: PinKeySource::File(
@@ -270,60 +257,8 @@ impl Settings {
             clock: defaults.clock.clone(),
             operator_token: self.operator_token()?,
             demo: self.demo.unwrap_or(false),
-            limits: Limits {
-                connections_max: self.connections_max.unwrap_or(limits.connections_max),
-                requests_in_flight_max: self
-                    .requests_in_flight_max
-                    .unwrap_or(limits.requests_in_flight_max)
-                    .max(1),
-                frame_bytes_max: self.frame_bytes_max.unwrap_or(limits.frame_bytes_max),
-                mailbox_capacity: self
-                    .mailbox_capacity
-                    .unwrap_or(limits.mailbox_capacity)
-                    .max(1),
-                account_idle: seconds(self.account_idle_secs, limits.account_idle),
-                frame_read_timeout: seconds(
-                    self.frame_read_timeout_secs,
-                    limits.frame_read_timeout,
-                ),
-                login_idle_timeout: seconds(
-                    self.login_idle_timeout_secs,
-                    limits.login_idle_timeout,
-                ),
-                write_queue_frames: self.write_queue_frames.unwrap_or(limits.write_queue_frames),
-                write_timeout: seconds(self.write_timeout_secs, limits.write_timeout),
-                operator_failures: RateLimit {
-                    burst: self
-                        .operator_failures_burst
-                        .unwrap_or(limits.operator_failures.burst),
-                    per_minute: self
-                        .operator_failures_per_minute
-                        .unwrap_or(limits.operator_failures.per_minute),
-                },
-                pin_failures_per_connection: rate(
-                    self.pin_failures_per_connection_burst,
-                    self.pin_failures_per_connection_per_minute,
-                    limits.pin_failures_per_connection,
-                ),
-                pin_failures_per_peer: rate(
-                    self.pin_failures_per_peer_burst,
-                    self.pin_failures_per_peer_per_minute,
-                    limits.pin_failures_per_peer,
-                ),
-                pin_check_queue_max: self
-                    .pin_check_queue_max
-                    .unwrap_or(limits.pin_check_queue_max)
-                    .max(1),
-                requests_joinable_max: limits.requests_joinable_max,
-            },
-            pin_hash_cost: PinHashCost {
-                memory_kib: self
-                    .pin_hash_memory_kib
-                    .unwrap_or(defaults.pin_hash_cost.memory_kib),
-                iterations: self
-                    .pin_hash_iterations
-                    .unwrap_or(defaults.pin_hash_cost.iterations),
-            },
+            limits: self.limits(),
+            pin_hash_cost: self.pin_hash_cost(defaults.pin_hash_cost)?,
             faults,
             arbiters: self.arbiters.unwrap_or(defaults.arbiters),
             snapshot_records_interval: self
@@ -339,20 +274,90 @@ impl Settings {
             recovery: self.recovery.unwrap_or_default(),
             journal_fail_after_bytes: self.journal_fail_after_bytes,
         };
-        if !(8..=4 * 1024 * 1024).contains(&config.pin_hash_cost.memory_kib)
-            || config.pin_hash_cost.iterations == 0
-        {
-            return Err(
-                "--pin-hash-memory-kib must be 8..=4194304 and --pin-hash-iterations at least 1"
-                    .into(),
-            );
-        }
         let process = ProcessSettings {
             metrics_listen: self.metrics_listen,
             log_format: self.log_format.unwrap_or_default(),
         };
         Ok((config, process))
     }
+
+    /// The limits these settings give, defaults filled in (counts that must be positive are at
+    /// least 1).
+    fn limits(&self) -> Limits {
+        let limits = Limits::default();
+        let rate = |burst: Option<u32>, per_minute: Option<u32>, default: RateLimit| RateLimit {
+            burst: burst.unwrap_or(default.burst),
+            per_minute: per_minute.unwrap_or(default.per_minute),
+        };
+        Limits {
+            connections_max: self.connections_max.unwrap_or(limits.connections_max),
+            requests_in_flight_max: self
+                .requests_in_flight_max
+                .unwrap_or(limits.requests_in_flight_max)
+                .max(1),
+            frame_bytes_max: self.frame_bytes_max.unwrap_or(limits.frame_bytes_max),
+            mailbox_capacity: self
+                .mailbox_capacity
+                .unwrap_or(limits.mailbox_capacity)
+                .max(1),
+            account_idle: seconds(self.account_idle_secs, limits.account_idle),
+            frame_read_timeout: seconds(self.frame_read_timeout_secs, limits.frame_read_timeout),
+            login_idle_timeout: seconds(self.login_idle_timeout_secs, limits.login_idle_timeout),
+            write_queue_frames: self.write_queue_frames.unwrap_or(limits.write_queue_frames),
+            write_timeout: seconds(self.write_timeout_secs, limits.write_timeout),
+            operator_failures: rate(
+                self.operator_failures_burst,
+                self.operator_failures_per_minute,
+                limits.operator_failures,
+            ),
+            pin_failures_per_connection: rate(
+                self.pin_failures_per_connection_burst,
+                self.pin_failures_per_connection_per_minute,
+                limits.pin_failures_per_connection,
+            ),
+            pin_failures_per_peer: rate(
+                self.pin_failures_per_peer_burst,
+                self.pin_failures_per_peer_per_minute,
+                limits.pin_failures_per_peer,
+            ),
+            pin_check_queue_max: self
+                .pin_check_queue_max
+                .unwrap_or(limits.pin_check_queue_max)
+                .max(1),
+            requests_joinable_max: limits.requests_joinable_max,
+        }
+    }
+
+    /// The argon2id cost of the first release's PIN hashes, checked to be one argon2 accepts.
+    fn pin_hash_cost(&self, defaults: PinHashCost) -> Result<PinHashCost, String> {
+        let cost = PinHashCost {
+            memory_kib: self.pin_hash_memory_kib.unwrap_or(defaults.memory_kib),
+            iterations: self.pin_hash_iterations.unwrap_or(defaults.iterations),
+        };
+        if !(8..=4 * 1024 * 1024).contains(&cost.memory_kib) || cost.iterations == 0 {
+            return Err(
+                "--pin-hash-memory-kib must be 8..=4194304 and --pin-hash-iterations at least 1"
+                    .into(),
+            );
+        }
+        Ok(cost)
+    }
+
+    /// The fault plan of `--faults`, if given.
+    fn fault_plan(&self) -> Result<Option<FaultPlan>, String> {
+        self.faults
+            .as_ref()
+            .map(|text| {
+                text.parse::<FaultPlan>()
+                    .map_err(|error| format!("--faults: {error}"))
+            })
+            .transpose()
+    }
+}
+
+/// `value` seconds, or `default` when not given.
+fn seconds(value: Option<u64>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from_secs)
 }
 
 /// The first line of the operator token file at `path`, which only its owner may read.
@@ -377,41 +382,44 @@ fn read_token_file(path: &std::path::Path) -> Result<String, String> {
     Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
+/// The effective configuration as it is shown: each field is the configuration file's key of
+/// the same name, with the value in force.
+#[derive(Serialize)]
+struct Effective {
+    listen: String,
+    data_dir: String,
+    operator_token: String,
+    demo: bool,
+    faults: String,
+    metrics_listen: String,
+    log_format: LogFormat,
+    connections_max: usize,
+    requests_in_flight_max: usize,
+    frame_bytes_max: usize,
+    mailbox_capacity: usize,
+    journal_queue_records_max: usize,
+    operator_failures_burst: u32,
+    operator_failures_per_minute: u32,
+    frame_read_timeout_secs: u64,
+    login_idle_timeout_secs: u64,
+    write_queue_frames: usize,
+    write_timeout_secs: u64,
+    account_idle_secs: u64,
+    pin_key_file: String,
+    pin_failures_per_connection_burst: u32,
+    pin_failures_per_connection_per_minute: u32,
+    pin_failures_per_peer_burst: u32,
+    pin_failures_per_peer_per_minute: u32,
+    pin_check_queue_max: usize,
+    snapshot_records_interval: u64,
+    client_retention_secs: u64,
+    arbiters: usize,
+    shutdown_timeout_secs: u64,
+    recovery: crate::journal::RecoveryMode,
+}
+
 /// The effective configuration as TOML, in the file's own format, with secrets masked.
 pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> String {
-    #[derive(Serialize)]
-    struct Effective {
-        listen: String,
-        data_dir: String,
-        operator_token: String,
-        demo: bool,
-        faults: String,
-        metrics_listen: String,
-        log_format: LogFormat,
-        connections_max: usize,
-        requests_in_flight_max: usize,
-        frame_bytes_max: usize,
-        mailbox_capacity: usize,
-        journal_queue_records_max: usize,
-        operator_failures_burst: u32,
-        operator_failures_per_minute: u32,
-        frame_read_timeout_secs: u64,
-        login_idle_timeout_secs: u64,
-        write_queue_frames: usize,
-        write_timeout_secs: u64,
-        account_idle_secs: u64,
-        pin_key_file: String,
-        pin_failures_per_connection_burst: u32,
-        pin_failures_per_connection_per_minute: u32,
-        pin_failures_per_peer_burst: u32,
-        pin_failures_per_peer_per_minute: u32,
-        pin_check_queue_max: usize,
-        snapshot_records_interval: u64,
-        client_retention_secs: u64,
-        arbiters: usize,
-        shutdown_timeout_secs: u64,
-        recovery: crate::journal::RecoveryMode,
-    }
     let limits = &config.limits;
     let effective = Effective {
         listen: config.listen.to_string(),

@@ -76,13 +76,16 @@ fn run() -> ExitCode {
         Ok(server) => server,
         Err(error) => return fail(&error.to_string()),
     };
+    // Listened for before the listening line: a SIGTERM sent as soon as a supervisor reads the
+    // line must stop the server gracefully, not end it by the signal's default action.
+    let stop = StopSignals::listen();
     // The address actually bound (with `--listen …:0` the operating system picked the port): a
     // supervisor or test reads it from this line.
     say(
         std::io::stdout(),
         &format!("bank-server listening on {}", server.local_addr),
     );
-    if let Err(error) = wait_for_signal(server.bank().storage()) {
+    if let Err(error) = stop.and_then(|stop| stop.wait(server.bank().storage())) {
         tracing::error!(%error, "cannot wait for signals");
     }
     tracing::info!("shutting down");
@@ -113,47 +116,84 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Blocks until SIGINT or SIGTERM. If the journal fails closed meanwhile, says so on standard
-/// output too (standard error may be what failed) and keeps serving `unavailable` until stopped.
-fn wait_for_signal(journal: &Journal) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut progress = journal.progress();
-    runtime.block_on(async {
-        let failed = async {
-            if let Ok(progress) = progress
-                .wait_for(|progress| matches!(progress, Progress::Failed(_)))
-                .await
-            {
-                if let Progress::Failed(reason) = &*progress {
-                    say(
-                        std::io::stdout(),
-                        &format!(
-                            "bank-server: the journal failed closed: {reason}; no change is \
-                             acknowledged until a restart"
-                        ),
-                    );
-                }
-            }
-            std::future::pending::<()>().await
-        };
+/// The signals that stop the server (SIGINT, SIGTERM), registered when made, with the runtime
+/// that waits for them.
+struct StopSignals {
+    /// Runs the wait.
+    runtime: tokio::runtime::Runtime,
+    /// SIGTERM, registered from the start.
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    /// SIGINT, registered from the start.
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Registers the handlers now, so that no stop signal sent from here on is missed.
+    fn listen() -> std::io::Result<StopSignals> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         #[cfg(unix)]
         {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            use tokio::signal::unix::{signal, SignalKind};
+            let entered = runtime.enter();
+            let terminate = signal(SignalKind::terminate())?;
+            let interrupt = signal(SignalKind::interrupt())?;
+            drop(entered);
+            Ok(StopSignals {
+                runtime,
+                terminate,
+                interrupt,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals { runtime })
+    }
+
+    /// Blocks until SIGINT or SIGTERM. If the journal fails closed meanwhile, says so on standard
+    /// output too (standard error may be what failed) and keeps serving `unavailable` until
+    /// stopped.
+    fn wait(self, journal: &Journal) -> std::io::Result<()> {
+        #[cfg(unix)]
+        let StopSignals {
+            runtime,
+            mut terminate,
+            mut interrupt,
+        } = self;
+        #[cfg(not(unix))]
+        let StopSignals { runtime } = self;
+        let mut progress = journal.progress();
+        runtime.block_on(async {
+            let failed = async {
+                if let Ok(progress) = progress
+                    .wait_for(|progress| matches!(progress, Progress::Failed(_)))
+                    .await
+                {
+                    if let Progress::Failed(reason) = &*progress {
+                        say(
+                            std::io::stdout(),
+                            &format!(
+                                "bank-server: the journal failed closed: {reason}; no change is \
+                                 acknowledged until a restart"
+                            ),
+                        );
+                    }
+                }
+                std::future::pending::<()>().await
+            };
+            #[cfg(unix)]
             tokio::select! {
-                result = tokio::signal::ctrl_c() => result,
+                _ = interrupt.recv() => Ok(()),
                 _ = terminate.recv() => Ok(()),
                 () = failed => Ok(()),
             }
-        }
-        #[cfg(not(unix))]
-        {
+            #[cfg(not(unix))]
             tokio::select! {
                 result = tokio::signal::ctrl_c() => result,
                 () = failed => Ok(()),
             }
-        }
-    })
+        })
+    }
 }

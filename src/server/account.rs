@@ -7,7 +7,8 @@
 //! [`crate::ledger`], queue the record in the journal, apply it to the working copy, remember the
 //! request. The reply does not wait for the disk here; the caller waits for the record's position
 //! to become durable, so the actor can decide the next request meanwhile (pipelining), and journal
-//! order equals decision order.
+//! order equals decision order. The time stamped on records and the idleness that retires the
+//! actor are read from the bank's clock ([`Bank::clock`]), never from the system.
 //!
 //! A crash (a panic inside the decision, caught, or an injected fault) becomes `ctx.stop()`. The
 //! supervisor then calls [`Supervised::restarting`], which throws the working copy away, and
@@ -19,13 +20,15 @@
 
 use super::Bank;
 use crate::faults::CrashPoint;
-use crate::ledger::{self, Account, Decision, Event, Fingerprint, Lsn, Outcome, Principal, Seen};
+use crate::ledger::{
+    self, Account, Clients, Decision, Event, Fingerprint, Lsn, Outcome, Principal, Record, Seen,
+};
 use crate::model::{Card, Code, RequestId};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The answer of an account actor.
@@ -45,6 +48,20 @@ pub enum NoAnswer {
     /// The actor is retiring (idle) and no longer decides; the next attempt reaches its successor.
     Retired,
 }
+
+/// An answer carrying only a status, released once `durable_after` is durable.
+fn answer(status: Code, durable_after: Lsn) -> Answer {
+    Answer {
+        outcome: Outcome {
+            status,
+            balance: None,
+        },
+        durable_after,
+    }
+}
+
+/// A decision that panicked (or was made to, by the fault plan), caught by the panic trap.
+struct Trapped;
 
 /// Decide one request on this account.
 #[derive(Message)]
@@ -66,7 +83,9 @@ pub struct AccountActor {
     account: Option<Account>,
     /// The position of the last record this actor queued.
     last_lsn: Lsn,
-    last_active: Instant,
+    /// When this actor last decided something, by the bank's monotonic clock; it retires after
+    /// [`super::Limits::account_idle`] without a request.
+    last_active: Duration,
     /// Messages sent to this actor and not yet taken; the bank refuses more beyond the mailbox
     /// capacity.
     queued: Arc<AtomicUsize>,
@@ -80,38 +99,29 @@ impl AccountActor {
     pub fn new(card: Card, bank: Arc<Bank>, queued: Arc<AtomicUsize>) -> Self {
         AccountActor {
             card,
+            last_active: bank.clock().now(),
             bank,
             queued,
             account: None,
             last_lsn: 0,
-            last_active: Instant::now(),
             retired: false,
         }
     }
 
+    /// Decides one request, in steps: the gate (a retired actor, a locked card), the memory of
+    /// completed requests, the pure decision under the panic trap, then journaling, applying and
+    /// remembering, and the injected crash after journaling.
     fn decide(
         &mut self,
         request: RequestId,
         event: Event,
         ctx: &mut Context<Self>,
     ) -> Result<Answer, NoAnswer> {
-        if self.retired {
-            return Err(NoAnswer::Retired);
+        if let Some(early) = self.gate(&event) {
+            return early;
         }
-        self.last_active = Instant::now();
         let bank = self.bank.clone();
-        let answer = |status, durable_after| Answer {
-            outcome: Outcome {
-                status,
-                balance: None,
-            },
-            durable_after,
-        };
-        // A locked card admits no PIN attempt, not even the replay of one approved before the lock.
-        if event.presents_pin() && self.account.as_ref().is_some_and(Account::is_locked) {
-            return Ok(answer(Code::CardLocked, self.last_lsn));
-        }
-        let now = super::now_unix_ms();
+        let now = bank.clock().unix_ms();
         // The memory of completed requests of the principal this request was authenticated as:
         // none for a PIN attempt, which is always decided afresh. The memory's lock is held until
         // the request is remembered, so two attempts of one id are decided one after the other.
@@ -122,40 +132,15 @@ impl AccountActor {
             )
         });
         if let Some((clients, fingerprint)) = &memory {
-            match clients.check(request.client, request.sequence, fingerprint) {
-                Seen::Replay(done) => {
-                    bank.stats().replay_served();
-                    return Ok(Answer {
-                        outcome: done.outcome,
-                        durable_after: done.lsn,
-                    });
-                }
-                Seen::Conflict(lsn) => {
-                    return Ok(answer(Code::RequestIdConflict, lsn.max(self.last_lsn)))
-                }
-                Seen::Stale => return Ok(answer(Code::StaleRequest, self.last_lsn)),
-                Seen::New => {}
-            }
-            if !clients.admits(request.client, now) {
-                return Ok(answer(Code::Busy, 0));
+            if let Some(answer) = self.recall(clients, request, fingerprint, now) {
+                return Ok(answer);
             }
         }
         let crash = bank
             .faults()
             .as_ref()
             .and_then(|faults| faults.crash(request));
-        let account = self.account.as_ref();
-        let card = self.card;
-        let decided = catch_unwind(AssertUnwindSafe(|| {
-            if crash == Some(CrashPoint::BeforeJournal) {
-                // Unwinds exactly like a panic, without the panic hook's report on stderr.
-                std::panic::resume_unwind(Box::new(format!(
-                    "injected crash of the account actor for card {card}"
-                )));
-            }
-            ledger::decide(account, card, request, event, now)
-        }));
-        let record = match decided {
+        let record = match self.decide_trapped(request, event, now, crash) {
             Ok(Decision::Record(record)) => record,
             Ok(Decision::Answer(outcome)) => {
                 // Nothing to remember, so the request takes no room in the memory.
@@ -164,16 +149,102 @@ impl AccountActor {
                     durable_after: self.last_lsn,
                 });
             }
-            Err(_) => {
+            Err(Trapped) => {
                 if let (Some(faults), Some(CrashPoint::BeforeJournal)) = (&bank.faults(), crash) {
                     faults.crashed();
                 }
-                tracing::error!(card, %request, "account actor crashed in a decision; restarting it");
+                tracing::error!(card = self.card, %request, "account actor crashed in a decision; restarting it");
                 ctx.stop();
                 return Err(NoAnswer::Crashed);
             }
         };
-        let lsn = match bank.storage().append(record.clone()) {
+        let clients = memory.as_mut().map(|(clients, _)| &mut **clients);
+        let answer = self.journal_and_apply(record, clients, now, ctx)?;
+        if let (Some(faults), Some(CrashPoint::AfterJournal)) = (&bank.faults(), crash) {
+            faults.crashed();
+            tracing::warn!(card = self.card, %request, "injected crash of the account actor after journaling");
+            ctx.stop();
+            return Err(NoAnswer::Crashed);
+        }
+        Ok(answer)
+    }
+
+    /// The answer given before anything is looked up: none from a retired actor, and
+    /// `card_locked` for any PIN attempt on a locked card (not even the replay of one approved
+    /// before the lock). Also marks the actor active.
+    fn gate(&mut self, event: &Event) -> Option<Result<Answer, NoAnswer>> {
+        if self.retired {
+            return Some(Err(NoAnswer::Retired));
+        }
+        self.last_active = self.bank.clock().now();
+        if event.presents_pin() && self.account.as_ref().is_some_and(Account::is_locked) {
+            return Some(Ok(answer(Code::CardLocked, self.last_lsn)));
+        }
+        None
+    }
+
+    /// The answer the memory of completed requests gives, if any: the original's for a replay
+    /// (after its record), `request_id_conflict` (after the original's record and this actor's
+    /// latest), `stale_request`, or `busy` when the memory has no room for the client.
+    fn recall(
+        &self,
+        clients: &Clients,
+        request: RequestId,
+        fingerprint: &Fingerprint,
+        now: u64,
+    ) -> Option<Answer> {
+        match clients.check(request.client, request.sequence, fingerprint) {
+            Seen::Replay(done) => {
+                self.bank.stats().replay_served();
+                return Some(Answer {
+                    outcome: done.outcome,
+                    durable_after: done.lsn,
+                });
+            }
+            Seen::Conflict(lsn) => {
+                return Some(answer(Code::RequestIdConflict, lsn.max(self.last_lsn)))
+            }
+            Seen::Stale => return Some(answer(Code::StaleRequest, self.last_lsn)),
+            Seen::New => {}
+        }
+        (!clients.admits(request.client, now)).then(|| answer(Code::Busy, 0))
+    }
+
+    /// The pure decision, inside the panic trap (see the module's documentation): a panic, or
+    /// the injected crash before journaling, becomes `Err(Trapped)` and changes nothing.
+    fn decide_trapped(
+        &self,
+        request: RequestId,
+        event: Event,
+        now: u64,
+        crash: Option<CrashPoint>,
+    ) -> Result<Decision, Trapped> {
+        let account = self.account.as_ref();
+        let card = self.card;
+        catch_unwind(AssertUnwindSafe(|| {
+            if crash == Some(CrashPoint::BeforeJournal) {
+                // Unwinds exactly like a panic, without the panic hook's report on stderr.
+                std::panic::resume_unwind(Box::new(format!(
+                    "injected crash of the account actor for card {card}"
+                )));
+            }
+            ledger::decide(account, card, request, event, now)
+        }))
+        .map_err(|_| Trapped)
+    }
+
+    /// Queues `record` in the journal, applies it to the working copy and remembers it in
+    /// `clients` (the principal's memory, locked by the caller). A full or failed journal
+    /// answers `busy` or `unavailable` and changes nothing; a record that does not apply stops
+    /// the actor, which reloads.
+    fn journal_and_apply(
+        &mut self,
+        record: Record,
+        clients: Option<&mut Clients>,
+        now: u64,
+        ctx: &mut Context<Self>,
+    ) -> Result<Answer, NoAnswer> {
+        let lsn = match self.bank.storage().append(record.clone()) {
             Ok(lsn) => lsn,
             Err(crate::journal::AppendError::Busy) => return Ok(answer(Code::Busy, 0)),
             Err(crate::journal::AppendError::Unavailable(_)) => {
@@ -187,16 +258,14 @@ impl AccountActor {
             ctx.stop();
             return Err(NoAnswer::Crashed);
         }
-        if let Some((clients, _)) = memory.as_mut() {
-            clients.remember(request.client, ledger::completed_entry(&record, lsn), now);
+        if let Some(clients) = clients {
+            clients.remember(
+                record.request.client,
+                ledger::completed_entry(&record, lsn),
+                now,
+            );
         }
         self.last_lsn = lsn;
-        if let (Some(faults), Some(CrashPoint::AfterJournal)) = (&bank.faults(), crash) {
-            faults.crashed();
-            tracing::warn!(card, %request, "injected crash of the account actor after journaling");
-            ctx.stop();
-            return Err(NoAnswer::Crashed);
-        }
         Ok(Answer {
             outcome: record.outcome,
             durable_after: lsn,
@@ -245,16 +314,17 @@ impl Actor for AccountActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.bank.limits().mailbox_capacity);
         self.bank.stats().account_started();
-        self.last_active = Instant::now();
+        self.last_active = self.bank.clock().now();
         self.load(ctx);
         let idle = self.bank.limits().account_idle;
         ctx.run_interval(
-            idle.max(std::time::Duration::from_millis(10)) / 2,
+            idle.max(Duration::from_millis(10)) / 2,
             move |actor, ctx| {
                 // Retire only once everything this actor queued is durable, so that a successor
                 // can load the committed state without waiting.
                 let durable = actor.bank.storage().stats().durable_lsn;
-                if actor.last_active.elapsed() >= idle && durable >= actor.last_lsn {
+                let idle_for = actor.bank.clock().now().saturating_sub(actor.last_active);
+                if idle_for >= idle && durable >= actor.last_lsn {
                     actor.retire(ctx);
                 }
             },

@@ -2,7 +2,7 @@
 //! that still checks the first release's argon2id hashes.
 //!
 //! Every PIN that reaches the server (Verify, the old PIN of ChangePin) goes through
-//! [`Bank::check_pin`], in this order: the connection's and the peer's failure allowance
+//! `Bank::check_pin`, in this order: the connection's and the peer's failure allowance
 //! (exhausted: `busy`, nothing checked, nothing counted); the committed account (none: the same
 //! keyed work against a stand-in verifier, then `unknown_card`; locked: `card_locked`, nothing
 //! hashed); then the keyed check (microseconds, in place) or, for a hash of the first release, an
@@ -417,7 +417,7 @@ impl Bank {
             return PinVerdict::Busy;
         }
         let stored = self
-            .journal
+            .storage()
             .read_committed_account(card, |account| (account.pin_hash, account.is_locked()));
         let first = candidates.first().cloned().unwrap_or_default();
         let keyed = |stored: &PinHash| {

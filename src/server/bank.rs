@@ -1,0 +1,391 @@
+//! The [`Bank`]: what every actor shares. The registry of account actors, admission and
+//! settlement of requests ([`Bank::submit`], [`Bank::settle`]), reads of the committed state, the
+//! working memory of completed requests and its sweep, and the operator check.
+
+use super::account::{self, AccountActor, Decide};
+use super::durable;
+use super::joining::{JoinableMap, JoinablePublisher};
+use super::pins::Pins;
+use super::settings::{Limits, ServerConfig};
+use super::stats::Stats;
+use crate::clock::Clock;
+use crate::faults::{FaultPlan, Faults};
+use crate::journal::Journal;
+use crate::ledger::{Clients, Event, Fingerprint, Outcome, Principal};
+use crate::model::{Amount, Card, Code, RequestId};
+use crate::pin::{self, OperatorToken, PinKey};
+use crate::ratelimit::{PeerBuckets, WhenFull};
+use actix::prelude::*;
+use dashmap::DashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// What every actor shares: the journal, the account registry, the memory of completed
+/// requests, the limits.
+pub struct Bank {
+    /// The journal every change goes through.
+    journal: Journal,
+    /// The account actors by card.
+    pub(super) accounts: DashMap<Card, AccountHandle>,
+    /// The working memory of completed requests, by principal and client: decisions are checked
+    /// against it and recorded in it before they are durable (a retry then waits for durability
+    /// like the first attempt). Seeded from the committed ledger at start.
+    pub(super) clients: DashMap<Principal, Clients>,
+    /// Account changes submitted and not yet answered, which a retry of the same request may
+    /// join (see [`Bank::submit`]).
+    joinable: Arc<JoinableMap>,
+    /// The threads account actors and sessions run on.
+    pub(super) arbiters: Vec<ArbiterHandle>,
+    /// The limits in force.
+    limits: Limits,
+    /// The operator token accounts are opened with.
+    operator: OperatorToken,
+    /// Failed operator-token attempts by peer address.
+    operator_failures: PeerBuckets,
+    /// Where the server reads the time: failure limits, record stamps, forgetting idle clients.
+    clock: Arc<dyn Clock>,
+    /// The PIN key, the limits on failed PIN checks, the argon2id pool.
+    pub(super) pins: Pins,
+    /// Fault injection, when enabled; armed by [`Bank::arm_faults`] once the server's own
+    /// requests (the demo accounts) are done, so that it touches only requests from clients.
+    faults: OnceLock<Option<Arc<Faults>>>,
+    /// Counters.
+    stats: Stats,
+    /// How long an idle client's completed requests are remembered.
+    client_retention: Duration,
+    /// Cancelled when a graceful shutdown begins: the gateway stops accepting and sessions stop
+    /// reading, finish what is in flight and close.
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Bank {
+    /// The bank over a recovered `journal`, with account actors on `arbiters`. Its working
+    /// memory of completed requests starts as the committed one.
+    pub(super) fn new(
+        config: &ServerConfig,
+        journal: Journal,
+        pin_key: PinKey,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> Arc<Bank> {
+        let clients = journal.committed_clients().into_iter().collect();
+        let limits = &config.limits;
+        Arc::new(Bank {
+            journal,
+            accounts: DashMap::new(),
+            clients,
+            joinable: JoinableMap::new(limits.requests_joinable_max),
+            arbiters,
+            limits: limits.clone(),
+            operator: OperatorToken::new(config.operator_token.as_deref()),
+            operator_failures: PeerBuckets::new(
+                crate::operator::OPERATOR_FAILURE_PEERS_MAX,
+                WhenFull::Refuse,
+            ),
+            clock: config.clock.clone(),
+            pins: Pins::new(
+                pin_key,
+                limits.pin_failures_per_connection,
+                limits.pin_failures_per_peer,
+                limits.pin_check_queue_max,
+                config.clock.clone(),
+            ),
+            faults: OnceLock::new(),
+            stats: Stats::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            client_retention: config.client_retention,
+        })
+    }
+
+    /// The storage every change goes through (today the file journal).
+    pub fn storage(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Fault injection, when enabled (and armed).
+    pub fn faults(&self) -> &Option<Arc<Faults>> {
+        /// What an unarmed bank injects: nothing.
+        static NO_FAULTS: Option<Arc<Faults>> = None;
+        self.faults.get().unwrap_or(&NO_FAULTS)
+    }
+
+    /// Starts injecting the faults of `plan` (none when it is `None` or quiet). Only the first
+    /// call counts.
+    pub(super) fn arm_faults(&self, plan: Option<FaultPlan>) {
+        let faults = plan
+            .filter(|plan| !plan.is_quiet())
+            .map(|plan| Arc::new(Faults::new(plan)));
+        let _ = self.faults.set(faults);
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Where the server reads the time ([`ServerConfig::clock`]).
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// True when an operator token is configured (without one, accounts cannot be opened).
+    pub fn operator_is_set(&self) -> bool {
+        self.operator.is_set()
+    }
+
+    /// The actor for `card`, started (on the card's arbiter) if it is not running.
+    fn account(self: &Arc<Self>, card: Card) -> AccountHandle {
+        if let Some(handle) = self.accounts.get(&card) {
+            if handle.address.connected() {
+                return handle.clone();
+            }
+        }
+        let mut entry = self
+            .accounts
+            .entry(card)
+            .or_insert_with(|| self.start_account(card));
+        if !entry.address.connected() {
+            *entry = self.start_account(card);
+        }
+        entry.clone()
+    }
+
+    fn start_account(self: &Arc<Self>, card: Card) -> AccountHandle {
+        let arbiter = &self.arbiters[(card % self.arbiters.len() as u64) as usize];
+        let bank = self.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counter = queued.clone();
+        let address =
+            Supervisor::start_in_arbiter(arbiter, move |_| AccountActor::new(card, bank, counter));
+        AccountHandle { address, queued }
+    }
+
+    /// Decides `event` for `request` on `card` and waits until the answer may be given (its record
+    /// is durable). Never fails: trouble becomes `busy` or `unavailable`, which clients retry.
+    pub async fn decide(self: &Arc<Self>, card: Card, request: RequestId, event: Event) -> Outcome {
+        let submitted = self.submit(card, request, event);
+        self.settle(submitted).await
+    }
+
+    /// Hands `event` to the card's actor now, without waiting: requests submitted one after the
+    /// other reach the actor, and are decided, in that order. [`Bank::settle`] waits for the answer.
+    ///
+    /// Admission is decided first, and cheaply: a retry of a change that is still being worked
+    /// on (same card, same request id, same parameters) *joins* it and will get the original's
+    /// answer, without reaching the actor again; a full mailbox answers `busy` at once. Only
+    /// withdrawals and deposits are joined: a request that carries a secret (a PIN attempt, an
+    /// account opening) is always checked afresh.
+    pub fn submit(self: &Arc<Self>, card: Card, request: RequestId, event: Event) -> Submitted {
+        let joinable = matches!(event, Event::Withdrawal { .. } | Event::Deposit { .. });
+        let fingerprint = Fingerprint::of(card, &event);
+        if joinable {
+            if let Some(outcome) = self.joinable.join((card, request), &fingerprint) {
+                self.stats.join_served();
+                return Submitted(Admission::Joined(outcome));
+            }
+        }
+        let handle = self.account(card);
+        // A full mailbox answers `busy` at once instead of queueing without bound.
+        if handle.queued.fetch_add(1, Ordering::AcqRel) >= self.limits.mailbox_capacity {
+            handle.queued.fetch_sub(1, Ordering::AcqRel);
+            return Submitted(Admission::Refused);
+        }
+        let (reply, answer) = oneshot::channel();
+        let message = Decide {
+            request,
+            event,
+            reply,
+        };
+        if handle.address.try_send(message).is_err() {
+            handle.queued.fetch_sub(1, Ordering::AcqRel);
+            return Submitted(Admission::Refused);
+        }
+        let publish = joinable
+            .then(|| self.joinable.open((card, request), fingerprint))
+            .flatten();
+        Submitted(Admission::Sent { answer, publish })
+    }
+
+    /// Waits for a submitted request's answer and for its record to be durable.
+    pub async fn settle(&self, submitted: Submitted) -> Outcome {
+        let (answer, publish) = match submitted.0 {
+            Admission::Refused => return self.no_answer(),
+            Admission::Joined(mut outcome) => {
+                return match outcome.wait_for(Option::is_some).await {
+                    Ok(outcome) => (*outcome).unwrap_or_else(|| self.no_answer()),
+                    // The original ended without an answer (its connection closed): retry.
+                    Err(_) => self.no_answer(),
+                };
+            }
+            Admission::Sent { answer, publish } => (answer, publish),
+        };
+        let outcome = self.settle_answer(answer).await;
+        if let Some(publish) = publish {
+            publish.publish(outcome);
+        }
+        outcome
+    }
+
+    /// The answer to give when a request was not decided now (a full mailbox, a crash, a retiring
+    /// actor): `busy`, retry. If the journal has failed, say so instead: retrying cannot help.
+    fn no_answer(&self) -> Outcome {
+        Outcome {
+            status: if self.journal.failure().is_some() {
+                Code::Unavailable
+            } else {
+                Code::Busy
+            },
+            balance: None,
+        }
+    }
+
+    async fn settle_answer(&self, answer: oneshot::Receiver<AccountReply>) -> Outcome {
+        let answer = match answer.await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => return self.no_answer(),
+        };
+        match durable::wait_durable(&self.journal, answer.durable_after).await {
+            Ok(()) => answer.outcome,
+            Err(_) => Outcome {
+                status: Code::Unavailable,
+                balance: None,
+            },
+        }
+    }
+
+    /// The committed balance of `card`. Every acknowledged change is in it (acknowledgement waits
+    /// for the committed state), and nothing that is not durable is.
+    pub fn balance(&self, card: Card) -> Option<Amount> {
+        self.journal
+            .read_committed_account(card, |account| account.balance)
+    }
+
+    /// The PIN verifier of `card`, from the committed state.
+    pub fn pin_hash(&self, card: Card) -> Option<pin::PinHash> {
+        self.journal
+            .read_committed_account(card, |account| account.pin_hash)
+    }
+
+    /// Forgets, from the working memory of completed requests, every client with no completed
+    /// request for [`ServerConfig::client_retention`] by [`Bank::clock`]; returns how many. The
+    /// committed ledger forgets them at its next snapshot. Either memory may keep a client longer
+    /// than the other; both rules are sound because no honest client retries that late.
+    pub fn forget_idle_clients(&self) -> usize {
+        let cutoff = self
+            .clock
+            .unix_ms()
+            .saturating_sub(self.client_retention.as_millis() as u64);
+        let mut forgotten = 0;
+        self.clients
+            .retain(|_, clients| clients.keep_after_forgetting(cutoff, &mut forgotten));
+        forgotten
+    }
+
+    /// How many clients the working memory of completed requests holds for `principal` (at most
+    /// [`crate::ledger::CLIENTS_PER_PRINCIPAL_MAX`]).
+    pub fn clients_remembered(&self, principal: Principal) -> usize {
+        self.clients
+            .get(&principal)
+            .map_or(0, |clients| clients.windows.len())
+    }
+
+    /// Runs [`Bank::forget_idle_clients`] periodically until shutdown begins.
+    pub(super) async fn forget_idle_clients_forever(&self) {
+        // Often enough that a full table frees up soon after clients go idle, rarely enough that
+        // the scan costs nothing noticeable.
+        let period =
+            (self.client_retention / 8).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = self.shutting_down() => return,
+            }
+            let forgotten = self.forget_idle_clients();
+            if forgotten > 0 {
+                tracing::info!(forgotten, "forgot idle clients");
+            }
+        }
+    }
+
+    /// How long an idle client's completed requests are remembered.
+    pub fn client_retention(&self) -> Duration {
+        self.client_retention
+    }
+
+    /// Begins a graceful shutdown (see [`Bank::shutting_down`]).
+    pub(super) fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Resolves when a graceful shutdown has begun.
+    pub fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    /// True once a graceful shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Checks `offered` against the operator token for a request from `peer`: `Approved` when it
+    /// is the token, `NotAuthorised` when it is not (counted and logged), `Busy` without a check
+    /// when the peer has used up its failed attempts ([`Limits::operator_failures`]).
+    pub fn check_operator(&self, offered: &str, peer: Option<IpAddr>) -> Code {
+        // A connection without a known peer address shares one bucket with its kind.
+        let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let (limit, now) = (self.limits.operator_failures, self.clock.now());
+        if !self.operator_failures.allows(peer, limit, now) {
+            return Code::Busy;
+        }
+        if self.operator.matches(offered) {
+            return Code::Approved;
+        }
+        let attempts_left = self.operator_failures.take(peer, limit, now);
+        tracing::warn!(
+            security = true,
+            %peer,
+            attempts_left,
+            "operator token refused"
+        );
+        Code::NotAuthorised
+    }
+}
+
+/// What an account actor sends back for one request.
+type AccountReply = Result<account::Answer, account::NoAnswer>;
+
+/// How the bank reaches one account actor.
+#[derive(Clone)]
+pub(super) struct AccountHandle {
+    /// The actor's address.
+    pub(super) address: Addr<AccountActor>,
+    /// Messages sent and not yet taken by the actor. actix gives every sender (every `Addr`
+    /// clone) a slot of its own beyond the mailbox capacity, so the bank counts for itself.
+    queued: Arc<AtomicUsize>,
+}
+
+/// A request after admission: handed to an account actor, joined to its original, or refused.
+pub struct Submitted(Admission);
+
+/// How a request was admitted (see [`Bank::submit`]).
+enum Admission {
+    /// Not admitted (a full mailbox): the answer is `busy`.
+    Refused,
+    /// Handed to the account actor; `publish` shares the answer with retries that join it.
+    Sent {
+        /// Where the actor's answer arrives.
+        answer: oneshot::Receiver<AccountReply>,
+        /// Set when retries may join this change.
+        publish: Option<JoinablePublisher>,
+    },
+    /// A retry of a change still in flight: it waits for the original's answer.
+    Joined(watch::Receiver<Option<Outcome>>),
+}

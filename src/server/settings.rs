@@ -1,0 +1,157 @@
+//! What the server is told: its limits and its configuration, and the journal settings they give.
+
+use super::pins::{self, PinKeySource};
+use crate::clock::Clock;
+use crate::faults::FaultPlan;
+use crate::journal::{JournalConfig, RecoveryMode};
+use crate::pin::PinHashCost;
+use crate::ratelimit::RateLimit;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The limits the server enforces. Every queue and count has one.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Open connections at most; more are refused with a `Goodbye`.
+    pub connections_max: usize,
+    /// Requests one connection may have unanswered; more are answered `busy`.
+    pub requests_in_flight_max: usize,
+    /// Largest frame body accepted, in bytes.
+    pub frame_bytes_max: usize,
+    /// Messages an account actor's mailbox holds; when full, requests are answered `busy`.
+    pub mailbox_capacity: usize,
+    /// An account actor with no request for this long stops (its state stays in the ledger).
+    pub account_idle: Duration,
+    /// A frame whose first byte has arrived must be complete within this time, or the connection
+    /// is closed (a slow sender cannot hold a connection and its buffer forever).
+    pub frame_read_timeout: Duration,
+    /// A connection with no verified card that sends nothing for this long is closed.
+    pub login_idle_timeout: Duration,
+    /// Replies (frames) a connection may have queued for writing. The session stops reading
+    /// requests while the queue lacks room for a full window of replies.
+    pub write_queue_frames: usize,
+    /// A client that does not take its replies for this long (writes stall, or the queue stays
+    /// full) is disconnected.
+    pub write_timeout: Duration,
+    /// Failed operator-token attempts each peer address may make (a burst, then a rate); beyond
+    /// them its operator requests are answered `busy` unchecked.
+    pub operator_failures: RateLimit,
+    /// Failed PIN checks one connection may make; beyond them PIN checks are answered `busy`.
+    pub pin_failures_per_connection: RateLimit,
+    /// Failed PIN checks one peer address may make over all its connections.
+    pub pin_failures_per_peer: RateLimit,
+    /// Argon2id checks (of the first release's hashes) waiting for the PIN pool; more are
+    /// answered `busy`.
+    pub pin_check_queue_max: usize,
+    /// Account changes being worked on that a retry may join (see [`super::Bank::submit`]). When this
+    /// many are open, a new change is still accepted but cannot be joined: a retry of it takes
+    /// the ordinary path through the account actor.
+    pub requests_joinable_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 10_000,
+            requests_in_flight_max: 64,
+            frame_bytes_max: crate::codec::FRAME_BYTES_MAX_DEFAULT,
+            mailbox_capacity: 1024,
+            account_idle: Duration::from_secs(60),
+            frame_read_timeout: Duration::from_secs(5),
+            login_idle_timeout: Duration::from_secs(60),
+            write_queue_frames: 256,
+            write_timeout: Duration::from_secs(10),
+            operator_failures: crate::operator::OPERATOR_FAILURES_DEFAULT,
+            pin_failures_per_connection: pins::PIN_FAILURES_PER_CONNECTION_DEFAULT,
+            pin_failures_per_peer: pins::PIN_FAILURES_PER_PEER_DEFAULT,
+            pin_check_queue_max: pins::PIN_CHECK_QUEUE_MAX_DEFAULT,
+            requests_joinable_max: REQUESTS_JOINABLE_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Default of [`Limits::requests_joinable_max`]: as many changes as 1 024 connections can have in
+/// flight at the default in-flight limit. An entry takes about 200 bytes, so at most ~13 MiB.
+pub const REQUESTS_JOINABLE_MAX_DEFAULT: usize = 65_536;
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Where the journal and snapshots live; created if missing.
+    pub data_dir: PathBuf,
+    /// The operator token; without one, creating accounts is disabled.
+    pub operator_token: Option<String>,
+    /// Open the lab's two sample accounts if they do not exist.
+    pub demo: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// Where the PIN verification key comes from (by default a file beside the data directory,
+    /// [`pins::default_pin_key_file`]).
+    pub pin_key: PinKeySource,
+    /// Where the server reads the time: failure limits, the time stamped on records, forgetting
+    /// idle clients (a [`crate::clock::ManualClock`] in tests).
+    pub clock: Arc<dyn Clock>,
+    /// The argon2id cost the first release made PIN hashes with. New PINs get keyed verifiers,
+    /// so nothing uses it any more; it stays so that existing configurations keep working.
+    pub pin_hash_cost: PinHashCost,
+    /// Faults to inject (testing only).
+    pub faults: Option<FaultPlan>,
+    /// Account actor arbiters (threads); 0 means one per core.
+    pub arbiters: usize,
+    /// Records between snapshots.
+    pub snapshot_records_interval: u64,
+    /// How long a client's completed requests are remembered after its last one. Must exceed the
+    /// client library's retry deadline.
+    pub client_retention: Duration,
+    /// Records the journal queues before requests are answered `busy`.
+    pub journal_queue_records_max: usize,
+    /// How long a graceful shutdown waits for requests in flight before it closes connections.
+    pub shutdown_timeout: Duration,
+    /// How recovery treats the newest segment's tail (docs/JOURNAL.md, section 9).
+    pub recovery: RecoveryMode,
+    /// Testing only: the journal's writes fail like a full disk once this many more bytes have
+    /// been written (see [`crate::journal::files::FullDisk`]).
+    pub journal_fail_after_bytes: Option<i64>,
+}
+
+impl ServerConfig {
+    /// Defaults: 127.0.0.1:7878, ./data, no operator token, no demo accounts.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            pin_key: PinKeySource::File(pins::default_pin_key_file(&data_dir)),
+            clock: Arc::new(crate::clock::SystemClock::default()),
+            data_dir,
+            operator_token: None,
+            demo: false,
+            limits: Limits::default(),
+            pin_hash_cost: PinHashCost::default(),
+            faults: None,
+            arbiters: 0,
+            snapshot_records_interval: JournalConfig::new(".").snapshot_records_interval,
+            client_retention: JournalConfig::new(".").client_retention,
+            journal_queue_records_max: JournalConfig::new(".").queue_records_max,
+            shutdown_timeout: Duration::from_secs(10),
+            recovery: RecoveryMode::default(),
+            journal_fail_after_bytes: None,
+        }
+    }
+}
+
+/// The journal settings a server configuration asks for.
+pub fn journal_config(config: &ServerConfig) -> JournalConfig {
+    let mut journal_config = JournalConfig::new(&config.data_dir);
+    journal_config.snapshot_records_interval = config.snapshot_records_interval;
+    journal_config.client_retention = config.client_retention;
+    journal_config.queue_records_max = config.journal_queue_records_max;
+    journal_config.recovery = config.recovery;
+    if let Some(budget) = config.journal_fail_after_bytes {
+        journal_config.files = Arc::new(crate::journal::files::FullDisk::new(budget));
+    }
+    journal_config
+}

@@ -1,0 +1,231 @@
+//! Starting and stopping: [`RunningServer`] recovers the data directory, starts the actors on a
+//! thread of its own, opens the demo accounts when asked, and only then accepts connections.
+
+use super::error::ServerError;
+use super::settings::{journal_config, ServerConfig};
+use super::{demo, gateway, pins, Bank};
+use crate::journal::{Journal, JournalConfig};
+use crate::pin::PinKey;
+use actix::prelude::*;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// File descriptors the server needs besides its connections (journal, listener, runtime).
+const FILES_RESERVED: u64 = 64;
+
+/// Raises the soft limit on open files towards what `connections_max` needs (up to the hard
+/// limit). Without it a default soft limit of 1024 would cap connections far below the setting.
+fn raise_open_file_limit(connections_max: usize) {
+    let wanted = connections_max as u64 + FILES_RESERVED;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below what the connection limit needs; connections may be refused early"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+}
+
+/// What the server thread reports once it is serving (or why it is not).
+type Started = Result<(Arc<Bank>, System), String>;
+
+/// A running server: its address, and the means to stop it.
+pub struct RunningServer {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub local_addr: SocketAddr,
+    /// The shared context.
+    bank: Arc<Bank>,
+    /// The actix system the actors run in.
+    system: System,
+    /// The thread running `system`; taken by the shutdown.
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// How long a graceful shutdown waits for connections to finish.
+    shutdown_timeout: Duration,
+}
+
+impl RunningServer {
+    /// Recovers the data directory and starts serving on a thread of its own.
+    pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+        let journal_config = journal_config(&config);
+        Self::start_with_journal(config, journal_config)
+    }
+
+    /// Like [`RunningServer::start`], with the journal's settings given in full (tests use this to
+    /// put a failing file layer under the journal).
+    pub fn start_with_journal(
+        config: ServerConfig,
+        journal_config: JournalConfig,
+    ) -> Result<RunningServer, ServerError> {
+        if let Some(token) = &config.operator_token {
+            crate::operator::check_strength(token).map_err(ServerError::Start)?;
+        }
+        raise_open_file_limit(config.limits.connections_max);
+        let journal = Journal::open(journal_config)?;
+        let pin_key = match pins::open_pin_key(&config.pin_key, &config.data_dir, &journal) {
+            Ok(key) => key,
+            Err(reason) => {
+                // Let go of the data directory: the operator fixes the key and starts again.
+                journal.close();
+                return Err(ServerError::PinKey(reason));
+            }
+        };
+        let (listener, local_addr) = match bind(config.listen) {
+            Ok(bound) => bound,
+            Err(error) => {
+                journal.close();
+                return Err(error);
+            }
+        };
+        let shutdown_timeout = config.shutdown_timeout;
+        let (started, on_started) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("bank-server".into())
+            .spawn(move || serve(config, journal, pin_key, listener, started))
+            .map_err(|error| ServerError::Start(error.to_string()))?;
+        let (bank, system) = on_started
+            .recv()
+            .map_err(|_| ServerError::Start("the server thread died".into()))?
+            .map_err(ServerError::Start)?;
+        tracing::info!(address = %local_addr, "bank server listening");
+        Ok(RunningServer {
+            local_addr,
+            bank,
+            system,
+            thread: Some(thread),
+            shutdown_timeout,
+        })
+    }
+
+    /// The shared context (for tests and audits).
+    pub fn bank(&self) -> &Arc<Bank> {
+        &self.bank
+    }
+
+    /// Shuts down gracefully, in this order: stop accepting connections; stop reading requests;
+    /// let the requests in flight finish and their replies go out (for at most
+    /// [`ServerConfig::shutdown_timeout`]); close the connections; stop the actors; write and
+    /// sync everything the journal holds. Returns when all of that is done.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.bank.begin_shutdown();
+        let deadline = std::time::Instant::now() + self.shutdown_timeout;
+        while self.bank.stats().connections.load(Ordering::Relaxed) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = self.bank.stats().connections.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(
+                connections = left,
+                "shutdown deadline passed with connections still open"
+            );
+        }
+        self.system.stop();
+        let _ = thread.join();
+        self.bank.storage().close();
+        tracing::info!(
+            lsn = self.bank.storage().stats().durable_lsn,
+            "journal closed; shutdown complete"
+        );
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds the listener (non-blocking, for tokio) and reads the address it got.
+fn bind(listen: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ServerError> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Listen {
+        address: listen,
+        source,
+    })?;
+    let start_error = |error: std::io::Error| ServerError::Start(error.to_string());
+    listener.set_nonblocking(true).map_err(start_error)?;
+    let local_addr = listener.local_addr().map_err(start_error)?;
+    Ok((listener, local_addr))
+}
+
+/// The server thread: starts the actix system and the bank, reports on `started`, then runs the
+/// system until it is stopped.
+fn serve(
+    config: ServerConfig,
+    journal: Journal,
+    pin_key: PinKey,
+    listener: std::net::TcpListener,
+    started: mpsc::Sender<Started>,
+) {
+    let system = System::new();
+    let bank = system.block_on(start_bank(config, journal, pin_key, listener));
+    let ok = bank.is_ok();
+    let _ = started.send(bank.map(|bank| (bank, System::current())));
+    if ok {
+        let _ = system.run();
+    }
+}
+
+/// Starts the arbiters and the bank on them, the sweep of idle clients, the demo accounts when
+/// asked for (durable before anything is accepted, and untouched by injected faults, which are
+/// armed after them), and finally the gateway.
+async fn start_bank(
+    config: ServerConfig,
+    journal: Journal,
+    pin_key: PinKey,
+    listener: std::net::TcpListener,
+) -> Result<Arc<Bank>, String> {
+    let arbiter_count = if config.arbiters == 0 {
+        std::thread::available_parallelism().map_or(2, |cores| cores.get())
+    } else {
+        config.arbiters
+    };
+    let arbiters = (0..arbiter_count)
+        .map(|_| Arbiter::new().handle())
+        .collect();
+    let bank = Bank::new(&config, journal, pin_key, arbiters);
+    let sweeper = bank.clone();
+    actix::spawn(async move { sweeper.forget_idle_clients_forever().await });
+    if !bank.operator_is_set() {
+        tracing::warn!("no operator token set: creating accounts is disabled");
+    }
+    if config.demo {
+        if let Err(reason) = demo::open_demo_accounts(&bank).await {
+            abandon(&bank);
+            return Err(reason);
+        }
+    }
+    bank.arm_faults(config.faults);
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => {
+            gateway::Gateway::start_listening(bank.clone(), listener);
+            Ok(bank)
+        }
+        Err(error) => {
+            abandon(&bank);
+            Err(error.to_string())
+        }
+    }
+}
+
+/// Gives up a start that failed after the bank was made: stops its arbiters and lets go of the
+/// data directory, so that the caller may start again.
+fn abandon(bank: &Bank) {
+    bank.begin_shutdown();
+    for arbiter in &bank.arbiters {
+        arbiter.stop();
+    }
+    bank.storage().close();
+}
