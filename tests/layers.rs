@@ -147,5 +147,8 @@ fn the_architecture_document_lists_the_same_layers() {
         .iter()
         .map(|layer| layer.iter().map(|module| module.to_string()).collect())
         .collect();
-    assert_eq!(rows, expected, "the layer table of ARCHITECTURE.md section 3");
+    assert_eq!(
+        rows, expected,
+        "the layer table of ARCHITECTURE.md section 3"
+    );
 }

@@ -10,11 +10,11 @@ use super::settings::{Limits, ServerConfig};
 use super::stats::Stats;
 use crate::clock::Clock;
 use crate::faults::{FaultPlan, Faults};
-use crate::journal::Journal;
 use crate::ledger::{Clients, Event, Fingerprint, Outcome, Principal};
 use crate::model::{Amount, Card, Code, RequestId};
 use crate::pin::{self, OperatorToken, PinKey};
 use crate::ratelimit::{PeerBuckets, WhenFull};
+use crate::storage::Storage;
 use actix::prelude::*;
 use dashmap::DashMap;
 use std::net::IpAddr;
@@ -23,11 +23,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
-/// What every actor shares: the journal, the account registry, the memory of completed
+/// What every actor shares: the storage, the account registry, the memory of completed
 /// requests, the limits.
 pub struct Bank {
-    /// The journal every change goes through.
-    journal: Journal,
+    /// The storage every change goes through: a log behind the `storage::Log` trait (the file
+    /// journal, or the in-memory log in tests) and the committed state it applies.
+    storage: Storage,
     /// The account actors by card.
     pub(super) accounts: DashMap<Card, AccountHandle>,
     /// The working memory of completed requests, by principal and client: decisions are checked
@@ -62,18 +63,18 @@ pub struct Bank {
 }
 
 impl Bank {
-    /// The bank over a recovered `journal`, with account actors on `arbiters`. Its working
+    /// The bank over a recovered `storage`, with account actors on `arbiters`. Its working
     /// memory of completed requests starts as the committed one.
     pub(super) fn new(
         config: &ServerConfig,
-        journal: Journal,
+        storage: Storage,
         pin_key: PinKey,
         arbiters: Vec<ArbiterHandle>,
     ) -> Arc<Bank> {
-        let clients = journal.committed_clients().into_iter().collect();
+        let clients = storage.committed_clients().into_iter().collect();
         let limits = &config.limits;
         Arc::new(Bank {
-            journal,
+            storage,
             accounts: DashMap::new(),
             clients,
             joinable: JoinableMap::new(limits.requests_joinable_max),
@@ -99,9 +100,9 @@ impl Bank {
         })
     }
 
-    /// The storage every change goes through (today the file journal).
-    pub fn storage(&self) -> &Journal {
-        &self.journal
+    /// The storage every change goes through (the file journal by default).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// The limits in force.
@@ -237,7 +238,7 @@ impl Bank {
     /// actor): `busy`, retry. If the journal has failed, say so instead: retrying cannot help.
     fn no_answer(&self) -> Outcome {
         Outcome {
-            status: if self.journal.failure().is_some() {
+            status: if self.storage.failure().is_some() {
                 Code::Unavailable
             } else {
                 Code::Busy
@@ -251,7 +252,7 @@ impl Bank {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) | Err(_) => return self.no_answer(),
         };
-        match durable::wait_durable(&self.journal, answer.durable_after).await {
+        match durable::wait_durable(&self.storage, answer.durable_after).await {
             Ok(()) => answer.outcome,
             Err(_) => Outcome {
                 status: Code::Unavailable,
@@ -263,13 +264,13 @@ impl Bank {
     /// The committed balance of `card`. Every acknowledged change is in it (acknowledgement waits
     /// for the committed state), and nothing that is not durable is.
     pub fn balance(&self, card: Card) -> Option<Amount> {
-        self.journal
+        self.storage
             .read_committed_account(card, |account| account.balance)
     }
 
     /// The PIN verifier of `card`, from the committed state.
     pub fn pin_hash(&self, card: Card) -> Option<pin::PinHash> {
-        self.journal
+        self.storage
             .read_committed_account(card, |account| account.pin_hash)
     }
 

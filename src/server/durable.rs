@@ -12,8 +12,8 @@
 //! Outside an arbiter (a plain tokio runtime, a test), [`wait_durable`] waits on the journal
 //! directly.
 
-use crate::journal::{Journal, Progress, WRITER_STOPPED};
 use crate::ledger::Lsn;
+use crate::storage::{Progress, Storage, WRITER_STOPPED};
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ thread_local! {
 }
 
 /// Waits until `lsn` is durable (`Err` with the reason if the journal fails first).
-pub async fn wait_durable(journal: &Journal, lsn: Lsn) -> Result<(), Arc<str>> {
+pub async fn wait_durable(journal: &Storage, lsn: Lsn) -> Result<(), Arc<str>> {
     if let Some(done) = journal.progress().borrow().reached(lsn) {
         return done;
     }
@@ -57,7 +57,7 @@ pub async fn wait_durable(journal: &Journal, lsn: Lsn) -> Result<(), Arc<str>> {
 
 /// This thread's relay for `journal`, started on first use; `None` off an arbiter thread, or
 /// if this thread already relays another journal.
-fn relay(journal: &Journal) -> Option<Relay> {
+fn relay(journal: &Storage) -> Option<Relay> {
     actix_rt::Arbiter::try_current()?;
     RELAY.with(|slot| {
         let mut slot = slot.borrow_mut();
@@ -97,6 +97,7 @@ async fn relay_forever(mut progress: watch::Receiver<Progress>, relay: Relay) {
 mod tests {
     use super::*;
     use crate::journal::files::FullDisk;
+    use crate::journal::Journal;
     use crate::journal::JournalConfig;
     use crate::ledger::{self, Decision, Event, Record};
     use crate::pin::{self, PinHashCost};

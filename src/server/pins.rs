@@ -10,11 +10,11 @@
 //! counted in `bank_pin_failures_total` and logged as a security event with the card masked.
 
 use super::Bank;
-use crate::journal::Journal;
 use crate::ledger::{Event, Outcome};
 use crate::model::{Card, Code, RequestId};
 use crate::pin::{self, PinHash, PinKey};
 use crate::ratelimit::{Clock, PeerBuckets, RateLimit, TokenBucket, WhenFull, PEERS_TRACKED_MAX};
+use crate::storage::Storage;
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -68,7 +68,7 @@ pub const PIN_FAILURES_PER_PEER_DEFAULT: RateLimit = RateLimit {
 pub(super) fn open_pin_key(
     source: &PinKeySource,
     data_dir: &Path,
-    journal: &Journal,
+    journal: &Storage,
 ) -> Result<PinKey, String> {
     let (checks, legacy) = journal.with_committed(|ledger| {
         let mut checks = HashSet::new();

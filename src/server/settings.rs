@@ -150,6 +150,7 @@ pub fn journal_config(config: &ServerConfig) -> JournalConfig {
     journal_config.client_retention = config.client_retention;
     journal_config.queue_records_max = config.journal_queue_records_max;
     journal_config.recovery = config.recovery;
+    journal_config.clock = config.clock.clone();
     if let Some(budget) = config.journal_fail_after_bytes {
         journal_config.files = Arc::new(crate::journal::files::FullDisk::new(budget));
     }

@@ -4,8 +4,9 @@
 use super::error::ServerError;
 use super::settings::{journal_config, ServerConfig};
 use super::{demo, gateway, pins, Bank};
-use crate::journal::{Journal, JournalConfig};
+use crate::journal::JournalConfig;
 use crate::pin::PinKey;
+use crate::storage::Storage;
 use actix::prelude::*;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -65,7 +66,7 @@ impl RunningServer {
             crate::operator::check_strength(token).map_err(ServerError::Start)?;
         }
         raise_open_file_limit(config.limits.connections_max);
-        let journal = Journal::open(journal_config)?;
+        let journal = Storage::open_files(journal_config)?;
         let pin_key = match pins::open_pin_key(&config.pin_key, &config.data_dir, &journal) {
             Ok(key) => key,
             Err(reason) => {
@@ -164,7 +165,7 @@ fn bind(listen: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), Serve
 /// system until it is stopped.
 fn serve(
     config: ServerConfig,
-    journal: Journal,
+    journal: Storage,
     pin_key: PinKey,
     listener: std::net::TcpListener,
     started: mpsc::Sender<Started>,
@@ -183,7 +184,7 @@ fn serve(
 /// armed after them), and finally the gateway.
 async fn start_bank(
     config: ServerConfig,
-    journal: Journal,
+    journal: Storage,
     pin_key: PinKey,
     listener: std::net::TcpListener,
 ) -> Result<Arc<Bank>, String> {
