@@ -10,7 +10,6 @@
 //! decoded with a hard size limit, so a hostile peer cannot make the server allocate more than the
 //! frame limit.
 
-use crate::ledger::{Ledger, LedgerV1};
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bytes::{Buf, BufMut, BytesMut};
 use serde::de::DeserializeOwned;
@@ -132,32 +131,6 @@ pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
         .map_err(|error| CodecError::Malformed(error.to_string()))?;
     check_consumed(bytes.len(), used)?;
     Ok(value)
-}
-
-/// First byte of a snapshot body written by this release. No body of the first release can start
-/// with it: those begin with a bincode varint, and bincode never starts a varint with 255.
-const SNAPSHOT_BODY_MARK: u8 = 0xFF;
-
-/// The layout of the snapshot bodies this build writes (after [`SNAPSHOT_BODY_MARK`]): 2 is the
-/// [`Ledger`] with the memory of completed requests kept per principal. A body without the mark
-/// is the first release's [`LedgerV1`].
-pub const SNAPSHOT_BODY_VERSION: u8 = 2;
-
-/// Appends the body of a snapshot of `ledger` to `buffer`: the mark, the version, the ledger.
-pub fn encode_snapshot_body(ledger: &Ledger, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
-    buffer.extend_from_slice(&[SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION]);
-    encode_stored_into(ledger, buffer)
-}
-
-/// Decodes a snapshot body of this release or of the first one (converted on the way in).
-pub fn decode_snapshot_body(bytes: &[u8]) -> Result<Ledger, CodecError> {
-    match bytes {
-        [SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION, ledger @ ..] => decode_stored(ledger),
-        [SNAPSHOT_BODY_MARK, version, ..] => Err(CodecError::Malformed(format!(
-            "unsupported snapshot body version {version}"
-        ))),
-        _ => decode_stored::<LedgerV1>(bytes).map(Ledger::from),
-    }
 }
 
 fn check_consumed(total: usize, used: usize) -> Result<(), CodecError> {
@@ -368,30 +341,6 @@ mod tests {
         assert_eq!(codec.decode(&mut source).unwrap(), None);
         source.extend_from_slice(&frame[10..]);
         assert_eq!(codec.decode(&mut source).unwrap(), Some("x".repeat(300)));
-    }
-
-    #[test]
-    fn snapshot_bodies_of_this_and_the_first_release_decode() {
-        let mut ledger = Ledger {
-            applied_lsn: 250,
-            ..Ledger::default()
-        };
-        ledger.money_in = 7;
-        let mut body = Vec::new();
-        encode_snapshot_body(&ledger, &mut body).unwrap();
-        assert_eq!(body[..2], [SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION]);
-        assert_eq!(decode_snapshot_body(&body).unwrap(), ledger);
-        // The first release wrote the ledger alone; its first field is a varint, never 255.
-        let old = LedgerV1 {
-            applied_lsn: u64::MAX,
-            money_in: 7,
-            ..LedgerV1::default()
-        };
-        let old_body = encode_stored(&old).unwrap();
-        assert_ne!(old_body[0], SNAPSHOT_BODY_MARK);
-        assert_eq!(decode_snapshot_body(&old_body).unwrap(), Ledger::from(old));
-        body[1] = 9;
-        assert!(decode_snapshot_body(&body).is_err());
     }
 
     #[test]

@@ -161,16 +161,7 @@ pub enum Tool {
     GenerateOperatorToken,
 }
 
-/// How log lines look.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 /// Settings that are not part of [`ServerConfig`]: how the process around the server behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]

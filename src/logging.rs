@@ -10,12 +10,23 @@
 //! Each dropped line is counted in [`crate::metrics::LOG_WRITE_FAILURES`] (and
 //! [`write_failures`], in process).
 
-use crate::config::LogFormat;
+use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Log lines that may wait for the `log-writer` thread; a line that finds the queue full is
 /// dropped, so a blocked standard error costs at most this much memory and never a wait.

@@ -4,7 +4,7 @@
 //! are CRC-32C (Castagnoli).
 
 use crate::codec::{self, CodecError};
-use crate::ledger::{Ledger, Lsn, Record};
+use crate::ledger::{Ledger, LedgerV1, Lsn, Record};
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ABNKJRNL";
@@ -425,11 +425,37 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
     }
 }
 
+/// First byte of a snapshot body written by this release. No body of the first release can start
+/// with it: those begin with a bincode varint, and bincode never starts a varint with 255.
+const SNAPSHOT_BODY_MARK: u8 = 0xFF;
+
+/// The layout of the snapshot bodies this build writes (after [`SNAPSHOT_BODY_MARK`]): 2 is the
+/// [`Ledger`] with the memory of completed requests kept per principal. A body without the mark
+/// is the first release's [`LedgerV1`].
+pub const SNAPSHOT_BODY_VERSION: u8 = 2;
+
+/// Appends the body of a snapshot of `ledger` to `buffer`: the mark, the version, the ledger.
+pub fn encode_snapshot_body(ledger: &Ledger, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
+    buffer.extend_from_slice(&[SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION]);
+    codec::encode_stored_into(ledger, buffer)
+}
+
+/// Decodes a snapshot body of this release or of the first one (converted on the way in).
+pub fn decode_snapshot_body(bytes: &[u8]) -> Result<Ledger, CodecError> {
+    match bytes {
+        [SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION, ledger @ ..] => codec::decode_stored(ledger),
+        [SNAPSHOT_BODY_MARK, version, ..] => Err(CodecError::Malformed(format!(
+            "unsupported snapshot body version {version}"
+        ))),
+        _ => codec::decode_stored::<LedgerV1>(bytes).map(Ledger::from),
+    }
+}
+
 /// The complete bytes of a snapshot file for `ledger`, naming `next`, the segment whose first
 /// record follows the snapshot's position.
 pub fn encode_snapshot(ledger: &Ledger, next: SegmentRef) -> Result<Vec<u8>, CodecError> {
     let mut bytes = vec![0; SNAPSHOT_HEADER_BYTES];
-    codec::encode_snapshot_body(ledger, &mut bytes)?;
+    encode_snapshot_body(ledger, &mut bytes)?;
     let body_bytes = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
     let body_crc = crc(&bytes[SNAPSHOT_HEADER_BYTES..]);
     let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
@@ -509,8 +535,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, (u64, String)> {
             "snapshot body checksum mismatch".into(),
         ));
     }
-    let ledger: Ledger = codec::decode_snapshot_body(body)
-        .map_err(|error| (header_bytes as u64, error.to_string()))?;
+    let ledger: Ledger =
+        decode_snapshot_body(body).map_err(|error| (header_bytes as u64, error.to_string()))?;
     if ledger.applied_lsn != lsn {
         return Err((12, "header position disagrees with the body".into()));
     }
@@ -564,6 +590,30 @@ pub fn decode_closed(bytes: &[u8]) -> Result<ClosedMarker, (u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_bodies_of_this_and_the_first_release_decode() {
+        let mut ledger = Ledger {
+            applied_lsn: 250,
+            ..Ledger::default()
+        };
+        ledger.money_in = 7;
+        let mut body = Vec::new();
+        encode_snapshot_body(&ledger, &mut body).unwrap();
+        assert_eq!(body[..2], [SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION]);
+        assert_eq!(decode_snapshot_body(&body).unwrap(), ledger);
+        // The first release wrote the ledger alone; its first field is a varint, never 255.
+        let old = LedgerV1 {
+            applied_lsn: u64::MAX,
+            money_in: 7,
+            ..LedgerV1::default()
+        };
+        let old_body = codec::encode_stored(&old).unwrap();
+        assert_ne!(old_body[0], SNAPSHOT_BODY_MARK);
+        assert_eq!(decode_snapshot_body(&old_body).unwrap(), Ledger::from(old));
+        body[1] = 9;
+        assert!(decode_snapshot_body(&body).is_err());
+    }
 
     #[test]
     fn zeros_from_finds_the_end_of_the_last_non_zero_byte() {
