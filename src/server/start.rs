@@ -65,8 +65,24 @@ impl RunningServer {
         if let Some(token) = &config.operator_token {
             crate::operator::check_strength(token).map_err(ServerError::Start)?;
         }
-        raise_open_file_limit(config.limits.connections_max);
         let journal = Storage::open_files(journal_config)?;
+        Self::start_with_storage(config, journal)
+    }
+
+    /// Like [`RunningServer::start`], on storage opened by the caller: any [`crate::storage::Log`]
+    /// (the file journal, or [`Storage::in_memory`] for tests that need no disk). The server
+    /// closes it when it stops, and on a failed start.
+    pub fn start_with_storage(
+        config: ServerConfig,
+        journal: Storage,
+    ) -> Result<RunningServer, ServerError> {
+        if let Some(token) = &config.operator_token {
+            if let Err(reason) = crate::operator::check_strength(token) {
+                journal.close();
+                return Err(ServerError::Start(reason));
+            }
+        }
+        raise_open_file_limit(config.limits.connections_max);
         let pin_key = match pins::open_pin_key(&config.pin_key, &config.data_dir, &journal) {
             Ok(key) => key,
             Err(reason) => {
