@@ -15,10 +15,8 @@
 //! [`Limits::write_timeout`]: super::Limits::write_timeout
 
 use super::door::{FrontDoor, Inbound};
-use super::service::Command;
 use super::Bank;
 use crate::codec::{CodecError, SplitFrames};
-use crate::model::RequestId;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,18 +39,9 @@ const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) enum Incoming {
-    /// The handshake succeeded: send this frame.
-    Greeted(Bytes),
-    /// A request.
-    Request {
-        /// Its id.
-        id: RequestId,
-        /// What it asks.
-        command: Command,
-        /// Its name in metrics and logs.
-        name: &'static str,
-    },
-    /// The connection must close, for this reason (bad frame, deadline passed, write failed).
+    /// What the door made of a frame: a handshake answer, a request, or a reason to close.
+    Door(Inbound),
+    /// The connection must close, for this reason (a deadline passed, a write failed).
     Close(String),
     /// The peer closed the connection.
     Ended,
@@ -134,20 +123,17 @@ impl<D: FrontDoor> Reader<D> {
                 next = self.next(&mut read, &mut buffer) => next.map_err(Some),
             };
             let incoming = match next {
-                Ok(Some(body)) => match self.door.decode(&mut self.state, body) {
-                    Inbound::Greeted(frame) => Incoming::Greeted(frame),
-                    Inbound::Request { id, command, name } => {
-                        Incoming::Request { id, command, name }
-                    }
-                    Inbound::Close(reason) => Incoming::Close(reason),
-                },
+                Ok(Some(body)) => Incoming::Door(self.door.decode(&mut self.state, body)),
                 Ok(None) => Incoming::Ended,
                 Err(Some(reason)) => Incoming::Close(reason),
                 Err(None) => Incoming::Drain,
             };
             let last = matches!(
                 incoming,
-                Incoming::Close(_) | Incoming::Ended | Incoming::Drain
+                Incoming::Door(Inbound::Close(_))
+                    | Incoming::Close(_)
+                    | Incoming::Ended
+                    | Incoming::Drain
             );
             // Waiting here when the session's mailbox is full is backpressure, not a leak.
             if self.session.send(incoming).await.is_err() || last {

@@ -16,7 +16,7 @@
 //! [`Check::InFlight`]: super::service::Check::InFlight
 
 use super::connection::{self, Incoming};
-use super::door::FrontDoor;
+use super::door::{FrontDoor, Inbound};
 use super::service::{Answer, Command, Effect, Login, Pending, Service, Started};
 use super::Bank;
 use crate::model::{Code, RequestId};
@@ -254,9 +254,13 @@ impl<D: FrontDoor> Handler<Incoming> for Session<D> {
     fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         match incoming {
-            Incoming::Greeted(frame) => self.send(frame, ctx),
-            Incoming::Request { id, command, name } => self.request(id, command, name, ctx),
-            Incoming::Close(reason) => self.close(reason, ctx),
+            Incoming::Door(Inbound::Greeted(frame)) => self.send(frame, ctx),
+            Incoming::Door(Inbound::Request { id, command, name }) => {
+                self.request(id, command, name, ctx)
+            }
+            Incoming::Door(Inbound::Close(reason)) | Incoming::Close(reason) => {
+                self.close(reason, ctx)
+            }
             Incoming::Ended => {
                 self.closing = Some(Closing::PeerFinished);
                 self.close_if_drained(ctx);

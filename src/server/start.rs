@@ -17,6 +17,14 @@ use std::time::Duration;
 /// File descriptors the server needs besides its connections (journal, listener, runtime).
 const FILES_RESERVED: u64 = 64;
 
+/// Refuses an operator token too weak to guard operator operations.
+fn check_operator_token(config: &ServerConfig) -> Result<(), ServerError> {
+    match &config.operator_token {
+        Some(token) => crate::operator::check_strength(token).map_err(ServerError::Start),
+        None => Ok(()),
+    }
+}
+
 /// Raises the soft limit on open files towards what `connections_max` needs (up to the hard
 /// limit). Without it a default soft limit of 1024 would cap connections far below the setting.
 fn raise_open_file_limit(connections_max: usize) {
@@ -62,9 +70,8 @@ impl RunningServer {
         config: ServerConfig,
         journal_config: JournalConfig,
     ) -> Result<RunningServer, ServerError> {
-        if let Some(token) = &config.operator_token {
-            crate::operator::check_strength(token).map_err(ServerError::Start)?;
-        }
+        // Refused before the data directory is recovered and locked.
+        check_operator_token(&config)?;
         let journal = Storage::open_files(journal_config)?;
         Self::start_with_storage(config, journal)
     }
@@ -76,11 +83,9 @@ impl RunningServer {
         config: ServerConfig,
         journal: Storage,
     ) -> Result<RunningServer, ServerError> {
-        if let Some(token) = &config.operator_token {
-            if let Err(reason) = crate::operator::check_strength(token) {
-                journal.close();
-                return Err(ServerError::Start(reason));
-            }
+        if let Err(error) = check_operator_token(&config) {
+            journal.close();
+            return Err(error);
         }
         raise_open_file_limit(config.limits.connections_max);
         let pin_key = match pins::open_pin_key(&config.pin_key, &config.data_dir, &journal) {
