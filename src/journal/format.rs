@@ -250,6 +250,11 @@ pub fn encode_record(lsn: Lsn, record: &Record, buffer: &mut Vec<u8>) -> Result<
     record
         .validate()
         .map_err(|error| CodecError::Encode(format!("invalid record: {error}")))?;
+    frame_record(lsn, record, buffer)
+}
+
+/// Appends the framed record, valid or not (tests frame invalid ones to see them refused).
+fn frame_record(lsn: Lsn, record: &Record, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buffer.len();
     buffer.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
     codec::encode_stored_into(record, buffer)?;
@@ -590,6 +595,31 @@ pub fn decode_closed(bytes: &[u8]) -> Result<ClosedMarker, (u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_record_is_never_written_and_is_damage_when_read() {
+        let record = Record {
+            request: crate::model::RequestId {
+                client: 7,
+                sequence: 2,
+            },
+            card: 9,
+            at_unix_ms: 0,
+            event: crate::ledger::Event::Withdrawal { amount: 300 },
+            outcome: crate::ledger::Outcome {
+                status: crate::model::Code::Busy,
+                balance: None,
+            },
+        };
+        let mut buffer = Vec::new();
+        assert!(encode_record(1, &record, &mut buffer).is_err());
+        assert!(buffer.is_empty(), "nothing of it was written");
+        frame_record(1, &record, &mut buffer).unwrap();
+        match parse_record(&buffer, 0) {
+            Parsed::Corrupt(reason) => assert!(reason.contains("not valid"), "{reason}"),
+            _ => panic!("an invalid record read back must be damage"),
+        }
+    }
 
     #[test]
     fn snapshot_bodies_of_this_and_the_first_release_decode() {
