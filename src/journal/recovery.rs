@@ -21,6 +21,7 @@ use super::files::{FileLayer, SegmentFile, SEGMENT_GROWTH_BYTES};
 use super::format::{self, ClosedMarker, Parsed, SegmentHeader, SegmentRef};
 use super::{JournalConfig, JournalError, RecoveryMode};
 use crate::ledger::{Ledger, Lsn, Record};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// What recovery hands to the writer.
@@ -218,6 +219,141 @@ impl Replay {
     }
 }
 
+/// Reading the frames of one segment in order: where the reading is, and the batch whose seal
+/// has not been read yet.
+struct Reader<'a> {
+    /// The whole segment file.
+    bytes: &'a [u8],
+    /// Whether records count only in sealed batches (version 2) or one by one (version 1).
+    sealed: bool,
+    /// The segment's first position, as its header names it.
+    first: Lsn,
+    /// Where the next frame starts.
+    offset: usize,
+    /// The offset just after the last whole batch (version 1: the last whole record).
+    whole_end: usize,
+    /// The last position of a whole batch, if any.
+    last_lsn: Option<Lsn>,
+    /// Records of the batch being read, not yet applied: a batch counts only once its seal holds.
+    batch: Vec<(Lsn, Record)>,
+    /// The position the next record must have.
+    expected: Lsn,
+}
+
+impl<'a> Reader<'a> {
+    /// Starts reading just after the header, expecting the record after `previous` (the last
+    /// position of the segment before), or the segment's first one.
+    fn new(bytes: &'a [u8], header: &SegmentHeader, previous: Option<Lsn>) -> Self {
+        let first = header.segment.first_lsn;
+        let offset = header.bytes();
+        Reader {
+            bytes,
+            sealed: header.version == format::FORMAT_VERSION,
+            first,
+            offset,
+            whole_end: offset,
+            last_lsn: None,
+            batch: Vec::new(),
+            expected: previous.map_or(first, |previous| previous + 1),
+        }
+    }
+
+    /// The damage of the frame at the current offset, naming the unfinished batch's records.
+    fn damage(&self, reason: String) -> Damage {
+        Damage {
+            offset: self.offset,
+            extent: format::frame_extent(self.bytes, self.offset),
+            reason,
+            unsealed: self
+                .batch
+                .first()
+                .zip(self.batch.last())
+                .map(|(a, b)| (a.0, b.0)),
+        }
+    }
+
+    /// The damage of a batch whose records are followed by zeros where its seal belongs.
+    fn missing_seal(&self) -> Damage {
+        let reason = "the seal of the batch before it, found zeros".to_string();
+        Damage {
+            extent: self.offset + format::SEAL_BYTES,
+            ..self.damage(reason)
+        }
+    }
+
+    /// What the reading found, ending in `damage` if any.
+    fn finish(self, damage: Option<Damage>) -> Scan {
+        Scan {
+            whole_end: self.whole_end,
+            last_lsn: self.last_lsn,
+            damage,
+        }
+    }
+
+    /// Takes the record at `lsn` that ends at `end`: in version 1 it counts at once, in version 2
+    /// it waits for its batch's seal. A position that does not follow stops the reading.
+    fn record(
+        &mut self,
+        lsn: Lsn,
+        record: Record,
+        end: usize,
+        replay: &mut Replay,
+    ) -> Result<ControlFlow<Damage>, (usize, String)> {
+        if lsn != self.expected {
+            let reason = format!("record {lsn} where {} belongs", self.expected);
+            return Ok(ControlFlow::Break(self.damage(reason)));
+        }
+        self.expected += 1;
+        if self.sealed {
+            self.batch.push((lsn, record));
+        } else {
+            replay
+                .accept(lsn, &record, self.first)
+                .map_err(|reason| (self.offset, reason))?;
+            self.whole_end = end;
+            self.last_lsn = Some(lsn);
+        }
+        self.offset = end;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Takes the seal of the batch being read, for records `first_lsn..=sealed_last` with the
+    /// checksum `records_crc`, ending at `end`: the batch counts when the seal matches it; a
+    /// seal that does not match stops the reading.
+    fn seal(
+        &mut self,
+        records_crc: u32,
+        first_lsn: Lsn,
+        sealed_last: Lsn,
+        end: usize,
+        replay: &mut Replay,
+    ) -> Result<ControlFlow<Damage>, (usize, String)> {
+        let matches = self.batch.first().map(|record| record.0) == Some(first_lsn)
+            && self.batch.last().map(|record| record.0) == Some(sealed_last)
+            && format::checksum(&self.bytes[self.whole_end..self.offset]) == records_crc;
+        if !matches {
+            let reason = format!(
+                "a batch seal for records {first_lsn}..={sealed_last} that does not match the \
+                 records before it"
+            );
+            return Ok(ControlFlow::Break(Damage {
+                extent: end,
+                ..self.damage(reason)
+            }));
+        }
+        let start = self.whole_end;
+        for (lsn, record) in self.batch.drain(..) {
+            replay
+                .accept(lsn, &record, self.first)
+                .map_err(|reason| (start, reason))?;
+        }
+        self.whole_end = end;
+        self.last_lsn = Some(sealed_last);
+        self.offset = end;
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
 /// Reads the records of one segment whose header is `header`, applying every whole batch.
 /// Errors are corruption at an offset (a record that does not apply, or, in version 1, damage
 /// that is not a torn tail).
@@ -226,112 +362,28 @@ fn scan(
     header: &SegmentHeader,
     replay: &mut Replay,
 ) -> Result<Scan, (usize, String)> {
-    let sealed = header.version == format::FORMAT_VERSION;
-    let first = header.segment.first_lsn;
-    let mut offset = header.bytes();
-    let mut whole_end = offset;
-    let mut last_lsn = None;
-    // Records of the batch being read, not yet applied: a batch counts only once its seal holds.
-    let mut batch: Vec<(Lsn, Record)> = Vec::new();
-    let mut expected = replay.previous.map_or(first, |previous| previous + 1);
-    let damage = |offset: usize, reason: String, batch: &[(Lsn, Record)]| Damage {
-        offset,
-        extent: format::frame_extent(bytes, offset),
-        reason,
-        unsealed: batch.first().zip(batch.last()).map(|(a, b)| (a.0, b.0)),
-    };
+    let mut reader = Reader::new(bytes, header, replay.previous);
     loop {
-        match format::parse_record(bytes, offset) {
-            Parsed::Record { lsn, record, end } => {
-                if lsn != expected {
-                    let reason = format!("record {lsn} where {expected} belongs");
-                    return Ok(Scan {
-                        whole_end,
-                        last_lsn,
-                        damage: Some(damage(offset, reason, &batch)),
-                    });
-                }
-                expected += 1;
-                if sealed {
-                    batch.push((lsn, record));
-                } else {
-                    replay
-                        .accept(lsn, &record, first)
-                        .map_err(|reason| (offset, reason))?;
-                    whole_end = end;
-                    last_lsn = Some(lsn);
-                }
-                offset = end;
-            }
+        let step = match format::parse_record(bytes, reader.offset) {
+            Parsed::Record { lsn, record, end } => reader.record(lsn, record, end, replay)?,
             Parsed::Seal {
                 records_crc,
                 first_lsn,
-                last_lsn: sealed_last,
+                last_lsn,
                 end,
-            } if sealed => {
-                let matches = batch.first().map(|record| record.0) == Some(first_lsn)
-                    && batch.last().map(|record| record.0) == Some(sealed_last)
-                    && format::checksum(&bytes[whole_end..offset]) == records_crc;
-                if !matches {
-                    let reason = format!(
-                        "a batch seal for records {first_lsn}..={sealed_last} that does not \
-                         match the records before it"
-                    );
-                    return Ok(Scan {
-                        whole_end,
-                        last_lsn,
-                        damage: Some(Damage {
-                            extent: end,
-                            ..damage(offset, reason, &batch)
-                        }),
-                    });
-                }
-                let start = whole_end;
-                for (lsn, record) in batch.drain(..) {
-                    replay
-                        .accept(lsn, &record, first)
-                        .map_err(|reason| (start, reason))?;
-                }
-                whole_end = end;
-                last_lsn = Some(sealed_last);
-                offset = end;
-            }
+            } if reader.sealed => reader.seal(records_crc, first_lsn, last_lsn, end, replay)?,
             Parsed::Seal { .. } => {
-                return Err((offset, "a batch seal in a version 1 segment".into()));
+                return Err((reader.offset, "a batch seal in a version 1 segment".into()));
             }
-            Parsed::End if batch.is_empty() => {
-                return Ok(Scan {
-                    whole_end,
-                    last_lsn,
-                    damage: None,
-                })
-            }
-            Parsed::End => {
-                let reason = "the seal of the batch before it, found zeros".to_string();
-                return Ok(Scan {
-                    whole_end,
-                    last_lsn,
-                    damage: Some(Damage {
-                        extent: offset + format::SEAL_BYTES,
-                        ..damage(offset, reason, &batch)
-                    }),
-                });
-            }
-            Parsed::Torn(reason) if !sealed => {
-                return Ok(Scan {
-                    whole_end,
-                    last_lsn,
-                    damage: Some(damage(offset, reason, &batch)),
-                })
-            }
-            Parsed::Corrupt(reason) if !sealed => return Err((offset, reason)),
+            Parsed::End if reader.batch.is_empty() => return Ok(reader.finish(None)),
+            Parsed::End => ControlFlow::Break(reader.missing_seal()),
+            Parsed::Corrupt(reason) if !reader.sealed => return Err((reader.offset, reason)),
             Parsed::Torn(reason) | Parsed::Corrupt(reason) => {
-                return Ok(Scan {
-                    whole_end,
-                    last_lsn,
-                    damage: Some(damage(offset, reason, &batch)),
-                })
+                ControlFlow::Break(reader.damage(reason))
             }
+        };
+        if let ControlFlow::Break(damage) = step {
+            return Ok(reader.finish(Some(damage)));
         }
     }
 }
@@ -363,54 +415,59 @@ fn torn_shape(bytes: &[u8], damage: &Damage) -> Result<(), String> {
 
 /// One segment as recovery saw it.
 struct SegmentSeen {
+    /// Its file.
     path: PathBuf,
+    /// Its header.
     header: SegmentHeader,
+    /// The length of its file.
     bytes_len: usize,
     /// The offset just after the last non-zero byte.
     written_end: usize,
+    /// What reading its records found.
     scan: Scan,
+}
+
+/// The state recovery starts from: the newest snapshot's, or the empty state when there is none.
+struct Base {
+    /// The state at the snapshot's position.
+    ledger: Ledger,
+    /// The segment the snapshot names as its successor, if it names one.
+    next: Option<SegmentRef>,
+    /// The snapshot's file, if there is a snapshot.
+    path: Option<PathBuf>,
+}
+
+/// The segments as recovery read them.
+struct Segments {
+    /// Every segment read, oldest first.
+    seen: Vec<SegmentSeen>,
+    /// What was said about a newest segment dropped for its torn header, if one was.
+    dropped: Option<String>,
+}
+
+/// Where new records go.
+struct Append {
+    /// The segment they are appended to.
+    segment: Box<dyn SegmentFile>,
+    /// Which segment that is.
+    segment_ref: SegmentRef,
+    /// Where its records end.
+    segment_bytes: u64,
 }
 
 /// Recovers the committed state from `config.data_dir` (which must exist and be locked).
 pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
     let directory = &config.data_dir;
-    let corrupt = |path: &Path, offset: usize, reason: String| JournalError::Corrupt {
-        path: path.to_path_buf(),
-        offset: offset as u64,
-        reason,
-    };
     let files = config.files.as_ref();
     let listing = list(files, directory)?;
-    for path in &listing.temporaries {
-        files
-            .remove(path)
-            .map_err(|error| JournalError::io(path, error))?;
-    }
+    remove_temporaries(files, &listing)?;
     let closed_path = directory.join(format::CLOSED_FILE_NAME);
-    let closed = match files.read(&closed_path) {
-        Ok(bytes) => Some(
-            format::decode_closed(&bytes)
-                .map_err(|(offset, reason)| corrupt(&closed_path, offset as usize, reason))?,
-        ),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-        Err(error) => return Err(JournalError::io(&closed_path, error)),
-    };
-    let (ledger, snapshot_next, snapshot_path) = match listing.snapshots.last() {
-        Some((named, path)) => {
-            let bytes = read(files, path)?;
-            let snapshot = format::decode_snapshot(&bytes)
-                .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?;
-            if snapshot.ledger.applied_lsn != *named {
-                return Err(corrupt(
-                    path,
-                    12,
-                    format!("the header says position {}", snapshot.ledger.applied_lsn),
-                ));
-            }
-            (snapshot.ledger, snapshot.next, Some(path.clone()))
-        }
-        None => (Ledger::default(), None, None),
-    };
+    let closed = read_closed(files, &closed_path)?;
+    let Base {
+        ledger,
+        next: snapshot_next,
+        path: snapshot_path,
+    } = load_newest_snapshot(files, &listing)?;
     let snapshot_lsn = ledger.applied_lsn;
     let mut replay = Replay {
         ledger,
@@ -418,206 +475,31 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
         previous: None,
         replayed: 0,
     };
-    let mut seen: Vec<SegmentSeen> = Vec::new();
-    let mut dropped_segment = None;
-    let count = listing.segments.len();
-    for (index, (named_first, path)) in listing.segments.iter().enumerate() {
-        let newest = index + 1 == count;
-        let bytes = read(files, path)?;
-        // Only the first release left segments being created under their final name; a version 2
-        // segment is renamed into place whole, so a short one was truncated and is refused,
-        // unless the operator accepts the cut.
-        let legacy = bytes.get(8..12) == Some(&format::FORMAT_VERSION_LEGACY.to_be_bytes()[..]);
-        let drop_it = match config.recovery {
-            RecoveryMode::AcceptCut => true,
-            RecoveryMode::Strict => false,
-            RecoveryMode::Auto => closed.is_none() && legacy,
-        };
-        if newest && drop_it && has_torn_legacy_header(&bytes, *named_first) {
-            let report = format!(
-                "{}: dropped a segment of {} bytes whose header is incomplete (it held no record)",
-                path.display(),
-                bytes.len()
-            );
-            tracing::warn!(%report, "dropping a segment with a torn header");
-            files
-                .remove(path)
-                .map_err(|error| JournalError::io(path, error))?;
-            dropped_segment = Some(report);
-            break;
-        }
-        let header = format::parse_segment_header(&bytes)
-            .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?;
-        if header.segment.first_lsn != *named_first {
-            return Err(corrupt(
-                path,
-                12,
-                format!("header says first record {}", header.segment.first_lsn),
-            ));
-        }
-        if let Some(before) = seen.last() {
-            let before_last = before
-                .scan
-                .last_lsn
-                .unwrap_or(before.header.segment.first_lsn - 1);
-            if header.segment.first_lsn != before_last + 1 {
-                return Err(corrupt(
-                    path,
-                    12,
-                    format!(
-                        "segment starts at record {}, the previous one ends at {before_last}",
-                        header.segment.first_lsn
-                    ),
-                ));
-            }
-            if header.version == format::FORMAT_VERSION
-                && header.previous != Some(before.header.segment)
-            {
-                return Err(corrupt(
-                    path,
-                    28,
-                    format!(
-                        "the header names its predecessor as {}, the previous file is {}",
-                        describe(header.previous),
-                        before.header.segment
-                    ),
-                ));
-            }
-        } else if snapshot_path.is_none() && header.previous.is_some() {
-            return Err(corrupt(
-                path,
-                28,
-                format!(
-                    "its predecessor {} is missing and no snapshot covers it",
-                    describe(header.previous)
-                ),
-            ));
-        }
-        let scan = scan(&bytes, &header, &mut replay)
-            .map_err(|(offset, reason)| corrupt(path, offset, reason))?;
-        if let Some(damage) = &scan.damage {
-            if !newest {
-                return Err(corrupt(
-                    path,
-                    damage.offset,
-                    format!(
-                        "expected {}; an older segment never ends in an interrupted write",
-                        damage.reason
-                    ),
-                ));
-            }
-        }
-        if header.version == format::FORMAT_VERSION
-            && !(newest && config.recovery == RecoveryMode::AcceptCut)
-        {
-            // Segments are created with one growth step and grow by whole steps before records go
-            // into the room, so a segment is never shorter than the steps its records reach into.
-            let step = SEGMENT_GROWTH_BYTES as usize;
-            let grown = scan.whole_end.next_multiple_of(step).max(step);
-            if bytes.len() < grown {
-                return Err(corrupt(
-                    path,
-                    bytes.len(),
-                    format!(
-                        "the file ends at byte {}, short of the {grown} bytes it had grown to:                          truncated",
-                        bytes.len()
-                    ),
-                ));
-            }
-        }
-        seen.push(SegmentSeen {
-            path: path.clone(),
-            header,
-            bytes_len: bytes.len(),
-            written_end: format::zeros_from(&bytes),
-            scan,
-        });
-    }
-    if let (Some(next), Some(path)) = (snapshot_next, &snapshot_path) {
-        match seen
-            .iter()
-            .find(|s| s.header.segment.first_lsn == next.first_lsn)
-        {
-            Some(found) if found.header.segment == next => {}
-            Some(found) => {
-                return Err(corrupt(
-                    &found.path,
-                    12,
-                    format!(
-                        "the snapshot names its successor as {next}, this file is {}",
-                        found.header.segment
-                    ),
-                ))
-            }
-            None => {
-                return Err(corrupt(
-                    path,
-                    20,
-                    format!("the segment that follows this snapshot, {next}, is missing"),
-                ))
-            }
-        }
-    }
-    let cut = match dropped_segment {
+    let segments = replay_segments(
+        config,
+        &listing,
+        closed.is_some(),
+        snapshot_path.is_some(),
+        &mut replay,
+    )?;
+    check_successor(snapshot_next, snapshot_path.as_deref(), &segments.seen)?;
+    let cut = match segments.dropped {
         Some(report) => Some(report),
-        None => judge_tail(config, closed.as_ref(), seen.last(), &closed_path)?,
+        None => judge_tail(config, closed.as_ref(), segments.seen.last(), &closed_path)?,
     };
     let ledger = replay.ledger;
-    if ledger.applied_lsn < snapshot_lsn || !ledger.is_conserved() {
-        return Err(JournalError::Corrupt {
-            path: directory.clone(),
-            offset: 0,
-            reason: "recovered state does not add up".into(),
-        });
-    }
+    check_adds_up(&ledger, snapshot_lsn, directory)?;
     let applied = ledger.applied_lsn;
-    // Append to the newest segment if it is version 2 and its records end exactly where the state
-    // does; otherwise (no segment yet, a version 1 segment, or a version 1 snapshot ahead of every
-    // segment) start a new one after it.
-    let newest = seen.last();
-    let continues = |s: &SegmentSeen| match s.scan.last_lsn {
-        Some(last) => last == applied,
-        None => s.header.segment.first_lsn == applied + 1,
-    };
-    let (segment, segment_ref, segment_bytes) = match newest {
-        Some(s) if s.header.version == format::FORMAT_VERSION && continues(s) => {
-            let zero_until = if cut.is_some() {
-                s.written_end
-            } else {
-                s.scan.whole_end
-            };
-            let segment = files
-                .open_append(&s.path, s.scan.whole_end as u64, zero_until as u64)
-                .map_err(|error| JournalError::io(&s.path, error))?;
-            (segment, s.header.segment, s.scan.whole_end as u64)
-        }
-        _ => {
-            let previous = match newest {
-                Some(s) if continues(s) => {
-                    if s.bytes_len > s.scan.whole_end {
-                        files
-                            .truncate(&s.path, s.scan.whole_end as u64)
-                            .map_err(|error| JournalError::io(&s.path, error))?;
-                    }
-                    Some(s.header.segment)
-                }
-                _ => None,
-            };
-            let segment_ref = SegmentRef::new(applied + 1);
-            let segment =
-                create_segment(files, directory, segment_ref, previous).map_err(|error| {
-                    JournalError::io(&directory.join(format::segment_name(applied + 1)), error)
-                })?;
-            (segment, segment_ref, format::SEGMENT_HEADER_BYTES as u64)
-        }
-    };
+    let append = prepare_append(
+        files,
+        directory,
+        segments.seen.last(),
+        applied,
+        cut.is_some(),
+    )?;
     remove_covered_files(files, directory, snapshot_lsn)?;
     if closed.is_some() {
-        // From the first new write on, the journal extends past what the marker says.
-        files
-            .remove(&closed_path)
-            .and_then(|()| files.sync_dir(directory))
-            .map_err(|error| JournalError::io(&closed_path, error))?;
+        remove_closed_marker(files, directory, &closed_path)?;
     }
     tracing::info!(
         lsn = applied,
@@ -629,12 +511,377 @@ pub fn recover(config: &JournalConfig) -> Result<Recovered, JournalError> {
     );
     Ok(Recovered {
         ledger,
-        segment,
-        segment_ref,
-        segment_bytes,
+        segment: append.segment,
+        segment_ref: append.segment_ref,
+        segment_bytes: append.segment_bytes,
         records_after_snapshot: replay.replayed,
         cut,
     })
+}
+
+/// The error for damage in the file `path` at byte `offset`.
+fn corrupt(path: &Path, offset: usize, reason: String) -> JournalError {
+    JournalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    }
+}
+
+/// Deletes the leftover temporaries: they were never renamed, so nothing ever relied on them.
+fn remove_temporaries(files: &dyn FileLayer, listing: &Listing) -> Result<(), JournalError> {
+    for path in &listing.temporaries {
+        files
+            .remove(path)
+            .map_err(|error| JournalError::io(path, error))?;
+    }
+    Ok(())
+}
+
+/// Reads the close marker at `path`, if there is one; one that is there must be valid.
+fn read_closed(files: &dyn FileLayer, path: &Path) -> Result<Option<ClosedMarker>, JournalError> {
+    match files.read(path) {
+        Ok(bytes) => Ok(Some(
+            format::decode_closed(&bytes)
+                .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?,
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(JournalError::io(path, error)),
+    }
+}
+
+/// Loads the newest snapshot, which must be valid and at the position its name says; an older
+/// one is never tried instead. With no snapshot, the state starts empty.
+fn load_newest_snapshot(files: &dyn FileLayer, listing: &Listing) -> Result<Base, JournalError> {
+    let Some((named, path)) = listing.snapshots.last() else {
+        return Ok(Base {
+            ledger: Ledger::default(),
+            next: None,
+            path: None,
+        });
+    };
+    let bytes = read(files, path)?;
+    let snapshot = format::decode_snapshot(&bytes)
+        .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?;
+    if snapshot.ledger.applied_lsn != *named {
+        return Err(corrupt(
+            path,
+            12,
+            format!("the header says position {}", snapshot.ledger.applied_lsn),
+        ));
+    }
+    Ok(Base {
+        ledger: snapshot.ledger,
+        next: snapshot.next,
+        path: Some(path.clone()),
+    })
+}
+
+/// Reads the segments in position order into `replay`, checking each one's header, its place in
+/// the chain and its end. A newest segment with a torn header of the first release is dropped
+/// (when allowed), and reading stops there.
+fn replay_segments(
+    config: &JournalConfig,
+    listing: &Listing,
+    clean_shutdown: bool,
+    has_snapshot: bool,
+    replay: &mut Replay,
+) -> Result<Segments, JournalError> {
+    let files = config.files.as_ref();
+    let mut segments = Segments {
+        seen: Vec::new(),
+        dropped: None,
+    };
+    let count = listing.segments.len();
+    for (index, (named_first, path)) in listing.segments.iter().enumerate() {
+        let newest = index + 1 == count;
+        let bytes = read(files, path)?;
+        if newest
+            && may_drop_torn_header(config.recovery, clean_shutdown, &bytes)
+            && has_torn_legacy_header(&bytes, *named_first)
+        {
+            segments.dropped = Some(drop_torn_segment(files, path, bytes.len())?);
+            break;
+        }
+        let header = read_header(path, &bytes, *named_first)?;
+        check_chain(path, &header, segments.seen.last(), has_snapshot)?;
+        let scan = scan(&bytes, &header, replay)
+            .map_err(|(offset, reason)| corrupt(path, offset, reason))?;
+        refuse_older_damage(path, &scan, newest)?;
+        if header.version == format::FORMAT_VERSION
+            && !(newest && config.recovery == RecoveryMode::AcceptCut)
+        {
+            refuse_truncated(path, &bytes, &scan)?;
+        }
+        segments.seen.push(SegmentSeen {
+            path: path.clone(),
+            header,
+            bytes_len: bytes.len(),
+            written_end: format::zeros_from(&bytes),
+            scan,
+        });
+    }
+    Ok(segments)
+}
+
+/// Whether the recovery mode lets the newest segment `bytes` be dropped if its header is torn.
+fn may_drop_torn_header(recovery: RecoveryMode, clean_shutdown: bool, bytes: &[u8]) -> bool {
+    // Only the first release left segments being created under their final name; a version 2
+    // segment is renamed into place whole, so a short one was truncated and is refused,
+    // unless the operator accepts the cut.
+    let legacy = bytes.get(8..12) == Some(&format::FORMAT_VERSION_LEGACY.to_be_bytes()[..]);
+    match recovery {
+        RecoveryMode::AcceptCut => true,
+        RecoveryMode::Strict => false,
+        RecoveryMode::Auto => !clean_shutdown && legacy,
+    }
+}
+
+/// Removes the segment `path` of `bytes_len` bytes, whose header is torn, and says so in words.
+fn drop_torn_segment(
+    files: &dyn FileLayer,
+    path: &Path,
+    bytes_len: usize,
+) -> Result<String, JournalError> {
+    let report = format!(
+        "{}: dropped a segment of {bytes_len} bytes whose header is incomplete (it held no \
+         record)",
+        path.display(),
+    );
+    tracing::warn!(%report, "dropping a segment with a torn header");
+    files
+        .remove(path)
+        .map_err(|error| JournalError::io(path, error))?;
+    Ok(report)
+}
+
+/// The header of the segment `path`, which must be valid and start at `named_first`, the
+/// position in the file's name.
+fn read_header(path: &Path, bytes: &[u8], named_first: Lsn) -> Result<SegmentHeader, JournalError> {
+    let header = format::parse_segment_header(bytes)
+        .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?;
+    if header.segment.first_lsn != named_first {
+        return Err(corrupt(
+            path,
+            12,
+            format!("header says first record {}", header.segment.first_lsn),
+        ));
+    }
+    Ok(header)
+}
+
+/// Checks that the segment `path` with `header` follows `before`, the segment read before it:
+/// it starts right after that one's last record and, in version 2, names it as its predecessor.
+/// The first segment may name a predecessor only if a snapshot covers it.
+fn check_chain(
+    path: &Path,
+    header: &SegmentHeader,
+    before: Option<&SegmentSeen>,
+    has_snapshot: bool,
+) -> Result<(), JournalError> {
+    let Some(before) = before else {
+        if !has_snapshot && header.previous.is_some() {
+            return Err(corrupt(
+                path,
+                28,
+                format!(
+                    "its predecessor {} is missing and no snapshot covers it",
+                    describe(header.previous)
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let before_last = before
+        .scan
+        .last_lsn
+        .unwrap_or(before.header.segment.first_lsn - 1);
+    if header.segment.first_lsn != before_last + 1 {
+        return Err(corrupt(
+            path,
+            12,
+            format!(
+                "segment starts at record {}, the previous one ends at {before_last}",
+                header.segment.first_lsn
+            ),
+        ));
+    }
+    if header.version == format::FORMAT_VERSION && header.previous != Some(before.header.segment) {
+        return Err(corrupt(
+            path,
+            28,
+            format!(
+                "the header names its predecessor as {}, the previous file is {}",
+                describe(header.previous),
+                before.header.segment
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses damage after the last whole batch of a segment other than the newest.
+fn refuse_older_damage(path: &Path, scan: &Scan, newest: bool) -> Result<(), JournalError> {
+    match &scan.damage {
+        Some(damage) if !newest => Err(corrupt(
+            path,
+            damage.offset,
+            format!(
+                "expected {}; an older segment never ends in an interrupted write",
+                damage.reason
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a version 2 segment shorter than the growth steps its whole batches reach into.
+fn refuse_truncated(path: &Path, bytes: &[u8], scan: &Scan) -> Result<(), JournalError> {
+    // Segments are created with one growth step and grow by whole steps before records go
+    // into the room, so a segment is never shorter than the steps its records reach into.
+    let step = SEGMENT_GROWTH_BYTES as usize;
+    let grown = scan.whole_end.next_multiple_of(step).max(step);
+    if bytes.len() < grown {
+        return Err(corrupt(
+            path,
+            bytes.len(),
+            format!(
+                "the file ends at byte {}, short of the {grown} bytes it had grown to:                          truncated",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the segment the snapshot at `snapshot_path` names as its successor, `next`, is
+/// among the segments `seen`, with that id.
+fn check_successor(
+    next: Option<SegmentRef>,
+    snapshot_path: Option<&Path>,
+    seen: &[SegmentSeen],
+) -> Result<(), JournalError> {
+    let (Some(next), Some(path)) = (next, snapshot_path) else {
+        return Ok(());
+    };
+    match seen
+        .iter()
+        .find(|s| s.header.segment.first_lsn == next.first_lsn)
+    {
+        Some(found) if found.header.segment == next => Ok(()),
+        Some(found) => Err(corrupt(
+            &found.path,
+            12,
+            format!(
+                "the snapshot names its successor as {next}, this file is {}",
+                found.header.segment
+            ),
+        )),
+        None => Err(corrupt(
+            path,
+            20,
+            format!("the segment that follows this snapshot, {next}, is missing"),
+        )),
+    }
+}
+
+/// Checks that the recovered `ledger` reaches the snapshot's position and that its balances add
+/// up; if not, the data directory as a whole is reported.
+fn check_adds_up(ledger: &Ledger, snapshot_lsn: Lsn, directory: &Path) -> Result<(), JournalError> {
+    if ledger.applied_lsn < snapshot_lsn || !ledger.is_conserved() {
+        return Err(JournalError::Corrupt {
+            path: directory.to_path_buf(),
+            offset: 0,
+            reason: "recovered state does not add up".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the records of `segment` end exactly where the state at `applied` does (or it holds
+/// none and starts right after it).
+fn continues(segment: &SegmentSeen, applied: Lsn) -> bool {
+    match segment.scan.last_lsn {
+        Some(last) => last == applied,
+        None => segment.header.segment.first_lsn == applied + 1,
+    }
+}
+
+/// Chooses and opens the segment new records go to, after the state at `applied`.
+fn prepare_append(
+    files: &dyn FileLayer,
+    directory: &Path,
+    newest: Option<&SegmentSeen>,
+    applied: Lsn,
+    cut: bool,
+) -> Result<Append, JournalError> {
+    // Append to the newest segment if it is version 2 and its records end exactly where the state
+    // does; otherwise (no segment yet, a version 1 segment, or a version 1 snapshot ahead of every
+    // segment) start a new one after it.
+    match newest {
+        Some(s) if s.header.version == format::FORMAT_VERSION && continues(s, applied) => {
+            reopen(files, s, cut)
+        }
+        _ => start_segment(files, directory, newest, applied),
+    }
+}
+
+/// Reopens the segment `s` to append after its last whole batch; when its tail was `cut`, the
+/// bytes written after that batch are overwritten with zeros.
+fn reopen(files: &dyn FileLayer, s: &SegmentSeen, cut: bool) -> Result<Append, JournalError> {
+    let zero_until = if cut { s.written_end } else { s.scan.whole_end };
+    let segment = files
+        .open_append(&s.path, s.scan.whole_end as u64, zero_until as u64)
+        .map_err(|error| JournalError::io(&s.path, error))?;
+    Ok(Append {
+        segment,
+        segment_ref: s.header.segment,
+        segment_bytes: s.scan.whole_end as u64,
+    })
+}
+
+/// Creates a new segment that starts after the state at `applied`, naming `newest` as its
+/// predecessor when the state ends where it does (after truncating a version 1 segment's torn
+/// tail, as the first release did).
+fn start_segment(
+    files: &dyn FileLayer,
+    directory: &Path,
+    newest: Option<&SegmentSeen>,
+    applied: Lsn,
+) -> Result<Append, JournalError> {
+    let previous = match newest {
+        Some(s) if continues(s, applied) => {
+            if s.bytes_len > s.scan.whole_end {
+                files
+                    .truncate(&s.path, s.scan.whole_end as u64)
+                    .map_err(|error| JournalError::io(&s.path, error))?;
+            }
+            Some(s.header.segment)
+        }
+        _ => None,
+    };
+    let segment_ref = SegmentRef::new(applied + 1);
+    let segment = create_segment(files, directory, segment_ref, previous).map_err(|error| {
+        JournalError::io(&directory.join(format::segment_name(applied + 1)), error)
+    })?;
+    Ok(Append {
+        segment,
+        segment_ref,
+        segment_bytes: format::SEGMENT_HEADER_BYTES as u64,
+    })
+}
+
+/// Removes the close marker at `closed_path` and syncs the directory.
+fn remove_closed_marker(
+    files: &dyn FileLayer,
+    directory: &Path,
+    closed_path: &Path,
+) -> Result<(), JournalError> {
+    // From the first new write on, the journal extends past what the marker says.
+    files
+        .remove(closed_path)
+        .and_then(|()| files.sync_dir(directory))
+        .map_err(|error| JournalError::io(closed_path, error))
 }
 
 fn describe(segment: Option<SegmentRef>) -> String {
@@ -657,12 +904,6 @@ fn judge_tail(
     newest: Option<&SegmentSeen>,
     closed_path: &Path,
 ) -> Result<Option<String>, JournalError> {
-    let corrupt = |path: &Path, offset: usize, reason: String| JournalError::Corrupt {
-        path: path.to_path_buf(),
-        offset: offset as u64,
-        reason,
-    };
-    let accept = config.recovery == RecoveryMode::AcceptCut;
     let Some(newest) = newest else {
         return match closed {
             Some(marker) => Err(corrupt(
@@ -676,88 +917,106 @@ fn judge_tail(
             None => Ok(None),
         };
     };
-    let path = &newest.path;
     let last = newest
         .scan
         .last_lsn
         .unwrap_or(newest.header.segment.first_lsn - 1);
     if let Some(marker) = closed {
-        let expected = format!(
-            "the last shutdown was clean: the journal ends with record {} at byte offset {} of \
-             {}",
-            marker.last_lsn, marker.end_offset, marker.segment
-        );
-        let whole = newest.scan.whole_end;
-        let problem = if marker.segment != newest.header.segment {
-            Some((
-                0,
-                format!(
-                    "{expected}, but the newest segment is {}",
-                    newest.header.segment
-                ),
-            ))
-        } else if let Some(damage) = &newest.scan.damage {
-            Some((
-                damage.offset,
-                format!("{expected}; found {}", damage.reason),
-            ))
-        } else if marker.end_offset != whole as u64 || marker.last_lsn != last {
-            Some((
-                whole,
-                format!("{expected}; its records end with {last} at byte offset {whole}"),
-            ))
-        } else if !(newest.bytes_len as u64).is_multiple_of(SEGMENT_GROWTH_BYTES) {
-            Some((
-                newest.bytes_len,
-                format!(
-                    "{expected}; the file is {} bytes, not its grown size",
-                    newest.bytes_len
-                ),
-            ))
-        } else {
-            None
-        };
-        match problem {
-            None => return Ok(None),
-            Some((offset, reason)) if !accept || marker.segment != newest.header.segment => {
-                return Err(corrupt(path, offset, reason))
-            }
-            Some((_, reason)) => {
-                let report = format!(
-                    "{}: accepted a cut at byte offset {whole}, keeping records up to {last}; \
-                     dropped {} bytes after it ({reason})",
-                    path.display(),
-                    newest.written_end.saturating_sub(whole),
-                );
-                tracing::warn!(%report, "operator accepted a cut of the journal's tail");
-                return Ok(Some(report));
-            }
-        }
+        return judge_against_marker(config, marker, newest, last);
     }
     let Some(damage) = &newest.scan.damage else {
         return Ok(None);
     };
-    let dropped = match damage.unsealed {
-        Some((first, last)) => format!(
-            "records {first}..={last}, all that is readable of a batch whose seal is not there"
-        ),
-        None => "no whole record".into(),
-    };
-    let report = format!(
-        "{}: cut at byte offset {} after record {last}: dropped bytes {}..{} ({dropped}; expected \
-         {})",
-        path.display(),
-        newest.scan.whole_end,
-        newest.scan.whole_end,
-        newest.written_end.max(newest.scan.whole_end),
-        damage.reason
-    );
-    if accept {
-        tracing::warn!(%report, "operator accepted a cut of the journal's tail");
-        return Ok(Some(report));
+    judge_damage(config, newest, damage, last)
+}
+
+/// After a clean shutdown: the newest segment (whose last record is `last`) must end exactly
+/// where `marker` says, with a clean tail; only the operator's cut accepts anything else, and
+/// only in the segment the marker names.
+fn judge_against_marker(
+    config: &JournalConfig,
+    marker: &ClosedMarker,
+    newest: &SegmentSeen,
+    last: Lsn,
+) -> Result<Option<String>, JournalError> {
+    let accept = config.recovery == RecoveryMode::AcceptCut;
+    let path = &newest.path;
+    let whole = newest.scan.whole_end;
+    match marker_mismatch(marker, newest, last) {
+        None => Ok(None),
+        Some((offset, reason)) if !accept || marker.segment != newest.header.segment => {
+            Err(corrupt(path, offset, reason))
+        }
+        Some((_, reason)) => Ok(operator_cut(format!(
+            "{}: accepted a cut at byte offset {whole}, keeping records up to {last}; dropped {} \
+             bytes after it ({reason})",
+            path.display(),
+            newest.written_end.saturating_sub(whole),
+        ))),
     }
+}
+
+/// Where and how the newest segment (whose last record is `last`) differs from what the close
+/// `marker` says, if it does.
+fn marker_mismatch(
+    marker: &ClosedMarker,
+    newest: &SegmentSeen,
+    last: Lsn,
+) -> Option<(usize, String)> {
+    let expected = format!(
+        "the last shutdown was clean: the journal ends with record {} at byte offset {} of {}",
+        marker.last_lsn, marker.end_offset, marker.segment
+    );
+    let whole = newest.scan.whole_end;
+    if marker.segment != newest.header.segment {
+        Some((
+            0,
+            format!(
+                "{expected}, but the newest segment is {}",
+                newest.header.segment
+            ),
+        ))
+    } else if let Some(damage) = &newest.scan.damage {
+        Some((
+            damage.offset,
+            format!("{expected}; found {}", damage.reason),
+        ))
+    } else if marker.end_offset != whole as u64 || marker.last_lsn != last {
+        Some((
+            whole,
+            format!("{expected}; its records end with {last} at byte offset {whole}"),
+        ))
+    } else if !(newest.bytes_len as u64).is_multiple_of(SEGMENT_GROWTH_BYTES) {
+        Some((
+            newest.bytes_len,
+            format!(
+                "{expected}; the file is {} bytes, not its grown size",
+                newest.bytes_len
+            ),
+        ))
+    } else {
+        None
+    }
+}
+
+/// With no clean shutdown: cuts `damage` after the newest segment's last whole batch (whose last
+/// record is `last`) when the operator accepts the cut, when it is a version 1 torn tail, or
+/// when it has the shape of an interrupted write; refuses it otherwise, and always in strict
+/// mode.
+fn judge_damage(
+    config: &JournalConfig,
+    newest: &SegmentSeen,
+    damage: &Damage,
+    last: Lsn,
+) -> Result<Option<String>, JournalError> {
+    let path = &newest.path;
+    let report = cut_report(newest, damage, last);
+    if config.recovery == RecoveryMode::AcceptCut {
+        return Ok(operator_cut(report));
+    }
+    let strict = config.recovery == RecoveryMode::Strict;
     if newest.header.version == format::FORMAT_VERSION_LEGACY {
-        if config.recovery == RecoveryMode::Strict {
+        if strict {
             return Err(corrupt(
                 path,
                 damage.offset,
@@ -770,7 +1029,7 @@ fn judge_tail(
         tracing::warn!(%report, "cutting a torn tail of a version 1 segment");
         return Ok(Some(report));
     }
-    if config.recovery == RecoveryMode::Strict {
+    if strict {
         return Err(corrupt(
             path,
             damage.offset,
@@ -794,4 +1053,30 @@ fn judge_tail(
     }
     tracing::warn!(%report, "cutting a torn tail left by an interrupted write");
     Ok(Some(report))
+}
+
+/// What cutting the newest segment back to its last whole batch (whose last record is `last`)
+/// drops because of `damage`, in words.
+fn cut_report(newest: &SegmentSeen, damage: &Damage, last: Lsn) -> String {
+    let dropped = match damage.unsealed {
+        Some((first, last)) => format!(
+            "records {first}..={last}, all that is readable of a batch whose seal is not there"
+        ),
+        None => "no whole record".into(),
+    };
+    format!(
+        "{}: cut at byte offset {} after record {last}: dropped bytes {}..{} ({dropped}; expected \
+         {})",
+        newest.path.display(),
+        newest.scan.whole_end,
+        newest.scan.whole_end,
+        newest.written_end.max(newest.scan.whole_end),
+        damage.reason
+    )
+}
+
+/// Logs and returns a cut of the journal's tail that the operator accepted.
+fn operator_cut(report: String) -> Option<String> {
+    tracing::warn!(%report, "operator accepted a cut of the journal's tail");
+    Some(report)
 }
