@@ -206,6 +206,24 @@ async fn a_snapshot_of_the_first_release_still_opens_and_replays() {
     assert_eq!(r.status, Status::Approved);
     drop(atm);
     let data_dir = server.data_dir.path().to_path_buf();
+    // A snapshot is not started while the one before is still being written, so client 77's
+    // records may not be in any snapshot yet: add records on another card until one covers them.
+    let covered = server.running().bank().storage().stats().durable_lsn;
+    let mut other = logged_in(&server, 79, AHONA, AHONA_PIN).await;
+    for sequence in 2.. {
+        let newest = snapshots(&data_dir).pop().expect("a snapshot was written");
+        let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+        if format::position_in_name(&name, "snapshot-", ".snap").unwrap() >= covered {
+            break;
+        }
+        assert!(
+            sequence < 10_000,
+            "no snapshot came to cover position {covered}"
+        );
+        let (r, _) = other.exchange(79, sequence, deposit(1)).await;
+        assert_eq!(r.status, Status::Approved);
+    }
+    drop(other);
     server.server.take().unwrap().stop();
 
     // Rewrite the newest snapshot as the first release wrote it: the version 1 frame around the
