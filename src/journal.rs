@@ -295,11 +295,29 @@ impl Log for FileJournal {
             }
         }
         // Everything is written: another server may have the directory now.
-        self.shared.lock.lock().take();
+        release(self.shared.lock.lock().take());
     }
 
     fn cut(&self) -> Option<String> {
         self.shared.cut.clone()
+    }
+}
+
+/// Lets go of the data directory's lock. The lock is unlocked explicitly rather than left to the
+/// closing of the file: a process being started elsewhere in this program holds a copy of every
+/// open descriptor between its fork and its exec, and would keep the lock alive for that moment,
+/// so a server started right after this one stopped could find the directory still locked.
+fn release(lock: Option<std::fs::File>) {
+    if let Some(file) = lock {
+        if let Err(error) = file.unlock() {
+            tracing::warn!(%error, "cannot unlock the data directory");
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        release(self.lock.get_mut().take());
     }
 }
 
