@@ -362,7 +362,9 @@ impl Settings {
             (None, None) if self.tls_client_ca.is_none() && self.tls_deny_file.is_none() => {
                 Ok(None)
             }
-            (None, None) => Err("--tls-client-ca and --tls-deny-file need --tls-cert and --tls-key".into()),
+            (None, None) => {
+                Err("--tls-client-ca and --tls-deny-file need --tls-cert and --tls-key".into())
+            }
             _ => Err("give --tls-cert and --tls-key together".into()),
         }
     }
@@ -464,10 +466,7 @@ struct Effective {
 }
 
 /// One of the TLS files, as shown (absent when TLS or that file is not configured).
-fn tls_path(
-    config: &ServerConfig,
-    path: impl Fn(&TlsFiles) -> Option<&PathBuf>,
-) -> Option<String> {
+fn tls_path(config: &ServerConfig, path: impl Fn(&TlsFiles) -> Option<&PathBuf>) -> Option<String> {
     config
         .tls
         .as_ref()
@@ -620,7 +619,8 @@ mod tests {
         assert!(text.contains("tls_cert = \"/etc/bank/cert.pem\""), "{text}");
         let half = Settings::try_parse_from(["bank-server", "--tls-cert", "c.pem"]).unwrap();
         assert!(half.resolve().is_err());
-        let ca_only = Settings::try_parse_from(["bank-server", "--tls-client-ca", "ca.pem"]).unwrap();
+        let ca_only =
+            Settings::try_parse_from(["bank-server", "--tls-client-ca", "ca.pem"]).unwrap();
         assert!(ca_only.resolve().is_err());
     }
 }

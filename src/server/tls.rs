@@ -20,6 +20,7 @@ use rustls::RootCertStore;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,6 +68,7 @@ impl Terminal {
             .ok()
             .and_then(|parsed| {
                 common_name(parsed.subject())
+                    .filter(|name| !name.is_empty())
                     .or_else(|| parsed.valid_dns_names().next().map(str::to_string))
                     .or_else(|| parsed.valid_uri_names().next().map(str::to_string))
             });
@@ -156,29 +158,24 @@ impl Tls {
     }
 
     /// Runs the handshake on `stream` within `timeout`, then checks the deny list. A failure is
-    /// counted (by reason) and logged by the caller with the connection's peer.
+    /// counted (by reason) and logged with the peer before the connection closes.
     pub async fn accept(&self, stream: TcpStream, timeout: Duration) -> Result<Secured, Refusal> {
-        let secured = self.handshake(stream, timeout).await;
-        match &secured {
-            Ok(_) => crate::metrics::tls_handshake("secured"),
-            Err(refusal) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::tls_handshake("failed");
-                crate::metrics::tls_handshake_failure(refusal.reason);
-            }
-        }
-        secured
-    }
-
-    async fn handshake(&self, stream: TcpStream, timeout: Duration) -> Result<Secured, Refusal> {
+        let peer = stream.peer_addr().ok();
         let loaded = self.current.read().clone();
-        let stream = tokio::time::timeout(timeout, loaded.acceptor.accept(stream))
-            .await
-            .map_err(|_| Refusal {
-                reason: "timeout",
-                detail: format!("the TLS handshake took longer than {timeout:?}"),
-            })?
-            .map_err(handshake_refusal)?;
+        let handshake = loaded.acceptor.accept(stream).into_fallible();
+        let stream = match tokio::time::timeout(timeout, handshake).await {
+            Err(_) => {
+                return Err(self.refused(
+                    peer,
+                    "timeout",
+                    format!("the TLS handshake took longer than {timeout:?}"),
+                ))
+            }
+            // Counted while the socket is still open: a client that sees it close can rely on
+            // the count.
+            Ok(Err((error, _stream))) => return Err(self.refused_by(peer, &error)),
+            Ok(Ok(stream)) => stream,
+        };
         let terminal = stream
             .get_ref()
             .1
@@ -188,19 +185,56 @@ impl Tls {
         if let Some(terminal) = &terminal {
             let listed = |entry: &str| loaded.denied.contains(entry);
             if listed(&terminal.fingerprint) || terminal.name.as_deref().is_some_and(listed) {
-                return Err(Refusal {
-                    reason: "denied",
-                    detail: format!("terminal {terminal} is on the deny list"),
-                });
+                let refusal = self.refused(
+                    peer,
+                    "denied",
+                    format!("terminal {terminal} is on the deny list"),
+                );
+                drop(stream);
+                return Err(refusal);
             }
         }
+        crate::metrics::tls_handshake("secured");
         Ok(Secured { stream, terminal })
+    }
+
+    /// Counts a failed handshake and logs why, while the connection is still open.
+    fn refused(&self, peer: Option<SocketAddr>, reason: &'static str, detail: String) -> Refusal {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "security",
+            ?peer,
+            reason,
+            %detail,
+            "TLS handshake failed; connection closed"
+        );
+        crate::metrics::tls_handshake("failed");
+        crate::metrics::tls_handshake_failure(reason);
+        Refusal { reason, detail }
+    }
+
+    /// Counts a handshake that rustls refused, with a bounded reason.
+    fn refused_by(&self, peer: Option<SocketAddr>, error: &std::io::Error) -> Refusal {
+        let reason = match error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::NoCertificatesPresented) => "no_certificate",
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
+            )) => "expired",
+            Some(rustls::Error::InvalidCertificate(_)) => "bad_certificate",
+            Some(rustls::Error::InvalidMessage(_)) => "not_tls",
+            Some(_) => "protocol",
+            None => "io",
+        };
+        self.refused(peer, reason, error.to_string())
     }
 }
 
 /// Runs the handshake of a connection the gateway accepted (on the arbiter the session will run
 /// on) and starts the session behind `door`; a failed handshake closes the connection, with its
-/// reason logged, and costs nothing else.
+/// reason logged and counted, and costs nothing else.
 pub(super) async fn secure_session(
     tls: Arc<Tls>,
     door: Arc<dyn Entrance>,
@@ -208,44 +242,18 @@ pub(super) async fn secure_session(
     stream: TcpStream,
 ) {
     let peer = stream.peer_addr().ok();
-    match tls.accept(stream, bank.limits().tls_handshake_timeout).await {
+    match tls
+        .accept(stream, bank.limits().tls_handshake_timeout)
+        .await
+    {
         Ok(secured) => {
             if let Some(terminal) = &secured.terminal {
                 tracing::debug!(target: "security", ?peer, %terminal, "terminal connected");
             }
             door.start_secured_session(bank, secured, peer);
         }
-        Err(refusal) => {
-            bank.stats().connection_closed();
-            tracing::warn!(
-                target: "security",
-                ?peer,
-                reason = refusal.reason,
-                detail = %refusal.detail,
-                "TLS handshake failed; connection closed"
-            );
-        }
-    }
-}
-
-/// The refusal a failed handshake's error gives, with a bounded reason.
-fn handshake_refusal(error: std::io::Error) -> Refusal {
-    let reason = match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::NoCertificatesPresented) => "no_certificate",
-        Some(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
-        )) => "expired",
-        Some(rustls::Error::InvalidCertificate(_)) => "bad_certificate",
-        Some(rustls::Error::InvalidMessage(_)) => "not_tls",
-        Some(_) => "protocol",
-        None => "io",
-    };
-    Refusal {
-        reason,
-        detail: error.to_string(),
+        // Counted and logged by `accept`, before the socket closed.
+        Err(_) => bank.stats().connection_closed(),
     }
 }
 
@@ -273,15 +281,13 @@ fn load_files(files: &TlsFiles) -> Result<Loaded, String> {
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder
-        .with_single_cert(chain, key)
-        .map_err(|error| {
-            format!(
-                "the certificate {} and the key {} do not make a TLS identity: {error}",
-                files.cert.display(),
-                files.key.display()
-            )
-        })?;
+    let config = builder.with_single_cert(chain, key).map_err(|error| {
+        format!(
+            "the certificate {} and the key {} do not make a TLS identity: {error}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
     let denied = match &files.deny_file {
         Some(path) => read_deny_file(path)?,
         None => HashSet::new(),
@@ -344,7 +350,10 @@ fn read_deny_file(path: &Path) -> Result<HashSet<String>, String> {
                 .to_ascii_lowercase();
             let looks_like_fingerprint =
                 fingerprint.len() == 64 && fingerprint.chars().all(|c| c.is_ascii_hexdigit());
-            [Some(line.to_string()), looks_like_fingerprint.then_some(fingerprint)]
+            [
+                Some(line.to_string()),
+                looks_like_fingerprint.then_some(fingerprint),
+            ]
         })
         .flatten()
         .collect())
@@ -412,6 +421,9 @@ mod tests {
     #[test]
     fn a_der_item_longer_than_its_input_is_refused() {
         assert_eq!(der_item(&[0x30, 0x05, 0x01]), None);
-        assert_eq!(der_item(&[0x30, 0x81, 0x01, 0x07]), Some((0x30, &[7u8][..], &[][..])));
+        assert_eq!(
+            der_item(&[0x30, 0x81, 0x01, 0x07]),
+            Some((0x30, &[7u8][..], &[][..]))
+        );
     }
 }
