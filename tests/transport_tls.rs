@@ -290,6 +290,34 @@ async fn a_client_without_a_certificate_or_from_another_ca_is_refused() {
 }
 
 #[tokio::test]
+async fn an_expired_client_certificate_is_refused() {
+    log();
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, Some(&authority));
+    let server = setup.start();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "atm-expired");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let certificate = params
+        .signed_by(&key, &authority.certificate, &authority.key)
+        .unwrap();
+    let expired = Pem {
+        certificate: certificate.pem(),
+        key: key.serialize_pem(),
+    };
+    assert!(refused(&server, &connector(&authority, Some(&expired))).await);
+    assert_eq!(failures(&server), 1);
+    let text = log_text();
+    assert!(text.contains("reason=\"expired\""), "{text}");
+}
+
+#[tokio::test]
 async fn a_plaintext_hello_to_a_tls_listener_is_closed_and_counted() {
     log();
     let authority = Authority::new("test CA");

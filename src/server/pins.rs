@@ -588,6 +588,38 @@ mod tests {
     }
 
     #[test]
+    fn failures_count_against_the_terminal_when_mutual_tls_names_one() {
+        let per_peer = RateLimit {
+            burst: 2,
+            per_minute: 0,
+        };
+        let unlimited = RateLimit {
+            burst: u32::MAX,
+            per_minute: 0,
+        };
+        let pins = Pins::new(
+            PinKey::from_bytes([7; crate::pin::PIN_KEY_BYTES]),
+            unlimited,
+            per_peer,
+            4,
+            Arc::new(crate::clock::ManualClock::default()),
+        );
+        let terminal = super::super::tls::Terminal {
+            name: Some("atm-17".into()),
+            fingerprint: "ab".repeat(32),
+        };
+        let one: IpAddr = [10, 0, 0, 1].into();
+        let two: IpAddr = [10, 0, 0, 2].into();
+        let first = pins.gate_for(Some(one), Some(&terminal));
+        pins.failed(&first, 123_456_789, "incorrect_pin");
+        pins.failed(&first, 123_456_789, "incorrect_pin");
+        // The same terminal from another address has no allowance left...
+        assert!(!pins.admits(&pins.gate_for(Some(two), Some(&terminal))));
+        // ...while the address itself, without a terminal, was not charged.
+        assert!(pins.admits(&pins.gate_for(Some(one), None)));
+    }
+
+    #[test]
     fn the_default_key_file_lies_beside_the_data_directory() {
         assert_eq!(
             default_pin_key_file(Path::new("./data")),
