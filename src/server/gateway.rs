@@ -146,7 +146,11 @@ impl StreamHandler<Accepted> for Gateway {
                 limit = bank.limits().connections_max,
                 "refusing connection: at the connection limit"
             );
-            let goodbye = door.goodbye("the server is at its connection limit; try again later");
+            // A TLS client could not read a plaintext goodbye: it is just closed.
+            let goodbye = match self.tls {
+                Some(_) => None,
+                None => door.goodbye("the server is at its connection limit; try again later"),
+            };
             actix::spawn(refuse(stream, goodbye));
             return;
         }

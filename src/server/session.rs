@@ -90,8 +90,12 @@ impl<D: FrontDoor> Session<D> {
             let span = tracing::info_span!(
                 "connection",
                 peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()),
-                terminal = %terminal.as_ref().map_or_else(|| "none".to_string(), Terminal::to_string),
+                terminal = tracing::field::Empty,
             );
+            // Only a mutual-TLS connection names a terminal; a plain one's span stays as it was.
+            if let Some(terminal) = &terminal {
+                span.record("terminal", tracing::field::display(terminal));
+            }
             let login = Login::with_terminal(&bank, peer.map(|peer| peer.ip()), terminal);
             let session = ctx.address().recipient();
             let connection = connection::start(

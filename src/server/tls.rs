@@ -242,10 +242,18 @@ pub(super) async fn secure_session(
     stream: TcpStream,
 ) {
     let peer = stream.peer_addr().ok();
-    match tls
-        .accept(stream, bank.limits().tls_handshake_timeout)
-        .await
-    {
+    let timeout = bank.limits().tls_handshake_timeout;
+    let stopping = bank.clone();
+    let secured = tokio::select! {
+        biased;
+        // A graceful shutdown does not wait for handshakes: nothing was read from them yet.
+        _ = stopping.shutting_down() => {
+            bank.stats().connection_closed();
+            return;
+        }
+        secured = tls.accept(stream, timeout) => secured,
+    };
+    match secured {
         Ok(secured) => {
             if let Some(terminal) = &secured.terminal {
                 tracing::debug!(target: "security", ?peer, %terminal, "terminal connected");
