@@ -10,6 +10,7 @@ use crate::faults::FaultPlan;
 use crate::pin::PinHashCost;
 use crate::ratelimit::RateLimit;
 use crate::server::pins::{default_pin_key_file, PinKeySource};
+use crate::server::tls::TlsFiles;
 use crate::server::{Limits, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -141,6 +142,28 @@ pub struct Settings {
     /// what has the shape of an interrupted write) or strict (never cut) [default: auto].
     #[arg(long, env = "BANK_RECOVERY")]
     pub recovery: Option<crate::journal::RecoveryMode>,
+    /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
+    /// --tls-key. Without TLS the server listens on loopback addresses only (see
+    /// --allow-plaintext).
+    #[arg(long, env = "BANK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM); must not be readable by group or others.
+    #[arg(long, env = "BANK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate chaining to a CA in this PEM bundle;
+    /// the certificate names the terminal.
+    #[arg(long, env = "BANK_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Terminals refused even with a good certificate: one name or SHA-256 fingerprint a line
+    /// (reread with the certificates on SIGHUP).
+    #[arg(long, env = "BANK_TLS_DENY_FILE")]
+    pub tls_deny_file: Option<PathBuf>,
+    /// Seconds a TLS handshake may take [default: 10].
+    #[arg(long, env = "BANK_TLS_HANDSHAKE_TIMEOUT_SECS")]
+    pub tls_handshake_timeout_secs: Option<u64>,
+    /// Serve plaintext on an address that is not loopback (only on a network secured otherwise).
+    #[arg(long, env = "BANK_ALLOW_PLAINTEXT", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_plaintext: Option<bool>,
     /// Operator command: recover cutting the newest segment's damaged tail, log exactly what was
     /// dropped, close the journal cleanly and exit (then start the server normally).
     #[arg(long)]
@@ -204,7 +227,8 @@ impl Settings {
             pin_hash_iterations, snapshot_records_interval, client_retention_secs, arbiters,
             shutdown_timeout_secs, pin_key_file, pin_failures_per_connection_burst,
             pin_failures_per_connection_per_minute, pin_failures_per_peer_burst,
-            pin_failures_per_peer_per_minute, pin_check_queue_max, recovery,
+            pin_failures_per_peer_per_minute, pin_check_queue_max, recovery, tls_cert, tls_key,
+            tls_client_ca, tls_deny_file, tls_handshake_timeout_secs, allow_plaintext,
         )
     }
 
@@ -264,6 +288,8 @@ impl Settings {
             shutdown_timeout: seconds(self.shutdown_timeout_secs, defaults.shutdown_timeout),
             recovery: self.recovery.unwrap_or_default(),
             journal_fail_after_bytes: self.journal_fail_after_bytes,
+            tls: self.tls_files()?,
+            allow_plaintext: self.allow_plaintext.unwrap_or(false),
         };
         let process = ProcessSettings {
             metrics_listen: self.metrics_listen,
@@ -316,6 +342,30 @@ impl Settings {
                 .unwrap_or(limits.pin_check_queue_max)
                 .max(1),
             requests_joinable_max: limits.requests_joinable_max,
+            tls_handshake_timeout: seconds(
+                self.tls_handshake_timeout_secs,
+                limits.tls_handshake_timeout,
+            ),
+        }
+    }
+
+    /// The TLS files: a certificate and a key together, or neither (and then no client CA or
+    /// deny file either).
+    fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                deny_file: self.tls_deny_file.clone(),
+            })),
+            (None, None) if self.tls_client_ca.is_none() && self.tls_deny_file.is_none() => {
+                Ok(None)
+            }
+            (None, None) => {
+                Err("--tls-client-ca and --tls-deny-file need --tls-cert and --tls-key".into())
+            }
+            _ => Err("give --tls-cert and --tls-key together".into()),
         }
     }
 
@@ -407,6 +457,21 @@ struct Effective {
     arbiters: usize,
     shutdown_timeout_secs: u64,
     recovery: crate::journal::RecoveryMode,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_client_ca: Option<String>,
+    tls_deny_file: Option<String>,
+    tls_handshake_timeout_secs: u64,
+    allow_plaintext: bool,
+}
+
+/// One of the TLS files, as shown (absent when TLS or that file is not configured).
+fn tls_path(config: &ServerConfig, path: impl Fn(&TlsFiles) -> Option<&PathBuf>) -> Option<String> {
+    config
+        .tls
+        .as_ref()
+        .and_then(path)
+        .map(|path| path.display().to_string())
 }
 
 /// The effective configuration as TOML, in the file's own format, with secrets masked.
@@ -457,6 +522,12 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         arbiters: config.arbiters,
         shutdown_timeout_secs: config.shutdown_timeout.as_secs(),
         recovery: config.recovery,
+        tls_cert: tls_path(config, |files| Some(&files.cert)),
+        tls_key: tls_path(config, |files| Some(&files.key)),
+        tls_client_ca: tls_path(config, |files| files.client_ca.as_ref()),
+        tls_deny_file: tls_path(config, |files| files.deny_file.as_ref()),
+        tls_handshake_timeout_secs: limits.tls_handshake_timeout.as_secs(),
+        allow_plaintext: config.allow_plaintext,
     };
     toml::to_string(&effective)
         .unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))
@@ -526,5 +597,30 @@ mod tests {
             config.limits.pin_failures_per_connection.burst,
             Limits::default().pin_failures_per_connection.burst
         );
+    }
+
+    #[test]
+    fn tls_comes_from_flags_and_needs_a_certificate_and_a_key() {
+        let flags = Settings::try_parse_from([
+            "bank-server",
+            "--tls-cert",
+            "/etc/bank/cert.pem",
+            "--tls-key",
+            "/etc/bank/key.pem",
+            "--allow-plaintext",
+        ])
+        .unwrap();
+        let (config, process) = flags.resolve().unwrap();
+        let files = config.tls.as_ref().unwrap();
+        assert_eq!(files.key, PathBuf::from("/etc/bank/key.pem"));
+        assert_eq!(files.client_ca, None);
+        assert!(config.allow_plaintext);
+        let text = effective_toml(&config, &process);
+        assert!(text.contains("tls_cert = \"/etc/bank/cert.pem\""), "{text}");
+        let half = Settings::try_parse_from(["bank-server", "--tls-cert", "c.pem"]).unwrap();
+        assert!(half.resolve().is_err());
+        let ca_only =
+            Settings::try_parse_from(["bank-server", "--tls-client-ca", "ca.pem"]).unwrap();
+        assert!(ca_only.resolve().is_err());
     }
 }

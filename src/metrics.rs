@@ -41,6 +41,13 @@ pub const LOG_WRITE_FAILURES: &str = "bank_log_write_failures_total";
 /// 1 once the journal has failed closed (nothing is acknowledged until a restart), else 0.
 pub const JOURNAL_FAILED: &str = "bank_journal_failed";
 
+/// TLS handshakes, by `result`: `secured` or `failed` (terminals are named in the log, not here,
+/// so the label stays bounded).
+pub const TLS_HANDSHAKES: &str = "bank_tls_handshakes_total";
+/// Failed TLS handshakes, by `reason`: `timeout`, `not_tls`, `no_certificate`, `expired`,
+/// `bad_certificate`, `denied`, `protocol`, `io`.
+pub const TLS_HANDSHAKE_FAILURES: &str = "bank_tls_handshake_failures_total";
+
 /// Buckets for latencies, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -157,6 +164,8 @@ fn describe() {
         PIN_RATE_LIMITED,
         "PIN checks refused because a connection or peer failed too often."
     );
+    describe_counter!(TLS_HANDSHAKES, "TLS handshakes, by result.");
+    describe_counter!(TLS_HANDSHAKE_FAILURES, "Failed TLS handshakes, by reason.");
     describe_counter!(PINS_REKEYED, "Argon2id PINs re-keyed to the PIN key.");
     describe_counter!(
         LOG_WRITE_FAILURES,
@@ -193,6 +202,16 @@ pub fn set_gauge(name: &'static str, value: f64) {
 /// A counter moved by one.
 pub fn count(name: &'static str) {
     metrics::counter!(name).increment(1);
+}
+
+/// A TLS handshake, by its result.
+pub fn tls_handshake(result: &'static str) {
+    metrics::counter!(TLS_HANDSHAKES, "result" => result).increment(1);
+}
+
+/// A failed TLS handshake, by its reason.
+pub fn tls_handshake_failure(reason: &'static str) {
+    metrics::counter!(TLS_HANDSHAKE_FAILURES, "reason" => reason).increment(1);
 }
 
 /// A failed PIN check.

@@ -103,6 +103,19 @@ pub fn peer_key(peer: IpAddr) -> IpAddr {
     }
 }
 
+/// What failure buckets are keyed by: a peer address (by [`peer_key`]) or anything else that
+/// names a client, mapped to the key its failures are counted under.
+pub trait BucketKey: Eq + std::hash::Hash + Clone {
+    /// The key this client's failures are counted under.
+    fn bucket_key(&self) -> Self;
+}
+
+impl BucketKey for IpAddr {
+    fn bucket_key(&self) -> Self {
+        peer_key(*self)
+    }
+}
+
 /// What a full table of peers does with a peer it has no room for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhenFull {
@@ -116,13 +129,13 @@ pub enum WhenFull {
 
 /// The failure buckets of every peer address with recent failures, by [`peer_key`].
 #[derive(Debug)]
-pub struct PeerBuckets {
-    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+pub struct PeerBuckets<K = IpAddr> {
+    buckets: Mutex<HashMap<K, TokenBucket>>,
     peers_max: usize,
     when_full: WhenFull,
 }
 
-impl PeerBuckets {
+impl<K: BucketKey> PeerBuckets<K> {
     /// An empty table holding at most `peers_max` peers, `when_full` deciding for the others.
     pub fn new(peers_max: usize, when_full: WhenFull) -> Self {
         PeerBuckets {
@@ -133,9 +146,9 @@ impl PeerBuckets {
     }
 
     /// True when `peer` may fail again now.
-    pub fn allows(&self, peer: IpAddr, limit: RateLimit, now: Duration) -> bool {
+    pub fn allows(&self, peer: K, limit: RateLimit, now: Duration) -> bool {
         let mut buckets = self.buckets.lock();
-        if let Some(bucket) = buckets.get_mut(&peer_key(peer)) {
+        if let Some(bucket) = buckets.get_mut(&peer.bucket_key()) {
             return bucket.allows(limit, now);
         }
         limit.burst >= 1
@@ -145,8 +158,8 @@ impl PeerBuckets {
 
     /// Takes one token from `peer`'s bucket for a failure; returns the failures it has left now
     /// (`None` when it is not tracked: the table is full).
-    pub fn take(&self, peer: IpAddr, limit: RateLimit, now: Duration) -> Option<u32> {
-        let peer = peer_key(peer);
+    pub fn take(&self, peer: K, limit: RateLimit, now: Duration) -> Option<u32> {
+        let peer = peer.bucket_key();
         let mut buckets = self.buckets.lock();
         if !buckets.contains_key(&peer) && !Self::has_room(&mut buckets, self.peers_max, limit, now)
         {
@@ -161,7 +174,7 @@ impl PeerBuckets {
 
     /// True when a new peer fits, after dropping the peers whose bucket has refilled.
     fn has_room(
-        buckets: &mut HashMap<IpAddr, TokenBucket>,
+        buckets: &mut HashMap<K, TokenBucket>,
         peers_max: usize,
         limit: RateLimit,
         now: Duration,

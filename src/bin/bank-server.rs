@@ -85,7 +85,11 @@ fn run() -> ExitCode {
         std::io::stdout(),
         &format!("bank-server listening on {}", server.local_addr),
     );
-    if let Err(error) = stop.and_then(|stop| stop.wait(server.bank().storage())) {
+    // SIGHUP reloads the TLS files; a failed reload keeps the configuration in use (logged).
+    let reload = || {
+        let _ = server.reload_tls();
+    };
+    if let Err(error) = stop.and_then(|stop| stop.wait(server.bank().storage(), reload)) {
         tracing::error!(%error, "cannot wait for signals");
     }
     tracing::info!("shutting down");
@@ -116,8 +120,8 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The signals that stop the server (SIGINT, SIGTERM), registered when made, with the runtime
-/// that waits for them.
+/// The signals that stop the server (SIGINT, SIGTERM) and the one that reloads its TLS files
+/// (SIGHUP), registered when made, with the runtime that waits for them.
 struct StopSignals {
     /// Runs the wait.
     runtime: tokio::runtime::Runtime,
@@ -127,6 +131,9 @@ struct StopSignals {
     /// SIGINT, registered from the start.
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
+    /// SIGHUP, registered from the start (its default action would end the process).
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -141,11 +148,13 @@ impl StopSignals {
             let entered = runtime.enter();
             let terminate = signal(SignalKind::terminate())?;
             let interrupt = signal(SignalKind::interrupt())?;
+            let hangup = signal(SignalKind::hangup())?;
             drop(entered);
             Ok(StopSignals {
                 runtime,
                 terminate,
                 interrupt,
+                hangup,
             })
         }
         #[cfg(not(unix))]
@@ -154,14 +163,17 @@ impl StopSignals {
 
     /// Blocks until SIGINT or SIGTERM. If the journal fails closed meanwhile, says so on standard
     /// output too (standard error may be what failed) and keeps serving `unavailable` until
-    /// stopped.
-    fn wait(self, journal: &Journal) -> std::io::Result<()> {
+    /// stopped. Each SIGHUP meanwhile calls `reload`.
+    fn wait(self, journal: &Journal, reload: impl Fn()) -> std::io::Result<()> {
         #[cfg(unix)]
         let StopSignals {
             runtime,
             mut terminate,
             mut interrupt,
+            mut hangup,
         } = self;
+        #[cfg(not(unix))]
+        let _ = &reload;
         #[cfg(not(unix))]
         let StopSignals { runtime } = self;
         let mut progress = journal.progress();
@@ -184,10 +196,19 @@ impl StopSignals {
                 std::future::pending::<()>().await
             };
             #[cfg(unix)]
-            tokio::select! {
-                _ = interrupt.recv() => Ok(()),
-                _ = terminate.recv() => Ok(()),
-                () = failed => Ok(()),
+            {
+                tokio::pin!(failed);
+                loop {
+                    tokio::select! {
+                        _ = interrupt.recv() => return Ok(()),
+                        _ = terminate.recv() => return Ok(()),
+                        _ = hangup.recv() => {
+                            tracing::info!(target: "security", "SIGHUP: reloading the TLS files");
+                            reload();
+                        }
+                        () = &mut failed => return Ok(()),
+                    }
+                }
             }
             #[cfg(not(unix))]
             tokio::select! {

@@ -10,6 +10,8 @@
 //!   after [`Limits::write_timeout`].
 //! - The *writer* drains the bounded queue of reply frames to the socket, under a deadline.
 //!
+//! Both work over any byte stream ([`Transport`]): a plain TCP socket, or TLS over one.
+//!
 //! [`Limits::login_idle_timeout`]: super::Limits::login_idle_timeout
 //! [`Limits::frame_read_timeout`]: super::Limits::frame_read_timeout
 //! [`Limits::write_timeout`]: super::Limits::write_timeout
@@ -22,9 +24,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -34,6 +34,11 @@ use tokio_util::codec::Decoder;
 /// of the small frames ATMs exchange; with 16 KiB each way, 4 096 connections held 128 MiB of
 /// buffers (the login-storm ramp peaked at 926 MiB resident, against 420 MiB with 4 KiB).
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+
+/// A byte stream a connection runs over: a TCP socket, or TLS over one.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for S {}
 
 /// What the reader and the writer hand to the session.
 #[derive(Message)]
@@ -59,14 +64,14 @@ pub(super) struct Connection {
 
 /// Starts the reader and the writer of `stream` on the current arbiter, talking to `session`;
 /// `verified` tells the reader whether the login idle deadline applies.
-pub(super) fn start<D: FrontDoor>(
+pub(super) fn start<D: FrontDoor, S: Transport>(
     bank: Arc<Bank>,
     door: Arc<D>,
-    stream: TcpStream,
+    stream: S,
     session: Recipient<Incoming>,
     verified: Arc<AtomicBool>,
 ) -> Connection {
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     let limits = bank.limits();
     let queue_frames = limits
         .write_queue_frames
@@ -113,7 +118,7 @@ struct Reader<D: FrontDoor> {
 }
 
 impl<D: FrontDoor> Reader<D> {
-    async fn run(mut self, mut read: OwnedReadHalf) {
+    async fn run<R: AsyncRead + Unpin>(mut self, mut read: R) {
         let mut buffer = BytesMut::with_capacity(SOCKET_BUFFER_BYTES);
         loop {
             let bank = self.bank.clone();
@@ -143,9 +148,9 @@ impl<D: FrontDoor> Reader<D> {
     }
 
     /// The next frame's body; `None` when the peer closed cleanly between frames.
-    async fn next(
+    async fn next<R: AsyncRead + Unpin>(
         &mut self,
-        read: &mut OwnedReadHalf,
+        read: &mut R,
         buffer: &mut BytesMut,
     ) -> Result<Option<BytesMut>, String> {
         // Read on only when every reply this request could add has a place in the queue.
@@ -201,9 +206,9 @@ impl<D: FrontDoor> Reader<D> {
     /// Reads the first bytes of a frame. The login deadline applies only while no card is
     /// verified; a verification may complete while this read waits, so the flag is checked again
     /// when the deadline passes.
-    async fn first_bytes(
+    async fn first_bytes<R: AsyncRead + Unpin>(
         &self,
-        read: &mut OwnedReadHalf,
+        read: &mut R,
         buffer: &mut BytesMut,
     ) -> Result<usize, String> {
         buffer.reserve(SOCKET_BUFFER_BYTES);
@@ -236,8 +241,8 @@ fn refused(error: CodecError) -> String {
 
 /// The writing side: sends queued frames, several per system call when they pile up, under a
 /// deadline. Ends when the session drops its end of the queue (after sending what is left).
-async fn write_frames(
-    write: OwnedWriteHalf,
+async fn write_frames<W: AsyncWrite + Unpin>(
+    write: W,
     mut queue: mpsc::Receiver<Bytes>,
     timeout: Duration,
     session: Recipient<Incoming>,

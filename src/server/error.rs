@@ -21,6 +21,9 @@ pub enum ServerError {
     /// made with.
     #[error("{0}")]
     PinKey(String),
+    /// The TLS files are missing, unreadable, too widely readable, or do not fit together.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
     /// Something else went wrong during start-up.
     #[error("cannot start: {0}")]
     Start(String),

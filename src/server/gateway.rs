@@ -5,6 +5,7 @@
 use super::door::bincode::BincodeDoor;
 use super::door::FrontDoor;
 use super::session::Session;
+use super::tls::{Secured, Tls};
 use super::Bank;
 use actix::prelude::*;
 use bytes::Bytes;
@@ -24,6 +25,14 @@ pub trait Entrance: Send + Sync + 'static {
     /// Starts a session for `stream` behind this door, on the current arbiter.
     fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream);
 
+    /// Starts a session for a connection that finished its TLS handshake, from `peer`.
+    fn start_secured_session(
+        self: Arc<Self>,
+        bank: Arc<Bank>,
+        secured: Secured,
+        peer: Option<std::net::SocketAddr>,
+    );
+
     /// The frame that tells a refused connection why.
     fn goodbye(&self, reason: &str) -> Option<Bytes>;
 }
@@ -31,6 +40,15 @@ pub trait Entrance: Send + Sync + 'static {
 impl<D: FrontDoor> Entrance for D {
     fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream) {
         Session::start_with(bank, self, stream);
+    }
+
+    fn start_secured_session(
+        self: Arc<Self>,
+        bank: Arc<Bank>,
+        secured: Secured,
+        peer: Option<std::net::SocketAddr>,
+    ) {
+        Session::start_over(bank, self, secured.stream, peer, secured.terminal);
     }
 
     fn goodbye(&self, reason: &str) -> Option<Bytes> {
@@ -45,6 +63,8 @@ type Accepted = (std::io::Result<TcpStream>, Arc<dyn Entrance>);
 pub struct Gateway {
     bank: Arc<Bank>,
     next_arbiter: usize,
+    /// TLS for every listener; `None` serves plaintext.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Gateway {
@@ -60,6 +80,16 @@ impl Gateway {
     pub fn start_doors(
         bank: Arc<Bank>,
         listeners: Vec<(TcpListener, Arc<dyn Entrance>)>,
+    ) -> Addr<Gateway> {
+        Gateway::start_secured(bank, listeners, None)
+    }
+
+    /// Like [`Gateway::start_doors`], with TLS on every listener when `tls` is given: the
+    /// handshake runs on the session's arbiter, before the session starts.
+    pub fn start_secured(
+        bank: Arc<Bank>,
+        listeners: Vec<(TcpListener, Arc<dyn Entrance>)>,
+        tls: Option<Arc<Tls>>,
     ) -> Addr<Gateway> {
         Gateway::create(move |ctx| {
             for (listener, door) in listeners {
@@ -88,6 +118,7 @@ impl Gateway {
             Gateway {
                 bank,
                 next_arbiter: 0,
+                tls,
             }
         })
     }
@@ -115,7 +146,11 @@ impl StreamHandler<Accepted> for Gateway {
                 limit = bank.limits().connections_max,
                 "refusing connection: at the connection limit"
             );
-            let goodbye = door.goodbye("the server is at its connection limit; try again later");
+            // A TLS client could not read a plaintext goodbye: it is just closed.
+            let goodbye = match self.tls {
+                Some(_) => None,
+                None => door.goodbye("the server is at its connection limit; try again later"),
+            };
             actix::spawn(refuse(stream, goodbye));
             return;
         }
@@ -131,9 +166,13 @@ impl StreamHandler<Accepted> for Gateway {
         let arbiter = &bank.arbiters[self.next_arbiter % bank.arbiters.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         let bank = bank.clone();
+        let tls = self.tls.clone();
         let sent = arbiter.spawn(async move {
             match TcpStream::from_std(stream) {
-                Ok(stream) => door.start_session(bank, stream),
+                Ok(stream) => match tls {
+                    Some(tls) => super::tls::secure_session(tls, door, bank, stream).await,
+                    None => door.start_session(bank, stream),
+                },
                 Err(error) => {
                     bank.stats().connection_closed();
                     tracing::warn!(%error, "cannot register the connection");

@@ -26,6 +26,7 @@
 //! - `demo`: the sample accounts of `--demo`, opened like any `CreateAccount`.
 //! - `start`: [`RunningServer`], start-up and graceful shutdown.
 //! - `error`: [`ServerError`].
+//! - [`tls`]: TLS on the listeners: the reloadable acceptor, the deny list, terminal identities.
 
 pub mod account;
 mod bank;
@@ -42,6 +43,7 @@ pub mod session;
 mod settings;
 mod start;
 mod stats;
+pub mod tls;
 
 pub use bank::{Bank, Submitted};
 pub use demo::{DEMO_ACCOUNTS, SERVER_CLIENT_ID};

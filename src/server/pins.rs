@@ -13,7 +13,9 @@ use super::Bank;
 use crate::ledger::{Event, Outcome};
 use crate::model::{Card, Code, RequestId};
 use crate::pin::{self, PinHash, PinKey};
-use crate::ratelimit::{Clock, PeerBuckets, RateLimit, TokenBucket, WhenFull, PEERS_TRACKED_MAX};
+use crate::ratelimit::{
+    peer_key, BucketKey, Clock, PeerBuckets, RateLimit, TokenBucket, WhenFull, PEERS_TRACKED_MAX,
+};
 use crate::storage::Storage;
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -266,11 +268,31 @@ pub struct PinStats {
     pub keyed_checks: AtomicU64,
 }
 
-/// One connection's side of the failure limits: its own bucket and its peer's address.
+/// Whom a connection's failed PIN checks count against beyond the connection itself: the
+/// terminal its TLS client certificate names, else its peer address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FailureSource {
+    /// The peer address (counted by [`peer_key`]).
+    Peer(IpAddr),
+    /// The terminal's name (or certificate fingerprint), under mutual TLS: terminals behind one
+    /// address do not share an allowance, and one terminal does not escape it by moving.
+    Terminal(Arc<str>),
+}
+
+impl BucketKey for FailureSource {
+    fn bucket_key(&self) -> Self {
+        match self {
+            FailureSource::Peer(peer) => FailureSource::Peer(peer_key(*peer)),
+            FailureSource::Terminal(_) => self.clone(),
+        }
+    }
+}
+
+/// One connection's side of the failure limits: its own bucket and whom else it counts against.
 #[derive(Debug)]
 pub struct PinGate {
     bucket: Mutex<TokenBucket>,
-    peer: Option<IpAddr>,
+    source: Option<FailureSource>,
 }
 
 /// Everything PIN checks need: the key, the limits and their buckets, the pool.
@@ -280,7 +302,7 @@ pub struct Pins {
     unknown_card: PinHash,
     per_connection: RateLimit,
     per_peer: RateLimit,
-    peers: PeerBuckets,
+    peers: PeerBuckets<FailureSource>,
     clock: Arc<dyn Clock>,
     pool: HashPool,
     /// Counters.
@@ -327,9 +349,23 @@ impl Pins {
 
     /// The gate of a new connection from `peer`.
     pub fn gate(&self, peer: Option<IpAddr>) -> Arc<PinGate> {
+        self.gate_for(peer, None)
+    }
+
+    /// The gate of a new connection from `peer`, by `terminal` when mutual TLS named one: its
+    /// failures then count against the terminal instead of the address.
+    pub fn gate_for(
+        &self,
+        peer: Option<IpAddr>,
+        terminal: Option<&super::tls::Terminal>,
+    ) -> Arc<PinGate> {
+        let source = match terminal {
+            Some(terminal) => Some(FailureSource::Terminal(terminal.key().into())),
+            None => peer.map(FailureSource::Peer),
+        };
         Arc::new(PinGate {
             bucket: Mutex::new(TokenBucket::full(self.per_connection, self.clock.now())),
-            peer,
+            source,
         })
     }
 
@@ -337,22 +373,23 @@ impl Pins {
         let now = self.clock.now();
         gate.bucket.lock().allows(self.per_connection, now)
             && gate
-                .peer
-                .is_none_or(|peer| self.peers.allows(peer, self.per_peer, now))
+                .source
+                .as_ref()
+                .is_none_or(|source| self.peers.allows(source.clone(), self.per_peer, now))
     }
 
     fn failed(&self, gate: &PinGate, card: Card, reason: &'static str) {
         let now = self.clock.now();
         gate.bucket.lock().take(self.per_connection, now);
-        if let Some(peer) = gate.peer {
-            let _ = self.peers.take(peer, self.per_peer, now);
+        if let Some(source) = &gate.source {
+            let _ = self.peers.take(source.clone(), self.per_peer, now);
         }
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         crate::metrics::pin_failure(reason);
         tracing::warn!(
             target: "security",
             card = %mask_card(card),
-            peer = ?gate.peer,
+            source = ?gate.source,
             reason,
             "PIN check failed"
         );
@@ -413,7 +450,7 @@ impl Bank {
         if !pins.admits(gate) {
             pins.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             crate::metrics::count(crate::metrics::PIN_RATE_LIMITED);
-            tracing::warn!(target: "security", card = %mask_card(card), peer = ?gate.peer, "PIN check refused: too many failures");
+            tracing::warn!(target: "security", card = %mask_card(card), source = ?gate.source, "PIN check refused: too many failures");
             return PinVerdict::Busy;
         }
         let stored = self
@@ -548,6 +585,38 @@ mod tests {
         assert_eq!(mask_card(123_456_789), "123****89");
         assert_eq!(mask_card(4_111_111_111_111_111), "411111******1111");
         assert_eq!(mask_card(7), "*");
+    }
+
+    #[test]
+    fn failures_count_against_the_terminal_when_mutual_tls_names_one() {
+        let per_peer = RateLimit {
+            burst: 2,
+            per_minute: 0,
+        };
+        let unlimited = RateLimit {
+            burst: u32::MAX,
+            per_minute: 0,
+        };
+        let pins = Pins::new(
+            PinKey::from_bytes([7; crate::pin::PIN_KEY_BYTES]),
+            unlimited,
+            per_peer,
+            4,
+            Arc::new(crate::clock::ManualClock::default()),
+        );
+        let terminal = super::super::tls::Terminal {
+            name: Some("atm-17".into()),
+            fingerprint: "ab".repeat(32),
+        };
+        let one: IpAddr = [10, 0, 0, 1].into();
+        let two: IpAddr = [10, 0, 0, 2].into();
+        let first = pins.gate_for(Some(one), Some(&terminal));
+        pins.failed(&first, 123_456_789, "incorrect_pin");
+        pins.failed(&first, 123_456_789, "incorrect_pin");
+        // The same terminal from another address has no allowance left...
+        assert!(!pins.admits(&pins.gate_for(Some(two), Some(&terminal))));
+        // ...while the address itself, without a terminal, was not charged.
+        assert!(pins.admits(&pins.gate_for(Some(one), None)));
     }
 
     #[test]

@@ -15,13 +15,15 @@
 //!
 //! [`Check::InFlight`]: super::service::Check::InFlight
 
-use super::connection::{self, Incoming};
+use super::connection::{self, Incoming, Transport};
 use super::door::{FrontDoor, Inbound};
 use super::service::{Answer, Command, Effect, Login, Pending, Service, Started};
+use super::tls::Terminal;
 use super::Bank;
 use crate::model::{Code, RequestId};
 use actix::prelude::*;
 use bytes::Bytes;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -71,10 +73,30 @@ pub struct Session<D: FrontDoor> {
 impl<D: FrontDoor> Session<D> {
     /// Starts a session for `stream`, speaking through `door`, on the current arbiter.
     pub fn start_with(bank: Arc<Bank>, door: Arc<D>, stream: TcpStream) -> Addr<Session<D>> {
+        let peer = stream.peer_addr().ok();
+        Session::start_over(bank, door, stream, peer, None)
+    }
+
+    /// Starts a session over any byte stream (TLS over TCP, say), from `peer` (the TCP socket's
+    /// address) and, under mutual TLS, `terminal`, on the current arbiter.
+    pub fn start_over<S: Transport>(
+        bank: Arc<Bank>,
+        door: Arc<D>,
+        stream: S,
+        peer: Option<SocketAddr>,
+        terminal: Option<Terminal>,
+    ) -> Addr<Session<D>> {
         Session::create(move |ctx| {
-            let peer = stream.peer_addr().ok();
-            let span = tracing::info_span!("connection", peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()));
-            let login = Login::new(&bank, peer.map(|peer| peer.ip()));
+            let span = tracing::info_span!(
+                "connection",
+                peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()),
+                terminal = tracing::field::Empty,
+            );
+            // Only a mutual-TLS connection names a terminal; a plain one's span stays as it was.
+            if let Some(terminal) = &terminal {
+                span.record("terminal", tracing::field::display(terminal));
+            }
+            let login = Login::with_terminal(&bank, peer.map(|peer| peer.ip()), terminal);
             let session = ctx.address().recipient();
             let connection = connection::start(
                 bank.clone(),

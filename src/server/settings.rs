@@ -1,6 +1,7 @@
 //! What the server is told: its limits and its configuration, and the journal settings they give.
 
 use super::pins::{self, PinKeySource};
+use super::tls::TlsFiles;
 use crate::clock::Clock;
 use crate::faults::FaultPlan;
 use crate::journal::{JournalConfig, RecoveryMode};
@@ -49,6 +50,9 @@ pub struct Limits {
     /// many are open, a new change is still accepted but cannot be joined: a retry of it takes
     /// the ordinary path through the account actor.
     pub requests_joinable_max: usize,
+    /// A TLS handshake must finish within this time, or the connection is closed (it holds a
+    /// connection slot meanwhile).
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -68,6 +72,7 @@ impl Default for Limits {
             pin_failures_per_peer: pins::PIN_FAILURES_PER_PEER_DEFAULT,
             pin_check_queue_max: pins::PIN_CHECK_QUEUE_MAX_DEFAULT,
             requests_joinable_max: REQUESTS_JOINABLE_MAX_DEFAULT,
+            tls_handshake_timeout: super::tls::TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -116,6 +121,12 @@ pub struct ServerConfig {
     /// Testing only: the journal's writes fail like a full disk once this many more bytes have
     /// been written (see [`crate::journal::files::FullDisk`]).
     pub journal_fail_after_bytes: Option<i64>,
+    /// TLS on every listener, from these files; `None` serves plaintext (see
+    /// [`ServerConfig::check_transport`]).
+    pub tls: Option<TlsFiles>,
+    /// Serve plaintext on an address that is not loopback: only for networks that are secured
+    /// otherwise.
+    pub allow_plaintext: bool,
 }
 
 impl ServerConfig {
@@ -139,7 +150,22 @@ impl ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             recovery: RecoveryMode::default(),
             journal_fail_after_bytes: None,
+            tls: None,
+            allow_plaintext: false,
         }
+    }
+
+    /// The plaintext rule: without TLS the server listens only on a loopback address, unless
+    /// plaintext is allowed explicitly.
+    pub fn check_transport(&self) -> Result<(), String> {
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
+            return Err(format!(
+                "refusing to serve plaintext on {}, which is not a loopback address: give \
+                 --tls-cert and --tls-key, or --allow-plaintext if the network is secured otherwise",
+                self.listen
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -155,4 +181,31 @@ pub fn journal_config(config: &ServerConfig) -> JournalConfig {
         journal_config.files = Arc::new(crate::journal::files::FullDisk::new(budget));
     }
     journal_config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_is_refused_off_loopback_unless_allowed() {
+        let mut config = ServerConfig::new("./data");
+        assert_eq!(config.check_transport(), Ok(()));
+        config.listen = SocketAddr::from(([0, 0, 0, 0], 0));
+        let refused = config.check_transport().unwrap_err();
+        assert!(refused.contains("--allow-plaintext"), "{refused}");
+        config.allow_plaintext = true;
+        assert_eq!(config.check_transport(), Ok(()));
+        config.allow_plaintext = false;
+        config.tls = Some(TlsFiles {
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+            client_ca: None,
+            deny_file: None,
+        });
+        assert_eq!(config.check_transport(), Ok(()));
+        config.tls = None;
+        config.listen = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
+        assert_eq!(config.check_transport(), Ok(()));
+    }
 }

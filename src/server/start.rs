@@ -3,6 +3,7 @@
 
 use super::error::ServerError;
 use super::settings::{journal_config, ServerConfig};
+use super::tls::Tls;
 use super::{demo, gateway, pins, Bank};
 use crate::journal::JournalConfig;
 use crate::pin::PinKey;
@@ -40,6 +41,9 @@ fn raise_open_file_limit(connections_max: usize) {
     }
 }
 
+/// The bound listener and the TLS every connection it accepts goes through, if any.
+type Listener = (std::net::TcpListener, Option<Arc<Tls>>);
+
 /// What the server thread reports once it is serving (or why it is not).
 type Started = Result<(Arc<Bank>, System), String>;
 
@@ -55,6 +59,8 @@ pub struct RunningServer {
     thread: Option<std::thread::JoinHandle<()>>,
     /// How long a graceful shutdown waits for connections to finish.
     shutdown_timeout: Duration,
+    /// TLS on the listener, when configured; reloaded by [`RunningServer::reload_tls`].
+    tls: Option<Arc<Tls>>,
 }
 
 impl RunningServer {
@@ -72,6 +78,7 @@ impl RunningServer {
     ) -> Result<RunningServer, ServerError> {
         // Refused before the data directory is recovered and locked.
         check_operator_token(&config)?;
+        config.check_transport().map_err(ServerError::Start)?;
         let journal = Storage::open_files(journal_config)?;
         Self::start_with_storage(config, journal)
     }
@@ -83,10 +90,13 @@ impl RunningServer {
         config: ServerConfig,
         journal: Storage,
     ) -> Result<RunningServer, ServerError> {
-        if let Err(error) = check_operator_token(&config) {
-            journal.close();
-            return Err(error);
-        }
+        let tls = match check_operator_token(&config).and_then(|()| load_tls(&config)) {
+            Ok(tls) => tls,
+            Err(error) => {
+                journal.close();
+                return Err(error);
+            }
+        };
         raise_open_file_limit(config.limits.connections_max);
         let pin_key = match pins::open_pin_key(&config.pin_key, &config.data_dir, &journal) {
             Ok(key) => key,
@@ -105,22 +115,41 @@ impl RunningServer {
         };
         let shutdown_timeout = config.shutdown_timeout;
         let (started, on_started) = mpsc::channel();
+        let served_tls = tls.clone();
         let thread = std::thread::Builder::new()
             .name("bank-server".into())
-            .spawn(move || serve(config, journal, pin_key, listener, started))
+            .spawn(move || serve(config, journal, pin_key, (listener, served_tls), started))
             .map_err(|error| ServerError::Start(error.to_string()))?;
         let (bank, system) = on_started
             .recv()
             .map_err(|_| ServerError::Start("the server thread died".into()))?
             .map_err(ServerError::Start)?;
-        tracing::info!(address = %local_addr, "bank server listening");
+        tracing::info!(address = %local_addr, tls = tls.is_some(), "bank server listening");
         Ok(RunningServer {
             local_addr,
             bank,
             system,
             thread: Some(thread),
             shutdown_timeout,
+            tls,
         })
+    }
+
+    /// Reads the TLS files again (on SIGHUP): the certificate, the key, the client CA bundle and
+    /// the deny file. New connections use them; connections that are open keep theirs. A failed
+    /// reload keeps the configuration in use and says why. Without TLS there is nothing to do.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(tls) => tls.reload().inspect_err(|reason| {
+                tracing::error!(target: "security", %reason, "TLS reload failed; the previous configuration stays in use");
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// TLS on the listener, when configured (for tests and audits).
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
     }
 
     /// The shared context (for tests and audits).
@@ -170,6 +199,17 @@ impl Drop for RunningServer {
     }
 }
 
+/// The plaintext rule, then TLS loaded from its files when configured.
+fn load_tls(config: &ServerConfig) -> Result<Option<Arc<Tls>>, ServerError> {
+    config.check_transport().map_err(ServerError::Start)?;
+    match &config.tls {
+        Some(files) => Tls::load(files.clone())
+            .map(|tls| Some(Arc::new(tls)))
+            .map_err(ServerError::Tls),
+        None => Ok(None),
+    }
+}
+
 /// Binds the listener (non-blocking, for tokio) and reads the address it got.
 fn bind(listen: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ServerError> {
     let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Listen {
@@ -188,7 +228,7 @@ fn serve(
     config: ServerConfig,
     journal: Storage,
     pin_key: PinKey,
-    listener: std::net::TcpListener,
+    listener: Listener,
     started: mpsc::Sender<Started>,
 ) {
     let system = System::new();
@@ -207,7 +247,7 @@ async fn start_bank(
     config: ServerConfig,
     journal: Storage,
     pin_key: PinKey,
-    listener: std::net::TcpListener,
+    (listener, tls): Listener,
 ) -> Result<Arc<Bank>, String> {
     let arbiter_count = if config.arbiters == 0 {
         std::thread::available_parallelism().map_or(2, |cores| cores.get())
@@ -232,7 +272,9 @@ async fn start_bank(
     bank.arm_faults(config.faults);
     match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => {
-            gateway::Gateway::start_listening(bank.clone(), listener);
+            let door: Arc<dyn gateway::Entrance> =
+                Arc::new(super::door::bincode::BincodeDoor::new(&bank));
+            gateway::Gateway::start_secured(bank.clone(), vec![(listener, door)], tls);
             Ok(bank)
         }
         Err(error) => {

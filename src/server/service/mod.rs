@@ -22,6 +22,7 @@ mod utility;
 mod verify;
 
 use super::pins::PinGate;
+use super::tls::Terminal;
 use super::Bank;
 use crate::ledger::Outcome;
 use crate::model::{Amount, Card, Code, Kind, RequestId};
@@ -194,18 +195,33 @@ pub struct Login {
     pin_gate: Arc<PinGate>,
     /// The peer's address, which failed operator attempts are counted by.
     peer: Option<IpAddr>,
+    /// The terminal at the other end, named by its TLS client certificate (mutual TLS only):
+    /// what limits per terminal count by.
+    terminal: Option<Terminal>,
 }
 
 impl Login {
     /// The login state of a new connection from `peer`, with no card verified.
     pub fn new(bank: &Bank, peer: Option<IpAddr>) -> Login {
+        Login::with_terminal(bank, peer, None)
+    }
+
+    /// The login state of a new connection from `peer`, by `terminal` when its certificate
+    /// named one; failed PIN checks are then counted by the terminal instead of the address.
+    pub fn with_terminal(bank: &Bank, peer: Option<IpAddr>, terminal: Option<Terminal>) -> Login {
         Login {
             card: None,
             verified: Arc::new(AtomicBool::new(false)),
             epoch: 0,
-            pin_gate: bank.pins().gate(peer),
+            pin_gate: bank.pins().gate_for(peer, terminal.as_ref()),
             peer,
+            terminal,
         }
+    }
+
+    /// The terminal at the other end, when mutual TLS named one.
+    pub fn terminal(&self) -> Option<&Terminal> {
+        self.terminal.as_ref()
     }
 
     /// The flag the reader watches: true while a card is verified.

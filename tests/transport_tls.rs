@@ -1,0 +1,435 @@
+//! Transport security over real TCP: TLS on the listener, mutual TLS with terminal identities,
+//! refusals that cost nothing else, reloads of the CA and the deny file, and the plaintext rule.
+//! Certificates are made in the test with rcgen.
+
+mod common;
+
+use actor_bank::codec::encode_frame;
+use actor_bank::protocol::{ClientMessage, Hello, ServerMessage, Status, PROTOCOL_VERSION};
+use actor_bank::server::tls::TlsFiles;
+use actor_bank::server::{RunningServer, ServerConfig, ServerError};
+use common::{verify, withdraw, Capture, RawConnection, TestServer, JOTY, JOTY_PIN};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// A certificate authority made for one test.
+struct Authority {
+    certificate: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Authority {
+    fn new(name: &str) -> Authority {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        Authority { certificate, key }
+    }
+
+    /// A certificate signed by this authority: (certificate PEM, key PEM).
+    fn issue(&self, names: &[&str], common_name: &str, usage: ExtendedKeyUsagePurpose) -> Pem {
+        let names = names
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if !common_name.is_empty() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
+        }
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let certificate = params
+            .signed_by(&key, &self.certificate, &self.key)
+            .unwrap();
+        Pem {
+            certificate: certificate.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.certificate.pem()
+    }
+}
+
+/// A certificate and its key, in PEM.
+struct Pem {
+    certificate: String,
+    key: String,
+}
+
+/// The files of a TLS test setup.
+struct Setup {
+    dir: tempfile::TempDir,
+    files: TlsFiles,
+}
+
+impl Setup {
+    /// A server certificate for 127.0.0.1/localhost from `server_ca`; mutual TLS against
+    /// `client_ca` when given; an empty deny file.
+    fn new(server_ca: &Authority, client_ca: Option<&Authority>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server_ca.issue(
+            &["localhost", "127.0.0.1"],
+            "bank",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let cert = dir.path().join("server.pem");
+        let key = dir.path().join("server.key");
+        std::fs::write(&cert, server.certificate).unwrap();
+        write_private(&key, &server.key);
+        let client_ca = client_ca.map(|authority| {
+            let path = dir.path().join("client-ca.pem");
+            std::fs::write(&path, authority.pem()).unwrap();
+            path
+        });
+        let deny_file = dir.path().join("deny");
+        std::fs::write(&deny_file, "").unwrap();
+        let files = TlsFiles {
+            cert,
+            key,
+            client_ca,
+            deny_file: Some(deny_file),
+        };
+        Setup { dir, files }
+    }
+
+    fn start(&self) -> TestServer {
+        let files = self.files.clone();
+        TestServer::start_with(move |config| config.tls = Some(files))
+    }
+}
+
+/// Writes a key file only its owner may read.
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    set_mode(path, 0o600);
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The log of every server in this test binary, at debug level.
+fn log() -> &'static Capture {
+    static LOG: OnceLock<Capture> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        capture
+    })
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&log().0.lock().unwrap()).into_owned()
+}
+
+/// A TLS client trusting `server_ca`, presenting `identity` when given.
+fn connector(server_ca: &Authority, identity: Option<&Pem>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(server_ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some(pem) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(pem.certificate.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Connects over TLS; `None` when the handshake failed on the client's side.
+async fn connect(
+    server: &TestServer,
+    connector: &TlsConnector,
+) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(server.address()).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.ok()
+}
+
+/// Writes one message as a frame.
+async fn send(stream: &mut (impl AsyncWrite + Unpin), message: &ClientMessage) -> bool {
+    let frame = encode_frame(message).unwrap();
+    stream.write_all(&frame).await.is_ok() && stream.flush().await.is_ok()
+}
+
+/// Reads one message; `None` when the connection closed or failed.
+async fn receive(stream: &mut (impl AsyncRead + Unpin)) -> Option<ServerMessage> {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).await.ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(actor_bank::codec::decode_wire(&body).unwrap())
+}
+
+fn hello() -> ClientMessage {
+    ClientMessage::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+    })
+}
+
+/// The status of the reply to `operation`, sent as request 1:`sequence`.
+async fn exchange(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    sequence: u64,
+    operation: actor_bank::protocol::Operation,
+) -> Status {
+    let request = ClientMessage::Request(actor_bank::protocol::Request {
+        id: actor_bank::protocol::RequestId {
+            client: 41,
+            sequence,
+        },
+        operation,
+    });
+    assert!(send(stream, &request).await);
+    match receive(stream).await {
+        Some(ServerMessage::Reply(reply)) => reply.status,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+/// A TLS connection that completes the bank's handshake, verifies Joty and withdraws.
+async fn served(server: &TestServer, connector: &TlsConnector) {
+    let mut stream = connect(server, connector)
+        .await
+        .expect("the TLS handshake failed");
+    assert!(send(&mut stream, &hello()).await);
+    assert!(matches!(
+        receive(&mut stream).await,
+        Some(ServerMessage::Welcome(_))
+    ));
+    assert_eq!(
+        exchange(&mut stream, 1, verify(JOTY, JOTY_PIN)).await,
+        Status::Approved
+    );
+    assert_eq!(
+        exchange(&mut stream, 2, withdraw(5)).await,
+        Status::Approved
+    );
+}
+
+/// A TLS connection the server refuses: the handshake fails, or the first message gets no
+/// answer before the connection closes (under TLS 1.3 the server judges the client's certificate
+/// after the client considers the handshake done).
+async fn refused(server: &TestServer, connector: &TlsConnector) -> bool {
+    let Some(mut stream) = connect(server, connector).await else {
+        return true;
+    };
+    let _ = send(&mut stream, &hello()).await;
+    receive(&mut stream).await.is_none()
+}
+
+fn failures(server: &TestServer) -> u64 {
+    server.running().tls().unwrap().handshake_failures()
+}
+
+#[tokio::test]
+async fn verify_and_withdraw_over_tls() {
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, None);
+    let server = setup.start();
+    served(&server, &connector(&authority, None)).await;
+    assert_eq!(failures(&server), 0);
+}
+
+#[tokio::test]
+async fn mutual_tls_names_the_terminal_in_the_log() {
+    log();
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, Some(&authority));
+    let server = setup.start();
+    let terminal = authority.issue(&[], "atm-lobby-17", ExtendedKeyUsagePurpose::ClientAuth);
+    served(&server, &connector(&authority, Some(&terminal))).await;
+    assert!(server.running().tls().unwrap().mutual());
+    assert_eq!(failures(&server), 0);
+    let text = log_text();
+    assert!(text.contains("atm-lobby-17 (sha256 "), "{text}");
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_or_from_another_ca_is_refused() {
+    let authority = Authority::new("test CA");
+    let stranger = Authority::new("another CA");
+    let setup = Setup::new(&authority, Some(&authority));
+    let server = setup.start();
+    assert!(refused(&server, &connector(&authority, None)).await);
+    assert_eq!(failures(&server), 1);
+    let forged = stranger.issue(&[], "atm-1", ExtendedKeyUsagePurpose::ClientAuth);
+    assert!(refused(&server, &connector(&authority, Some(&forged))).await);
+    assert_eq!(failures(&server), 2);
+    let good = authority.issue(&[], "atm-1", ExtendedKeyUsagePurpose::ClientAuth);
+    served(&server, &connector(&authority, Some(&good))).await;
+}
+
+#[tokio::test]
+async fn an_expired_client_certificate_is_refused() {
+    log();
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, Some(&authority));
+    let server = setup.start();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "atm-expired");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let certificate = params
+        .signed_by(&key, &authority.certificate, &authority.key)
+        .unwrap();
+    let expired = Pem {
+        certificate: certificate.pem(),
+        key: key.serialize_pem(),
+    };
+    assert!(refused(&server, &connector(&authority, Some(&expired))).await);
+    assert_eq!(failures(&server), 1);
+    let text = log_text();
+    assert!(text.contains("reason=\"expired\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_plaintext_hello_to_a_tls_listener_is_closed_and_counted() {
+    log();
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, None);
+    let server = setup.start();
+    let mut plain = RawConnection::connect(&server.address()).await;
+    plain.send(&hello()).await;
+    assert!(plain.closed_by_server().await);
+    assert_eq!(failures(&server), 1);
+    let text = log_text();
+    assert!(text.contains("reason=\"not_tls\""), "{text}");
+    assert_eq!(
+        server
+            .running()
+            .bank()
+            .stats()
+            .connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    served(&server, &connector(&authority, None)).await;
+}
+
+#[tokio::test]
+async fn a_reload_trusts_the_new_ca_and_no_longer_the_old() {
+    let old = Authority::new("old CA");
+    let new = Authority::new("new CA");
+    let setup = Setup::new(&old, Some(&old));
+    let server = setup.start();
+    let old_terminal = old.issue(&[], "atm-old", ExtendedKeyUsagePurpose::ClientAuth);
+    let new_terminal = new.issue(&[], "atm-new", ExtendedKeyUsagePurpose::ClientAuth);
+    served(&server, &connector(&old, Some(&old_terminal))).await;
+    assert!(refused(&server, &connector(&old, Some(&new_terminal))).await);
+
+    let client_ca: &PathBuf = setup.files.client_ca.as_ref().unwrap();
+    std::fs::write(client_ca, new.pem()).unwrap();
+    server.running().reload_tls().unwrap();
+    served(&server, &connector(&old, Some(&new_terminal))).await;
+    assert!(refused(&server, &connector(&old, Some(&old_terminal))).await);
+
+    // A broken file keeps the configuration in use.
+    std::fs::write(client_ca, "not a certificate").unwrap();
+    let reason = server.running().reload_tls().unwrap_err();
+    assert!(reason.contains("client-ca.pem"), "{reason}");
+    served(&server, &connector(&old, Some(&new_terminal))).await;
+}
+
+#[tokio::test]
+async fn a_terminal_on_the_deny_file_is_refused_after_a_reload() {
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, Some(&authority));
+    let server = setup.start();
+    let retired = authority.issue(&[], "atm-retired", ExtendedKeyUsagePurpose::ClientAuth);
+    let other = authority.issue(&[], "atm-other", ExtendedKeyUsagePurpose::ClientAuth);
+    let by_uri = authority.issue(
+        &["atm-by-fingerprint.example"],
+        "",
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    served(&server, &connector(&authority, Some(&retired))).await;
+    served(&server, &connector(&authority, Some(&by_uri))).await;
+
+    let identity = actor_bank::server::tls::Terminal::from_certificate(
+        &CertificateDer::from_pem_slice(by_uri.certificate.as_bytes()).unwrap(),
+    );
+    // Without a common name the terminal is named by its first DNS name.
+    assert_eq!(identity.name.as_deref(), Some("atm-by-fingerprint.example"));
+    let fingerprint = identity.fingerprint;
+    let deny_file = setup.files.deny_file.as_ref().unwrap();
+    std::fs::write(deny_file, format!("atm-retired\n{fingerprint}\n")).unwrap();
+    server.running().reload_tls().unwrap();
+    assert!(refused(&server, &connector(&authority, Some(&retired))).await);
+    assert!(refused(&server, &connector(&authority, Some(&by_uri))).await);
+    assert_eq!(failures(&server), 2);
+    served(&server, &connector(&authority, Some(&other))).await;
+}
+
+/// A configuration on `listen` with the test's settings but no demo accounts.
+fn config_on(dir: &Path, listen: &str) -> ServerConfig {
+    let mut config = common::test_config(dir);
+    config.listen = listen.parse().unwrap();
+    config.demo = false;
+    config
+}
+
+#[test]
+fn plaintext_off_loopback_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_on(dir.path(), "0.0.0.0:0");
+    match RunningServer::start(config.clone()) {
+        Err(ServerError::Start(reason)) => {
+            assert!(reason.contains("--allow-plaintext"), "{reason}")
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("plaintext on 0.0.0.0 was served"),
+    }
+    let mut allowed = config;
+    allowed.allow_plaintext = true;
+    RunningServer::start(allowed).unwrap().stop();
+}
+
+#[test]
+fn a_key_readable_by_others_is_refused() {
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, None);
+    set_mode(&setup.files.key, 0o644);
+    let mut config = config_on(setup.dir.path(), "127.0.0.1:0");
+    config.data_dir = setup.dir.path().join("data");
+    config.tls = Some(setup.files.clone());
+    match RunningServer::start(config) {
+        Err(ServerError::Tls(reason)) => assert!(reason.contains("chmod 600"), "{reason}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a key readable by others was used"),
+    }
+}
