@@ -212,9 +212,8 @@ impl HashPool {
                     stats.queued.fetch_sub(1, Ordering::AcqRel);
                     let running = stats.running.fetch_add(1, Ordering::AcqRel) + 1;
                     stats.running_peak.fetch_max(running, Ordering::AcqRel);
+                    // The job counts itself done before it answers (see `run`).
                     job();
-                    stats.running.fetch_sub(1, Ordering::AcqRel);
-                    stats.done.fetch_add(1, Ordering::AcqRel);
                 });
             match started {
                 Ok(_) => {
@@ -240,8 +239,13 @@ impl HashPool {
         }
         self.stats.queued_peak.fetch_max(queued, Ordering::AcqRel);
         let (done, answer) = oneshot::channel();
+        let stats = self.stats.clone();
         let job: Job = Box::new(move || {
-            let _ = done.send(work());
+            let result = work();
+            // Counted before the answer leaves, so whoever has the answer sees the count.
+            stats.running.fetch_sub(1, Ordering::AcqRel);
+            stats.done.fetch_add(1, Ordering::AcqRel);
+            let _ = done.send(result);
         });
         match sender.try_send(job) {
             Ok(()) => answer.await.ok(),
