@@ -208,7 +208,10 @@ fn swarm_config(arguments: &Arguments) -> Result<SwarmConfig, String> {
     }
     config.server_command = arguments.server_cmd.clone();
     config.chaos_restart = arguments.chaos_restart;
-    config.tls = arguments.tls.settings().map_err(|error| error.to_string())?;
+    config.tls = arguments
+        .tls
+        .settings()
+        .map_err(|error| error.to_string())?;
     Ok(config)
 }
 

@@ -156,7 +156,12 @@ pub struct TlsFlags {
     pub tls_key: Option<PathBuf>,
     /// The name the server's certificate must carry when it is not the host part of --server
     /// (an IP address the certificate does not list, say).
-    #[arg(long, env = "BANK_TLS_SERVER_NAME", value_name = "NAME", requires = "tls_ca")]
+    #[arg(
+        long,
+        env = "BANK_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "tls_ca"
+    )]
     pub tls_server_name: Option<String>,
 }
 

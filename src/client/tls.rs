@@ -274,6 +274,9 @@ mod tests {
             ..TlsFiles::default()
         })
         .expect_err("a CA bundle without certificates is an error");
-        assert!(error.to_string().contains("holds no PEM certificate"), "{error}");
+        assert!(
+            error.to_string().contains("holds no PEM certificate"),
+            "{error}"
+        );
     }
 }
