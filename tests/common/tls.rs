@@ -3,8 +3,8 @@
 //! client certificate it signed, as PEM text and as files only their owner can read.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -51,7 +51,8 @@ impl TestPki {
     /// A fresh CA and certificates; the server's certificate names exactly `names` (DNS names,
     /// or IP addresses written as such).
     pub fn for_server_names(names: &[&str]) -> TestPki {
-        let (ca_pem, ca) = certificate_authority();
+        let ca = certificate_authority();
+        let ca_pem = ca.0.pem();
         let (server_cert_pem, server_key_pem) = leaf(
             names,
             "actor-bank test server",
@@ -87,8 +88,8 @@ impl TestPki {
     }
 }
 
-/// A self-signed CA: its certificate in PEM and the issuer that signs with its key.
-fn certificate_authority() -> (String, Issuer<'static, KeyPair>) {
+/// A self-signed CA: its certificate and the key it signs with.
+fn certificate_authority() -> (Certificate, KeyPair) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -105,8 +106,7 @@ fn certificate_authority() -> (String, Issuer<'static, KeyPair>) {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let certificate = params.self_signed(&key).unwrap();
-    (certificate.pem(), Issuer::new(params, key))
+    (params.self_signed(&key).unwrap(), key)
 }
 
 /// A certificate for `names` signed by `ca`, for `purpose`: its PEM and its key's PEM.
@@ -114,7 +114,7 @@ fn leaf(
     names: &[&str],
     common_name: &str,
     purpose: ExtendedKeyUsagePurpose,
-    ca: &Issuer<'static, KeyPair>,
+    (ca, ca_key): &(Certificate, KeyPair),
 ) -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
@@ -125,7 +125,7 @@ fn leaf(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![purpose];
     params.use_authority_key_identifier_extension = true;
-    let certificate = params.signed_by(&key, ca).unwrap();
+    let certificate = params.signed_by(&key, ca, ca_key).unwrap();
     (certificate.pem(), key.serialize_pem())
 }
 
