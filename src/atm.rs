@@ -460,9 +460,10 @@ const MENU: &str = "
 /// The lab's interactive ATM menu over one session, reading from standard input.
 pub async fn run_menu(config: ClientConfig) -> u8 {
     let server = config.server.clone();
+    let transport = if config.tls.is_some() { "TLS" } else { "TCP" };
     let mut client = Client::new(config);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    println!("actor-bank ATM, server {server}");
+    println!("actor-bank ATM, server {server} over {transport}");
     loop {
         println!("{MENU}");
         let Some(choice) = prompt(&mut lines, "choice").await else {

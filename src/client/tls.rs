@@ -185,6 +185,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|error| unreadable("client key", path, error))
 }
 
+/// The error for the `what` file at `path` that could not be read as PEM.
 fn unreadable(what: &'static str, path: &Path, error: pem::Error) -> TlsError {
     let kind = if what.ends_with("key") {
         "private key"
@@ -203,6 +204,7 @@ fn unreadable(what: &'static str, path: &Path, error: pem::Error) -> TlsError {
     }
 }
 
+/// The error for the `what` file at `path` whose contents rustls refused.
 fn unusable(what: &'static str, path: &Path, error: rustls::Error) -> TlsError {
     TlsError::Unusable {
         what,
