@@ -11,6 +11,10 @@
 //! cargo run --release --example atm_swarm -- --bench --server 127.0.0.1:7878 \
 //!     --operator-token T --accounts 2000 --mix withdraw=1 \
 //!     --ramp 64,128,256,512,1024,2048,4096 --step-duration 10s --plot-dir plots
+//!
+//! # the same over TLS (mutual TLS with --tls-cert and --tls-key)
+//! cargo run --release --example atm_swarm -- --server bank.example:7878 --tls-ca ca.pem \
+//!     --operator-token T --duration 10s
 //! ```
 
 use actor_bank::faults::FaultPlan;
@@ -104,6 +108,9 @@ struct Arguments {
     /// library adapts the wait to the measured round trip [default: the library's, 1s].
     #[arg(long, value_parser = swarm::parse_duration)]
     attempt_timeout: Option<Duration>,
+    /// TLS to --server, as atm's: without --tls-ca the ATMs speak plain TCP.
+    #[command(flatten)]
+    tls: actor_bank::atm::TlsFlags,
 }
 
 fn main() -> ExitCode {
@@ -201,6 +208,10 @@ fn swarm_config(arguments: &Arguments) -> Result<SwarmConfig, String> {
     }
     config.server_command = arguments.server_cmd.clone();
     config.chaos_restart = arguments.chaos_restart;
+    config.tls = arguments
+        .tls
+        .settings()
+        .map_err(|error| error.to_string())?;
     Ok(config)
 }
 

@@ -8,9 +8,11 @@
 //! decided by the operation's [`crate::model::Kind`].
 
 use crate::client::ops::{self, Call, Expected, Prepared};
+use crate::client::tls::{IdentityFiles, TlsError, TlsFiles, TlsSettings};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::protocol::{Amount, Body, Card, Reply, RequestId, Status};
 use std::io::Write;
+use std::path::PathBuf;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Exit code: the server approved the request.
@@ -135,6 +137,56 @@ pub enum Command {
         /// The number.
         number: u64,
     },
+}
+
+/// The TLS flags of `atm` and the swarm. Without `--tls-ca` the client speaks plain TCP and the
+/// other flags are refused.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TlsFlags {
+    /// Speak TLS, trusting the certificate authorities in this PEM file: the server's certificate
+    /// must chain to one of them and carry the host part of --server (or --tls-server-name).
+    #[arg(long, env = "BANK_TLS_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// Present this PEM certificate (chain) to a server that asks for one (mutual TLS). Needs
+    /// --tls-key and --tls-ca.
+    #[arg(long, env = "BANK_TLS_CERT", value_name = "PATH", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert; keep it readable by its owner only.
+    #[arg(long, env = "BANK_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry when it is not the host part of --server
+    /// (an IP address the certificate does not list, say).
+    #[arg(
+        long,
+        env = "BANK_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "tls_ca"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsFlags {
+    /// The files the flags name; `None` without `--tls-ca` (plain TCP).
+    pub fn files(&self) -> Option<TlsFiles> {
+        let ca = self.tls_ca.clone()?;
+        let client_identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(certificate), Some(key)) => Some(IdentityFiles {
+                certificate: certificate.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        Some(TlsFiles {
+            ca,
+            client_identity,
+            server_name: self.tls_server_name.clone(),
+        })
+    }
+
+    /// The TLS settings the flags ask for, read from their files; `None` for plain TCP.
+    pub fn settings(&self) -> Result<Option<TlsSettings>, TlsError> {
+        self.files().map(TlsSettings::load).transpose()
+    }
 }
 
 /// Where a command's PIN comes from, safest first: a no-echo prompt when standard input is a
@@ -408,9 +460,10 @@ const MENU: &str = "
 /// The lab's interactive ATM menu over one session, reading from standard input.
 pub async fn run_menu(config: ClientConfig) -> u8 {
     let server = config.server.clone();
+    let transport = if config.tls.is_some() { "TLS" } else { "TCP" };
     let mut client = Client::new(config);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    println!("actor-bank ATM, server {server}");
+    println!("actor-bank ATM, server {server} over {transport}");
     loop {
         println!("{MENU}");
         let Some(choice) = prompt(&mut lines, "choice").await else {

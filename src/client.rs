@@ -26,12 +26,17 @@
 //! How long an attempt waits and how long the client pauses between attempts adapt to the
 //! server, as TCP's retransmission timer does: see [`rto`].
 //!
+//! With [`ClientConfig::tls`] set the connection is a TLS session (see [`tls`]: the CA bundle the
+//! server's certificate must chain to, the name it must carry, an optional client certificate);
+//! nothing else changes, and a failed TLS handshake is retried like a refused connection.
+//!
 //! Each operation's request, the reply body it expects and its `Client` method are in [`ops`];
 //! this module only sends requests and retries them, whatever they are. Its one random choice,
 //! a client's ids when none are given, is drawn from a seed by [`client_ids`].
 
 pub mod ops;
 pub mod rto;
+pub mod tls;
 
 pub use ops::reply_balance;
 
@@ -45,7 +50,7 @@ use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use rto::{RetryLimits, RetryTimer};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tls::{TlsSettings, Transport};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
@@ -97,6 +102,9 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Client-side faults (`drop-request`, `drop-reply`, `seed`) for testing the server.
     pub faults: FaultPlan,
+    /// Speak TLS to a server that has it ([`TlsSettings::load`] reads the files); `None` for
+    /// plain TCP.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ClientConfig {
@@ -120,6 +128,7 @@ impl ClientConfig {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             faults: FaultPlan::default(),
+            tls: None,
         }
     }
 }
@@ -178,7 +187,7 @@ pub struct ClientStats {
 }
 
 struct Connection {
-    framed: Framed<TcpStream, FrameCodec<ServerMessage, ClientMessage>>,
+    framed: Framed<Box<dyn Transport>, FrameCodec<ServerMessage, ClientMessage>>,
     welcome: Welcome,
     /// The card verified on this connection.
     logged_in: Option<Card>,
@@ -542,7 +551,12 @@ impl Client {
     /// The current connection, opening one (with the handshake) if there is none.
     async fn connection(&mut self) -> Result<&mut Connection, Attempt> {
         if self.connection.is_none() {
-            let connection = open(&self.config.server, self.timer.timeout()).await?;
+            let connection = open(
+                &self.config.server,
+                self.config.tls.as_ref(),
+                self.timer.timeout(),
+            )
+            .await?;
             self.stats.connections += 1;
             self.announced_retention = Some(Duration::from_secs(
                 connection.welcome.client_retention_secs,
@@ -555,14 +569,15 @@ impl Client {
     }
 }
 
-/// Opens a connection and does the handshake. A `Goodbye` in answer to the Hello is final
-/// (`refused:`), any other failure is worth retrying.
-async fn open(server: &str, timeout: Duration) -> Result<Connection, Attempt> {
+/// Opens a connection (TLS included, when `tls` is given) and does the handshake. A `Goodbye` in
+/// answer to the Hello is final (`refused:`), any other failure is worth retrying.
+async fn open(
+    server: &str,
+    tls: Option<&TlsSettings>,
+    timeout: Duration,
+) -> Result<Connection, Attempt> {
     let handshake = async {
-        let stream = TcpStream::connect(server)
-            .await
-            .map_err(|error| format!("cannot connect to {server}: {error}"))?;
-        let _ = stream.set_nodelay(true);
+        let stream = tls::open_stream(server, tls).await?;
         let mut framed = Framed::new(stream, FrameCodec::new(FRAME_BYTES_LIMIT));
         framed
             .send(ClientMessage::Hello(Hello {

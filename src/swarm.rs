@@ -15,6 +15,7 @@
 //! The `atm_swarm` example is the command-line front end; the tests call [`run`] directly.
 
 use crate::client::ops::{self, Call};
+use crate::client::tls::TlsSettings;
 use crate::client::{reply_balance, Client, ClientConfig, ClientError, ClientStats};
 use crate::faults::FaultPlan;
 use crate::pin::PinHashCost;
@@ -150,6 +151,9 @@ pub struct SwarmConfig {
     pub ramp: Vec<usize>,
     /// How long one ramp step lasts (a time, or operations started in the step).
     pub ramp_step: Stop,
+    /// Speak TLS to the server (every client of the run, the audit's included); `None` for plain
+    /// TCP. The in-process server speaks plain TCP, so this is for a `server` given.
+    pub tls: Option<TlsSettings>,
 }
 
 impl SwarmConfig {
@@ -175,6 +179,7 @@ impl SwarmConfig {
             progress: None,
             ramp: Vec::new(),
             ramp_step: Stop::After(Duration::from_secs(10)),
+            tls: None,
         }
     }
 }
@@ -417,6 +422,7 @@ fn swarm_client_config(
     client_config.client_id = client_id;
     client_config.attempt_timeout = config.attempt_timeout;
     client_config.outcome_deadline = config.outcome_deadline;
+    client_config.tls = config.tls.clone();
     client_config
 }
 
@@ -494,6 +500,9 @@ async fn start_server(config: &SwarmConfig) -> Result<(String, Servers), String>
         (Some(address), None) => address.clone(),
         (None, Some(_)) => {
             return Err("--server-cmd needs --server ADDR (where the command listens)".into())
+        }
+        (None, None) if config.tls.is_some() => {
+            return Err("TLS needs --server ADDR: the in-process server speaks plain TCP".into())
         }
         (None, None) => {
             let directory = tempfile::tempdir()

@@ -1,6 +1,6 @@
 //! `atm`: talks to a bank server, one command at a time or through the lab's interactive menu.
 //!
-//! Exit codes: 0 approved, 1 refused by the server, 2 bad usage, 3 no definite answer.
+//! Exit codes: 0 approved, 1 refused by the server, 2 bad usage (a TLS file that cannot be read included), 3 no definite answer.
 
 use actor_bank::atm::{self, Command};
 use actor_bank::client::ClientConfig;
@@ -21,6 +21,9 @@ struct Arguments {
     /// unknown (exit code 3). Replaying the same --request-id later settles it.
     #[arg(long, value_parser = actor_bank::swarm::parse_duration, default_value = "30s")]
     deadline: std::time::Duration,
+    /// TLS to the server: without --tls-ca the ATM speaks plain TCP.
+    #[command(flatten)]
+    tls: atm::TlsFlags,
     /// Without a command, the interactive menu starts.
     #[command(subcommand)]
     command: Option<Command>,
@@ -31,6 +34,13 @@ fn main() -> ExitCode {
     let mut config = ClientConfig::new(arguments.server);
     config.outcome_deadline = arguments.deadline;
     config.attempt_timeout = config.attempt_timeout.min(arguments.deadline);
+    config.tls = match arguments.tls.settings() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("atm: {error}");
+            return ExitCode::from(atm::EXIT_USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -14,6 +14,8 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod tls;
+
 /// The operator token every test server is started with.
 pub const OPERATOR_TOKEN: &str = "test-operator-token-4f1c9a2e7b3d8605";
 
@@ -93,8 +95,8 @@ pub fn scrape_metrics(address: &str) -> String {
     response
 }
 
-/// Runs the real `atm` binary as `atm --server SERVER --json ARGUMENTS…`, with no server, token
-/// or log settings from the environment; returns its standard output and exit code.
+/// Runs the real `atm` binary as `atm --server SERVER --json ARGUMENTS…`, with no server, token,
+/// TLS or log settings from the environment; returns its standard output and exit code.
 pub async fn run_atm(server: &str, arguments: &[&str]) -> (String, Option<i32>) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_atm"));
     command
@@ -102,6 +104,10 @@ pub async fn run_atm(server: &str, arguments: &[&str]) -> (String, Option<i32>) 
         .args(arguments)
         .env_remove("BANK_SERVER")
         .env_remove("BANK_OPERATOR_TOKEN")
+        .env_remove("BANK_TLS_CA")
+        .env_remove("BANK_TLS_CERT")
+        .env_remove("BANK_TLS_KEY")
+        .env_remove("BANK_TLS_SERVER_NAME")
         .env("RUST_LOG", "off");
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
