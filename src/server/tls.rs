@@ -171,8 +171,8 @@ impl Tls {
                     format!("the TLS handshake took longer than {timeout:?}"),
                 ))
             }
-            // Counted while the socket is still open: a client that sees it close can rely on
-            // the count.
+            // rustls has already sent its alert, so the client may see the close a moment
+            // before the failure is counted.
             Ok(Err((error, _stream))) => return Err(self.refused_by(peer, &error)),
             Ok(Ok(stream)) => stream,
         };
@@ -200,7 +200,6 @@ impl Tls {
 
     /// Counts a failed handshake and logs why, while the connection is still open.
     fn refused(&self, peer: Option<SocketAddr>, reason: &'static str, detail: String) -> Refusal {
-        self.failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             target: "security",
             ?peer,
@@ -210,6 +209,8 @@ impl Tls {
         );
         crate::metrics::tls_handshake("failed");
         crate::metrics::tls_handshake_failure(reason);
+        // Counted last: whoever sees the count also finds the log line and the metrics.
+        self.failures.fetch_add(1, Ordering::Relaxed);
         Refusal { reason, detail }
     }
 
