@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# What TLS costs: the hot-account workload (the atm_swarm example in --bench mode, $CLIENTS ATMs
+# with one request in flight each, withdrawals from one account, connections kept open) against
+# two separately started bank-servers at their default settings, one on plain TCP and one with
+# TLS, in alternating runs of $DURATION seconds ($PAIRS pairs), so both see the same machine.
+# Prints each run's withdrawals per second and the TLS/plain ratio of the medians (the goal:
+# TLS costs at most 20 %), and writes $RESULTS_DIR/tls/summary.json.
+#
+# The certificates are made for the run with openssl (a CA and a server certificate for
+# 127.0.0.1); the operator token reaches the servers and the swarm through the environment.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+PAIRS="${PAIRS:-3}"
+OUT="$RESULTS_DIR/tls"
+mkdir -p "$OUT"
+command -v openssl >/dev/null || die "openssl is needed to make the run's certificates"
+
+build_release
+SERVER="$(target_dir)/release/bank-server"
+SWARM="$(target_dir)/release/examples/atm_swarm"
+WORK="$(mktemp -d)"
+BANK_OPERATOR_TOKEN="$(operator_token)"
+export BANK_OPERATOR_TOKEN
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A CA and a server certificate for 127.0.0.1, keys readable by the owner only.
+(
+    cd "$WORK"
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=bench CA" -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile server.ext -out server.pem 2>/dev/null
+)
+
+# start_server NAME [FLAGS...]: starts a server on a free port, prints the port.
+start_server() {
+    local name="$1"
+    shift
+    local port
+    port="$(free_port)"
+    "$SERVER" --listen "127.0.0.1:$port" --data-dir "$WORK/$name-data" \
+        --pin-key-file "$WORK/$name.pin-key" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
+    PIDS+=("$!")
+    for _ in $(seq 1 300); do
+        grep -q "listening on" "$OUT/$name.stdout" 2>/dev/null && break
+        sleep 0.1
+    done
+    printf '%s\n' "$port"
+}
+
+PLAIN_PORT="$(start_server plain)"
+TLS_PORT="$(start_server tls --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key")"
+
+# run NAME PORT [FLAGS...]: one hot-account run; prints its withdrawals per second.
+run() {
+    local name="$1" port="$2"
+    shift 2
+    "$SWARM" --bench --server "127.0.0.1:$port" --atms "$CLIENTS" --accounts 1 --mix withdraw=1 \
+        --initial-balance 1000000000000000 --duration "${DURATION}s" \
+        --json-out "$OUT/$name.json" "$@" >"$OUT/$name.swarm.stdout" 2>"$OUT/$name.swarm.stderr" \
+        || die "the swarm failed ($name): see $OUT/$name.swarm.stderr"
+    python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["ops_per_sec"]))' "$OUT/$name.json"
+}
+
+plain=()
+tls=()
+for pair in $(seq 1 "$PAIRS"); do
+    plain+=("$(run "plain-$pair" "$PLAIN_PORT")")
+    tls+=("$(run "tls-$pair" "$TLS_PORT" --tls-ca "$WORK/ca.pem")")
+    log "pair $pair: plain ${plain[-1]}/s, TLS ${tls[-1]}/s"
+done
+
+python3 - "$OUT/summary.json" "${plain[*]}" "${tls[*]}" <<'PY'
+import json, statistics, sys
+plain = [int(x) for x in sys.argv[2].split()]
+tls = [int(x) for x in sys.argv[3].split()]
+ratio = statistics.median(tls) / statistics.median(plain)
+summary = {"plain_per_sec": plain, "tls_per_sec": tls, "tls_over_plain": round(ratio, 3),
+           "goal": "TLS costs at most 20 % (ratio >= 0.80)", "met": ratio >= 0.80}
+json.dump(summary, open(sys.argv[1], "w"), indent=2)
+print(json.dumps(summary))
+PY
