@@ -5,6 +5,7 @@
 use super::door::bincode::BincodeDoor;
 use super::door::FrontDoor;
 use super::session::Session;
+use super::slots::{PeerKey, Slot};
 use super::Bank;
 use actix::prelude::*;
 use bytes::Bytes;
@@ -21,16 +22,17 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// A front door as the gateway holds it: whatever its protocol, it starts a session for a
 /// connection and can say goodbye to one it refuses.
 pub trait Entrance: Send + Sync + 'static {
-    /// Starts a session for `stream` behind this door, on the current arbiter.
-    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream);
+    /// Starts a session for `stream` behind this door, on the current arbiter, holding `slot`
+    /// (its peer's) until it ends.
+    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream, slot: Option<Slot>);
 
     /// The frame that tells a refused connection why.
     fn goodbye(&self, reason: &str) -> Option<Bytes>;
 }
 
 impl<D: FrontDoor> Entrance for D {
-    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream) {
-        Session::start_with(bank, self, stream);
+    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream, slot: Option<Slot>) {
+        Session::start_with(bank, self, stream, slot);
     }
 
     fn goodbye(&self, reason: &str) -> Option<Bytes> {
@@ -119,6 +121,24 @@ impl StreamHandler<Accepted> for Gateway {
             actix::spawn(refuse(stream, goodbye));
             return;
         }
+        // A connection whose peer cannot be named (it is already gone) takes no peer slot.
+        let slot = match peer.map(|peer| bank.slots().take(PeerKey::of_address(peer.ip()))) {
+            Some(None) => {
+                bank.stats().connection_refused_per_peer();
+                tracing::warn!(
+                    ?peer,
+                    limit = bank.limits().connections_per_peer_max,
+                    "refusing connection: its peer holds all its connection slots"
+                );
+                let goodbye = door.goodbye(
+                    "the server is at its connection limit for your address; try again later",
+                );
+                actix::spawn(refuse(stream, goodbye));
+                return;
+            }
+            Some(slot) => slot,
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
         let stream = match stream.into_std() {
             Ok(stream) => stream,
@@ -133,7 +153,7 @@ impl StreamHandler<Accepted> for Gateway {
         let bank = bank.clone();
         let sent = arbiter.spawn(async move {
             match TcpStream::from_std(stream) {
-                Ok(stream) => door.start_session(bank, stream),
+                Ok(stream) => door.start_session(bank, stream, slot),
                 Err(error) => {
                     bank.stats().connection_closed();
                     tracing::warn!(%error, "cannot register the connection");

@@ -15,9 +15,11 @@
 //!
 //! [`Check::InFlight`]: super::service::Check::InFlight
 
+use super::budget::ConnectionBudget;
 use super::connection::{self, Incoming};
 use super::door::{FrontDoor, Inbound};
 use super::service::{Answer, Command, Effect, Login, Pending, Service, Started};
+use super::slots::Slot;
 use super::Bank;
 use crate::model::{Code, RequestId};
 use actix::prelude::*;
@@ -36,6 +38,8 @@ struct Request {
     id: RequestId,
     operation: &'static str,
     arrived: Instant,
+    /// Reply bytes the reader reserved for this request's reply.
+    reserved: usize,
 }
 
 /// Why a session is winding down.
@@ -54,6 +58,10 @@ pub struct Session<D: FrontDoor> {
     /// Reply frames on their way to the writer task.
     outbox: Option<mpsc::Sender<Bytes>>,
     reader: Option<JoinHandle<()>>,
+    /// The connection's reply budget: each reply settles its request's reservation here.
+    budget: Arc<ConnectionBudget>,
+    /// The connection's slot among its peer's; given back when the session ends.
+    _slot: Option<Slot>,
     /// The verified card and what keeps logins in order.
     login: Login,
     /// Requests admitted whose reply has not yet been handed to the writer, of every kind (the
@@ -69,8 +77,14 @@ pub struct Session<D: FrontDoor> {
 }
 
 impl<D: FrontDoor> Session<D> {
-    /// Starts a session for `stream`, speaking through `door`, on the current arbiter.
-    pub fn start_with(bank: Arc<Bank>, door: Arc<D>, stream: TcpStream) -> Addr<Session<D>> {
+    /// Starts a session for `stream`, speaking through `door`, on the current arbiter; it holds
+    /// `slot` (its peer's, if the gateway took one) until it ends.
+    pub fn start_with(
+        bank: Arc<Bank>,
+        door: Arc<D>,
+        stream: TcpStream,
+        slot: Option<Slot>,
+    ) -> Addr<Session<D>> {
         Session::create(move |ctx| {
             let peer = stream.peer_addr().ok();
             let span = tracing::info_span!("connection", peer = %peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string()));
@@ -88,6 +102,8 @@ impl<D: FrontDoor> Session<D> {
                 door,
                 outbox: Some(connection.outbox),
                 reader: Some(connection.reader),
+                budget: connection.budget,
+                _slot: slot,
                 login,
                 in_flight: 0,
                 closing: None,
@@ -100,11 +116,18 @@ impl<D: FrontDoor> Session<D> {
         self.service.bank()
     }
 
-    /// Queues a frame for the writer. A full queue means the client is not reading its replies
-    /// (the reader keeps room for every request in flight), so the connection is closed.
-    fn send(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
-        let Some(outbox) = &self.outbox else { return };
+    /// Queues a frame for the writer, charged to the budget in place of the `reserved` bytes the
+    /// reader set aside for it. A full queue means the client is not reading its replies (the
+    /// reader keeps room for every request in flight), so the connection is closed.
+    fn send(&mut self, frame: Bytes, reserved: usize, ctx: &mut Context<Self>) {
+        let Some(outbox) = &self.outbox else {
+            self.budget.release(reserved);
+            return;
+        };
+        self.budget.settle(reserved, frame.len());
+        let bytes = frame.len();
         if let Err(error) = outbox.try_send(frame) {
+            self.budget.release(bytes);
             let reason = match error {
                 mpsc::error::TrySendError::Full(_) => "the client is not reading its replies",
                 mpsc::error::TrySendError::Closed(_) => "the connection is closed",
@@ -130,8 +153,11 @@ impl<D: FrontDoor> Session<D> {
         let code = answer.code.name();
         crate::metrics::request(request.operation, code, request.arrived.elapsed());
         match self.door.encode_answer(request.id, answer) {
-            Ok(frame) => self.send(frame, ctx),
-            Err(error) => tracing::error!(%error, "cannot encode a reply"),
+            Ok(frame) => self.send(frame, request.reserved, ctx),
+            Err(error) => {
+                self.budget.release(request.reserved);
+                tracing::error!(%error, "cannot encode a reply")
+            }
         }
     }
 
@@ -139,7 +165,7 @@ impl<D: FrontDoor> Session<D> {
     fn close(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(%reason, "closing connection");
         match self.door.encode_goodbye(&reason) {
-            Ok(frame) => self.send(frame, ctx),
+            Ok(frame) => self.send(frame, 0, ctx),
             Err(error) => tracing::error!(%error, "cannot encode a goodbye"),
         }
         ctx.stop();
@@ -163,12 +189,14 @@ impl<D: FrontDoor> Session<D> {
         id: RequestId,
         command: Command,
         operation: &'static str,
+        reserved: usize,
         ctx: &mut Context<Self>,
     ) {
         let request = Request {
             id,
             operation,
             arrived: Instant::now(),
+            reserved,
         };
         let span = tracing::debug_span!(parent: &self.span, "request", %id, operation);
         let _entered = span.enter();
@@ -183,6 +211,7 @@ impl<D: FrontDoor> Session<D> {
             if faults.drop_request(id) {
                 tracing::debug!("injected fault: request dropped");
                 self.in_flight -= 1;
+                self.budget.release(reserved);
                 return;
             }
         }
@@ -218,6 +247,7 @@ impl<D: FrontDoor> Session<D> {
                 if faults.drop_reply(request.id) {
                     tracing::debug!(id = %request.id, "injected fault: reply dropped");
                     session.in_flight -= 1;
+                    session.budget.release(request.reserved);
                     session.close_if_drained(ctx);
                     return;
                 }
@@ -254,13 +284,15 @@ impl<D: FrontDoor> Handler<Incoming> for Session<D> {
     fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         match incoming {
-            Incoming::Door(Inbound::Greeted(frame)) => self.send(frame, ctx),
-            Incoming::Door(Inbound::Request { id, command, name }) => {
-                self.request(id, command, name, ctx)
+            Incoming::Door(Inbound::Greeted(frame), reserved) => self.send(frame, reserved, ctx),
+            Incoming::Door(Inbound::Request { id, command, name }, reserved) => {
+                self.request(id, command, name, reserved, ctx)
             }
-            Incoming::Door(Inbound::Close(reason)) | Incoming::Close(reason) => {
+            Incoming::Door(Inbound::Close(reason), reserved) => {
+                self.budget.release(reserved);
                 self.close(reason, ctx)
             }
+            Incoming::Close(reason) => self.close(reason, ctx),
             Incoming::Ended => {
                 self.closing = Some(Closing::PeerFinished);
                 self.close_if_drained(ctx);

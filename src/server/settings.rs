@@ -1,6 +1,7 @@
 //! What the server is told: its limits and its configuration, and the journal settings they give.
 
 use super::pins::{self, PinKeySource};
+use super::{budget, slots};
 use crate::clock::Clock;
 use crate::faults::FaultPlan;
 use crate::journal::{JournalConfig, RecoveryMode};
@@ -49,6 +50,20 @@ pub struct Limits {
     /// many are open, a new change is still accepted but cannot be joined: a retry of it takes
     /// the ordinary path through the account actor.
     pub requests_joinable_max: usize,
+    /// Reply bytes one connection may have reserved or queued; while its next request's largest
+    /// reply does not fit, its reader reads nothing (see `server::budget`).
+    pub connection_reply_bytes_max: usize,
+    /// Reply bytes all connections together may have reserved or queued; when used up, only
+    /// connections under their fair share are read from.
+    pub reply_bytes_max: usize,
+    /// Open connections one peer (an IPv4 address, an IPv6 /64) may hold; more are refused with
+    /// a `Goodbye`, like the global cap.
+    pub connections_per_peer_max: usize,
+    /// A connection must verify a card within this time of being accepted, whatever it sends in
+    /// between; it is closed otherwise. A successful `Verify` lifts the deadline.
+    pub unverified_deadline: Duration,
+    /// A connection with a verified card that sends no frame for this long is closed.
+    pub verified_idle: Duration,
 }
 
 impl Default for Limits {
@@ -68,6 +83,11 @@ impl Default for Limits {
             pin_failures_per_peer: pins::PIN_FAILURES_PER_PEER_DEFAULT,
             pin_check_queue_max: pins::PIN_CHECK_QUEUE_MAX_DEFAULT,
             requests_joinable_max: REQUESTS_JOINABLE_MAX_DEFAULT,
+            connection_reply_bytes_max: budget::CONNECTION_REPLY_BYTES_MAX_DEFAULT,
+            reply_bytes_max: budget::REPLY_BYTES_MAX_DEFAULT,
+            connections_per_peer_max: slots::CONNECTIONS_PER_PEER_MAX_DEFAULT,
+            unverified_deadline: Duration::from_secs(60),
+            verified_idle: Duration::from_secs(300),
         }
     }
 }
