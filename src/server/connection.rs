@@ -287,36 +287,39 @@ impl<D: FrontDoor> Reader<D> {
 
     /// Reads the first bytes of a frame. Silence is limited by the login idle deadline while no
     /// card is verified, and by the verified idle time while one is; a verification (or a
-    /// logout) may complete while this read waits, so the flag is checked again when the
-    /// deadline passes, and the other deadline then applies.
+    /// logout) may complete while this read waits, so the reader wakes at the shorter of the two
+    /// and checks the flag again, measuring the silence from the start of the wait.
     async fn first_bytes(
         &self,
         read: &mut OwnedReadHalf,
         buffer: &mut BytesMut,
     ) -> Result<usize, String> {
         buffer.reserve(SOCKET_BUFFER_BYTES);
+        let silent_since = Instant::now();
+        let mut wake = silent_since + self.login_idle_timeout.min(self.verified_idle);
         let read_bytes = loop {
+            if let Ok(result) = tokio::time::timeout_at(wake, read.read_buf(buffer)).await {
+                break result;
+            }
             let verified = self.verified.load(Ordering::Relaxed);
             let silence_max = if verified {
                 self.verified_idle
             } else {
                 self.login_idle_timeout
             };
-            match tokio::time::timeout(silence_max, read.read_buf(buffer)).await {
-                Ok(result) => break result,
-                Err(_) if self.verified.load(Ordering::Relaxed) != verified => continue,
-                Err(_) if verified => {
-                    self.bank.stats().connection_timed_out(true);
-                    return Err(format!(
-                        "no request for {silence_max:?} with a verified card"
-                    ));
-                }
-                Err(_) => {
-                    return Err(format!(
-                        "no request for {silence_max:?} without a verified card"
-                    ))
-                }
+            if Instant::now() < silent_since + silence_max {
+                wake = silent_since + silence_max;
+                continue;
             }
+            if verified {
+                self.bank.stats().connection_timed_out(true);
+                return Err(format!(
+                    "no request for {silence_max:?} with a verified card"
+                ));
+            }
+            return Err(format!(
+                "no request for {silence_max:?} without a verified card"
+            ));
         };
         read_bytes.map_err(|error| format!("read failed: {error}"))
     }

@@ -9,6 +9,7 @@ use super::slots::{PeerKey, Slot};
 use super::Bank;
 use actix::prelude::*;
 use bytes::Bytes;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,28 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The slot of `peer` for a new connection: `None` when the peer cannot be named (it is
+    /// already gone; it takes no slot), or the goodbye's reason when the peer holds all its slots
+    /// (the refusal is counted, like one at the global cap).
+    fn peer_slot(&self, peer: Option<SocketAddr>) -> Result<Option<Slot>, &'static str> {
+        let Some(peer) = peer else { return Ok(None) };
+        let bank = &self.bank;
+        match bank.slots().take(PeerKey::of_address(peer.ip())) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                bank.stats().connection_refused_per_peer();
+                tracing::warn!(
+                    %peer,
+                    limit = bank.limits().connections_per_peer_max,
+                    "refusing connection: its peer holds all its connection slots"
+                );
+                Err("the server is at its connection limit for your address; try again later")
+            }
+        }
+    }
+}
+
 impl Actor for Gateway {
     type Context = Context<Self>;
 }
@@ -121,23 +144,12 @@ impl StreamHandler<Accepted> for Gateway {
             actix::spawn(refuse(stream, goodbye));
             return;
         }
-        // A connection whose peer cannot be named (it is already gone) takes no peer slot.
-        let slot = match peer.map(|peer| bank.slots().take(PeerKey::of_address(peer.ip()))) {
-            Some(None) => {
-                bank.stats().connection_refused_per_peer();
-                tracing::warn!(
-                    ?peer,
-                    limit = bank.limits().connections_per_peer_max,
-                    "refusing connection: its peer holds all its connection slots"
-                );
-                let goodbye = door.goodbye(
-                    "the server is at its connection limit for your address; try again later",
-                );
-                actix::spawn(refuse(stream, goodbye));
+        let slot = match self.peer_slot(peer) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                actix::spawn(refuse(stream, door.goodbye(reason)));
                 return;
             }
-            Some(slot) => slot,
-            None => None,
         };
         let _ = stream.set_nodelay(true);
         let stream = match stream.into_std() {
