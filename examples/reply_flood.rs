@@ -48,7 +48,9 @@ fn options() -> Result<Options, String> {
             .ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || value.parse::<u64>().map_err(|_| format!("{flag}: {value}"));
         match flag.as_str() {
-            "--server" => options.server = value.parse().map_err(|_| format!("--server {value}"))?,
+            "--server" => {
+                options.server = value.parse().map_err(|_| format!("--server {value}"))?
+            }
             "--pid" => options.pid = number()? as u32,
             "--connections" => options.connections = number()? as usize,
             "--sources" => options.sources = number()?.max(1) as usize,
