@@ -11,6 +11,10 @@
 //! before any other work, and that refusal does not count ([`Check::InFlight`], the first check
 //! of every operation).
 //!
+//! Every frame the session queues is charged to the connection's reply budget
+//! ([`super::budget`]) in place of the reservation the reader made for its request; a request that
+//! gets no reply (an injected fault) gives its reservation back.
+//!
 //! A frame that cannot be decoded ends this connection, with a logged reason, and nothing else.
 //!
 //! [`Check::InFlight`]: super::service::Check::InFlight

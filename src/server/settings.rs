@@ -28,7 +28,8 @@ pub struct Limits {
     /// A frame whose first byte has arrived must be complete within this time, or the connection
     /// is closed (a slow sender cannot hold a connection and its buffer forever).
     pub frame_read_timeout: Duration,
-    /// A connection with no verified card that sends nothing for this long is closed.
+    /// A connection with no verified card that sends nothing for this long is closed (any frame
+    /// restarts it; [`Limits::unverified_deadline`] is the bound no frame extends).
     pub login_idle_timeout: Duration,
     /// Replies (frames) a connection may have queued for writing. The session stops reading
     /// requests while the queue lacks room for a full window of replies.
