@@ -290,3 +290,62 @@ impl Drop for ConnectionBudget {
         self.global.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_held_to_its_budget_but_may_always_start_one_reply() {
+        let global = ReplyBudget::new(1 << 20, 1000);
+        let connection = ConnectionBudget::new(&global);
+        assert_eq!(connection.try_reserve(4000), Ok(()), "holding nothing");
+        assert_eq!(connection.try_reserve(1), Err(Blocked::Connection));
+        connection.settle(4000, 900);
+        assert_eq!(connection.try_reserve(100), Ok(()));
+        assert_eq!(connection.try_reserve(1), Err(Blocked::Connection));
+        connection.release(1000);
+        assert_eq!((connection.held(), global.held()), (0, 0));
+    }
+
+    #[test]
+    fn when_the_global_budget_is_used_up_only_connections_under_their_share_read() {
+        let global = ReplyBudget::new(1000, 10_000);
+        let heavy = ConnectionBudget::new(&global);
+        let light = ConnectionBudget::new(&global);
+        assert_eq!(heavy.try_reserve(900), Ok(()));
+        assert_eq!(heavy.try_reserve(200), Err(Blocked::Global));
+        // The share is 1000 / 2 connections: the light one may go over the global budget.
+        assert_eq!(light.try_reserve(200), Ok(()));
+        assert_eq!(light.try_reserve(400), Err(Blocked::Global));
+        assert_eq!(global.held(), 1100);
+        drop(heavy);
+        assert_eq!(global.held(), 200, "a connection's bytes go back with it");
+        assert_eq!(light.try_reserve(400), Ok(()));
+    }
+
+    #[test]
+    fn only_lowercase_reserves_a_frame() {
+        let lowercase = Inbound::Request {
+            id: crate::model::RequestId {
+                client: 1,
+                sequence: 1,
+            },
+            command: Command::Lowercase { text: "A".into() },
+            name: "lowercase",
+        };
+        let balance = Inbound::Request {
+            id: crate::model::RequestId {
+                client: 1,
+                sequence: 2,
+            },
+            command: Command::Balance,
+            name: "balance",
+        };
+        assert_eq!(
+            reply_bytes_bound(&lowercase, 8192),
+            8192 + FRAME_HEADER_BYTES
+        );
+        assert_eq!(reply_bytes_bound(&balance, 8192), SMALL_REPLY_BYTES_MAX);
+    }
+}
