@@ -98,6 +98,24 @@ pub struct Settings {
     /// Seconds a client may leave its replies unread before it is disconnected [default: 10].
     #[arg(long, env = "BANK_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
+    /// Reply bytes one connection may have queued or reserved; beyond them its requests are not
+    /// read until the client takes its replies [default: 262144].
+    #[arg(long, env = "BANK_CONNECTION_REPLY_BYTES_MAX")]
+    pub connection_reply_bytes_max: Option<usize>,
+    /// Reply bytes all connections together may have queued or reserved; beyond them only
+    /// connections under their fair share are read from [default: 268435456].
+    #[arg(long, env = "BANK_REPLY_BYTES_MAX")]
+    pub reply_bytes_max: Option<usize>,
+    /// Open connections one peer address (an IPv6 peer by its /64) may hold [default: 64].
+    #[arg(long, env = "BANK_CONNECTIONS_PER_PEER_MAX")]
+    pub connections_per_peer_max: Option<usize>,
+    /// Seconds a connection has from being accepted to verify a card, whatever it sends in
+    /// between [default: 60].
+    #[arg(long, env = "BANK_UNVERIFIED_DEADLINE_SECS")]
+    pub unverified_deadline_secs: Option<u64>,
+    /// Seconds a connection with a verified card may stay silent [default: 300].
+    #[arg(long, env = "BANK_VERIFIED_IDLE_SECS")]
+    pub verified_idle_secs: Option<u64>,
     /// Seconds an account actor stays alive without requests [default: 60].
     #[arg(long, env = "BANK_ACCOUNT_IDLE_SECS")]
     pub account_idle_secs: Option<u64>,
@@ -229,6 +247,8 @@ impl Settings {
             pin_failures_per_connection_per_minute, pin_failures_per_peer_burst,
             pin_failures_per_peer_per_minute, pin_check_queue_max, recovery, tls_cert, tls_key,
             tls_client_ca, tls_deny_file, tls_handshake_timeout_secs, allow_plaintext,
+            connection_reply_bytes_max, reply_bytes_max, connections_per_peer_max,
+            unverified_deadline_secs, verified_idle_secs,
         )
     }
 
@@ -342,6 +362,20 @@ impl Settings {
                 .unwrap_or(limits.pin_check_queue_max)
                 .max(1),
             requests_joinable_max: limits.requests_joinable_max,
+            connection_reply_bytes_max: self
+                .connection_reply_bytes_max
+                .unwrap_or(limits.connection_reply_bytes_max)
+                .max(1),
+            reply_bytes_max: self
+                .reply_bytes_max
+                .unwrap_or(limits.reply_bytes_max)
+                .max(1),
+            connections_per_peer_max: self
+                .connections_per_peer_max
+                .unwrap_or(limits.connections_per_peer_max)
+                .max(1),
+            unverified_deadline: seconds(self.unverified_deadline_secs, limits.unverified_deadline),
+            verified_idle: seconds(self.verified_idle_secs, limits.verified_idle),
             tls_handshake_timeout: seconds(
                 self.tls_handshake_timeout_secs,
                 limits.tls_handshake_timeout,
@@ -446,6 +480,11 @@ struct Effective {
     write_queue_frames: usize,
     write_timeout_secs: u64,
     account_idle_secs: u64,
+    connection_reply_bytes_max: usize,
+    reply_bytes_max: usize,
+    connections_per_peer_max: usize,
+    unverified_deadline_secs: u64,
+    verified_idle_secs: u64,
     pin_key_file: String,
     pin_failures_per_connection_burst: u32,
     pin_failures_per_connection_per_minute: u32,
@@ -508,6 +547,11 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         write_queue_frames: limits.write_queue_frames,
         write_timeout_secs: limits.write_timeout.as_secs(),
         account_idle_secs: limits.account_idle.as_secs(),
+        connection_reply_bytes_max: limits.connection_reply_bytes_max,
+        reply_bytes_max: limits.reply_bytes_max,
+        connections_per_peer_max: limits.connections_per_peer_max,
+        unverified_deadline_secs: limits.unverified_deadline.as_secs(),
+        verified_idle_secs: limits.verified_idle.as_secs(),
         pin_key_file: match &config.pin_key {
             PinKeySource::File(path) => path.display().to_string(),
             PinKeySource::Given(_) => String::new(),
@@ -554,6 +598,34 @@ mod tests {
             config.limits.requests_in_flight_max,
             Limits::default().requests_in_flight_max
         );
+    }
+
+    #[test]
+    fn the_budgets_and_slots_come_from_flags_the_environment_names_and_the_file() {
+        let file: Settings = toml::from_str(
+            "connection_reply_bytes_max = 1000\nreply_bytes_max = 9000\nverified_idle_secs = 7",
+        )
+        .unwrap();
+        let flags = Settings::try_parse_from([
+            "bank-server",
+            "--connections-per-peer-max",
+            "3",
+            "--unverified-deadline-secs",
+            "5",
+        ])
+        .unwrap();
+        let (config, process) = flags.merge(file).resolve().unwrap();
+        let limits = &config.limits;
+        assert_eq!(limits.connection_reply_bytes_max, 1000);
+        assert_eq!(limits.reply_bytes_max, 9000);
+        assert_eq!(limits.connections_per_peer_max, 3);
+        assert_eq!(limits.unverified_deadline, Duration::from_secs(5));
+        assert_eq!(limits.verified_idle, Duration::from_secs(7));
+        let text = effective_toml(&config, &process);
+        assert!(text.contains("connections_per_peer_max = 3"), "{text}");
+        let defaults = Settings::default().resolve().unwrap().0.limits;
+        assert_eq!(defaults.connection_reply_bytes_max, 256 * 1024);
+        assert_eq!(defaults.connections_per_peer_max, 64);
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub const JOURNAL_BATCH_RECORDS: &str = "bank_journal_batch_records";
 pub const CONNECTIONS_OPEN: &str = "bank_connections_open";
 /// Connections refused at the connection limit.
 pub const CONNECTIONS_REFUSED: &str = "bank_connections_refused_total";
+/// Connections refused because their peer holds all its slots (also counted in
+/// [`CONNECTIONS_REFUSED`]).
+pub const CONNECTIONS_REFUSED_PER_PEER: &str = "bank_connections_refused_per_peer_total";
+/// Connections closed by the deadline to verify a card or by the idle time of a verified one, by
+/// `reason`: `unverified`, `idle`.
+pub const CONNECTIONS_TIMED_OUT: &str = "bank_connections_timed_out_total";
+/// Reply bytes reserved or queued over all connections.
+pub const REPLY_BYTES_QUEUED: &str = "bank_reply_bytes_queued";
 /// Account actors alive.
 pub const ACCOUNT_ACTORS_LIVE: &str = "bank_account_actors_live";
 /// Supervised restarts of account actors after crashes.
@@ -148,6 +156,18 @@ fn describe() {
     describe_histogram!(JOURNAL_BATCH_RECORDS, "Records per journal batch.");
     describe_gauge!(CONNECTIONS_OPEN, "Open connections.");
     describe_counter!(CONNECTIONS_REFUSED, "Connections refused at the limit.");
+    describe_counter!(
+        CONNECTIONS_REFUSED_PER_PEER,
+        "Connections refused because their peer holds all its slots."
+    );
+    describe_counter!(
+        CONNECTIONS_TIMED_OUT,
+        "Connections closed unverified at their deadline or idle after verifying, by reason."
+    );
+    describe_gauge!(
+        REPLY_BYTES_QUEUED,
+        "Reply bytes reserved or queued over all connections."
+    );
     describe_gauge!(ACCOUNT_ACTORS_LIVE, "Account actors alive.");
     describe_counter!(ACTOR_RESTARTS, "Account actor restarts after crashes.");
     describe_counter!(
@@ -217,6 +237,11 @@ pub fn tls_handshake_failure(reason: &'static str) {
 /// A failed PIN check.
 pub fn pin_failure(reason: &'static str) {
     metrics::counter!(PIN_FAILURES, "reason" => reason).increment(1);
+}
+
+/// A connection closed by a deadline of its login, for `reason` (`unverified`, `idle`).
+pub fn connection_timed_out(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_TIMED_OUT, "reason" => reason).increment(1);
 }
 
 /// A fault injected.

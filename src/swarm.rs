@@ -514,6 +514,8 @@ async fn start_server(config: &SwarmConfig) -> Result<(String, Servers), String>
             server_config.pin_key =
                 crate::server::pins::PinKeySource::Given(crate::pin::PinKey::generate());
             server_config.faults = config.server_faults;
+            // Every simulated ATM connects from this host: one peer, not held to a branch's cap.
+            server_config.limits.connections_per_peer_max = server_config.limits.connections_max;
             let server = RunningServer::start(server_config).map_err(|error| error.to_string())?;
             let address = server.local_addr.to_string();
             servers.in_process = Some((server, directory));

@@ -35,7 +35,8 @@ trap cleanup EXIT
 # start_server DATA_DIR PORT: starts bank-server and waits until it listens.
 start_server() {
     "$SERVER" --listen "127.0.0.1:$2" --data-dir "$1" --operator-token "$MEMORY_TOKEN" \
-        --pin-hash-memory-kib 8 --pin-hash-iterations 1 2>"$work/server.log" >/dev/null &
+        --pin-hash-memory-kib 8 --pin-hash-iterations 1 --connections-per-peer-max 100000 \
+        2>"$work/server.log" >/dev/null &
     server_pid=$!
     for _ in $(seq 1 600); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then

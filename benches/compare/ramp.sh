@@ -7,7 +7,9 @@
 #   RAMP=64,128,256,512,1024,2048,4096   ATMs per step
 #   STEP=10s                             length of each step
 #   ACCOUNTS=2000                        accounts (created through the server before the ramp)
-#   SERVER_ARGS=""                       extra bank-server flags (none: its defaults)
+#   SERVER_ARGS=""                       extra bank-server flags (none: its defaults, except the
+#                                        per-peer connection cap, lifted because every ATM of the
+#                                        ramp connects from this host)
 #   RSS_MAX_MIB=8192                     the server is killed if its resident memory passes this
 #
 # The operator token reaches the server through its environment, never its arguments.
@@ -30,7 +32,8 @@ BANK_OPERATOR_TOKEN="$(operator_token)"
 export BANK_OPERATOR_TOKEN
 
 # shellcheck disable=SC2086
-"$SERVER" --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" $SERVER_ARGS 2>"$OUT/server.stderr" &
+"$SERVER" --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" --connections-per-peer-max 100000 \
+    $SERVER_ARGS 2>"$OUT/server.stderr" &
 SERVER_PID=$!
 cleanup() {
     kill "$SERVER_PID" 2>/dev/null || true

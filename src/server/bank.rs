@@ -3,10 +3,12 @@
 //! working memory of completed requests and its sweep, and the operator check.
 
 use super::account::{self, AccountActor, Decide};
+use super::budget::ReplyBudget;
 use super::durable;
 use super::joining::{JoinableMap, JoinablePublisher};
 use super::pins::Pins;
 use super::settings::{Limits, ServerConfig};
+use super::slots::Slots;
 use super::stats::Stats;
 use crate::clock::Clock;
 use crate::faults::{FaultPlan, Faults};
@@ -55,6 +57,10 @@ pub struct Bank {
     faults: OnceLock<Option<Arc<Faults>>>,
     /// Counters.
     stats: Stats,
+    /// The reply bytes every connection has reserved or queued, under the global budget.
+    reply_budget: Arc<ReplyBudget>,
+    /// The connections each peer holds open.
+    slots: Arc<Slots>,
     /// How long an idle client's completed requests are remembered.
     client_retention: Duration,
     /// Cancelled when a graceful shutdown begins: the gateway stops accepting and sessions stop
@@ -95,6 +101,11 @@ impl Bank {
             ),
             faults: OnceLock::new(),
             stats: Stats::default(),
+            reply_budget: ReplyBudget::new(
+                limits.reply_bytes_max,
+                limits.connection_reply_bytes_max,
+            ),
+            slots: Slots::new(limits.connections_per_peer_max),
             shutdown: tokio_util::sync::CancellationToken::new(),
             client_retention: config.client_retention,
         })
@@ -129,6 +140,16 @@ impl Bank {
     /// The server's counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The reply bytes reserved or queued, over all connections and per connection.
+    pub fn reply_budget(&self) -> &Arc<ReplyBudget> {
+        &self.reply_budget
+    }
+
+    /// The connections each peer holds open.
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.slots
     }
 
     /// Where the server reads the time ([`ServerConfig::clock`]).

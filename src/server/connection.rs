@@ -2,20 +2,27 @@
 //!
 //! - The *reader* splits the byte stream into frames with the door's [`SplitFrames`] decoder,
 //!   under deadlines: a connection with no verified card must send within
-//!   [`Limits::login_idle_timeout`], and a frame that has started must be complete within
+//!   [`Limits::login_idle_timeout`] and must verify one within [`Limits::unverified_deadline`] of
+//!   being accepted, whatever it sends; a verified one must send within
+//!   [`Limits::verified_idle`]; a frame that has started must be complete within
 //!   [`Limits::frame_read_timeout`]. The splitter checks each declared length before anything is
-//!   reserved for the body. The door decodes each frame, and the reader hands the result to the
-//!   session. It reads the next frame only while the write queue has room for a full window of
-//!   replies, so a client that stops reading its replies stops being read from, and is dropped
-//!   after [`Limits::write_timeout`].
-//! - The *writer* drains the bounded queue of reply frames to the socket, under a deadline.
+//!   reserved for the body. The door decodes each frame, and the reader reserves the largest
+//!   reply it can produce in the connection's reply budget ([`super::budget`]) before it hands
+//!   the result to the session. It reads the next frame only while the write queue has room for
+//!   a full window of replies and the budget for the reply, so a client that stops reading its
+//!   replies stops being read from, and is dropped after [`Limits::write_timeout`].
+//! - The *writer* drains the bounded queue of reply frames to the socket, under a deadline, and
+//!   gives each frame's bytes back to the budget once written.
 //!
+//! [`Limits::unverified_deadline`]: super::Limits::unverified_deadline
+//! [`Limits::verified_idle`]: super::Limits::verified_idle
 //! Both work over any byte stream ([`Transport`]): a plain TCP socket, or TLS over one.
 //!
 //! [`Limits::login_idle_timeout`]: super::Limits::login_idle_timeout
 //! [`Limits::frame_read_timeout`]: super::Limits::frame_read_timeout
 //! [`Limits::write_timeout`]: super::Limits::write_timeout
 
+use super::budget::{self, ConnectionBudget};
 use super::door::{FrontDoor, Inbound};
 use super::Bank;
 use crate::codec::{CodecError, SplitFrames};
@@ -35,6 +42,10 @@ use tokio_util::codec::Decoder;
 /// buffers (the login-storm ramp peaked at 926 MiB resident, against 420 MiB with 4 KiB).
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 
+/// The most capacity the reader keeps in its buffer between frames; after a larger frame the
+/// buffer is dropped and a small one grown again.
+const BUFFER_KEPT_BYTES_MAX: usize = 4 * SOCKET_BUFFER_BYTES;
+
 /// A byte stream a connection runs over: a TCP socket, or TLS over one.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
@@ -44,8 +55,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for S {}
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) enum Incoming {
-    /// What the door made of a frame: a handshake answer, a request, or a reason to close.
-    Door(Inbound),
+    /// What the door made of a frame: a handshake answer, a request, or a reason to close; with
+    /// the reply bytes the reader reserved for it in the connection's budget, which its reply
+    /// settles.
+    Door(Inbound, usize),
     /// The connection must close, for this reason (a deadline passed, a write failed).
     Close(String),
     /// The peer closed the connection.
@@ -60,6 +73,8 @@ pub(super) struct Connection {
     pub(super) outbox: mpsc::Sender<Bytes>,
     /// The reader task, aborted when the session stops.
     pub(super) reader: JoinHandle<()>,
+    /// The connection's reply budget, which every queued frame is charged to.
+    pub(super) budget: Arc<ConnectionBudget>,
 }
 
 /// Starts the reader and the writer of `stream` on the current arbiter, talking to `session`;
@@ -79,8 +94,14 @@ pub(super) fn start<D: FrontDoor, S: Transport>(
         .max(1);
     let (outbox, queue) = mpsc::channel(queue_frames);
     let write_timeout = limits.write_timeout;
+    let budget = ConnectionBudget::new(bank.reply_budget());
     let reader = Reader {
         frames: door.frames(),
+        frame_bytes_max: door.frame_bytes_max(),
+        budget: budget.clone(),
+        unverified_since: Some(Instant::now()),
+        unverified_deadline: limits.unverified_deadline,
+        verified_idle: limits.verified_idle,
         state: D::State::default(),
         frame_read_timeout: limits.frame_read_timeout,
         login_idle_timeout: limits.login_idle_timeout,
@@ -93,8 +114,18 @@ pub(super) fn start<D: FrontDoor, S: Transport>(
         bank,
     };
     let reader = actix::spawn(reader.run(read));
-    actix::spawn(write_frames(write, queue, write_timeout, session));
-    Connection { outbox, reader }
+    let writer = Writer {
+        queue,
+        timeout: write_timeout,
+        session,
+        budget: budget.clone(),
+    };
+    actix::spawn(writer.run(write));
+    Connection {
+        outbox,
+        reader,
+        budget,
+    }
 }
 
 /// The reading side of a connection.
@@ -115,6 +146,15 @@ struct Reader<D: FrontDoor> {
     write_timeout: Duration,
     /// Queue slots that must be free before another request is read.
     replies_window: usize,
+    /// The largest frame body the door accepts (a `Lowercase` reply can take as much).
+    frame_bytes_max: usize,
+    /// Where the reader reserves each request's largest reply before handing it on.
+    budget: Arc<ConnectionBudget>,
+    /// Since when the connection has been without a verified card, as the reader last saw it:
+    /// its acceptance, or the first frame it read after a logout. `None` while verified.
+    unverified_since: Option<Instant>,
+    unverified_deadline: Duration,
+    verified_idle: Duration,
 }
 
 impl<D: FrontDoor> Reader<D> {
@@ -122,20 +162,27 @@ impl<D: FrontDoor> Reader<D> {
         let mut buffer = BytesMut::with_capacity(SOCKET_BUFFER_BYTES);
         loop {
             let bank = self.bank.clone();
+            self.watch_login();
+            let expired = unverified_expired(
+                self.unverified_since
+                    .map(|since| since + self.unverified_deadline),
+                self.verified.clone(),
+            );
             let next = tokio::select! {
                 biased;
                 _ = bank.shutting_down() => Err(None),
-                next = self.next(&mut read, &mut buffer) => next.map_err(Some),
+                () = expired => Err(Some(self.unverified_too_long())),
+                next = self.next_admitted(&mut read, &mut buffer) => next.map_err(Some),
             };
             let incoming = match next {
-                Ok(Some(body)) => Incoming::Door(self.door.decode(&mut self.state, body)),
+                Ok(Some((inbound, reserved))) => Incoming::Door(inbound, reserved),
                 Ok(None) => Incoming::Ended,
                 Err(Some(reason)) => Incoming::Close(reason),
                 Err(None) => Incoming::Drain,
             };
             let last = matches!(
                 incoming,
-                Incoming::Door(Inbound::Close(_))
+                Incoming::Door(Inbound::Close(_), _)
                     | Incoming::Close(_)
                     | Incoming::Ended
                     | Incoming::Drain
@@ -145,6 +192,41 @@ impl<D: FrontDoor> Reader<D> {
                 return;
             }
         }
+    }
+
+    /// Starts or stops the unverified deadline's clock as the login changed since the last frame.
+    fn watch_login(&mut self) {
+        if self.verified.load(Ordering::Relaxed) {
+            self.unverified_since = None;
+        } else if self.unverified_since.is_none() {
+            self.unverified_since = Some(Instant::now());
+        }
+    }
+
+    /// Counts a connection closed for staying unverified, and says why.
+    fn unverified_too_long(&self) -> String {
+        self.bank.stats().connection_timed_out(false);
+        format!(
+            "connected for {:?} without a verified card",
+            self.unverified_deadline
+        )
+    }
+
+    /// The next frame, decoded, with its largest reply reserved in the connection's budget;
+    /// `None` when the peer closed cleanly between frames. While the reservation does not fit,
+    /// nothing more is read.
+    async fn next_admitted<R: AsyncRead + Unpin>(
+        &mut self,
+        read: &mut R,
+        buffer: &mut BytesMut,
+    ) -> Result<Option<(Inbound, usize)>, String> {
+        let Some(body) = self.next(read, buffer).await? else {
+            return Ok(None);
+        };
+        let inbound = self.door.decode(&mut self.state, body);
+        let reserved = budget::reply_bytes_bound(&inbound, self.frame_bytes_max);
+        self.budget.reserve(reserved).await;
+        Ok(Some((inbound, reserved)))
     }
 
     /// The next frame's body; `None` when the peer closed cleanly between frames.
@@ -173,6 +255,11 @@ impl<D: FrontDoor> Reader<D> {
         let mut frame_deadline = (!buffer.is_empty()).then(|| self.frame_deadline());
         loop {
             if let Some(body) = self.frames.decode(buffer).map_err(refused)? {
+                // A large frame leaves a large buffer behind: hand it back rather than keep it
+                // for the connection's life (the body holds the memory only until decoded).
+                if buffer.is_empty() && buffer.capacity() > BUFFER_KEPT_BYTES_MAX {
+                    *buffer = BytesMut::new();
+                }
                 return Ok(Some(body));
             }
             let read_bytes = match frame_deadline {
@@ -203,29 +290,41 @@ impl<D: FrontDoor> Reader<D> {
         self.frames.cut_short(buffer.len(), reason).to_string()
     }
 
-    /// Reads the first bytes of a frame. The login deadline applies only while no card is
-    /// verified; a verification may complete while this read waits, so the flag is checked again
-    /// when the deadline passes.
+    /// Reads the first bytes of a frame. Silence is limited by the login idle deadline while no
+    /// card is verified, and by the verified idle time while one is; a verification (or a
+    /// logout) may complete while this read waits, so the reader wakes at the shorter of the two
+    /// and checks the flag again, measuring the silence from the start of the wait.
     async fn first_bytes<R: AsyncRead + Unpin>(
         &self,
         read: &mut R,
         buffer: &mut BytesMut,
     ) -> Result<usize, String> {
         buffer.reserve(SOCKET_BUFFER_BYTES);
+        let silent_since = Instant::now();
+        let mut wake = silent_since + self.login_idle_timeout.min(self.verified_idle);
         let read_bytes = loop {
-            if self.verified.load(Ordering::Relaxed) {
-                break read.read_buf(buffer).await;
+            if let Ok(result) = tokio::time::timeout_at(wake, read.read_buf(buffer)).await {
+                break result;
             }
-            match tokio::time::timeout(self.login_idle_timeout, read.read_buf(buffer)).await {
-                Ok(result) => break result,
-                Err(_) if self.verified.load(Ordering::Relaxed) => continue,
-                Err(_) => {
-                    return Err(format!(
-                        "no request for {:?} without a verified card",
-                        self.login_idle_timeout
-                    ))
-                }
+            let verified = self.verified.load(Ordering::Relaxed);
+            let silence_max = if verified {
+                self.verified_idle
+            } else {
+                self.login_idle_timeout
+            };
+            if Instant::now() < silent_since + silence_max {
+                wake = silent_since + silence_max;
+                continue;
             }
+            if verified {
+                self.bank.stats().connection_timed_out(true);
+                return Err(format!(
+                    "no request for {silence_max:?} with a verified card"
+                ));
+            }
+            return Err(format!(
+                "no request for {silence_max:?} without a verified card"
+            ));
         };
         read_bytes.map_err(|error| format!("read failed: {error}"))
     }
@@ -239,37 +338,61 @@ fn refused(error: CodecError) -> String {
     }
 }
 
-/// The writing side: sends queued frames, several per system call when they pile up, under a
-/// deadline. Ends when the session drops its end of the queue (after sending what is left).
-async fn write_frames<W: AsyncWrite + Unpin>(
-    write: W,
-    mut queue: mpsc::Receiver<Bytes>,
-    timeout: Duration,
-    session: Recipient<Incoming>,
-) {
-    let mut write = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, write);
-    while let Some(frame) = queue.recv().await {
-        let sent = tokio::time::timeout(timeout, async {
-            write.write_all(&frame).await?;
-            while let Ok(frame) = queue.try_recv() {
-                write.write_all(&frame).await?;
-            }
-            write.flush().await
-        })
-        .await;
-        match sent {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                session.do_send(Incoming::Close(format!("write failed: {error}")));
-                break;
-            }
-            Err(_) => {
-                session.do_send(Incoming::Close(format!(
-                    "the client took no reply for {timeout:?}"
-                )));
-                break;
-            }
+/// Resolves when the unverified deadline `deadline` has passed and the connection is still
+/// without a verified card; never while it has one (or when there is no deadline).
+async fn unverified_expired(deadline: Option<Instant>, verified: Arc<AtomicBool>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+        if !verified.load(Ordering::Relaxed) {
+            return;
         }
     }
-    let _ = tokio::time::timeout(timeout, write.shutdown()).await;
+    std::future::pending::<()>().await
+}
+
+/// The writing side of a connection.
+struct Writer {
+    queue: mpsc::Receiver<Bytes>,
+    timeout: Duration,
+    session: Recipient<Incoming>,
+    /// Each frame's bytes go back to it once written.
+    budget: Arc<ConnectionBudget>,
+}
+
+impl Writer {
+    /// Sends queued frames, several per system call when they pile up, under a deadline. Ends
+    /// when the session drops its end of the queue (after sending what is left).
+    async fn run<W: AsyncWrite + Unpin>(mut self, write: W) {
+        let timeout = self.timeout;
+        let mut write = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, write);
+        while let Some(frame) = self.queue.recv().await {
+            let queue = &mut self.queue;
+            let sent = tokio::time::timeout(timeout, async {
+                let mut written = frame.len();
+                write.write_all(&frame).await?;
+                drop(frame);
+                while let Ok(frame) = queue.try_recv() {
+                    written += frame.len();
+                    write.write_all(&frame).await?;
+                }
+                write.flush().await.map(|()| written)
+            })
+            .await;
+            match sent {
+                Ok(Ok(written)) => self.budget.release(written),
+                Ok(Err(error)) => {
+                    self.session
+                        .do_send(Incoming::Close(format!("write failed: {error}")));
+                    break;
+                }
+                Err(_) => {
+                    self.session.do_send(Incoming::Close(format!(
+                        "the client took no reply for {timeout:?}"
+                    )));
+                    break;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(timeout, write.shutdown()).await;
+    }
 }

@@ -5,10 +5,12 @@
 use super::door::bincode::BincodeDoor;
 use super::door::FrontDoor;
 use super::session::Session;
+use super::slots::{PeerKey, Slot};
 use super::tls::{Secured, Tls};
 use super::Bank;
 use actix::prelude::*;
 use bytes::Bytes;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,15 +24,18 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// A front door as the gateway holds it: whatever its protocol, it starts a session for a
 /// connection and can say goodbye to one it refuses.
 pub trait Entrance: Send + Sync + 'static {
-    /// Starts a session for `stream` behind this door, on the current arbiter.
-    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream);
+    /// Starts a session for `stream` behind this door, on the current arbiter, holding `slot`
+    /// (its peer's) until it ends.
+    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream, slot: Option<Slot>);
 
-    /// Starts a session for a connection that finished its TLS handshake, from `peer`.
+    /// Starts a session for a connection that finished its TLS handshake, from `peer`, holding
+    /// `slot` until it ends.
     fn start_secured_session(
         self: Arc<Self>,
         bank: Arc<Bank>,
         secured: Secured,
         peer: Option<std::net::SocketAddr>,
+        slot: Option<Slot>,
     );
 
     /// The frame that tells a refused connection why.
@@ -38,8 +43,8 @@ pub trait Entrance: Send + Sync + 'static {
 }
 
 impl<D: FrontDoor> Entrance for D {
-    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream) {
-        Session::start_with(bank, self, stream);
+    fn start_session(self: Arc<Self>, bank: Arc<Bank>, stream: TcpStream, slot: Option<Slot>) {
+        Session::start_with(bank, self, stream, slot);
     }
 
     fn start_secured_session(
@@ -47,8 +52,9 @@ impl<D: FrontDoor> Entrance for D {
         bank: Arc<Bank>,
         secured: Secured,
         peer: Option<std::net::SocketAddr>,
+        slot: Option<Slot>,
     ) {
-        Session::start_over(bank, self, secured.stream, peer, secured.terminal);
+        Session::start_over(bank, self, secured.stream, peer, secured.terminal, slot);
     }
 
     fn goodbye(&self, reason: &str) -> Option<Bytes> {
@@ -124,6 +130,28 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The slot of `peer` for a new connection: `None` when the peer cannot be named (it is
+    /// already gone; it takes no slot), or the goodbye's reason when the peer holds all its slots
+    /// (the refusal is counted, like one at the global cap).
+    fn peer_slot(&self, peer: Option<SocketAddr>) -> Result<Option<Slot>, &'static str> {
+        let Some(peer) = peer else { return Ok(None) };
+        let bank = &self.bank;
+        match bank.slots().take(PeerKey::of_address(peer.ip())) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                bank.stats().connection_refused_per_peer();
+                tracing::warn!(
+                    %peer,
+                    limit = bank.limits().connections_per_peer_max,
+                    "refusing connection: its peer holds all its connection slots"
+                );
+                Err("the server is at its connection limit for your address; try again later")
+            }
+        }
+    }
+}
+
 impl Actor for Gateway {
     type Context = Context<Self>;
 }
@@ -154,6 +182,13 @@ impl StreamHandler<Accepted> for Gateway {
             actix::spawn(refuse(stream, goodbye));
             return;
         }
+        let slot = match self.peer_slot(peer) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                actix::spawn(refuse(stream, door.goodbye(reason)));
+                return;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let stream = match stream.into_std() {
             Ok(stream) => stream,
@@ -170,8 +205,8 @@ impl StreamHandler<Accepted> for Gateway {
         let sent = arbiter.spawn(async move {
             match TcpStream::from_std(stream) {
                 Ok(stream) => match tls {
-                    Some(tls) => super::tls::secure_session(tls, door, bank, stream).await,
-                    None => door.start_session(bank, stream),
+                    Some(tls) => super::tls::secure_session(tls, door, bank, stream, slot).await,
+                    None => door.start_session(bank, stream, slot),
                 },
                 Err(error) => {
                     bank.stats().connection_closed();

@@ -19,6 +19,8 @@
 //! - `bank`: [`Bank`], the registry of account actors, admission ([`Bank::submit`]) and
 //!   settlement ([`Bank::settle`]) of requests, committed reads, the memory of completed requests
 //!   and its sweep, the operator check.
+//! - [`budget`]: the byte budgets of queued replies, per connection and for the server.
+//! - [`slots`]: the connections each peer may hold open.
 //! - `joining`: the changes in flight that a retry joins instead of reaching the actor again.
 //! - [`account`]: the account actor, the only place an account's state changes.
 //! - `durable`: waiting for durability with one cross-thread wake-up per batch.
@@ -30,6 +32,7 @@
 
 pub mod account;
 mod bank;
+pub mod budget;
 mod connection;
 mod demo;
 pub mod door;
@@ -41,6 +44,7 @@ pub mod pins;
 pub mod service;
 pub mod session;
 mod settings;
+pub mod slots;
 mod start;
 mod stats;
 pub mod tls;

@@ -11,13 +11,19 @@
 //! before any other work, and that refusal does not count ([`Check::InFlight`], the first check
 //! of every operation).
 //!
+//! Every frame the session queues is charged to the connection's reply budget
+//! ([`super::budget`]) in place of the reservation the reader made for its request; a request that
+//! gets no reply (an injected fault) gives its reservation back.
+//!
 //! A frame that cannot be decoded ends this connection, with a logged reason, and nothing else.
 //!
 //! [`Check::InFlight`]: super::service::Check::InFlight
 
+use super::budget::ConnectionBudget;
 use super::connection::{self, Incoming, Transport};
 use super::door::{FrontDoor, Inbound};
 use super::service::{Answer, Command, Effect, Login, Pending, Service, Started};
+use super::slots::Slot;
 use super::tls::Terminal;
 use super::Bank;
 use crate::model::{Code, RequestId};
@@ -38,6 +44,8 @@ struct Request {
     id: RequestId,
     operation: &'static str,
     arrived: Instant,
+    /// Reply bytes the reader reserved for this request's reply.
+    reserved: usize,
 }
 
 /// Why a session is winding down.
@@ -56,6 +64,10 @@ pub struct Session<D: FrontDoor> {
     /// Reply frames on their way to the writer task.
     outbox: Option<mpsc::Sender<Bytes>>,
     reader: Option<JoinHandle<()>>,
+    /// The connection's reply budget: each reply settles its request's reservation here.
+    budget: Arc<ConnectionBudget>,
+    /// The connection's slot among its peer's; given back when the session ends.
+    _slot: Option<Slot>,
     /// The verified card and what keeps logins in order.
     login: Login,
     /// Requests admitted whose reply has not yet been handed to the writer, of every kind (the
@@ -71,20 +83,28 @@ pub struct Session<D: FrontDoor> {
 }
 
 impl<D: FrontDoor> Session<D> {
-    /// Starts a session for `stream`, speaking through `door`, on the current arbiter.
-    pub fn start_with(bank: Arc<Bank>, door: Arc<D>, stream: TcpStream) -> Addr<Session<D>> {
+    /// Starts a session for `stream`, speaking through `door`, on the current arbiter; it holds
+    /// `slot` (its peer's, if the gateway took one) until it ends.
+    pub fn start_with(
+        bank: Arc<Bank>,
+        door: Arc<D>,
+        stream: TcpStream,
+        slot: Option<Slot>,
+    ) -> Addr<Session<D>> {
         let peer = stream.peer_addr().ok();
-        Session::start_over(bank, door, stream, peer, None)
+        Session::start_over(bank, door, stream, peer, None, slot)
     }
 
     /// Starts a session over any byte stream (TLS over TCP, say), from `peer` (the TCP socket's
-    /// address) and, under mutual TLS, `terminal`, on the current arbiter.
+    /// address) and, under mutual TLS, `terminal`, on the current arbiter; it holds `slot` until
+    /// it ends.
     pub fn start_over<S: Transport>(
         bank: Arc<Bank>,
         door: Arc<D>,
         stream: S,
         peer: Option<SocketAddr>,
         terminal: Option<Terminal>,
+        slot: Option<Slot>,
     ) -> Addr<Session<D>> {
         Session::create(move |ctx| {
             let span = tracing::info_span!(
@@ -110,6 +130,8 @@ impl<D: FrontDoor> Session<D> {
                 door,
                 outbox: Some(connection.outbox),
                 reader: Some(connection.reader),
+                budget: connection.budget,
+                _slot: slot,
                 login,
                 in_flight: 0,
                 closing: None,
@@ -122,11 +144,18 @@ impl<D: FrontDoor> Session<D> {
         self.service.bank()
     }
 
-    /// Queues a frame for the writer. A full queue means the client is not reading its replies
-    /// (the reader keeps room for every request in flight), so the connection is closed.
-    fn send(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
-        let Some(outbox) = &self.outbox else { return };
+    /// Queues a frame for the writer, charged to the budget in place of the `reserved` bytes the
+    /// reader set aside for it. A full queue means the client is not reading its replies (the
+    /// reader keeps room for every request in flight), so the connection is closed.
+    fn send(&mut self, frame: Bytes, reserved: usize, ctx: &mut Context<Self>) {
+        let Some(outbox) = &self.outbox else {
+            self.budget.release(reserved);
+            return;
+        };
+        self.budget.settle(reserved, frame.len());
+        let bytes = frame.len();
         if let Err(error) = outbox.try_send(frame) {
+            self.budget.release(bytes);
             let reason = match error {
                 mpsc::error::TrySendError::Full(_) => "the client is not reading its replies",
                 mpsc::error::TrySendError::Closed(_) => "the connection is closed",
@@ -152,8 +181,11 @@ impl<D: FrontDoor> Session<D> {
         let code = answer.code.name();
         crate::metrics::request(request.operation, code, request.arrived.elapsed());
         match self.door.encode_answer(request.id, answer) {
-            Ok(frame) => self.send(frame, ctx),
-            Err(error) => tracing::error!(%error, "cannot encode a reply"),
+            Ok(frame) => self.send(frame, request.reserved, ctx),
+            Err(error) => {
+                self.budget.release(request.reserved);
+                tracing::error!(%error, "cannot encode a reply")
+            }
         }
     }
 
@@ -161,7 +193,7 @@ impl<D: FrontDoor> Session<D> {
     fn close(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(%reason, "closing connection");
         match self.door.encode_goodbye(&reason) {
-            Ok(frame) => self.send(frame, ctx),
+            Ok(frame) => self.send(frame, 0, ctx),
             Err(error) => tracing::error!(%error, "cannot encode a goodbye"),
         }
         ctx.stop();
@@ -185,12 +217,14 @@ impl<D: FrontDoor> Session<D> {
         id: RequestId,
         command: Command,
         operation: &'static str,
+        reserved: usize,
         ctx: &mut Context<Self>,
     ) {
         let request = Request {
             id,
             operation,
             arrived: Instant::now(),
+            reserved,
         };
         let span = tracing::debug_span!(parent: &self.span, "request", %id, operation);
         let _entered = span.enter();
@@ -205,6 +239,7 @@ impl<D: FrontDoor> Session<D> {
             if faults.drop_request(id) {
                 tracing::debug!("injected fault: request dropped");
                 self.in_flight -= 1;
+                self.budget.release(reserved);
                 return;
             }
         }
@@ -240,6 +275,7 @@ impl<D: FrontDoor> Session<D> {
                 if faults.drop_reply(request.id) {
                     tracing::debug!(id = %request.id, "injected fault: reply dropped");
                     session.in_flight -= 1;
+                    session.budget.release(request.reserved);
                     session.close_if_drained(ctx);
                     return;
                 }
@@ -276,13 +312,15 @@ impl<D: FrontDoor> Handler<Incoming> for Session<D> {
     fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         match incoming {
-            Incoming::Door(Inbound::Greeted(frame)) => self.send(frame, ctx),
-            Incoming::Door(Inbound::Request { id, command, name }) => {
-                self.request(id, command, name, ctx)
+            Incoming::Door(Inbound::Greeted(frame), reserved) => self.send(frame, reserved, ctx),
+            Incoming::Door(Inbound::Request { id, command, name }, reserved) => {
+                self.request(id, command, name, reserved, ctx)
             }
-            Incoming::Door(Inbound::Close(reason)) | Incoming::Close(reason) => {
+            Incoming::Door(Inbound::Close(reason), reserved) => {
+                self.budget.release(reserved);
                 self.close(reason, ctx)
             }
+            Incoming::Close(reason) => self.close(reason, ctx),
             Incoming::Ended => {
                 self.closing = Some(Closing::PeerFinished);
                 self.close_if_drained(ctx);

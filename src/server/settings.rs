@@ -2,6 +2,7 @@
 
 use super::pins::{self, PinKeySource};
 use super::tls::TlsFiles;
+use super::{budget, slots};
 use crate::clock::Clock;
 use crate::faults::FaultPlan;
 use crate::journal::{JournalConfig, RecoveryMode};
@@ -28,7 +29,8 @@ pub struct Limits {
     /// A frame whose first byte has arrived must be complete within this time, or the connection
     /// is closed (a slow sender cannot hold a connection and its buffer forever).
     pub frame_read_timeout: Duration,
-    /// A connection with no verified card that sends nothing for this long is closed.
+    /// A connection with no verified card that sends nothing for this long is closed (any frame
+    /// restarts it; [`Limits::unverified_deadline`] is the bound no frame extends).
     pub login_idle_timeout: Duration,
     /// Replies (frames) a connection may have queued for writing. The session stops reading
     /// requests while the queue lacks room for a full window of replies.
@@ -53,6 +55,20 @@ pub struct Limits {
     /// A TLS handshake must finish within this time, or the connection is closed (it holds a
     /// connection slot meanwhile).
     pub tls_handshake_timeout: Duration,
+    /// Reply bytes one connection may have reserved or queued; while its next request's largest
+    /// reply does not fit, its reader reads nothing (see `server::budget`).
+    pub connection_reply_bytes_max: usize,
+    /// Reply bytes all connections together may have reserved or queued; when used up, only
+    /// connections under their fair share are read from.
+    pub reply_bytes_max: usize,
+    /// Open connections one peer (an IPv4 address, an IPv6 /64) may hold; more are refused with
+    /// a `Goodbye`, like the global cap.
+    pub connections_per_peer_max: usize,
+    /// A connection must verify a card within this time of being accepted, whatever it sends in
+    /// between; it is closed otherwise. A successful `Verify` lifts the deadline.
+    pub unverified_deadline: Duration,
+    /// A connection with a verified card that sends no frame for this long is closed.
+    pub verified_idle: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +89,11 @@ impl Default for Limits {
             pin_check_queue_max: pins::PIN_CHECK_QUEUE_MAX_DEFAULT,
             requests_joinable_max: REQUESTS_JOINABLE_MAX_DEFAULT,
             tls_handshake_timeout: super::tls::TLS_HANDSHAKE_TIMEOUT,
+            connection_reply_bytes_max: budget::CONNECTION_REPLY_BYTES_MAX_DEFAULT,
+            reply_bytes_max: budget::REPLY_BYTES_MAX_DEFAULT,
+            connections_per_peer_max: slots::CONNECTIONS_PER_PEER_MAX_DEFAULT,
+            unverified_deadline: Duration::from_secs(60),
+            verified_idle: Duration::from_secs(300),
         }
     }
 }

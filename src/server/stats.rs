@@ -9,6 +9,13 @@ pub struct Stats {
     pub connections: AtomicUsize,
     /// Connections refused at the cap.
     pub connections_refused: AtomicU64,
+    /// Connections refused because their peer held all its slots (counted in
+    /// `connections_refused` too).
+    pub connections_refused_per_peer: AtomicU64,
+    /// Connections closed because no card was verified by the unverified deadline.
+    pub unverified_deadlines: AtomicU64,
+    /// Verified connections closed after the verified idle time without a frame.
+    pub verified_idles: AtomicU64,
     /// Account actors alive.
     pub live_accounts: AtomicUsize,
     /// Supervised restarts after crashes.
@@ -36,6 +43,26 @@ impl Stats {
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
         crate::metrics::count(crate::metrics::CONNECTIONS_REFUSED);
+    }
+
+    /// A connection was refused because its peer held all its slots.
+    pub fn connection_refused_per_peer(&self) {
+        self.connection_refused();
+        self.connections_refused_per_peer
+            .fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count(crate::metrics::CONNECTIONS_REFUSED_PER_PEER);
+    }
+
+    /// A connection was closed by the unverified deadline (`verified` false) or the verified
+    /// idle time.
+    pub fn connection_timed_out(&self, verified: bool) {
+        let (counter, reason) = if verified {
+            (&self.verified_idles, "idle")
+        } else {
+            (&self.unverified_deadlines, "unverified")
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::connection_timed_out(reason);
     }
 
     /// An account actor started (or restarted).

@@ -241,6 +241,7 @@ pub(super) async fn secure_session(
     door: Arc<dyn Entrance>,
     bank: Arc<Bank>,
     stream: TcpStream,
+    slot: Option<super::slots::Slot>,
 ) {
     let peer = stream.peer_addr().ok();
     let timeout = bank.limits().tls_handshake_timeout;
@@ -259,7 +260,7 @@ pub(super) async fn secure_session(
             if let Some(terminal) = &secured.terminal {
                 tracing::debug!(target: "security", ?peer, %terminal, "terminal connected");
             }
-            door.start_secured_session(bank, secured, peer);
+            door.start_secured_session(bank, secured, peer, slot);
         }
         // Counted and logged by `accept`, before the socket closed.
         Err(_) => bank.stats().connection_closed(),

@@ -119,7 +119,8 @@ pub async fn run_atm(server: &str, arguments: &[&str]) -> (String, Option<i32>) 
 }
 
 /// A server configuration for tests: port 0, the test token, the test PIN key, failure limits
-/// out of the way (tests of the limits set their own), the demo accounts.
+/// and the per-peer connection cap out of the way (every test connects from 127.0.0.1; tests of
+/// the limits set their own), the demo accounts.
 pub fn test_config(data_dir: &std::path::Path) -> ServerConfig {
     let mut config = ServerConfig::new(data_dir);
     config.listen = "127.0.0.1:0".parse().unwrap();
@@ -132,6 +133,7 @@ pub fn test_config(data_dir: &std::path::Path) -> ServerConfig {
     };
     config.limits.pin_failures_per_connection = unlimited;
     config.limits.pin_failures_per_peer = unlimited;
+    config.limits.connections_per_peer_max = config.limits.connections_max;
     config.demo = true;
     config
 }
