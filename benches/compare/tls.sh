@@ -74,8 +74,10 @@ run() {
 plain=()
 tls=()
 for pair in $(seq 1 "$PAIRS"); do
-    plain+=("$(run "plain-$pair" "$PLAIN_PORT")")
-    tls+=("$(run "tls-$pair" "$TLS_PORT" --tls-ca "$WORK/ca.pem")")
+    # Each run its own seed: the swarm's client ids and cards follow the seed, and a second run
+    # with the same seed against the same server would find its ids already used.
+    plain+=("$(run "plain-$pair" "$PLAIN_PORT" --seed "$((2 * pair))")")
+    tls+=("$(run "tls-$pair" "$TLS_PORT" --seed "$((2 * pair + 1))" --tls-ca "$WORK/ca.pem")")
     log "pair $pair: plain ${plain[-1]}/s, TLS ${tls[-1]}/s"
 done
 
