@@ -443,3 +443,58 @@ fn a_key_readable_by_others_is_refused() {
         Ok(_) => panic!("a key readable by others was used"),
     }
 }
+
+/// A connection that finished its handshake and was greeted, kept open by the caller.
+async fn greeted(
+    server: &TestServer,
+    connector: &TlsConnector,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut stream = connect(server, connector)
+        .await
+        .expect("the TLS handshake failed");
+    assert!(send(&mut stream, &hello()).await);
+    assert!(matches!(
+        receive(&mut stream).await,
+        Some(ServerMessage::Welcome(_))
+    ));
+    stream
+}
+
+/// Under mutual TLS a connection counts against its terminal, not its address: a terminal that
+/// holds all its slots is refused after its handshake, while another terminal behind the same
+/// address is served.
+#[tokio::test]
+async fn under_mutual_tls_the_connection_cap_is_per_terminal() {
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, Some(&authority));
+    let files = setup.files.clone();
+    let server = TestServer::start_with(move |config| {
+        config.tls = Some(files);
+        config.limits.connections_per_peer_max = 2;
+    });
+    let first = authority.issue(&[], "atm-1", ExtendedKeyUsagePurpose::ClientAuth);
+    let second = authority.issue(&[], "atm-2", ExtendedKeyUsagePurpose::ClientAuth);
+    let (atm_1, atm_2) = (
+        connector(&authority, Some(&first)),
+        connector(&authority, Some(&second)),
+    );
+    let mut held = vec![
+        greeted(&server, &atm_1).await,
+        greeted(&server, &atm_1).await,
+    ];
+    assert!(
+        refused(&server, &atm_1).await,
+        "a third connection of atm-1"
+    );
+    let refusals = &server.running().bank().stats().connections_refused_per_peer;
+    common::eventually("the refusal is counted", || {
+        refusals.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    // Four connections from one address, two per terminal: the address's cap of two does not
+    // apply once the terminals are known.
+    held.push(greeted(&server, &atm_2).await);
+    held.push(greeted(&server, &atm_2).await);
+    assert_eq!(held.len(), 4);
+    assert_eq!(refusals.load(std::sync::atomic::Ordering::Relaxed), 1);
+}

@@ -4,7 +4,8 @@
 //! a fraction of a second and lock everyone else out. So each peer, by its [`PeerKey`], may hold
 //! at most [`super::Limits::connections_per_peer_max`] connections; the gateway takes a [`Slot`]
 //! for every accepted connection and refuses the connection when its peer has none left. The slot
-//! goes back when the session that holds it ends.
+//! goes back when the session that holds it ends. Under mutual TLS the address's slot covers only
+//! the handshake: once the terminal is known, the connection holds a slot of the terminal instead.
 
 use crate::ratelimit::peer_key;
 use parking_lot::Mutex;
@@ -22,6 +23,9 @@ pub enum PeerKey {
     /// A peer address: an IPv4 address, or an IPv6 peer by its /64 (a host usually holds the
     /// whole prefix), as [`peer_key`] forms it.
     Address(IpAddr),
+    /// A terminal named by its client certificate under mutual TLS (its name, else its
+    /// certificate's fingerprint): many ATMs behind one address are counted each on its own.
+    Terminal(Arc<str>),
 }
 
 impl PeerKey {

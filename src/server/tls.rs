@@ -257,14 +257,43 @@ pub(super) async fn secure_session(
     };
     match secured {
         Ok(secured) => {
-            if let Some(terminal) = &secured.terminal {
-                tracing::debug!(target: "security", ?peer, %terminal, "terminal connected");
-            }
+            let slot = match &secured.terminal {
+                Some(terminal) => match terminal_slot(&bank, terminal, peer) {
+                    Some(slot) => Some(slot),
+                    None => return bank.stats().connection_closed(),
+                },
+                None => slot,
+            };
             door.start_secured_session(bank, secured, peer, slot);
         }
         // Counted and logged by `accept`, before the socket closed.
         Err(_) => bank.stats().connection_closed(),
     }
+}
+
+/// The slot of a terminal that finished its handshake, in place of its address's (dropped by the
+/// caller), or `None` when the terminal already holds all its slots (counted and logged like a
+/// peer at its cap; the connection is closed).
+fn terminal_slot(
+    bank: &Bank,
+    terminal: &Terminal,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<super::slots::Slot> {
+    tracing::debug!(target: "security", ?peer, %terminal, "terminal connected");
+    let slot = bank
+        .slots()
+        .take(super::slots::PeerKey::Terminal(terminal.key().into()));
+    if slot.is_none() {
+        bank.stats().connection_refused_per_peer();
+        tracing::warn!(
+            target: "security",
+            ?peer,
+            %terminal,
+            limit = bank.limits().connections_per_peer_max,
+            "refusing connection: its terminal holds all its connection slots"
+        );
+    }
+    slot
 }
 
 /// Reads every file and builds the acceptor.
