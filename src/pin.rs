@@ -260,21 +260,7 @@ impl PinKey {
                 ))
             }
         };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|error| format!("{}: {error}", path.display()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "the PIN key {} may be read by other users (mode {:o}); run chmod 600 on it",
-                    path.display(),
-                    mode & 0o777
-                ));
-            }
-        }
+        refuse_shared_secret_file(path, "the PIN key")?;
         PinKey::from_text(&text)
             .map(Some)
             .map_err(|error| format!("{}: {error}", path.display()))
@@ -414,6 +400,27 @@ impl std::fmt::Debug for OperatorToken {
             "OperatorToken(unset)"
         })
     }
+}
+
+/// Refuses a file holding a secret (the PIN key, a TLS private key) that users other than its
+/// owner may read or write: `what` names it in the error, which says how to fix it.
+pub fn refuse_shared_secret_file(path: &std::path::Path, what: &str) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|error| format!("{what} {}: {error}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{what} {} may be read by other users (mode {:o}); run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -218,14 +218,7 @@ async fn exchange(
 
 /// A TLS connection that completes the bank's handshake, verifies Joty and withdraws.
 async fn served(server: &TestServer, connector: &TlsConnector) {
-    let mut stream = connect(server, connector)
-        .await
-        .expect("the TLS handshake failed");
-    assert!(send(&mut stream, &hello()).await);
-    assert!(matches!(
-        receive(&mut stream).await,
-        Some(ServerMessage::Welcome(_))
-    ));
+    let mut stream = greeted(server, connector).await;
     assert_eq!(
         exchange(&mut stream, 1, verify(JOTY, JOTY_PIN)).await,
         Status::Approved

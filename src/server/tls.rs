@@ -353,21 +353,7 @@ fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'stat
 
 /// The private key of a PEM file that only its owner may read (like the PIN key).
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|error| format!("the TLS key {}: {error}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "the TLS key {} may be read by other users (mode {:o}); run chmod 600 on it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
+    crate::pin::refuse_shared_secret_file(path, "the TLS key")?;
     PrivateKeyDer::from_pem_file(path)
         .map_err(|error| format!("the TLS key {}: {error}", path.display()))
 }
