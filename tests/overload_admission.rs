@@ -96,14 +96,6 @@ impl FileLayer for GatedFiles {
     ) -> io::Result<Box<dyn SegmentFile>> {
         Ok(self.gated(OsFiles.open_append(path, end, zero_until)?))
     }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsFiles.rename(from, to)
-    }
-
-    fn sync_dir(&self, directory: &Path) -> io::Result<()> {
-        OsFiles.sync_dir(directory)
-    }
 }
 
 /// A test server whose journal syncs pass through a gate (open at first).

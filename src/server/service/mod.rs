@@ -381,6 +381,16 @@ impl Service {
 }
 
 /// Awaits `outcome` off the session's turn, then applies `effect`.
+/// Hands `event` to the card's account now, in the session's turn (so changes pipelined on one
+/// connection reach the account in the order they arrived: Check::Joining and Check::Actor), and
+/// waits for its answer later (Check::Memory and Check::AccountRules in the actor, Check::Storage
+/// while the answer is awaited).
+fn submit(bank: &Arc<Bank>, card: Card, id: RequestId, event: crate::ledger::Event) -> Started {
+    let submitted = bank.submit(card, id, event);
+    let bank = bank.clone();
+    later(async move { bank.settle(submitted).await }, Effect::Nothing)
+}
+
 fn later(outcome: impl Future<Output = Outcome> + 'static, effect: Effect) -> Started {
     Started::Later {
         answer: Box::pin(async move { Answer::from(outcome.await) }),

@@ -1,6 +1,6 @@
 //! `CreateAccount`: the operator opens an account.
 
-use super::{later, operator, Answer, Check, Effect, Login, Started};
+use super::{operator, submit, Answer, Check, Login, Started};
 use crate::ledger::Event;
 use crate::model::{Amount, Card, Code, RequestId};
 use crate::pin;
@@ -59,10 +59,5 @@ pub(super) fn start(
     // the journal, in that order. The PIN is not among the request's parameters: a retry of the
     // id is answered from what the original did, whatever PIN it carries, so no answer tells
     // whether a PIN was the one the account was opened with.
-    let submitted = bank.submit(card, id, event);
-    let bank = bank.clone();
-    Ok(later(
-        async move { bank.settle(submitted).await },
-        Effect::Nothing,
-    ))
+    Ok(submit(bank, card, id, event))
 }
