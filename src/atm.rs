@@ -260,6 +260,55 @@ pub fn reply_json(reply: &Reply, expected: Expected) -> serde_json::Value {
             };
             object.insert(name.into(), (*answer).into());
         }
+        Body::Balances { ledger, available } => {
+            object.insert("balance".into(), (*ledger).into());
+            object.insert("available_balance".into(), (*available).into());
+        }
+        Body::Hold {
+            hold_id,
+            ledger,
+            available,
+        } => {
+            object.insert("hold_id".into(), (*hold_id).into());
+            object.insert("balance".into(), (*ledger).into());
+            object.insert("available_balance".into(), (*available).into());
+        }
+        Body::Statement(movements) => {
+            let lines = movements
+                .iter()
+                .map(|movement| {
+                    serde_json::json!({
+                        "time": movement.at_unix_ms,
+                        "kind": movement.kind.name(),
+                        "amount": movement.amount,
+                        "request_id": movement.request.to_string(),
+                        "balance_after": movement.balance_after,
+                    })
+                })
+                .collect::<Vec<_>>();
+            object.insert("movements".into(), lines.into());
+        }
+        Body::Account(details) => {
+            let value = serde_json::json!({
+                "card": details.card,
+                "holder": details.holder,
+                "state": details.state.name(),
+                "locked": details.locked,
+                "pin_failures": details.pin_failures,
+                "balance": details.ledger,
+                "available_balance": details.available,
+                "holds": details.holds,
+                "in_transit": details.in_transit,
+                "daily_amount_limit": details.limits.amount,
+                "daily_count_limit": details.limits.count,
+                "own_limits": details.own_limits,
+                "withdrawn_today": details.withdrawn_today,
+                "withdrawals_today": details.withdrawals_today,
+            });
+            if let serde_json::Value::Object(fields) = value {
+                object.extend(fields);
+            }
+        }
         Body::Empty => {}
     }
     serde_json::Value::Object(object)
@@ -272,6 +321,47 @@ pub fn reply_text(reply: &Reply) -> String {
         Body::Balance(balance) => format!("{}: balance {balance}", reply.status),
         Body::Text(text) => format!("{}: {text}", reply.status),
         Body::Answer(answer) => format!("{}: {}", reply.status, if *answer { "yes" } else { "no" }),
+        Body::Balances { ledger, available } => {
+            format!("{}: balance {ledger}, available {available}", reply.status)
+        }
+        Body::Hold {
+            hold_id,
+            ledger,
+            available,
+        } => format!(
+            "{}: hold {hold_id}, balance {ledger}, available {available}",
+            reply.status
+        ),
+        Body::Statement(movements) => {
+            let mut text = format!("{}: {} movements", reply.status, movements.len());
+            for movement in movements {
+                text += &format!(
+                    "\n  {} {:<17} {:>12}  balance {:>12}  {}",
+                    movement.at_unix_ms,
+                    movement.kind.name(),
+                    movement.amount,
+                    movement.balance_after,
+                    movement.request
+                );
+            }
+            text
+        }
+        Body::Account(details) => format!(
+            "{}: card {} ({}), {}{}, balance {}, available {}, {} holds, {} in transit, limits {}/{} a day, today {}/{}",
+            reply.status,
+            details.card,
+            details.holder,
+            details.state.name(),
+            if details.locked { ", locked" } else { "" },
+            details.ledger,
+            details.available,
+            details.holds,
+            details.in_transit,
+            details.limits.amount,
+            details.limits.count,
+            details.withdrawn_today,
+            details.withdrawals_today
+        ),
     }
 }
 

@@ -11,7 +11,7 @@ use crate::pin::PinHashCost;
 use crate::ratelimit::RateLimit;
 use crate::server::pins::{default_pin_key_file, PinKeySource};
 use crate::server::tls::TlsFiles;
-use crate::server::{Limits, ServerConfig};
+use crate::server::{Banking, Limits, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -182,6 +182,24 @@ pub struct Settings {
     /// Serve plaintext on an address that is not loopback (only on a network secured otherwise).
     #[arg(long, env = "BANK_ALLOW_PLAINTEXT", num_args = 0..=1, default_missing_value = "true")]
     pub allow_plaintext: Option<bool>,
+    /// The most money a card may withdraw (and hold) per business day, in minor units, unless
+    /// the operator set its own limits [default: no limit].
+    #[arg(long, env = "BANK_DAILY_WITHDRAWAL_AMOUNT_MAX")]
+    pub daily_withdrawal_amount_max: Option<u64>,
+    /// The most withdrawals (and holds) a card may make per business day, unless the operator
+    /// set its own limits [default: no limit].
+    #[arg(long, env = "BANK_DAILY_WITHDRAWAL_COUNT_MAX")]
+    pub daily_withdrawal_count_max: Option<u32>,
+    /// The time zone whose midnight starts a business day, an IANA name such as Europe/Paris
+    /// [default: UTC].
+    #[arg(long, env = "BANK_BUSINESS_TIME_ZONE")]
+    pub business_time_zone: Option<String>,
+    /// Seconds a hold lasts before it expires [default: 604800, seven days].
+    #[arg(long, env = "BANK_HOLD_TTL_SECS")]
+    pub hold_ttl_secs: Option<u64>,
+    /// The most movements a statement returns, 1 to 50 [default: 50].
+    #[arg(long, env = "BANK_STATEMENT_MOVEMENTS_MAX")]
+    pub statement_movements_max: Option<u32>,
     /// Operator command: recover cutting the newest segment's damaged tail, log exactly what was
     /// dropped, close the journal cleanly and exit (then start the server normally).
     #[arg(long)]
@@ -248,7 +266,8 @@ impl Settings {
             pin_failures_per_peer_per_minute, pin_check_queue_max, recovery, tls_cert, tls_key,
             tls_client_ca, tls_deny_file, tls_handshake_timeout_secs, allow_plaintext,
             connection_reply_bytes_max, reply_bytes_max, connections_per_peer_max,
-            unverified_deadline_secs, verified_idle_secs,
+            unverified_deadline_secs, verified_idle_secs, daily_withdrawal_amount_max,
+            daily_withdrawal_count_max, business_time_zone, hold_ttl_secs, statement_movements_max,
         )
     }
 
@@ -310,12 +329,47 @@ impl Settings {
             journal_fail_after_bytes: self.journal_fail_after_bytes,
             tls: self.tls_files()?,
             allow_plaintext: self.allow_plaintext.unwrap_or(false),
+            banking: self.banking()?,
         };
         let process = ProcessSettings {
             metrics_listen: self.metrics_listen,
             log_format: self.log_format.unwrap_or_default(),
         };
         Ok((config, process))
+    }
+
+    /// The business settings these give, defaults filled in; an unknown time zone or a statement
+    /// size outside 1 to 50 is refused.
+    fn banking(&self) -> Result<Banking, String> {
+        let defaults = Banking::default();
+        let time_zone = match &self.business_time_zone {
+            None => defaults.time_zone,
+            Some(name) => name.parse::<chrono_tz::Tz>().map_err(|_| {
+                format!("--business-time-zone: {name:?} is not an IANA time zone name")
+            })?,
+        };
+        let statement_movements_max = self
+            .statement_movements_max
+            .unwrap_or(defaults.statement_movements_max);
+        if !(1..=crate::ledger::STATEMENT_MOVEMENTS_MAX as u32).contains(&statement_movements_max) {
+            return Err(format!(
+                "--statement-movements-max: {statement_movements_max} is not between 1 and {}",
+                crate::ledger::STATEMENT_MOVEMENTS_MAX
+            ));
+        }
+        Ok(Banking {
+            daily_limits: crate::model::DailyLimits {
+                amount: self
+                    .daily_withdrawal_amount_max
+                    .unwrap_or(defaults.daily_limits.amount),
+                count: self
+                    .daily_withdrawal_count_max
+                    .unwrap_or(defaults.daily_limits.count),
+            },
+            time_zone,
+            hold_ttl: seconds(self.hold_ttl_secs, defaults.hold_ttl),
+            statement_movements_max,
+        })
     }
 
     /// The limits these settings give, defaults filled in (counts that must be positive are at
@@ -502,6 +556,11 @@ struct Effective {
     tls_deny_file: Option<String>,
     tls_handshake_timeout_secs: u64,
     allow_plaintext: bool,
+    daily_withdrawal_amount_max: u64,
+    daily_withdrawal_count_max: u32,
+    business_time_zone: String,
+    hold_ttl_secs: u64,
+    statement_movements_max: u32,
 }
 
 /// One of the TLS files, as shown (absent when TLS or that file is not configured).
@@ -572,6 +631,11 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         tls_deny_file: tls_path(config, |files| files.deny_file.as_ref()),
         tls_handshake_timeout_secs: limits.tls_handshake_timeout.as_secs(),
         allow_plaintext: config.allow_plaintext,
+        daily_withdrawal_amount_max: config.banking.daily_limits.amount,
+        daily_withdrawal_count_max: config.banking.daily_limits.count,
+        business_time_zone: config.banking.time_zone.name().to_string(),
+        hold_ttl_secs: config.banking.hold_ttl.as_secs(),
+        statement_movements_max: config.banking.statement_movements_max,
     };
     toml::to_string(&effective)
         .unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))

@@ -56,6 +56,12 @@ pub const TLS_HANDSHAKES: &str = "bank_tls_handshakes_total";
 /// `bad_certificate`, `denied`, `protocol`, `io`.
 pub const TLS_HANDSHAKE_FAILURES: &str = "bank_tls_handshake_failures_total";
 
+/// Transfers settled by the sending account, by `result`: `received` (the receiving account took
+/// the money) or `returned` (it refused, and the money went back).
+pub const TRANSFERS_SETTLED: &str = "bank_transfers_settled_total";
+/// Holds released because they expired.
+pub const HOLDS_EXPIRED: &str = "bank_holds_expired_total";
+
 /// Buckets for latencies, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -232,6 +238,12 @@ pub fn tls_handshake(result: &'static str) {
 /// A failed TLS handshake, by its reason.
 pub fn tls_handshake_failure(reason: &'static str) {
     metrics::counter!(TLS_HANDSHAKE_FAILURES, "reason" => reason).increment(1);
+}
+
+/// A transfer settled by its sending account, `received` or not (returned).
+pub fn transfer_settled(received: bool) {
+    let result = if received { "received" } else { "returned" };
+    metrics::counter!(TRANSFERS_SETTLED, "result" => result).increment(1);
 }
 
 /// A failed PIN check.

@@ -116,8 +116,27 @@ codes! {
     IncorrectPin = 11 => "incorrect_pin",
     /// Amount zero, or the result would not fit.
     InvalidAmount = 12 => "invalid_amount",
-    /// A withdrawal larger than the balance.
+    /// A debit larger than the available balance (the balance less the holds on it).
     InsufficientFunds = 13 => "insufficient_funds",
+    /// A withdrawal (or hold) that would take the card past its daily amount.
+    WithdrawalLimitExceeded = 14 => "withdrawal_limit_exceeded",
+    /// A withdrawal (or hold) beyond the card's daily number of withdrawals.
+    WithdrawalCountExceeded = 15 => "withdrawal_count_exceeded",
+    /// The account is frozen: it refuses debits, PIN checks and incoming transfers.
+    AccountFrozen = 16 => "account_frozen",
+    /// The account is closed: it refuses everything but reads by the operator.
+    AccountClosed = 17 => "account_closed",
+    /// No hold with that id on the verified card's account.
+    UnknownHold = 18 => "unknown_hold",
+    /// The hold was already completed, voided or expired.
+    HoldResolved = 19 => "hold_resolved",
+    /// The account already has its maximum of open holds.
+    TooManyHolds = 20 => "too_many_holds",
+    /// The original of a reversal was completed but is not a debit that can be reversed (not a
+    /// withdrawal or completed hold of this card, or too old to be remembered as one).
+    NotReversible = 21 => "not_reversible",
+    /// Closing an account that still holds money, holds or a transfer on its way.
+    BalanceNotZero = 22 => "balance_not_zero",
 }
 
 impl Code {
@@ -153,6 +172,112 @@ impl<'de> Deserialize<'de> for Code {
         Code::from_value(value)
             .ok_or_else(|| serde::de::Error::custom(format!("unknown result code {value}")))
     }
+}
+
+/// Identifies a hold among its account's holds: the account's holds are numbered 1, 2, … in the
+/// order they were placed, and a number is never reused.
+pub type HoldId = u64;
+
+/// Whether an account takes requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccountState {
+    /// Open for everything.
+    #[default]
+    Open,
+    /// Refuses debits (withdrawals, transfers out, holds and their completion), PIN checks and
+    /// incoming transfers; deposits, reversals and voids still go through.
+    Frozen,
+    /// Closed for good (only at zero balance): refuses everything; the card is never reused.
+    Closed,
+}
+
+impl AccountState {
+    /// The snake_case name used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountState::Open => "open",
+            AccountState::Frozen => "frozen",
+            AccountState::Closed => "closed",
+        }
+    }
+}
+
+/// What moved an account's balance, as a statement lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MovementKind {
+    /// The account was opened with its opening balance.
+    Opened,
+    /// Cash in.
+    Deposit,
+    /// Cash out.
+    Withdrawal,
+    /// Money sent to another account.
+    TransferOut,
+    /// Money received from another account.
+    TransferIn,
+    /// Money sent and given back, because the other account refused it.
+    TransferReturned,
+    /// A hold posted.
+    HoldCompleted,
+    /// An earlier debit given back.
+    Reversal,
+}
+
+impl MovementKind {
+    /// The snake_case name used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            MovementKind::Opened => "opened",
+            MovementKind::Deposit => "deposit",
+            MovementKind::Withdrawal => "withdrawal",
+            MovementKind::TransferOut => "transfer_out",
+            MovementKind::TransferIn => "transfer_in",
+            MovementKind::TransferReturned => "transfer_returned",
+            MovementKind::HoldCompleted => "hold_completed",
+            MovementKind::Reversal => "reversal",
+        }
+    }
+
+    /// True for the kinds that take money out of the account.
+    pub fn is_debit(self) -> bool {
+        matches!(
+            self,
+            MovementKind::Withdrawal | MovementKind::TransferOut | MovementKind::HoldCompleted
+        )
+    }
+}
+
+/// One line of a statement: a change of the account's balance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Movement {
+    /// When it was decided, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// What it was.
+    pub kind: MovementKind,
+    /// How much moved, in minor units.
+    pub amount: Amount,
+    /// The request that caused it (for a transfer received, the sender's card as the client and
+    /// the sender's transfer number as the sequence).
+    pub request: RequestId,
+    /// The balance just after it.
+    pub balance_after: Amount,
+}
+
+/// A card's daily limits on withdrawals (and holds), per business day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DailyLimits {
+    /// The most money, in minor units.
+    pub amount: Amount,
+    /// The most withdrawals.
+    pub count: u32,
+}
+
+impl DailyLimits {
+    /// No limit at all.
+    pub const NONE: DailyLimits = DailyLimits {
+        amount: Amount::MAX,
+        count: u32::MAX,
+    };
 }
 
 /// Who may ask for an operation: what must be established on the connection before it runs.
@@ -229,6 +354,28 @@ kinds! {
     UnlockCard => "unlock_card", Operator, true,
     /// Change the verified card's PIN.
     ChangePin => "change_pin", Card, false,
+    /// Move money from the verified card's account to another card's.
+    Transfer => "transfer", Card, true,
+    /// Reserve an amount on the verified card's account.
+    PlaceHold => "hold", Card, true,
+    /// Post a hold (its amount or less) and release the rest.
+    CompleteHold => "complete_hold", Card, true,
+    /// Release a hold without posting it.
+    VoidHold => "void_hold", Card, true,
+    /// Give back an earlier withdrawal or completed hold, in full or in part.
+    Reverse => "reverse", Card, true,
+    /// Read the verified card's last movements.
+    Statement => "statement", Card, false,
+    /// Freeze an account: it refuses debits, PIN checks and incoming transfers.
+    FreezeAccount => "freeze", Operator, true,
+    /// Unfreeze an account.
+    UnfreezeAccount => "unfreeze", Operator, true,
+    /// Close an account at zero balance, for good.
+    CloseAccount => "close_account", Operator, true,
+    /// Read an account's details (never its PIN).
+    AccountInfo => "account_info", Operator, false,
+    /// Set an account's daily withdrawal limits.
+    SetLimits => "set_limits", Operator, true,
 }
 
 impl Kind {

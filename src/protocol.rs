@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
-pub use crate::model::{Amount, Card, Kind, RequestId};
+pub use crate::model::{
+    AccountState, Amount, Card, DailyLimits, HoldId, Kind, Movement, MovementKind, RequestId,
+};
 
 /// Everything a client may send.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +144,83 @@ pub enum Operation {
         /// The new PIN, 4 to 12 decimal digits.
         new_pin: String,
     },
+    /// Move money from the verified card's account to another card's account.
+    Transfer {
+        /// The card whose account receives it.
+        to: Card,
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
+    /// Reserve an amount on the verified card's account (an authorisation): the available
+    /// balance drops by it until the hold is completed, voided or expires.
+    PlaceHold {
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
+    /// Post a hold of the verified card: take its amount, or less, and release the rest.
+    CompleteHold {
+        /// The hold, as its placement's reply named it.
+        hold_id: HoldId,
+        /// How much to post; none for the hold's whole amount.
+        amount: Option<Amount>,
+    },
+    /// Release a hold of the verified card without taking anything.
+    VoidHold {
+        /// The hold.
+        hold_id: HoldId,
+    },
+    /// Give back an earlier withdrawal (or completed hold) of the verified card, named by its
+    /// request id: all of it, or what the ATM did not dispense.
+    Reverse {
+        /// The request id of the withdrawal or hold completion.
+        original: RequestId,
+        /// The amount the ATM actually dispensed (given back: the original's amount less this);
+        /// none gives back the whole amount.
+        dispensed: Option<Amount>,
+    },
+    /// Read the verified card's last movements, newest last.
+    Statement {
+        /// How many at most (the server caps it at its configured maximum).
+        count: u32,
+    },
+    /// Freeze an account (operator only).
+    FreezeAccount {
+        /// The operator token the server was started with.
+        operator_token: String,
+        /// The account's card.
+        card: Card,
+    },
+    /// Unfreeze a frozen account (operator only).
+    UnfreezeAccount {
+        /// The operator token the server was started with.
+        operator_token: String,
+        /// The account's card.
+        card: Card,
+    },
+    /// Close an account whose balance is zero, with no hold and no transfer on its way
+    /// (operator only). Its card can never be opened again.
+    CloseAccount {
+        /// The operator token the server was started with.
+        operator_token: String,
+        /// The account's card.
+        card: Card,
+    },
+    /// Read an account's details (operator only); never its PIN.
+    AccountInfo {
+        /// The operator token the server was started with.
+        operator_token: String,
+        /// The account's card.
+        card: Card,
+    },
+    /// Set an account's daily withdrawal limits (operator only).
+    SetLimits {
+        /// The operator token the server was started with.
+        operator_token: String,
+        /// The account's card.
+        card: Card,
+        /// The limits.
+        limits: DailyLimits,
+    },
 }
 
 impl Operation {
@@ -159,6 +238,17 @@ impl Operation {
             Operation::IsPalindrome { .. } => Kind::IsPalindrome,
             Operation::UnlockCard { .. } => Kind::UnlockCard,
             Operation::ChangePin { .. } => Kind::ChangePin,
+            Operation::Transfer { .. } => Kind::Transfer,
+            Operation::PlaceHold { .. } => Kind::PlaceHold,
+            Operation::CompleteHold { .. } => Kind::CompleteHold,
+            Operation::VoidHold { .. } => Kind::VoidHold,
+            Operation::Reverse { .. } => Kind::Reverse,
+            Operation::Statement { .. } => Kind::Statement,
+            Operation::FreezeAccount { .. } => Kind::FreezeAccount,
+            Operation::UnfreezeAccount { .. } => Kind::UnfreezeAccount,
+            Operation::CloseAccount { .. } => Kind::CloseAccount,
+            Operation::AccountInfo { .. } => Kind::AccountInfo,
+            Operation::SetLimits { .. } => Kind::SetLimits,
         }
     }
 
@@ -203,6 +293,37 @@ impl fmt::Debug for Operation {
                 .field("card", card)
                 .finish_non_exhaustive(),
             Operation::ChangePin { .. } => formatter.write_str("ChangePin { .. }"),
+            Operation::Transfer { to, amount } => {
+                write!(formatter, "Transfer {{ to: {to}, amount: {amount} }}")
+            }
+            Operation::PlaceHold { amount } => {
+                write!(formatter, "PlaceHold {{ amount: {amount} }}")
+            }
+            Operation::CompleteHold { hold_id, amount } => write!(
+                formatter,
+                "CompleteHold {{ hold_id: {hold_id}, amount: {amount:?} }}"
+            ),
+            Operation::VoidHold { hold_id } => {
+                write!(formatter, "VoidHold {{ hold_id: {hold_id} }}")
+            }
+            Operation::Reverse {
+                original,
+                dispensed,
+            } => write!(
+                formatter,
+                "Reverse {{ original: {original}, dispensed: {dispensed:?} }}"
+            ),
+            Operation::Statement { count } => write!(formatter, "Statement {{ count: {count} }}"),
+            Operation::FreezeAccount { card, .. }
+            | Operation::UnfreezeAccount { card, .. }
+            | Operation::CloseAccount { card, .. }
+            | Operation::AccountInfo { card, .. } => {
+                write!(formatter, "{} {{ card: {card}, .. }}", self.name())
+            }
+            Operation::SetLimits { card, limits, .. } => write!(
+                formatter,
+                "SetLimits {{ card: {card}, limits: {limits:?}, .. }}"
+            ),
         }
     }
 }
@@ -229,6 +350,58 @@ pub enum Body {
     Text(String),
     /// The answer to a yes/no utility (prime, palindrome).
     Answer(bool),
+    /// The account's ledger balance and its available balance (the ledger balance less the
+    /// open holds), after the operation (or now, for an inquiry or a refusal).
+    Balances {
+        /// The ledger balance.
+        ledger: Amount,
+        /// What may still be taken: the ledger balance less the open holds.
+        available: Amount,
+    },
+    /// A hold placed: its id, and the balances with it.
+    Hold {
+        /// The hold's id, which completes or voids it.
+        hold_id: HoldId,
+        /// The ledger balance.
+        ledger: Amount,
+        /// The available balance, the new hold taken off.
+        available: Amount,
+    },
+    /// The verified card's last movements, oldest first.
+    Statement(Vec<Movement>),
+    /// An account's details, for the operator.
+    Account(AccountDetails),
+}
+
+/// An account as the operator sees it; never its PIN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDetails {
+    /// The account's card.
+    pub card: Card,
+    /// The holder's name.
+    pub holder: String,
+    /// Open, frozen or closed.
+    pub state: AccountState,
+    /// True when too many wrong PINs locked the card.
+    pub locked: bool,
+    /// Wrong PINs since the last right one.
+    pub pin_failures: u8,
+    /// The ledger balance.
+    pub ledger: Amount,
+    /// The available balance.
+    pub available: Amount,
+    /// How many holds are open.
+    pub holds: u32,
+    /// Money sent by transfers not yet received (or given back).
+    pub in_transit: Amount,
+    /// The daily limits that apply (the account's own, or the server's defaults).
+    pub limits: DailyLimits,
+    /// True when the account has limits of its own (set by the operator).
+    pub own_limits: bool,
+    /// Withdrawn (and held) today, in minor units.
+    pub withdrawn_today: Amount,
+    /// Withdrawals (and holds) today.
+    pub withdrawals_today: u32,
 }
 
 /// How a request ended. The order of the variants is the wire order (bincode encodes the index);
@@ -265,13 +438,31 @@ pub enum Status {
     IncorrectPin,
     /// Amount zero, or the result would not fit.
     InvalidAmount,
-    /// Withdrawal larger than the balance.
+    /// A debit larger than the available balance.
     InsufficientFunds,
+    /// Past the card's daily withdrawal amount.
+    WithdrawalLimitExceeded,
+    /// Past the card's daily number of withdrawals.
+    WithdrawalCountExceeded,
+    /// The account is frozen.
+    AccountFrozen,
+    /// The account is closed.
+    AccountClosed,
+    /// No such hold on the verified card's account.
+    UnknownHold,
+    /// The hold was already completed, voided or expired.
+    HoldResolved,
+    /// The account has its maximum of open holds.
+    TooManyHolds,
+    /// The original of a reversal is not a debit that can be reversed.
+    NotReversible,
+    /// Closing an account that still holds money, holds or a transfer on its way.
+    BalanceNotZero,
 }
 
 impl Status {
     /// All statuses, in wire (and precedence) order.
-    pub const ALL: [Status; 14] = [
+    pub const ALL: [Status; 23] = [
         Status::Approved,
         Status::Busy,
         Status::Unavailable,
@@ -286,6 +477,15 @@ impl Status {
         Status::IncorrectPin,
         Status::InvalidAmount,
         Status::InsufficientFunds,
+        Status::WithdrawalLimitExceeded,
+        Status::WithdrawalCountExceeded,
+        Status::AccountFrozen,
+        Status::AccountClosed,
+        Status::UnknownHold,
+        Status::HoldResolved,
+        Status::TooManyHolds,
+        Status::NotReversible,
+        Status::BalanceNotZero,
     ];
 
     /// The snake_case name used in JSON output and logs.
@@ -305,6 +505,15 @@ impl Status {
             Status::IncorrectPin => "incorrect_pin",
             Status::InvalidAmount => "invalid_amount",
             Status::InsufficientFunds => "insufficient_funds",
+            Status::WithdrawalLimitExceeded => "withdrawal_limit_exceeded",
+            Status::WithdrawalCountExceeded => "withdrawal_count_exceeded",
+            Status::AccountFrozen => "account_frozen",
+            Status::AccountClosed => "account_closed",
+            Status::UnknownHold => "unknown_hold",
+            Status::HoldResolved => "hold_resolved",
+            Status::TooManyHolds => "too_many_holds",
+            Status::NotReversible => "not_reversible",
+            Status::BalanceNotZero => "balance_not_zero",
         }
     }
 
@@ -336,6 +545,15 @@ impl From<crate::model::Code> for Status {
             Code::IncorrectPin => Status::IncorrectPin,
             Code::InvalidAmount => Status::InvalidAmount,
             Code::InsufficientFunds => Status::InsufficientFunds,
+            Code::WithdrawalLimitExceeded => Status::WithdrawalLimitExceeded,
+            Code::WithdrawalCountExceeded => Status::WithdrawalCountExceeded,
+            Code::AccountFrozen => Status::AccountFrozen,
+            Code::AccountClosed => Status::AccountClosed,
+            Code::UnknownHold => Status::UnknownHold,
+            Code::HoldResolved => Status::HoldResolved,
+            Code::TooManyHolds => Status::TooManyHolds,
+            Code::NotReversible => Status::NotReversible,
+            Code::BalanceNotZero => Status::BalanceNotZero,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! are CRC-32C (Castagnoli).
 
 use crate::codec::{self, CodecError};
-use crate::ledger::{Ledger, LedgerV1, Lsn, Record};
+use crate::ledger::{Ledger, LedgerV1, LedgerV2, Lsn, Record, RecordV1};
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ABNKJRNL";
@@ -257,6 +257,7 @@ pub fn encode_record(lsn: Lsn, record: &Record, buffer: &mut Vec<u8>) -> Result<
 fn frame_record(lsn: Lsn, record: &Record, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buffer.len();
     buffer.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+    buffer.extend_from_slice(&[BODY_MARK, RECORD_BODY_VERSION]);
     codec::encode_stored_into(record, buffer)?;
     let body_bytes = buffer.len() - start - RECORD_HEADER_BYTES;
     if body_bytes > RECORD_BYTES_MAX {
@@ -419,7 +420,7 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
             Parsed::Corrupt("a frame at position 0 that is not a batch seal".into())
         };
     }
-    match codec::decode_stored::<Record>(body) {
+    match decode_record_body(body) {
         // Read back, a record must again be one that could have been decided: its checksum
         // proves only that the bytes are the ones written.
         Ok(record) => match record.validate() {
@@ -430,26 +431,50 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
     }
 }
 
-/// First byte of a snapshot body written by this release. No body of the first release can start
-/// with it: those begin with a bincode varint, and bincode never starts a varint with 255.
-const SNAPSHOT_BODY_MARK: u8 = 0xFF;
+/// First byte of a versioned record or snapshot body. No body of the first layouts can start
+/// with it: those begin with a bincode varint (a record with its request's client id, a snapshot
+/// with its position), and bincode never starts a varint with 255.
+const BODY_MARK: u8 = 0xFF;
 
-/// The layout of the snapshot bodies this build writes (after [`SNAPSHOT_BODY_MARK`]): 2 is the
-/// [`Ledger`] with the memory of completed requests kept per principal. A body without the mark
-/// is the first release's [`LedgerV1`].
-pub const SNAPSHOT_BODY_VERSION: u8 = 2;
+/// The layout of the snapshot bodies this build writes (after [`BODY_MARK`]): 3 is the
+/// [`Ledger`] with accounts that have a state, holds, limits and a statement, and replies with an
+/// available balance and a reference. 2 ([`LedgerV2`]) is still read; a body without the mark is
+/// the first release's [`LedgerV1`].
+pub const SNAPSHOT_BODY_VERSION: u8 = 3;
+
+/// The snapshot body layout before holds and statements, still read.
+pub const SNAPSHOT_BODY_VERSION_2: u8 = 2;
+
+/// The layout of the record bodies this build writes (after [`BODY_MARK`]): 2 is the
+/// [`Record`] with a business day and an outcome with an available balance and a reference. A
+/// body without the mark is a [`RecordV1`], as every earlier release wrote.
+pub const RECORD_BODY_VERSION: u8 = 2;
+
+/// Decodes a record body of this release or of an earlier one (converted on the way in).
+pub fn decode_record_body(bytes: &[u8]) -> Result<Record, CodecError> {
+    match bytes {
+        [BODY_MARK, RECORD_BODY_VERSION, record @ ..] => codec::decode_stored(record),
+        [BODY_MARK, version, ..] => Err(CodecError::Malformed(format!(
+            "unsupported record body version {version}"
+        ))),
+        _ => codec::decode_stored::<RecordV1>(bytes).map(Record::from),
+    }
+}
 
 /// Appends the body of a snapshot of `ledger` to `buffer`: the mark, the version, the ledger.
 pub fn encode_snapshot_body(ledger: &Ledger, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
-    buffer.extend_from_slice(&[SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION]);
+    buffer.extend_from_slice(&[BODY_MARK, SNAPSHOT_BODY_VERSION]);
     codec::encode_stored_into(ledger, buffer)
 }
 
-/// Decodes a snapshot body of this release or of the first one (converted on the way in).
+/// Decodes a snapshot body of this release or of an earlier one (converted on the way in).
 pub fn decode_snapshot_body(bytes: &[u8]) -> Result<Ledger, CodecError> {
     match bytes {
-        [SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION, ledger @ ..] => codec::decode_stored(ledger),
-        [SNAPSHOT_BODY_MARK, version, ..] => Err(CodecError::Malformed(format!(
+        [BODY_MARK, SNAPSHOT_BODY_VERSION, ledger @ ..] => codec::decode_stored(ledger),
+        [BODY_MARK, SNAPSHOT_BODY_VERSION_2, ledger @ ..] => {
+            codec::decode_stored::<LedgerV2>(ledger).map(Ledger::from)
+        }
+        [BODY_MARK, version, ..] => Err(CodecError::Malformed(format!(
             "unsupported snapshot body version {version}"
         ))),
         _ => codec::decode_stored::<LedgerV1>(bytes).map(Ledger::from),

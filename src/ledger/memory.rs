@@ -63,6 +63,10 @@ pub enum Principal {
     Operator,
     /// Whoever verified this card on the connection (withdrawals and deposits).
     Card(Card),
+    /// The transfers this card received: the client is the sending card, the sequence its
+    /// transfer number. Never evicted for room (only forgotten with the client retention): a
+    /// sender's transfer on its way must find its receipt, or it would be credited twice.
+    Incoming(Card),
 }
 
 impl Principal {
@@ -71,13 +75,33 @@ impl Principal {
     /// depends only on the PIN and the card's state, never on a memory of earlier attempts.
     pub fn of(card: Card, event: &Event) -> Option<Principal> {
         match event {
-            Event::AccountOpened { .. } => Some(Principal::Operator),
-            Event::Withdrawal { .. } | Event::Deposit { .. } => Some(Principal::Card(card)),
-            Event::CardUnlocked => Some(Principal::Operator),
+            Event::AccountOpened { .. }
+            | Event::CardUnlocked
+            | Event::AccountFrozen
+            | Event::AccountUnfrozen
+            | Event::AccountClosed
+            | Event::LimitsSet { .. } => Some(Principal::Operator),
+            Event::Withdrawal { .. }
+            | Event::Deposit { .. }
+            | Event::TransferSent { .. }
+            | Event::HoldPlaced { .. }
+            | Event::HoldCompleted { .. }
+            | Event::HoldVoided { .. }
+            | Event::Reversal { .. } => Some(Principal::Card(card)),
+            Event::TransferReceived { .. } => Some(Principal::Incoming(card)),
             // A PIN change carries the PIN too; it is decided afresh every time (approved when
             // either the old or the new PIN is the card's), so a retry needs no memory.
             Event::PinAttempt { .. } | Event::PinChanged { .. } | Event::PinRekeyed { .. } => None,
+            // The bank's own steps, decided from the account's state alone: a settled transfer
+            // is off the account's way, an expired hold is no longer open.
+            Event::TransferSettled { .. } | Event::HoldExpired { .. } => None,
         }
+    }
+
+    /// True when a new client may take the place of the least recently used one in a full
+    /// memory ([`CLIENTS_PER_PRINCIPAL_MAX`]); false for the receipts of transfers.
+    pub fn evicts(self) -> bool {
+        !matches!(self, Principal::Incoming(_))
     }
 }
 
@@ -175,6 +199,33 @@ pub fn completed_entry(record: &Record, lsn: Lsn) -> Completed {
     }
 }
 
+/// Every entry a record leaves in its principal's memory, with the client each belongs to: the
+/// record's own, and for an approved reversal of an original never seen, one in the original's
+/// place, so the original is refused (`request_id_conflict`) if it arrives later and never
+/// debits.
+pub fn completed_entries(record: &Record, lsn: Lsn) -> impl Iterator<Item = (u64, Completed)> {
+    let own = (record.request.client, completed_entry(record, lsn));
+    let in_place = match record.event {
+        Event::Reversal {
+            original,
+            original_known: false,
+            ..
+        } if record.outcome.status == crate::model::Code::Approved
+            && record.outcome.reference == Some(super::REVERSAL_IN_PLACE) =>
+        {
+            Some((
+                original.client,
+                Completed {
+                    sequence: original.sequence,
+                    ..own.1
+                },
+            ))
+        }
+        _ => None,
+    };
+    std::iter::once(own).chain(in_place)
+}
+
 /// The memory of one principal's clients: a window per client id, at most
 /// [`CLIENTS_PER_PRINCIPAL_MAX`] of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,11 +243,24 @@ impl Clients {
             .map_or(Seen::New, |window| window.check(sequence, fingerprint))
     }
 
+    /// True when request `sequence` of `client` is known: completed and remembered, or below the
+    /// window (it may have run, and never runs now).
+    pub fn knows(&self, client: u64, sequence: u64) -> bool {
+        self.windows.get(&client).is_some_and(|window| {
+            !ClientWindow::in_window(window.highest, sequence)
+                || window
+                    .completed
+                    .iter()
+                    .any(|done| done.sequence == sequence)
+        })
+    }
+
     /// True when `client`'s completion at `now_unix_ms` may be remembered: the client has a
     /// window, or there is room, or the least recently used client has been idle for
     /// [`CLIENT_EVICTION_IDLE_MS`] and may give up its place.
-    pub fn admits(&self, client: u64, now_unix_ms: u64) -> bool {
-        self.windows.contains_key(&client)
+    pub fn admits(&self, principal: Principal, client: u64, now_unix_ms: u64) -> bool {
+        !principal.evicts()
+            || self.windows.contains_key(&client)
             || self.windows.len() < CLIENTS_PER_PRINCIPAL_MAX
             || self.least_recent().is_some_and(|(_, last_used)| {
                 last_used.saturating_add(CLIENT_EVICTION_IDLE_MS) <= now_unix_ms
@@ -212,11 +276,19 @@ impl Clients {
             .min_by_key(|(client, last_used)| (*last_used, *client))
     }
 
-    /// Remembers a completion of `client`; a new client in a full memory takes the place of the
-    /// least recently used one.
-    pub fn remember(&mut self, client: u64, done: Completed, at_unix_ms: u64) {
+    /// Remembers a completion of `client` for `principal`; a new client in a full memory takes
+    /// the place of the least recently used one, if the principal evicts ([`Principal::evicts`]).
+    pub fn remember(
+        &mut self,
+        principal: Principal,
+        client: u64,
+        done: Completed,
+        at_unix_ms: u64,
+    ) {
         // A loop, not one eviction: a memory converted from an earlier release may start fuller.
-        while !self.windows.contains_key(&client) && self.windows.len() >= CLIENTS_PER_PRINCIPAL_MAX
+        while principal.evicts()
+            && !self.windows.contains_key(&client)
+            && self.windows.len() >= CLIENTS_PER_PRINCIPAL_MAX
         {
             let Some((evicted, _)) = self.least_recent() else {
                 break;
@@ -283,20 +355,22 @@ mod tests {
         // 26 000 new client ids, one completion each, as fast as one process can send them.
         for client in 0..26_000u64 {
             let now = 1_000 + client;
-            if clients.admits(client, now) {
-                clients.remember(client, withdrawal_entry(1, 7), now);
+            if clients.admits(Principal::Card(7), client, now) {
+                clients.remember(Principal::Card(7), client, withdrawal_entry(1, 7), now);
             }
         }
         assert_eq!(clients.windows.len(), CLIENTS_PER_PRINCIPAL_MAX);
         let newest = CLIENTS_PER_PRINCIPAL_MAX as u64;
         // Every client in a full memory was active within the eviction delay: new ones wait.
-        assert!(!clients.admits(1_000_000, 1_000 + newest));
+        assert!(!clients.admits(Principal::Card(7), 1_000_000, 1_000 + newest));
         // A client already remembered is always admitted.
-        assert!(clients.admits(0, 1_000 + newest));
+        assert!(clients.admits(Principal::Card(7), 0, 1_000 + newest));
+        // The receipts of transfers are never evicted for room: a full one still admits.
+        assert!(clients.admits(Principal::Incoming(7), 1_000_000, 1_000 + newest));
         // Once the least recent has been idle long enough, a new client takes its place.
         let later = 1_000 + CLIENT_EVICTION_IDLE_MS;
-        assert!(clients.admits(1_000_000, later));
-        clients.remember(1_000_000, withdrawal_entry(1, 7), later);
+        assert!(clients.admits(Principal::Card(7), 1_000_000, later));
+        clients.remember(Principal::Card(7), 1_000_000, withdrawal_entry(1, 7), later);
         assert_eq!(clients.windows.len(), CLIENTS_PER_PRINCIPAL_MAX);
         assert!(!clients.windows.contains_key(&0));
         assert!(clients.windows.contains_key(&1_000_000));

@@ -25,14 +25,14 @@ mod shards;
 mod testing;
 mod v1;
 
-use crate::model::{Amount, Card, Code, RequestId};
+use crate::model::{AccountState, Amount, Card, Code, DailyLimits, HoldId, Movement, RequestId};
 pub use memory::{
-    completed_entry, ClientWindow, Clients, Completed, Fingerprint, Memory, Principal, Seen,
-    CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, REQUEST_WINDOW,
+    completed_entries, completed_entry, ClientWindow, Clients, Completed, Fingerprint, Memory,
+    Principal, Seen, CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, REQUEST_WINDOW,
 };
-pub use rules::{apply, apply_to, decide, deposit, money_moved, withdraw};
+pub use rules::{apply, apply_to, decide, deposit, money_moved, withdraw, At, Moved, Policy};
 pub use shards::{Shards, SHARD_COUNT};
-pub use v1::LedgerV1;
+pub use v1::{LedgerV1, LedgerV2, RecordV1};
 
 use crate::pin::PinHash;
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,27 @@ pub const HOLDER_BYTES_MAX: usize = 64;
 
 /// The most accounts one record names ([`Record::accounts`]): a transfer's two.
 pub const RECORD_ACCOUNTS_MAX: usize = 2;
+
+/// The most open holds one account may have; one more is refused `too_many_holds`.
+pub const HOLDS_PER_ACCOUNT_MAX: usize = 32;
+
+/// The most movements an account keeps for its statement (the oldest is forgotten first).
+pub const STATEMENT_MOVEMENTS_MAX: usize = 50;
+
+/// The most recent debits (withdrawals and completed holds) an account keeps so they can be
+/// reversed; an older one is `not_reversible`.
+pub const REVERSIBLE_DEBITS_MAX: usize = 32;
+
+/// How far apart the oldest transfer an account has on its way and its next one may be: the
+/// receiving side remembers each sender's transfers in a window of this size
+/// ([`REQUEST_WINDOW`]), so every transfer still on its way is inside it. A transfer beyond it
+/// waits (`busy`) until the oldest is received.
+pub const TRANSFERS_IN_TRANSIT_SPAN: u64 = REQUEST_WINDOW;
+
+/// The reference an approved reversal's outcome carries when its original was never seen: the
+/// reversal is remembered in the original's place ([`completed_entries`]). A reversal that gave
+/// money back carries none.
+pub const REVERSAL_IN_PLACE: u64 = 0;
 
 /// Bytes on the stack for encoding an event to read its tag ([`Event::tag`]).
 const EVENT_ENCODED_BYTES_INLINE: usize = 128;
@@ -64,12 +85,195 @@ pub struct Account {
     pub balance: Amount,
     /// Wrong PINs since the last correct one; the card is locked at [`PIN_ATTEMPTS_MAX`].
     pub pin_failures: u8,
+    /// Open, frozen or closed.
+    pub state: AccountState,
+    /// Holds, transfers on their way, limits, today's withdrawals, recent debits and the
+    /// statement: none until the account first needs one, so an account that only ever had an
+    /// opening costs no more than it did before these existed.
+    pub activity: Option<Box<Activity>>,
+}
+
+/// What an account keeps beyond its balance and PIN, once it has any of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Open holds, oldest first; at most [`HOLDS_PER_ACCOUNT_MAX`].
+    pub holds: Vec<Hold>,
+    /// The id of the last hold placed (0 before any): ids above it were never given.
+    pub last_hold: HoldId,
+    /// Transfers sent and not yet received (or given back), oldest first.
+    pub outbox: Vec<Leg>,
+    /// The number of the last transfer sent (0 before any).
+    pub last_leg: u64,
+    /// The account's own daily limits, when the operator set them (the server's defaults
+    /// otherwise).
+    pub limits: Option<DailyLimits>,
+    /// What today's withdrawals and holds used of the limits.
+    pub today: DailyUsage,
+    /// The most recent debits, which a reversal may give back; at most
+    /// [`REVERSIBLE_DEBITS_MAX`].
+    pub debits: std::collections::VecDeque<Debit>,
+    /// The most recent movements, oldest first; at most [`STATEMENT_MOVEMENTS_MAX`].
+    pub movements: std::collections::VecDeque<Movement>,
+}
+
+/// An open hold: money reserved, not yet taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Its id.
+    pub id: HoldId,
+    /// How much it reserves.
+    pub amount: Amount,
+    /// When it expires, in milliseconds since the Unix epoch (by the bank's clock).
+    pub expires_at_unix_ms: u64,
+    /// The business day it was counted against the daily limits.
+    pub day: u32,
+}
+
+/// A transfer on its way: debited here, not yet credited to the other account (or given back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    /// The transfer's number in this account (the receiving side's memory knows it by it).
+    pub leg: u64,
+    /// The receiving card.
+    pub to: Card,
+    /// How much.
+    pub amount: Amount,
+    /// The request that sent it.
+    pub request: RequestId,
+}
+
+/// What one business day's withdrawals used of the daily limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyUsage {
+    /// The business day (days since 1970-01-01 in the bank's time zone).
+    pub day: u32,
+    /// The amount withdrawn or held that day.
+    pub amount: Amount,
+    /// How many withdrawals or holds that day.
+    pub count: u32,
+}
+
+/// A recent debit that a reversal may give back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debit {
+    /// The request that made it (a withdrawal, or a hold's completion).
+    pub request: RequestId,
+    /// How much it took.
+    pub amount: Amount,
+    /// True once a reversal gave (some of) it back: a debit is reversed at most once.
+    pub reversed: bool,
+    /// The business day it counted against the daily limits.
+    pub day: u32,
 }
 
 impl Account {
+    /// A new open account.
+    pub fn new(holder: &str, pin_hash: PinHash, balance: Amount) -> Account {
+        Account {
+            holder: holder.into(),
+            pin_hash,
+            balance,
+            pin_failures: 0,
+            state: AccountState::Open,
+            activity: None,
+        }
+    }
+
     /// True when too many wrong PINs were entered.
     pub fn is_locked(&self) -> bool {
         self.pin_failures >= PIN_ATTEMPTS_MAX
+    }
+
+    /// The money reserved by open holds.
+    pub fn held(&self) -> Amount {
+        self.activity.as_ref().map_or(0, |activity| {
+            activity.holds.iter().map(|hold| hold.amount).sum()
+        })
+    }
+
+    /// The money sent by transfers not yet received or given back.
+    pub fn in_transit(&self) -> Amount {
+        self.activity.as_ref().map_or(0, |activity| {
+            activity.outbox.iter().map(|leg| leg.amount).sum()
+        })
+    }
+
+    /// What may still be taken: the balance less the open holds (never negative: a hold is
+    /// placed only on available money, and every debit takes only available money).
+    pub fn available(&self) -> Amount {
+        self.balance.saturating_sub(self.held())
+    }
+
+    /// The daily limits that apply: the account's own, or `defaults`.
+    pub fn limits(&self, defaults: DailyLimits) -> DailyLimits {
+        self.activity
+            .as_ref()
+            .and_then(|activity| activity.limits)
+            .unwrap_or(defaults)
+    }
+
+    /// What `day`'s withdrawals used of the limits.
+    pub fn usage_on(&self, day: u32) -> DailyUsage {
+        match &self.activity {
+            Some(activity) if activity.today.day == day => activity.today,
+            _ => DailyUsage {
+                day,
+                ..DailyUsage::default()
+            },
+        }
+    }
+
+    /// The open hold `id`, if there is one.
+    pub fn hold(&self, id: HoldId) -> Option<&Hold> {
+        self.activity
+            .as_ref()?
+            .holds
+            .iter()
+            .find(|hold| hold.id == id)
+    }
+
+    /// The id of the last hold placed (0 before any).
+    pub fn last_hold(&self) -> HoldId {
+        self.activity
+            .as_ref()
+            .map_or(0, |activity| activity.last_hold)
+    }
+
+    /// Transfers on their way, oldest first.
+    pub fn outbox(&self) -> &[Leg] {
+        self.activity
+            .as_ref()
+            .map_or(&[], |activity| activity.outbox.as_slice())
+    }
+
+    /// The number the next transfer sent gets.
+    pub fn next_leg(&self) -> u64 {
+        self.activity
+            .as_ref()
+            .map_or(0, |activity| activity.last_leg)
+            + 1
+    }
+
+    /// The last `count` movements, oldest first.
+    pub fn movements(&self, count: usize) -> Vec<Movement> {
+        self.activity.as_ref().map_or_else(Vec::new, |activity| {
+            let skip = activity.movements.len().saturating_sub(count);
+            activity.movements.iter().skip(skip).copied().collect()
+        })
+    }
+
+    /// The recent debit made by `request`, if it is still remembered.
+    pub fn debit(&self, request: RequestId) -> Option<&Debit> {
+        self.activity
+            .as_ref()?
+            .debits
+            .iter()
+            .find(|debit| debit.request == request)
+    }
+
+    /// The activity, made on first use.
+    pub(crate) fn activity_mut(&mut self) -> &mut Activity {
+        self.activity.get_or_insert_with(Box::default)
     }
 }
 
@@ -117,6 +321,86 @@ pub enum Event {
         /// The PIN's keyed verifier.
         pin_hash: PinHash,
     },
+    /// The first leg of a transfer, on the sending account: the money leaves it and is on its
+    /// way (in transit) until the receiving account takes it or refuses it
+    /// ([`Event::TransferSettled`]).
+    TransferSent {
+        /// The receiving card.
+        to: Card,
+        /// How much.
+        amount: Amount,
+        /// What the receiving account's committed state said when the transfer was asked:
+        /// approved when it was open, or the code to refuse with (`unknown_card`,
+        /// `account_frozen`, `account_closed`). The refusal is remembered like any other.
+        receiver: Code,
+    },
+    /// The second leg, on the receiving account: the money arrives (approved), or is refused
+    /// (frozen or closed), and is then given back to the sender. The record's request id is the
+    /// sender's card (as client) and transfer number (as sequence), remembered by the receiver
+    /// ([`Principal::Incoming`]) so a leg delivered twice is credited once.
+    TransferReceived {
+        /// The sending card.
+        from: Card,
+        /// The sender's number for this transfer.
+        leg: u64,
+        /// How much.
+        amount: Amount,
+    },
+    /// The last step, on the sending account: the receiver's answer to leg `leg` is known; the
+    /// transfer is off its way, and if the receiver refused, the money is given back.
+    TransferSettled {
+        /// The transfer's number in the sending account.
+        leg: u64,
+        /// The receiver's code: approved, or why it refused.
+        receiver: Code,
+    },
+    /// Reserve `amount` for `ttl_ms` milliseconds.
+    HoldPlaced {
+        /// How much.
+        amount: Amount,
+        /// How long the hold lasts before it expires.
+        ttl_ms: u64,
+    },
+    /// Post a hold: take its amount, or `amount` if given (not more), and release the rest.
+    HoldCompleted {
+        /// The hold.
+        hold: HoldId,
+        /// How much to take; none for all of it.
+        amount: Option<Amount>,
+    },
+    /// Release a hold.
+    HoldVoided {
+        /// The hold.
+        hold: HoldId,
+    },
+    /// A hold reached its expiry time (by the bank's clock) and is released.
+    HoldExpired {
+        /// The hold.
+        hold: HoldId,
+    },
+    /// Give back an earlier debit of this card.
+    Reversal {
+        /// The debit's request id.
+        original: RequestId,
+        /// What the ATM actually dispensed, kept; none for nothing (a full reversal).
+        dispensed: Option<Amount>,
+        /// True when the card's memory of completed requests knew the original id when the
+        /// reversal was decided. An original neither known nor among the recent debits was never
+        /// seen: the reversal is approved and remembered in its place, so the original, if it
+        /// arrives later, is refused and never debits.
+        original_known: bool,
+    },
+    /// The operator froze the account.
+    AccountFrozen,
+    /// The operator unfroze the account.
+    AccountUnfrozen,
+    /// The operator closed the account.
+    AccountClosed,
+    /// The operator set the account's daily limits.
+    LimitsSet {
+        /// The new limits.
+        limits: DailyLimits,
+    },
 }
 
 impl Event {
@@ -154,25 +438,47 @@ impl Event {
             } => (*initial_balance, crc32c::crc32c(holder.as_bytes())),
             Event::Withdrawal { amount } | Event::Deposit { amount } => (*amount, 0),
             Event::PinAttempt { correct } => (u64::from(*correct), 0),
-            Event::CardUnlocked => (0, 0),
+            Event::CardUnlocked
+            | Event::AccountFrozen
+            | Event::AccountUnfrozen
+            | Event::AccountClosed => (0, 0),
             Event::PinChanged { pin_hash } | Event::PinRekeyed { pin_hash } => {
                 (0, crc32c::crc32c(&pin_hash.hash))
             }
+            Event::TransferSent { to, amount, .. } => (*amount, crc32c::crc32c(&to.to_be_bytes())),
+            Event::TransferReceived { from, amount, .. } => {
+                (*amount, crc32c::crc32c(&from.to_be_bytes()))
+            }
+            Event::TransferSettled { leg, .. } => (*leg, 0),
+            // The time a hold lasts is the server's setting, not the request's: a retry after a
+            // restart with another setting is still the same request.
+            Event::HoldPlaced { amount, .. } => (*amount, 0),
+            Event::HoldCompleted { hold, amount } => (
+                *hold,
+                crc32c::crc32c(&amount.map_or([0xFF; 8], u64::to_be_bytes)),
+            ),
+            Event::HoldVoided { hold } | Event::HoldExpired { hold } => (*hold, 0),
+            // Whether the original was known is the server's finding, not the request's.
+            Event::Reversal {
+                original,
+                dispensed,
+                ..
+            } => {
+                let mut bytes = [0u8; 24];
+                bytes[..8].copy_from_slice(&original.client.to_be_bytes());
+                bytes[8..16].copy_from_slice(&original.sequence.to_be_bytes());
+                bytes[16..].copy_from_slice(&dispensed.map_or([0xFF; 8], u64::to_be_bytes));
+                (0, crc32c::crc32c(&bytes))
+            }
+            Event::LimitsSet { limits } => (limits.amount, limits.count),
         }
     }
 
-    /// The account the event names besides the record's card, if any (a transfer's other
-    /// side). None of today's events names one.
+    /// The account the event changes besides the record's card, if any. None does: each leg of
+    /// a transfer is a record of its own account, so a transfer works the same when the two
+    /// accounts are kept apart (by different actors, logs or nodes).
     pub fn other_account(&self) -> Option<Card> {
-        match self {
-            Event::AccountOpened { .. }
-            | Event::Withdrawal { .. }
-            | Event::Deposit { .. }
-            | Event::PinAttempt { .. }
-            | Event::CardUnlocked
-            | Event::PinChanged { .. }
-            | Event::PinRekeyed { .. } => None,
-        }
+        None
     }
 }
 
@@ -181,8 +487,26 @@ impl Event {
 pub struct Outcome {
     /// The reply's status.
     pub status: Code,
-    /// The balance the reply carried, if any.
+    /// The (ledger) balance the reply carried, if any.
     pub balance: Option<Amount>,
+    /// The available balance the reply carried, if any (none in replies of releases before
+    /// holds existed).
+    pub available: Option<Amount>,
+    /// What the request made, when it made something to refer to later: the id of a hold
+    /// placed, the number of a transfer sent.
+    pub reference: Option<u64>,
+}
+
+impl Outcome {
+    /// An outcome with nothing but its code.
+    pub fn bare(status: Code) -> Outcome {
+        Outcome {
+            status,
+            balance: None,
+            available: None,
+            reference: None,
+        }
+    }
 }
 
 /// One state change, as it is journaled.
@@ -192,9 +516,12 @@ pub struct Record {
     pub request: RequestId,
     /// The account it concerns.
     pub card: Card,
-    /// Wall-clock time of the decision in milliseconds since the Unix epoch; used only to forget
-    /// idle clients, never to decide an outcome.
+    /// Time of the decision by the bank's clock, in milliseconds since the Unix epoch: what
+    /// forgets idle clients, stamps statement lines and tells whether a hold had expired.
     pub at_unix_ms: u64,
+    /// The business day of the decision (days since 1970-01-01 in the bank's time zone), which
+    /// daily limits count by; 0 in records of releases before limits existed.
+    pub business_day: u32,
     /// What was asked.
     pub event: Event,
     /// How it ended.
@@ -268,8 +595,14 @@ pub struct Ledger {
     /// Money that came in: opening balances plus deposits. With `money_out` this proves
     /// conservation: the balances always add up to `money_in - money_out`.
     pub money_in: u128,
-    /// Money that went out: withdrawals.
+    /// Money that went out: withdrawals and completed holds.
     pub money_out: u128,
+    /// Money sent by transfers: taken from the senders' balances, in transit until received.
+    pub money_sent: u128,
+    /// Money of transfers that arrived: credited to the receivers, or given back to the senders.
+    /// `money_sent - money_received` is the money in transit, and the balances add up to
+    /// `money_in - money_out - (money_sent - money_received)`.
+    pub money_received: u128,
     /// The sum of every balance, kept as records are applied so conservation is asserted after
     /// each one without adding up every account. Not stored: None after decoding (or building a
     /// ledger by hand), and then added up once, by the next [`Ledger::apply`].
@@ -285,6 +618,8 @@ impl PartialEq for Ledger {
             && self.clients == other.clients
             && self.money_in == other.money_in
             && self.money_out == other.money_out
+            && self.money_sent == other.money_sent
+            && self.money_received == other.money_received
     }
 }
 
@@ -318,6 +653,7 @@ impl Ledger {
             count += 1;
         }
         let before = balances(taken[..count].iter().map(Option::as_ref));
+        let moved = money_moved(record, taken[0].as_ref());
         let result = apply_to(&mut taken[..count], record);
         let after = balances(taken[..count].iter().map(Option::as_ref));
         for (card, account) in cards.into_iter().zip(taken).take(count) {
@@ -326,13 +662,12 @@ impl Ledger {
             }
         }
         result?;
-        self.count_money(record, total_before, before, after);
+        self.count_money(record, moved, total_before, before, after);
         if let Some(principal) = Principal::of(record.card, &record.event) {
-            self.clients.entry_or_default(principal).remember(
-                record.request.client,
-                completed_entry(record, lsn),
-                record.at_unix_ms,
-            );
+            let clients = self.clients.entry_or_default(principal);
+            for (client, done) in completed_entries(record, lsn) {
+                clients.remember(principal, client, done, record.at_unix_ms);
+            }
         }
         self.applied_lsn = lsn;
         Ok(())
@@ -348,26 +683,47 @@ impl Ledger {
 
     /// Counts the money `record` moved, given the balances of its accounts `before` and `after`
     /// it and the total of every balance before it, and asserts that none appeared or vanished.
-    fn count_money(&mut self, record: &Record, total_before: u128, before: u128, after: u128) {
-        let (money_in, money_out) = money_moved(record);
+    fn count_money(
+        &mut self,
+        record: &Record,
+        moved: Moved,
+        total_before: u128,
+        before: u128,
+        after: u128,
+    ) {
         assert_eq!(
-            before + money_in,
-            after + money_out,
+            before + moved.money_in + moved.received,
+            after + moved.money_out + moved.sent,
             "record {} on card {}: the balances moved by other than its amount",
             record.request,
             record.card
         );
-        self.money_in += money_in;
-        self.money_out += money_out;
+        self.money_in += moved.money_in;
+        self.money_out += moved.money_out;
+        self.money_sent += moved.sent;
+        self.money_received += moved.received;
         let total = total_before + after - before;
         self.balances_total = Some(total);
         assert_eq!(
-            self.money_in.checked_sub(self.money_out),
+            self.expected_balances(),
             Some(total),
             "after record {} on card {}: money is not conserved",
             record.request,
             record.card
         );
+    }
+
+    /// The money in transit: sent by transfers and not yet received or given back.
+    pub fn in_transit(&self) -> Option<u128> {
+        self.money_sent.checked_sub(self.money_received)
+    }
+
+    /// What the balances must add up to: the money that came in, less what went out and what
+    /// is in transit.
+    fn expected_balances(&self) -> Option<u128> {
+        self.money_in
+            .checked_sub(self.money_out)?
+            .checked_sub(self.in_transit()?)
     }
 
     /// The window of `client` under `principal`, if it is remembered.
@@ -383,10 +739,21 @@ impl Ledger {
         forgotten
     }
 
-    /// True when the balances add up to the money that came in minus the money that went out.
+    /// True when the balances add up to the money that came in, less the money that went out
+    /// and the money in transit, and no more money is in transit than the senders' transfers on
+    /// their way add up to (a transfer stays on its sender's way from the moment it is received
+    /// until the sender settles it).
     pub fn is_conserved(&self) -> bool {
         let balances = balances(self.accounts.values().map(Some));
-        self.money_in.checked_sub(self.money_out) == Some(balances)
+        let on_their_way: u128 = self
+            .accounts
+            .values()
+            .map(|account| u128::from(account.in_transit()))
+            .sum();
+        self.expected_balances() == Some(balances)
+            && self
+                .in_transit()
+                .is_some_and(|transit| transit <= on_their_way)
     }
 }
 

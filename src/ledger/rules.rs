@@ -1,11 +1,46 @@
 //! The account rules: how a request is decided against an account ([`decide`]), how a record moves
 //! the accounts it names to their next state ([`apply_to`]), and which records could ever have
 //! been decided ([`Record::validate`]).
+//!
+//! The order of the checks in [`decide`] is the precedence of the account rules' codes, as
+//! docs/PROTOCOL.md lists it: the account's state (closed, then frozen), the parameters (the
+//! amount, the hold), the room (holds, transfers on their way), the daily limits (count, then
+//! amount), then the money (insufficient funds).
 
-use super::{Account, Decision, Event, LedgerError, Outcome, Record, HOLDER_BYTES_MAX};
+use super::{
+    Account, Debit, Decision, Event, Hold, LedgerError, Leg, Outcome, Record, HOLDER_BYTES_MAX,
+    HOLDS_PER_ACCOUNT_MAX, REVERSAL_IN_PLACE, REVERSIBLE_DEBITS_MAX, STATEMENT_MOVEMENTS_MAX,
+    TRANSFERS_IN_TRANSIT_SPAN,
+};
 use super::{Amount, Card, Code, RequestId, PIN_ATTEMPTS_MAX};
+use crate::model::{AccountState, DailyLimits, HoldId, Movement, MovementKind};
 
-/// Decides `event` for `request` against `account` (None when the card has no account).
+/// When a request is decided: the bank's clock, and the business day it falls in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct At {
+    /// Milliseconds since the Unix epoch, by the bank's clock.
+    pub unix_ms: u64,
+    /// Days since 1970-01-01 in the bank's time zone.
+    pub business_day: u32,
+}
+
+/// The bank's settings the rules read: what applies to an account that has no value of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The daily limits of a card without limits of its own.
+    pub daily_limits: DailyLimits,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            daily_limits: DailyLimits::NONE,
+        }
+    }
+}
+
+/// Decides `event` for `request` against `account` (None when the card has no account), at
+/// `at`, under `policy`.
 ///
 /// Pure: it reads the account and returns what should happen; the caller applies it. Every record
 /// it returns passes [`Record::validate`].
@@ -14,16 +49,18 @@ pub fn decide(
     card: Card,
     request: RequestId,
     event: Event,
-    at_unix_ms: u64,
+    at: At,
+    policy: &Policy,
 ) -> Decision {
-    let outcome = match outcome_of(account, &event) {
+    let outcome = match outcome_of(account, &event, at, policy) {
         Ok(outcome) => outcome,
         Err(answer) => return Decision::Answer(answer),
     };
     let record = Record {
         request,
         card,
-        at_unix_ms,
+        at_unix_ms: at.unix_ms,
+        business_day: at.business_day,
         event,
         outcome,
     };
@@ -32,39 +69,121 @@ pub fn decide(
 }
 
 /// The outcome to journal (`Ok`), or an answer that changes nothing and is not journaled (`Err`).
-fn outcome_of(account: Option<&Account>, event: &Event) -> Result<Outcome, Outcome> {
+fn outcome_of(
+    account: Option<&Account>,
+    event: &Event,
+    at: At,
+    policy: &Policy,
+) -> Result<Outcome, Outcome> {
     let Some(account) = account else {
         return match event {
             Event::AccountOpened {
                 initial_balance, ..
-            } => Ok(approved(*initial_balance)),
-            _ => Err(status_only(Code::UnknownCard)),
+            } => Ok(approved_with(*initial_balance, *initial_balance)),
+            _ => Err(Outcome::bare(Code::UnknownCard)),
         };
     };
-    if event.presents_pin() && account.is_locked() {
-        return Err(status_only(Code::CardLocked));
+    if let Event::AccountOpened { .. } = event {
+        // A closed account keeps its card: it is never opened again.
+        return Ok(Outcome::bare(Code::CardExists));
+    }
+    if event.presents_pin() {
+        return pin_gate(account, event);
+    }
+    if let Some(refused) = state_gate(account, event) {
+        return refused;
     }
     match event {
-        Event::AccountOpened { .. } => Ok(status_only(Code::CardExists)),
-        Event::Withdrawal { amount } => Ok(balance_change(
-            account.balance,
-            withdraw(account.balance, *amount),
-        )),
-        Event::Deposit { amount } => Ok(balance_change(
-            account.balance,
-            deposit(account.balance, *amount),
-        )),
-        Event::PinAttempt { correct } => pin_attempt_outcome(account, *correct),
-        Event::CardUnlocked | Event::PinChanged { .. } | Event::PinRekeyed { .. } => {
-            Ok(status_only(Code::Approved))
+        Event::AccountOpened { .. }
+        | Event::PinAttempt { .. }
+        | Event::PinChanged { .. }
+        | Event::PinRekeyed { .. } => unreachable!("decided above"),
+        Event::Withdrawal { amount } => Ok(cash_withdrawal(account, *amount, at, policy)),
+        Event::Deposit { amount } => Ok(credit(account, *amount)),
+        Event::TransferSent {
+            amount, receiver, ..
+        } => transfer_sent(account, *amount, *receiver),
+        Event::TransferReceived { amount, .. } => Ok(credit(account, *amount)),
+        Event::TransferSettled { leg, receiver } => transfer_settled(account, *leg, *receiver),
+        Event::HoldPlaced { amount, .. } => Ok(hold_placed(account, *amount, at, policy)),
+        Event::HoldCompleted { hold, amount } => Ok(hold_completed(account, *hold, *amount, at)),
+        Event::HoldVoided { hold } => Ok(match open_hold(account, *hold, at) {
+            Ok(_) => balances_now(account, Code::Approved),
+            Err(code) => balances_now(account, code),
+        }),
+        // Nothing journaled unless the hold is open and due: `hold_resolved` when it is not
+        // open, `busy` when it is not due yet.
+        Event::HoldExpired { hold } => match account.hold(*hold) {
+            Some(open) if open.expires_at_unix_ms <= at.unix_ms => {
+                Ok(balances_now(account, Code::Approved))
+            }
+            Some(_) => Err(Outcome::bare(Code::Busy)),
+            None => Err(Outcome::bare(Code::HoldResolved)),
+        },
+        Event::Reversal {
+            original,
+            dispensed,
+            original_known,
+        } => Ok(reversal(account, *original, *dispensed, *original_known)),
+        Event::AccountClosed => Ok(close(account)),
+        Event::CardUnlocked
+        | Event::AccountFrozen
+        | Event::AccountUnfrozen
+        | Event::LimitsSet { .. } => Ok(Outcome::bare(Code::Approved)),
+    }
+}
+
+/// The account state's refusal of `event`, if any: a closed account refuses everything but the
+/// bank's own steps; a frozen one refuses debits and incoming transfers (a PIN check is refused
+/// before it reaches the rules, see [`pin_gate`]).
+fn state_gate(account: &Account, event: &Event) -> Option<Result<Outcome, Outcome>> {
+    let internal = matches!(
+        event,
+        Event::TransferSettled { .. } | Event::HoldExpired { .. }
+    );
+    let code = match account.state {
+        AccountState::Open => return None,
+        _ if internal => return None,
+        AccountState::Closed => Code::AccountClosed,
+        AccountState::Frozen => {
+            let refused_when_frozen = matches!(
+                event,
+                Event::Withdrawal { .. }
+                    | Event::TransferSent { .. }
+                    | Event::TransferReceived { .. }
+                    | Event::HoldPlaced { .. }
+                    | Event::HoldCompleted { .. }
+            );
+            if !refused_when_frozen {
+                return None;
+            }
+            Code::AccountFrozen
         }
+    };
+    Some(Ok(balances_now(account, code)))
+}
+
+/// A PIN check's answer before the rules: a closed or frozen account refuses it without a record
+/// (nothing about the PIN is learnt, nothing is counted), a locked card too.
+fn pin_gate(account: &Account, event: &Event) -> Result<Outcome, Outcome> {
+    match account.state {
+        AccountState::Closed => return Err(Outcome::bare(Code::AccountClosed)),
+        AccountState::Frozen => return Err(Outcome::bare(Code::AccountFrozen)),
+        AccountState::Open => {}
+    }
+    if account.is_locked() {
+        return Err(Outcome::bare(Code::CardLocked));
+    }
+    match event {
+        Event::PinAttempt { correct } => pin_attempt_outcome(account, *correct),
+        _ => Ok(Outcome::bare(Code::Approved)),
     }
 }
 
 fn pin_attempt_outcome(account: &Account, correct: bool) -> Result<Outcome, Outcome> {
     if !correct {
         let locks = account.pin_failures + 1 >= PIN_ATTEMPTS_MAX;
-        return Ok(status_only(if locks {
+        return Ok(Outcome::bare(if locks {
             Code::CardLocked
         } else {
             Code::IncorrectPin
@@ -73,38 +192,212 @@ fn pin_attempt_outcome(account: &Account, correct: bool) -> Result<Outcome, Outc
     // A right PIN with no wrong ones to clear changes nothing: answered, not journaled (a retry
     // simply checks the PIN again).
     if account.pin_failures == 0 {
-        Err(status_only(Code::Approved))
+        Err(Outcome::bare(Code::Approved))
     } else {
-        Ok(status_only(Code::Approved))
+        Ok(Outcome::bare(Code::Approved))
     }
 }
 
-/// The outcome of a balance change: approved with the new balance, or refused with the old one.
-fn balance_change(balance: Amount, changed: Result<Amount, Code>) -> Outcome {
-    match changed {
-        Ok(balance) => approved(balance),
-        Err(status) => refused(status, balance),
+/// A withdrawal of `amount` from the available balance, within the daily limits.
+fn cash_withdrawal(account: &Account, amount: Amount, at: At, policy: &Policy) -> Outcome {
+    if amount == 0 {
+        return balances_now(account, Code::InvalidAmount);
+    }
+    if let Err(code) = within_limits(account, amount, at, policy) {
+        return balances_now(account, code);
+    }
+    match account.available().checked_sub(amount) {
+        Some(available) => approved_with(account.balance - amount, available),
+        None => balances_now(account, Code::InsufficientFunds),
     }
 }
 
-fn status_only(status: Code) -> Outcome {
+/// Whether one more withdrawal of `amount` on `at`'s business day keeps within the limits.
+fn within_limits(account: &Account, amount: Amount, at: At, policy: &Policy) -> Result<(), Code> {
+    let limits = account.limits(policy.daily_limits);
+    let used = account.usage_on(at.business_day);
+    if used.count >= limits.count {
+        return Err(Code::WithdrawalCountExceeded);
+    }
+    match used.amount.checked_add(amount) {
+        Some(total) if total <= limits.amount => Ok(()),
+        _ => Err(Code::WithdrawalLimitExceeded),
+    }
+}
+
+/// A credit of `amount`: a deposit, or a transfer received.
+fn credit(account: &Account, amount: Amount) -> Outcome {
+    match deposit(account.balance, amount) {
+        Ok(balance) => approved_with(balance, account.available() + amount),
+        Err(code) => balances_now(account, code),
+    }
+}
+
+fn transfer_sent(account: &Account, amount: Amount, receiver: Code) -> Result<Outcome, Outcome> {
+    if amount == 0 {
+        return Ok(balances_now(account, Code::InvalidAmount));
+    }
+    if receiver != Code::Approved {
+        return Ok(balances_now(account, receiver));
+    }
+    if let Some(oldest) = account.outbox().first() {
+        if account.next_leg() - oldest.leg >= TRANSFERS_IN_TRANSIT_SPAN {
+            // Too far ahead of the oldest transfer on its way: wait for it (not journaled).
+            return Err(Outcome::bare(Code::Busy));
+        }
+    }
+    let Some(available) = account.available().checked_sub(amount) else {
+        return Ok(balances_now(account, Code::InsufficientFunds));
+    };
+    Ok(Outcome {
+        reference: Some(account.next_leg()),
+        ..approved_with(account.balance - amount, available)
+    })
+}
+
+fn transfer_settled(account: &Account, leg: u64, receiver: Code) -> Result<Outcome, Outcome> {
+    let Some(sent) = account.outbox().iter().find(|sent| sent.leg == leg) else {
+        // Settled before: nothing to do.
+        return Err(balances_now(account, Code::Approved));
+    };
+    if receiver == Code::Approved {
+        return Ok(balances_now(account, Code::Approved));
+    }
+    match account.balance.checked_add(sent.amount) {
+        Some(balance) => Ok(approved_with(balance, account.available() + sent.amount)),
+        // Cannot happen (the money left this balance), but never wrap: leave it on its way.
+        None => Err(balances_now(account, Code::InvalidAmount)),
+    }
+}
+
+fn hold_placed(account: &Account, amount: Amount, at: At, policy: &Policy) -> Outcome {
+    if amount == 0 {
+        return balances_now(account, Code::InvalidAmount);
+    }
+    let holds = account
+        .activity
+        .as_ref()
+        .map_or(0, |activity| activity.holds.len());
+    if holds >= HOLDS_PER_ACCOUNT_MAX {
+        return balances_now(account, Code::TooManyHolds);
+    }
+    if let Err(code) = within_limits(account, amount, at, policy) {
+        return balances_now(account, code);
+    }
+    match account.available().checked_sub(amount) {
+        Some(available) => Outcome {
+            reference: Some(account.last_hold() + 1),
+            ..approved_with(account.balance, available)
+        },
+        None => balances_now(account, Code::InsufficientFunds),
+    }
+}
+
+/// The open hold `id` on `at`, or why not: `unknown_hold` for an id never given,
+/// `hold_resolved` for one completed, voided or expired (by `at`, even if its expiry is not yet
+/// journaled).
+fn open_hold(account: &Account, id: HoldId, at: At) -> Result<&Hold, Code> {
+    if id == 0 || id > account.last_hold() {
+        return Err(Code::UnknownHold);
+    }
+    match account.hold(id) {
+        Some(hold) if hold.expires_at_unix_ms > at.unix_ms => Ok(hold),
+        _ => Err(Code::HoldResolved),
+    }
+}
+
+fn hold_completed(account: &Account, id: HoldId, amount: Option<Amount>, at: At) -> Outcome {
+    let hold = match open_hold(account, id, at) {
+        Ok(hold) => hold,
+        Err(code) => return balances_now(account, code),
+    };
+    let posted = amount.unwrap_or(hold.amount);
+    if posted == 0 || posted > hold.amount {
+        return balances_now(account, Code::InvalidAmount);
+    }
+    // The hold's amount was reserved out of the available balance; posting takes `posted` from
+    // the balance and releases the rest.
+    approved_with(
+        account.balance - posted,
+        account.available() + (hold.amount - posted),
+    )
+}
+
+fn reversal(
+    account: &Account,
+    original: RequestId,
+    dispensed: Option<Amount>,
+    original_known: bool,
+) -> Outcome {
+    let Some(debit) = account.debit(original) else {
+        if original_known {
+            return balances_now(account, Code::NotReversible);
+        }
+        // Never seen: acknowledged, and remembered in the original's place.
+        return Outcome {
+            reference: Some(REVERSAL_IN_PLACE),
+            ..balances_now(account, Code::Approved)
+        };
+    };
+    let kept = dispensed.unwrap_or(0);
+    if kept > debit.amount {
+        return balances_now(account, Code::InvalidAmount);
+    }
+    if debit.reversed {
+        // Reversed before (by another request): acknowledged, nothing moves again.
+        return balances_now(account, Code::Approved);
+    }
+    let back = debit.amount - kept;
+    match account.balance.checked_add(back) {
+        Some(balance) => approved_with(balance, account.available() + back),
+        None => balances_now(account, Code::InvalidAmount),
+    }
+}
+
+fn close(account: &Account) -> Outcome {
+    if account.state == AccountState::Closed {
+        return balances_now(account, Code::Approved);
+    }
+    let empty = account.balance == 0 && account.held() == 0 && account.outbox().is_empty();
+    balances_now(
+        account,
+        if empty {
+            Code::Approved
+        } else {
+            Code::BalanceNotZero
+        },
+    )
+}
+
+/// An outcome carrying the account's balances as they are.
+fn balances_now(account: &Account, status: Code) -> Outcome {
     Outcome {
         status,
-        balance: None,
+        balance: Some(account.balance),
+        available: Some(account.available()),
+        reference: None,
     }
 }
 
-pub(super) fn approved(balance: Amount) -> Outcome {
+fn approved_with(balance: Amount, available: Amount) -> Outcome {
     Outcome {
         status: Code::Approved,
         balance: Some(balance),
+        available: Some(available),
+        reference: None,
     }
 }
 
+#[cfg(test)]
+pub(super) fn approved(balance: Amount) -> Outcome {
+    approved_with(balance, balance)
+}
+
+#[cfg(test)]
 pub(super) fn refused(status: Code, balance: Amount) -> Outcome {
     Outcome {
         status,
-        balance: Some(balance),
+        ..approved_with(balance, balance)
     }
 }
 
@@ -133,7 +426,7 @@ pub fn apply(account: &mut Option<Account>, record: &Record) -> Result<(), Ledge
 /// Moves the accounts `record` names to their next state: `accounts` holds them in the order of
 /// [`Record::accounts`] (None for one that does not exist). Refusals leave the balances alone;
 /// wrong PINs count towards the lock; a correct PIN clears the count. Every approved balance
-/// change is checked against the balance the record says it produced.
+/// change is checked against the balances the record says it produced.
 pub fn apply_to(accounts: &mut [Option<Account>], record: &Record) -> Result<(), LedgerError> {
     assert_eq!(
         accounts.len(),
@@ -148,40 +441,254 @@ pub fn apply_to(accounts: &mut [Option<Account>], record: &Record) -> Result<(),
         initial_balance,
     } = &record.event
     {
-        let opened = Account {
-            holder: holder.as_str().into(),
-            pin_hash: *pin_hash,
-            balance: *initial_balance,
-            pin_failures: 0,
-        };
+        let mut opened = Account::new(holder, *pin_hash, *initial_balance);
+        if approved {
+            note(&mut opened, record, MovementKind::Opened, *initial_balance);
+        }
         return open(first, record, approved, opened);
     }
     let Some(account) = first.as_mut() else {
         return Err(LedgerError::inconsistent(record, "no such account"));
     };
+    if let Event::PinAttempt { correct } = &record.event {
+        pin_attempt(account, *correct, approved);
+        return Ok(());
+    }
+    if !approved {
+        // Refusals change nothing (a wrong PIN, counted above, is the one refusal that does).
+        return Ok(());
+    }
+    apply_approved(account, record)?;
+    check_balances(account, record)
+}
+
+/// Applies an approved record (other than an opening or a PIN attempt) to its account.
+fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerError> {
+    let inconsistent = |reason| Err(LedgerError::inconsistent(record, reason));
+    let day = record.business_day;
     match &record.event {
-        Event::PinAttempt { correct } => pin_attempt(account, *correct, approved),
-        Event::CardUnlocked if approved => account.pin_failures = 0,
-        Event::PinChanged { pin_hash } | Event::PinRekeyed { pin_hash } if approved => {
+        Event::AccountOpened { .. } | Event::PinAttempt { .. } => unreachable!("applied above"),
+        Event::CardUnlocked => account.pin_failures = 0,
+        Event::PinChanged { pin_hash } | Event::PinRekeyed { pin_hash } => {
             account.pin_hash = *pin_hash;
             account.pin_failures = 0;
         }
-        Event::Withdrawal { amount } if approved => {
-            let balance = withdraw(account.balance, *amount).map_err(|_| {
-                LedgerError::inconsistent(record, "approved withdrawal does not fit the balance")
-            })?;
-            set_balance(account, record, balance)?;
+        Event::Withdrawal { amount } => {
+            let Ok(balance) = withdraw(account.balance, *amount) else {
+                return inconsistent("approved withdrawal does not fit the balance");
+            };
+            account.balance = balance;
+            count_use(account, day, *amount);
+            remember_debit(account, record.request, *amount, day);
+            note(account, record, MovementKind::Withdrawal, *amount);
         }
-        Event::Deposit { amount } if approved => {
-            let balance = deposit(account.balance, *amount).map_err(|_| {
-                LedgerError::inconsistent(record, "approved deposit overflows the balance")
-            })?;
-            set_balance(account, record, balance)?;
+        Event::Deposit { amount } | Event::TransferReceived { amount, .. } => {
+            let Ok(balance) = deposit(account.balance, *amount) else {
+                return inconsistent("approved credit overflows the balance");
+            };
+            account.balance = balance;
+            let kind = if matches!(record.event, Event::Deposit { .. }) {
+                MovementKind::Deposit
+            } else {
+                MovementKind::TransferIn
+            };
+            note(account, record, kind, *amount);
         }
-        // Refusals change nothing (a wrong PIN, counted above, is the one refusal that does).
-        _ => {}
+        Event::TransferSent { to, amount, .. } => {
+            let Ok(balance) = withdraw(account.balance, *amount) else {
+                return inconsistent("approved transfer does not fit the balance");
+            };
+            let leg = account.next_leg();
+            if record.outcome.reference != Some(leg) {
+                return inconsistent("transfer number mismatch");
+            }
+            account.balance = balance;
+            let activity = account.activity_mut();
+            activity.last_leg = leg;
+            activity.outbox.push(Leg {
+                leg,
+                to: *to,
+                amount: *amount,
+                request: record.request,
+            });
+            note(account, record, MovementKind::TransferOut, *amount);
+        }
+        Event::TransferSettled { leg, receiver } => {
+            let outbox = &mut account.activity_mut().outbox;
+            let Some(position) = outbox.iter().position(|sent| sent.leg == *leg) else {
+                return inconsistent("settles a transfer that is not on its way");
+            };
+            let sent = outbox.remove(position);
+            if *receiver != Code::Approved {
+                account.balance = deposit(account.balance, sent.amount).map_err(|_| {
+                    LedgerError::inconsistent(record, "a returned transfer overflows the balance")
+                })?;
+                let returned = Record {
+                    request: sent.request,
+                    ..record.clone()
+                };
+                note(
+                    account,
+                    &returned,
+                    MovementKind::TransferReturned,
+                    sent.amount,
+                );
+            }
+        }
+        Event::HoldPlaced { amount, ttl_ms } => {
+            let id = account.last_hold() + 1;
+            if record.outcome.reference != Some(id) {
+                return inconsistent("hold id mismatch");
+            }
+            count_use(account, day, *amount);
+            let activity = account.activity_mut();
+            activity.last_hold = id;
+            activity.holds.push(Hold {
+                id,
+                amount: *amount,
+                expires_at_unix_ms: record.at_unix_ms.saturating_add(*ttl_ms),
+                day,
+            });
+        }
+        Event::HoldCompleted { hold, amount } => {
+            let Some(released) = take_hold(account, *hold) else {
+                return inconsistent("completes a hold that is not open");
+            };
+            let posted = amount.unwrap_or(released.amount);
+            let Ok(balance) = withdraw(account.balance, posted) else {
+                return inconsistent("a completed hold does not fit the balance");
+            };
+            account.balance = balance;
+            give_back(account, released.day, released.amount - posted, false);
+            remember_debit(account, record.request, posted, released.day);
+            note(account, record, MovementKind::HoldCompleted, posted);
+        }
+        Event::HoldVoided { hold } | Event::HoldExpired { hold } => {
+            let Some(released) = take_hold(account, *hold) else {
+                return inconsistent("releases a hold that is not open");
+            };
+            give_back(account, released.day, released.amount, true);
+        }
+        Event::Reversal {
+            original,
+            dispensed,
+            ..
+        } => reverse(account, record, *original, *dispensed)?,
+        Event::AccountFrozen => account.state = AccountState::Frozen,
+        Event::AccountUnfrozen => account.state = AccountState::Open,
+        Event::AccountClosed => account.state = AccountState::Closed,
+        Event::LimitsSet { limits } => account.activity_mut().limits = Some(*limits),
     }
     Ok(())
+}
+
+/// Gives back the unreversed debit `original` (less what was `dispensed`), if it is still
+/// remembered; a reversal of anything else moves nothing.
+fn reverse(
+    account: &mut Account,
+    record: &Record,
+    original: RequestId,
+    dispensed: Option<Amount>,
+) -> Result<(), LedgerError> {
+    let Some(debit) = account.debit(original).copied() else {
+        return Ok(());
+    };
+    if debit.reversed {
+        return Ok(());
+    }
+    let back = debit.amount - dispensed.unwrap_or(0);
+    account.balance = account
+        .balance
+        .checked_add(back)
+        .ok_or_else(|| LedgerError::inconsistent(record, "a reversal overflows the balance"))?;
+    if let Some(kept) = account
+        .activity_mut()
+        .debits
+        .iter_mut()
+        .find(|kept| kept.request == original)
+    {
+        kept.reversed = true;
+    }
+    give_back(account, debit.day, back, dispensed.is_none());
+    if back > 0 {
+        note(account, record, MovementKind::Reversal, back);
+    }
+    Ok(())
+}
+
+/// Removes the open hold `id` and returns it.
+fn take_hold(account: &mut Account, id: HoldId) -> Option<Hold> {
+    let holds = &mut account.activity.as_mut()?.holds;
+    let position = holds.iter().position(|hold| hold.id == id)?;
+    Some(holds.remove(position))
+}
+
+/// Counts a withdrawal (or hold) of `amount` against business day `day`'s limits.
+fn count_use(account: &mut Account, day: u32, amount: Amount) {
+    let mut used = account.usage_on(day);
+    used.amount = used.amount.saturating_add(amount);
+    used.count = used.count.saturating_add(1);
+    account.activity_mut().today = used;
+}
+
+/// Gives `amount` (and one withdrawal, when `one_less`) back to business day `day`'s limits, if
+/// that day is still the one counted.
+fn give_back(account: &mut Account, day: u32, amount: Amount, one_less: bool) {
+    let Some(activity) = account.activity.as_mut() else {
+        return;
+    };
+    if activity.today.day != day {
+        return;
+    }
+    activity.today.amount = activity.today.amount.saturating_sub(amount);
+    if one_less {
+        activity.today.count = activity.today.count.saturating_sub(1);
+    }
+}
+
+fn remember_debit(account: &mut Account, request: RequestId, amount: Amount, day: u32) {
+    let debits = &mut account.activity_mut().debits;
+    if debits.len() >= REVERSIBLE_DEBITS_MAX {
+        debits.pop_front();
+    }
+    debits.push_back(Debit {
+        request,
+        amount,
+        reversed: false,
+        day,
+    });
+}
+
+/// Adds a line to the account's statement.
+fn note(account: &mut Account, record: &Record, kind: MovementKind, amount: Amount) {
+    let balance_after = account.balance;
+    let movements = &mut account.activity_mut().movements;
+    if movements.len() >= STATEMENT_MOVEMENTS_MAX {
+        movements.pop_front();
+    }
+    movements.push_back(Movement {
+        at_unix_ms: record.at_unix_ms,
+        kind,
+        amount,
+        request: record.request,
+        balance_after,
+    });
+}
+
+/// Checks the balances an approved record says it produced against the account's.
+fn check_balances(account: &Account, record: &Record) -> Result<(), LedgerError> {
+    let outcome = &record.outcome;
+    let balance_ok = outcome
+        .balance
+        .is_none_or(|balance| balance == account.balance);
+    let available_ok = outcome
+        .available
+        .is_none_or(|available| available == account.available());
+    if balance_ok && available_ok {
+        Ok(())
+    } else {
+        Err(LedgerError::inconsistent(record, "balance mismatch"))
+    }
 }
 
 /// An approved open makes the account; a refused one (`card_exists`) changes nothing.
@@ -216,47 +723,129 @@ fn pin_attempt(account: &mut Account, correct: bool, approved: bool) {
     }
 }
 
-fn set_balance(account: &mut Account, record: &Record, balance: Amount) -> Result<(), LedgerError> {
-    if record.outcome.balance != Some(balance) {
-        return Err(LedgerError::inconsistent(record, "balance mismatch"));
-    }
-    account.balance = balance;
-    Ok(())
+/// The money an applied record moves, as its event says: what the balances it names must move
+/// by, in total (`money_in + received - money_out - sent`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Money brought into the bank: an opening balance, a deposit, a reversal.
+    pub money_in: u128,
+    /// Money taken out of the bank: a withdrawal, a completed hold.
+    pub money_out: u128,
+    /// Money that left a sender's balance on a transfer's way.
+    pub sent: u128,
+    /// Money of a transfer that reached a balance: the receiver's, or the sender's back.
+    pub received: u128,
 }
 
-/// The money an applied record brings in and takes out of the bank, `(in, out)`, as its event
-/// says: what the balances it names must move by, in total.
-pub fn money_moved(record: &Record) -> (u128, u128) {
+/// The money an applied record moves ([`Moved`]). A reversal's amount is known only from the
+/// account it gives back to, so `before` is that account as it was before the record.
+pub fn money_moved(record: &Record, before: Option<&Account>) -> Moved {
+    let mut moved = Moved::default();
     if record.outcome.status != Code::Approved {
-        return (0, 0);
+        return moved;
     }
-    match record.event {
+    match &record.event {
         Event::AccountOpened {
             initial_balance, ..
-        } => (u128::from(initial_balance), 0),
-        Event::Deposit { amount } => (u128::from(amount), 0),
-        Event::Withdrawal { amount } => (0, u128::from(amount)),
-        Event::PinAttempt { .. }
-        | Event::CardUnlocked
-        | Event::PinChanged { .. }
-        | Event::PinRekeyed { .. } => (0, 0),
+        } => moved.money_in = u128::from(*initial_balance),
+        Event::Deposit { amount } => moved.money_in = u128::from(*amount),
+        Event::Withdrawal { amount } => moved.money_out = u128::from(*amount),
+        Event::TransferSent { amount, .. } => moved.sent = u128::from(*amount),
+        Event::TransferReceived { amount, .. } => moved.received = u128::from(*amount),
+        Event::TransferSettled { leg, receiver } if *receiver != Code::Approved => {
+            let returned = before
+                .and_then(|account| account.outbox().iter().find(|sent| sent.leg == *leg))
+                .map_or(0, |sent| sent.amount);
+            moved.received = u128::from(returned);
+        }
+        Event::HoldCompleted { hold, amount } => {
+            let held = before
+                .and_then(|account| account.hold(*hold))
+                .map_or(0, |hold| hold.amount);
+            moved.money_out = u128::from(amount.unwrap_or(held));
+        }
+        Event::Reversal {
+            original,
+            dispensed,
+            ..
+        } => {
+            let back = before
+                .and_then(|account| account.debit(*original))
+                .filter(|debit| !debit.reversed)
+                .map_or(0, |debit| debit.amount - dispensed.unwrap_or(0));
+            moved.money_in = u128::from(back);
+        }
+        _ => {}
     }
+    moved
 }
 
 impl Event {
     /// The codes a record of this event can end in (a request refused without a change, such as
     /// `unknown_card`, is answered and never journaled).
     pub fn recorded_codes(&self) -> &'static [Code] {
+        const STATE: [Code; 2] = [Code::AccountClosed, Code::AccountFrozen];
         match self {
             Event::AccountOpened { .. } => &[Code::Approved, Code::CardExists],
-            Event::Withdrawal { .. } => {
-                &[Code::Approved, Code::InsufficientFunds, Code::InvalidAmount]
-            }
-            Event::Deposit { .. } => &[Code::Approved, Code::InvalidAmount],
+            Event::Withdrawal { .. } => &[
+                Code::Approved,
+                STATE[0],
+                STATE[1],
+                Code::InvalidAmount,
+                Code::WithdrawalCountExceeded,
+                Code::WithdrawalLimitExceeded,
+                Code::InsufficientFunds,
+            ],
+            Event::Deposit { .. } => &[Code::Approved, Code::AccountClosed, Code::InvalidAmount],
             Event::PinAttempt { .. } => &[Code::Approved, Code::IncorrectPin, Code::CardLocked],
-            Event::CardUnlocked | Event::PinChanged { .. } | Event::PinRekeyed { .. } => {
-                &[Code::Approved]
+            Event::CardUnlocked | Event::AccountFrozen | Event::AccountUnfrozen => {
+                &[Code::Approved, Code::AccountClosed]
             }
+            Event::LimitsSet { .. } => &[Code::Approved, Code::AccountClosed],
+            Event::AccountClosed => &[Code::Approved, Code::BalanceNotZero],
+            Event::PinChanged { .. } | Event::PinRekeyed { .. } => &[Code::Approved],
+            Event::TransferSent { .. } => &[
+                Code::Approved,
+                STATE[0],
+                STATE[1],
+                Code::InvalidAmount,
+                Code::UnknownCard,
+                Code::InsufficientFunds,
+            ],
+            Event::TransferReceived { .. } => {
+                &[Code::Approved, STATE[0], STATE[1], Code::InvalidAmount]
+            }
+            Event::TransferSettled { .. } | Event::HoldExpired { .. } => &[Code::Approved],
+            Event::HoldPlaced { .. } => &[
+                Code::Approved,
+                STATE[0],
+                STATE[1],
+                Code::InvalidAmount,
+                Code::TooManyHolds,
+                Code::WithdrawalCountExceeded,
+                Code::WithdrawalLimitExceeded,
+                Code::InsufficientFunds,
+            ],
+            Event::HoldCompleted { .. } => &[
+                Code::Approved,
+                STATE[0],
+                STATE[1],
+                Code::UnknownHold,
+                Code::HoldResolved,
+                Code::InvalidAmount,
+            ],
+            Event::HoldVoided { .. } => &[
+                Code::Approved,
+                Code::AccountClosed,
+                Code::UnknownHold,
+                Code::HoldResolved,
+            ],
+            Event::Reversal { .. } => &[
+                Code::Approved,
+                Code::AccountClosed,
+                Code::NotReversible,
+                Code::InvalidAmount,
+            ],
         }
     }
 }
@@ -264,8 +853,9 @@ impl Event {
 impl Record {
     /// Checks that the record could have been decided: a definite code this event can end in, and
     /// for an approval what the approval needs (an amount other than 0 and the new balance for a
-    /// withdrawal or deposit; a holder of 1 to [`HOLDER_BYTES_MAX`] bytes and the opening balance
-    /// for an open). The journal checks it before writing a record and after reading one back.
+    /// change of balance; a holder of 1 to [`HOLDER_BYTES_MAX`] bytes and the opening balance
+    /// for an open; the reference of a hold or transfer). The journal checks it before writing a
+    /// record and after reading one back.
     pub fn validate(&self) -> Result<(), LedgerError> {
         let status = self.outcome.status;
         let invalid = |reason| Err(LedgerError::inconsistent(self, reason));
@@ -291,7 +881,9 @@ impl Record {
                     return invalid("an approved open without its opening balance");
                 }
             }
-            Event::Withdrawal { amount } | Event::Deposit { amount } => {
+            Event::Withdrawal { amount }
+            | Event::Deposit { amount }
+            | Event::TransferReceived { amount, .. } => {
                 if *amount == 0 {
                     return invalid("an approved change of amount 0");
                 }
@@ -299,10 +891,15 @@ impl Record {
                     return invalid("an approved change without a balance");
                 }
             }
-            Event::PinAttempt { .. }
-            | Event::CardUnlocked
-            | Event::PinChanged { .. }
-            | Event::PinRekeyed { .. } => {}
+            Event::TransferSent { amount, .. } | Event::HoldPlaced { amount, .. } => {
+                if *amount == 0 {
+                    return invalid("an approved change of amount 0");
+                }
+                if self.outcome.reference.is_none() || self.outcome.balance.is_none() {
+                    return invalid("an approved hold or transfer without its reference");
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -1,8 +1,202 @@
-//! The ledger as the first release stored it in snapshots, and its conversion to [`Ledger`].
+//! The layouts earlier releases stored, and their conversion to today's: the first release's
+//! snapshot ledger ([`LedgerV1`], one memory window per client id), the second layout
+//! ([`LedgerV2`], windows per principal, accounts without holds, limits or statements) and the
+//! records written before business days and reply references existed ([`RecordV1`]).
 
-use super::{Account, Card, ClientWindow, Ledger, Lsn, Memory, Principal, Shards};
+use super::{
+    Account, Card, ClientWindow, Clients, Completed, Event, Fingerprint, Ledger, Lsn, Memory,
+    Outcome, Principal, Record, Shards,
+};
+use crate::model::{AccountState, Amount, Code, RequestId};
+use crate::pin::PinHash;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+
+/// An outcome as releases before holds stored it: a code and a balance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeV1 {
+    /// As [`Outcome::status`].
+    pub status: Code,
+    /// As [`Outcome::balance`].
+    pub balance: Option<Amount>,
+}
+
+impl From<OutcomeV1> for Outcome {
+    fn from(old: OutcomeV1) -> Outcome {
+        Outcome {
+            status: old.status,
+            balance: old.balance,
+            available: None,
+            reference: None,
+        }
+    }
+}
+
+/// A record as releases before business days and references wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordV1 {
+    /// As [`Record::request`].
+    pub request: RequestId,
+    /// As [`Record::card`].
+    pub card: Card,
+    /// As [`Record::at_unix_ms`].
+    pub at_unix_ms: u64,
+    /// As [`Record::event`] (those releases wrote only the events they knew, which keep their
+    /// place in today's list).
+    pub event: Event,
+    /// As [`Record::outcome`].
+    pub outcome: OutcomeV1,
+}
+
+impl From<RecordV1> for Record {
+    fn from(old: RecordV1) -> Record {
+        Record {
+            request: old.request,
+            card: old.card,
+            at_unix_ms: old.at_unix_ms,
+            business_day: 0,
+            event: old.event,
+            outcome: old.outcome.into(),
+        }
+    }
+}
+
+/// A memory entry with an [`OutcomeV1`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedV1 {
+    /// As [`Completed::sequence`].
+    pub sequence: u64,
+    /// As [`Completed::fingerprint`].
+    pub fingerprint: Fingerprint,
+    /// As [`Completed::outcome`].
+    pub outcome: OutcomeV1,
+    /// As [`Completed::lsn`].
+    pub lsn: Lsn,
+}
+
+impl From<CompletedV1> for Completed {
+    fn from(old: CompletedV1) -> Completed {
+        Completed {
+            sequence: old.sequence,
+            fingerprint: old.fingerprint,
+            outcome: old.outcome.into(),
+            lsn: old.lsn,
+        }
+    }
+}
+
+/// A client's window of [`CompletedV1`] entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientWindowV1 {
+    /// As [`ClientWindow::highest`].
+    pub highest: u64,
+    /// As [`ClientWindow::completed`].
+    pub completed: VecDeque<CompletedV1>,
+    /// As [`ClientWindow::last_used_unix_ms`].
+    pub last_used_unix_ms: u64,
+}
+
+impl From<ClientWindowV1> for ClientWindow {
+    fn from(old: ClientWindowV1) -> ClientWindow {
+        ClientWindow {
+            highest: old.highest,
+            completed: old.completed.into_iter().map(Completed::from).collect(),
+            last_used_unix_ms: old.last_used_unix_ms,
+        }
+    }
+}
+
+/// A principal's clients, with [`ClientWindowV1`] windows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientsV1 {
+    /// As [`Clients::windows`].
+    pub windows: HashMap<u64, ClientWindowV1>,
+}
+
+/// An account as releases before holds, limits and statements stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountV2 {
+    /// As [`Account::holder`].
+    pub holder: Box<str>,
+    /// As [`Account::pin_hash`].
+    pub pin_hash: PinHash,
+    /// As [`Account::balance`].
+    pub balance: Amount,
+    /// As [`Account::pin_failures`].
+    pub pin_failures: u8,
+}
+
+impl From<AccountV2> for Account {
+    fn from(old: AccountV2) -> Account {
+        Account {
+            holder: old.holder,
+            pin_hash: old.pin_hash,
+            balance: old.balance,
+            pin_failures: old.pin_failures,
+            state: AccountState::Open,
+            activity: None,
+        }
+    }
+}
+
+impl From<&Account> for AccountV2 {
+    /// The part of an account the earlier layouts kept (to write their files in tests).
+    fn from(account: &Account) -> AccountV2 {
+        AccountV2 {
+            holder: account.holder.clone(),
+            pin_hash: account.pin_hash,
+            balance: account.balance,
+            pin_failures: account.pin_failures,
+        }
+    }
+}
+
+fn accounts_from(old: Shards<Card, AccountV2>) -> Shards<Card, Account> {
+    let mut accounts = Shards::default();
+    for (card, account) in old.into_iter() {
+        accounts.insert(card, Account::from(account));
+    }
+    accounts
+}
+
+/// The ledger as the second snapshot layout (body version 2) holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerV2 {
+    /// As [`Ledger::applied_lsn`].
+    pub applied_lsn: Lsn,
+    /// As [`Ledger::accounts`].
+    pub accounts: Shards<Card, AccountV2>,
+    /// As [`Ledger::clients`].
+    pub clients: Shards<Principal, ClientsV1>,
+    /// As [`Ledger::money_in`].
+    pub money_in: u128,
+    /// As [`Ledger::money_out`].
+    pub money_out: u128,
+}
+
+impl From<LedgerV2> for Ledger {
+    fn from(old: LedgerV2) -> Self {
+        let mut clients = Memory::new();
+        for (principal, kept) in old.clients.into_iter() {
+            let windows = kept
+                .windows
+                .into_iter()
+                .map(|(client, window)| (client, ClientWindow::from(window)))
+                .collect();
+            clients.insert(principal, Clients { windows });
+        }
+        Ledger {
+            applied_lsn: old.applied_lsn,
+            accounts: accounts_from(old.accounts),
+            clients,
+            money_in: old.money_in,
+            money_out: old.money_out,
+            money_sent: 0,
+            money_received: 0,
+            balances_total: None,
+        }
+    }
+}
 
 /// The ledger as the snapshots of the first release hold it: one window per client id, whatever
 /// card or operator its requests were made as. Only read, to open those snapshots
@@ -12,9 +206,9 @@ pub struct LedgerV1 {
     /// As [`Ledger::applied_lsn`].
     pub applied_lsn: Lsn,
     /// As [`Ledger::accounts`].
-    pub accounts: Shards<Card, Account>,
+    pub accounts: Shards<Card, AccountV2>,
     /// Every remembered client's window, by client id alone.
-    pub clients: HashMap<u64, ClientWindow>,
+    pub clients: HashMap<u64, ClientWindowV1>,
     /// As [`Ledger::money_in`].
     pub money_in: u128,
     /// As [`Ledger::money_out`].
@@ -45,15 +239,17 @@ impl From<LedgerV1> for Ledger {
                         last_used_unix_ms: window.last_used_unix_ms,
                     })
                     .completed
-                    .push_back(done);
+                    .push_back(done.into());
             }
         }
         Ledger {
             applied_lsn: old.applied_lsn,
-            accounts: old.accounts,
+            accounts: accounts_from(old.accounts),
             clients,
             money_in: old.money_in,
             money_out: old.money_out,
+            money_sent: 0,
+            money_received: 0,
             balances_total: None,
         }
     }

@@ -52,10 +52,7 @@ pub enum NoAnswer {
 /// An answer carrying only a status, released once `durable_after` is durable.
 fn answer(status: Code, durable_after: Lsn) -> Answer {
     Answer {
-        outcome: Outcome {
-            status,
-            balance: None,
-        },
+        outcome: Outcome::bare(status),
         durable_after,
     }
 }
@@ -114,33 +111,45 @@ impl AccountActor {
     fn decide(
         &mut self,
         request: RequestId,
-        event: Event,
+        mut event: Event,
         ctx: &mut Context<Self>,
     ) -> Result<Answer, NoAnswer> {
         if let Some(early) = self.gate(&event) {
             return early;
         }
         let bank = self.bank.clone();
-        let now = bank.clock().unix_ms();
+        let at = bank.at();
+        let now = at.unix_ms;
         // The memory of completed requests of the principal this request was authenticated as:
         // none for a PIN attempt, which is always decided afresh. The memory's lock is held until
         // the request is remembered, so two attempts of one id are decided one after the other.
         let mut memory = Principal::of(self.card, &event).map(|principal| {
             (
+                principal,
                 bank.clients.entry(principal).or_default(),
                 Fingerprint::of(self.card, &event),
             )
         });
-        if let Some((clients, fingerprint)) = &memory {
-            if let Some(answer) = self.recall(clients, request, fingerprint, now) {
+        if let Some((principal, clients, fingerprint)) = &memory {
+            if let Some(answer) = self.recall(*principal, clients, request, fingerprint, now) {
                 return Ok(answer);
+            }
+            // A reversal is told whether the card's memory knows its original (the rules then
+            // tell a debit too old to reverse from one never seen).
+            if let Event::Reversal {
+                original,
+                original_known,
+                ..
+            } = &mut event
+            {
+                *original_known = clients.knows(original.client, original.sequence);
             }
         }
         let crash = bank
             .faults()
             .as_ref()
             .and_then(|faults| faults.crash(request));
-        let record = match self.decide_trapped(request, event, now, crash) {
+        let record = match self.decide_trapped(request, event, at, crash) {
             Ok(Decision::Record(record)) => record,
             Ok(Decision::Answer(outcome)) => {
                 // Nothing to remember, so the request takes no room in the memory.
@@ -158,7 +167,9 @@ impl AccountActor {
                 return Err(NoAnswer::Crashed);
             }
         };
-        let clients = memory.as_mut().map(|(clients, _)| &mut **clients);
+        let clients = memory
+            .as_mut()
+            .map(|(principal, clients, _)| (*principal, &mut **clients));
         let answer = self.journal_and_apply(record, clients, now, ctx)?;
         if let (Some(faults), Some(CrashPoint::AfterJournal)) = (&bank.faults(), crash) {
             faults.crashed();
@@ -188,6 +199,7 @@ impl AccountActor {
     /// latest), `stale_request`, or `busy` when the memory has no room for the client.
     fn recall(
         &self,
+        principal: Principal,
         clients: &Clients,
         request: RequestId,
         fingerprint: &Fingerprint,
@@ -207,7 +219,7 @@ impl AccountActor {
             Seen::Stale => return Some(answer(Code::StaleRequest, self.last_lsn)),
             Seen::New => {}
         }
-        (!clients.admits(request.client, now)).then(|| answer(Code::Busy, 0))
+        (!clients.admits(principal, request.client, now)).then(|| answer(Code::Busy, 0))
     }
 
     /// The pure decision, inside the panic trap (see the module's documentation): a panic, or
@@ -216,11 +228,12 @@ impl AccountActor {
         &self,
         request: RequestId,
         event: Event,
-        now: u64,
+        at: ledger::At,
         crash: Option<CrashPoint>,
     ) -> Result<Decision, Trapped> {
         let account = self.account.as_ref();
         let card = self.card;
+        let policy = self.bank.policy();
         catch_unwind(AssertUnwindSafe(|| {
             if crash == Some(CrashPoint::BeforeJournal) {
                 // Unwinds exactly like a panic, without the panic hook's report on stderr.
@@ -228,7 +241,7 @@ impl AccountActor {
                     "injected crash of the account actor for card {card}"
                 )));
             }
-            ledger::decide(account, card, request, event, now)
+            ledger::decide(account, card, request, event, at, &policy)
         }))
         .map_err(|_| Trapped)
     }
@@ -240,7 +253,7 @@ impl AccountActor {
     fn journal_and_apply(
         &mut self,
         record: Record,
-        clients: Option<&mut Clients>,
+        clients: Option<(Principal, &mut Clients)>,
         now: u64,
         ctx: &mut Context<Self>,
     ) -> Result<Answer, NoAnswer> {
@@ -258,12 +271,10 @@ impl AccountActor {
             ctx.stop();
             return Err(NoAnswer::Crashed);
         }
-        if let Some(clients) = clients {
-            clients.remember(
-                record.request.client,
-                ledger::completed_entry(&record, lsn),
-                now,
-            );
+        if let Some((principal, clients)) = clients {
+            for (client, done) in ledger::completed_entries(&record, lsn) {
+                clients.remember(principal, client, done, now);
+            }
         }
         self.last_lsn = lsn;
         Ok(Answer {

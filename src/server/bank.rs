@@ -3,16 +3,17 @@
 //! working memory of completed requests and its sweep, and the operator check.
 
 use super::account::{self, AccountActor, Decide};
+use super::background::Background;
 use super::budget::ReplyBudget;
 use super::durable;
 use super::joining::{JoinableMap, JoinablePublisher};
 use super::pins::Pins;
-use super::settings::{Limits, ServerConfig};
+use super::settings::{Banking, Limits, ServerConfig};
 use super::slots::Slots;
 use super::stats::Stats;
 use crate::clock::Clock;
 use crate::faults::{FaultPlan, Faults};
-use crate::ledger::{Clients, Event, Fingerprint, Outcome, Principal};
+use crate::ledger::{At, Clients, Event, Fingerprint, Outcome, Policy, Principal};
 use crate::model::{Amount, Card, Code, RequestId};
 use crate::pin::{self, OperatorToken, PinKey};
 use crate::ratelimit::{PeerBuckets, WhenFull};
@@ -63,6 +64,10 @@ pub struct Bank {
     slots: Arc<Slots>,
     /// How long an idle client's completed requests are remembered.
     client_retention: Duration,
+    /// Daily limits, the business day, holds and statements.
+    banking: Banking,
+    /// Transfers being delivered and holds being watched.
+    background: Background,
     /// Cancelled when a graceful shutdown begins: the gateway stops accepting and sessions stop
     /// reading, finish what is in flight and close.
     shutdown: tokio_util::sync::CancellationToken,
@@ -108,6 +113,8 @@ impl Bank {
             slots: Slots::new(limits.connections_per_peer_max),
             shutdown: tokio_util::sync::CancellationToken::new(),
             client_retention: config.client_retention,
+            banking: config.banking,
+            background: Background::default(),
         })
     }
 
@@ -155,6 +162,32 @@ impl Bank {
     /// Where the server reads the time ([`ServerConfig::clock`]).
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
+    }
+
+    /// Transfers being delivered and holds being watched.
+    pub fn background(&self) -> &Background {
+        &self.background
+    }
+
+    /// Daily limits, the business day, holds and statements.
+    pub fn banking(&self) -> &Banking {
+        &self.banking
+    }
+
+    /// Now, by the bank's clock, and the business day it falls in.
+    pub fn at(&self) -> At {
+        let unix_ms = self.clock.unix_ms();
+        At {
+            unix_ms,
+            business_day: self.banking.business_day(unix_ms),
+        }
+    }
+
+    /// What the account rules read from the bank's settings.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            daily_limits: self.banking.daily_limits,
+        }
     }
 
     /// True when an operator token is configured (without one, accounts cannot be opened).
@@ -258,14 +291,11 @@ impl Bank {
     /// The answer to give when a request was not decided now (a full mailbox, a crash, a retiring
     /// actor): `busy`, retry. If the journal has failed, say so instead: retrying cannot help.
     fn no_answer(&self) -> Outcome {
-        Outcome {
-            status: if self.storage.failure().is_some() {
-                Code::Unavailable
-            } else {
-                Code::Busy
-            },
-            balance: None,
-        }
+        Outcome::bare(if self.storage.failure().is_some() {
+            Code::Unavailable
+        } else {
+            Code::Busy
+        })
     }
 
     async fn settle_answer(&self, answer: oneshot::Receiver<AccountReply>) -> Outcome {
@@ -275,10 +305,7 @@ impl Bank {
         };
         match durable::wait_durable(&self.storage, answer.durable_after).await {
             Ok(()) => answer.outcome,
-            Err(_) => Outcome {
-                status: Code::Unavailable,
-                balance: None,
-            },
+            Err(_) => Outcome::bare(Code::Unavailable),
         }
     }
 

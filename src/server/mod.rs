@@ -31,6 +31,7 @@
 //! - [`tls`]: TLS on the listeners: the reloadable acceptor, the deny list, terminal identities.
 
 pub mod account;
+pub mod background;
 mod bank;
 pub mod budget;
 mod connection;
@@ -52,6 +53,9 @@ pub mod tls;
 pub use bank::{Bank, Submitted};
 pub use demo::{DEMO_ACCOUNTS, SERVER_CLIENT_ID};
 pub use error::ServerError;
-pub use settings::{journal_config, Limits, ServerConfig, REQUESTS_JOINABLE_MAX_DEFAULT};
+pub use settings::{
+    journal_config, Banking, Limits, ServerConfig, HOLD_TTL_DEFAULT, REQUESTS_JOINABLE_MAX_DEFAULT,
+    STATEMENT_MOVEMENTS_DEFAULT,
+};
 pub use start::RunningServer;
 pub use stats::Stats;

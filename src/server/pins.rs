@@ -435,10 +435,7 @@ enum PinVerdict {
 }
 
 fn answer(status: Code) -> Outcome {
-    Outcome {
-        status,
-        balance: None,
-    }
+    Outcome::bare(status)
 }
 
 impl Bank {

@@ -102,6 +102,55 @@ impl Default for Limits {
 /// flight at the default in-flight limit. An entry takes about 200 bytes, so at most ~13 MiB.
 pub const REQUESTS_JOINABLE_MAX_DEFAULT: usize = 65_536;
 
+/// Default of [`Banking::hold_ttl`]: seven days, the longest an ATM or card authorisation is
+/// commonly held before it lapses.
+pub const HOLD_TTL_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Default of [`Banking::statement_movements_max`]: every movement an account keeps.
+pub const STATEMENT_MOVEMENTS_DEFAULT: u32 = crate::ledger::STATEMENT_MOVEMENTS_MAX as u32;
+
+/// The bank's business settings: daily limits, the business day, holds, statements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Banking {
+    /// The daily withdrawal limits of a card with none of its own (none by default: the operator
+    /// sets them, per card or here).
+    pub daily_limits: crate::model::DailyLimits,
+    /// The time zone whose midnight starts a business day (UTC by default).
+    pub time_zone: chrono_tz::Tz,
+    /// How long a hold lasts before it expires.
+    pub hold_ttl: Duration,
+    /// The most movements a statement returns (at most
+    /// [`crate::ledger::STATEMENT_MOVEMENTS_MAX`], which is what an account keeps).
+    pub statement_movements_max: u32,
+}
+
+impl Default for Banking {
+    fn default() -> Self {
+        Banking {
+            daily_limits: crate::model::DailyLimits::NONE,
+            time_zone: chrono_tz::UTC,
+            hold_ttl: HOLD_TTL_DEFAULT,
+            statement_movements_max: STATEMENT_MOVEMENTS_DEFAULT,
+        }
+    }
+}
+
+impl Banking {
+    /// The business day of `unix_ms`: days since 1970-01-01 by the calendar of the time zone.
+    pub fn business_day(&self, unix_ms: u64) -> u32 {
+        use chrono::TimeZone;
+        let Some(utc) = chrono::DateTime::from_timestamp_millis(unix_ms as i64) else {
+            return 0;
+        };
+        let local = self
+            .time_zone
+            .from_utc_datetime(&utc.naive_utc())
+            .date_naive();
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+        u32::try_from((local - epoch).num_days()).unwrap_or(0)
+    }
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -148,6 +197,8 @@ pub struct ServerConfig {
     /// Serve plaintext on an address that is not loopback: only for networks that are secured
     /// otherwise.
     pub allow_plaintext: bool,
+    /// Daily limits, the business day, holds and statements.
+    pub banking: Banking,
 }
 
 impl ServerConfig {
@@ -173,6 +224,7 @@ impl ServerConfig {
             journal_fail_after_bytes: None,
             tls: None,
             allow_plaintext: false,
+            banking: Banking::default(),
         }
     }
 
@@ -207,6 +259,22 @@ pub fn journal_config(config: &ServerConfig) -> JournalConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_business_day_starts_at_midnight_in_the_configured_time_zone() {
+        let utc = Banking::default();
+        // 2026-01-01T00:00:00Z is day 20 454.
+        let new_year = 1_767_225_600_000;
+        assert_eq!(utc.business_day(new_year), 20_454);
+        assert_eq!(utc.business_day(new_year - 1), 20_453);
+        let tokyo = Banking {
+            time_zone: chrono_tz::Asia::Tokyo,
+            ..Banking::default()
+        };
+        // Nine hours ahead: 15:00 UTC on New Year's Eve is already New Year's Day in Tokyo.
+        assert_eq!(tokyo.business_day(new_year - 9 * 3_600_000), 20_454);
+        assert_eq!(tokyo.business_day(new_year - 9 * 3_600_000 - 1), 20_453);
+    }
 
     #[test]
     fn plaintext_is_refused_off_loopback_unless_allowed() {

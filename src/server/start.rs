@@ -270,6 +270,7 @@ async fn start_bank(
         }
     }
     bank.arm_faults(config.faults);
+    bank.resume_background();
     match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => {
             let door: Arc<dyn gateway::Entrance> =

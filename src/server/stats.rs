@@ -24,6 +24,12 @@ pub struct Stats {
     pub replays: AtomicU64,
     /// Retries that joined their original while it was still being worked on.
     pub joins: AtomicU64,
+    /// Transfers the receiving account took.
+    pub transfers_received: AtomicU64,
+    /// Transfers the receiving account refused, whose money went back.
+    pub transfers_returned: AtomicU64,
+    /// Holds released because they expired.
+    pub holds_expired: AtomicU64,
 }
 
 impl Stats {
@@ -93,5 +99,22 @@ impl Stats {
     pub fn join_served(&self) {
         self.joins.fetch_add(1, Ordering::Relaxed);
         crate::metrics::count(crate::metrics::JOINS);
+    }
+
+    /// A transfer was settled by its sending account: `received`, or returned.
+    pub fn transfer_settled(&self, received: bool) {
+        let counter = if received {
+            &self.transfers_received
+        } else {
+            &self.transfers_returned
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::transfer_settled(received);
+    }
+
+    /// A hold expired.
+    pub fn hold_expired(&self) {
+        self.holds_expired.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count(crate::metrics::HOLDS_EXPIRED);
     }
 }

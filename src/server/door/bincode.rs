@@ -8,7 +8,7 @@ use crate::protocol::{
     Body, ClientMessage, Goodbye, Operation, Reply, ServerMessage, Status, Welcome,
     PROTOCOL_VERSION,
 };
-use crate::server::service::{Answer, AnswerBody, Command};
+use crate::server::service::{Answer, AnswerBody, Command, Manage};
 use crate::server::Bank;
 use bytes::{Bytes, BytesMut};
 
@@ -98,6 +98,18 @@ impl FrontDoor for BincodeDoor {
         let body = match answer.body {
             AnswerBody::None => Body::Empty,
             AnswerBody::Balance(balance) => Body::Balance(balance),
+            AnswerBody::Balances { ledger, available } => Body::Balances { ledger, available },
+            AnswerBody::Hold {
+                hold_id,
+                ledger,
+                available,
+            } => Body::Hold {
+                hold_id,
+                ledger,
+                available,
+            },
+            AnswerBody::Statement(movements) => Body::Statement(movements),
+            AnswerBody::Account(details) => Body::Account(*details),
             AnswerBody::Text(text) => Body::Text(text),
             AnswerBody::Yes(yes) => Body::Answer(yes),
         };
@@ -144,6 +156,47 @@ fn command(operation: Operation) -> Command {
             card,
         },
         Operation::ChangePin { old_pin, new_pin } => Command::ChangePin { old_pin, new_pin },
+        Operation::Transfer { to, amount } => Command::Transfer { to, amount },
+        Operation::PlaceHold { amount } => Command::PlaceHold { amount },
+        Operation::CompleteHold { hold_id, amount } => Command::CompleteHold { hold_id, amount },
+        Operation::VoidHold { hold_id } => Command::VoidHold { hold_id },
+        Operation::Reverse {
+            original,
+            dispensed,
+        } => Command::Reverse {
+            original,
+            dispensed,
+        },
+        Operation::Statement { count } => Command::Statement { count },
+        Operation::FreezeAccount {
+            operator_token,
+            card,
+        } => manage(operator_token, card, Manage::Freeze),
+        Operation::UnfreezeAccount {
+            operator_token,
+            card,
+        } => manage(operator_token, card, Manage::Unfreeze),
+        Operation::CloseAccount {
+            operator_token,
+            card,
+        } => manage(operator_token, card, Manage::Close),
+        Operation::AccountInfo {
+            operator_token,
+            card,
+        } => manage(operator_token, card, Manage::Info),
+        Operation::SetLimits {
+            operator_token,
+            card,
+            limits,
+        } => manage(operator_token, card, Manage::SetLimits(limits)),
+    }
+}
+
+fn manage(operator_token: String, card: crate::model::Card, action: Manage) -> Command {
+    Command::Manage {
+        operator_token,
+        card,
+        action,
     }
 }
 

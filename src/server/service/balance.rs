@@ -16,7 +16,13 @@ pub(super) const CHECKS: &[Check] = &[
 /// Runs [`CHECKS`] after the verified card, in the session's turn.
 pub(super) fn start(bank: &Bank, card: Card) -> Result<Started, Answer> {
     // Check::KnownCard: every acknowledged change is in the committed balance.
-    let balance = bank.balance(card).ok_or(Answer::bare(Code::UnknownCard))?;
+    let (ledger, available) = bank
+        .storage()
+        .read_committed_account(card, |account| (account.balance, account.available()))
+        .ok_or(Answer::bare(Code::UnknownCard))?;
     // Check::Answered.
-    Ok(Started::Now(Answer::approved(AnswerBody::Balance(balance))))
+    Ok(Started::Now(Answer::approved(AnswerBody::Balances {
+        ledger,
+        available,
+    })))
 }

@@ -15,8 +15,13 @@
 mod balance;
 mod change;
 mod change_pin;
+mod holds;
 mod logout;
+mod manage;
 mod open;
+mod reverse;
+mod statement;
+mod transfer;
 mod unlock;
 mod utility;
 mod verify;
@@ -25,7 +30,8 @@ use super::pins::PinGate;
 use super::tls::Terminal;
 use super::Bank;
 use crate::ledger::Outcome;
-use crate::model::{Amount, Card, Code, Kind, RequestId};
+use crate::model::{Amount, Card, Code, DailyLimits, HoldId, Kind, Movement, RequestId};
+use crate::protocol::AccountDetails;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -101,6 +107,79 @@ pub enum Command {
         /// The new PIN, 4 to 12 decimal digits.
         new_pin: String,
     },
+    /// Move money from the verified card's account to `to`'s.
+    Transfer {
+        /// The receiving card.
+        to: Card,
+        /// How much.
+        amount: Amount,
+    },
+    /// Reserve an amount on the verified card's account.
+    PlaceHold {
+        /// How much.
+        amount: Amount,
+    },
+    /// Post a hold of the verified card.
+    CompleteHold {
+        /// The hold.
+        hold_id: HoldId,
+        /// How much to post; none for all of it.
+        amount: Option<Amount>,
+    },
+    /// Release a hold of the verified card.
+    VoidHold {
+        /// The hold.
+        hold_id: HoldId,
+    },
+    /// Give back an earlier debit of the verified card.
+    Reverse {
+        /// The debit's request id.
+        original: RequestId,
+        /// What the ATM actually dispensed; none for nothing.
+        dispensed: Option<Amount>,
+    },
+    /// Read the verified card's last movements.
+    Statement {
+        /// How many at most.
+        count: u32,
+    },
+    /// The operator's account management: freeze, unfreeze, close, read, set limits.
+    Manage {
+        /// The operator token offered with the request.
+        operator_token: String,
+        /// The account's card.
+        card: Card,
+        /// What to do with it.
+        action: Manage,
+    },
+}
+
+/// What the operator does to an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manage {
+    /// Freeze it.
+    Freeze,
+    /// Unfreeze it.
+    Unfreeze,
+    /// Close it (at zero balance).
+    Close,
+    /// Read its details.
+    Info,
+    /// Set its daily limits.
+    SetLimits(DailyLimits),
+}
+
+impl Manage {
+    /// The kind of operation it is.
+    pub fn kind(self) -> Kind {
+        match self {
+            Manage::Freeze => Kind::FreezeAccount,
+            Manage::Unfreeze => Kind::UnfreezeAccount,
+            Manage::Close => Kind::CloseAccount,
+            Manage::Info => Kind::AccountInfo,
+            Manage::SetLimits(_) => Kind::SetLimits,
+        }
+    }
 }
 
 impl Command {
@@ -118,6 +197,13 @@ impl Command {
             Command::IsPalindrome { .. } => Kind::IsPalindrome,
             Command::UnlockCard { .. } => Kind::UnlockCard,
             Command::ChangePin { .. } => Kind::ChangePin,
+            Command::Transfer { .. } => Kind::Transfer,
+            Command::PlaceHold { .. } => Kind::PlaceHold,
+            Command::CompleteHold { .. } => Kind::CompleteHold,
+            Command::VoidHold { .. } => Kind::VoidHold,
+            Command::Reverse { .. } => Kind::Reverse,
+            Command::Statement { .. } => Kind::Statement,
+            Command::Manage { action, .. } => action.kind(),
         }
     }
 }
@@ -143,8 +229,28 @@ pub struct Answer {
 pub enum AnswerBody {
     /// Nothing beyond the code.
     None,
-    /// An account's balance.
+    /// An account's balance, from a reply remembered before available balances existed.
     Balance(Amount),
+    /// An account's ledger and available balances.
+    Balances {
+        /// The ledger balance.
+        ledger: Amount,
+        /// The ledger balance less the open holds.
+        available: Amount,
+    },
+    /// A hold placed, and the balances with it.
+    Hold {
+        /// The hold's id.
+        hold_id: HoldId,
+        /// The ledger balance.
+        ledger: Amount,
+        /// The available balance.
+        available: Amount,
+    },
+    /// The last movements, oldest first.
+    Statement(Vec<Movement>),
+    /// An account's details.
+    Account(Box<AccountDetails>),
     /// A text (the lowercased line).
     Text(String),
     /// A yes/no answer (prime, palindrome).
@@ -173,9 +279,19 @@ impl From<Outcome> for Answer {
     fn from(outcome: Outcome) -> Answer {
         Answer {
             code: outcome.status,
-            body: outcome
-                .balance
-                .map_or(AnswerBody::None, AnswerBody::Balance),
+            body: AnswerBody::balances(&outcome),
+        }
+    }
+}
+
+impl AnswerBody {
+    /// The balances an outcome carries: both, or the ledger balance alone in an outcome
+    /// remembered before available balances existed, or none.
+    pub fn balances(outcome: &Outcome) -> AnswerBody {
+        match (outcome.balance, outcome.available) {
+            (Some(ledger), Some(available)) => AnswerBody::Balances { ledger, available },
+            (Some(ledger), None) => AnswerBody::Balance(ledger),
+            (None, _) => AnswerBody::None,
         }
     }
 }
@@ -376,6 +492,22 @@ impl Service {
             Command::ChangePin { old_pin, new_pin } => {
                 change_pin::start(bank, login, verified(), id, old_pin, new_pin)
             }
+            Command::Transfer { to, amount } => transfer::start(bank, verified(), id, to, amount),
+            Command::PlaceHold { amount } => Ok(holds::place(bank, verified(), id, amount)),
+            Command::CompleteHold { hold_id, amount } => {
+                Ok(holds::complete(bank, verified(), id, hold_id, amount))
+            }
+            Command::VoidHold { hold_id } => Ok(holds::void(bank, verified(), id, hold_id)),
+            Command::Reverse {
+                original,
+                dispensed,
+            } => reverse::start(bank, verified(), id, original, dispensed),
+            Command::Statement { count } => statement::start(bank, verified(), count),
+            Command::Manage {
+                operator_token,
+                card,
+                action,
+            } => manage::start(bank, login, id, &operator_token, card, action),
         }
     }
 }
@@ -391,7 +523,7 @@ fn submit(bank: &Arc<Bank>, card: Card, id: RequestId, event: crate::ledger::Eve
     later(async move { bank.settle(submitted).await }, Effect::Nothing)
 }
 
-fn later(outcome: impl Future<Output = Outcome> + 'static, effect: Effect) -> Started {
+pub(super) fn later(outcome: impl Future<Output = Outcome> + 'static, effect: Effect) -> Started {
     Started::Later {
         answer: Box::pin(async move { Answer::from(outcome.await) }),
         effect,
@@ -421,6 +553,9 @@ pub enum Check {
     VerifiedCard,
     /// The parameters' form (PIN, holder name; a reply that would not fit in a frame).
     Validation,
+    /// The receiving account of a transfer, by its committed state (the refusal is decided and
+    /// remembered by the sending account's rules).
+    Receiver,
     /// The connection's and the peer's allowance of failed PIN checks.
     PinAllowance,
     /// A durable account for the card.
@@ -452,6 +587,7 @@ impl Check {
         Check::OperatorToken,
         Check::VerifiedCard,
         Check::Validation,
+        Check::Receiver,
         Check::PinAllowance,
         Check::KnownCard,
         Check::LockedCard,
@@ -472,6 +608,7 @@ impl Check {
             Check::OperatorToken => "operator token",
             Check::Validation => "validation",
             Check::VerifiedCard => "verified card",
+            Check::Receiver => "receiving account",
             Check::PinAllowance => "PIN allowance",
             Check::KnownCard => "known card",
             Check::LockedCard => "locked card",
@@ -492,9 +629,12 @@ impl Check {
             Check::OperatorAllowance => "the peer has used up its failed operator attempts",
             Check::OperatorToken => "the operator token is wrong, or none is set",
             Check::Validation => {
-                "a malformed PIN, an empty or over-long holder name, a lowercased text that would not fit in a frame"
+                "a malformed PIN, an empty or over-long holder name, a lowercased text that would not fit in a frame, a transfer to the sending card, a reversal naming itself, a statement of 0 movements"
             }
             Check::VerifiedCard => "no card is verified on the connection",
+            Check::Receiver => {
+                "nothing by itself: it reads whether the receiving card has an account and whether it is frozen or closed, which the account rules then refuse with (`unknown_card`, `account_frozen`, `account_closed`)"
+            }
             Check::PinAllowance => "the connection or its peer has used up its failed PIN checks",
             Check::KnownCard => "the card has no durable account",
             Check::LockedCard => "the card's durable state is locked",
@@ -525,6 +665,7 @@ impl Check {
             Check::OperatorToken => &[Code::NotAuthorised],
             Check::Validation => &[Code::InvalidRequest],
             Check::VerifiedCard => &[Code::NotLoggedIn],
+            Check::Receiver => &[],
             Check::KnownCard => &[Code::UnknownCard],
             Check::LockedCard => &[Code::CardLocked],
             Check::Joining => &[Code::Busy],
@@ -534,10 +675,20 @@ impl Check {
                 Code::Approved,
                 Code::UnknownCard,
                 Code::CardExists,
+                Code::AccountClosed,
+                Code::AccountFrozen,
                 Code::CardLocked,
                 Code::IncorrectPin,
                 Code::InvalidAmount,
+                Code::UnknownHold,
+                Code::HoldResolved,
+                Code::TooManyHolds,
+                Code::NotReversible,
+                Code::BalanceNotZero,
+                Code::WithdrawalCountExceeded,
+                Code::WithdrawalLimitExceeded,
                 Code::InsufficientFunds,
+                Code::Busy,
             ],
             Check::Storage => &[Code::Busy, Code::Unavailable],
             Check::Answered => &[Code::Approved],
@@ -558,6 +709,14 @@ pub fn checks(kind: Kind) -> &'static [Check] {
         Kind::IsPrime | Kind::IsPalindrome => utility::CHECKS,
         Kind::UnlockCard => unlock::CHECKS,
         Kind::ChangePin => change_pin::CHECKS,
+        Kind::Transfer => transfer::CHECKS,
+        Kind::PlaceHold | Kind::CompleteHold | Kind::VoidHold => holds::CHECKS,
+        Kind::Reverse => reverse::CHECKS,
+        Kind::Statement => statement::CHECKS,
+        Kind::FreezeAccount | Kind::UnfreezeAccount | Kind::CloseAccount | Kind::SetLimits => {
+            manage::CHECKS
+        }
+        Kind::AccountInfo => manage::INFO_CHECKS,
     }
 }
 

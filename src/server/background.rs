@@ -1,0 +1,241 @@
+//! What the bank does by itself, after a request is answered: deliver the second leg of every
+//! transfer on its way and settle the first, and expire holds nobody resolved.
+//!
+//! Both are driven from the committed state, so they survive a crash or a restart unchanged:
+//! at start the bank delivers every transfer a sending account still has on its way
+//! ([`Bank::resume_background`]) and watches every open hold. Each step is an ordinary record
+//! of one account, decided by its actor and journaled like any request, and each is idempotent:
+//! the receiving account remembers every leg it took ([`crate::ledger::Principal::Incoming`]), a
+//! sending account settles a leg only while it is on its way, and a hold expires only while it
+//! is open and due.
+
+use super::Bank;
+use crate::ledger::{Event, Leg};
+use crate::model::{AccountState, Card, Code, HoldId, RequestId};
+use dashmap::DashSet;
+use parking_lot::Mutex;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The first wait before a step answered `busy` (or `unavailable`) is tried again; it doubles
+/// up to [`RETRY_BACKOFF_MAX`].
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// The longest wait between two tries of one step.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How often the bank looks for holds that are due, by real time (their expiry itself is read
+/// from the bank's clock).
+pub const HOLD_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The bank's own work in progress.
+#[derive(Default)]
+pub struct Background {
+    /// The transfers being delivered now, by sending card and transfer number: one delivery per
+    /// transfer at a time.
+    delivering: DashSet<(Card, u64)>,
+    /// Open holds by when they are due, by the bank's clock (a hold's own expiry, in the
+    /// committed state, is what decides).
+    holds: Mutex<BTreeSet<(u64, Card, HoldId)>>,
+}
+
+impl Background {
+    /// How many transfers are being delivered now.
+    pub fn deliveries(&self) -> usize {
+        self.delivering.len()
+    }
+}
+
+impl Bank {
+    /// What the committed state of `to` says of a transfer to it: approved when it is open, or
+    /// the code the transfer is refused with.
+    pub fn receiver_code(&self, to: Card) -> Code {
+        match self
+            .storage()
+            .read_committed_account(to, |account| account.state)
+        {
+            None => Code::UnknownCard,
+            Some(AccountState::Open) => Code::Approved,
+            Some(AccountState::Frozen) => Code::AccountFrozen,
+            Some(AccountState::Closed) => Code::AccountClosed,
+        }
+    }
+
+    /// Delivers transfer `leg` of `from` (unless it is being delivered already): the receiving
+    /// account takes it (or refuses it), then the sending account settles it (giving the money
+    /// back after a refusal). Retries `busy` and `unavailable` until done or shutdown.
+    pub fn deliver(self: &Arc<Self>, from: Card, leg: u64) {
+        if !self.background().delivering.insert((from, leg)) {
+            return;
+        }
+        let bank = self.clone();
+        actix::spawn(async move {
+            bank.deliver_until_settled(from, leg).await;
+            bank.background().delivering.remove(&(from, leg));
+        });
+    }
+
+    async fn deliver_until_settled(self: &Arc<Self>, from: Card, leg: u64) {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            if self.is_shutting_down() {
+                return;
+            }
+            let Some(sent) = self.on_its_way(from, leg) else {
+                return;
+            };
+            match self.deliver_once(from, &sent).await {
+                Some(()) => return,
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.shutting_down() => return,
+                    }
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Transfer `leg` of `from`, if the committed state still has it on its way.
+    fn on_its_way(&self, from: Card, leg: u64) -> Option<Leg> {
+        self.storage()
+            .read_committed_account(from, |account| {
+                account
+                    .outbox()
+                    .iter()
+                    .find(|sent| sent.leg == leg)
+                    .copied()
+            })
+            .flatten()
+    }
+
+    /// One try at both steps; None when one must be tried again.
+    async fn deliver_once(self: &Arc<Self>, from: Card, sent: &Leg) -> Option<()> {
+        let receipt = RequestId {
+            client: from,
+            sequence: sent.leg,
+        };
+        let event = Event::TransferReceived {
+            from,
+            leg: sent.leg,
+            amount: sent.amount,
+        };
+        let received = self.decide(sent.to, receipt, event).await.status;
+        let receiver = match received {
+            Code::Approved
+            | Code::UnknownCard
+            | Code::AccountFrozen
+            | Code::AccountClosed
+            | Code::InvalidAmount => received,
+            Code::Busy | Code::Unavailable => return None,
+            other => {
+                // Nothing else can answer a leg; never settle on a guess.
+                tracing::error!(from, leg = sent.leg, code = %other, "a transfer leg got an unexpected answer; retrying");
+                return None;
+            }
+        };
+        let settle = Event::TransferSettled {
+            leg: sent.leg,
+            receiver,
+        };
+        match self.decide(from, sent.request, settle).await.status {
+            Code::Approved => {
+                self.stats().transfer_settled(receiver == Code::Approved);
+                Some(())
+            }
+            _ => None,
+        }
+    }
+
+    /// Watches hold `hold` of `card`, which expires by the committed state's expiry.
+    pub fn watch_hold(&self, card: Card, hold: HoldId) {
+        let due = self
+            .storage()
+            .read_committed_account(card, |account| {
+                account.hold(hold).map(|open| open.expires_at_unix_ms)
+            })
+            .flatten();
+        if let Some(due) = due {
+            self.background().holds.lock().insert((due, card, hold));
+        }
+    }
+
+    /// Every hold due by the bank's clock, taken off the watch list.
+    fn holds_due(&self) -> Vec<(Card, HoldId)> {
+        let now = self.clock().unix_ms();
+        let mut holds = self.background().holds.lock();
+        let mut due = Vec::new();
+        while let Some(&(at, card, hold)) = holds.first() {
+            if at > now {
+                break;
+            }
+            holds.pop_first();
+            due.push((card, hold));
+        }
+        due
+    }
+
+    /// Expires the holds that are due, every [`HOLD_SWEEP_INTERVAL`], until shutdown. A hold
+    /// whose expiry could not be journaled now is watched again.
+    pub(super) async fn expire_holds(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(HOLD_SWEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = self.shutting_down() => return,
+            }
+            for (card, hold) in self.holds_due() {
+                let expiry = RequestId {
+                    client: super::SERVER_CLIENT_ID,
+                    sequence: hold,
+                };
+                let code = self
+                    .decide(card, expiry, Event::HoldExpired { hold })
+                    .await
+                    .status;
+                match code {
+                    Code::Approved => self.stats().hold_expired(),
+                    // Resolved meanwhile: nothing to do.
+                    Code::HoldResolved => {}
+                    _ => self.watch_hold(card, hold),
+                }
+            }
+        }
+    }
+
+    /// Picks up the work the committed state holds: delivers every transfer on its way and
+    /// watches every open hold. Called once at start.
+    pub(super) fn resume_background(self: &Arc<Self>) {
+        let (legs, holds) = self.storage().committed().with_committed(|ledger| {
+            let mut legs = Vec::new();
+            let mut holds = Vec::new();
+            for (card, account) in ledger.accounts.iter() {
+                let Some(activity) = &account.activity else {
+                    continue;
+                };
+                legs.extend(activity.outbox.iter().map(|sent| (*card, sent.leg)));
+                holds.extend(
+                    activity
+                        .holds
+                        .iter()
+                        .map(|hold| (hold.expires_at_unix_ms, *card, hold.id)),
+                );
+            }
+            (legs, holds)
+        });
+        if !legs.is_empty() {
+            tracing::info!(
+                transfers = legs.len(),
+                "delivering transfers still on their way"
+            );
+        }
+        self.background().holds.lock().extend(holds);
+        for (card, leg) in legs {
+            self.deliver(card, leg);
+        }
+        let bank = self.clone();
+        actix::spawn(bank.expire_holds());
+    }
+}

@@ -1,0 +1,99 @@
+//! The operator's account management: `FreezeAccount`, `UnfreezeAccount`, `CloseAccount`,
+//! `SetLimits` (changes, remembered like any other) and `AccountInfo` (a read of the committed
+//! state, never the PIN).
+
+use super::{operator, submit, Answer, AnswerBody, Check, Login, Manage, Started};
+use crate::ledger::{Account, Event};
+use crate::model::{Card, Code, RequestId};
+use crate::protocol::AccountDetails;
+use crate::server::pins::mask_card;
+use crate::server::Bank;
+use std::sync::Arc;
+
+/// The checks of the operator's changes to an account, in the order [`start`] runs them.
+pub(super) const CHECKS: &[Check] = &[
+    Check::InFlight,
+    Check::OperatorAllowance,
+    Check::OperatorToken,
+    Check::Joining,
+    Check::Actor,
+    Check::Memory,
+    Check::AccountRules,
+    Check::Storage,
+];
+
+/// The checks of `AccountInfo`, in the order [`start`] runs them.
+pub(super) const INFO_CHECKS: &[Check] = &[
+    Check::InFlight,
+    Check::OperatorAllowance,
+    Check::OperatorToken,
+    Check::KnownCard,
+    Check::Answered,
+];
+
+/// Runs the checks of `action` after the in-flight limit.
+pub(super) fn start(
+    bank: &Arc<Bank>,
+    login: &Login,
+    id: RequestId,
+    operator_token: &str,
+    card: Card,
+    action: Manage,
+) -> Result<Started, Answer> {
+    // Check::OperatorAllowance, Check::OperatorToken.
+    operator(bank, operator_token, login)?;
+    let event = match action {
+        Manage::Info => return info(bank, card),
+        Manage::Freeze => Event::AccountFrozen,
+        Manage::Unfreeze => Event::AccountUnfrozen,
+        Manage::Close => Event::AccountClosed,
+        Manage::SetLimits(limits) => Event::LimitsSet { limits },
+    };
+    let masked = mask_card(card);
+    tracing::info!(target: "security", card = %masked, action = action.kind().name(), "operator account change");
+    Ok(submit(bank, card, id, event))
+}
+
+/// Check::KnownCard, then Check::Answered: the committed account's details.
+fn info(bank: &Bank, card: Card) -> Result<Started, Answer> {
+    let defaults = bank.policy().daily_limits;
+    let today = bank.at().business_day;
+    let details = bank
+        .storage()
+        .read_committed_account(card, |account| details(card, account, defaults, today))
+        .ok_or(Answer::bare(Code::UnknownCard))?;
+    Ok(Started::Now(Answer::approved(AnswerBody::Account(
+        Box::new(details),
+    ))))
+}
+
+/// What the operator sees of `account`: everything but its PIN verifier.
+fn details(
+    card: Card,
+    account: &Account,
+    defaults: crate::model::DailyLimits,
+    today: u32,
+) -> AccountDetails {
+    let used = account.usage_on(today);
+    AccountDetails {
+        card,
+        holder: account.holder.to_string(),
+        state: account.state,
+        locked: account.is_locked(),
+        pin_failures: account.pin_failures,
+        ledger: account.balance,
+        available: account.available(),
+        holds: account
+            .activity
+            .as_ref()
+            .map_or(0, |activity| activity.holds.len() as u32),
+        in_transit: account.in_transit(),
+        limits: account.limits(defaults),
+        own_limits: account
+            .activity
+            .as_ref()
+            .is_some_and(|activity| activity.limits.is_some()),
+        withdrawn_today: used.amount,
+        withdrawals_today: used.count,
+    }
+}
