@@ -75,10 +75,13 @@ impl Lane {
             },
             card: self.card,
             at_unix_ms: NOW_MS,
+            business_day: 0,
             event: opening(self.card, self.balance),
             outcome: Outcome {
                 status: Code::Approved,
                 balance: Some(self.balance),
+                available: Some(self.balance),
+                reference: None,
             },
         }
     }
@@ -93,10 +96,13 @@ impl Lane {
             },
             card: self.card,
             at_unix_ms: NOW_MS,
+            business_day: 0,
             event: Event::Withdrawal { amount: 1 },
             outcome: Outcome {
                 status: Code::Approved,
                 balance: Some(self.balance),
+                available: Some(self.balance),
+                reference: None,
             },
         }
     }
@@ -246,10 +252,13 @@ fn build_data_dir(config: JournalConfig, accounts: usize, records: usize) {
             },
             card: card(index),
             at_unix_ms: NOW_MS,
+            business_day: 0,
             event: opening(card(index), *balance),
             outcome: Outcome {
                 status: Code::Approved,
                 balance: Some(*balance),
+                available: Some(*balance),
+                reference: None,
             },
         };
         last = append_retrying(&journal, &record);
@@ -271,10 +280,13 @@ fn build_data_dir(config: JournalConfig, accounts: usize, records: usize) {
             },
             card: card(index),
             at_unix_ms: NOW_MS,
+            business_day: 0,
             event: Event::Withdrawal { amount: 1 },
             outcome: Outcome {
                 status: Code::Approved,
                 balance: Some(balances[index]),
+                available: Some(balances[index]),
+                reference: None,
             },
         };
         last = append_retrying(&journal, &record);

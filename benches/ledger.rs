@@ -17,6 +17,10 @@ use std::time::Duration;
 const CARD: u64 = 1_234_567_890;
 const CLIENT: u64 = 0x3a7f_12c4_9e01_55d2;
 const NOW_MS: u64 = 1_700_000_000_000;
+const AT: ledger::At = ledger::At {
+    unix_ms: NOW_MS,
+    business_day: 19_675,
+};
 
 /// An account with `balance`, made the way the ledger makes one: by applying its opening.
 fn account(balance: u64) -> Account {
@@ -38,7 +42,8 @@ fn withdrawal_record(sequence: u64, balance_before: u64, amount: u64) -> Record 
         CARD,
         id(sequence),
         Event::Withdrawal { amount },
-        NOW_MS,
+        AT,
+        &ledger::Policy::default(),
     ) {
         Decision::Record(record) => record,
         Decision::Answer(outcome) => {
@@ -52,10 +57,13 @@ fn opened(card: u64, sequence: u64, balance: u64) -> Record {
         request: id(sequence),
         card,
         at_unix_ms: NOW_MS,
+        business_day: AT.business_day,
         event: opening(card, balance),
         outcome: ledger::Outcome {
             status: Code::Approved,
             balance: Some(balance),
+            available: Some(balance),
+            reference: None,
         },
     }
 }
@@ -66,10 +74,13 @@ fn withdrawal(client: u64, sequence: u64, card: u64, balance_before: u64, amount
         request: RequestId { client, sequence },
         card,
         at_unix_ms: NOW_MS,
+        business_day: AT.business_day,
         event: Event::Withdrawal { amount },
         outcome: ledger::Outcome {
             status: Code::Approved,
             balance: Some(balance_before - amount),
+            available: Some(balance_before - amount),
+            reference: None,
         },
     }
 }
@@ -86,7 +97,8 @@ fn bench_rules(c: &mut Criterion) {
                 CARD,
                 id(7),
                 Event::Withdrawal { amount: 250 },
-                NOW_MS,
+                AT,
+                &ledger::Policy::default(),
             )
         })
     });
@@ -98,7 +110,8 @@ fn bench_rules(c: &mut Criterion) {
                 CARD,
                 id(7),
                 Event::Withdrawal { amount: 250 },
-                NOW_MS,
+                AT,
+                &ledger::Policy::default(),
             )
         })
     });
@@ -115,7 +128,8 @@ fn bench_rules(c: &mut Criterion) {
                 CARD,
                 id(sequence),
                 Event::Withdrawal { amount: 1 },
-                NOW_MS,
+                AT,
+                &ledger::Policy::default(),
             );
             if let Decision::Record(record) = decision {
                 ledger::apply(&mut working, &record).expect("apply");

@@ -203,12 +203,17 @@ pub fn example_records() -> [Record; 2] {
     let approved = |balance| Outcome {
         status: actor_bank::model::Code::Approved,
         balance: Some(balance),
+        available: Some(balance),
+        reference: None,
     };
+    // The business day of EXAMPLE_UNIX_MS in UTC.
+    let business_day = (EXAMPLE_UNIX_MS / 86_400_000) as u32;
     [
         Record {
             request: id(1),
             card,
             at_unix_ms: EXAMPLE_UNIX_MS,
+            business_day,
             event: Event::AccountOpened {
                 holder: "Joty".into(),
                 pin_hash: EXAMPLE_PIN_HASH,
@@ -220,6 +225,7 @@ pub fn example_records() -> [Record; 2] {
             request: id(2),
             card,
             at_unix_ms: EXAMPLE_UNIX_MS,
+            business_day,
             event: Event::Withdrawal { amount: 300 },
             outcome: approved(9_700),
         },

@@ -633,7 +633,17 @@ mod tests {
             client,
             sequence: 1,
         };
-        match crate::ledger::decide(None, card, request, event, at_unix_ms) {
+        match crate::ledger::decide(
+            None,
+            card,
+            request,
+            event,
+            crate::ledger::At {
+                unix_ms: at_unix_ms,
+                business_day: 0,
+            },
+            &crate::ledger::Policy::default(),
+        ) {
             Decision::Record(record) => record,
             Decision::Answer(outcome) => panic!("refused: {outcome:?}"),
         }

@@ -40,8 +40,17 @@ fn concurrent_appenders_with_frequent_snapshots_lose_nothing() {
                         },
                     };
                     let request = RequestId { client, sequence };
-                    let decision =
-                        ledger::decide(account.as_ref(), card, request, event, now_unix_ms());
+                    let decision = ledger::decide(
+                        account.as_ref(),
+                        card,
+                        request,
+                        event,
+                        ledger::At {
+                            unix_ms: now_unix_ms(),
+                            business_day: 0,
+                        },
+                        &ledger::Policy::default(),
+                    );
                     let Decision::Record(record) = decision else {
                         // A PIN attempt on a locked card is answered, not recorded.
                         continue;

@@ -630,11 +630,9 @@ mod tests {
             },
             card: 9,
             at_unix_ms: 0,
+            business_day: 0,
             event: crate::ledger::Event::Withdrawal { amount: 300 },
-            outcome: crate::ledger::Outcome {
-                status: crate::model::Code::Busy,
-                balance: None,
-            },
+            outcome: crate::ledger::Outcome::bare(crate::model::Code::Busy),
         };
         let mut buffer = Vec::new();
         assert!(encode_record(1, &record, &mut buffer).is_err());
@@ -655,7 +653,7 @@ mod tests {
         ledger.money_in = 7;
         let mut body = Vec::new();
         encode_snapshot_body(&ledger, &mut body).unwrap();
-        assert_eq!(body[..2], [SNAPSHOT_BODY_MARK, SNAPSHOT_BODY_VERSION]);
+        assert_eq!(body[..2], [BODY_MARK, SNAPSHOT_BODY_VERSION]);
         assert_eq!(decode_snapshot_body(&body).unwrap(), ledger);
         // The first release wrote the ledger alone; its first field is a varint, never 255.
         let old = LedgerV1 {
@@ -664,10 +662,64 @@ mod tests {
             ..LedgerV1::default()
         };
         let old_body = codec::encode_stored(&old).unwrap();
-        assert_ne!(old_body[0], SNAPSHOT_BODY_MARK);
+        assert_ne!(old_body[0], BODY_MARK);
         assert_eq!(decode_snapshot_body(&old_body).unwrap(), Ledger::from(old));
+        // The second layout: marked, version 2, accounts without holds or statements.
+        let second = LedgerV2 {
+            applied_lsn: 250,
+            money_in: 7,
+            ..LedgerV2::default()
+        };
+        let mut second_body = vec![BODY_MARK, SNAPSHOT_BODY_VERSION_2];
+        codec::encode_stored_into(&second, &mut second_body).unwrap();
+        assert_eq!(decode_snapshot_body(&second_body).unwrap(), ledger);
         body[1] = 9;
         assert!(decode_snapshot_body(&body).is_err());
+    }
+
+    #[test]
+    fn record_bodies_of_this_and_earlier_releases_decode() {
+        let record = Record {
+            request: crate::model::RequestId {
+                client: 7,
+                sequence: 2,
+            },
+            card: 9,
+            at_unix_ms: 5,
+            business_day: 20_454,
+            event: crate::ledger::Event::Withdrawal { amount: 300 },
+            outcome: crate::ledger::Outcome {
+                status: crate::model::Code::Approved,
+                balance: Some(700),
+                available: Some(600),
+                reference: None,
+            },
+        };
+        let mut framed = Vec::new();
+        encode_record(1, &record, &mut framed).unwrap();
+        let body = &framed[RECORD_HEADER_BYTES..];
+        assert_eq!(body[..2], [BODY_MARK, RECORD_BODY_VERSION]);
+        assert_eq!(decode_record_body(body).unwrap(), record);
+        // Earlier releases wrote the record alone, with a code and a balance as its outcome.
+        let old = RecordV1 {
+            request: record.request,
+            card: 9,
+            at_unix_ms: 5,
+            event: record.event.clone(),
+            outcome: crate::ledger::OutcomeV1 {
+                status: crate::model::Code::Approved,
+                balance: Some(700),
+            },
+        };
+        let old_body = codec::encode_stored(&old).unwrap();
+        assert_ne!(old_body[0], BODY_MARK);
+        let converted = decode_record_body(&old_body).unwrap();
+        assert_eq!(converted.business_day, 0);
+        assert_eq!(converted.outcome.available, None);
+        assert_eq!(converted.outcome.balance, Some(700));
+        let mut unknown = body.to_vec();
+        unknown[1] = 9;
+        assert!(decode_record_body(&unknown).is_err());
     }
 
     #[test]

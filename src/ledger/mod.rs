@@ -32,7 +32,9 @@ pub use memory::{
 };
 pub use rules::{apply, apply_to, decide, deposit, money_moved, withdraw, At, Moved, Policy};
 pub use shards::{Shards, SHARD_COUNT};
-pub use v1::{LedgerV1, LedgerV2, RecordV1};
+pub use v1::{
+    accounts_v2, AccountV2, ClientWindowV1, CompletedV1, LedgerV1, LedgerV2, OutcomeV1, RecordV1,
+};
 
 use crate::pin::PinHash;
 use serde::{Deserialize, Serialize};
@@ -802,6 +804,7 @@ mod tests {
             Event::CardUnlocked => (4, 0, 0),
             Event::PinChanged { pin_hash } => (5, 0, crc32c::crc32c(&pin_hash.hash)),
             Event::PinRekeyed { .. } => unreachable!("never remembered"),
+            _ => unreachable!("not an event of the earlier releases"),
         };
         Fingerprint {
             kind,
@@ -852,7 +855,14 @@ mod tests {
     fn a_record_names_its_card_and_a_snapshot_image_shares_the_state() {
         let mut ledger = Ledger::default();
         for card in 0..1_000 {
-            let record = match decide(None, card, id(card + 1), opened(card), 0) {
+            let record = match decide(
+                None,
+                card,
+                id(card + 1),
+                opened(card),
+                At::default(),
+                &Policy::default(),
+            ) {
                 Decision::Record(record) => record,
                 Decision::Answer(outcome) => panic!("{outcome:?}"),
             };
@@ -894,7 +904,7 @@ mod tests {
             let mut ledger = Ledger::default();
             let mut records = Vec::new();
             let mut sequence = 1;
-            if let Decision::Record(record) = decide(None, 7, id(sequence), opened(1_000), 0) {
+            if let Decision::Record(record) = decide(None, 7, id(sequence), opened(1_000), At::default(), &Policy::default()) {
                 ledger.apply(1, &record).unwrap();
                 records.push(record);
             }
@@ -906,7 +916,7 @@ mod tests {
                     _ => Event::PinAttempt { correct: amount % 2 == 0 },
                 };
                 let before = ledger.accounts[&7].balance;
-                if let Decision::Record(record) = decide(ledger.accounts.get(&7), 7, id(sequence), event.clone(), 0) {
+                if let Decision::Record(record) = decide(ledger.accounts.get(&7), 7, id(sequence), event.clone(), At::default(), &Policy::default()) {
                     ledger.apply(ledger.applied_lsn + 1, &record).unwrap();
                     let after = ledger.accounts[&7].balance;
                     match (event, record.outcome.status) {

@@ -982,11 +982,15 @@ mod tests {
         assert_eq!(step(&mut ledger, 10, changed).status, Code::Approved);
         assert_eq!(ledger.accounts[&7].pin_hash, key.verifier(7, "4321"));
         assert_eq!(
-            decide(None, 8, id(11), Event::CardUnlocked, 0),
-            Decision::Answer(Outcome {
-                status: Code::UnknownCard,
-                balance: None
-            })
+            decide(
+                None,
+                8,
+                id(11),
+                Event::CardUnlocked,
+                At::default(),
+                &Policy::default()
+            ),
+            Decision::Answer(Outcome::bare(Code::UnknownCard))
         );
         assert!(ledger.is_conserved());
     }
@@ -997,7 +1001,13 @@ mod tests {
             card: 7,
             at_unix_ms: 0,
             event,
-            outcome: Outcome { status, balance },
+            business_day: 0,
+            outcome: Outcome {
+                status,
+                balance,
+                available: balance,
+                reference: None,
+            },
         }
     }
 
@@ -1068,13 +1078,14 @@ mod tests {
             event in any_event(),
         ) {
             let mut account = exists.then(|| Account {
-                holder: "Joty".into(),
-                pin_hash: crate::pin::PinKey::from_bytes([1; crate::pin::PIN_KEY_BYTES])
-                    .verifier(7, "1234"),
-                balance,
                 pin_failures,
+                ..Account::new(
+                    "Joty",
+                    crate::pin::PinKey::from_bytes([1; crate::pin::PIN_KEY_BYTES]).verifier(7, "1234"),
+                    balance,
+                )
             });
-            if let Decision::Record(record) = decide(account.as_ref(), 7, id(1), event, 0) {
+            if let Decision::Record(record) = decide(account.as_ref(), 7, id(1), event, At::default(), &Policy::default()) {
                 prop_assert_eq!(record.validate(), Ok(()));
                 prop_assert_eq!(apply(&mut account, &record), Ok(()));
             }

@@ -21,7 +21,14 @@ pub fn opened(balance: Amount) -> Event {
 
 /// Decides and applies one event on card 7, the way an account actor does.
 pub fn step(ledger: &mut Ledger, sequence: u64, event: Event) -> Outcome {
-    match decide(ledger.accounts.get(&7), 7, id(sequence), event, 0) {
+    match decide(
+        ledger.accounts.get(&7),
+        7,
+        id(sequence),
+        event,
+        At::default(),
+        &Policy::default(),
+    ) {
         Decision::Record(record) => {
             let lsn = ledger.applied_lsn + 1;
             ledger.apply(lsn, &record).unwrap();

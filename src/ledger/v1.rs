@@ -85,6 +85,21 @@ impl From<CompletedV1> for Completed {
     }
 }
 
+impl From<Completed> for CompletedV1 {
+    /// The part of an entry the earlier layouts kept (to write their files in tests).
+    fn from(done: Completed) -> CompletedV1 {
+        CompletedV1 {
+            sequence: done.sequence,
+            fingerprint: done.fingerprint,
+            outcome: OutcomeV1 {
+                status: done.outcome.status,
+                balance: done.outcome.balance,
+            },
+            lsn: done.lsn,
+        }
+    }
+}
+
 /// A client's window of [`CompletedV1`] entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientWindowV1 {
@@ -102,6 +117,21 @@ impl From<ClientWindowV1> for ClientWindow {
             highest: old.highest,
             completed: old.completed.into_iter().map(Completed::from).collect(),
             last_used_unix_ms: old.last_used_unix_ms,
+        }
+    }
+}
+
+impl From<ClientWindow> for ClientWindowV1 {
+    /// The window as the earlier layouts kept it (to write their files in tests).
+    fn from(window: ClientWindow) -> ClientWindowV1 {
+        ClientWindowV1 {
+            highest: window.highest,
+            completed: window
+                .completed
+                .into_iter()
+                .map(CompletedV1::from)
+                .collect(),
+            last_used_unix_ms: window.last_used_unix_ms,
         }
     }
 }
@@ -149,6 +179,15 @@ impl From<&Account> for AccountV2 {
             pin_failures: account.pin_failures,
         }
     }
+}
+
+/// The accounts as the earlier layouts kept them (to write their files in tests).
+pub fn accounts_v2(accounts: &Shards<Card, Account>) -> Shards<Card, AccountV2> {
+    let mut old = Shards::default();
+    for (card, account) in accounts.iter() {
+        old.insert(*card, AccountV2::from(account));
+    }
+    old
 }
 
 fn accounts_from(old: Shards<Card, AccountV2>) -> Shards<Card, Account> {
@@ -277,7 +316,7 @@ mod tests {
         }
         let old = LedgerV1 {
             applied_lsn: 40,
-            clients: HashMap::from([(9, window)]),
+            clients: HashMap::from([(9, ClientWindowV1::from(window))]),
             ..LedgerV1::default()
         };
         let ledger = Ledger::from(old);

@@ -114,7 +114,14 @@ mod tests {
             client: 7,
             sequence: card,
         };
-        match ledger::decide(None, card, request, event, 0) {
+        match ledger::decide(
+            None,
+            card,
+            request,
+            event,
+            ledger::At::default(),
+            &ledger::Policy::default(),
+        ) {
             Decision::Record(record) => record,
             Decision::Answer(outcome) => panic!("not opened: {outcome:?}"),
         }

@@ -131,7 +131,17 @@ fn opening(card: Card) -> Record {
         client: 1,
         sequence: card,
     };
-    match ledger::decide(None, card, request, event, crate::clock::system_unix_ms()) {
+    match ledger::decide(
+        None,
+        card,
+        request,
+        event,
+        ledger::At {
+            unix_ms: crate::clock::system_unix_ms(),
+            business_day: 0,
+        },
+        &ledger::Policy::default(),
+    ) {
         Decision::Record(record) => record,
         Decision::Answer(outcome) => panic!("an opening is refused: {outcome:?}"),
     }

@@ -485,7 +485,18 @@ pub mod durability {
                 sequence: *sequence,
             };
             let account = self.ledger.accounts.get(&card);
-            match ledger::decide(account, card, request, event, now_unix_ms()) {
+            let at = ledger::At {
+                unix_ms: now_unix_ms(),
+                business_day: 0,
+            };
+            match ledger::decide(
+                account,
+                card,
+                request,
+                event,
+                at,
+                &ledger::Policy::default(),
+            ) {
                 Decision::Record(record) => {
                     let lsn = self.ledger.applied_lsn + 1;
                     self.ledger.apply(lsn, &record).unwrap();
@@ -507,7 +518,7 @@ pub mod durability {
     pub fn first_release_ledger(ledger: &Ledger) -> ledger::LedgerV1 {
         let mut old = ledger::LedgerV1 {
             applied_lsn: ledger.applied_lsn,
-            accounts: ledger.accounts.clone(),
+            accounts: ledger::accounts_v2(&ledger.accounts),
             money_in: ledger.money_in,
             money_out: ledger.money_out,
             ..ledger::LedgerV1::default()
@@ -517,7 +528,13 @@ pub mod durability {
                 let merged = old.clients.entry(*client).or_default();
                 merged.highest = merged.highest.max(window.highest);
                 merged.last_used_unix_ms = merged.last_used_unix_ms.max(window.last_used_unix_ms);
-                merged.completed.extend(window.completed.iter().copied());
+                merged.completed.extend(
+                    window
+                        .completed
+                        .iter()
+                        .copied()
+                        .map(ledger::CompletedV1::from),
+                );
                 merged
                     .completed
                     .make_contiguous()
@@ -652,7 +669,11 @@ pub mod durability {
             client: 0,
             sequence: card,
         };
-        match ledger::decide(None, card, request, event, 1) {
+        let at = ledger::At {
+            unix_ms: 1,
+            business_day: 0,
+        };
+        match ledger::decide(None, card, request, event, at, &ledger::Policy::default()) {
             Decision::Record(record) => record,
             Decision::Answer(outcome) => panic!("not opened: {outcome:?}"),
         }
