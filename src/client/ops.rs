@@ -10,7 +10,7 @@
 //! line; a [`Prepared`] prints through [`Operation`]'s own `Debug`, which hides them.
 
 use super::{Client, ClientError};
-use crate::protocol::{Amount, Body, Card, Operation, Reply};
+use crate::protocol::{Amount, Body, Card, DailyLimits, HoldId, Operation, Reply, RequestId};
 
 /// The body an approved reply to an operation carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,12 @@ pub enum Expected {
     Text,
     /// A yes or no, named by this (the name `atm --json` prints it under).
     Answer(&'static str),
+    /// A hold's id and the balances.
+    Hold,
+    /// The last movements.
+    Statement,
+    /// An account's details.
+    Account,
 }
 
 /// An operation ready to send, with the body its reply is expected to carry: what `atm`'s
@@ -252,6 +258,183 @@ pub fn reply_balance(reply: &Reply) -> Option<Amount> {
     }
 }
 
+/// Move money from the verified card's account to another card's.
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer {
+    /// The receiving card.
+    pub to: Card,
+    /// How much, in minor units.
+    pub amount: Amount,
+}
+
+impl Call for Transfer {
+    const EXPECTED: Expected = Expected::Balance;
+
+    fn into_operation(self) -> Operation {
+        Operation::Transfer {
+            to: self.to,
+            amount: self.amount,
+        }
+    }
+}
+
+/// Reserve an amount on the verified card's account.
+#[derive(Clone, Copy, Debug)]
+pub struct PlaceHold {
+    /// How much, in minor units.
+    pub amount: Amount,
+}
+
+impl Call for PlaceHold {
+    const EXPECTED: Expected = Expected::Hold;
+
+    fn into_operation(self) -> Operation {
+        Operation::PlaceHold {
+            amount: self.amount,
+        }
+    }
+}
+
+/// Post a hold of the verified card: its amount, or less.
+#[derive(Clone, Copy, Debug)]
+pub struct CompleteHold {
+    /// The hold.
+    pub hold_id: HoldId,
+    /// How much to post; none for all of it.
+    pub amount: Option<Amount>,
+}
+
+impl Call for CompleteHold {
+    const EXPECTED: Expected = Expected::Balance;
+
+    fn into_operation(self) -> Operation {
+        Operation::CompleteHold {
+            hold_id: self.hold_id,
+            amount: self.amount,
+        }
+    }
+}
+
+/// Release a hold of the verified card.
+#[derive(Clone, Copy, Debug)]
+pub struct VoidHold {
+    /// The hold.
+    pub hold_id: HoldId,
+}
+
+impl Call for VoidHold {
+    const EXPECTED: Expected = Expected::Balance;
+
+    fn into_operation(self) -> Operation {
+        Operation::VoidHold {
+            hold_id: self.hold_id,
+        }
+    }
+}
+
+/// Give back an earlier withdrawal or completed hold of the verified card.
+#[derive(Clone, Copy, Debug)]
+pub struct Reverse {
+    /// The original's request id.
+    pub original: RequestId,
+    /// What the ATM actually dispensed; none for nothing (a full reversal).
+    pub dispensed: Option<Amount>,
+}
+
+impl Call for Reverse {
+    const EXPECTED: Expected = Expected::Balance;
+
+    fn into_operation(self) -> Operation {
+        Operation::Reverse {
+            original: self.original,
+            dispensed: self.dispensed,
+        }
+    }
+}
+
+/// Read the verified card's last movements.
+#[derive(Clone, Copy, Debug)]
+pub struct Statement {
+    /// How many at most.
+    pub count: u32,
+}
+
+impl Call for Statement {
+    const EXPECTED: Expected = Expected::Statement;
+
+    fn into_operation(self) -> Operation {
+        Operation::Statement { count: self.count }
+    }
+}
+
+/// What the operator does to an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Management {
+    /// Freeze it.
+    Freeze,
+    /// Unfreeze it.
+    Unfreeze,
+    /// Close it (at zero balance).
+    Close,
+    /// Read its details.
+    Info,
+    /// Set its daily limits.
+    SetLimits(DailyLimits),
+}
+
+/// The operator's account management (no `Debug`: it carries the operator token).
+pub struct Manage {
+    /// The operator token.
+    pub operator_token: String,
+    /// The account's card.
+    pub card: Card,
+    /// What to do.
+    pub action: Management,
+}
+
+impl Call for Manage {
+    const EXPECTED: Expected = Expected::Nothing;
+
+    fn into_operation(self) -> Operation {
+        let (operator_token, card) = (self.operator_token, self.card);
+        match self.action {
+            Management::Freeze => Operation::FreezeAccount {
+                operator_token,
+                card,
+            },
+            Management::Unfreeze => Operation::UnfreezeAccount {
+                operator_token,
+                card,
+            },
+            Management::Close => Operation::CloseAccount {
+                operator_token,
+                card,
+            },
+            Management::Info => Operation::AccountInfo {
+                operator_token,
+                card,
+            },
+            Management::SetLimits(limits) => Operation::SetLimits {
+                operator_token,
+                card,
+                limits,
+            },
+        }
+    }
+
+    fn prepare(self) -> Prepared {
+        let expected = if self.action == Management::Info {
+            Expected::Account
+        } else {
+            Expected::Nothing
+        };
+        Prepared {
+            operation: self.into_operation(),
+            expected,
+        }
+    }
+}
+
 impl Client {
     /// Sends `call` with a new id until a definite reply arrives.
     pub async fn send<C: Call>(&mut self, call: C) -> Result<Reply, ClientError> {
@@ -295,6 +478,63 @@ impl Client {
         self.send(UnlockCard {
             operator_token,
             card,
+        })
+        .await
+    }
+
+    /// Transfers `amount` from the verified card's account to `to`'s.
+    pub async fn transfer(&mut self, to: Card, amount: Amount) -> Result<Reply, ClientError> {
+        self.send(Transfer { to, amount }).await
+    }
+
+    /// Places a hold of `amount` on the verified card's account; the reply names it.
+    pub async fn place_hold(&mut self, amount: Amount) -> Result<Reply, ClientError> {
+        self.send(PlaceHold { amount }).await
+    }
+
+    /// Posts hold `hold_id` of the verified card, for `amount` or all of it.
+    pub async fn complete_hold(
+        &mut self,
+        hold_id: HoldId,
+        amount: Option<Amount>,
+    ) -> Result<Reply, ClientError> {
+        self.send(CompleteHold { hold_id, amount }).await
+    }
+
+    /// Releases hold `hold_id` of the verified card.
+    pub async fn void_hold(&mut self, hold_id: HoldId) -> Result<Reply, ClientError> {
+        self.send(VoidHold { hold_id }).await
+    }
+
+    /// Reverses the verified card's earlier debit `original`, keeping what was `dispensed`.
+    pub async fn reverse(
+        &mut self,
+        original: RequestId,
+        dispensed: Option<Amount>,
+    ) -> Result<Reply, ClientError> {
+        self.send(Reverse {
+            original,
+            dispensed,
+        })
+        .await
+    }
+
+    /// The verified card's last `count` movements.
+    pub async fn statement(&mut self, count: u32) -> Result<Reply, ClientError> {
+        self.send(Statement { count }).await
+    }
+
+    /// Manages `card`'s account (operator only): freeze, unfreeze, close, read, set limits.
+    pub async fn manage(
+        &mut self,
+        operator_token: &str,
+        card: Card,
+        action: Management,
+    ) -> Result<Reply, ClientError> {
+        self.send(Manage {
+            operator_token: operator_token.to_string(),
+            card,
+            action,
         })
         .await
     }
