@@ -11,7 +11,7 @@
 
 use super::Bank;
 use crate::ledger::{Event, Outcome};
-use crate::model::{Card, Code, RequestId};
+use crate::model::{AccountState, Card, Code, RequestId};
 use crate::pin::{self, PinHash, PinKey};
 use crate::ratelimit::{
     peer_key, BucketKey, Clock, PeerBuckets, RateLimit, TokenBucket, WhenFull, PEERS_TRACKED_MAX,
@@ -422,6 +422,9 @@ enum PinVerdict {
     Busy,
     /// No committed account has this card.
     UnknownCard,
+    /// The account is frozen or closed (this code); nothing was hashed, nothing is counted: no
+    /// PIN of such an account is checked at all.
+    Refused(Code),
     /// The card is locked; nothing was hashed.
     Locked,
     /// No candidate is the PIN.
@@ -454,9 +457,9 @@ impl Bank {
             tracing::warn!(target: "security", card = %mask_card(card), source = ?gate.source, "PIN check refused: too many failures");
             return PinVerdict::Busy;
         }
-        let stored = self
-            .storage()
-            .read_committed_account(card, |account| (account.pin_hash, account.is_locked()));
+        let stored = self.storage().read_committed_account(card, |account| {
+            (account.pin_hash, account.state, account.is_locked())
+        });
         let first = candidates.first().cloned().unwrap_or_default();
         let keyed = |stored: &PinHash| {
             pins.stats.keyed_checks.fetch_add(1, Ordering::Relaxed);
@@ -476,9 +479,11 @@ impl Bank {
                 std::hint::black_box(keyed(&pins.unknown_card));
                 PinVerdict::UnknownCard
             }
-            Some((_, true)) => PinVerdict::Locked,
-            Some((stored, false)) if stored.is_keyed() => keyed(&stored),
-            Some((stored, false)) => {
+            Some((_, AccountState::Closed, _)) => PinVerdict::Refused(Code::AccountClosed),
+            Some((_, AccountState::Frozen, _)) => PinVerdict::Refused(Code::AccountFrozen),
+            Some((_, _, true)) => PinVerdict::Locked,
+            Some((stored, _, false)) if stored.is_keyed() => keyed(&stored),
+            Some((stored, _, false)) => {
                 let offered = first.clone();
                 let checked = pins
                     .pool
@@ -498,7 +503,7 @@ impl Bank {
             PinVerdict::UnknownCard => pins.failed(gate, card, "unknown_card"),
             PinVerdict::Locked => pins.failed(gate, card, "card_locked"),
             PinVerdict::Wrong => pins.failed(gate, card, "incorrect_pin"),
-            PinVerdict::Busy | PinVerdict::Right { .. } => {}
+            PinVerdict::Busy | PinVerdict::Refused(_) | PinVerdict::Right { .. } => {}
         }
         verdict
     }
@@ -516,6 +521,7 @@ impl Bank {
             PinVerdict::Busy => return answer(Code::Busy),
             PinVerdict::UnknownCard => return answer(Code::UnknownCard),
             PinVerdict::Locked => return answer(Code::CardLocked),
+            PinVerdict::Refused(code) => return answer(code),
             PinVerdict::Wrong => Event::PinAttempt { correct: false },
             PinVerdict::Right { rekey: None, .. } => on_right,
             PinVerdict::Right {

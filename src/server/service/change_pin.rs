@@ -13,6 +13,7 @@ pub(super) const CHECKS: &[Check] = &[
     Check::Validation,
     Check::PinAllowance,
     Check::KnownCard,
+    Check::AccountState,
     Check::LockedCard,
     Check::PinQueue,
     Check::Actor,

@@ -560,6 +560,8 @@ pub enum Check {
     PinAllowance,
     /// A durable account for the card.
     KnownCard,
+    /// The account's durable state: a frozen or closed account's PIN is not checked at all.
+    AccountState,
     /// The card's durable lock (a locked card is checked no further).
     LockedCard,
     /// Room in the argon2id pool's queue (only for a PIN still hashed by the first release).
@@ -590,6 +592,7 @@ impl Check {
         Check::Receiver,
         Check::PinAllowance,
         Check::KnownCard,
+        Check::AccountState,
         Check::LockedCard,
         Check::PinQueue,
         Check::Joining,
@@ -611,6 +614,7 @@ impl Check {
             Check::Receiver => "receiving account",
             Check::PinAllowance => "PIN allowance",
             Check::KnownCard => "known card",
+            Check::AccountState => "account state",
             Check::LockedCard => "locked card",
             Check::PinQueue => "PIN queue",
             Check::Joining => "joining",
@@ -637,6 +641,7 @@ impl Check {
             }
             Check::PinAllowance => "the connection or its peer has used up its failed PIN checks",
             Check::KnownCard => "the card has no durable account",
+            Check::AccountState => "the account is closed or frozen (its PIN is not checked)",
             Check::LockedCard => "the card's durable state is locked",
             Check::PinQueue => "the argon2id queue is full (a PIN hashed by the first release)",
             Check::Joining => {
@@ -667,6 +672,7 @@ impl Check {
             Check::VerifiedCard => &[Code::NotLoggedIn],
             Check::Receiver => &[],
             Check::KnownCard => &[Code::UnknownCard],
+            Check::AccountState => &[Code::AccountClosed, Code::AccountFrozen],
             Check::LockedCard => &[Code::CardLocked],
             Check::Joining => &[Code::Busy],
             Check::Actor => &[Code::Busy, Code::Unavailable, Code::CardLocked],

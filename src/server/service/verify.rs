@@ -10,6 +10,7 @@ pub(super) const CHECKS: &[Check] = &[
     Check::InFlight,
     Check::PinAllowance,
     Check::KnownCard,
+    Check::AccountState,
     Check::LockedCard,
     Check::PinQueue,
     Check::Actor,
@@ -27,7 +28,7 @@ pub(super) fn start(
     pin: String,
 ) -> Started {
     let epoch = login.next_epoch();
-    // Check::PinAllowance, Check::KnownCard, Check::LockedCard, Check::PinQueue, then the
+    // Check::PinAllowance, Check::KnownCard, Check::AccountState, Check::LockedCard, Check::PinQueue, then the
     // account (Check::Actor, Check::AccountRules) and Check::Storage: Bank::verify_pin runs
     // them in that order. The PIN is checked before the account is reached, so a Verify is not
     // submitted in the session's turn; the login epoch keeps pipelined logins in order instead.
