@@ -98,6 +98,19 @@ impl Principal {
         }
     }
 
+    /// True when a client's window under this principal must outlive the client retention: the
+    /// receipts of a card's transfers from a sending card (the client id of a receipt) while
+    /// `sender`, that card's account, still has a transfer on its way to it. Forgetting them then
+    /// would let a redelivery after a long outage credit twice.
+    pub fn pins(self, sender: Option<&super::Account>) -> bool {
+        match self {
+            Principal::Incoming(receiver) => {
+                sender.is_some_and(|account| account.outbox().iter().any(|leg| leg.to == receiver))
+            }
+            _ => false,
+        }
+    }
+
     /// True when a new client may take the place of the least recently used one in a full
     /// memory ([`CLIENTS_PER_PRINCIPAL_MAX`]); false for the receipts of transfers.
     pub fn evicts(self) -> bool {
@@ -301,12 +314,18 @@ impl Clients {
             .remember(done, at_unix_ms);
     }
 
-    /// Forgets clients with no completion since `cutoff_unix_ms`, adds how many to `forgotten`,
-    /// and says whether any client is left (a principal with none is dropped from the memory).
-    pub fn keep_after_forgetting(&mut self, cutoff_unix_ms: u64, forgotten: &mut usize) -> bool {
+    /// Forgets clients with no completion since `cutoff_unix_ms` unless `pinned` says to keep
+    /// them, adds how many to `forgotten`, and says whether any client is left (a principal with
+    /// none is dropped from the memory).
+    pub fn keep_after_forgetting(
+        &mut self,
+        cutoff_unix_ms: u64,
+        forgotten: &mut usize,
+        pinned: impl Fn(u64) -> bool,
+    ) -> bool {
         let before = self.windows.len();
         self.windows
-            .retain(|_, window| window.last_used_unix_ms >= cutoff_unix_ms);
+            .retain(|client, window| window.last_used_unix_ms >= cutoff_unix_ms || pinned(*client));
         *forgotten += before - self.windows.len();
         !self.windows.is_empty()
     }

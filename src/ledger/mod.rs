@@ -736,8 +736,12 @@ impl Ledger {
     /// Forgets clients with no completed request since `cutoff_unix_ms`; returns how many.
     pub fn forget_clients_idle_since(&mut self, cutoff_unix_ms: u64) -> usize {
         let mut forgotten = 0;
-        self.clients
-            .retain(|_, clients| clients.keep_after_forgetting(cutoff_unix_ms, &mut forgotten));
+        let accounts = &self.accounts;
+        self.clients.retain(|principal, clients| {
+            clients.keep_after_forgetting(cutoff_unix_ms, &mut forgotten, |client| {
+                principal.pins(accounts.get(&client))
+            })
+        });
         forgotten
     }
 

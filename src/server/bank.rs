@@ -332,8 +332,14 @@ impl Bank {
             .unix_ms()
             .saturating_sub(self.client_retention.as_millis() as u64);
         let mut forgotten = 0;
-        self.clients
-            .retain(|_, clients| clients.keep_after_forgetting(cutoff, &mut forgotten));
+        let committed = self.storage.committed();
+        self.clients.retain(|principal, clients| {
+            clients.keep_after_forgetting(cutoff, &mut forgotten, |client| {
+                let pinned =
+                    committed.read_committed_account(client, |sender| principal.pins(Some(sender)));
+                pinned.unwrap_or(false)
+            })
+        });
         forgotten
     }
 
