@@ -1097,4 +1097,40 @@ mod tests {
             }
         }
     }
+
+    /// Releasing a hold (void or expiry) is approved with the balances after the release, so
+    /// its record applies; closing a closed account is approved again and changes nothing.
+    #[test]
+    fn releases_carry_the_balances_after_them_and_closing_twice_is_approved() {
+        let mut ledger = Ledger::default();
+        step(&mut ledger, 1, opened(100));
+        let placed = step(
+            &mut ledger,
+            2,
+            Event::HoldPlaced {
+                amount: 30,
+                ttl_ms: 1_000,
+            },
+        );
+        assert_eq!(placed.available, Some(70));
+        let voided = step(&mut ledger, 3, Event::HoldVoided { hold: 1 });
+        assert_eq!(voided, approved(100));
+        // A hold with no time to live is due at once.
+        let placed = step(
+            &mut ledger,
+            4,
+            Event::HoldPlaced {
+                amount: 40,
+                ttl_ms: 0,
+            },
+        );
+        assert_eq!(placed.available, Some(60));
+        let expired = step(&mut ledger, 5, Event::HoldExpired { hold: 2 });
+        assert_eq!(expired, approved(100));
+        step(&mut ledger, 6, Event::Withdrawal { amount: 100 });
+        assert_eq!(step(&mut ledger, 7, Event::AccountClosed), approved(0));
+        assert_eq!(step(&mut ledger, 8, Event::AccountClosed), approved(0));
+        assert_eq!(ledger.accounts[&7].state, AccountState::Closed);
+        assert!(ledger.is_conserved());
+    }
 }
