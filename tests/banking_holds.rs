@@ -87,6 +87,7 @@ async fn holds_are_placed_completed_for_less_and_voided() {
 /// `hold_resolved`. A hold not yet due stays.
 #[tokio::test]
 async fn a_hold_expires_when_the_clock_passes_its_time_to_live() {
+    metrics_address();
     let (server, clock) = with_manual_clock(|config| {
         config.banking.hold_ttl = Duration::from_secs(60);
     });
@@ -98,6 +99,8 @@ async fn a_hold_expires_when_the_clock_passes_its_time_to_live() {
     // Past the first hold's expiry, not the second's.
     clock.advance(Duration::from_secs(31));
     wait_for("the first hold expired", || holds_expired(&server) == 1).await;
+    // The metric moves with the counter (other tests of this binary may add theirs).
+    assert!(metric("bank_holds_expired_total").await >= 1.0);
     wait_for("its amount is available again", || {
         committed(&server, CARD).available() == 800
     })

@@ -117,12 +117,16 @@ async fn a_transfer_to_a_receiver_frozen_before_delivery_goes_back_to_the_sender
         .unwrap();
     assert_eq!(sent.outcome.status, actor_bank::model::Code::Approved);
     model.step(3, RECEIVER, Event::AccountFrozen).unwrap();
+    metrics_address();
     let data_dir = tempfile::tempdir().unwrap();
     write_journal(data_dir.path(), &model.records, u64::MAX);
     let config = common::test_config(data_dir.path());
     let server = TestServer::on(data_dir, config);
     all_delivered(&server).await;
     assert_eq!(transfers_settled(&server), (0, 1));
+    // No other test of this binary returns a transfer.
+    let returned = "bank_transfers_settled_total{result=\"returned\"}";
+    assert_eq!(metric(returned).await, 1.0);
     assert_eq!(ledger_balance(&server, SENDER), 1_000);
     assert_eq!(ledger_balance(&server, RECEIVER), 50);
     let movements = committed(&server, SENDER).movements(2);

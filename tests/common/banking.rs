@@ -225,3 +225,30 @@ pub async fn lost_reply_then_retries(
     assert_eq!(once_more, lost, "a second retry's reply differs");
     (reply, lost)
 }
+
+/// The address of this test process's metrics endpoint, installed on first use (the recorder is
+/// process-wide, so every test of a binary shares it and its counters).
+pub fn metrics_address() -> String {
+    static ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ADDRESS
+        .get_or_init(|| {
+            actor_bank::metrics::install("127.0.0.1:0".parse().unwrap())
+                .unwrap()
+                .to_string()
+        })
+        .clone()
+}
+
+/// The value of the metric whose line starts with `series` (name and labels), scraped now;
+/// 0 when it has no line yet.
+pub async fn metric(series: &str) -> f64 {
+    let address = metrics_address();
+    let text = tokio::task::spawn_blocking(move || crate::common::scrape_metrics(&address))
+        .await
+        .unwrap();
+    text.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
