@@ -205,3 +205,41 @@ async fn a_retried_reversal_replays_and_gives_back_once() {
     assert_eq!(ledger_balance(&server, CARD), 950);
     assert!(conserved(&server));
 }
+
+/// Account actors crashing on a third of their decisions do not give a withdrawal back twice:
+/// the client's same-id retries settle each reversal once.
+#[tokio::test]
+async fn reversals_ride_out_account_actor_crashes() {
+    let server = TestServer::start_with(|config| {
+        config.faults = Some("crash-actor=0.3,seed=11".parse().unwrap());
+    });
+    let mut atm = opened_teller(&server, CARD, 1_000).await;
+    for round in 0..6u64 {
+        let withdrawal = atm.next_id();
+        let reply = atm
+            .call_with_id(withdrawal, Operation::Withdraw { amount: 100 })
+            .await
+            .unwrap();
+        assert_reply(
+            &reply,
+            Status::Approved,
+            (900 - 10 * round, 900 - 10 * round),
+        );
+        let reply = atm.reverse(withdrawal, Some(10)).await.unwrap();
+        assert_reply(
+            &reply,
+            Status::Approved,
+            (990 - 10 * round, 990 - 10 * round),
+        );
+        let reply = atm.reverse(withdrawal, None).await.unwrap();
+        assert_reply(
+            &reply,
+            Status::Approved,
+            (990 - 10 * round, 990 - 10 * round),
+        );
+    }
+    assert_eq!(ledger_balance(&server, CARD), 940);
+    let restarts = &server.running().bank().stats().actor_restarts;
+    assert!(restarts.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(conserved(&server));
+}
