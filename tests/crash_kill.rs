@@ -1,11 +1,15 @@
 //! The crash test: the real `bank-server` binary is SIGKILLed at random moments under concurrent
 //! withdrawals and deposits and restarted on the same data directory and port, many times. Every
-//! operation a client saw acknowledged survives exactly once, and nothing else moves money.
+//! operation a client saw acknowledged survives exactly once, and nothing else moves money. A
+//! third scenario runs transfers, holds (placed, completed, voided) and reversals through the
+//! kills: afterwards every transfer is delivered once, nothing is in transit, and no reversal
+//! gives money back twice.
 mod common;
 
 use actor_bank::client::{Client, ClientConfig, ClientError};
 use actor_bank::journal::Journal;
-use actor_bank::ledger::{Event, Ledger, Principal, REQUEST_WINDOW};
+use actor_bank::ledger::{Event, Ledger, Principal, Record, REQUEST_WINDOW};
+use actor_bank::model::Code;
 use actor_bank::protocol::{Body, Operation, Reply, RequestId, Status};
 use common::durability::*;
 use rand::rngs::StdRng;
@@ -61,13 +65,88 @@ fn delta(operation: &Operation) -> i128 {
     }
 }
 
-/// An ATM: logs in to `card`, then withdraws and deposits random amounts until told to stop.
-/// A call whose outcome is unknown is retried with the same id before the next one starts.
+/// What the ATMs ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    /// Withdrawals and deposits.
+    Cash,
+    /// Also transfers to the other accounts, holds (placed, then completed for part or voided)
+    /// and reversals of the ATM's own withdrawals.
+    Banking,
+}
+
+/// What one ATM remembers between its calls, to complete its holds and reverse its
+/// withdrawals.
+#[derive(Default)]
+struct Till {
+    /// Its open hold and the hold's amount.
+    hold: Option<(u64, u64)>,
+    /// Its last approved withdrawal not yet reversed, and its amount.
+    withdrawal: Option<(RequestId, u64)>,
+}
+
+impl Till {
+    /// The next operation of an ATM of `card` under `workload`.
+    fn next(&mut self, rng: &mut StdRng, card: u64, workload: Workload) -> Operation {
+        let amount = rng.gen_range(1..=400);
+        let pick = match workload {
+            Workload::Cash => rng.gen_range(0..2),
+            Workload::Banking => rng.gen_range(0..5),
+        };
+        match pick {
+            0 => Operation::Withdraw { amount },
+            1 => Operation::Deposit { amount },
+            2 => {
+                let others: Vec<u64> = ACCOUNTS
+                    .iter()
+                    .map(|(other, _, _)| *other)
+                    .filter(|other| *other != card)
+                    .collect();
+                Operation::Transfer {
+                    to: others[rng.gen_range(0..others.len())],
+                    amount: amount.min(300),
+                }
+            }
+            3 => match self.hold.take() {
+                Some((hold_id, held)) if rng.gen_bool(0.7) => Operation::CompleteHold {
+                    hold_id,
+                    amount: Some(rng.gen_range(1..=held)),
+                },
+                Some((hold_id, _)) => Operation::VoidHold { hold_id },
+                None => Operation::PlaceHold { amount },
+            },
+            _ => match self.withdrawal.take() {
+                Some((original, taken)) => Operation::Reverse {
+                    original,
+                    dispensed: rng.gen_bool(0.5).then(|| rng.gen_range(0..=taken / 2)),
+                },
+                None => Operation::Withdraw { amount },
+            },
+        }
+    }
+
+    /// Notes what an approved reply of `operation` (sent as `id`) made.
+    fn note(&mut self, id: RequestId, operation: &Operation, reply: &Reply) {
+        if reply.status != Status::Approved {
+            return;
+        }
+        match (operation, &reply.body) {
+            (Operation::PlaceHold { amount }, Body::Hold { hold_id, .. }) => {
+                self.hold = Some((*hold_id, *amount))
+            }
+            (Operation::Withdraw { amount }, _) => self.withdrawal = Some((id, *amount)),
+            _ => {}
+        }
+    }
+}
+
+/// An ATM: logs in to `card`, then asks for random operations of `workload` until told to
+/// stop. A call whose outcome is unknown is retried with the same id before the next one starts.
 async fn atm(
     address: String,
     card: u64,
     pin: &'static str,
-    seed: u64,
+    (seed, workload): (u64, Workload),
     stop: Arc<AtomicBool>,
     acknowledged: Arc<AtomicU64>,
 ) -> (Client, Vec<Asked>) {
@@ -84,13 +163,9 @@ async fn atm(
         }
     }
     let mut asked = Vec::new();
+    let mut till = Till::default();
     while !stop.load(Ordering::SeqCst) {
-        let amount = rng.gen_range(1..=400);
-        let operation = if rng.gen_bool(0.5) {
-            Operation::Withdraw { amount }
-        } else {
-            Operation::Deposit { amount }
-        };
+        let operation = till.next(&mut rng, card, workload);
         let id = client.next_id();
         let mut reply = None;
         for _ in 0..3 {
@@ -103,7 +178,8 @@ async fn atm(
                 Err(other) => panic!("{id}: {other}"),
             }
         }
-        if reply.is_some() {
+        if let Some(reply) = &reply {
+            till.note(id, &operation, reply);
             acknowledged.fetch_add(1, Ordering::SeqCst);
         }
         asked.push(Asked {
@@ -151,6 +227,52 @@ async fn wait_for_progress(counter: &AtomicU64, target: u64) {
     panic!("no progress: the server acknowledged nothing for a minute");
 }
 
+/// Waits (a liveness guard only) until no account has money in transit, by the operator's
+/// account details: every transfer approved before the last kill is delivered and settled.
+async fn delivered(operator: &mut Client) {
+    for _ in 0..6_000 {
+        let mut in_transit = 0;
+        for (card, _, _) in ACCOUNTS {
+            let reply = operator
+                .manage(TOKEN, card, actor_bank::client::ops::Management::Info)
+                .await
+                .unwrap();
+            let Body::Account(details) = reply.body else {
+                panic!("no account details: {reply:?}");
+            };
+            in_transit += details.in_transit;
+        }
+        if in_transit == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("transfers stayed in transit for a minute after the last restart");
+}
+
+/// The body of the reply `record` gave: a placed hold's id and balances, both balances, the
+/// ledger balance alone (replies from before holds), or nothing.
+fn expected_body(record: &Record) -> Body {
+    let outcome = &record.outcome;
+    match (
+        &record.event,
+        outcome.status,
+        outcome.reference,
+        outcome.balance,
+    ) {
+        (Event::HoldPlaced { .. }, Code::Approved, Some(hold_id), Some(ledger)) => Body::Hold {
+            hold_id,
+            ledger,
+            available: outcome.available.unwrap_or(ledger),
+        },
+        (_, _, _, Some(ledger)) => match outcome.available {
+            Some(available) => Body::Balances { ledger, available },
+            None => Body::Balance(ledger),
+        },
+        _ => Body::Empty,
+    }
+}
+
 /// What a crash scenario leaves for the checks.
 struct Aftermath {
     /// Every operation every ATM asked for.
@@ -168,7 +290,7 @@ struct Aftermath {
 /// Runs the binary (with `extra` flags) under concurrent ATMs, SIGKILLs and restarts it
 /// [`KILLS`] times at random moments, replays a sample of acknowledged ids after the last restart,
 /// reads the balances, kills it a last time and recovers the directory in this process.
-async fn crash_scenario(name: &str, extra: &[&str]) -> Aftermath {
+async fn crash_scenario(name: &str, extra: &[&str], workload: Workload) -> Aftermath {
     let seed: u64 = std::env::var("CRASH_KILL_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
@@ -204,7 +326,10 @@ async fn crash_scenario(name: &str, extra: &[&str]) -> Aftermath {
                 address.clone(),
                 *card,
                 pin,
-                seed ^ ((index * TASKS_PER_ACCOUNT + copy) as u64 + 1).wrapping_mul(0x9E37),
+                (
+                    seed ^ ((index * TASKS_PER_ACCOUNT + copy) as u64 + 1).wrapping_mul(0x9E37),
+                    workload,
+                ),
                 stop.clone(),
                 acknowledged.clone(),
             )));
@@ -281,6 +406,8 @@ async fn crash_scenario(name: &str, extra: &[&str]) -> Aftermath {
     }
     assert!(replayed > 0);
 
+    // The transfers still on their way are delivered by the last process.
+    delivered(&mut operator).await;
     // The balances the server reports after the last restart.
     let mut reported = HashMap::new();
     let mut reader = Client::connect(client_config(&address)).await.unwrap();
@@ -290,10 +417,10 @@ async fn crash_scenario(name: &str, extra: &[&str]) -> Aftermath {
             Status::Approved
         );
         let reply = reader.balance().await.unwrap();
-        let Body::Balance(balance) = reply.body else {
+        let Body::Balances { ledger, .. } = reply.body else {
             panic!("no balance in {reply:?}");
         };
-        reported.insert(card, balance);
+        reported.insert(card, ledger);
     }
     tokio::task::block_in_place(|| server.kill());
 
@@ -359,7 +486,7 @@ fn check_balances(aftermath: &Aftermath, unknown_moved: &HashMap<u64, i128>) {
 // replies, nothing is negative, money is conserved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
-    let aftermath = crash_scenario("journal only", &[]).await;
+    let aftermath = crash_scenario("journal only", &[], Workload::Cash).await;
     let ledger = &aftermath.ledger;
     assert!(snapshots(&aftermath._directory.path().join("data")).is_empty());
     // Without snapshots the segments hold every record ever decided.
@@ -388,12 +515,7 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
             "{}",
             asked.id
         );
-        let body = span
-            .record
-            .outcome
-            .balance
-            .map_or(Body::Empty, Body::Balance);
-        assert_eq!(body, reply.body, "{}", asked.id);
+        assert_eq!(expected_body(&span.record), reply.body, "{}", asked.id);
     }
     // Every money movement in the journal was asked for: acknowledged, or never settled.
     let mut unknown_moved: HashMap<u64, i128> = HashMap::new();
@@ -425,7 +547,12 @@ async fn sigkill_under_load_loses_no_acknowledged_operation_and_repeats_none() {
 // exactly the acknowledged movements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_snapshots_loses_no_acknowledged_operation() {
-    let aftermath = crash_scenario("with snapshots", &["--snapshot-records-interval", "25"]).await;
+    let aftermath = crash_scenario(
+        "with snapshots",
+        &["--snapshot-records-interval", "25"],
+        Workload::Cash,
+    )
+    .await;
     assert!(!snapshots(&aftermath._directory.path().join("data")).is_empty());
     // An operation whose outcome stayed unknown can only be accounted for while the recovered
     // memory of completed requests still holds it.
@@ -454,4 +581,177 @@ async fn sigkill_during_snapshots_loses_no_acknowledged_operation() {
         }
     }
     check_balances(&aftermath, &unknown_moved);
+}
+
+/// The records of `aftermath` by the account and request that caused them (a settlement shares
+/// its transfer's id and is left out), each decided once.
+fn decided_once(aftermath: &Aftermath) -> HashMap<(u64, RequestId), &Record> {
+    let mut decided = HashMap::new();
+    for span in &aftermath.records {
+        let record = &span.record;
+        if matches!(record.event, Event::TransferSettled { .. }) {
+            continue;
+        }
+        let earlier = decided.insert((record.card, record.request), record);
+        assert!(
+            earlier.is_none(),
+            "{} decided twice on card {}",
+            record.request,
+            record.card
+        );
+    }
+    decided
+}
+
+/// Every approved transfer was received once, with its amount, by its receiver, and settled
+/// once by its sender; returns how many there were.
+fn check_transfers(aftermath: &Aftermath, decided: &HashMap<(u64, RequestId), &Record>) -> usize {
+    let mut settled: HashMap<(u64, u64), usize> = HashMap::new();
+    for span in &aftermath.records {
+        if let Event::TransferSettled { leg, receiver } = span.record.event {
+            assert_eq!(receiver, Code::Approved, "every receiver stays open");
+            *settled.entry((span.record.card, leg)).or_default() += 1;
+        }
+    }
+    let mut transfers = 0;
+    for record in decided.values() {
+        let Event::TransferSent { to, amount, .. } = record.event else {
+            continue;
+        };
+        if record.outcome.status != Code::Approved {
+            continue;
+        }
+        transfers += 1;
+        let leg = record
+            .outcome
+            .reference
+            .expect("an approved transfer has a number");
+        let receipt = RequestId {
+            client: record.card,
+            sequence: leg,
+        };
+        let received = decided
+            .get(&(to, receipt))
+            .unwrap_or_else(|| panic!("transfer {leg} of {} never received", record.card));
+        assert_eq!(received.outcome.status, Code::Approved);
+        assert!(
+            matches!(received.event, Event::TransferReceived { amount: got, .. } if got == amount)
+        );
+        assert_eq!(settled.get(&(record.card, leg)), Some(&1), "settled once");
+    }
+    assert_eq!(settled.values().sum::<usize>(), transfers);
+    transfers
+}
+
+/// No reversal gives back more than its original took, and only one of an original's
+/// reversals moves money; returns how many moved money.
+fn check_reversals(aftermath: &Aftermath, decided: &HashMap<(u64, RequestId), &Record>) -> usize {
+    let mut ledger = Ledger::default();
+    let mut given_back: HashMap<(u64, RequestId), (usize, u64)> = HashMap::new();
+    for span in &aftermath.records {
+        let record = &span.record;
+        let before = ledger
+            .accounts
+            .get(&record.card)
+            .map(|account| account.balance);
+        ledger.apply(span.lsn, record).unwrap();
+        let Event::Reversal { original, .. } = record.event else {
+            continue;
+        };
+        let after = ledger.accounts[&record.card].balance;
+        let back = after - before.expect("a reversal on an account that exists");
+        if back > 0 {
+            let entry = given_back.entry((record.card, original)).or_default();
+            entry.0 += 1;
+            entry.1 += back;
+        }
+    }
+    for ((card, original), (reversals, back)) in &given_back {
+        assert_eq!(
+            *reversals, 1,
+            "{original} on {card} reversed more than once"
+        );
+        let taken = match decided[&(*card, *original)].event {
+            Event::Withdrawal { amount } => amount,
+            Event::HoldCompleted {
+                amount: Some(amount),
+                ..
+            } => amount,
+            ref other => panic!("reversed a {other:?}"),
+        };
+        assert!(
+            *back <= taken,
+            "{original} on {card}: {back} back of {taken}"
+        );
+    }
+    given_back.len()
+}
+
+// Purpose: the kills land while ATMs transfer between the accounts, place, complete and void
+// holds and reverse their withdrawals: after the last restart every transfer approved before any
+// kill is delivered and settled exactly once and nothing is in transit; every acknowledged
+// operation is in the journal once with the outcome its reply carried, and only asked-for
+// requests moved money; no reversal moved money twice; money is conserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_transfers_holds_and_reversals_settles_everything_once() {
+    let aftermath = crash_scenario("banking", &[], Workload::Banking).await;
+    let ledger = &aftermath.ledger;
+    assert!(ledger.is_conserved(), "money is conserved");
+    assert_eq!(ledger.in_transit(), Some(0), "nothing is in transit");
+    assert_eq!(aftermath.records.len() as u64, ledger.applied_lsn);
+    for (card, _, _) in ACCOUNTS {
+        let account = &ledger.accounts[&card];
+        assert!(
+            account.outbox().is_empty(),
+            "card {card} has a transfer on its way"
+        );
+        assert_eq!(aftermath.reported[&card], account.balance, "card {card}");
+    }
+    let decided = decided_once(&aftermath);
+    let mut asked_ids = HashSet::new();
+    for asked in &aftermath.asked {
+        asked_ids.insert((asked.card, asked.id));
+        let Some(reply) = &asked.reply else { continue };
+        let record = decided
+            .get(&(asked.card, asked.id))
+            .unwrap_or_else(|| panic!("acknowledged {} is not in the journal", asked.id));
+        assert_eq!(
+            Status::from(record.outcome.status),
+            reply.status,
+            "{}",
+            asked.id
+        );
+        assert_eq!(expected_body(record), reply.body, "{}", asked.id);
+    }
+    for record in decided.values() {
+        let asked_for = matches!(
+            record.event,
+            Event::Withdrawal { .. }
+                | Event::Deposit { .. }
+                | Event::TransferSent { .. }
+                | Event::HoldPlaced { .. }
+                | Event::HoldCompleted { .. }
+                | Event::HoldVoided { .. }
+                | Event::Reversal { .. }
+        );
+        if asked_for {
+            assert!(
+                asked_ids.contains(&(record.card, record.request)),
+                "{} on {} was never asked for",
+                record.request,
+                record.card
+            );
+        }
+    }
+    let transfers = check_transfers(&aftermath, &decided);
+    let reversals = check_reversals(&aftermath, &decided);
+    let holds = decided
+        .values()
+        .filter(|record| matches!(record.event, Event::HoldPlaced { .. }))
+        .count();
+    eprintln!("banking: {transfers} transfers, {holds} holds, {reversals} reversals moved money");
+    assert!(
+        transfers > 0 && holds > 0,
+        "the workload transferred and held"
+    );
 }

@@ -108,15 +108,13 @@ fn outcome_of(
         Event::HoldPlaced { amount, .. } => Ok(hold_placed(account, *amount, at, policy)),
         Event::HoldCompleted { hold, amount } => Ok(hold_completed(account, *hold, *amount, at)),
         Event::HoldVoided { hold } => Ok(match open_hold(account, *hold, at) {
-            Ok(_) => balances_now(account, Code::Approved),
+            Ok(open) => released(account, open),
             Err(code) => balances_now(account, code),
         }),
         // Nothing journaled unless the hold is open and due: `hold_resolved` when it is not
         // open, `busy` when it is not due yet.
         Event::HoldExpired { hold } => match account.hold(*hold) {
-            Some(open) if open.expires_at_unix_ms <= at.unix_ms => {
-                Ok(balances_now(account, Code::Approved))
-            }
+            Some(open) if open.expires_at_unix_ms <= at.unix_ms => Ok(released(account, open)),
             Some(_) => Err(Outcome::bare(Code::Busy)),
             None => Err(Outcome::bare(Code::HoldResolved)),
         },
@@ -141,9 +139,11 @@ fn state_gate(account: &Account, event: &Event) -> Option<Result<Outcome, Outcom
         event,
         Event::TransferSettled { .. } | Event::HoldExpired { .. }
     );
+    // Closing a closed account is answered by the close rule itself (approved, nothing changes).
+    let closing_again = matches!(event, Event::AccountClosed);
     let code = match account.state {
         AccountState::Open => return None,
-        _ if internal => return None,
+        _ if internal || closing_again => return None,
         AccountState::Closed => Code::AccountClosed,
         AccountState::Frozen => {
             let refused_when_frozen = matches!(
@@ -367,6 +367,12 @@ fn close(account: &Account) -> Outcome {
             Code::BalanceNotZero
         },
     )
+}
+
+/// The approval of a release of hold `open`: its amount is available again (the outcome carries
+/// the balances after it, like every approval).
+fn released(account: &Account, open: &Hold) -> Outcome {
+    approved_with(account.balance, account.available() + open.amount)
 }
 
 /// An outcome carrying the account's balances as they are.
@@ -1090,5 +1096,41 @@ mod tests {
                 prop_assert_eq!(apply(&mut account, &record), Ok(()));
             }
         }
+    }
+
+    /// Releasing a hold (void or expiry) is approved with the balances after the release, so
+    /// its record applies; closing a closed account is approved again and changes nothing.
+    #[test]
+    fn releases_carry_the_balances_after_them_and_closing_twice_is_approved() {
+        let mut ledger = Ledger::default();
+        step(&mut ledger, 1, opened(100));
+        let placed = step(
+            &mut ledger,
+            2,
+            Event::HoldPlaced {
+                amount: 30,
+                ttl_ms: 1_000,
+            },
+        );
+        assert_eq!(placed.available, Some(70));
+        let voided = step(&mut ledger, 3, Event::HoldVoided { hold: 1 });
+        assert_eq!(voided, approved(100));
+        // A hold with no time to live is due at once.
+        let placed = step(
+            &mut ledger,
+            4,
+            Event::HoldPlaced {
+                amount: 40,
+                ttl_ms: 0,
+            },
+        );
+        assert_eq!(placed.available, Some(60));
+        let expired = step(&mut ledger, 5, Event::HoldExpired { hold: 2 });
+        assert_eq!(expired, approved(100));
+        step(&mut ledger, 6, Event::Withdrawal { amount: 100 });
+        assert_eq!(step(&mut ledger, 7, Event::AccountClosed), approved(0));
+        assert_eq!(step(&mut ledger, 8, Event::AccountClosed), approved(0));
+        assert_eq!(ledger.accounts[&7].state, AccountState::Closed);
+        assert!(ledger.is_conserved());
     }
 }

@@ -78,14 +78,21 @@ impl Bank {
 
     async fn deliver_until_settled(self: &Arc<Self>, from: Card, leg: u64) {
         let mut backoff = RETRY_BACKOFF_MIN;
+        // The receiver's answer of a settlement tried and not answered (an actor that crashed
+        // after journaling it): if the leg is gone next time, that settlement is the one that
+        // took it, and it is counted then.
+        let mut settling = None;
         loop {
             if self.is_shutting_down() {
                 return;
             }
             let Some(sent) = self.on_its_way(from, leg) else {
+                if let Some(receiver) = settling {
+                    self.stats().transfer_settled(receiver == Code::Approved);
+                }
                 return;
             };
-            match self.deliver_once(from, &sent).await {
+            match self.deliver_once(from, &sent, &mut settling).await {
                 Some(()) => return,
                 None => {
                     tokio::select! {
@@ -111,8 +118,14 @@ impl Bank {
             .flatten()
     }
 
-    /// One try at both steps; None when one must be tried again.
-    async fn deliver_once(self: &Arc<Self>, from: Card, sent: &Leg) -> Option<()> {
+    /// One try at both steps; None when one must be tried again (`settling` then names the
+    /// receiver's answer when the settlement was tried).
+    async fn deliver_once(
+        self: &Arc<Self>,
+        from: Card,
+        sent: &Leg,
+        settling: &mut Option<Code>,
+    ) -> Option<()> {
         let receipt = RequestId {
             client: from,
             sequence: sent.leg,
@@ -136,6 +149,7 @@ impl Bank {
                 return None;
             }
         };
+        *settling = Some(receiver);
         let settle = Event::TransferSettled {
             leg: sent.leg,
             receiver,
