@@ -107,16 +107,16 @@ fn outcome_of(
         Event::TransferSettled { leg, receiver } => transfer_settled(account, *leg, *receiver),
         Event::HoldPlaced { amount, .. } => Ok(hold_placed(account, *amount, at, policy)),
         Event::HoldCompleted { hold, amount } => Ok(hold_completed(account, *hold, *amount, at)),
+        // The released amount comes back to the available balance: the record carries the
+        // balances after the release, which is what applying it checks.
         Event::HoldVoided { hold } => Ok(match open_hold(account, *hold, at) {
-            Ok(_) => balances_now(account, Code::Approved),
+            Ok(open) => released(account, open),
             Err(code) => balances_now(account, code),
         }),
         // Nothing journaled unless the hold is open and due: `hold_resolved` when it is not
         // open, `busy` when it is not due yet.
         Event::HoldExpired { hold } => match account.hold(*hold) {
-            Some(open) if open.expires_at_unix_ms <= at.unix_ms => {
-                Ok(balances_now(account, Code::Approved))
-            }
+            Some(open) if open.expires_at_unix_ms <= at.unix_ms => Ok(released(account, open)),
             Some(_) => Err(Outcome::bare(Code::Busy)),
             None => Err(Outcome::bare(Code::HoldResolved)),
         },
@@ -367,6 +367,12 @@ fn close(account: &Account) -> Outcome {
             Code::BalanceNotZero
         },
     )
+}
+
+/// The approved release of `hold` (voided or expired): the balance stays, the hold's amount is
+/// available again.
+fn released(account: &Account, hold: &Hold) -> Outcome {
+    approved_with(account.balance, account.available() + hold.amount)
 }
 
 /// An outcome carrying the account's balances as they are.
