@@ -556,3 +556,34 @@ async fn the_menu_transfers_holds_and_prints_a_statement() {
     .await;
     assert_eq!(server.committed_balance(JOTY), Some(9_700));
 }
+
+/// A hold nobody resolves expires by the bank's clock: its amount is available again, and the
+/// journal goes on acknowledging changes after the expiry's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_hold_is_available_again() {
+    let clock = std::sync::Arc::new(actor_bank::clock::ManualClock::default());
+    let server_clock = clock.clone();
+    let server = TestServer::start_with(|config| {
+        config.clock = server_clock;
+        config.banking.hold_ttl = std::time::Duration::from_secs(60);
+    });
+    let address = server.address();
+    let held = on_card(&address, "hold", JOTY_CARD, "1234", &["--amount", "400"]).await;
+    assert_eq!(held.json()["available_balance"], 9_600, "{held:?}");
+    clock.advance(std::time::Duration::from_secs(61));
+    let stats = server.running().bank().stats();
+    eventually("the hold expires", || {
+        stats
+            .holds_expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    on_card(&address, "balance", JOTY_CARD, "1234", &[])
+        .await
+        .expect(0, approved(10_000, 10_000));
+    on_card(&address, "deposit", JOTY_CARD, "1234", &["--amount", "5"])
+        .await
+        .expect(0, approved(10_005, 10_005));
+    assert_eq!(server.committed_account(JOTY).held(), 0);
+}
