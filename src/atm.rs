@@ -438,8 +438,11 @@ fn read_secret_from_terminal(label: &str, script_forms: &str) -> Result<String, 
         .map_err(|error| format!("cannot read the {label}: {error}"))
 }
 
-/// The JSON object printed for a reply: `status`, plus `balance`, `text`, or the answer's name
-/// (`prime`, `palindrome`) when the reply carries one.
+/// The JSON object printed for a reply: `status`, plus what the reply carries: `balance` and
+/// `available_balance` (every reply with a balance since protocol version 2; a reply remembered
+/// from before has `balance` only), `hold_id` for a placed hold, `movements` for a statement,
+/// the account's fields for `account-info`, `text`, or the answer's name (`prime`,
+/// `palindrome`).
 pub fn reply_json(reply: &Reply, expected: Expected) -> serde_json::Value {
     let mut object = serde_json::Map::new();
     object.insert("status".into(), reply.status.name().into());
@@ -690,55 +693,17 @@ impl Scripted {
             })
             .with_id(request_id),
             Command::ChangePin { card, pin, new_pin } => Scripted::change_pin(card, &pin, new_pin)?,
-            Command::Transfer(TransferArgs {
-                login,
-                to,
-                amount,
-                id,
-            }) => login.scripted(ops::Transfer { to, amount }, id)?,
-            Command::Hold(HoldArgs { login, amount, id }) => {
-                login.scripted(ops::PlaceHold { amount }, id)?
-            }
-            Command::CompleteHold(CompleteHoldArgs {
-                login,
-                hold_id,
-                amount,
-                id,
-            }) => login.scripted(ops::CompleteHold { hold_id, amount }, id)?,
-            Command::VoidHold(VoidHoldArgs { login, hold_id, id }) => {
-                login.scripted(ops::VoidHold { hold_id }, id)?
-            }
-            Command::Reverse(ReverseArgs {
-                login,
-                original,
-                amount,
-                id,
-            }) => login.scripted(
-                ops::Reverse {
-                    original,
-                    dispensed: amount,
-                },
-                id,
-            )?,
-            Command::Statement(StatementArgs { login, count }) => {
-                login.scripted(ops::Statement { count }, FixedId::default())?
-            }
+            Command::Transfer(args) => args.scripted()?,
+            Command::Hold(args) => args.scripted()?,
+            Command::CompleteHold(args) => args.scripted()?,
+            Command::VoidHold(args) => args.scripted()?,
+            Command::Reverse(args) => args.scripted()?,
+            Command::Statement(args) => args.scripted()?,
             Command::Freeze(args) => args.target.manage(Management::Freeze, args.id)?,
             Command::Unfreeze(args) => args.target.manage(Management::Unfreeze, args.id)?,
             Command::CloseAccount(args) => args.target.manage(Management::Close, args.id)?,
             Command::AccountInfo(target) => target.manage(Management::Info, FixedId::default())?,
-            Command::SetLimits(SetLimitsArgs {
-                target,
-                daily_amount,
-                daily_count,
-                id,
-            }) => {
-                let limits = DailyLimits {
-                    amount: daily_amount,
-                    count: daily_count,
-                };
-                target.manage(Management::SetLimits(limits), id)?
-            }
+            Command::SetLimits(args) => args.scripted()?,
             Command::Lowercase { text } => Scripted::open(ops::Lowercase { text }),
             Command::Prime { number } => Scripted::open(ops::IsPrime { number }),
             Command::Palindrome { number } => Scripted::open(ops::IsPalindrome { number }),
@@ -761,6 +726,78 @@ impl Scripted {
             new_pin,
         };
         Ok(Scripted::on_card(card, old_pin, call))
+    }
+}
+
+/// What a banking command's arguments send.
+trait Script {
+    /// The login, operation and request id; secrets are read here, before anything is sent.
+    fn scripted(self) -> Result<Scripted, String>;
+}
+
+impl Script for TransferArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::Transfer {
+            to: self.to,
+            amount: self.amount,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for HoldArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::PlaceHold {
+            amount: self.amount,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for CompleteHoldArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::CompleteHold {
+            hold_id: self.hold_id,
+            amount: self.amount,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for VoidHoldArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::VoidHold {
+            hold_id: self.hold_id,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for ReverseArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::Reverse {
+            original: self.original,
+            dispensed: self.amount,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for StatementArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        // A statement changes nothing and is not remembered: no request id to fix.
+        let call = ops::Statement { count: self.count };
+        self.login.scripted(call, FixedId::default())
+    }
+}
+
+impl Script for SetLimitsArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let limits = DailyLimits {
+            amount: self.daily_amount,
+            count: self.daily_count,
+        };
+        self.target.manage(Management::SetLimits(limits), self.id)
     }
 }
 
