@@ -7,10 +7,10 @@
 //! calls the client library's methods use; whether a command verifies its card first is
 //! decided by the operation's [`crate::model::Kind`].
 
-use crate::client::ops::{self, Call, Expected, Prepared};
+use crate::client::ops::{self, Call, Expected, Management, Prepared};
 use crate::client::tls::{IdentityFiles, TlsError, TlsFiles, TlsSettings};
 use crate::client::{Client, ClientConfig, ClientError};
-use crate::protocol::{Amount, Body, Card, Reply, RequestId, Status};
+use crate::protocol::{Amount, Body, Card, DailyLimits, HoldId, Reply, RequestId, Status};
 use std::io::Write;
 use std::path::PathBuf;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -29,10 +29,9 @@ pub const EXIT_UNKNOWN: u8 = 3;
 pub enum Command {
     /// Open an account (operator only).
     CreateAccount {
-        /// The operator token. Prefer BANK_OPERATOR_TOKEN, or the no-echo prompt on a terminal:
-        /// the flag is visible to every local user in ps.
-        #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
-        operator_token: Option<String>,
+        /// Where the operator token comes from.
+        #[command(flatten)]
+        operator: OperatorToken,
         /// New card number.
         #[arg(long)]
         card: Card,
@@ -99,10 +98,9 @@ pub enum Command {
     },
     /// Unlock a card locked by wrong PINs (operator only).
     UnlockCard {
-        /// The operator token. Prefer BANK_OPERATOR_TOKEN, or the no-echo prompt on a terminal:
-        /// the flag is visible to every local user in ps.
-        #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
-        operator_token: Option<String>,
+        /// Where the operator token comes from.
+        #[command(flatten)]
+        operator: OperatorToken,
         /// Card.
         #[arg(long)]
         card: Card,
@@ -122,6 +120,44 @@ pub enum Command {
         #[arg(long, env = "BANK_NEW_PIN", hide_env_values = true)]
         new_pin: Option<String>,
     },
+    /// Send money from a card to another card.
+    ///
+    /// Approved once the money has left the card; it reaches the other card moments later, or
+    /// comes back if that account cannot take it (unknown, frozen or closed).
+    Transfer(TransferArgs),
+    /// Reserve an amount on a card (an authorisation); prints its hold_id.
+    ///
+    /// The amount stays in the balance but leaves the available balance until the hold is
+    /// completed, voided or expires.
+    Hold(HoldArgs),
+    /// Post a hold: its whole amount, or less with --amount (the rest is released).
+    CompleteHold(CompleteHoldArgs),
+    /// Release a hold without posting it.
+    VoidHold(VoidHoldArgs),
+    /// Give back an earlier withdrawal (or completed hold), named by its request id.
+    ///
+    /// For an ATM that could not dispense all of it: --amount is what it did dispense, and the
+    /// reversal gives back the original's amount less that; without --amount, all of it. A
+    /// reversal that arrives before its original is approved and the original is refused
+    /// (request_id_conflict) when it arrives.
+    Reverse(ReverseArgs),
+    /// A card's last movements, newest last, each with the balance after it.
+    Statement(StatementArgs),
+    /// Freeze an account (operator only).
+    ///
+    /// A frozen account refuses withdrawals, holds and their completion, transfers out and in,
+    /// and PIN checks until unfrozen; deposits, reversals and voids still go through.
+    Freeze(ManageArgs),
+    /// Unfreeze a frozen account (operator only).
+    Unfreeze(ManageArgs),
+    /// Close an account for good (operator only).
+    ///
+    /// Refused (balance_not_zero) unless its balance is zero, with no holds or transfers open.
+    CloseAccount(ManageArgs),
+    /// An account's state, balances, limits and today's withdrawals (operator only).
+    AccountInfo(OperatorCard),
+    /// Set an account's own daily withdrawal limits (operator only).
+    SetLimits(SetLimitsArgs),
     /// Lowercase a line.
     Lowercase {
         /// The text.
@@ -137,6 +173,175 @@ pub enum Command {
         /// The number.
         number: u64,
     },
+}
+
+/// Where an operator command's token comes from: `--operator-token`, `BANK_OPERATOR_TOKEN`, or
+/// a no-echo prompt when standard input is a terminal.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct OperatorToken {
+    /// The operator token. Prefer BANK_OPERATOR_TOKEN, or the no-echo prompt on a terminal:
+    /// the flag is visible to every local user in ps.
+    #[arg(long, env = "BANK_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+}
+
+impl OperatorToken {
+    /// The token, from wherever it was given.
+    pub fn read(self) -> Result<String, String> {
+        match self.operator_token {
+            Some(token) => Ok(token),
+            None => read_secret_from_terminal("operator token", "BANK_OPERATOR_TOKEN"),
+        }
+    }
+}
+
+/// The card a card command acts on and where its PIN comes from.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CardLogin {
+    /// Card.
+    #[arg(long)]
+    pub card: Card,
+    /// Where the PIN comes from.
+    #[command(flatten)]
+    pub pin: PinSource,
+}
+
+/// A fixed request id, for replaying a request from another process.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FixedId {
+    /// Fixed request id CLIENT:SEQ (two decimal u64s), to replay a request from a new process.
+    #[arg(long)]
+    pub request_id: Option<RequestId>,
+}
+
+/// `atm transfer`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TransferArgs {
+    /// The sending card and its PIN.
+    #[command(flatten)]
+    pub login: CardLogin,
+    /// The receiving card.
+    #[arg(long)]
+    pub to: Card,
+    /// Amount, in minor units.
+    #[arg(long)]
+    pub amount: Amount,
+    /// Its request id, if fixed.
+    #[command(flatten)]
+    pub id: FixedId,
+}
+
+/// `atm hold`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct HoldArgs {
+    /// The card and its PIN.
+    #[command(flatten)]
+    pub login: CardLogin,
+    /// Amount to reserve, in minor units.
+    #[arg(long)]
+    pub amount: Amount,
+    /// Its request id, if fixed.
+    #[command(flatten)]
+    pub id: FixedId,
+}
+
+/// `atm complete-hold`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CompleteHoldArgs {
+    /// The card and its PIN.
+    #[command(flatten)]
+    pub login: CardLogin,
+    /// The hold, as `atm hold` printed it.
+    #[arg(long)]
+    pub hold_id: HoldId,
+    /// Post only this much (at most the hold's amount); without it, all of it.
+    #[arg(long)]
+    pub amount: Option<Amount>,
+    /// Its request id, if fixed.
+    #[command(flatten)]
+    pub id: FixedId,
+}
+
+/// `atm void-hold`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct VoidHoldArgs {
+    /// The card and its PIN.
+    #[command(flatten)]
+    pub login: CardLogin,
+    /// The hold, as `atm hold` printed it.
+    #[arg(long)]
+    pub hold_id: HoldId,
+    /// Its request id, if fixed.
+    #[command(flatten)]
+    pub id: FixedId,
+}
+
+/// `atm reverse`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReverseArgs {
+    /// The card and its PIN.
+    #[command(flatten)]
+    pub login: CardLogin,
+    /// The request id CLIENT:SEQ of the withdrawal (or hold completion) to reverse.
+    #[arg(long, value_name = "CLIENT:SEQ")]
+    pub original: RequestId,
+    /// The amount the ATM actually dispensed: the reversal gives back the original's amount less
+    /// it. Without it, all of the original's amount is given back.
+    #[arg(long)]
+    pub amount: Option<Amount>,
+    /// Its request id, if fixed.
+    #[command(flatten)]
+    pub id: FixedId,
+}
+
+/// `atm statement`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StatementArgs {
+    /// The card and its PIN.
+    #[command(flatten)]
+    pub login: CardLogin,
+    /// How many of the last movements, at most (the server caps it).
+    #[arg(long, default_value_t = 10)]
+    pub count: u32,
+}
+
+/// The operator token and the account an operator command acts on.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OperatorCard {
+    /// Where the operator token comes from.
+    #[command(flatten)]
+    pub operator: OperatorToken,
+    /// The account's card.
+    #[arg(long)]
+    pub card: Card,
+}
+
+/// `atm freeze`, `atm unfreeze`, `atm close-account`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ManageArgs {
+    /// The token and the account.
+    #[command(flatten)]
+    pub target: OperatorCard,
+    /// Its request id, if fixed.
+    #[command(flatten)]
+    pub id: FixedId,
+}
+
+/// `atm set-limits`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SetLimitsArgs {
+    /// The token and the account.
+    #[command(flatten)]
+    pub target: OperatorCard,
+    /// The most money withdrawn (and held) a business day, in minor units.
+    #[arg(long)]
+    pub daily_amount: Amount,
+    /// The most withdrawals (and holds) a business day.
+    #[arg(long)]
+    pub daily_count: u32,
+    /// Its request id, if fixed.
+    #[command(flatten)]
+    pub id: FixedId,
 }
 
 /// The TLS flags of `atm` and the swarm. Without `--tls-ca` the client speaks plain TCP and the
@@ -219,14 +424,6 @@ impl PinSource {
     }
 }
 
-/// The operator token from `--operator-token` / BANK_OPERATOR_TOKEN, else from a no-echo prompt.
-fn given_or_prompted_token(given: Option<String>) -> Result<String, String> {
-    match given {
-        Some(token) => Ok(token),
-        None => read_secret_from_terminal("operator token", "BANK_OPERATOR_TOKEN"),
-    }
-}
-
 /// Asks for a secret on the terminal without echoing it; refuses when there is no terminal to ask
 /// on (`script_forms` says what a script should use instead).
 fn read_secret_from_terminal(label: &str, script_forms: &str) -> Result<String, String> {
@@ -241,8 +438,11 @@ fn read_secret_from_terminal(label: &str, script_forms: &str) -> Result<String, 
         .map_err(|error| format!("cannot read the {label}: {error}"))
 }
 
-/// The JSON object printed for a reply: `status`, plus `balance`, `text`, or the answer's name
-/// (`prime`, `palindrome`) when the reply carries one.
+/// The JSON object printed for a reply: `status`, plus what the reply carries: `balance` and
+/// `available_balance` (every reply with a balance since protocol version 2; a reply remembered
+/// from before has `balance` only), `hold_id` for a placed hold, `movements` for a statement,
+/// the account's fields for `account-info`, `text`, or the answer's name (`prime`,
+/// `palindrome`).
 pub fn reply_json(reply: &Reply, expected: Expected) -> serde_json::Value {
     let mut object = serde_json::Map::new();
     object.insert("status".into(), reply.status.name().into());
@@ -452,14 +652,14 @@ impl Scripted {
     fn read(command: Command) -> Result<Scripted, String> {
         Ok(match command {
             Command::CreateAccount {
-                operator_token,
+                operator,
                 card,
                 name,
                 pin,
                 initial_balance,
                 request_id,
             } => Scripted::open(ops::CreateAccount {
-                operator_token: given_or_prompted_token(operator_token)?,
+                operator_token: operator.read()?,
                 card,
                 holder: name,
                 pin: pin.read()?,
@@ -484,15 +684,26 @@ impl Scripted {
                 request_id,
             } => Scripted::on_card(card, pin.read()?, ops::Deposit { amount }).with_id(request_id),
             Command::UnlockCard {
-                operator_token,
+                operator,
                 card,
                 request_id,
             } => Scripted::open(ops::UnlockCard {
-                operator_token: given_or_prompted_token(operator_token)?,
+                operator_token: operator.read()?,
                 card,
             })
             .with_id(request_id),
             Command::ChangePin { card, pin, new_pin } => Scripted::change_pin(card, &pin, new_pin)?,
+            Command::Transfer(args) => args.scripted()?,
+            Command::Hold(args) => args.scripted()?,
+            Command::CompleteHold(args) => args.scripted()?,
+            Command::VoidHold(args) => args.scripted()?,
+            Command::Reverse(args) => args.scripted()?,
+            Command::Statement(args) => args.scripted()?,
+            Command::Freeze(args) => args.target.manage(Management::Freeze, args.id)?,
+            Command::Unfreeze(args) => args.target.manage(Management::Unfreeze, args.id)?,
+            Command::CloseAccount(args) => args.target.manage(Management::Close, args.id)?,
+            Command::AccountInfo(target) => target.manage(Management::Info, FixedId::default())?,
+            Command::SetLimits(args) => args.scripted()?,
             Command::Lowercase { text } => Scripted::open(ops::Lowercase { text }),
             Command::Prime { number } => Scripted::open(ops::IsPrime { number }),
             Command::Palindrome { number } => Scripted::open(ops::IsPalindrome { number }),
@@ -515,6 +726,97 @@ impl Scripted {
             new_pin,
         };
         Ok(Scripted::on_card(card, old_pin, call))
+    }
+}
+
+/// What a banking command's arguments send.
+trait Script {
+    /// The login, operation and request id; secrets are read here, before anything is sent.
+    fn scripted(self) -> Result<Scripted, String>;
+}
+
+impl Script for TransferArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::Transfer {
+            to: self.to,
+            amount: self.amount,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for HoldArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::PlaceHold {
+            amount: self.amount,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for CompleteHoldArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::CompleteHold {
+            hold_id: self.hold_id,
+            amount: self.amount,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for VoidHoldArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::VoidHold {
+            hold_id: self.hold_id,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for ReverseArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let call = ops::Reverse {
+            original: self.original,
+            dispensed: self.amount,
+        };
+        self.login.scripted(call, self.id)
+    }
+}
+
+impl Script for StatementArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        // A statement changes nothing and is not remembered: no request id to fix.
+        let call = ops::Statement { count: self.count };
+        self.login.scripted(call, FixedId::default())
+    }
+}
+
+impl Script for SetLimitsArgs {
+    fn scripted(self) -> Result<Scripted, String> {
+        let limits = DailyLimits {
+            amount: self.daily_amount,
+            count: self.daily_count,
+        };
+        self.target.manage(Management::SetLimits(limits), self.id)
+    }
+}
+
+impl CardLogin {
+    /// `call` on this card, verified with its PIN first, under the request id given (if any).
+    fn scripted(self, call: impl Call, id: FixedId) -> Result<Scripted, String> {
+        Ok(Scripted::on_card(self.card, self.pin.read()?, call).with_id(id.request_id))
+    }
+}
+
+impl OperatorCard {
+    /// The operator's `action` on this account, under the request id given (if any).
+    fn manage(self, action: Management, id: FixedId) -> Result<Scripted, String> {
+        let call = ops::Manage {
+            operator_token: self.operator.read()?,
+            card: self.card,
+            action,
+        };
+        Ok(Scripted::open(call).with_id(id.request_id))
     }
 }
 
@@ -545,7 +847,13 @@ const MENU: &str = "
  3) withdraw                7) is a number prime?
  4) deposit                 8) is a number a palindrome?
  9) log out                 0) exit
- c) change PIN              u) unlock a card (operator)";
+ c) change PIN              u) unlock a card (operator)
+ t) transfer                f) freeze an account (operator)
+ h) place a hold            n) unfreeze an account (operator)
+ k) complete a hold         x) close an account (operator)
+ v) void a hold             i) account details (operator)
+ r) reverse a withdrawal    l) set daily limits (operator)
+ s) statement";
 
 /// The lab's interactive ATM menu over one session, reading from standard input.
 pub async fn run_menu(config: ClientConfig) -> u8 {
@@ -615,6 +923,28 @@ async fn choose<R: tokio::io::AsyncBufRead + Unpin>(
         "9" => Some(ops::Logout.prepare()),
         "c" => ask_change_pin(lines).await,
         "u" => ask_unlock_card(lines).await,
+        "t" => ask_transfer(lines).await,
+        "h" => prompt_number(lines, "amount")
+            .await
+            .map(|amount| ops::PlaceHold { amount }.prepare()),
+        "k" => ask_complete_hold(lines).await,
+        "v" => prompt_number(lines, "hold id")
+            .await
+            .map(|hold_id| ops::VoidHold { hold_id }.prepare()),
+        "r" => ask_reverse(lines).await,
+        "s" => prompt_number(lines, "how many movements")
+            .await
+            .map(|count| {
+                ops::Statement {
+                    count: clamp_u32(count),
+                }
+                .prepare()
+            }),
+        "f" => ask_manage(lines, Management::Freeze).await,
+        "n" => ask_manage(lines, Management::Unfreeze).await,
+        "x" => ask_manage(lines, Management::Close).await,
+        "i" => ask_manage(lines, Management::Info).await,
+        "l" => ask_set_limits(lines).await,
         other => {
             println!("no such choice: {other}");
             None
@@ -660,8 +990,7 @@ async fn ask_change_pin<R: tokio::io::AsyncBufRead + Unpin>(
 async fn ask_unlock_card<R: tokio::io::AsyncBufRead + Unpin>(
     lines: &mut tokio::io::Lines<R>,
 ) -> Option<Prepared> {
-    let operator_token = prompt_secret(lines, "operator token").await?;
-    let card = prompt_number(lines, "card number").await?;
+    let (operator_token, card) = ask_operator_card(lines).await?;
     Some(
         ops::UnlockCard {
             operator_token,
@@ -669,6 +998,88 @@ async fn ask_unlock_card<R: tokio::io::AsyncBufRead + Unpin>(
         }
         .prepare(),
     )
+}
+
+/// The operator token and the card an operator choice acts on.
+async fn ask_operator_card<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<(String, Card)> {
+    let operator_token = prompt_secret(lines, "operator token").await?;
+    let card = prompt_number(lines, "card number").await?;
+    Some((operator_token, card))
+}
+
+async fn ask_manage<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    action: Management,
+) -> Option<Prepared> {
+    let (operator_token, card) = ask_operator_card(lines).await?;
+    let call = ops::Manage {
+        operator_token,
+        card,
+        action,
+    };
+    Some(call.prepare())
+}
+
+async fn ask_set_limits<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<Prepared> {
+    let (operator_token, card) = ask_operator_card(lines).await?;
+    let amount = prompt_number(lines, "daily amount").await?;
+    let count = clamp_u32(prompt_number(lines, "daily withdrawals").await?);
+    let call = ops::Manage {
+        operator_token,
+        card,
+        action: Management::SetLimits(DailyLimits { amount, count }),
+    };
+    Some(call.prepare())
+}
+
+async fn ask_transfer<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<Prepared> {
+    let to = prompt_number(lines, "to card number").await?;
+    let amount = prompt_number(lines, "amount").await?;
+    Some(ops::Transfer { to, amount }.prepare())
+}
+
+async fn ask_complete_hold<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<Prepared> {
+    let hold_id = prompt_number(lines, "hold id").await?;
+    let amount = prompt_optional_number(lines, "amount (empty for all of it)").await?;
+    Some(ops::CompleteHold { hold_id, amount }.prepare())
+}
+
+async fn ask_reverse<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<Prepared> {
+    let text = prompt(
+        lines,
+        "original request id (CLIENT:SEQ, as the statement shows)",
+    )
+    .await?;
+    let original = match text.parse::<RequestId>() {
+        Ok(original) => original,
+        Err(error) => {
+            println!("{error}");
+            return None;
+        }
+    };
+    let dispensed = prompt_optional_number(lines, "amount dispensed (empty for none)").await?;
+    Some(
+        ops::Reverse {
+            original,
+            dispensed,
+        }
+        .prepare(),
+    )
+}
+
+/// A count typed at the menu, capped at what the request carries.
+fn clamp_u32(number: u64) -> u32 {
+    u32::try_from(number).unwrap_or(u32::MAX)
 }
 
 async fn prompt<R: tokio::io::AsyncBufRead + Unpin>(
@@ -704,7 +1115,24 @@ async fn prompt_number<R: tokio::io::AsyncBufRead + Unpin>(
     lines: &mut tokio::io::Lines<R>,
     label: &str,
 ) -> Option<u64> {
+    parse_number(&prompt(lines, label).await?)
+}
+
+/// Like [`prompt_number`], where an empty line means none: `Some(None)`. `None` when the input
+/// ended or did not parse.
+async fn prompt_optional_number<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    label: &str,
+) -> Option<Option<u64>> {
     let text = prompt(lines, label).await?;
+    if text.is_empty() {
+        return Some(None);
+    }
+    parse_number(&text).map(Some)
+}
+
+/// A whole number typed at the menu; says so when it is not one.
+fn parse_number(text: &str) -> Option<u64> {
     match text.parse() {
         Ok(number) => Some(number),
         Err(_) => {

@@ -55,7 +55,7 @@ async fn a_fixed_request_id_replayed_from_another_process_moves_money_once() {
     assert_eq!(first.code, Some(0), "{first:?}");
     assert_eq!(
         first.json(),
-        json!({"status": "approved", "balance": 9_750})
+        json!({"status": "approved", "balance": 9_750, "available_balance": 9_750})
     );
     assert_eq!(second, first);
     assert_eq!(server.committed_balance(123_456_789), Some(9_750));
@@ -72,7 +72,10 @@ async fn a_fixed_request_id_replayed_from_another_process_moves_money_once() {
     let racing = withdraw("50", "9:2");
     let (a, b) = tokio::join!(atm(&address, &racing), atm(&address, &racing));
     assert_eq!(a.code, Some(0), "{a:?}");
-    assert_eq!(a.json(), json!({"status": "approved", "balance": 9_700}));
+    assert_eq!(
+        a.json(),
+        json!({"status": "approved", "balance": 9_700, "available_balance": 9_700})
+    );
     assert_eq!(b, a);
     assert_eq!(server.committed_balance(123_456_789), Some(9_700));
 
@@ -95,7 +98,10 @@ async fn a_fixed_request_id_replayed_from_another_process_moves_money_once() {
     let first = atm(&address, &create).await;
     let second = atm(&address, &create).await;
     assert_eq!(first.code, Some(0), "{first:?}");
-    assert_eq!(first.json(), json!({"status": "approved", "balance": 50}));
+    assert_eq!(
+        first.json(),
+        json!({"status": "approved", "balance": 50, "available_balance": 50})
+    );
     assert_eq!(second, first);
     assert_eq!(server.committed_balance(222_333_444), Some(50));
 }
@@ -109,7 +115,7 @@ async fn exit_codes_and_json_for_approved_and_refused_commands() {
         (
             vec!["balance", "--card", JOTY, "--pin", "1234"],
             0,
-            json!({"status": "approved", "balance": 10_000}),
+            json!({"status": "approved", "balance": 10_000, "available_balance": 10_000}),
         ),
         (
             vec!["verify", "--card", JOTY, "--pin", "1234"],
@@ -119,7 +125,7 @@ async fn exit_codes_and_json_for_approved_and_refused_commands() {
         (
             vec!["deposit", "--card", JOTY, "--pin", "1234", "--amount", "5"],
             0,
-            json!({"status": "approved", "balance": 10_005}),
+            json!({"status": "approved", "balance": 10_005, "available_balance": 10_005}),
         ),
         (
             vec!["withdraw", "--card", JOTY, "--pin", "0000", "--amount", "5"],
@@ -136,12 +142,12 @@ async fn exit_codes_and_json_for_approved_and_refused_commands() {
                 "withdraw", "--card", JOTY, "--pin", "1234", "--amount", "20000",
             ],
             1,
-            json!({"status": "insufficient_funds", "balance": 10_005}),
+            json!({"status": "insufficient_funds", "balance": 10_005, "available_balance": 10_005}),
         ),
         (
             vec!["withdraw", "--card", JOTY, "--pin", "1234", "--amount", "0"],
             1,
-            json!({"status": "invalid_amount", "balance": 10_005}),
+            json!({"status": "invalid_amount", "balance": 10_005, "available_balance": 10_005}),
         ),
         (
             vec![

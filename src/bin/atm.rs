@@ -9,7 +9,14 @@ use std::process::ExitCode;
 
 /// An ATM for actor-bank.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Exit codes: 0 approved, 1 refused by the server, 2 bad usage, 3 no definite answer \
+                  (replay the same --request-id to settle it).\n\
+                  Amounts are in minor units; --json prints exactly one object, with balance and \
+                  available_balance whenever the reply carries a balance."
+)]
 struct Arguments {
     /// The bank server's address.
     #[arg(long, env = "BANK_SERVER", default_value = "127.0.0.1:7878")]

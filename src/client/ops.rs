@@ -250,10 +250,15 @@ impl Call for IsPalindrome {
     }
 }
 
-/// The balance a reply carries, if any (what [`Expected::Balance`] replies hold).
+/// The (ledger) balance a reply carries, if any: what [`Expected::Balance`] and
+/// [`Expected::Hold`] replies hold, whether remembered from before version 2 (`Balance`) or not.
 pub fn reply_balance(reply: &Reply) -> Option<Amount> {
     match reply.body {
-        Body::Balance(balance) => Some(balance),
+        Body::Balance(balance)
+        | Body::Balances {
+            ledger: balance, ..
+        } => Some(balance),
+        Body::Hold { ledger, .. } => Some(ledger),
         _ => None,
     }
 }

@@ -107,6 +107,8 @@ fn outcome_of(
         Event::TransferSettled { leg, receiver } => transfer_settled(account, *leg, *receiver),
         Event::HoldPlaced { amount, .. } => Ok(hold_placed(account, *amount, at, policy)),
         Event::HoldCompleted { hold, amount } => Ok(hold_completed(account, *hold, *amount, at)),
+        // The released amount comes back to the available balance: the record carries the
+        // balances after the release, which is what applying it checks.
         Event::HoldVoided { hold } => Ok(match open_hold(account, *hold, at) {
             Ok(open) => released(account, open),
             Err(code) => balances_now(account, code),
