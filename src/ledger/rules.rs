@@ -144,6 +144,8 @@ fn state_gate(account: &Account, event: &Event) -> Option<Result<Outcome, Outcom
     let code = match account.state {
         AccountState::Open => return None,
         _ if internal => return None,
+        // Closing a closed account is approved and changes nothing ([`close`]).
+        AccountState::Closed if matches!(event, Event::AccountClosed) => return None,
         AccountState::Closed => Code::AccountClosed,
         AccountState::Frozen => {
             let refused_when_frozen = matches!(
@@ -993,6 +995,28 @@ mod tests {
             Decision::Answer(Outcome::bare(Code::UnknownCard))
         );
         assert!(ledger.is_conserved());
+    }
+
+    #[test]
+    fn closing_a_closed_account_is_approved_and_everything_else_is_refused() {
+        let mut ledger = Ledger::default();
+        step(&mut ledger, 1, opened(0));
+        assert_eq!(
+            step(&mut ledger, 2, Event::AccountClosed).status,
+            Code::Approved
+        );
+        assert_eq!(
+            step(&mut ledger, 3, Event::AccountClosed).status,
+            Code::Approved
+        );
+        assert_eq!(
+            step(&mut ledger, 4, Event::Deposit { amount: 1 }).status,
+            Code::AccountClosed
+        );
+        assert_eq!(
+            step(&mut ledger, 5, Event::AccountFrozen).status,
+            Code::AccountClosed
+        );
     }
 
     fn record(event: Event, status: Code, balance: Option<Amount>) -> Record {
