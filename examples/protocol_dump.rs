@@ -2,8 +2,9 @@
 //!
 //! Run it with `cargo run --example protocol_dump`. The frames are one conversation with the demo
 //! account (card 123456789, PIN 1234, balance 10000): handshake, verification, a withdrawal of 300,
-//! a withdrawal the balance cannot cover, a change of PIN, and the Goodbye a server sends for a protocol version it
-//! does not speak. tests/protocol_doc.rs includes this file, so the document, this program and the
+//! a withdrawal the balance cannot cover, a transfer to the second demo account, a hold, a balance
+//! inquiry, a change of PIN, the completion of the hold, a reversal, a statement, and the Goodbye a
+//! server sends for a protocol version it does not speak. tests/protocol_doc.rs includes this file, so the document, this program and the
 //! server are checked against the same list.
 //!
 //! It also prints the worked examples of docs/JOURNAL.md: a segment header, the journal record of
@@ -13,8 +14,8 @@ use actor_bank::codec::encode_frame;
 use actor_bank::journal::format;
 use actor_bank::ledger::{Event, Ledger, Outcome, Record, REQUEST_WINDOW};
 use actor_bank::protocol::{
-    Body, ClientMessage, Goodbye, Hello, Operation, Reply, Request, RequestId, ServerMessage,
-    Status, Welcome, PROTOCOL_VERSION,
+    Body, ClientMessage, Goodbye, Hello, Movement, MovementKind, Operation, Reply, Request,
+    RequestId, ServerMessage, Status, Welcome, PROTOCOL_VERSION,
 };
 use actor_bank::server::Limits;
 
@@ -47,6 +48,12 @@ pub fn id(sequence: u64) -> RequestId {
     }
 }
 
+/// The second demo account, which the example transfer pays.
+pub const OTHER_CARD: u64 = 987_654_321;
+
+/// The time the example statement's movement was decided (see [`EXAMPLE_UNIX_MS`]).
+pub const STATEMENT_UNIX_MS: u64 = EXAMPLE_UNIX_MS;
+
 /// The protocol version the rejected Hello claims (one the server does not speak).
 pub const UNSUPPORTED_VERSION: u32 = PROTOCOL_VERSION + 1;
 
@@ -77,6 +84,10 @@ fn reply(sequence: u64, status: Status, body: Body) -> ServerMessage {
         status,
         body,
     })
+}
+
+fn balances(ledger: u64, available: u64) -> Body {
+    Body::Balances { ledger, available }
 }
 
 fn to_server(name: &'static str, message: ClientMessage) -> Example {
@@ -124,7 +135,7 @@ pub fn examples() -> Vec<Example> {
         ),
         to_client(
             "withdraw-reply",
-            reply(2, Status::Approved, Body::Balance(9_700)),
+            reply(2, Status::Approved, balances(9_700, 9_700)),
         ),
         to_server(
             "overdraw-request",
@@ -132,7 +143,42 @@ pub fn examples() -> Vec<Example> {
         ),
         to_client(
             "overdraw-reply",
-            reply(3, Status::InsufficientFunds, Body::Balance(9_700)),
+            reply(3, Status::InsufficientFunds, balances(9_700, 9_700)),
+        ),
+        to_server(
+            "transfer-request",
+            request(
+                4,
+                Operation::Transfer {
+                    to: OTHER_CARD,
+                    amount: 1_000,
+                },
+            ),
+        ),
+        to_client(
+            "transfer-reply",
+            reply(4, Status::Approved, balances(8_700, 8_700)),
+        ),
+        to_server(
+            "hold-request",
+            request(5, Operation::PlaceHold { amount: 2_000 }),
+        ),
+        to_client(
+            "hold-reply",
+            reply(
+                5,
+                Status::Approved,
+                Body::Hold {
+                    hold_id: 1,
+                    ledger: 8_700,
+                    available: 6_700,
+                },
+            ),
+        ),
+        to_server("balance-request", request(7, Operation::Balance)),
+        to_client(
+            "balance-reply",
+            reply(7, Status::Approved, balances(8_700, 6_700)),
         ),
         to_server(
             "change-pin-request",
@@ -142,6 +188,44 @@ pub fn examples() -> Vec<Example> {
                     old_pin: "1234".into(),
                     new_pin: "2468".into(),
                 },
+            ),
+        ),
+        to_server(
+            "complete-hold-request",
+            request(
+                8,
+                Operation::CompleteHold {
+                    hold_id: 1,
+                    amount: Some(1_500),
+                },
+            ),
+        ),
+        to_server(
+            "reverse-request",
+            request(
+                9,
+                Operation::Reverse {
+                    original: id(2),
+                    dispensed: Some(200),
+                },
+            ),
+        ),
+        to_server(
+            "statement-request",
+            request(10, Operation::Statement { count: 5 }),
+        ),
+        to_client(
+            "statement-reply",
+            reply(
+                10,
+                Status::Approved,
+                Body::Statement(vec![Movement {
+                    at_unix_ms: STATEMENT_UNIX_MS,
+                    kind: MovementKind::Withdrawal,
+                    amount: 300,
+                    request: id(2),
+                    balance_after: 9_700,
+                }]),
             ),
         ),
         to_server(

@@ -556,8 +556,10 @@ struct Effective {
     tls_deny_file: Option<String>,
     tls_handshake_timeout_secs: u64,
     allow_plaintext: bool,
-    daily_withdrawal_amount_max: u64,
-    daily_withdrawal_count_max: u32,
+    /// None (left out) for no limit: `u64::MAX` does not fit a TOML integer.
+    daily_withdrawal_amount_max: Option<u64>,
+    /// None (left out) for no limit, like the amount.
+    daily_withdrawal_count_max: Option<u32>,
     business_time_zone: String,
     hold_ttl_secs: u64,
     statement_movements_max: u32,
@@ -631,8 +633,10 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         tls_deny_file: tls_path(config, |files| files.deny_file.as_ref()),
         tls_handshake_timeout_secs: limits.tls_handshake_timeout.as_secs(),
         allow_plaintext: config.allow_plaintext,
-        daily_withdrawal_amount_max: config.banking.daily_limits.amount,
-        daily_withdrawal_count_max: config.banking.daily_limits.count,
+        daily_withdrawal_amount_max: Some(config.banking.daily_limits.amount)
+            .filter(|amount| *amount != crate::model::DailyLimits::NONE.amount),
+        daily_withdrawal_count_max: Some(config.banking.daily_limits.count)
+            .filter(|count| *count != crate::model::DailyLimits::NONE.count),
         business_time_zone: config.banking.time_zone.name().to_string(),
         hold_ttl_secs: config.banking.hold_ttl.as_secs(),
         statement_movements_max: config.banking.statement_movements_max,

@@ -211,12 +211,52 @@ fn the_operation_table_lists_every_variant_in_wire_order() {
             old_pin: text(),
             new_pin: text(),
         },
+        Operation::Transfer { to: 1, amount: 1 },
+        Operation::PlaceHold { amount: 1 },
+        Operation::CompleteHold {
+            hold_id: 1,
+            amount: None,
+        },
+        Operation::VoidHold { hold_id: 1 },
+        Operation::Reverse {
+            original: dump::id(1),
+            dispensed: None,
+        },
+        Operation::Statement { count: 1 },
+        Operation::FreezeAccount {
+            operator_token: text(),
+            card: 1,
+        },
+        Operation::UnfreezeAccount {
+            operator_token: text(),
+            card: 1,
+        },
+        Operation::CloseAccount {
+            operator_token: text(),
+            card: 1,
+        },
+        Operation::AccountInfo {
+            operator_token: text(),
+            card: 1,
+        },
+        Operation::SetLimits {
+            operator_token: text(),
+            card: 1,
+            limits: actor_bank::model::DailyLimits::NONE,
+        },
     ];
     let rows = documented_table(&document(), "operations");
     assert_eq!(rows.len(), operations.len(), "one row per operation");
     for (index, (row, operation)) in rows.iter().zip(&operations).enumerate() {
-        // The Debug output starts with the variant's name (secrets are left out of it).
-        let shown = format!("{operation:?}");
+        // The Debug output starts with the variant's name (secrets are left out of it); the
+        // operator's account changes print their kind's name, so the tag's name is used instead.
+        let shown = match operation {
+            Operation::FreezeAccount { .. } => "FreezeAccount".to_string(),
+            Operation::UnfreezeAccount { .. } => "UnfreezeAccount".to_string(),
+            Operation::CloseAccount { .. } => "CloseAccount".to_string(),
+            Operation::AccountInfo { .. } => "AccountInfo".to_string(),
+            _ => format!("{operation:?}"),
+        };
         let variant: String = shown
             .chars()
             .take_while(char::is_ascii_alphanumeric)
@@ -331,10 +371,17 @@ async fn a_server_answers_the_documented_frames_with_the_documented_frames() {
         .await;
     atm.exchange(&document, "overdraw-request", "overdraw-reply")
         .await;
+    atm.exchange(&document, "transfer-request", "transfer-reply")
+        .await;
+    atm.exchange(&document, "hold-request", "hold-reply").await;
+    atm.exchange(&document, "balance-request", "balance-reply")
+        .await;
+    // The transfer's credit arrives in the background, once.
+    wait_for_balance(&server, dump::OTHER_CARD, 6_000).await;
 
     // The replay of 7:2 on a new connection: the original bytes, and no second withdrawal.
     let mut again = Raw::connect(server.local_addr).await;
-    again.log_in(&document, 4).await;
+    again.log_in(&document, 11).await;
     again
         .exchange(&document, "withdraw-request", "withdraw-reply")
         .await;
@@ -348,20 +395,46 @@ async fn a_server_answers_the_documented_frames_with_the_documented_frames() {
     server.stop();
     let server = RunningServer::start(demo_config(data_dir.path())).unwrap();
     let mut after_restart = Raw::connect(server.local_addr).await;
-    after_restart.log_in(&document, 5).await;
-    after_restart
-        .exchange(&document, "withdraw-request", "withdraw-reply")
-        .await;
-    after_restart
-        .exchange(&document, "overdraw-request", "overdraw-reply")
-        .await;
-    let balance = server
-        .bank()
-        .storage()
-        .with_committed(|ledger| ledger.accounts[&123_456_789].balance);
+    after_restart.log_in(&document, 12).await;
+    for (sent, answered) in [
+        ("withdraw-request", "withdraw-reply"),
+        ("overdraw-request", "overdraw-reply"),
+        ("transfer-request", "transfer-reply"),
+        ("hold-request", "hold-reply"),
+        ("balance-request", "balance-reply"),
+    ] {
+        after_restart.exchange(&document, sent, answered).await;
+    }
+    let balance = |card| {
+        server
+            .bank()
+            .storage()
+            .with_committed(|ledger| ledger.accounts[&card].balance)
+    };
     assert_eq!(
-        balance, 9_700,
-        "one withdrawal of 300, however often replayed"
+        balance(123_456_789),
+        8_700,
+        "one withdrawal of 300 and one transfer of 1000, however often replayed"
     );
+    assert_eq!(balance(dump::OTHER_CARD), 6_000, "credited once");
     server.stop();
+}
+
+/// Waits (at most 10 s) until `card`'s committed balance is `expected`.
+async fn wait_for_balance(server: &RunningServer, card: u64, expected: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let balance = server
+            .bank()
+            .storage()
+            .with_committed(|ledger| ledger.accounts.get(&card).map(|account| account.balance));
+        if balance == Some(expected) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "card {card}: balance {balance:?}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -1003,6 +1003,28 @@ mod tests {
         assert!(ledger.is_conserved());
     }
 
+    #[test]
+    fn closing_a_closed_account_is_approved_and_everything_else_is_refused() {
+        let mut ledger = Ledger::default();
+        step(&mut ledger, 1, opened(0));
+        assert_eq!(
+            step(&mut ledger, 2, Event::AccountClosed).status,
+            Code::Approved
+        );
+        assert_eq!(
+            step(&mut ledger, 3, Event::AccountClosed).status,
+            Code::Approved
+        );
+        assert_eq!(
+            step(&mut ledger, 4, Event::Deposit { amount: 1 }).status,
+            Code::AccountClosed
+        );
+        assert_eq!(
+            step(&mut ledger, 5, Event::AccountFrozen).status,
+            Code::AccountClosed
+        );
+    }
+
     fn record(event: Event, status: Code, balance: Option<Amount>) -> Record {
         Record {
             request: id(1),

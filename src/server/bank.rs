@@ -238,7 +238,22 @@ impl Bank {
     /// withdrawals and deposits are joined: a request that carries a secret (a PIN attempt, an
     /// account opening) is always checked afresh.
     pub fn submit(self: &Arc<Self>, card: Card, request: RequestId, event: Event) -> Submitted {
-        let joinable = matches!(event, Event::Withdrawal { .. } | Event::Deposit { .. });
+        // Every change a client's request makes and its memory keeps: the kinds whose checks list
+        // Check::Joining (`service::checks`).
+        let joinable = matches!(
+            event,
+            Event::Withdrawal { .. }
+                | Event::Deposit { .. }
+                | Event::TransferSent { .. }
+                | Event::HoldPlaced { .. }
+                | Event::HoldCompleted { .. }
+                | Event::HoldVoided { .. }
+                | Event::Reversal { .. }
+                | Event::AccountFrozen
+                | Event::AccountUnfrozen
+                | Event::AccountClosed
+                | Event::LimitsSet { .. }
+        );
         let fingerprint = Fingerprint::of(card, &event);
         if joinable {
             if let Some(outcome) = self.joinable.join((card, request), &fingerprint) {
