@@ -645,7 +645,7 @@ impl Check {
             Check::LockedCard => "the card's durable state is locked",
             Check::PinQueue => "the argon2id queue is full (a PIN hashed by the first release)",
             Check::Joining => {
-                "the same id with the same card and amount is still being worked on: this request gets that one's reply (`busy` if it is abandoned with its connection), and no later check runs"
+                "the same id with the same card and parameters is still being worked on: this request gets that one's reply (`busy` if it is abandoned with its connection), and no later check runs"
             }
             Check::Actor => {
                 "the mailbox is full, or the actor crashed or retired (`unavailable` if the journal has failed); a PIN attempt on a locked card"
