@@ -250,10 +250,14 @@ impl Call for IsPalindrome {
     }
 }
 
-/// The balance a reply carries, if any (what [`Expected::Balance`] replies hold).
+/// The (ledger) balance a reply carries, if any (what [`Expected::Balance`] and
+/// [`Expected::Hold`] replies hold; a reply remembered from before the available balance existed
+/// carries the balance alone).
 pub fn reply_balance(reply: &Reply) -> Option<Amount> {
     match reply.body {
-        Body::Balance(balance) => Some(balance),
+        Body::Balances { ledger, .. } | Body::Hold { ledger, .. } | Body::Balance(ledger) => {
+            Some(ledger)
+        }
         _ => None,
     }
 }

@@ -42,6 +42,15 @@ pub fn reply(
     }
 }
 
+/// The body of a reply that carries an account's balances when no hold is open: the ledger
+/// balance and the available balance, both `balance`.
+pub fn balances(balance: u64) -> actor_bank::protocol::Body {
+    actor_bank::protocol::Body::Balances {
+        ledger: balance,
+        available: balance,
+    }
+}
+
 /// A Verify of `card` with `pin`.
 pub fn verify(card: u64, pin: &str) -> Operation {
     Operation::Verify {
