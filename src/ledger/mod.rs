@@ -18,6 +18,8 @@
 //! requests in `memory`; the first release's snapshot layout in `v1`; the copy-on-write map that
 //! keeps a snapshot image cheap in `shards`.
 
+#[cfg(test)]
+mod banking_tests;
 mod memory;
 mod rules;
 mod shards;

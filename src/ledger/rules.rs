@@ -108,15 +108,13 @@ fn outcome_of(
         Event::HoldPlaced { amount, .. } => Ok(hold_placed(account, *amount, at, policy)),
         Event::HoldCompleted { hold, amount } => Ok(hold_completed(account, *hold, *amount, at)),
         Event::HoldVoided { hold } => Ok(match open_hold(account, *hold, at) {
-            Ok(_) => balances_now(account, Code::Approved),
+            Ok(open) => released(account, open),
             Err(code) => balances_now(account, code),
         }),
         // Nothing journaled unless the hold is open and due: `hold_resolved` when it is not
         // open, `busy` when it is not due yet.
         Event::HoldExpired { hold } => match account.hold(*hold) {
-            Some(open) if open.expires_at_unix_ms <= at.unix_ms => {
-                Ok(balances_now(account, Code::Approved))
-            }
+            Some(open) if open.expires_at_unix_ms <= at.unix_ms => Ok(released(account, open)),
             Some(_) => Err(Outcome::bare(Code::Busy)),
             None => Err(Outcome::bare(Code::HoldResolved)),
         },
@@ -137,9 +135,11 @@ fn outcome_of(
 /// bank's own steps; a frozen one refuses debits and incoming transfers (a PIN check is refused
 /// before it reaches the rules, see [`pin_gate`]).
 fn state_gate(account: &Account, event: &Event) -> Option<Result<Outcome, Outcome>> {
+    // Closing a closed account again is approved and changes nothing ([`close`]): an
+    // operator's retry under a new id is told the account is closed as asked.
     let internal = matches!(
         event,
-        Event::TransferSettled { .. } | Event::HoldExpired { .. }
+        Event::TransferSettled { .. } | Event::HoldExpired { .. } | Event::AccountClosed
     );
     let code = match account.state {
         AccountState::Open => return None,
@@ -370,6 +370,12 @@ fn close(account: &Account) -> Outcome {
             Code::BalanceNotZero
         },
     )
+}
+
+/// The approval of releasing `hold` (voided or expired): the balance stays, the hold's amount is
+/// available again.
+fn released(account: &Account, hold: &Hold) -> Outcome {
+    approved_with(account.balance, account.available() + hold.amount)
 }
 
 /// An outcome carrying the account's balances as they are.
