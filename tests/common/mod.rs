@@ -516,6 +516,21 @@ pub mod durability {
             }
         }
 
+        /// This model as the releases before business days wrote and read it back: every record
+        /// converted from its old layout ([`record_v1`]), the ledger replayed from them.
+        pub fn in_old_layout(&self) -> Model {
+            let records: Vec<Record> = self
+                .records
+                .iter()
+                .map(|record| Record::from(record_v1(record)))
+                .collect();
+            Model {
+                ledger: replay(&records),
+                records,
+                sequences: self.sequences.clone(),
+            }
+        }
+
         /// The state after the first `count` records.
         pub fn ledger_after(&self, count: usize) -> Ledger {
             replay(&self.records[..count])
