@@ -1232,7 +1232,7 @@ impl Bank {
             },
             4 => Event::HoldCompleted {
                 hold,
-                amount: (amount % 2 == 0).then_some(amount / 7),
+                amount: amount.is_multiple_of(2).then_some(amount / 7),
             },
             5 => Event::HoldVoided { hold },
             6 => Event::HoldExpired { hold },
@@ -1250,7 +1250,7 @@ impl Bank {
                 };
                 Event::Reversal {
                     original,
-                    dispensed: (amount % 3 == 0).then_some(amount % 4),
+                    dispensed: amount.is_multiple_of(3).then_some(amount % 4),
                     original_known: false,
                 }
             }
