@@ -363,17 +363,37 @@ fn a_hold_is_refused_closed_frozen_invalid_room_count_limit_funds_in_that_order(
     );
 }
 
-/// Every `(event, account)` the table below decides, with the code it must end in.
+/// `account` in `state`.
+fn in_state(mut account: Account, state: AccountState) -> Account {
+    account.state = state;
+    account
+}
+
+/// [`troubled`], open.
+fn open() -> Account {
+    in_state(troubled(), AccountState::Open)
+}
+
+/// [`troubled`], frozen.
+fn frozen() -> Account {
+    in_state(troubled(), AccountState::Frozen)
+}
+
+/// [`troubled`]: closed.
+fn closed() -> Account {
+    troubled()
+}
+
+/// Every `(event, account)` the tables below decide, with the code it must end in.
 fn cases() -> Vec<(Event, Account, Code)> {
-    let open = |mut account: Account| {
-        account.state = AccountState::Open;
-        account
-    };
-    let frozen = |mut account: Account| {
-        account.state = AccountState::Frozen;
-        account
-    };
-    let closed = troubled;
+    let mut cases = money_cases();
+    cases.extend(hold_cases());
+    cases.extend(account_cases());
+    cases
+}
+
+/// Deposits and the legs of transfers.
+fn money_cases() -> Vec<(Event, Account, Code)> {
     let sent = |receiver| Event::TransferSent {
         to: B,
         amount: 5,
@@ -384,7 +404,83 @@ fn cases() -> Vec<(Event, Account, Code)> {
         leg: 1,
         amount,
     };
+    let full = Account::new("Joty", pin_hash(A), u64::MAX);
+    vec![
+        (Event::Deposit { amount: 1 }, closed(), Code::AccountClosed),
+        (Event::Deposit { amount: 0 }, frozen(), Code::InvalidAmount),
+        (
+            Event::Deposit { amount: 1 },
+            full.clone(),
+            Code::InvalidAmount,
+        ),
+        (Event::Deposit { amount: 1 }, frozen(), Code::Approved),
+        (sent(Code::Approved), closed(), Code::AccountClosed),
+        (sent(Code::Approved), frozen(), Code::AccountFrozen),
+        (
+            Event::TransferSent {
+                to: B,
+                amount: 0,
+                receiver: Code::UnknownCard,
+            },
+            open(),
+            Code::InvalidAmount,
+        ),
+        (sent(Code::UnknownCard), open(), Code::UnknownCard),
+        (sent(Code::AccountFrozen), open(), Code::AccountFrozen),
+        (sent(Code::AccountClosed), open(), Code::AccountClosed),
+        (
+            Event::TransferSent {
+                to: B,
+                amount: 29,
+                receiver: Code::Approved,
+            },
+            open(),
+            Code::InsufficientFunds,
+        ),
+        (sent(Code::Approved), open(), Code::Approved),
+        (received(1), closed(), Code::AccountClosed),
+        (received(1), frozen(), Code::AccountFrozen),
+        (received(1), full.clone(), Code::InvalidAmount),
+        (received(1), open(), Code::Approved),
+        (
+            Event::TransferSettled {
+                leg: 1,
+                receiver: Code::AccountFrozen,
+            },
+            closed(),
+            Code::Approved,
+        ),
+    ]
+}
+
+/// Completions, voids and expiries of holds.
+fn hold_cases() -> Vec<(Event, Account, Code)> {
     let complete = |hold, amount| Event::HoldCompleted { hold, amount };
+    let expiring = || {
+        let mut account = open();
+        account.activity_mut().holds[0].expires_at_unix_ms = 0;
+        account
+    };
+    vec![
+        (complete(1, None), closed(), Code::AccountClosed),
+        (complete(1, None), frozen(), Code::AccountFrozen),
+        (complete(0, None), open(), Code::UnknownHold),
+        (complete(99, None), open(), Code::UnknownHold),
+        (complete(2, None), open(), Code::HoldResolved),
+        (complete(1, Some(2)), open(), Code::InvalidAmount),
+        (complete(1, Some(0)), open(), Code::InvalidAmount),
+        (complete(1, Some(1)), open(), Code::Approved),
+        (Event::HoldVoided { hold: 1 }, closed(), Code::AccountClosed),
+        (Event::HoldVoided { hold: 99 }, frozen(), Code::UnknownHold),
+        (Event::HoldVoided { hold: 2 }, frozen(), Code::HoldResolved),
+        (Event::HoldVoided { hold: 1 }, frozen(), Code::Approved),
+        (Event::HoldExpired { hold: 1 }, closed(), Code::Busy),
+        (Event::HoldExpired { hold: 1 }, expiring(), Code::Approved),
+    ]
+}
+
+/// Reversals and the operator's events.
+fn account_cases() -> Vec<(Event, Account, Code)> {
     let debit = RequestId {
         client: 1,
         sequence: 1,
@@ -403,126 +499,22 @@ fn cases() -> Vec<(Event, Account, Code)> {
         account.activity_mut().last_leg = 4;
         account
     };
-    let full = Account::new("Joty", pin_hash(A), u64::MAX);
-    let expiring = || {
-        let mut account = open(closed());
-        account.activity_mut().holds[0].expires_at_unix_ms = 0;
-        account
-    };
     vec![
-        (Event::Deposit { amount: 1 }, closed(), Code::AccountClosed),
-        (
-            Event::Deposit { amount: 0 },
-            frozen(closed()),
-            Code::InvalidAmount,
-        ),
-        (
-            Event::Deposit { amount: 1 },
-            full.clone(),
-            Code::InvalidAmount,
-        ),
-        (
-            Event::Deposit { amount: 1 },
-            frozen(closed()),
-            Code::Approved,
-        ),
-        (sent(Code::Approved), closed(), Code::AccountClosed),
-        (sent(Code::Approved), frozen(closed()), Code::AccountFrozen),
-        (
-            Event::TransferSent {
-                to: B,
-                amount: 0,
-                receiver: Code::UnknownCard,
-            },
-            open(closed()),
-            Code::InvalidAmount,
-        ),
-        (sent(Code::UnknownCard), open(closed()), Code::UnknownCard),
-        (
-            sent(Code::AccountFrozen),
-            open(closed()),
-            Code::AccountFrozen,
-        ),
-        (
-            sent(Code::AccountClosed),
-            open(closed()),
-            Code::AccountClosed,
-        ),
-        (
-            Event::TransferSent {
-                to: B,
-                amount: 29,
-                receiver: Code::Approved,
-            },
-            open(closed()),
-            Code::InsufficientFunds,
-        ),
-        (sent(Code::Approved), open(closed()), Code::Approved),
-        (received(1), closed(), Code::AccountClosed),
-        (received(1), frozen(closed()), Code::AccountFrozen),
-        (received(1), full.clone(), Code::InvalidAmount),
-        (received(1), open(closed()), Code::Approved),
-        (
-            Event::TransferSettled {
-                leg: 1,
-                receiver: Code::AccountFrozen,
-            },
-            closed(),
-            Code::Approved,
-        ),
-        (complete(1, None), closed(), Code::AccountClosed),
-        (complete(1, None), frozen(closed()), Code::AccountFrozen),
-        (complete(0, None), open(closed()), Code::UnknownHold),
-        (complete(99, None), open(closed()), Code::UnknownHold),
-        (complete(2, None), open(closed()), Code::HoldResolved),
-        (complete(1, Some(2)), open(closed()), Code::InvalidAmount),
-        (complete(1, Some(0)), open(closed()), Code::InvalidAmount),
-        (complete(1, Some(1)), open(closed()), Code::Approved),
-        (Event::HoldVoided { hold: 1 }, closed(), Code::AccountClosed),
-        (
-            Event::HoldVoided { hold: 99 },
-            frozen(closed()),
-            Code::UnknownHold,
-        ),
-        (
-            Event::HoldVoided { hold: 2 },
-            frozen(closed()),
-            Code::HoldResolved,
-        ),
-        (
-            Event::HoldVoided { hold: 1 },
-            frozen(closed()),
-            Code::Approved,
-        ),
-        (Event::HoldExpired { hold: 1 }, closed(), Code::Busy),
-        (Event::HoldExpired { hold: 1 }, expiring(), Code::Approved),
         (reversal(debit, None, true), closed(), Code::AccountClosed),
-        (
-            reversal(unseen, None, true),
-            frozen(closed()),
-            Code::NotReversible,
-        ),
+        (reversal(unseen, None, true), frozen(), Code::NotReversible),
         (
             reversal(debit, Some(11), true),
-            frozen(closed()),
+            frozen(),
             Code::InvalidAmount,
         ),
-        (
-            reversal(debit, Some(4), true),
-            frozen(closed()),
-            Code::Approved,
-        ),
-        (
-            reversal(unseen, None, false),
-            open(closed()),
-            Code::Approved,
-        ),
+        (reversal(debit, Some(4), true), frozen(), Code::Approved),
+        (reversal(unseen, None, false), open(), Code::Approved),
         (Event::AccountFrozen, closed(), Code::AccountClosed),
-        (Event::AccountFrozen, open(closed()), Code::Approved),
+        (Event::AccountFrozen, open(), Code::Approved),
         (Event::AccountUnfrozen, closed(), Code::AccountClosed),
-        (Event::AccountUnfrozen, frozen(closed()), Code::Approved),
+        (Event::AccountUnfrozen, frozen(), Code::Approved),
         (Event::CardUnlocked, closed(), Code::AccountClosed),
-        (Event::CardUnlocked, frozen(closed()), Code::Approved),
+        (Event::CardUnlocked, frozen(), Code::Approved),
         (
             Event::LimitsSet {
                 limits: DailyLimits::NONE,
@@ -534,11 +526,15 @@ fn cases() -> Vec<(Event, Account, Code)> {
             Event::LimitsSet {
                 limits: DailyLimits::NONE,
             },
-            frozen(closed()),
+            frozen(),
             Code::Approved,
         ),
-        (Event::AccountClosed, open(closed()), Code::BalanceNotZero),
-        (Event::AccountClosed, frozen(empty()), Code::Approved),
+        (Event::AccountClosed, open(), Code::BalanceNotZero),
+        (
+            Event::AccountClosed,
+            in_state(empty(), AccountState::Frozen),
+            Code::Approved,
+        ),
         (Event::AccountClosed, closed(), Code::Approved),
     ]
 }
@@ -614,8 +610,9 @@ fn placed_id(outcome: Outcome) -> HoldId {
     outcome.reference.expect("a placed hold has an id")
 }
 
-#[test]
-fn a_hold_reserves_money_and_is_completed_for_less_voided_or_expired_once() {
+/// A bank whose card A (1 000) holds 300, 200 and 100 (holds 1, 2 and 3, for a minute), with
+/// daily limits of 2 000 in 5.
+fn three_holds() -> Bank {
     let mut bank = Bank::with(&[(A, 1_000)]);
     bank.policy.daily_limits = DailyLimits {
         amount: 2_000,
@@ -640,6 +637,13 @@ fn a_hold_reserves_money_and_is_completed_for_less_voided_or_expired_once() {
         bank.on(A, Event::Withdrawal { amount: 401 }).status,
         Code::InsufficientFunds
     );
+    bank
+}
+
+#[test]
+fn a_hold_is_completed_for_less_or_voided_and_resolved_at_most_once() {
+    let mut bank = three_holds();
+    let second = 2;
 
     // Completed for less: 250 taken, 50 released, and 50 given back to today's limit.
     let completed = bank.on(
@@ -693,8 +697,15 @@ fn a_hold_reserves_money_and_is_completed_for_less_voided_or_expired_once() {
         bank.on(A, Event::HoldVoided { hold: 4 }).status,
         Code::UnknownHold
     );
+    assert!(bank.ledger.is_conserved());
+    assert_eq!(bank.replayed(), bank.ledger);
+}
 
-    // Expiry by the clock of the decision: not due a millisecond early, due at the time.
+#[test]
+fn a_hold_expires_by_the_clock_of_the_decision_and_gives_its_limits_back() {
+    let mut bank = three_holds();
+    let third = 3;
+    // Not due a millisecond early, due at the time.
     let due = bank.account(A).hold(third).unwrap().expires_at_unix_ms;
     bank.at.unix_ms = due - 1;
     assert_eq!(
@@ -718,12 +729,17 @@ fn a_hold_reserves_money_and_is_completed_for_less_voided_or_expired_once() {
     );
     let expired = bank.request(A, id(0, third), Event::HoldExpired { hold: third });
     assert_eq!(
-        (expired.status, expired.available),
-        (Code::Approved, Some(750))
+        (expired.status, expired.balance, expired.available),
+        (Code::Approved, Some(1_000), Some(500))
     );
-    assert_eq!(bank.account(A).held(), 0);
-    assert_eq!(bank.account(A).usage_on(DAY).amount, 250);
-    assert_eq!(bank.account(A).usage_on(DAY).count, 1);
+    assert_eq!(bank.account(A).held(), 500);
+    assert_eq!(bank.account(A).usage_on(DAY).amount, 500);
+    assert_eq!(bank.account(A).usage_on(DAY).count, 2);
+    // Expired once: the sweep finding it again is told it is resolved, and journals nothing.
+    let records = bank.records.len();
+    let again = bank.request(A, id(0, third), Event::HoldExpired { hold: third });
+    assert_eq!(again, Outcome::bare(Code::HoldResolved));
+    assert_eq!(bank.records.len(), records);
     assert!(bank.ledger.is_conserved());
     assert_eq!(bank.replayed(), bank.ledger);
 }
@@ -765,6 +781,16 @@ fn a_hold_counted_on_an_earlier_day_gives_nothing_back_to_today() {
 
 // ---- Reversals. ----
 
+/// A reversal of `original` by the card, keeping `dispensed` (what the memory knows of the
+/// original is filled in by [`Bank::request`]).
+fn reversal(original: RequestId, dispensed: Option<Amount>) -> Event {
+    Event::Reversal {
+        original,
+        dispensed,
+        original_known: false,
+    }
+}
+
 #[test]
 fn a_reversal_gives_back_all_or_what_was_not_dispensed_once() {
     let mut bank = Bank::with(&[(A, 1_000), (B, 1_000)]);
@@ -778,14 +804,7 @@ fn a_reversal_gives_back_all_or_what_was_not_dispensed_once() {
     bank.request(A, partial, Event::Withdrawal { amount: 200 });
     assert_eq!(bank.account(A).usage_on(DAY).count, 2);
 
-    let back = bank.on(
-        A,
-        Event::Reversal {
-            original: full,
-            dispensed: None,
-            original_known: false,
-        },
-    );
+    let back = bank.on(A, reversal(full, None));
     assert_eq!(
         (back.status, back.balance, back.available, back.reference),
         (Code::Approved, Some(800), Some(800), None)
@@ -794,14 +813,7 @@ fn a_reversal_gives_back_all_or_what_was_not_dispensed_once() {
     assert_eq!(bank.account(A).usage_on(DAY).amount, 200);
     assert_eq!(bank.account(A).usage_on(DAY).count, 1);
     // The ATM paid out 50 of the 200: 150 comes back, the count stays.
-    let back = bank.on(
-        A,
-        Event::Reversal {
-            original: partial,
-            dispensed: Some(50),
-            original_known: false,
-        },
-    );
+    let back = bank.on(A, reversal(partial, Some(50)));
     assert_eq!((back.status, back.balance), (Code::Approved, Some(950)));
     assert_eq!(bank.account(A).usage_on(DAY).amount, 50);
     assert_eq!(bank.account(A).usage_on(DAY).count, 1);
@@ -816,33 +828,18 @@ fn a_reversal_gives_back_all_or_what_was_not_dispensed_once() {
 
     // A second reversal (another request) is approved and moves nothing.
     let records = bank.records.len();
-    let again = bank.on(
-        A,
-        Event::Reversal {
-            original: full,
-            dispensed: None,
-            original_known: false,
-        },
-    );
+    let again = bank.on(A, reversal(full, None));
     assert_eq!((again.status, again.balance), (Code::Approved, Some(950)));
     assert_eq!(bank.records.len(), records + 1);
     assert_eq!(bank.account(A).movements(1)[0].amount, 150);
     // More dispensed than was taken is no reversal.
     let taken = bank.next_id();
     bank.request(A, taken, Event::Withdrawal { amount: 10 });
-    let wrong = Event::Reversal {
-        original: taken,
-        dispensed: Some(11),
-        original_known: false,
-    };
+    let wrong = reversal(taken, Some(11));
     assert_eq!(bank.on(A, wrong).status, Code::InvalidAmount);
     // Another card's debit is out of reach: on card B it was never seen, so it is reversed in
     // its place and nothing moves.
-    let other = Event::Reversal {
-        original: taken,
-        dispensed: None,
-        original_known: false,
-    };
+    let other = reversal(taken, None);
     let on_b = bank.on(B, other);
     assert_eq!((on_b.status, on_b.balance), (Code::Approved, Some(1_000)));
     assert_eq!(on_b.reference, Some(REVERSAL_IN_PLACE));
@@ -854,11 +851,7 @@ fn a_reversal_gives_back_all_or_what_was_not_dispensed_once() {
 fn a_reversal_of_a_never_seen_original_takes_its_place_and_the_late_original_conflicts() {
     let mut bank = Bank::with(&[(A, 1_000)]);
     let original = id(5, 3);
-    let reversal = Event::Reversal {
-        original,
-        dispensed: None,
-        original_known: false,
-    };
+    let reversal = reversal(original, None);
     let reversed = bank.request(A, id(5, 4), reversal.clone());
     assert_eq!(
         (reversed.status, reversed.balance, reversed.reference),
@@ -885,11 +878,7 @@ fn a_known_request_that_is_no_recent_debit_is_not_reversible() {
     let mut bank = Bank::with(&[(A, 1_000)]);
     let deposit = bank.next_id();
     bank.request(A, deposit, Event::Deposit { amount: 5 });
-    let not_a_debit = Event::Reversal {
-        original: deposit,
-        dispensed: None,
-        original_known: false,
-    };
+    let not_a_debit = reversal(deposit, None);
     let refused = bank.on(A, not_a_debit);
     assert_eq!(
         (refused.status, refused.balance),
@@ -902,11 +891,7 @@ fn a_known_request_that_is_no_recent_debit_is_not_reversible() {
         bank.on(A, Event::Withdrawal { amount: 1 });
     }
     assert!(bank.account(A).debit(oldest).is_none());
-    let too_old = Event::Reversal {
-        original: oldest,
-        dispensed: None,
-        original_known: false,
-    };
+    let too_old = reversal(oldest, None);
     assert_eq!(bank.on(A, too_old).status, Code::NotReversible);
     assert_eq!(
         bank.account(A).balance,
@@ -954,12 +939,19 @@ fn a_transfer_is_sent_received_and_settled_or_returned_and_money_is_in_transit_b
         }
     );
 
+    assert!(bank.ledger.is_conserved());
+    assert_eq!(bank.replayed(), bank.ledger);
+}
+
+#[test]
+fn a_transfer_the_receiver_refuses_is_given_back_and_one_it_would_refuse_is_refused_at_once() {
+    let mut bank = Bank::with(&[(A, 1_000), (C, 0)]);
     // The receiver frozen after the transfer was asked: refused there, given back here.
     let to_c = bank.transfer(A, C, 200);
-    assert_eq!(to_c.reference, Some(2));
+    assert_eq!(to_c.reference, Some(1));
     bank.on(C, Event::AccountFrozen);
-    assert_eq!(bank.deliver(A, 2), Code::AccountFrozen);
-    assert_eq!(bank.account(A).balance, 700);
+    assert_eq!(bank.deliver(A, 1), Code::AccountFrozen);
+    assert_eq!(bank.account(A).balance, 1_000);
     assert_eq!(bank.account(C).balance, 0);
     assert_eq!(
         bank.account(A)
@@ -968,13 +960,13 @@ fn a_transfer_is_sent_received_and_settled_or_returned_and_money_is_in_transit_b
             .map(|m| (m.kind, m.amount, m.balance_after))
             .collect::<Vec<_>>(),
         [
-            (MovementKind::TransferOut, 200, 500),
-            (MovementKind::TransferReturned, 200, 700)
+            (MovementKind::TransferOut, 200, 800),
+            (MovementKind::TransferReturned, 200, 1_000)
         ]
     );
     // Settling twice does nothing.
     let settle = Event::TransferSettled {
-        leg: 2,
+        leg: 1,
         receiver: Code::AccountFrozen,
     };
     let records = bank.records.len();
@@ -984,7 +976,7 @@ fn a_transfer_is_sent_received_and_settled_or_returned_and_money_is_in_transit_b
     let refused = bank.transfer(A, C, 10);
     assert_eq!(
         (refused.status, refused.balance),
-        (Code::AccountFrozen, Some(700))
+        (Code::AccountFrozen, Some(1_000))
     );
     assert_eq!(bank.transfer(A, 12_345, 10).status, Code::UnknownCard);
     assert_eq!(bank.ledger.in_transit(), Some(0));
@@ -1248,11 +1240,7 @@ impl Bank {
                     }
                     _ => id(10 + client, amount % 50 + 1),
                 };
-                Event::Reversal {
-                    original,
-                    dispensed: amount.is_multiple_of(3).then_some(amount % 4),
-                    original_known: false,
-                }
+                reversal(original, amount.is_multiple_of(3).then_some(amount % 4))
             }
         }
     }
