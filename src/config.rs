@@ -574,6 +574,11 @@ fn tls_path(config: &ServerConfig, path: impl Fn(&TlsFiles) -> Option<&PathBuf>)
         .map(|path| path.display().to_string())
 }
 
+/// A limit as shown: none when it is `unlimited`, the value that means no limit.
+fn limited<T: PartialEq>(limit: T, unlimited: T) -> Option<T> {
+    (limit != unlimited).then_some(limit)
+}
+
 /// The effective configuration as TOML, in the file's own format, with secrets masked.
 pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> String {
     let limits = &config.limits;
@@ -633,10 +638,14 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         tls_deny_file: tls_path(config, |files| files.deny_file.as_ref()),
         tls_handshake_timeout_secs: limits.tls_handshake_timeout.as_secs(),
         allow_plaintext: config.allow_plaintext,
-        daily_withdrawal_amount_max: Some(config.banking.daily_limits.amount)
-            .filter(|amount| *amount != crate::model::DailyLimits::NONE.amount),
-        daily_withdrawal_count_max: Some(config.banking.daily_limits.count)
-            .filter(|count| *count != crate::model::DailyLimits::NONE.count),
+        daily_withdrawal_amount_max: limited(
+            config.banking.daily_limits.amount,
+            crate::model::DailyLimits::NONE.amount,
+        ),
+        daily_withdrawal_count_max: limited(
+            config.banking.daily_limits.count,
+            crate::model::DailyLimits::NONE.count,
+        ),
         business_time_zone: config.banking.time_zone.name().to_string(),
         hold_ttl_secs: config.banking.hold_ttl.as_secs(),
         statement_movements_max: config.banking.statement_movements_max,
@@ -694,6 +703,38 @@ mod tests {
         let defaults = Settings::default().resolve().unwrap().0.limits;
         assert_eq!(defaults.connection_reply_bytes_max, 256 * 1024);
         assert_eq!(defaults.connections_per_peer_max, 64);
+    }
+
+    #[test]
+    fn daily_limits_are_shown_only_when_set_and_read_back() {
+        let (config, process) = Settings::default().resolve().unwrap();
+        let text = effective_toml(&config, &process);
+        // No limit is the key's absence: TOML has no integer as large as the no-limit amount.
+        assert!(!text.contains("cannot show"), "{text}");
+        assert!(!text.contains("daily_withdrawal"), "{text}");
+        let flags = Settings::try_parse_from([
+            "bank-server",
+            "--daily-withdrawal-amount-max",
+            "50000",
+            "--daily-withdrawal-count-max",
+            "3",
+        ])
+        .unwrap();
+        let (config, process) = flags.resolve().unwrap();
+        let text = effective_toml(&config, &process);
+        assert!(
+            text.contains("daily_withdrawal_amount_max = 50000"),
+            "{text}"
+        );
+        assert!(text.contains("daily_withdrawal_count_max = 3"), "{text}");
+        let limits: String = text
+            .lines()
+            .filter(|line| line.starts_with("daily_withdrawal"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let read_back: Settings = toml::from_str(&limits).unwrap();
+        let (again, _) = read_back.resolve().unwrap();
+        assert_eq!(again.banking.daily_limits, config.banking.daily_limits);
     }
 
     #[test]

@@ -65,7 +65,7 @@ async fn still_serves(server: &TestServer, client: u64, expected_balance_after: 
             client,
             2,
             Status::Approved,
-            Body::Balance(expected_balance_after)
+            common::balances(expected_balance_after)
         )
     );
 }
@@ -159,10 +159,16 @@ fn cases() -> Vec<(&'static str, bool, Vec<u8>, &'static str)> {
             "before the Hello",
         ),
         (
-            "protocol version 2",
+            "protocol version 1",
             false,
-            hello_frame(2),
-            "protocol version 2 is not supported",
+            hello_frame(1),
+            "protocol version 1 is not supported",
+        ),
+        (
+            "protocol version 3",
+            false,
+            hello_frame(3),
+            "protocol version 3 is not supported",
         ),
         (
             "protocol version 0",
@@ -215,7 +221,7 @@ async fn bad_input_ends_only_its_own_connection() {
             .await;
         assert_eq!(
             r,
-            reply(500, sequence, Status::Approved, Body::Balance(balance)),
+            reply(500, sequence, Status::Approved, common::balances(balance)),
             "{name}"
         );
         balance -= 1;
@@ -236,16 +242,19 @@ async fn bad_input_ends_only_its_own_connection() {
 #[tokio::test]
 async fn handshake_violations_get_a_goodbye_with_the_reason() {
     let server = TestServer::start();
-    let mut connection = RawConnection::connect(&server.address()).await;
-    connection.send_bytes(&hello_frame(2)).await;
-    match connection.receive().await {
-        Some(ServerMessage::Goodbye(goodbye)) => assert_eq!(
-            goodbye.reason,
-            "protocol version 2 is not supported; this server speaks 1"
-        ),
-        other => panic!("expected a Goodbye, got {other:?}"),
+    // The first protocol's version (its clients know no available balance) and a later one.
+    for version in [1, 3] {
+        let mut connection = RawConnection::connect(&server.address()).await;
+        connection.send_bytes(&hello_frame(version)).await;
+        match connection.receive().await {
+            Some(ServerMessage::Goodbye(goodbye)) => assert_eq!(
+                goodbye.reason,
+                format!("protocol version {version} is not supported; this server speaks 2")
+            ),
+            other => panic!("expected a Goodbye, got {other:?}"),
+        }
+        assert!(connection.closed_by_server().await);
     }
-    assert!(connection.closed_by_server().await);
 
     let mut connection = RawConnection::connect(&server.address()).await;
     connection
@@ -314,7 +323,7 @@ async fn a_truncated_frame_then_close_executes_nothing() {
     let (r, _) = atm
         .exchange(31, 2, Operation::Withdraw { amount: 500 })
         .await;
-    assert_eq!(r, reply(31, 2, Status::Approved, Body::Balance(9_499)));
+    assert_eq!(r, reply(31, 2, Status::Approved, common::balances(9_499)));
 }
 
 /// A bad frame after good pipelined requests ends the connection; the good requests before it

@@ -49,7 +49,7 @@ async fn a_replayed_withdrawal_gets_the_identical_reply_and_moves_money_once() {
     let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
     assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
     let (r, original) = atm.exchange(c, 2, withdraw(300)).await;
-    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_700)));
+    assert_eq!(r, reply(c, 2, Status::Approved, common::balances(9_700)));
     let (_, again) = atm.exchange(c, 2, withdraw(300)).await;
     assert_eq!(again, original);
     drop(atm);
@@ -60,12 +60,12 @@ async fn a_replayed_withdrawal_gets_the_identical_reply_and_moves_money_once() {
     let (_, from_elsewhere) = other.exchange(c, 2, withdraw(300)).await;
     assert_eq!(from_elsewhere, original);
     let (r, _) = other.exchange(c, 4, Operation::Balance).await;
-    assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(9_700)));
+    assert_eq!(r, reply(c, 4, Status::Approved, common::balances(9_700)));
     assert_eq!(server.committed_balance(JOTY), Some(9_700));
     assert_eq!(replays(&server), 2);
     // A new id does move money again.
     let (r, _) = other.exchange(c, 5, withdraw(300)).await;
-    assert_eq!(r, reply(c, 5, Status::Approved, Body::Balance(9_400)));
+    assert_eq!(r, reply(c, 5, Status::Approved, common::balances(9_400)));
     assert!(conserved(&server));
 }
 
@@ -80,12 +80,15 @@ async fn a_replayed_refusal_gets_the_original_refusal() {
     let (r, overdraft) = atm.exchange(c, 1, withdraw(20_000)).await;
     assert_eq!(
         r,
-        reply(c, 1, Status::InsufficientFunds, Body::Balance(10_000))
+        reply(c, 1, Status::InsufficientFunds, common::balances(10_000))
     );
     let (r, zero) = atm.exchange(c, 2, deposit(0)).await;
-    assert_eq!(r, reply(c, 2, Status::InvalidAmount, Body::Balance(10_000)));
+    assert_eq!(
+        r,
+        reply(c, 2, Status::InvalidAmount, common::balances(10_000))
+    );
     let (r, _) = atm.exchange(c, 3, deposit(15_000)).await;
-    assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(25_000)));
+    assert_eq!(r, reply(c, 3, Status::Approved, common::balances(25_000)));
     // Now the withdrawal would fit, but the id was already answered.
     let (_, again) = atm.exchange(c, 1, withdraw(20_000)).await;
     assert_eq!(again, overdraft);
@@ -123,14 +126,14 @@ async fn replays_survive_a_server_restart() {
         let c = 43;
         let mut atm = logged_in(&server, 143, JOTY, JOTY_PIN).await;
         let (r, approved) = atm.exchange(c, 1, withdraw(300)).await;
-        assert_eq!(r, reply(c, 1, Status::Approved, Body::Balance(9_700)));
+        assert_eq!(r, reply(c, 1, Status::Approved, common::balances(9_700)));
         let (r, refused) = atm.exchange(c, 2, withdraw(50_000)).await;
         assert_eq!(
             r,
-            reply(c, 2, Status::InsufficientFunds, Body::Balance(9_700))
+            reply(c, 2, Status::InsufficientFunds, common::balances(9_700))
         );
         let (r, deposited) = atm.exchange(c, 3, deposit(5)).await;
-        assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(9_705)));
+        assert_eq!(r, reply(c, 3, Status::Approved, common::balances(9_705)));
         drop(atm);
 
         server.restart(|config| config.snapshot_records_interval = snapshot_records_interval);
@@ -147,7 +150,7 @@ async fn replays_survive_a_server_restart() {
         assert_eq!(replays(&server), 3);
         assert_eq!(server.committed_balance(JOTY), Some(9_705));
         let (r, _) = atm.exchange(c, 4, withdraw(5)).await;
-        assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(9_700)));
+        assert_eq!(r, reply(c, 4, Status::Approved, common::balances(9_700)));
         assert!(conserved(&server));
     }
 }
@@ -161,7 +164,7 @@ async fn the_same_id_with_other_parameters_is_a_conflict() {
     let c = 44;
     let mut atm = logged_in(&server, 144, JOTY, JOTY_PIN).await;
     let (r, original) = atm.exchange(c, 1, withdraw(100)).await;
-    assert_eq!(r, reply(c, 1, Status::Approved, Body::Balance(9_900)));
+    assert_eq!(r, reply(c, 1, Status::Approved, common::balances(9_900)));
     let conflict = reply(c, 1, Status::RequestIdConflict, Body::Empty);
     let (r, _) = atm.exchange(c, 1, withdraw(200)).await;
     assert_eq!(r, conflict);
@@ -173,7 +176,7 @@ async fn the_same_id_with_other_parameters_is_a_conflict() {
     let (r, _) = ahona.exchange(c, 1, withdraw(100)).await;
     assert_eq!(
         r,
-        reply(c, 1, Status::Approved, Body::Balance(4_900)),
+        reply(c, 1, Status::Approved, common::balances(4_900)),
         "the same id on another card"
     );
     // The original is still what a retry gets.
@@ -201,7 +204,7 @@ async fn ids_that_fell_out_of_the_window_are_stale_and_never_executed() {
                 c,
                 sequence,
                 Status::Approved,
-                Body::Balance(10_000 - sequence)
+                common::balances(10_000 - sequence)
             )
         );
         originals.push(bytes);
@@ -226,7 +229,7 @@ async fn ids_that_fell_out_of_the_window_are_stale_and_never_executed() {
 
     // One more completed request: now sequence 2 is out, 3 is the oldest remembered.
     let (r, _) = atm.exchange(c, 34, withdraw(1)).await;
-    assert_eq!(r, reply(c, 34, Status::Approved, Body::Balance(9_966)));
+    assert_eq!(r, reply(c, 34, Status::Approved, common::balances(9_966)));
     let (r, _) = atm.exchange(c, 2, withdraw(1)).await;
     assert_eq!(r, stale(2));
     let (_, again) = atm.exchange(c, 3, withdraw(1)).await;
@@ -236,11 +239,11 @@ async fn ids_that_fell_out_of_the_window_are_stale_and_never_executed() {
     // A gap: after sequence 100, a never-seen 68 (= 100 - 32) is stale, 69 is new.
     let g = 46;
     let (r, _) = atm.exchange(g, 100, withdraw(1)).await;
-    assert_eq!(r, reply(g, 100, Status::Approved, Body::Balance(9_965)));
+    assert_eq!(r, reply(g, 100, Status::Approved, common::balances(9_965)));
     let (r, _) = atm.exchange(g, 68, withdraw(1)).await;
     assert_eq!(r, reply(g, 68, Status::StaleRequest, Body::Empty));
     let (r, _) = atm.exchange(g, 69, withdraw(1)).await;
-    assert_eq!(r, reply(g, 69, Status::Approved, Body::Balance(9_964)));
+    assert_eq!(r, reply(g, 69, Status::Approved, common::balances(9_964)));
     assert_eq!(server.committed_balance(JOTY), Some(9_964));
     assert!(conserved(&server));
 }
@@ -262,7 +265,7 @@ async fn a_lost_reply_is_settled_by_a_retry_on_a_new_connection() {
 
     let mut atm = logged_in(&server, 148, JOTY, JOTY_PIN).await;
     let (r, _) = atm.exchange(c, 1, withdraw(700)).await;
-    assert_eq!(r, reply(c, 1, Status::Approved, Body::Balance(9_300)));
+    assert_eq!(r, reply(c, 1, Status::Approved, common::balances(9_300)));
     assert_eq!(server.committed_balance(JOTY), Some(9_300));
     assert_eq!(replays(&server), 1);
 
@@ -272,9 +275,9 @@ async fn a_lost_reply_is_settled_by_a_retry_on_a_new_connection() {
     drop(atm);
     let mut atm = logged_in(&server, 150, JOTY, JOTY_PIN).await;
     let (r, _) = atm.exchange(c, 2, withdraw(300)).await;
-    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_000)));
+    assert_eq!(r, reply(c, 2, Status::Approved, common::balances(9_000)));
     let (r, _) = atm.exchange(c, 2, withdraw(300)).await;
-    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_000)));
+    assert_eq!(r, reply(c, 2, Status::Approved, common::balances(9_000)));
     assert_eq!(server.committed_balance(JOTY), Some(9_000));
     assert!(conserved(&server));
 }
@@ -435,7 +438,7 @@ async fn concurrent_withdrawals_never_overdraw() {
         match r.status {
             Status::Approved => approved_balances.push(reply_balance(&r).unwrap()),
             Status::InsufficientFunds => {
-                assert_eq!(r.body, Body::Balance(0), "refused while money was left");
+                assert_eq!(r.body, common::balances(0), "refused while money was left");
                 refused += 1;
             }
             other => panic!("unexpected status {other}"),
@@ -481,11 +484,11 @@ async fn crashing_account_actors_restart_and_retries_settle_exactly_once() {
     let (r, _, busy_verify) = until_not_busy(&mut atm, c, 1, verify(JOTY, JOTY_PIN)).await;
     assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
     let (r, original, busy_withdraw) = until_not_busy(&mut atm, c, 2, withdraw(400)).await;
-    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_600)));
+    assert_eq!(r, reply(c, 2, Status::Approved, common::balances(9_600)));
     let (r, refused, busy_refused) = until_not_busy(&mut atm, c, 3, withdraw(1_000_000)).await;
     assert_eq!(
         r,
-        reply(c, 3, Status::InsufficientFunds, Body::Balance(9_600))
+        reply(c, 3, Status::InsufficientFunds, common::balances(9_600))
     );
     // Every decision that journals crashed (its final answer is the replay of the record
     // journaled just before a crash), and every crash was a restart. A right PIN journals
@@ -510,7 +513,7 @@ async fn crashing_account_actors_restart_and_retries_settle_exactly_once() {
     assert_eq!((again, no_busy), (refused, 0));
     // Balance reads do not involve the actor.
     let (r, _) = atm.exchange(c, 4, Operation::Balance).await;
-    assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(9_600)));
+    assert_eq!(r, reply(c, 4, Status::Approved, common::balances(9_600)));
     assert_eq!(server.committed_balance(JOTY), Some(9_600));
     let account = bank.storage().committed_account(JOTY).unwrap();
     assert_eq!(account.pin_failures, 0);

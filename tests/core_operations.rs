@@ -28,7 +28,7 @@ async fn the_handshake_announces_the_version_and_the_limits() {
     assert_eq!(
         connection.receive().await,
         Some(ServerMessage::Welcome(Welcome {
-            protocol_version: 1,
+            protocol_version: 2,
             requests_in_flight_max: 64,
             request_window: 32,
             frame_bytes_max: 64 * 1024,
@@ -50,7 +50,7 @@ async fn the_handshake_announces_the_version_and_the_limits() {
     assert_eq!(
         connection.receive().await,
         Some(ServerMessage::Welcome(Welcome {
-            protocol_version: 1,
+            protocol_version: 2,
             requests_in_flight_max: 5,
             request_window: 32,
             frame_bytes_max: 4000,
@@ -69,17 +69,17 @@ async fn a_session_verifies_reads_withdraws_deposits_and_logs_out() {
     let (r, _) = atm.exchange(c, 1, verify(JOTY, JOTY_PIN)).await;
     assert_eq!(r, reply(c, 1, Status::Approved, Body::Empty));
     let (r, _) = atm.exchange(c, 2, Operation::Balance).await;
-    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(10_000)));
+    assert_eq!(r, reply(c, 2, Status::Approved, common::balances(10_000)));
     let (r, _) = atm
         .exchange(c, 3, Operation::Withdraw { amount: 2_500 })
         .await;
-    assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(7_500)));
+    assert_eq!(r, reply(c, 3, Status::Approved, common::balances(7_500)));
     let (r, _) = atm
         .exchange(c, 4, Operation::Deposit { amount: 1_000 })
         .await;
-    assert_eq!(r, reply(c, 4, Status::Approved, Body::Balance(8_500)));
+    assert_eq!(r, reply(c, 4, Status::Approved, common::balances(8_500)));
     let (r, _) = atm.exchange(c, 5, Operation::Balance).await;
-    assert_eq!(r, reply(c, 5, Status::Approved, Body::Balance(8_500)));
+    assert_eq!(r, reply(c, 5, Status::Approved, common::balances(8_500)));
     let (r, _) = atm.exchange(c, 6, Operation::Logout).await;
     assert_eq!(r, reply(c, 6, Status::Approved, Body::Empty));
     let (r, _) = atm.exchange(c, 7, Operation::Balance).await;
@@ -176,10 +176,10 @@ async fn refusals_carry_their_status_and_move_no_money() {
     for (index, (operation, status, balance)) in steps.into_iter().enumerate() {
         let sequence = index as u64 + 3;
         let (r, _) = atm.exchange(c, sequence, operation).await;
-        assert_eq!(r, reply(c, sequence, status, Body::Balance(balance)));
+        assert_eq!(r, reply(c, sequence, status, common::balances(balance)));
     }
     let (r, _) = atm.exchange(c, 20, Operation::Balance).await;
-    assert_eq!(r, reply(c, 20, Status::Approved, Body::Balance(7)));
+    assert_eq!(r, reply(c, 20, Status::Approved, common::balances(7)));
     assert_eq!(server.committed_balance(JOTY), Some(7));
     assert_eq!(server.committed_balance(AHONA), Some(5_000));
     let bank = server.running().bank();
@@ -200,7 +200,7 @@ async fn the_operator_creates_accounts_and_bad_ones_are_refused() {
     let (r, _) = atm
         .exchange(c, 1, create(OPERATOR_TOKEN, card, "Rahim", "4321", 700))
         .await;
-    assert_eq!(r, reply(c, 1, Status::Approved, Body::Balance(700)));
+    assert_eq!(r, reply(c, 1, Status::Approved, common::balances(700)));
     let (r, _) = atm
         .exchange(c, 2, create(OPERATOR_TOKEN, card, "Someone", "9999", 5))
         .await;
@@ -219,7 +219,7 @@ async fn the_operator_creates_accounts_and_bad_ones_are_refused() {
     let (r, _) = atm
         .exchange(c, 6, Operation::Withdraw { amount: 200 })
         .await;
-    assert_eq!(r, reply(c, 6, Status::Approved, Body::Balance(500)));
+    assert_eq!(r, reply(c, 6, Status::Approved, common::balances(500)));
 
     // Not the operator: refused before anything else is checked.
     let other = 444_555_666;
@@ -299,7 +299,7 @@ async fn the_operator_creates_accounts_and_bad_ones_are_refused() {
             create(OPERATOR_TOKEN, other, &"é".repeat(32), "123456789012", 0),
         )
         .await;
-    assert_eq!(r, reply(c, 30, Status::Approved, Body::Balance(0)));
+    assert_eq!(r, reply(c, 30, Status::Approved, common::balances(0)));
     let (r, _) = atm
         .exchange(
             c,
@@ -307,11 +307,11 @@ async fn the_operator_creates_accounts_and_bad_ones_are_refused() {
             create(OPERATOR_TOKEN, 1, &"x".repeat(64), "0000", 42),
         )
         .await;
-    assert_eq!(r, reply(c, 31, Status::Approved, Body::Balance(42)));
+    assert_eq!(r, reply(c, 31, Status::Approved, common::balances(42)));
     let (r, _) = atm.exchange(c, 32, verify(other, "123456789012")).await;
     assert_eq!(r, reply(c, 32, Status::Approved, Body::Empty));
     let (r, _) = atm.exchange(c, 33, Operation::Balance).await;
-    assert_eq!(r, reply(c, 33, Status::Approved, Body::Balance(0)));
+    assert_eq!(r, reply(c, 33, Status::Approved, common::balances(0)));
     assert_eq!(server.committed_balance(other), Some(0));
     assert_eq!(server.committed_balance(1), Some(42));
 }
@@ -342,7 +342,10 @@ async fn the_client_library_runs_every_account_operation() {
         .create_account(OPERATOR_TOKEN, card, "Nadia", "2468", 1_000)
         .await
         .unwrap();
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(1_000)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(1_000))
+    );
     let r = client
         .create_account("nope", card, "Nadia", "2468", 1_000)
         .await
@@ -353,16 +356,25 @@ async fn the_client_library_runs_every_account_operation() {
     let r = client.verify(card, "2468").await.unwrap();
     assert_eq!((r.status, r.body), (Status::Approved, Body::Empty));
     let r = client.deposit(250).await.unwrap();
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(1_250)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(1_250))
+    );
     let r = client.withdraw(1_000).await.unwrap();
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(250)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(250))
+    );
     let r = client.withdraw(251).await.unwrap();
     assert_eq!(
         (r.status, r.body),
-        (Status::InsufficientFunds, Body::Balance(250))
+        (Status::InsufficientFunds, common::balances(250))
     );
     let r = client.balance().await.unwrap();
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(250)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(250))
+    );
     assert_eq!(server.committed_balance(card), Some(250));
     assert_eq!(client.stats().retries, 0);
 }
@@ -508,8 +520,9 @@ async fn pipelined_requests_are_answered_and_matched_by_id() {
         let r = &replies[&sequence];
         assert_eq!(r.status, Status::Approved, "{r:?}");
         match r.body {
-            Body::Balance(balance) => balances.push(balance),
-            ref other => panic!("no balance in {other:?}"),
+            // No hold is open: all of the balance is available.
+            Body::Balances { ledger, available } if ledger == available => balances.push(ledger),
+            ref other => panic!("no balances in {other:?}"),
         }
     }
     balances.sort_unstable();
@@ -538,8 +551,9 @@ async fn pipelined_requests_are_answered_and_matched_by_id() {
         let (r, _) = atm.receive_reply().await;
         assert_eq!(r.status, Status::Approved, "{r:?}");
         sequences.push(r.id.sequence);
-        if let Body::Balance(balance) = r.body {
-            balances.push(balance);
+        match r.body {
+            Body::Balances { ledger, available } if ledger == available => balances.push(ledger),
+            ref other => panic!("no balances in {other:?}"),
         }
     }
     sequences.sort_unstable();
@@ -547,7 +561,7 @@ async fn pipelined_requests_are_answered_and_matched_by_id() {
     assert_eq!(sequences, vec![50, 51, 52, 53, 54]);
     assert_eq!(balances, vec![9_760, 9_820, 9_880, 9_940, 10_000]);
     let (r, _) = atm.exchange(c, 60, Operation::Balance).await;
-    assert_eq!(r, reply(c, 60, Status::Approved, Body::Balance(10_000)));
+    assert_eq!(r, reply(c, 60, Status::Approved, common::balances(10_000)));
 }
 
 /// With one request allowed in flight per connection (and replies slowed down), requests sent
@@ -575,7 +589,7 @@ async fn requests_over_the_in_flight_limit_are_answered_busy() {
     }
     assert_eq!(
         replies[&2],
-        reply(c, 2, Status::Approved, Body::Balance(9_900))
+        reply(c, 2, Status::Approved, common::balances(9_900))
     );
     assert_eq!(replies[&3], reply(c, 3, Status::Busy, Body::Empty));
     assert_eq!(replies[&4], reply(c, 4, Status::Busy, Body::Empty));
@@ -585,11 +599,11 @@ async fn requests_over_the_in_flight_limit_are_answered_busy() {
     let (r, _) = atm
         .exchange(c, 3, Operation::Withdraw { amount: 200 })
         .await;
-    assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(9_700)));
+    assert_eq!(r, reply(c, 3, Status::Approved, common::balances(9_700)));
     let (r, _) = atm
         .exchange(c, 3, Operation::Withdraw { amount: 200 })
         .await;
-    assert_eq!(r, reply(c, 3, Status::Approved, Body::Balance(9_700)));
+    assert_eq!(r, reply(c, 3, Status::Approved, common::balances(9_700)));
     assert_eq!(server.committed_balance(JOTY), Some(9_700));
 }
 
@@ -625,7 +639,7 @@ async fn a_failing_journal_answers_unavailable_and_acknowledges_nothing() {
     let (r, _) = atm.exchange(c, 7, verify(JOTY, JOTY_PIN)).await;
     assert_eq!(r, reply(c, 7, Status::Approved, Body::Empty));
     let (r, _) = atm.exchange(c, 6, Operation::Balance).await;
-    assert_eq!(r, reply(c, 6, Status::Approved, Body::Balance(10_000)));
+    assert_eq!(r, reply(c, 6, Status::Approved, common::balances(10_000)));
     let pin_failures = server
         .running()
         .bank()
@@ -824,7 +838,7 @@ async fn racing_creations_of_one_card_open_it_once() {
         let (index, r) = task.await.unwrap();
         match r.status {
             Status::Approved => {
-                assert_eq!(r.body, Body::Balance(100 + index));
+                assert_eq!(r.body, common::balances(100 + index));
                 winners.push(index);
             }
             Status::CardExists => assert_eq!(r.body, Body::Empty),
@@ -875,7 +889,7 @@ async fn pipelined_account_changes_are_decided_in_the_order_sent() {
         let reply = &replies[&sequence];
         let expected = if sequence % 2 == 0 { 0 } else { 10_000 };
         assert_eq!(reply.status, Status::Approved, "{reply:?}");
-        assert_eq!(reply.body, Body::Balance(expected), "{reply:?}");
+        assert_eq!(reply.body, common::balances(expected), "{reply:?}");
     }
 }
 
@@ -905,7 +919,7 @@ async fn replies_still_arrive_after_the_client_half_closes() {
         let (reply, _) = connection.receive_reply().await;
         statuses.insert(reply.id.sequence, reply.body);
     }
-    assert_eq!(statuses[&2], Body::Balance(9_975));
-    assert_eq!(statuses[&3], Body::Balance(9_980));
+    assert_eq!(statuses[&2], common::balances(9_975));
+    assert_eq!(statuses[&3], common::balances(9_980));
     assert!(connection.closed_by_server().await);
 }

@@ -98,7 +98,7 @@ async fn a_session_acts_only_for_its_verified_card() {
     let (r, _) = atm
         .exchange(c, 2, Operation::Withdraw { amount: 1_000 })
         .await;
-    assert_eq!(r, reply(c, 2, Status::Approved, Body::Balance(9_000)));
+    assert_eq!(r, reply(c, 2, Status::Approved, common::balances(9_000)));
     assert_eq!(server.committed_balance(AHONA), Some(5_000));
 
     // A wrong PIN for Ahona: logged out of Joty too.
@@ -127,9 +127,9 @@ async fn a_session_acts_only_for_its_verified_card() {
     let (r, _) = atm
         .exchange(c, 11, Operation::Withdraw { amount: 500 })
         .await;
-    assert_eq!(r, reply(c, 11, Status::Approved, Body::Balance(4_500)));
+    assert_eq!(r, reply(c, 11, Status::Approved, common::balances(4_500)));
     let (r, _) = atm.exchange(c, 12, Operation::Balance).await;
-    assert_eq!(r, reply(c, 12, Status::Approved, Body::Balance(4_500)));
+    assert_eq!(r, reply(c, 12, Status::Approved, common::balances(4_500)));
     assert_eq!(server.committed_balance(JOTY), Some(9_000));
     assert_eq!(server.committed_balance(AHONA), Some(4_500));
 }
@@ -167,9 +167,9 @@ async fn concurrent_sessions_on_different_cards_do_not_mix() {
         assert_eq!((r.id.client, r.status), (55, Status::Approved));
     }
     let (r, _) = joty.exchange(54, 20, Operation::Balance).await;
-    assert_eq!(r, reply(54, 20, Status::Approved, Body::Balance(9_900)));
+    assert_eq!(r, reply(54, 20, Status::Approved, common::balances(9_900)));
     let (r, _) = ahona.exchange(55, 20, Operation::Balance).await;
-    assert_eq!(r, reply(55, 20, Status::Approved, Body::Balance(5_070)));
+    assert_eq!(r, reply(55, 20, Status::Approved, common::balances(5_070)));
 }
 
 /// Someone who learns another client's request id cannot use it: the same id and amount on
@@ -187,7 +187,10 @@ async fn a_borrowed_request_id_neither_acts_nor_reveals() {
     let (r, _) = joty
         .exchange(victim, 2, Operation::Withdraw { amount: 100 })
         .await;
-    assert_eq!(r, reply(victim, 2, Status::Approved, Body::Balance(9_900)));
+    assert_eq!(
+        r,
+        reply(victim, 2, Status::Approved, common::balances(9_900))
+    );
 
     let mut thief = server.raw().await;
     let (r, _) = thief.exchange(57, 1, verify(AHONA, AHONA_PIN)).await;
@@ -195,7 +198,10 @@ async fn a_borrowed_request_id_neither_acts_nor_reveals() {
     let (r, _) = thief
         .exchange(victim, 2, Operation::Withdraw { amount: 100 })
         .await;
-    assert_eq!(r, reply(victim, 2, Status::Approved, Body::Balance(4_900)));
+    assert_eq!(
+        r,
+        reply(victim, 2, Status::Approved, common::balances(4_900))
+    );
 
     let mut thief = server.raw().await;
     let (r, _) = thief.exchange(victim, 1, verify(JOTY, "0000")).await;
@@ -253,7 +259,7 @@ async fn only_the_operator_token_opens_accounts() {
         initial_balance: 3,
     };
     let (r, _) = atm.exchange(59, 10, operation).await;
-    assert_eq!(r, reply(59, 10, Status::Approved, Body::Balance(3)));
+    assert_eq!(r, reply(59, 10, Status::Approved, common::balances(3)));
 }
 
 /// A retried account creation is answered from what the original did, whatever PIN it carries
@@ -271,9 +277,9 @@ async fn a_retried_account_creation_is_answered_whatever_its_pin() {
         initial_balance: 50,
     };
     let (r, _) = atm.exchange(60, 1, create("Rina", "1357")).await;
-    assert_eq!(r, reply(60, 1, Status::Approved, Body::Balance(50)));
+    assert_eq!(r, reply(60, 1, Status::Approved, common::balances(50)));
     let (r, _) = atm.exchange(60, 1, create("Rina", "2468")).await;
-    assert_eq!(r, reply(60, 1, Status::Approved, Body::Balance(50)));
+    assert_eq!(r, reply(60, 1, Status::Approved, common::balances(50)));
     let (r, _) = atm.exchange(60, 1, create("Someone else", "1357")).await;
     assert_eq!(r, reply(60, 1, Status::RequestIdConflict, Body::Empty));
     let (r, _) = atm.exchange(60, 2, verify(135_792_468, "2468")).await;

@@ -10,7 +10,7 @@ mod common;
 use common::{Ending, RawConnection, TestServer, JOTY, JOTY_PIN};
 
 use actor_bank::client::reply_balance;
-use actor_bank::protocol::{Body, Operation, ServerMessage, Status};
+use actor_bank::protocol::{Operation, ServerMessage, Status};
 use actor_bank::server::budget::SMALL_REPLY_BYTES_MAX;
 use actor_bank::server::slots::PeerKey;
 use actor_bank::server::Bank;
@@ -99,7 +99,7 @@ async fn honest_atm_is_served(server: &TestServer, amount: u64) {
     let r = atm.balance().await.unwrap();
     assert_eq!(
         (r.status, r.body),
-        (Status::Approved, Body::Balance(10_000 - amount))
+        (Status::Approved, common::balances(10_000 - amount))
     );
 }
 
@@ -292,7 +292,7 @@ async fn the_unverified_deadline_is_not_reset_by_requests() {
     let (r, _) = verified.exchange(71, 2, Operation::Balance).await;
     assert_eq!(
         (r.status, r.body),
-        (Status::Approved, Body::Balance(10_000))
+        (Status::Approved, common::balances(10_000))
     );
 }
 

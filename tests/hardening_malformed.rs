@@ -106,7 +106,7 @@ async fn every_corpus_file_ends_only_its_own_connection() {
             .await;
         assert_eq!(
             (r.status, r.body),
-            (Status::Approved, Body::Balance(balance)),
+            (Status::Approved, common::balances(balance)),
             "{name}"
         );
         let mut newcomer = server.raw().await;
@@ -179,7 +179,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
             ServerMessage::Reply(Reply {
                 id,
                 status: Status::InsufficientFunds,
-                body: Body::Balance(12),
+                body: common::balances(12),
             }),
             ServerMessage::Reply(Reply {
                 id,

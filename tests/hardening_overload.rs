@@ -102,7 +102,10 @@ async fn a_client_that_never_reads_is_throttled_and_dropped() {
         (Status::Approved, Some(4_900))
     );
     let r = bystander.balance().await.unwrap();
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(4_900)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(4_900))
+    );
 
     // The hog is dropped: its session ends, and reading shows the connection ended.
     common::eventually("the non-reading client's session ends", || {
@@ -185,7 +188,10 @@ async fn the_connection_cap_refuses_cleanly_and_admits_again() {
     let (r, _) = third
         .exchange(80, 2, Operation::Withdraw { amount: 10 })
         .await;
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(9_990)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(9_990))
+    );
 
     // One closes; a new connection is admitted (and the cap holds again after it).
     drop(first);
@@ -202,7 +208,10 @@ async fn the_connection_cap_refuses_cleanly_and_admits_again() {
         Ending::Goodbye(_)
     ));
     let (r, _) = third.exchange(80, 3, Operation::Balance).await;
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(9_990)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(9_990))
+    );
 }
 
 /// With two requests allowed in flight and every account reply held back, a third pipelined
@@ -267,7 +276,7 @@ async fn too_many_in_flight_is_busy_and_the_retry_moves_money_once() {
         .await;
     assert_eq!(
         (retry.status, retry.body.clone()),
-        (Status::Approved, Body::Balance(9_700))
+        (Status::Approved, common::balances(9_700))
     );
     let (again, _) = atm
         .exchange(90, 4, Operation::Withdraw { amount: 100 })
@@ -321,7 +330,7 @@ async fn a_full_mailbox_is_busy_and_retries_keep_the_balance_exact() {
     let r = atm.balance().await.unwrap();
     assert_eq!(
         (r.status, r.body),
-        (Status::Approved, Body::Balance(expected))
+        (Status::Approved, common::balances(expected))
     );
 }
 

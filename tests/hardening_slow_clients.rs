@@ -6,7 +6,7 @@ mod common;
 use common::{JOTY, JOTY_PIN};
 
 use actor_bank::client::reply_balance;
-use actor_bank::protocol::{Body, Operation, ServerMessage, Status};
+use actor_bank::protocol::{Operation, ServerMessage, Status};
 use common::{Ending, RawConnection, TestServer};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,7 +152,10 @@ async fn idle_and_slowloris_connections_do_not_starve_an_honest_atm() {
         (Status::Approved, Some(7_620))
     );
     let r = atm.balance().await.unwrap();
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(7_620)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(7_620))
+    );
 
     // Let every attacker be cut off at least once, then stop them.
     common::eventually("every slowloris connection was cut off once", || {
@@ -278,7 +281,10 @@ async fn slow_senders_are_cut_off_by_the_frame_deadline() {
     let (r, _) = prompt
         .exchange(42, 2, Operation::Withdraw { amount: 700 })
         .await;
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(9_300)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(9_300))
+    );
 }
 
 /// A connection without a verified card that sends nothing is closed after the login idle
@@ -361,7 +367,7 @@ async fn a_verified_connection_may_stay_silent_past_the_login_deadline() {
         Some(ServerMessage::Reply(r)) => {
             assert_eq!(
                 (r.status, r.body),
-                (Status::Approved, Body::Balance(10_000))
+                (Status::Approved, common::balances(10_000))
             )
         }
         other => panic!("the verified connection was not served after a pause: {other:?}"),
@@ -390,9 +396,12 @@ async fn a_verified_connection_that_sent_again_may_stay_silent() {
     let (r, _) = atm.exchange(45, 2, Operation::Balance).await;
     assert_eq!(
         (r.status, r.body),
-        (Status::Approved, Body::Balance(10_000))
+        (Status::Approved, common::balances(10_000))
     );
     login_deadline_passed(&server).await;
     let (r, _) = atm.exchange(45, 3, Operation::Withdraw { amount: 5 }).await;
-    assert_eq!((r.status, r.body), (Status::Approved, Body::Balance(9_995)));
+    assert_eq!(
+        (r.status, r.body),
+        (Status::Approved, common::balances(9_995))
+    );
 }

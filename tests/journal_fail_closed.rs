@@ -282,7 +282,7 @@ fn after_failing_closed_verify_is_unavailable_balances_answer_and_the_directory_
     );
     assert_eq!(
         verified.call(5, 3, actor_bank::protocol::Operation::Balance),
-        (Status::Approved, Body::Balance(10_000))
+        (Status::Approved, common::balances(10_000))
     );
     match Journal::open(actor_bank::journal::JournalConfig::new(directory.path())) {
         Err(JournalError::Locked { .. }) => {}

@@ -257,7 +257,7 @@ fn an_unclean_stop_with_a_clean_tail_loses_nothing() {
 }
 
 /// Writes records `first..=last` of `model` as a version 1 segment file, as the first release
-/// wrote them (no seals), followed by `room` zeros.
+/// wrote them (no seals, the record bodies of the old layout), followed by `room` zeros.
 fn write_legacy_segment(
     directory: &Path,
     model: &Model,
@@ -265,11 +265,13 @@ fn write_legacy_segment(
     last: usize,
     room: usize,
 ) -> PathBuf {
-    let path = directory.join(format::segment_name(first as u64));
-    let mut bytes = format::segment_header_legacy(first as u64);
-    for lsn in first..=last {
-        format::encode_record(lsn as u64, &model.records[lsn - 1], &mut bytes).unwrap();
-    }
+    let path = write_segment_of_old_records(
+        directory,
+        first as u64,
+        &model.records[first - 1..last],
+        true,
+    );
+    let mut bytes = std::fs::read(&path).unwrap();
     bytes.resize(bytes.len() + room, 0);
     std::fs::write(&path, bytes).unwrap();
     path
@@ -280,7 +282,8 @@ fn write_legacy_segment(
 // segment chained after the old one, and the directory reopens again.
 #[test]
 fn version_1_data_directories_still_open() {
-    let model = standard_model(30);
+    // What the first release wrote is what it read back: records of the old layout.
+    let model = standard_model(30).in_old_layout();
     let directory = tempfile::tempdir().unwrap();
     write_legacy_segment(directory.path(), &model, 1, 10, 0);
     let image =

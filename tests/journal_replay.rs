@@ -5,7 +5,7 @@ use common::verify;
 
 use actor_bank::codec::decode_wire;
 use actor_bank::protocol::{
-    Body, ClientMessage, Hello, Operation, ServerMessage, Status, PROTOCOL_VERSION,
+    ClientMessage, Hello, Operation, ServerMessage, Status, PROTOCOL_VERSION,
 };
 use common::durability::*;
 use common::RawConnection;
@@ -106,7 +106,7 @@ async fn replay_after_restart(
         assert_eq!(&replayed, original, "request {CLIENT}:{sequence}");
     }
     let balance = reply_of(&exchange(raw, 7, Operation::Balance).await);
-    assert_eq!(balance.body, Body::Balance(expected_balance));
+    assert_eq!(balance.body, common::balances(expected_balance));
 }
 
 // Purpose: after a clean restart of the in-process server, replayed ids get byte-identical

@@ -195,7 +195,7 @@ async fn a_retry_on_another_connection_joins_the_original_and_gets_the_same_repl
     let (second, second_bytes) = retry.receive_reply().await;
     assert_eq!(
         (first.status, &first.body),
-        (Status::Approved, &Body::Balance(9_700))
+        (Status::Approved, &common::balances(9_700))
     );
     assert_eq!(first_bytes, second_bytes, "{first:?} / {second:?}");
     assert_eq!(server.head(), before + 1, "one record for the withdrawal");
@@ -223,7 +223,7 @@ async fn a_retry_with_other_parameters_is_not_joined_and_conflicts() {
     let (second, _) = other.receive_reply().await;
     assert_eq!(
         (first.status, first.body),
-        (Status::Approved, Body::Balance(9_900))
+        (Status::Approved, common::balances(9_900))
     );
     assert_eq!(second.status, Status::RequestIdConflict);
     assert_eq!(server.joins(), 0);
@@ -300,7 +300,7 @@ async fn an_abandoned_original_answers_its_joiners_busy() {
     let (settled, _) = retry.exchange(7, 1, common::withdraw(300)).await;
     assert_eq!(
         (settled.status, settled.body),
-        (Status::Approved, Body::Balance(9_700))
+        (Status::Approved, common::balances(9_700))
     );
     assert_eq!(server.head(), before + 1);
 }
@@ -346,7 +346,7 @@ async fn every_request_counts_against_the_in_flight_limit_until_its_reply() {
     let (balance, _) = connection.exchange(9, 105, Operation::Balance).await;
     assert_eq!(
         (balance.status, balance.body),
-        (Status::Approved, Body::Balance(10_000 - 6))
+        (Status::Approved, common::balances(10_000 - 6))
     );
 }
 

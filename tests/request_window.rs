@@ -59,7 +59,10 @@ async fn thirty_one_below_the_highest_is_replayed_and_thirty_two_is_stale() {
     let (r, _) = atm.exchange(c, 3, withdraw(2)).await;
     assert_eq!(r, reply(c, 3, Status::StaleRequest, Body::Empty));
     let (r, _) = atm.exchange(c, 5, withdraw(1)).await;
-    assert_eq!(r, reply(c, 5, Status::Approved, Body::Balance(10_000 - 7)));
+    assert_eq!(
+        r,
+        reply(c, 5, Status::Approved, common::balances(10_000 - 7))
+    );
     assert_eq!(server.committed_balance(JOTY), Some(10_000 - 7));
 }
 

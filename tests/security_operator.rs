@@ -106,7 +106,7 @@ async fn failed_operator_attempts_are_limited_per_peer_and_logged() {
 
     let mut operator = raw_from("127.0.0.2", &server).await;
     let (r, _) = operator.exchange(82, 1, right).await;
-    assert_eq!(r, reply(82, 1, Status::Approved, Body::Balance(1)));
+    assert_eq!(r, reply(82, 1, Status::Approved, common::balances(1)));
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert_eq!(logs.matches("operator token refused").count(), 3, "{logs}");
     assert!(logs.contains("peer=127.0.0.1"), "{logs}");
@@ -185,7 +185,7 @@ async fn atm_reads_secrets_from_standard_input_or_the_environment() {
     };
     let card = JOTY.to_string();
     let balance = ["balance", "--card", card.as_str()];
-    let approved = r#"{"balance":10000,"status":"approved"}"#.to_string();
+    let approved = r#"{"available_balance":10000,"balance":10000,"status":"approved"}"#.to_string();
     let (printed, code) = run(&[&balance[..], &["--pin-stdin"]].concat(), "1234\n", &[]);
     assert_eq!((printed.trim().to_string(), code), (approved.clone(), 0));
     let (printed, code) = run(&balance, "", &[("BANK_PIN", "1234")]);
@@ -218,7 +218,10 @@ async fn atm_reads_secrets_from_standard_input_or_the_environment() {
     );
     assert_eq!(
         (printed.trim(), code),
-        (r#"{"balance":7,"status":"approved"}"#, 0)
+        (
+            r#"{"available_balance":7,"balance":7,"status":"approved"}"#,
+            0
+        )
     );
     let (printed, code) = run(
         &["verify", "--card", "555000222"],

@@ -107,6 +107,9 @@ async fn atm_changes_a_pin_and_an_operator_unlocks_a_card() {
     let (line, code) = atm(&address, &["balance", "--card", CARD, "--pin", "2468"]).await;
     assert_eq!(
         (line.as_str(), code),
-        (r#"{"balance":10000,"status":"approved"}"#, Some(0))
+        (
+            r#"{"available_balance":10000,"balance":10000,"status":"approved"}"#,
+            Some(0)
+        )
     );
 }

@@ -131,7 +131,7 @@ fn first_release_argon2_accounts_still_verify_and_are_re_keyed_at_the_right_pin(
         let (r, _) = atm.exchange(71, 2, verify(CARD, "8642")).await;
         assert_eq!(r, reply(71, 2, Status::Approved, Body::Empty));
         let (r, _) = atm.exchange(71, 3, withdraw(100)).await;
-        assert_eq!(r, reply(71, 3, Status::Approved, Body::Balance(600)));
+        assert_eq!(r, reply(71, 3, Status::Approved, common::balances(600)));
     });
     let stored = stored_pin(&server, CARD);
     assert!(stored.is_keyed(), "re-keyed: {stored:?}");

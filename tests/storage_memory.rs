@@ -9,7 +9,7 @@ const CARD: u64 = 555_000_111;
 const PIN: &str = "2580";
 
 use actor_bank::ledger::Ledger;
-use actor_bank::protocol::{Body, Status};
+use actor_bank::protocol::Status;
 use actor_bank::server::RunningServer;
 use actor_bank::storage::Storage;
 
@@ -27,12 +27,15 @@ async fn the_server_on_the_in_memory_log_is_exactly_once() {
         .await;
     let open = create(OPERATOR_TOKEN, CARD, "Joty", PIN, 1_000);
     let (opened, _) = connection.exchange(7, 1, open).await;
-    assert_eq!(opened, reply(7, 1, Status::Approved, Body::Balance(1_000)));
+    assert_eq!(
+        opened,
+        reply(7, 1, Status::Approved, common::balances(1_000))
+    );
     let (verified, _) = connection.exchange(7, 2, verify(CARD, PIN)).await;
     assert_eq!(verified.status, Status::Approved);
 
     let (first, first_bytes) = connection.exchange(7, 3, withdraw(300)).await;
-    assert_eq!(first, reply(7, 3, Status::Approved, Body::Balance(700)));
+    assert_eq!(first, reply(7, 3, Status::Approved, common::balances(700)));
     let (again, again_bytes) = connection.exchange(7, 3, withdraw(300)).await;
     assert_eq!(
         again_bytes, first_bytes,
@@ -42,7 +45,7 @@ async fn the_server_on_the_in_memory_log_is_exactly_once() {
     let (refused, _) = connection.exchange(7, 4, withdraw(5_000)).await;
     assert_eq!(
         refused,
-        reply(7, 4, Status::InsufficientFunds, Body::Balance(700))
+        reply(7, 4, Status::InsufficientFunds, common::balances(700))
     );
     let (refused_again, _) = connection.exchange(7, 4, withdraw(5_000)).await;
     assert_eq!(refused_again, refused, "a refusal is remembered too");

@@ -18,6 +18,8 @@
 //! requests in `memory`; the first release's snapshot layout in `v1`; the copy-on-write map that
 //! keeps a snapshot image cheap in `shards`.
 
+#[cfg(test)]
+mod banking_tests;
 mod memory;
 mod rules;
 mod shards;
@@ -33,7 +35,8 @@ pub use memory::{
 pub use rules::{apply, apply_to, decide, deposit, money_moved, withdraw, At, Moved, Policy};
 pub use shards::{Shards, SHARD_COUNT};
 pub use v1::{
-    accounts_v2, AccountV2, ClientWindowV1, CompletedV1, LedgerV1, LedgerV2, OutcomeV1, RecordV1,
+    accounts_v2, AccountV2, ClientWindowV1, ClientsV1, CompletedV1, LedgerV1, LedgerV2, OutcomeV1,
+    RecordV1,
 };
 
 use crate::pin::PinHash;

@@ -221,9 +221,12 @@ fn within_limits(account: &Account, amount: Amount, at: At, policy: &Policy) -> 
     if used.count >= limits.count {
         return Err(Code::WithdrawalCountExceeded);
     }
-    match used.amount.checked_add(amount) {
-        Some(total) if total <= limits.amount => Ok(()),
-        _ => Err(Code::WithdrawalLimitExceeded),
+    // Saturating: a sum beyond the largest amount is beyond every limit but "no limit", which
+    // it must not exceed (a card may withdraw more in a day than an amount can count).
+    if used.amount.saturating_add(amount) <= limits.amount {
+        Ok(())
+    } else {
+        Err(Code::WithdrawalLimitExceeded)
     }
 }
 

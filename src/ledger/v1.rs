@@ -301,6 +301,114 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_old_record_converts_to_day_zero_and_an_outcome_without_available_or_reference() {
+        let old = RecordV1 {
+            request: RequestId {
+                client: 4,
+                sequence: 9,
+            },
+            card: 7,
+            at_unix_ms: 1_234,
+            event: Event::Withdrawal { amount: 30 },
+            outcome: OutcomeV1 {
+                status: Code::InsufficientFunds,
+                balance: Some(20),
+            },
+        };
+        let bytes = crate::codec::encode_stored(&old).unwrap();
+        let decoded: RecordV1 = crate::codec::decode_stored(&bytes).unwrap();
+        assert_eq!(
+            Record::from(decoded),
+            Record {
+                request: old.request,
+                card: 7,
+                at_unix_ms: 1_234,
+                business_day: 0,
+                event: Event::Withdrawal { amount: 30 },
+                outcome: Outcome {
+                    status: Code::InsufficientFunds,
+                    balance: Some(20),
+                    available: None,
+                    reference: None,
+                },
+            }
+        );
+        // The events the old records hold keep their stored tags.
+        let tags: Vec<u8> = [
+            opened(1),
+            Event::Withdrawal { amount: 1 },
+            Event::Deposit { amount: 1 },
+            Event::PinAttempt { correct: true },
+            Event::CardUnlocked,
+        ]
+        .iter()
+        .map(Event::tag)
+        .collect();
+        assert_eq!(tags, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_second_layout_ledger_converts_to_open_accounts_with_nothing_in_transit() {
+        let key = crate::pin::PinKey::from_bytes([2; crate::pin::PIN_KEY_BYTES]);
+        let mut accounts = Shards::default();
+        accounts.insert(
+            7,
+            AccountV2 {
+                holder: "Joty".into(),
+                pin_hash: key.verifier(7, "1234"),
+                balance: 900,
+                pin_failures: 2,
+            },
+        );
+        let mut window = ClientWindowV1::default();
+        window
+            .completed
+            .push_back(CompletedV1::from(withdrawal_entry(3, 7)));
+        window.highest = 3;
+        let mut clients = Shards::default();
+        clients.insert(
+            Principal::Card(7),
+            ClientsV1 {
+                windows: HashMap::from([(5, window)]),
+            },
+        );
+        let old = LedgerV2 {
+            applied_lsn: 12,
+            accounts,
+            clients,
+            money_in: 1_000,
+            money_out: 100,
+        };
+        let bytes = crate::codec::encode_stored(&old).unwrap();
+        let ledger = Ledger::from(crate::codec::decode_stored::<LedgerV2>(&bytes).unwrap());
+        let account = &ledger.accounts[&7];
+        assert_eq!(
+            (account.balance, account.pin_failures, account.state),
+            (900, 2, AccountState::Open)
+        );
+        assert_eq!(account.activity, None);
+        assert_eq!(
+            (account.available(), account.held(), account.in_transit()),
+            (900, 0, 0)
+        );
+        assert_eq!((ledger.money_sent, ledger.money_received), (0, 0));
+        assert_eq!(ledger.in_transit(), Some(0));
+        assert!(ledger.is_conserved());
+        let window = ledger.window(Principal::Card(7), 5).unwrap();
+        assert_eq!(window.highest, 3);
+        let outcome = window.completed[0].outcome;
+        assert_eq!(
+            (outcome.balance, outcome.available, outcome.reference),
+            (Some(1), None, None)
+        );
+        // The next record applies to it as to any ledger.
+        let mut ledger = ledger;
+        super::super::testing::step(&mut ledger, 20, Event::Withdrawal { amount: 50 });
+        assert_eq!(ledger.accounts[&7].balance, 850);
+        assert!(ledger.is_conserved());
+    }
+
+    #[test]
     fn a_first_release_ledger_splits_its_windows_by_principal() {
         let mut window = ClientWindow::default();
         let open = Completed {
@@ -339,6 +447,7 @@ mod tests {
             on(Principal::Card(8)).completed,
             [kept(withdrawal_entry(40, 8))]
         );
+        assert_eq!(on(Principal::Card(8)).completed[0].outcome.balance, Some(1));
         // The client's highest sequence is kept everywhere: what was stale stays stale.
         assert_eq!(on(Principal::Card(7)).highest, 40);
         assert_eq!(

@@ -42,6 +42,15 @@ pub fn reply(
     }
 }
 
+/// The body of a reply that carries an account's balances when no hold is open: the ledger
+/// balance and the available balance, both `balance`.
+pub fn balances(balance: u64) -> actor_bank::protocol::Body {
+    actor_bank::protocol::Body::Balances {
+        ledger: balance,
+        available: balance,
+    }
+}
+
 /// A Verify of `card` with `pin`.
 pub fn verify(card: u64, pin: &str) -> Operation {
     Operation::Verify {
@@ -507,6 +516,21 @@ pub mod durability {
             }
         }
 
+        /// This model as the releases before business days wrote and read it back: every record
+        /// converted from its old layout ([`record_v1`]), the ledger replayed from them.
+        pub fn in_old_layout(&self) -> Model {
+            let records: Vec<Record> = self
+                .records
+                .iter()
+                .map(|record| Record::from(record_v1(record)))
+                .collect();
+            Model {
+                ledger: replay(&records),
+                records,
+                sequences: self.sequences.clone(),
+            }
+        }
+
         /// The state after the first `count` records.
         pub fn ledger_after(&self, count: usize) -> Ledger {
             replay(&self.records[..count])
@@ -677,6 +701,66 @@ pub mod durability {
             Decision::Record(record) => record,
             Decision::Answer(outcome) => panic!("not opened: {outcome:?}"),
         }
+    }
+
+    /// `record` as the releases before business days and references wrote it: a code and a
+    /// balance as its outcome.
+    pub fn record_v1(record: &Record) -> ledger::RecordV1 {
+        ledger::RecordV1 {
+            request: record.request,
+            card: record.card,
+            at_unix_ms: record.at_unix_ms,
+            event: record.event.clone(),
+            outcome: ledger::OutcomeV1 {
+                status: record.outcome.status,
+                balance: record.outcome.balance,
+            },
+        }
+    }
+
+    /// Appends the journal's frame around `body` at position `lsn`: body length, position,
+    /// header CRC, body CRC, then the body.
+    pub fn frame_body(lsn: Lsn, body: &[u8], buffer: &mut Vec<u8>) {
+        let mut header = Vec::with_capacity(format::RECORD_HEADER_BYTES);
+        header.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        header.extend_from_slice(&lsn.to_be_bytes());
+        header.extend_from_slice(&format::checksum(&header).to_be_bytes());
+        header.extend_from_slice(&format::checksum(body).to_be_bytes());
+        buffer.extend_from_slice(&header);
+        buffer.extend_from_slice(body);
+    }
+
+    /// Writes `records` from position `first` as one segment with the record bodies of the
+    /// releases before business days (unmarked [`ledger::RecordV1`] bodies): in the first
+    /// release's segment format (`legacy`, no seals) or in today's (one sealed batch, no
+    /// predecessor, grown by whole steps). Returns the segment's path.
+    pub fn write_segment_of_old_records(
+        directory: &Path,
+        first: Lsn,
+        records: &[Record],
+        legacy: bool,
+    ) -> PathBuf {
+        let mut bytes = if legacy {
+            format::segment_header_legacy(first)
+        } else {
+            format::segment_header(format::SegmentRef::new(first), None)
+        };
+        let start = bytes.len();
+        for (index, record) in records.iter().enumerate() {
+            let body = actor_bank::codec::encode_stored(&record_v1(record)).unwrap();
+            frame_body(first + index as Lsn, &body, &mut bytes);
+        }
+        if !legacy && !records.is_empty() {
+            let frames = format::checksum(&bytes[start..]);
+            let last = first + records.len() as Lsn - 1;
+            format::encode_seal(frames, first, last, &mut bytes);
+            // Today's segments grow by whole steps, zeros ahead of the records.
+            let step = actor_bank::journal::files::SEGMENT_GROWTH_BYTES as usize;
+            bytes.resize(bytes.len().next_multiple_of(step), 0);
+        }
+        let path = directory.join(format::segment_name(first));
+        std::fs::write(&path, bytes).unwrap();
+        path
     }
 
     /// A copy of the committed ledger of `journal`.

@@ -249,6 +249,11 @@ mod tests {
             closed(door.decode(&mut state, hello(9))),
             "protocol version 9 is not supported; this server speaks 2"
         );
+        // The first protocol's clients know no available balance, holds or statements.
+        assert_eq!(
+            closed(door.decode(&mut state, hello(1))),
+            "protocol version 1 is not supported; this server speaks 2"
+        );
         assert!(matches!(
             door.decode(&mut state, hello(PROTOCOL_VERSION)),
             Inbound::Greeted(_)
