@@ -52,8 +52,12 @@ struct Arguments {
     /// Opening balance of each account (minor units).
     #[arg(long, default_value_t = 1_000_000)]
     initial_balance: u64,
-    /// Operation weights: withdraw=W,deposit=W,balance=W,utility=W.
-    #[arg(long, default_value = "withdraw=45,deposit=35,balance=15,utility=5")]
+    /// Operation weights: withdraw=W,deposit=W,balance=W,utility=W,transfer=W,hold=W,
+    /// complete=W,void=W,reverse=W,statement=W (kinds left out weigh 0). A transfer goes to
+    /// another of the accounts, drawn at random (with --accounts 2, a hot pair); complete and void
+    /// resolve one of the ATM's own open holds; reverse gives back the ATM's latest withdrawal (one
+    /// in four: reverses an id never sent, then sends that id, which must be refused).
+    #[arg(long, default_value_t = Mix::default())]
     mix: Mix,
     /// Zipf exponent over accounts (0 = uniform).
     #[arg(long, default_value_t = 0.0)]
@@ -285,7 +289,11 @@ fn print_summary(report: &SwarmReport, bench: bool) {
             report.retries, report.restarts, report.faults
         );
     }
+    print_operations(report);
     println!("statuses {:?}", report.statuses);
+    if !report.probes.is_empty() {
+        println!("expected refusals {:?}", report.probes);
+    }
     if report.violations == 0 {
         println!(
             "audit: {} accounts, every cent accounted for, 0 violations",
@@ -296,6 +304,28 @@ fn print_summary(report: &SwarmReport, bench: bool) {
         for detail in &report.violation_details {
             println!("  {detail}");
         }
+    }
+}
+
+/// Each operation kind's count and latency, in the summary line's format, when the mix has more
+/// than one kind (or a kind other than withdrawals).
+fn print_operations(report: &SwarmReport) {
+    let only_withdrawals = report.operations.keys().all(|kind| kind == "withdraw");
+    if only_withdrawals {
+        return;
+    }
+    for (kind, counts) in &report.operations {
+        let latency = &counts.latency_us;
+        println!(
+            "  {kind}: {} ops acked ({} approved); latency µs p50 {} p90 {} p99 {} p99.9 {} max {}",
+            counts.acked,
+            counts.approved,
+            latency.p50,
+            latency.p90,
+            latency.p99,
+            latency.p999,
+            latency.max
+        );
     }
 }
 

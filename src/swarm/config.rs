@@ -20,48 +20,146 @@ pub struct Mix {
     pub balance: u32,
     /// Utilities (lowercase, prime, palindrome).
     pub utility: u32,
+    /// Transfers to another card of the swarm (for a bench of transfers alone, `transfer=1`).
+    pub transfer: u32,
+    /// Holds placed (an ATM resolves its own holds later, or by `complete` and `void` picks).
+    pub hold: u32,
+    /// Completions of one of the ATM's open holds, sometimes for less than its amount.
+    pub complete: u32,
+    /// Voids of one of the ATM's open holds.
+    pub void: u32,
+    /// Reversals of the ATM's own latest withdrawal, in full or in part; one in four is a
+    /// reversal of an id never sent, followed by that id's original (which must be refused).
+    pub reverse: u32,
+    /// Mini statements, each checked for consistency on arrival.
+    pub statement: u32,
+}
+
+/// The mix's kinds as `--mix` names them, in the order they are drawn.
+pub(super) const MIX_KINDS: [&str; 10] = [
+    "withdraw",
+    "deposit",
+    "balance",
+    "utility",
+    "transfer",
+    "hold",
+    "complete",
+    "void",
+    "reverse",
+    "statement",
+];
+
+impl Mix {
+    /// A mix where nothing weighs anything.
+    pub const NOTHING: Mix = Mix {
+        withdraw: 0,
+        deposit: 0,
+        balance: 0,
+        utility: 0,
+        transfer: 0,
+        hold: 0,
+        complete: 0,
+        void: 0,
+        reverse: 0,
+        statement: 0,
+    };
+
+    /// The weights in the order of [`MIX_KINDS`].
+    pub(super) fn weights(&self) -> [u32; 10] {
+        [
+            self.withdraw,
+            self.deposit,
+            self.balance,
+            self.utility,
+            self.transfer,
+            self.hold,
+            self.complete,
+            self.void,
+            self.reverse,
+            self.statement,
+        ]
+    }
+
+    /// The weight of the kind named `kind` (one of [`MIX_KINDS`]), to be set.
+    fn weight_mut(&mut self, kind: &str) -> Option<&mut u32> {
+        Some(match kind {
+            "withdraw" => &mut self.withdraw,
+            "deposit" => &mut self.deposit,
+            "balance" => &mut self.balance,
+            "utility" => &mut self.utility,
+            "transfer" => &mut self.transfer,
+            "hold" => &mut self.hold,
+            "complete" => &mut self.complete,
+            "void" => &mut self.void,
+            "reverse" => &mut self.reverse,
+            "statement" => &mut self.statement,
+            _ => return None,
+        })
+    }
+
+    /// All the weights together.
+    pub(super) fn total(&self) -> u32 {
+        self.weights().iter().sum()
+    }
 }
 
 impl Default for Mix {
+    /// Mostly cash, with every banking operation in modest amounts.
     fn default() -> Self {
         Mix {
-            withdraw: 45,
-            deposit: 35,
-            balance: 15,
-            utility: 5,
+            withdraw: 40,
+            deposit: 30,
+            balance: 10,
+            utility: 4,
+            transfer: 6,
+            hold: 3,
+            complete: 2,
+            void: 2,
+            reverse: 2,
+            statement: 1,
         }
+    }
+}
+
+impl std::fmt::Display for Mix {
+    /// The mix as `--mix` takes it, every kind named.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = MIX_KINDS
+            .iter()
+            .zip(self.weights())
+            .map(|(kind, weight)| format!("{kind}={weight}"))
+            .collect();
+        formatter.write_str(&parts.join(","))
     }
 }
 
 impl FromStr for Mix {
     type Err = String;
 
-    /// Parses `withdraw=W,deposit=W,balance=W,utility=W` (missing kinds weigh 0).
+    /// Parses `withdraw=W,deposit=W,...` (missing kinds weigh 0; the kinds are [`MIX_KINDS`]).
     fn from_str(text: &str) -> Result<Self, String> {
-        let mut mix = Mix {
-            withdraw: 0,
-            deposit: 0,
-            balance: 0,
-            utility: 0,
-        };
+        let mut mix = Mix::NOTHING;
         for (key, value) in crate::faults::key_values(text, "mix")? {
             let weight: u32 = value
                 .parse()
                 .map_err(|_| format!("mix {key}: {value:?} is not a whole number"))?;
-            match key {
-                "withdraw" => mix.withdraw = weight,
-                "deposit" => mix.deposit = weight,
-                "balance" => mix.balance = weight,
-                "utility" => mix.utility = weight,
-                other => {
-                    return Err(format!(
-                        "unknown mix kind {other:?} (withdraw, deposit, balance, utility)"
-                    ))
-                }
-            }
+            let Some(slot) = mix.weight_mut(key) else {
+                return Err(format!(
+                    "unknown mix kind {key:?} ({})",
+                    MIX_KINDS.join(", ")
+                ));
+            };
+            *slot = weight;
         }
-        if mix.withdraw + mix.deposit + mix.balance + mix.utility == 0 {
+        let sum: u64 = mix.weights().iter().map(|weight| u64::from(*weight)).sum();
+        if sum == 0 {
             return Err("the mix weighs nothing".into());
+        }
+        if sum > u64::from(u32::MAX) {
+            return Err(format!(
+                "the mix's weights add up to more than {}",
+                u32::MAX
+            ));
         }
         Ok(mix)
     }

@@ -16,10 +16,12 @@
 
 use crate::client::ops::{self, Call};
 use crate::client::tls::TlsSettings;
-use crate::client::{reply_balance, Client, ClientConfig, ClientError, ClientStats};
+use crate::client::{Client, ClientConfig, ClientError, ClientStats};
 use crate::faults::FaultPlan;
 use crate::pin::PinHashCost;
-use crate::protocol::{Amount, Card, Operation, Reply, RequestId, Status};
+use crate::protocol::{
+    Amount, Body, Card, HoldId, Movement, MovementKind, Operation, Reply, RequestId, Status,
+};
 use crate::server::{RunningServer, ServerConfig};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
@@ -42,6 +44,7 @@ mod report;
 
 use atm::*;
 use audit::*;
+pub use audit::{account_violations, statement_violations, totals_violations, Observation};
 use chaos::*;
 pub use config::*;
 use mix::*;
@@ -52,6 +55,8 @@ pub(super) struct Shared {
     address: String,
     cards: Vec<(Card, String)>,
     expected: Vec<AtomicI64>,
+    /// The money the acknowledged replies moved, in all.
+    flows: FlowCounters,
     operations_started: AtomicU64,
     acked: AtomicU64,
     started: Instant,
@@ -134,7 +139,11 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     if let Some((server, _)) = &servers.in_process {
         add_server_faults(&mut report, server.bank());
     }
-    audit(&shared, &results, &mut report).await;
+    let bank = servers
+        .in_process
+        .as_ref()
+        .map(|(server, _)| server.bank().clone());
+    audit(&shared, bank, &results, &mut report).await;
     if let Some(server) = servers.chaos.as_mut() {
         server.stop();
     }
@@ -197,6 +206,13 @@ fn draw_cards(config: &SwarmConfig) -> Vec<(Card, String)> {
 }
 
 impl Shared {
+    /// The index of the swarm's account with `card` (the cards are consecutive numbers).
+    fn account_of(&self, card: Card) -> Option<usize> {
+        let first = self.cards.first()?.0;
+        let index = usize::try_from(card.checked_sub(first)?).ok()?;
+        (index < self.cards.len()).then_some(index)
+    }
+
     /// The state every ATM shares, at the start of the load.
     fn new(config: SwarmConfig, address: String, cards: Vec<(Card, String)>) -> Shared {
         Shared {
@@ -206,6 +222,7 @@ impl Shared {
                 .collect(),
             cards,
             address,
+            flows: FlowCounters::default(),
             operations_started: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             started: Instant::now(),
@@ -453,6 +470,8 @@ fn merge(
         requests_dropped += result.requests_dropped;
         replies_dropped += result.replies_dropped;
     }
+    let held = held_by_account(shared, results);
+    let probes = probes(results);
     let timeline = std::mem::take(&mut *shared.timeline.lock());
     let timeline = timeline
         .into_iter()
@@ -484,14 +503,66 @@ fn merge(
             .cards
             .iter()
             .zip(&shared.expected)
-            .map(|((card, pin), expected)| AccountExpectation {
-                card: *card,
-                pin: pin.clone(),
-                expected_balance: expected.load(Ordering::Relaxed),
+            .zip(&held)
+            .map(|(((card, pin), expected), held)| {
+                let expected = expected.load(Ordering::Relaxed);
+                AccountExpectation {
+                    card: *card,
+                    pin: pin.clone(),
+                    expected_balance: expected,
+                    expected_available: expected - held,
+                }
             })
             .collect(),
+        operations: operations(results),
+        probes,
+        flows: shared.flows.snapshot(
+            (shared.config.initial_balance as i64).saturating_mul(shared.cards.len() as i64),
+        ),
         timeline,
         ramp: Vec::new(),
         duration_secs: duration.as_secs_f64(),
     }
+}
+
+/// The amounts of the holds the ATMs left open, by account.
+fn held_by_account(shared: &Shared, results: &[AtmResult]) -> Vec<i64> {
+    let mut held = vec![0i64; shared.cards.len()];
+    for hold in results.iter().flat_map(|result| &result.open_holds) {
+        held[hold.account] += hold.amount as i64;
+    }
+    held
+}
+
+/// Every ATM's probes, added up.
+fn probes(results: &[AtmResult]) -> BTreeMap<String, u64> {
+    let mut probes = BTreeMap::new();
+    for (probe, count) in results.iter().flat_map(|result| &result.probes) {
+        *probes.entry(probe.to_string()).or_insert(0) += count;
+    }
+    probes
+}
+
+/// Every ATM's replies by operation kind, merged.
+fn operations(results: &[AtmResult]) -> BTreeMap<String, OperationCounts> {
+    let mut merged: BTreeMap<&str, (SecondHistogram, u64, u64)> = BTreeMap::new();
+    for (kind, tally) in results.iter().flat_map(|result| &result.kinds) {
+        let entry = merged
+            .entry(kind)
+            .or_insert_with(|| (new_second_histogram(), 0, 0));
+        let _ = entry.0.add(&tally.latency);
+        entry.1 += tally.acked;
+        entry.2 += tally.approved;
+    }
+    merged
+        .into_iter()
+        .map(|(kind, (histogram, acked, approved))| {
+            let counts = OperationCounts {
+                acked,
+                approved,
+                latency_us: Percentiles::of(&histogram),
+            };
+            (kind.to_string(), counts)
+        })
+        .collect()
 }

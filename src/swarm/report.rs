@@ -40,8 +40,90 @@ pub struct AccountExpectation {
     pub card: Card,
     /// PIN.
     pub pin: String,
-    /// Initial balance plus acknowledged deposits minus acknowledged withdrawals.
+    /// The ledger balance: the opening balance plus the acknowledged deposits, reversals and
+    /// transfers received, minus the acknowledged withdrawals, completed holds and transfers sent.
     pub expected_balance: i64,
+    /// The available balance: the ledger balance less the holds the swarm left open.
+    pub expected_available: i64,
+}
+
+/// Which way money moved, for the run's totals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Acknowledged deposits.
+    Deposits,
+    /// Acknowledged withdrawals.
+    Withdrawals,
+    /// Money given back by acknowledged reversals.
+    Reversals,
+    /// Money posted by acknowledged hold completions.
+    HoldsCompleted,
+    /// Money sent by acknowledged transfers (it stays inside the swarm's accounts).
+    Transfers,
+}
+
+/// The money the acknowledged replies moved, in all: what the server's balances must add up to.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Flows {
+    /// The accounts' opening balances together.
+    pub opening: i64,
+    /// Deposited.
+    pub deposits: i64,
+    /// Withdrawn.
+    pub withdrawals: i64,
+    /// Given back by reversals.
+    pub reversals: i64,
+    /// Posted by hold completions.
+    pub holds_completed: i64,
+    /// Moved between accounts by transfers.
+    pub transfers: i64,
+}
+
+impl Flows {
+    /// What the balances must add up to once nothing is in transit.
+    pub fn balances_total(&self) -> i128 {
+        i128::from(self.opening) + i128::from(self.deposits) + i128::from(self.reversals)
+            - i128::from(self.withdrawals)
+            - i128::from(self.holds_completed)
+    }
+}
+
+/// The run's flows, counted by every ATM at once.
+#[derive(Debug, Default)]
+pub(super) struct FlowCounters {
+    /// Indexed by [`Flow`].
+    counts: [AtomicI64; 5],
+}
+
+impl FlowCounters {
+    /// Counts `amount` more of `flow`.
+    pub(super) fn add(&self, flow: Flow, amount: i64) {
+        self.counts[flow as usize].fetch_add(amount, Ordering::Relaxed);
+    }
+
+    /// The totals so far, with the accounts' `opening` balances together.
+    pub(super) fn snapshot(&self, opening: i64) -> Flows {
+        let get = |flow: Flow| self.counts[flow as usize].load(Ordering::Relaxed);
+        Flows {
+            opening,
+            deposits: get(Flow::Deposits),
+            withdrawals: get(Flow::Withdrawals),
+            reversals: get(Flow::Reversals),
+            holds_completed: get(Flow::HoldsCompleted),
+            transfers: get(Flow::Transfers),
+        }
+    }
+}
+
+/// One operation kind's definite replies in the whole run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct OperationCounts {
+    /// Definite replies.
+    pub acked: u64,
+    /// Approved ones.
+    pub approved: u64,
+    /// Latency from first send to definite reply, retries included (two significant figures).
+    pub latency_us: Percentiles,
 }
 
 /// One second of the run.
@@ -103,6 +185,14 @@ pub struct SwarmReport {
     pub violation_details: Vec<String>,
     /// Every account with its PIN and the balance it must have.
     pub accounts: Vec<AccountExpectation>,
+    /// Definite replies by operation kind (`withdraw`, `transfer`, `hold`, ...).
+    pub operations: BTreeMap<String, OperationCounts>,
+    /// Refusals the swarm provoked on purpose and got, by what it probed:
+    /// `hold_resolved_again` (a hold resolved a second time), `original_after_its_reversal_refused`
+    /// (a withdrawal sent after its reversal).
+    pub probes: BTreeMap<String, u64>,
+    /// The money the acknowledged replies moved, in all.
+    pub flows: Flows,
     /// The run second by second.
     pub timeline: Vec<Second>,
     /// The ramp's steps, in order (empty without a ramp).
