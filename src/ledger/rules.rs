@@ -107,16 +107,18 @@ fn outcome_of(
         Event::TransferSettled { leg, receiver } => transfer_settled(account, *leg, *receiver),
         Event::HoldPlaced { amount, .. } => Ok(hold_placed(account, *amount, at, policy)),
         Event::HoldCompleted { hold, amount } => Ok(hold_completed(account, *hold, *amount, at)),
+        // The released hold's amount is available again once the record applies.
         Event::HoldVoided { hold } => Ok(match open_hold(account, *hold, at) {
-            Ok(_) => balances_now(account, Code::Approved),
+            Ok(open) => approved_with(account.balance, account.available() + open.amount),
             Err(code) => balances_now(account, code),
         }),
         // Nothing journaled unless the hold is open and due: `hold_resolved` when it is not
         // open, `busy` when it is not due yet.
         Event::HoldExpired { hold } => match account.hold(*hold) {
-            Some(open) if open.expires_at_unix_ms <= at.unix_ms => {
-                Ok(balances_now(account, Code::Approved))
-            }
+            Some(open) if open.expires_at_unix_ms <= at.unix_ms => Ok(approved_with(
+                account.balance,
+                account.available() + open.amount,
+            )),
             Some(_) => Err(Outcome::bare(Code::Busy)),
             None => Err(Outcome::bare(Code::HoldResolved)),
         },
