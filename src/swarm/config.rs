@@ -136,7 +136,7 @@ impl std::fmt::Display for Mix {
 impl FromStr for Mix {
     type Err = String;
 
-    /// Parses `withdraw=W,deposit=W,...` (missing kinds weigh 0; the kinds are [`MIX_KINDS`]).
+    /// Parses `withdraw=W,deposit=W,...` (missing kinds weigh 0; the kinds are the fields).
     fn from_str(text: &str) -> Result<Self, String> {
         let mut mix = Mix::NOTHING;
         for (key, value) in crate::faults::key_values(text, "mix")? {
@@ -300,6 +300,20 @@ mod tests {
         assert_eq!((mix.withdraw, mix.deposit, mix.balance), (3, 1, 0));
         assert!("withdraw=0".parse::<Mix>().is_err());
         assert!("steal=1".parse::<Mix>().is_err());
+        let banking: Mix = "transfer=2,hold=1,complete=1,void=1,reverse=1,statement=1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (banking.withdraw, banking.transfer, banking.statement),
+            (0, 2, 1)
+        );
+        assert_eq!(
+            Mix::default().to_string().parse::<Mix>(),
+            Ok(Mix::default())
+        );
+        assert!(format!("withdraw={},deposit=1", u32::MAX)
+            .parse::<Mix>()
+            .is_err());
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));

@@ -6,11 +6,22 @@
 //! injects faults on the client side, runs its own server with server-side faults, or starts the
 //! server with a command and SIGKILLs it on a period (chaos restarts).
 //!
-//! At the end it audits: every account's balance on the server equals its initial balance plus the
-//! acknowledged deposits minus the acknowledged withdrawals; each ATM's most recent acknowledged
-//! requests, replayed with their ids, return the identical reply; no expected balance went
-//! negative; every request got a definite answer; no honest request was refused as stale or as a
-//! conflict. Any violation is listed in the report.
+//! The mix ([`Mix`]) has cash (withdrawals, deposits), inquiries, the lab's utilities, transfers
+//! to another card of the swarm, holds the ATM later completes (sometimes for less) or voids,
+//! reversals of the ATM's own latest withdrawal (in full or in part) and statements. Two kinds of
+//! request are sent to be refused: a second resolution of a resolved hold (`hold_resolved`), and
+//! the withdrawal whose id a reversal named before it was ever sent (`request_id_conflict`).
+//!
+//! At the end it audits, once the server has delivered every transfer
+//! (nothing in transit): every account's ledger balance equals its opening balance plus the
+//! acknowledged deposits, reversals and transfers received, minus the acknowledged withdrawals,
+//! completed holds and transfers sent; its available balance is that less the holds left open;
+//! neither is negative; its statement moves by each movement's amount in the right direction,
+//! lists no movement twice and ends at the ledger balance; the balances add up to the money the
+//! acknowledged replies moved; each ATM's most recent acknowledged requests, replayed with their
+//! ids, return the identical reply; every request got a definite answer; no honest request was
+//! refused as stale or as a conflict; every statement read during the load was consistent. Any
+//! violation is listed in the report.
 //!
 //! The `atm_swarm` example is the command-line front end; the tests call [`run`] directly.
 
@@ -470,7 +481,6 @@ fn merge(
         requests_dropped += result.requests_dropped;
         replies_dropped += result.replies_dropped;
     }
-    let held = held_by_account(shared, results);
     let probes = probes(results);
     let timeline = std::mem::take(&mut *shared.timeline.lock());
     let timeline = timeline
@@ -499,21 +509,7 @@ fn merge(
         statuses,
         violations: 0,
         violation_details: Vec::new(),
-        accounts: shared
-            .cards
-            .iter()
-            .zip(&shared.expected)
-            .zip(&held)
-            .map(|(((card, pin), expected), held)| {
-                let expected = expected.load(Ordering::Relaxed);
-                AccountExpectation {
-                    card: *card,
-                    pin: pin.clone(),
-                    expected_balance: expected,
-                    expected_available: expected - held,
-                }
-            })
-            .collect(),
+        accounts: expectations(shared, results),
         operations: operations(results),
         probes,
         flows: shared.flows.snapshot(
@@ -523,6 +519,26 @@ fn merge(
         ramp: Vec::new(),
         duration_secs: duration.as_secs_f64(),
     }
+}
+
+/// What every account must hold, from the acknowledged replies and the holds left open.
+fn expectations(shared: &Shared, results: &[AtmResult]) -> Vec<AccountExpectation> {
+    let held = held_by_account(shared, results);
+    shared
+        .cards
+        .iter()
+        .zip(&shared.expected)
+        .zip(&held)
+        .map(|(((card, pin), expected), held)| {
+            let expected = expected.load(Ordering::Relaxed);
+            AccountExpectation {
+                card: *card,
+                pin: pin.clone(),
+                expected_balance: expected,
+                expected_available: expected - held,
+            }
+        })
+        .collect()
 }
 
 /// The amounts of the holds the ATMs left open, by account.
