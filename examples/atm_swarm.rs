@@ -12,6 +12,12 @@
 //!     --operator-token T --accounts 2000 --mix withdraw=1 \
 //!     --ramp 64,128,256,512,1024,2048,4096 --step-duration 10s --plot-dir plots
 //!
+//! # transfers, durable, 64 ATMs: a hot pair, then random pairs of 100 000 accounts
+//! cargo run --release --example atm_swarm -- --bench --atms 64 --accounts 2 --mix transfer=1 \
+//!     --initial-balance 1000000000000000 --duration 10s
+//! cargo run --release --example atm_swarm -- --bench --atms 64 --accounts 100000 --mix transfer=1 \
+//!     --initial-balance 1000000000000000 --duration 10s
+//!
 //! # the same over TLS (mutual TLS with --tls-cert and --tls-key)
 //! cargo run --release --example atm_swarm -- --server bank.example:7878 --tls-ca ca.pem \
 //!     --operator-token T --duration 10s
