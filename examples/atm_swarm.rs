@@ -12,6 +12,12 @@
 //!     --operator-token T --accounts 2000 --mix withdraw=1 \
 //!     --ramp 64,128,256,512,1024,2048,4096 --step-duration 10s --plot-dir plots
 //!
+//! # transfers, durable, 64 ATMs: a hot pair, then random pairs of 100 000 accounts
+//! cargo run --release --example atm_swarm -- --bench --atms 64 --accounts 2 --mix transfer=1 \
+//!     --initial-balance 1000000000000000 --duration 10s
+//! cargo run --release --example atm_swarm -- --bench --atms 64 --accounts 100000 --mix transfer=1 \
+//!     --initial-balance 1000000000000000 --duration 10s
+//!
 //! # the same over TLS (mutual TLS with --tls-cert and --tls-key)
 //! cargo run --release --example atm_swarm -- --server bank.example:7878 --tls-ca ca.pem \
 //!     --operator-token T --duration 10s
@@ -52,8 +58,12 @@ struct Arguments {
     /// Opening balance of each account (minor units).
     #[arg(long, default_value_t = 1_000_000)]
     initial_balance: u64,
-    /// Operation weights: withdraw=W,deposit=W,balance=W,utility=W.
-    #[arg(long, default_value = "withdraw=45,deposit=35,balance=15,utility=5")]
+    /// Operation weights: withdraw=W,deposit=W,balance=W,utility=W,transfer=W,hold=W,
+    /// complete=W,void=W,reverse=W,statement=W (kinds left out weigh 0). A transfer goes to
+    /// another of the accounts, drawn at random (with --accounts 2, a hot pair); complete and void
+    /// resolve one of the ATM's own open holds; reverse gives back the ATM's latest withdrawal (one
+    /// in four: reverses an id never sent, then sends that id, which must be refused).
+    #[arg(long, default_value_t = Mix::default())]
     mix: Mix,
     /// Zipf exponent over accounts (0 = uniform).
     #[arg(long, default_value_t = 0.0)]
@@ -285,7 +295,11 @@ fn print_summary(report: &SwarmReport, bench: bool) {
             report.retries, report.restarts, report.faults
         );
     }
+    print_operations(report);
     println!("statuses {:?}", report.statuses);
+    if !report.probes.is_empty() {
+        println!("expected refusals {:?}", report.probes);
+    }
     if report.violations == 0 {
         println!(
             "audit: {} accounts, every cent accounted for, 0 violations",
@@ -296,6 +310,28 @@ fn print_summary(report: &SwarmReport, bench: bool) {
         for detail in &report.violation_details {
             println!("  {detail}");
         }
+    }
+}
+
+/// Each operation kind's count and latency, in the summary line's format, when the mix has more
+/// than one kind (or a kind other than withdrawals).
+fn print_operations(report: &SwarmReport) {
+    let only_withdrawals = report.operations.keys().all(|kind| kind == "withdraw");
+    if only_withdrawals {
+        return;
+    }
+    for (kind, counts) in &report.operations {
+        let latency = &counts.latency_us;
+        println!(
+            "  {kind}: {} ops acked ({} approved); latency µs p50 {} p90 {} p99 {} p99.9 {} max {}",
+            counts.acked,
+            counts.approved,
+            latency.p50,
+            latency.p90,
+            latency.p99,
+            latency.p999,
+            latency.max
+        );
     }
 }
 

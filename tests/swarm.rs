@@ -1,6 +1,37 @@
 //! Short ATM swarms: many concurrent ATMs with injected faults, audited to the cent.
-use actor_bank::swarm::{self, Stop, SwarmConfig};
+use actor_bank::protocol::{Movement, MovementKind, RequestId};
+use actor_bank::swarm::{self, AccountExpectation, Flows, Observation, Stop, SwarmConfig};
 use std::time::Duration;
+
+/// The operation kinds of the banking mix, each of which must really run.
+const BANKING_KINDS: [&str; 6] = [
+    "transfer",
+    "hold",
+    "complete_hold",
+    "void_hold",
+    "reverse",
+    "statement",
+];
+
+/// Every banking kind got approved replies, and both provoked refusals came.
+fn assert_banking_ran(report: &swarm::SwarmReport) {
+    for kind in BANKING_KINDS {
+        let approved = report
+            .operations
+            .get(kind)
+            .map_or(0, |counts| counts.approved);
+        assert!(approved > 0, "no {kind} approved: {:#?}", report.operations);
+    }
+    for probe in ["hold_resolved_again", "original_after_its_reversal_refused"] {
+        assert!(
+            report.probes.get(probe).copied().unwrap_or(0) > 0,
+            "no {probe}: {:?}",
+            report.probes
+        );
+    }
+    assert!(report.flows.transfers > 0 && report.flows.reversals > 0);
+    assert!(report.flows.holds_completed > 0, "{:?}", report.flows);
+}
 
 /// Client- and server-side faults and account-actor crashes: every cent is accounted for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,4 +98,144 @@ async fn a_swarm_survives_kill_9_chaos_restarts() {
     // when each start takes seconds on a loaded machine.
     assert!(report.restarts >= 2, "only {} restarts", report.restarts);
     assert!(report.ops_acked > 0);
+}
+
+/// The banking mix (transfers, holds completed in full or in part and voided, reversals, one
+/// before its original, statements) under client- and server-side faults and kill -9 restarts of
+/// the server: every acknowledged operation applied once, transfers delivered, totals conserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banking_mix_survives_faults_and_restarts() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let token = "banking-operator-token-7b1e9c3a5d2f4068";
+    let command = format!(
+        "{} --listen {{listen}} --data-dir {} --operator-token {token} --pin-hash-memory-kib 8 --pin-hash-iterations 1",
+        env!("CARGO_BIN_EXE_bank-server"),
+        data_dir.path().display()
+    );
+    let mut config = SwarmConfig::new(Some("127.0.0.1:0".into()));
+    config.operator_token = token.into();
+    config.server_command = Some(command);
+    config.chaos_restart = Some(Duration::from_millis(1_500));
+    config.mix = "withdraw=20,deposit=15,balance=5,transfer=15,hold=10,complete=8,void=8,reverse=12,statement=7"
+        .parse()
+        .unwrap();
+    config.atms = 16;
+    config.accounts = 6;
+    config.stop = Stop::After(Duration::from_secs(6));
+    config.seed = 23;
+    config.attempt_timeout = Duration::from_millis(300);
+    config.client_faults = "drop-request=0.03,drop-reply=0.03".parse().unwrap();
+    let report = swarm::run(config).await.unwrap();
+    assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
+    assert!(report.restarts >= 1, "only {} restarts", report.restarts);
+    assert!(
+        report.faults["client_replies_dropped"] > 0,
+        "{:?}",
+        report.faults
+    );
+    assert_banking_ran(&report);
+}
+
+/// The same mix against the in-process server with server-side faults and account-actor
+/// crashes: the audit reads the committed ledger's transit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banking_mix_survives_actor_crashes() {
+    let mut config = SwarmConfig::new(None);
+    config.mix = "withdraw=20,deposit=15,balance=5,transfer=15,hold=10,complete=8,void=8,reverse=12,statement=7"
+        .parse()
+        .unwrap();
+    config.atms = 16;
+    config.accounts = 6;
+    config.stop = Stop::Operations(800);
+    config.seed = 29;
+    config.attempt_timeout = Duration::from_millis(300);
+    config.server_faults = Some(
+        "drop-request=0.02,drop-reply=0.02,crash-actor=0.03,seed=29"
+            .parse()
+            .unwrap(),
+    );
+    let report = swarm::run(config).await.unwrap();
+    assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
+    assert!(
+        report.faults["server_actor_crashes"] > 0,
+        "{:?}",
+        report.faults
+    );
+    assert_banking_ran(&report);
+}
+
+fn movement(kind: MovementKind, amount: u64, sequence: u64, balance_after: u64) -> Movement {
+    Movement {
+        at_unix_ms: 1,
+        kind,
+        amount,
+        request: RequestId {
+            client: 9,
+            sequence,
+        },
+        balance_after,
+    }
+}
+
+/// A consistent observation passes; each kind of inconsistency is caught, so the audit cannot
+/// pass for want of looking.
+#[test]
+fn the_audit_catches_fabricated_inconsistencies() {
+    let expected = AccountExpectation {
+        card: 4_000_000_001,
+        pin: "1234".into(),
+        expected_balance: 1_050,
+        expected_available: 1_000,
+    };
+    let movements = vec![
+        movement(MovementKind::Opened, 1_000, 0, 1_000),
+        movement(MovementKind::Withdrawal, 100, 1, 900),
+        movement(MovementKind::TransferIn, 200, 2, 1_100),
+        movement(MovementKind::HoldCompleted, 50, 3, 1_050),
+    ];
+    let good = Observation {
+        card: expected.card,
+        ledger: 1_050,
+        available: 1_000,
+        movements,
+    };
+    assert_eq!(
+        swarm::account_violations(&expected, &good),
+        Vec::<String>::new()
+    );
+
+    let mut wrong_balance = good.clone();
+    wrong_balance.ledger = 1_150;
+    assert!(!swarm::account_violations(&expected, &wrong_balance).is_empty());
+
+    let mut wrong_available = good.clone();
+    wrong_available.available = 1_050;
+    assert!(!swarm::account_violations(&expected, &wrong_available).is_empty());
+
+    // A withdrawal whose balance went up, and a movement applied twice.
+    let mut wrong_direction = good.clone();
+    wrong_direction.movements[1].balance_after = 1_100;
+    wrong_direction.movements[2].balance_after = 1_300;
+    wrong_direction.movements[3].balance_after = 1_250;
+    assert!(
+        !swarm::statement_violations(expected.card, &wrong_direction.movements, None).is_empty()
+    );
+    let mut twice = good.movements.clone();
+    twice.push(movement(MovementKind::Deposit, 0, 3, 1_050));
+    twice[4].kind = MovementKind::HoldCompleted;
+    assert!(!swarm::statement_violations(expected.card, &twice, None).is_empty());
+
+    // A statement that does not end at the ledger balance.
+    assert!(!swarm::statement_violations(expected.card, &good.movements, Some(900)).is_empty());
+
+    let flows = Flows {
+        opening: 2_000,
+        deposits: 100,
+        withdrawals: 100,
+        reversals: 0,
+        holds_completed: 50,
+        transfers: 200,
+    };
+    assert!(swarm::totals_violations(&flows, &[1_050, 900]).is_empty());
+    assert!(!swarm::totals_violations(&flows, &[1_050, 1_000]).is_empty());
 }

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # actor-bank end to end: the atm_swarm example in --bench mode (no faults) against an in-process
-# server on a temporary data directory, $CLIENTS ATMs with one request in flight each, withdrawals
-# only, for $DURATION seconds:
+# server on a temporary data directory, $CLIENTS ATMs with one request in flight each, for
+# $DURATION seconds. Withdrawals only:
 #   hot:    --accounts 1
 #   spread: --accounts $SPREAD_ACCOUNTS (default 100000); the time to create the accounts is
 #           measured too (from the start of the process to the first second of load).
+# Transfers only (--mix transfer=1: each to another account drawn at random; the audit waits for
+# the server to deliver every one):
+#   transfer_hot:    --accounts 2 (a hot pair: every transfer goes from one to the other)
+#   transfer_spread: --accounts $SPREAD_ACCOUNTS, random pairs
 #
 # Equivalent to
 #   cargo run --release --example atm_swarm -- --bench --atms 64 --accounts 1 --mix withdraw=1 \
@@ -12,9 +16,9 @@
 #       --duration 10s --json-out FILE
 # but runs the built binary, so cargo's own start-up is not timed.
 #
-# ACTOR_BANK_RUNS="hot spread" picks the runs. Writes $RESULTS_DIR/actor_bank_hot.json and
-# actor_bank_spread.json (summaries; the swarm's full
-# reports are kept next to them as *_report.json).
+# ACTOR_BANK_RUNS="hot spread transfer_hot transfer_spread" picks the runs (default: all four).
+# Writes $RESULTS_DIR/actor_bank_NAME.json for each (summaries; the swarm's full reports are kept
+# next to them as *_report.json).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SPREAD_ACCOUNTS="${SPREAD_ACCOUNTS:-100000}"
@@ -22,18 +26,19 @@ build_release
 SWARM="$(target_dir)/release/examples/atm_swarm"
 [ -x "$SWARM" ] || die "$SWARM was not built"
 
-# run_swarm NAME ACCOUNTS
+# run_swarm NAME ACCOUNTS MIX
 run_swarm() {
     local name="$1"
     local accounts="$2"
+    local mix="$3"
     local report="$RESULTS_DIR/actor_bank_${name}_report.json"
     local stderr="$RESULTS_DIR/actor_bank_${name}.stderr"
-    log "actor-bank: $name, $CLIENTS ATMs, $accounts accounts, ${DURATION}s of withdrawals"
+    log "actor-bank: $name, $CLIENTS ATMs, $accounts accounts, ${DURATION}s of $mix"
     local started
     started="$(date +%s.%N)"
     # Progress goes to standard error once a second (not a terminal); stamp each line.
     local status=0
-    "$SWARM" --bench --atms "$CLIENTS" --accounts "$accounts" --mix withdraw=1 \
+    "$SWARM" --bench --atms "$CLIENTS" --accounts "$accounts" --mix "$mix" \
         --initial-balance 1000000000000000 \
         --duration "${DURATION}s" --json-out "$report" \
         > "$RESULTS_DIR/actor_bank_${name}.stdout" \
@@ -42,10 +47,10 @@ run_swarm() {
     finished="$(date +%s.%N)"
     sleep 0.2
     [ "$status" -eq 0 ] || log "actor-bank: the swarm exited with $status (see $stderr)"
-    python3 - "$name" "$report" "$stderr" "$started" "$finished" "$accounts" "$CLIENTS" "$DURATION" \
+    python3 - "$name" "$report" "$stderr" "$started" "$finished" "$accounts" "$CLIENTS" "$DURATION" "$mix" \
         >"$RESULTS_DIR/actor_bank_$name.json" <<'EOF'
 import json, sys
-name, report_path, stderr_path, started, finished, accounts, clients, duration = sys.argv[1:9]
+name, report_path, stderr_path, started, finished, accounts, clients, duration, mix = sys.argv[1:10]
 started, finished = float(started), float(finished)
 with open(report_path) as file:
     report = json.load(file)
@@ -61,7 +66,8 @@ setup = None if first_second is None else round(first_second - 1.0 - started, 2)
 load_ended = None if first_second is None else first_second - 1.0 + report["duration_secs"]
 print(json.dumps({
     "name": f"actor_bank_{name}",
-    "system": f"actor-bank (atm_swarm --bench, {accounts} account{'s' if int(accounts) != 1 else ''})",
+    "system": f"actor-bank (atm_swarm --bench --mix {mix}, {accounts} account{'s' if int(accounts) != 1 else ''})",
+    "mix": mix,
     "clients": int(clients),
     "accounts": int(accounts),
     "duration_secs": report["duration_secs"],
@@ -78,10 +84,12 @@ EOF
     log "actor-bank: $(cat "$RESULTS_DIR/actor_bank_$name.json")"
 }
 
-for run in ${ACTOR_BANK_RUNS:-hot spread}; do
+for run in ${ACTOR_BANK_RUNS:-hot spread transfer_hot transfer_spread}; do
     case "$run" in
-        hot) run_swarm hot 1 ;;
-        spread) run_swarm spread "$SPREAD_ACCOUNTS" ;;
-        *) die "unknown run $run (hot, spread)" ;;
+        hot) run_swarm hot 1 withdraw=1 ;;
+        spread) run_swarm spread "$SPREAD_ACCOUNTS" withdraw=1 ;;
+        transfer_hot) run_swarm transfer_hot 2 transfer=1 ;;
+        transfer_spread) run_swarm transfer_spread "$SPREAD_ACCOUNTS" transfer=1 ;;
+        *) die "unknown run $run (hot, spread, transfer_hot, transfer_spread)" ;;
     esac
 done

@@ -79,7 +79,7 @@ rm -rf "$work/million"
 if [ "$SOAK_SECONDS" -gt 0 ]; then
     port="$(free_port)"
     start_server "$work/soak" "$port"
-    log "memory: soak, $CLIENTS ATMs over $SOAK_ACCOUNTS accounts, default mix, ${SOAK_SECONDS}s"
+    log "memory: soak, $CLIENTS ATMs over $SOAK_ACCOUNTS accounts, cash mix, ${SOAK_SECONDS}s"
     : >"$work/rss.txt"
     (
         second=0
@@ -93,6 +93,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     soak_status=0
     BANK_OPERATOR_TOKEN="$MEMORY_TOKEN" "$SWARM" --bench --server "127.0.0.1:$port" \
         --atms "$CLIENTS" --accounts "$SOAK_ACCOUNTS" --duration "${SOAK_SECONDS}s" \
+        --mix withdraw=45,deposit=35,balance=15,utility=5 \
         --json-out "$work/soak_report.json" >"$RESULTS_DIR/memory_soak.stdout" 2>/dev/null \
         || soak_status=$?
     sleep "$SOAK_SAMPLE"

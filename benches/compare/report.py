@@ -17,6 +17,8 @@ ROWS = [
     ("postgres_spread", "PostgreSQL, CTE, synchronous_commit on", "100k accounts"),
     ("actor_bank_hot", "actor-bank (atm_swarm --bench)", "1 account"),
     ("actor_bank_spread", "actor-bank (atm_swarm --bench)", "100k accounts"),
+    ("actor_bank_transfer_hot", "actor-bank (atm_swarm --bench --mix transfer=1)", "hot pair"),
+    ("actor_bank_transfer_spread", "actor-bank (atm_swarm --bench --mix transfer=1)", "100k accounts, random pairs"),
 ]
 
 
@@ -52,6 +54,8 @@ def main():
             continue
         if name == "actor_bank_spread" and result.get("accounts"):
             scenario = f"{result['accounts']:,} accounts"
+        if name == "actor_bank_transfer_spread" and result.get("accounts"):
+            scenario = f"{result['accounts']:,} accounts, random pairs"
         rate = result.get("ops_per_sec")
         latency = result.get("latency_us") or {}
         of_echo = rate / echo["ops_per_sec"] if echo and rate else None
