@@ -417,6 +417,18 @@ impl Event {
         )
     }
 
+    /// True for the changes a client's request makes and the memory of its card (or of the
+    /// operator) keeps: a retry of one still being worked on may join it. An opening carries a
+    /// PIN and is always checked afresh; the bank's own steps and PIN checks are not remembered
+    /// for a client at all.
+    pub fn is_joinable(&self) -> bool {
+        let remembered = matches!(
+            Principal::of(0, self),
+            Some(Principal::Card(_) | Principal::Operator)
+        );
+        remembered && !matches!(self, Event::AccountOpened { .. })
+    }
+
     /// The event's variant tag in the stored encoding (its first byte, the variant's index):
     /// the kind a [`Fingerprint`] records, the same number the journal holds for it.
     pub fn tag(&self) -> u8 {

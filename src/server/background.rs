@@ -135,7 +135,13 @@ impl Bank {
             leg: sent.leg,
             amount: sent.amount,
         };
-        let received = self.decide(sent.to, receipt, event).await.status;
+        // The settlement below is appended to the same log after the receipt, so it cannot become
+        // durable without it: no need to wait for the receipt's durability first (which would
+        // keep the transfer on the sender's way for one more flush).
+        let received = self
+            .decide_before_durable(sent.to, receipt, event)
+            .await
+            .status;
         let receiver = match received {
             Code::Approved
             | Code::UnknownCard

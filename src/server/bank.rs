@@ -234,26 +234,11 @@ impl Bank {
     ///
     /// Admission is decided first, and cheaply: a retry of a change that is still being worked
     /// on (same card, same request id, same parameters) *joins* it and will get the original's
-    /// answer, without reaching the actor again; a full mailbox answers `busy` at once. Only
-    /// withdrawals and deposits are joined: a request that carries a secret (a PIN attempt, an
-    /// account opening) is always checked afresh.
+    /// answer, without reaching the actor again; a full mailbox answers `busy` at once. Only the
+    /// changes a client's request makes and a memory keeps are joined ([`Event::is_joinable`]): a
+    /// request that carries a secret (a PIN attempt, an account opening) is always checked afresh.
     pub fn submit(self: &Arc<Self>, card: Card, request: RequestId, event: Event) -> Submitted {
-        // Every change a client's request makes and its memory keeps: the kinds whose checks list
-        // Check::Joining (`service::checks`).
-        let joinable = matches!(
-            event,
-            Event::Withdrawal { .. }
-                | Event::Deposit { .. }
-                | Event::TransferSent { .. }
-                | Event::HoldPlaced { .. }
-                | Event::HoldCompleted { .. }
-                | Event::HoldVoided { .. }
-                | Event::Reversal { .. }
-                | Event::AccountFrozen
-                | Event::AccountUnfrozen
-                | Event::AccountClosed
-                | Event::LimitsSet { .. }
-        );
+        let joinable = event.is_joinable();
         let fingerprint = Fingerprint::of(card, &event);
         if joinable {
             if let Some(outcome) = self.joinable.join((card, request), &fingerprint) {
@@ -285,6 +270,25 @@ impl Bank {
 
     /// Waits for a submitted request's answer and for its record to be durable.
     pub async fn settle(&self, submitted: Submitted) -> Outcome {
+        self.settle_with(submitted, true).await
+    }
+
+    /// Decides `event` for `request` on `card` and returns the answer as soon as the account has
+    /// decided it and queued its record, *without* waiting for durability. Only for the bank's own
+    /// next step: whatever the caller appends afterwards to the same log becomes durable only
+    /// with or after this record ([`crate::storage::Log::head`]), so a later record that depends
+    /// on this answer can never outlive it in a crash. Never for a reply to a client.
+    pub async fn decide_before_durable(
+        self: &Arc<Self>,
+        card: Card,
+        request: RequestId,
+        event: Event,
+    ) -> Outcome {
+        let submitted = self.submit(card, request, event);
+        self.settle_with(submitted, false).await
+    }
+
+    async fn settle_with(&self, submitted: Submitted, durable: bool) -> Outcome {
         let (answer, publish) = match submitted.0 {
             Admission::Refused => return self.no_answer(),
             Admission::Joined(mut outcome) => {
@@ -296,7 +300,7 @@ impl Bank {
             }
             Admission::Sent { answer, publish } => (answer, publish),
         };
-        let outcome = self.settle_answer(answer).await;
+        let outcome = self.settle_answer(answer, durable).await;
         if let Some(publish) = publish {
             publish.publish(outcome);
         }
@@ -313,11 +317,18 @@ impl Bank {
         })
     }
 
-    async fn settle_answer(&self, answer: oneshot::Receiver<AccountReply>) -> Outcome {
+    async fn settle_answer(
+        &self,
+        answer: oneshot::Receiver<AccountReply>,
+        durable: bool,
+    ) -> Outcome {
         let answer = match answer.await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) | Err(_) => return self.no_answer(),
         };
+        if !durable {
+            return answer.outcome;
+        }
         match durable::wait_durable(&self.storage, answer.durable_after).await {
             Ok(()) => answer.outcome,
             Err(_) => Outcome::bare(Code::Unavailable),

@@ -512,9 +512,9 @@ fn merge(
         accounts: expectations(shared, results),
         operations: operations(results),
         probes,
-        flows: shared.flows.snapshot(
-            (shared.config.initial_balance as i64).saturating_mul(shared.cards.len() as i64),
-        ),
+        flows: shared
+            .flows
+            .snapshot(i128::from(shared.config.initial_balance) * shared.cards.len() as i128),
         timeline,
         ramp: Vec::new(),
         duration_secs: duration.as_secs_f64(),

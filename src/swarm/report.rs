@@ -65,8 +65,9 @@ pub enum Flow {
 /// The money the acknowledged replies moved, in all: what the server's balances must add up to.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Flows {
-    /// The accounts' opening balances together.
-    pub opening: i64,
+    /// The accounts' opening balances together (wider than one balance: 100 000 accounts of a
+    /// large opening balance do not fit in 64 bits).
+    pub opening: i128,
     /// Deposited.
     pub deposits: i64,
     /// Withdrawn.
@@ -82,7 +83,7 @@ pub struct Flows {
 impl Flows {
     /// What the balances must add up to once nothing is in transit.
     pub fn balances_total(&self) -> i128 {
-        i128::from(self.opening) + i128::from(self.deposits) + i128::from(self.reversals)
+        self.opening + i128::from(self.deposits) + i128::from(self.reversals)
             - i128::from(self.withdrawals)
             - i128::from(self.holds_completed)
     }
@@ -102,7 +103,7 @@ impl FlowCounters {
     }
 
     /// The totals so far, with the accounts' `opening` balances together.
-    pub(super) fn snapshot(&self, opening: i64) -> Flows {
+    pub(super) fn snapshot(&self, opening: i128) -> Flows {
         let get = |flow: Flow| self.counts[flow as usize].load(Ordering::Relaxed);
         Flows {
             opening,

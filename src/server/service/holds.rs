@@ -8,16 +8,9 @@ use crate::model::{Amount, Card, Code, HoldId, RequestId};
 use crate::server::Bank;
 use std::sync::Arc;
 
-/// The checks of the hold operations, in the order they run.
-pub(super) const CHECKS: &[Check] = &[
-    Check::InFlight,
-    Check::VerifiedCard,
-    Check::Joining,
-    Check::Actor,
-    Check::Memory,
-    Check::AccountRules,
-    Check::Storage,
-];
+/// The checks of the hold operations, in the order they run: those of every change of the
+/// verified card's account.
+pub(super) const CHECKS: &[Check] = super::change::CHECKS;
 
 /// A hold of `amount` on `card`, lasting the configured time.
 pub(super) fn place(bank: &Arc<Bank>, card: Card, id: RequestId, amount: Amount) -> Started {

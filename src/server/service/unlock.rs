@@ -12,6 +12,7 @@ pub(super) const CHECKS: &[Check] = &[
     Check::InFlight,
     Check::OperatorAllowance,
     Check::OperatorToken,
+    Check::Joining,
     Check::Actor,
     Check::Memory,
     Check::AccountRules,
@@ -28,7 +29,7 @@ pub(super) fn start(
 ) -> Result<Started, Answer> {
     // Check::OperatorAllowance, Check::OperatorToken.
     operator(bank, operator_token, login)?;
-    // Check::Actor now, in the session's turn; Check::Memory and Check::AccountRules in the
+    // Check::Joining and Check::Actor now, in the session's turn; Check::Memory and Check::AccountRules in the
     // actor; Check::Storage while the answer is awaited.
     let submitted = bank.submit(card, id, Event::CardUnlocked);
     let bank = bank.clone();
