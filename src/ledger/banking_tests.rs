@@ -86,9 +86,12 @@ impl Bank {
 
     /// `event` on `card` under `request`.
     fn request(&mut self, card: Card, request: RequestId, mut event: Event) -> Outcome {
-        if let Some(clients) = Principal::of(card, &event).and_then(|p| self.ledger.clients.get(&p))
+        let principal = Principal::of(card, &event);
+        if let Some((principal, clients)) =
+            principal.and_then(|p| Some((p, self.ledger.clients.get(&p)?)))
         {
             match clients.check(
+                principal,
                 request.client,
                 request.sequence,
                 &Fingerprint::of(card, &event),
@@ -104,7 +107,7 @@ impl Bank {
                 ..
             } = &mut event
             {
-                *original_known = clients.knows(original.client, original.sequence);
+                *original_known = clients.knows(principal, original.client, original.sequence);
             }
         }
         let account = self.ledger.accounts.get(&card);
@@ -866,11 +869,11 @@ fn a_reversal_of_a_never_seen_original_takes_its_place_and_the_late_original_con
     // The memory survives a replay of the journal.
     let replayed = bank.replayed();
     assert_eq!(replayed, bank.ledger);
-    assert!(replayed
-        .clients
-        .get(&Principal::Card(A))
-        .unwrap()
-        .knows(original.client, original.sequence));
+    assert!(replayed.clients.get(&Principal::Card(A)).unwrap().knows(
+        Principal::Card(A),
+        original.client,
+        original.sequence
+    ));
 }
 
 #[test]

@@ -10,6 +10,12 @@ use std::collections::{HashMap, VecDeque};
 /// most this many requests unanswered, so every id it can still retry is remembered.
 pub const REQUEST_WINDOW: u64 = 32;
 
+/// How many of a sending card's most recent transfer numbers a receiving card remembers
+/// ([`Principal::Incoming`]): as many as the sender may have on their way at once
+/// (`ledger::TRANSFERS_IN_TRANSIT_SPAN`), so a hot pair of accounts keeps a few flushes' worth
+/// of transfers in flight, and every redelivered one is inside the window.
+pub const RECEIPT_WINDOW: u64 = 256;
+
 /// How many clients the memory of completed requests keeps per principal (per card, and for the
 /// operator). A new client beyond it takes the place of the least recently used one, provided that
 /// one has been idle for [`CLIENT_EVICTION_IDLE_MS`]; otherwise the new client is answered `busy`.
@@ -111,6 +117,15 @@ impl Principal {
         }
     }
 
+    /// The size of each client's window under this principal: [`RECEIPT_WINDOW`] for the
+    /// receipts of transfers, [`REQUEST_WINDOW`] otherwise.
+    pub fn window(self) -> u64 {
+        match self {
+            Principal::Incoming(_) => RECEIPT_WINDOW,
+            _ => REQUEST_WINDOW,
+        }
+    }
+
     /// True when a new client may take the place of the least recently used one in a full
     /// memory ([`CLIENTS_PER_PRINCIPAL_MAX`]); false for the receipts of transfers.
     pub fn evicts(self) -> bool {
@@ -167,18 +182,22 @@ pub struct ClientWindow {
 }
 
 impl ClientWindow {
-    /// True when `sequence` is inside the window: `highest - sequence < REQUEST_WINDOW` (every
-    /// sequence is, while fewer than `REQUEST_WINDOW` have completed, and so is any above
-    /// `highest`).
-    fn in_window(highest: u64, sequence: u64) -> bool {
-        highest < REQUEST_WINDOW || sequence > highest - REQUEST_WINDOW
+    /// True when `sequence` is inside a window of `size`: `highest - sequence < size` (every
+    /// sequence is, while fewer than `size` have completed, and so is any above `highest`).
+    fn in_window(highest: u64, sequence: u64, size: u64) -> bool {
+        highest < size || sequence > highest - size
     }
 
-    /// Looks up `sequence` with parameters `fingerprint`. The rule, exactly: outside the window
-    /// it is stale, whether or not it ran; inside, a completed one is a replay (same parameters)
-    /// or a conflict (others); anything else is new.
+    /// Looks up `sequence` with parameters `fingerprint` in a window of [`REQUEST_WINDOW`].
     pub fn check(&self, sequence: u64, fingerprint: &Fingerprint) -> Seen {
-        if !Self::in_window(self.highest, sequence) {
+        self.check_within(sequence, fingerprint, REQUEST_WINDOW)
+    }
+
+    /// Looks up `sequence` with parameters `fingerprint` in a window of `size`. The rule,
+    /// exactly: outside the window it is stale, whether or not it ran; inside, a completed one is
+    /// a replay (same parameters) or a conflict (others); anything else is new.
+    pub fn check_within(&self, sequence: u64, fingerprint: &Fingerprint, size: u64) -> Seen {
+        if !Self::in_window(self.highest, sequence, size) {
             return Seen::Stale;
         }
         match self.completed.iter().find(|done| done.sequence == sequence) {
@@ -188,17 +207,23 @@ impl ClientWindow {
         }
     }
 
-    /// Remembers a completed request and forgets every one that fell out of the window.
+    /// Remembers a completed request and forgets every one that fell out of a window of
+    /// [`REQUEST_WINDOW`].
     pub fn remember(&mut self, done: Completed, at_unix_ms: u64) {
+        self.remember_within(done, at_unix_ms, REQUEST_WINDOW);
+    }
+
+    /// Remembers a completed request and forgets every one that fell out of a window of `size`.
+    pub fn remember_within(&mut self, done: Completed, at_unix_ms: u64, size: u64) {
         self.highest = self.highest.max(done.sequence);
         self.last_used_unix_ms = self.last_used_unix_ms.max(at_unix_ms);
         self.completed.push_back(done);
-        // At most REQUEST_WINDOW + 1 entries to look at: forgetting on every completion keeps
-        // the memory equal to the rule `check` applies.
+        // At most size + 1 entries to look at: forgetting on every completion keeps the memory
+        // equal to the rule `check_within` applies.
         let highest = self.highest;
         self.completed
-            .retain(|kept| Self::in_window(highest, kept.sequence));
-        debug_assert!(self.completed.len() as u64 <= REQUEST_WINDOW);
+            .retain(|kept| Self::in_window(highest, kept.sequence, size));
+        debug_assert!(self.completed.len() as u64 <= size);
     }
 }
 
@@ -250,17 +275,23 @@ pub struct Clients {
 impl Clients {
     /// Looks up request `sequence` of `client` with parameters `fingerprint`; a client with no
     /// window has completed nothing for this principal.
-    pub fn check(&self, client: u64, sequence: u64, fingerprint: &Fingerprint) -> Seen {
-        self.windows
-            .get(&client)
-            .map_or(Seen::New, |window| window.check(sequence, fingerprint))
+    pub fn check(
+        &self,
+        principal: Principal,
+        client: u64,
+        sequence: u64,
+        fingerprint: &Fingerprint,
+    ) -> Seen {
+        self.windows.get(&client).map_or(Seen::New, |window| {
+            window.check_within(sequence, fingerprint, principal.window())
+        })
     }
 
-    /// True when request `sequence` of `client` is known: completed and remembered, or below the
-    /// window (it may have run, and never runs now).
-    pub fn knows(&self, client: u64, sequence: u64) -> bool {
+    /// True when request `sequence` of `client` is known to `principal`'s memory: completed and
+    /// remembered, or below the window (it may have run, and never runs now).
+    pub fn knows(&self, principal: Principal, client: u64, sequence: u64) -> bool {
         self.windows.get(&client).is_some_and(|window| {
-            !ClientWindow::in_window(window.highest, sequence)
+            !ClientWindow::in_window(window.highest, sequence, principal.window())
                 || window
                     .completed
                     .iter()
@@ -308,10 +339,11 @@ impl Clients {
             };
             self.windows.remove(&evicted);
         }
-        self.windows
-            .entry(client)
-            .or_default()
-            .remember(done, at_unix_ms);
+        self.windows.entry(client).or_default().remember_within(
+            done,
+            at_unix_ms,
+            principal.window(),
+        );
     }
 
     /// Forgets clients with no completion since `cutoff_unix_ms` unless `pinned` says to keep

@@ -30,7 +30,8 @@ mod v1;
 use crate::model::{AccountState, Amount, Card, Code, DailyLimits, HoldId, Movement, RequestId};
 pub use memory::{
     completed_entries, completed_entry, ClientWindow, Clients, Completed, Fingerprint, Memory,
-    Principal, Seen, CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, REQUEST_WINDOW,
+    Principal, Seen, CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, RECEIPT_WINDOW,
+    REQUEST_WINDOW,
 };
 pub use rules::{apply, apply_to, decide, deposit, money_moved, withdraw, At, Moved, Policy};
 pub use shards::{Shards, SHARD_COUNT};
@@ -63,9 +64,9 @@ pub const REVERSIBLE_DEBITS_MAX: usize = 32;
 
 /// How far apart the oldest transfer an account has on its way and its next one may be: the
 /// receiving side remembers each sender's transfers in a window of this size
-/// ([`REQUEST_WINDOW`]), so every transfer still on its way is inside it. A transfer beyond it
+/// ([`RECEIPT_WINDOW`]), so every transfer still on its way is inside it. A transfer beyond it
 /// waits (`busy`) until the oldest is received.
-pub const TRANSFERS_IN_TRANSIT_SPAN: u64 = REQUEST_WINDOW;
+pub const TRANSFERS_IN_TRANSIT_SPAN: u64 = RECEIPT_WINDOW;
 
 /// The reference an approved reversal's outcome carries when its original was never seen: the
 /// reversal is remembered in the original's place ([`completed_entries`]). A reversal that gave

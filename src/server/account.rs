@@ -142,7 +142,7 @@ impl AccountActor {
                 ..
             } = &mut event
             {
-                *original_known = clients.knows(original.client, original.sequence);
+                *original_known = clients.knows(*principal, original.client, original.sequence);
             }
         }
         let crash = bank
@@ -205,7 +205,7 @@ impl AccountActor {
         fingerprint: &Fingerprint,
         now: u64,
     ) -> Option<Answer> {
-        match clients.check(request.client, request.sequence, fingerprint) {
+        match clients.check(principal, request.client, request.sequence, fingerprint) {
             Seen::Replay(done) => {
                 self.bank.stats().replay_served();
                 return Some(Answer {
