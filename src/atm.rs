@@ -122,8 +122,9 @@ pub enum Command {
     },
     /// Send money from a card to another card.
     ///
-    /// Approved once the money has left the card; it reaches the other card moments later, or
-    /// comes back if that account cannot take it (unknown, frozen or closed).
+    /// Refused (and remembered under its request id) when the other card has no account or is
+    /// frozen or closed. Approved once the money has left the card; it reaches the other card
+    /// moments later, or comes back if that account was frozen or closed in the meantime.
     Transfer(TransferArgs),
     /// Reserve an amount on a card (an authorisation); prints its hold_id.
     ///
