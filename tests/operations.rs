@@ -218,8 +218,10 @@ async fn json_logs_are_one_object_per_line() {
         mut child, address, ..
     } = start(data_dir.path(), &["--log-format", "json"]);
     let mut client = Client::connect(client_config(&address)).await.unwrap();
+    // Twelve digits, the longest PIN: a shorter one could turn up by chance inside a timestamp's
+    // microseconds, a port or a hex check value, and fail the test for nothing.
     assert_eq!(
-        client.verify(123_456_789, "9999").await.unwrap().status,
+        client.verify(123_456_789, WRONG_PIN).await.unwrap().status,
         Status::IncorrectPin
     );
     drop(client);
@@ -241,8 +243,11 @@ async fn json_logs_are_one_object_per_line() {
         assert!(object["fields"].is_object(), "{line}");
     }
     assert!(log.contains("shutdown complete"), "{log}");
-    assert!(!log.contains("9999"), "a PIN reached the log: {log}");
+    assert!(!log.contains(WRONG_PIN), "a PIN reached the log: {log}");
 }
+
+/// The wrong PIN the JSON log test offers, which must never be logged.
+const WRONG_PIN: &str = "918273645546";
 
 /// Withdrawals the SIGTERM test lets the server acknowledge before it sends the signal.
 const ACKNOWLEDGED_BEFORE_SIGTERM: u64 = 200;
