@@ -19,6 +19,8 @@
 //!   hashes), and the operator-token check.
 //! - [`codec`]: bytes ↔ values. Frames on the wire and values on disk; the only module that
 //!   knows bincode.
+//! - [`iso8583`]: ISO 8583:1987 messages in ASCII (the layout ATM switches speak), bytes ↔
+//!   fields.
 //! - [`protocol`]: the typed messages and statuses ATMs and the server exchange.
 //! - [`ledger`]: the pure account rules, records, and the memory of completed requests. No I/O.
 //! - [`storage`]: the storage seam: a durable, ordered [`storage::Log`] and the committed state
@@ -48,6 +50,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod faults;
+pub mod iso8583;
 pub mod journal;
 pub mod ledger;
 pub mod logging;

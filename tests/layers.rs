@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// modules of its own layer only where `PEERS` says so.
 const LAYERS: &[&[&str]] = &[
     &["model", "clock", "utility", "metrics", "pin"],
-    &["codec"],
+    &["codec", "iso8583"],
     &["protocol"],
     &["ledger"],
     &["storage", "journal"],

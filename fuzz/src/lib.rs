@@ -2,4 +2,5 @@
 //! main package can include the very same files (by path) and run them without a fuzzer.
 
 pub mod frames;
+pub mod iso8583;
 pub mod session;
