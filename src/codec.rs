@@ -151,20 +151,48 @@ pub trait SplitFrames: Decoder<Item = BytesMut, Error = CodecError> {
     fn cut_short(&self, buffered: usize, reason: &str) -> CodecError;
 }
 
-/// Splits a byte stream into the bodies of 4-byte big-endian length-prefixed frames, refusing a
-/// declared length over the maximum before anything is reserved for the body. A frame stays in
-/// the buffer, its header included, until it is whole.
+/// Bytes of the length prefix of an ISO 8583 frame: a 2-byte big-endian length (no TPDU), the
+/// framing ATM switches commonly use.
+pub const SHORT_FRAME_HEADER_BYTES: usize = 2;
+
+/// Splits a byte stream into the bodies of big-endian length-prefixed frames (a 4-byte length for
+/// the bank's protocol, a 2-byte one for ISO 8583), refusing a declared length over the maximum
+/// before anything is reserved for the body. A frame stays in the buffer, its header included,
+/// until it is whole. A length of 0 is an empty body (ISO 8583's keep-alive), passed on as such.
 pub struct FrameReader {
     frame_bytes_max: usize,
+    /// Bytes of the length prefix: [`FRAME_HEADER_BYTES`] or [`SHORT_FRAME_HEADER_BYTES`].
+    header_bytes: usize,
 }
 
 impl FrameReader {
-    /// A reader that refuses frames whose body is longer than `frame_bytes_max` (clamped to
-    /// [`FRAME_BYTES_LIMIT`]).
+    /// A reader of 4-byte length-prefixed frames that refuses bodies longer than
+    /// `frame_bytes_max` (clamped to [`FRAME_BYTES_LIMIT`]).
     pub fn new(frame_bytes_max: usize) -> Self {
         Self {
             frame_bytes_max: frame_bytes_max.min(FRAME_BYTES_LIMIT),
+            header_bytes: FRAME_HEADER_BYTES,
         }
+    }
+
+    /// A reader of 2-byte length-prefixed frames (ISO 8583) that refuses bodies longer than
+    /// `frame_bytes_max` (clamped to what 2 bytes can declare).
+    pub fn short(frame_bytes_max: usize) -> Self {
+        Self {
+            frame_bytes_max: frame_bytes_max.min(usize::from(u16::MAX)),
+            header_bytes: SHORT_FRAME_HEADER_BYTES,
+        }
+    }
+
+    /// The length a header declares, checked against the maximum.
+    fn declared(&self, source: &[u8]) -> Result<Option<usize>, CodecError> {
+        if source.len() < self.header_bytes {
+            return Ok(None);
+        }
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        header[FRAME_HEADER_BYTES - self.header_bytes..]
+            .copy_from_slice(&source[..self.header_bytes]);
+        declared_body_bytes(header, self.frame_bytes_max).map(Some)
     }
 
     /// The largest body this reader accepts.
@@ -178,17 +206,16 @@ impl Decoder for FrameReader {
     type Error = CodecError;
 
     fn decode(&mut self, source: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        let Some(header) = source.first_chunk::<FRAME_HEADER_BYTES>() else {
+        let Some(body_bytes) = self.declared(source)? else {
             return Ok(None);
         };
-        let body_bytes = declared_body_bytes(*header, self.frame_bytes_max)?;
-        let frame_bytes = FRAME_HEADER_BYTES + body_bytes;
+        let frame_bytes = self.header_bytes + body_bytes;
         if source.len() < frame_bytes {
             // The length is checked, so reserving for the rest of the frame is bounded.
             source.reserve(frame_bytes - source.len());
             return Ok(None);
         }
-        source.advance(FRAME_HEADER_BYTES);
+        source.advance(self.header_bytes);
         Ok(Some(source.split_to(body_bytes)))
     }
 
@@ -203,7 +230,7 @@ impl Decoder for FrameReader {
 
 impl SplitFrames for FrameReader {
     fn cut_short(&self, buffered: usize, reason: &str) -> CodecError {
-        let part = if buffered < FRAME_HEADER_BYTES {
+        let part = if buffered < self.header_bytes {
             "header"
         } else {
             "body"
@@ -301,6 +328,35 @@ pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_frame_reader_splits_two_byte_length_prefixed_bodies_and_keep_alives() {
+        let mut reader = FrameReader::short(8);
+        let mut source = BytesMut::from(&b"\x00\x03020"[..]);
+        assert_eq!(reader.decode(&mut source).unwrap().unwrap(), &b"020"[..]);
+        assert!(source.is_empty());
+        // A keep-alive (length 0) is an empty body.
+        let mut source = BytesMut::from(&b"\x00\x00\x00\x02ab"[..]);
+        assert_eq!(reader.decode(&mut source).unwrap().unwrap(), &b""[..]);
+        assert_eq!(reader.decode(&mut source).unwrap().unwrap(), &b"ab"[..]);
+        assert_eq!(reader.decode(&mut source).unwrap(), None);
+        let mut source = BytesMut::from(&b"\x00"[..]);
+        assert_eq!(reader.decode(&mut source).unwrap(), None);
+        assert!(matches!(
+            reader.decode_eof(&mut source),
+            Err(CodecError::CutShort { part: "header", .. })
+        ));
+        // Over the maximum: refused from the header alone.
+        let mut source = BytesMut::from(&b"\x00\x09"[..]);
+        assert!(matches!(
+            reader.decode(&mut source),
+            Err(CodecError::FrameTooLarge {
+                declared_bytes: 9,
+                limit_bytes: 8
+            })
+        ));
+        assert_eq!(FrameReader::short(usize::MAX).frame_bytes_max(), 65_535);
+    }
 
     #[test]
     fn refuses_a_declared_length_over_the_limit_before_reading_the_body() {

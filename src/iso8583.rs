@@ -10,6 +10,7 @@
 //! the field's maximum, a field cut short, bytes that are not ASCII, bytes after the last field)
 //! and names the field and the position, so a refusal can say what was wrong.
 
+use crate::model::Code;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -437,10 +438,55 @@ fn encode_field(number: u8, data: &str, bytes: &mut Vec<u8>) -> Result<(), Iso85
     Ok(())
 }
 
+/// The response code (field 39) that answers a request ending in `code`: the issuer's answer
+/// in the terms ATM networks use. `busy` (retry) is 91, issuer unavailable; a failed journal is
+/// 96, system malfunction.
+pub fn response_code(code: Code) -> &'static str {
+    match code {
+        Code::Approved => "00",
+        Code::NotAuthorised | Code::NotLoggedIn => "05",
+        Code::UnknownHold => "25",
+        Code::HoldResolved | Code::NotReversible | Code::TooManyHolds | Code::BalanceNotZero => {
+            "12"
+        }
+        Code::InvalidAmount => "13",
+        Code::UnknownCard => "14",
+        Code::InvalidRequest | Code::CardExists => "30",
+        Code::InsufficientFunds => "51",
+        Code::IncorrectPin => "55",
+        Code::AccountClosed => "57",
+        Code::WithdrawalLimitExceeded => "61",
+        Code::AccountFrozen => "62",
+        Code::WithdrawalCountExceeded => "65",
+        Code::CardLocked => "75",
+        Code::Busy => "91",
+        Code::StaleRequest | Code::RequestIdConflict => "94",
+        Code::Unavailable => "96",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_result_code_has_a_response_code_and_only_approval_is_00() {
+        let mut used = std::collections::BTreeSet::new();
+        for code in Code::ALL {
+            let answer = response_code(*code);
+            assert!(answer.len() == 2 && answer.bytes().all(|byte| byte.is_ascii_digit()));
+            assert_eq!(answer == "00", *code == Code::Approved, "{code}");
+            used.insert(answer);
+        }
+        // The codes an ATM network expects of an issuer, all in use.
+        for expected in [
+            "00", "05", "12", "13", "14", "30", "51", "55", "57", "61", "65", "75", "91", "94",
+            "96",
+        ] {
+            assert!(used.contains(expected), "{expected}");
+        }
+    }
 
     fn withdrawal() -> Message {
         let mut message = Message::new("0200");
