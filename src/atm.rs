@@ -159,6 +159,8 @@ pub enum Command {
     AccountInfo(OperatorCard),
     /// Set an account's own daily withdrawal limits (operator only).
     SetLimits(SetLimitsArgs),
+    /// Drop an account's own daily limits, so the server's defaults apply again (operator only).
+    ClearLimits(ManageArgs),
     /// Lowercase a line.
     Lowercase {
         /// The text.
@@ -317,7 +319,7 @@ pub struct OperatorCard {
     pub card: Card,
 }
 
-/// `atm freeze`, `atm unfreeze`, `atm close-account`.
+/// `atm freeze`, `atm unfreeze`, `atm close-account`, `atm clear-limits`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ManageArgs {
     /// The token and the account.
@@ -702,6 +704,7 @@ impl Scripted {
             Command::Statement(args) => args.scripted()?,
             Command::Freeze(args) => args.target.manage(Management::Freeze, args.id)?,
             Command::Unfreeze(args) => args.target.manage(Management::Unfreeze, args.id)?,
+            Command::ClearLimits(args) => args.target.manage(Management::ClearLimits, args.id)?,
             Command::CloseAccount(args) => args.target.manage(Management::Close, args.id)?,
             Command::AccountInfo(target) => target.manage(Management::Info, FixedId::default())?,
             Command::SetLimits(args) => args.scripted()?,
@@ -854,7 +857,7 @@ const MENU: &str = "
  k) complete a hold         x) close an account (operator)
  v) void a hold             i) account details (operator)
  r) reverse a withdrawal    l) set daily limits (operator)
- s) statement";
+ s) statement               d) back to the default limits (operator)";
 
 /// The lab's interactive ATM menu over one session, reading from standard input.
 pub async fn run_menu(config: ClientConfig) -> u8 {
@@ -946,6 +949,7 @@ async fn choose<R: tokio::io::AsyncBufRead + Unpin>(
         "x" => ask_manage(lines, Management::Close).await,
         "i" => ask_manage(lines, Management::Info).await,
         "l" => ask_set_limits(lines).await,
+        "d" => ask_manage(lines, Management::ClearLimits).await,
         other => {
             println!("no such choice: {other}");
             None

@@ -376,6 +376,8 @@ kinds! {
     AccountInfo => "account_info", Operator, false,
     /// Set an account's daily withdrawal limits.
     SetLimits => "set_limits", Operator, true,
+    /// Drop an account's own daily limits: the server's defaults apply again.
+    ClearLimits => "clear_limits", Operator, true,
 }
 
 impl Kind {

@@ -221,6 +221,13 @@ pub enum Operation {
         /// The limits.
         limits: DailyLimits,
     },
+    /// Drop an account's own daily limits, so the server's defaults apply again (operator only).
+    ClearLimits {
+        /// The operator token the server was started with.
+        operator_token: String,
+        /// The account's card.
+        card: Card,
+    },
 }
 
 impl Operation {
@@ -249,6 +256,7 @@ impl Operation {
             Operation::CloseAccount { .. } => Kind::CloseAccount,
             Operation::AccountInfo { .. } => Kind::AccountInfo,
             Operation::SetLimits { .. } => Kind::SetLimits,
+            Operation::ClearLimits { .. } => Kind::ClearLimits,
         }
     }
 
@@ -317,7 +325,8 @@ impl fmt::Debug for Operation {
             Operation::FreezeAccount { card, .. }
             | Operation::UnfreezeAccount { card, .. }
             | Operation::CloseAccount { card, .. }
-            | Operation::AccountInfo { card, .. } => {
+            | Operation::AccountInfo { card, .. }
+            | Operation::ClearLimits { card, .. } => {
                 write!(formatter, "{} {{ card: {card}, .. }}", self.name())
             }
             Operation::SetLimits { card, limits, .. } => write!(

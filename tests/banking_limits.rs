@@ -162,4 +162,13 @@ async fn the_server_wide_defaults_apply_until_a_card_has_its_own() {
     );
     let mut own = teller(&server, OWN, PIN).await;
     assert_eq!(own.withdraw(600).await.unwrap().status, Status::Approved);
+    // Dropping the card's own limits brings the server's back: 4 × 600 today is over 500.
+    let mut admin = banking::operator(&server).await;
+    manage_ok(&mut admin, OWN, Management::ClearLimits).await;
+    let shown = details(&mut admin, OWN).await;
+    assert_eq!((shown.limits, shown.own_limits), (limits(500, 2), false));
+    assert_eq!(
+        own.withdraw(1).await.unwrap().status,
+        Status::WithdrawalCountExceeded
+    );
 }

@@ -244,6 +244,10 @@ fn the_operation_table_lists_every_variant_in_wire_order() {
             card: 1,
             limits: actor_bank::model::DailyLimits::NONE,
         },
+        Operation::ClearLimits {
+            operator_token: text(),
+            card: 1,
+        },
     ];
     let rows = documented_table(&document(), "operations");
     assert_eq!(rows.len(), operations.len(), "one row per operation");
@@ -253,6 +257,7 @@ fn the_operation_table_lists_every_variant_in_wire_order() {
         let shown = match operation {
             Operation::FreezeAccount { .. } => "FreezeAccount".to_string(),
             Operation::UnfreezeAccount { .. } => "UnfreezeAccount".to_string(),
+            Operation::ClearLimits { .. } => "ClearLimits".to_string(),
             Operation::CloseAccount { .. } => "CloseAccount".to_string(),
             Operation::AccountInfo { .. } => "AccountInfo".to_string(),
             _ => format!("{operation:?}"),

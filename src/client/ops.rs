@@ -385,6 +385,8 @@ pub enum Management {
     Info,
     /// Set its daily limits.
     SetLimits(DailyLimits),
+    /// Drop its own daily limits (the server's defaults apply again).
+    ClearLimits,
 }
 
 /// The operator's account management (no `Debug`: it carries the operator token).
@@ -423,6 +425,10 @@ impl Call for Manage {
                 operator_token,
                 card,
                 limits,
+            },
+            Management::ClearLimits => Operation::ClearLimits {
+                operator_token,
+                card,
             },
         }
     }

@@ -86,7 +86,8 @@ impl Principal {
             | Event::AccountFrozen
             | Event::AccountUnfrozen
             | Event::AccountClosed
-            | Event::LimitsSet { .. } => Some(Principal::Operator),
+            | Event::LimitsSet { .. }
+            | Event::LimitsCleared => Some(Principal::Operator),
             Event::Withdrawal { .. }
             | Event::Deposit { .. }
             | Event::TransferSent { .. }

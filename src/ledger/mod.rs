@@ -407,6 +407,8 @@ pub enum Event {
         /// The new limits.
         limits: DailyLimits,
     },
+    /// The operator dropped the account's own daily limits: the server's defaults apply again.
+    LimitsCleared,
 }
 
 impl Event {
@@ -459,7 +461,8 @@ impl Event {
             Event::CardUnlocked
             | Event::AccountFrozen
             | Event::AccountUnfrozen
-            | Event::AccountClosed => (0, 0),
+            | Event::AccountClosed
+            | Event::LimitsCleared => (0, 0),
             Event::PinChanged { pin_hash } | Event::PinRekeyed { pin_hash } => {
                 (0, crc32c::crc32c(&pin_hash.hash))
             }

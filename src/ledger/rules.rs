@@ -129,7 +129,8 @@ fn outcome_of(
         Event::CardUnlocked
         | Event::AccountFrozen
         | Event::AccountUnfrozen
-        | Event::LimitsSet { .. } => Ok(Outcome::bare(Code::Approved)),
+        | Event::LimitsSet { .. }
+        | Event::LimitsCleared => Ok(Outcome::bare(Code::Approved)),
     }
 }
 
@@ -589,6 +590,11 @@ fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerEr
         Event::AccountUnfrozen => account.state = AccountState::Open,
         Event::AccountClosed => account.state = AccountState::Closed,
         Event::LimitsSet { limits } => account.activity_mut().limits = Some(*limits),
+        Event::LimitsCleared => {
+            if let Some(activity) = account.activity.as_mut() {
+                activity.limits = None;
+            }
+        }
     }
     Ok(())
 }
@@ -812,7 +818,9 @@ impl Event {
             Event::CardUnlocked | Event::AccountFrozen | Event::AccountUnfrozen => {
                 &[Code::Approved, Code::AccountClosed]
             }
-            Event::LimitsSet { .. } => &[Code::Approved, Code::AccountClosed],
+            Event::LimitsSet { .. } | Event::LimitsCleared => {
+                &[Code::Approved, Code::AccountClosed]
+            }
             Event::AccountClosed => &[Code::Approved, Code::BalanceNotZero],
             Event::PinChanged { .. } | Event::PinRekeyed { .. } => &[Code::Approved],
             Event::TransferSent { .. } => &[

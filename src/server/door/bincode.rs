@@ -189,6 +189,10 @@ fn command(operation: Operation) -> Command {
             card,
             limits,
         } => manage(operator_token, card, Manage::SetLimits(limits)),
+        Operation::ClearLimits {
+            operator_token,
+            card,
+        } => manage(operator_token, card, Manage::ClearLimits),
     }
 }
 

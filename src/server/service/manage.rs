@@ -48,6 +48,7 @@ pub(super) fn start(
         Manage::Unfreeze => Event::AccountUnfrozen,
         Manage::Close => Event::AccountClosed,
         Manage::SetLimits(limits) => Event::LimitsSet { limits },
+        Manage::ClearLimits => Event::LimitsCleared,
     };
     let masked = mask_card(card);
     tracing::info!(target: "security", card = %masked, action = action.kind().name(), "operator account change");

@@ -167,6 +167,8 @@ pub enum Manage {
     Info,
     /// Set its daily limits.
     SetLimits(DailyLimits),
+    /// Drop its own daily limits (the server's defaults apply again).
+    ClearLimits,
 }
 
 impl Manage {
@@ -178,6 +180,7 @@ impl Manage {
             Manage::Close => Kind::CloseAccount,
             Manage::Info => Kind::AccountInfo,
             Manage::SetLimits(_) => Kind::SetLimits,
+            Manage::ClearLimits => Kind::ClearLimits,
         }
     }
 }
@@ -719,9 +722,11 @@ pub fn checks(kind: Kind) -> &'static [Check] {
         Kind::PlaceHold | Kind::CompleteHold | Kind::VoidHold => holds::CHECKS,
         Kind::Reverse => reverse::CHECKS,
         Kind::Statement => statement::CHECKS,
-        Kind::FreezeAccount | Kind::UnfreezeAccount | Kind::CloseAccount | Kind::SetLimits => {
-            manage::CHECKS
-        }
+        Kind::FreezeAccount
+        | Kind::UnfreezeAccount
+        | Kind::CloseAccount
+        | Kind::SetLimits
+        | Kind::ClearLimits => manage::CHECKS,
         Kind::AccountInfo => manage::INFO_CHECKS,
     }
 }
