@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first: a module may use the modules of the layers before its own, and
 /// modules of its own layer only where `PEERS` says so.
 const LAYERS: &[&[&str]] = &[
-    &["model", "clock", "utility", "metrics", "pin"],
+    &["model", "clock", "utility", "metrics", "pin", "pin_block"],
     &["codec", "iso8583"],
     &["protocol"],
     &["ledger"],
