@@ -17,6 +17,8 @@
 //! - [`metrics`]: the metrics the server reports, named in one place.
 //! - [`pin`]: the PIN verification key, keyed PIN verifiers (and the first release's argon2id
 //!   hashes), and the operator-token check.
+//! - [`pin_block`]: ISO 9564 format 0 PIN blocks as ISO 8583 field 52 carries them, under a
+//!   triple-DES zone PIN key ([`pin_block::ZonePinKey`]).
 //! - [`codec`]: bytes ↔ values. Frames on the wire and values on disk; the only module that
 //!   knows bincode.
 //! - [`iso8583`]: ISO 8583:1987 messages in ASCII (the layout ATM switches speak), bytes ↔
@@ -58,6 +60,7 @@ pub mod metrics;
 pub mod model;
 pub mod operator;
 pub mod pin;
+pub mod pin_block;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;

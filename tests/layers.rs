@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first: a module may use the modules of the layers before its own, and
 /// modules of its own layer only where `PEERS` says so.
 const LAYERS: &[&[&str]] = &[
-    &["model", "clock", "utility", "metrics", "pin"],
+    &["model", "clock", "utility", "metrics", "pin", "pin_block"],
     &["codec", "iso8583"],
     &["protocol"],
     &["ledger"],
@@ -23,11 +23,13 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Uses within one layer that are part of the design: the file journal implements the storage
-/// seam; the operator token's failure limit is a rate limit.
+/// seam; the operator token's failure limit is a rate limit; a PIN block's PIN is a PIN, and its
+/// key file is a secret file like the PIN key's.
 const PEERS: &[(&str, &str)] = &[
     ("journal", "storage"),
     ("storage", "journal"),
     ("operator", "ratelimit"),
+    ("pin_block", "pin"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
