@@ -2,7 +2,7 @@
 //!
 //! [`TlsSettings::load`] reads the PEM files once, before anything is sent, so a file that cannot
 //! be read is an error that names it ([`TlsError`]) rather than a connection that keeps failing.
-//! [`open_stream`] is the one place the client opens a connection; everything above it (the
+//! `open_stream` is the one place the client opens a connection; everything above it (the
 //! framing, the handshake, retries, backoff, deadlines, re-verification) is the same whatever the
 //! stream is.
 //!

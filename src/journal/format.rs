@@ -436,7 +436,7 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Parsed {
 /// with its position), and bincode never starts a varint with 255.
 const BODY_MARK: u8 = 0xFF;
 
-/// The layout of the snapshot bodies this build writes (after [`BODY_MARK`]): 3 is the
+/// The layout of the snapshot bodies this build writes (after `BODY_MARK`, 0xFF): 3 is the
 /// [`Ledger`] with accounts that have a state, holds, limits and a statement, and replies with an
 /// available balance and a reference. 2 ([`LedgerV2`]) is still read; a body without the mark is
 /// the first release's [`LedgerV1`].
@@ -445,7 +445,7 @@ pub const SNAPSHOT_BODY_VERSION: u8 = 3;
 /// The snapshot body layout before holds and statements, still read.
 pub const SNAPSHOT_BODY_VERSION_2: u8 = 2;
 
-/// The layout of the record bodies this build writes (after [`BODY_MARK`]): 2 is the
+/// The layout of the record bodies this build writes (after `BODY_MARK`, 0xFF): 2 is the
 /// [`Record`] with a business day and an outcome with an available balance and a reference. A
 /// body without the mark is a [`RecordV1`], as every earlier release wrote.
 pub const RECORD_BODY_VERSION: u8 = 2;

@@ -12,7 +12,7 @@
 //!    version 2 segment a batch counts only once its seal (a redundant summary written after the
 //!    batch's records, in the same sync) is there and matches.
 //! 5. Damage after the newest segment's last whole batch is cut only when it has the shape of a
-//!    write interrupted by a power loss ([`torn_shape`]), no clean shutdown followed it, and the
+//!    write interrupted by a power loss (`torn_shape`), no clean shutdown followed it, and the
 //!    recovery mode allows it; the operator's `--accept-cut` cuts whatever follows the last whole
 //!    batch and says exactly what was dropped. Anything else refuses the start, naming the file,
 //!    the offset and what was expected there.

@@ -3,7 +3,7 @@
 //!
 //! Both are driven from the committed state, so they survive a crash or a restart unchanged:
 //! at start the bank delivers every transfer a sending account still has on its way
-//! ([`Bank::resume_background`]) and watches every open hold. Each step is an ordinary record
+//! (`Bank::resume_background`) and watches every open hold. Each step is an ordinary record
 //! of one account, decided by its actor and journaled like any request, and each is idempotent:
 //! the receiving account remembers every leg it took ([`crate::ledger::Principal::Incoming`]), a
 //! sending account settles a leg only while it is on its way, and a hold expires only while it

@@ -7,7 +7,7 @@
 //! [`ConnectionBudget`]:
 //!
 //! - Before the reader hands a request to the session it *reserves* the largest reply that
-//!   request can produce ([`reply_bytes_bound`]). While the reservation does not fit, the reader
+//!   request can produce (`reply_bytes_bound`). While the reservation does not fit, the reader
 //!   waits and reads nothing more.
 //! - When the session queues the reply, the reservation becomes the frame's actual size
 //!   ([`ConnectionBudget::settle`]); when the writer has pushed the frame to the socket, its bytes

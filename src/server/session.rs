@@ -1,7 +1,7 @@
 //! The session actor: one per connection, whatever its front door.
 //!
 //! Three parts serve one connection: the reader and the writer tasks of
-//! [`super::connection`], and this actor between them. The actor holds the connection's login
+//! `server::connection`, and this actor between them. The actor holds the connection's login
 //! ([`Login`]), caps the requests in flight, hands each request to the [`Service`] in its own
 //! turn, and writes each answer through its [`FrontDoor`]. Several requests can be in flight
 //! (pipelining); each reply carries its request's id.
