@@ -327,6 +327,71 @@ fn encode_field(number: u8, data: &str, bytes: &mut Vec<u8>) -> Result<(), Iso85
     Ok(())
 }
 
+/// Field 54's account type for the default account ("00": unspecified).
+const ACCOUNT_TYPE_DEFAULT: &str = "00";
+/// Field 54's amount type of the ledger balance.
+const AMOUNT_TYPE_LEDGER: &str = "01";
+/// Field 54's amount type of the available balance.
+const AMOUNT_TYPE_AVAILABLE: &str = "02";
+
+/// Field 54 (additional amounts) carrying `ledger` and `available` in `currency` (three digits,
+/// ISO 4217): two 20-character entries, each the account type, the amount type (01 ledger, 02
+/// available), the currency, `C` (credit: the bank's balances are never negative) and the amount
+/// in minor units on 12 digits. None when an amount does not fit in 12 digits or the currency is
+/// not three digits.
+pub fn additional_amounts(currency: &str, ledger: u64, available: u64) -> Option<String> {
+    let well_formed = currency.len() == 3 && currency.bytes().all(|byte| byte.is_ascii_digit());
+    let fits = |amount: u64| amount <= 999_999_999_999;
+    if !well_formed || !fits(ledger) || !fits(available) {
+        return None;
+    }
+    let entry =
+        |kind: &str, amount: u64| format!("{ACCOUNT_TYPE_DEFAULT}{kind}{currency}C{amount:012}");
+    Some(entry(AMOUNT_TYPE_LEDGER, ledger) + &entry(AMOUNT_TYPE_AVAILABLE, available))
+}
+
+/// Field 90 (original data elements) of a reversal: which message it reverses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalData {
+    /// The original's message type.
+    pub mti: String,
+    /// The original's system trace audit number (its field 11).
+    pub stan: String,
+    /// The original's transmission date and time, MMDDhhmmss (its field 7).
+    pub transmitted: String,
+    /// The original's acquiring institution (its field 32), zero-padded to 11 digits.
+    pub acquirer: String,
+    /// The original's forwarding institution (its field 33), zero-padded to 11 digits.
+    pub forwarding: String,
+}
+
+impl OriginalData {
+    /// Reads field 90: 42 digits, the parts in the order of [`OriginalData`]'s fields.
+    pub fn parse(field: &str) -> Option<OriginalData> {
+        if field.len() != 42 || !field.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        let part = |from: usize, to: usize| field[from..to].to_string();
+        Some(OriginalData {
+            mti: part(0, 4),
+            stan: part(4, 10),
+            transmitted: part(10, 20),
+            acquirer: part(20, 31),
+            forwarding: part(31, 42),
+        })
+    }
+}
+
+/// The amount a partial reversal's field 95 (replacement amounts) says was actually dispensed:
+/// its first 12 digits, in minor units. None when they are not 12 digits.
+pub fn dispensed_amount(field: &str) -> Option<u64> {
+    let digits = field.get(..12)?;
+    if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The response code (field 39) that answers a request ending in `code`: the issuer's answer
 /// in the terms ATM networks use. `busy` (retry) is 91, issuer unavailable; a failed journal is
 /// 96, system malfunction.
@@ -358,6 +423,35 @@ pub fn response_code(code: Code) -> &'static str {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn balances_reversals_and_replacement_amounts_have_their_field_layouts() {
+        let amounts = additional_amounts("978", 10_000, 7_500).unwrap();
+        assert_eq!(amounts, "0001978C0000000100000002978C000000007500");
+        assert_eq!(amounts.len(), 40);
+        assert_eq!(additional_amounts("EUR", 1, 1), None);
+        assert_eq!(additional_amounts("978", 1_000_000_000_000, 1), None);
+        let mut message = Message::new("0210");
+        message.set(54, amounts.clone());
+        assert_eq!(
+            decode(&encode(&message).unwrap()).unwrap().get(54),
+            Some(amounts.as_str())
+        );
+
+        let original = OriginalData::parse("020000012312011530000000012345600000000000").unwrap();
+        assert_eq!(original.mti, "0200");
+        assert_eq!(original.stan, "000123");
+        assert_eq!(original.transmitted, "1201153000");
+        assert_eq!(original.acquirer, "00000123456");
+        assert_eq!(original.forwarding, "00000000000");
+        assert_eq!(OriginalData::parse("0200"), None);
+        assert_eq!(OriginalData::parse(&"x".repeat(42)), None);
+
+        let replacement = format!("{:012}{:030}", 4_000, 0);
+        assert_eq!(dispensed_amount(&replacement), Some(4_000));
+        assert_eq!(dispensed_amount("12ab"), None);
+        assert_eq!(dispensed_amount("00000000001x"), None);
+    }
 
     #[test]
     fn every_result_code_has_a_response_code_and_only_approval_is_00() {
