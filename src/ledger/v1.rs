@@ -198,6 +198,26 @@ fn accounts_from(old: Shards<Card, AccountV2>) -> Shards<Card, Account> {
     accounts
 }
 
+/// The ledger an earlier layout's parts make: its accounts converted, its memory as given, its
+/// money in and out (`(in, out)`); nothing was in transit before transfers existed.
+fn earlier_ledger(
+    applied_lsn: Lsn,
+    accounts: Shards<Card, AccountV2>,
+    clients: Memory,
+    (money_in, money_out): (u128, u128),
+) -> Ledger {
+    Ledger {
+        applied_lsn,
+        accounts: accounts_from(accounts),
+        clients,
+        money_in,
+        money_out,
+        money_sent: 0,
+        money_received: 0,
+        balances_total: None,
+    }
+}
+
 /// The ledger as the second snapshot layout (body version 2) holds it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerV2 {
@@ -224,16 +244,12 @@ impl From<LedgerV2> for Ledger {
                 .collect();
             clients.insert(principal, Clients { windows });
         }
-        Ledger {
-            applied_lsn: old.applied_lsn,
-            accounts: accounts_from(old.accounts),
+        earlier_ledger(
+            old.applied_lsn,
+            old.accounts,
             clients,
-            money_in: old.money_in,
-            money_out: old.money_out,
-            money_sent: 0,
-            money_received: 0,
-            balances_total: None,
-        }
+            (old.money_in, old.money_out),
+        )
     }
 }
 
@@ -281,16 +297,12 @@ impl From<LedgerV1> for Ledger {
                     .push_back(done.into());
             }
         }
-        Ledger {
-            applied_lsn: old.applied_lsn,
-            accounts: accounts_from(old.accounts),
+        earlier_ledger(
+            old.applied_lsn,
+            old.accounts,
             clients,
-            money_in: old.money_in,
-            money_out: old.money_out,
-            money_sent: 0,
-            money_received: 0,
-            balances_total: None,
-        }
+            (old.money_in, old.money_out),
+        )
     }
 }
 
