@@ -151,10 +151,7 @@ fn command(operation: Operation) -> Command {
         Operation::UnlockCard {
             operator_token,
             card,
-        } => Command::UnlockCard {
-            operator_token,
-            card,
-        },
+        } => manage(operator_token, card, Manage::Unlock),
         Operation::ChangePin { old_pin, new_pin } => Command::ChangePin { old_pin, new_pin },
         Operation::Transfer { to, amount } => Command::Transfer { to, amount },
         Operation::PlaceHold { amount } => Command::PlaceHold { amount },

@@ -1,8 +1,9 @@
-//! The operator's account management: `FreezeAccount`, `UnfreezeAccount`, `CloseAccount`,
-//! `SetLimits` (changes, remembered like any other) and `AccountInfo` (a read of the committed
-//! state, never the PIN).
+//! The operator's account management: `UnlockCard`, `FreezeAccount`, `UnfreezeAccount`,
+//! `CloseAccount`, `SetLimits`, `ClearLimits` (changes, remembered like any other, each logged on
+//! the `security` target once made) and `AccountInfo` (a read of the committed state, never the
+//! PIN).
 
-use super::{operator, submit, Answer, AnswerBody, Check, Login, Manage, Started};
+use super::{operator, Answer, AnswerBody, Check, Effect, Login, Manage, Started};
 use crate::ledger::{Account, Event};
 use crate::model::{Card, Code, RequestId};
 use crate::protocol::AccountDetails;
@@ -44,15 +45,31 @@ pub(super) fn start(
     operator(bank, operator_token, login)?;
     let event = match action {
         Manage::Info => return info(bank, card),
+        Manage::Unlock => Event::CardUnlocked,
         Manage::Freeze => Event::AccountFrozen,
         Manage::Unfreeze => Event::AccountUnfrozen,
         Manage::Close => Event::AccountClosed,
         Manage::SetLimits(limits) => Event::LimitsSet { limits },
         Manage::ClearLimits => Event::LimitsCleared,
     };
-    let masked = mask_card(card);
-    tracing::info!(target: "security", card = %masked, action = action.kind().name(), "operator account change");
-    Ok(submit(bank, card, id, event))
+    // Check::Joining and Check::Actor now, in the session's turn; Check::Memory and
+    // Check::AccountRules in the actor; Check::Storage while the answer is awaited. The change is
+    // logged once it is made.
+    let submitted = bank.submit(card, id, event);
+    let bank = bank.clone();
+    let answer = async move {
+        let answer = Answer::from(bank.settle(submitted).await);
+        if answer.code == Code::Approved {
+            let card = mask_card(card);
+            let action = action.kind().name();
+            tracing::info!(target: "security", %card, action, "operator account change");
+        }
+        answer
+    };
+    Ok(Started::Later {
+        answer: Box::pin(answer),
+        effect: Effect::Nothing,
+    })
 }
 
 /// Check::KnownCard, then Check::Answered: the committed account's details.

@@ -22,7 +22,6 @@ mod open;
 mod reverse;
 mod statement;
 mod transfer;
-mod unlock;
 mod utility;
 mod verify;
 
@@ -93,13 +92,6 @@ pub enum Command {
         /// The number to test.
         number: u64,
     },
-    /// Clear a card's wrong PINs (operator only).
-    UnlockCard {
-        /// The operator token offered with the request.
-        operator_token: String,
-        /// The card to unlock.
-        card: Card,
-    },
     /// Change the verified card's PIN.
     ChangePin {
         /// The current PIN.
@@ -143,7 +135,8 @@ pub enum Command {
         /// How many at most.
         count: u32,
     },
-    /// The operator's account management: freeze, unfreeze, close, read, set limits.
+    /// The operator's account management: unlock, freeze, unfreeze, close, read, set or clear
+    /// limits.
     Manage {
         /// The operator token offered with the request.
         operator_token: String,
@@ -157,6 +150,8 @@ pub enum Command {
 /// What the operator does to an account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Manage {
+    /// Clear its card's wrong PINs, unlocking it.
+    Unlock,
     /// Freeze it.
     Freeze,
     /// Unfreeze it.
@@ -175,6 +170,7 @@ impl Manage {
     /// The kind of operation it is.
     pub fn kind(self) -> Kind {
         match self {
+            Manage::Unlock => Kind::UnlockCard,
             Manage::Freeze => Kind::FreezeAccount,
             Manage::Unfreeze => Kind::UnfreezeAccount,
             Manage::Close => Kind::CloseAccount,
@@ -198,7 +194,6 @@ impl Command {
             Command::Lowercase { .. } => Kind::Lowercase,
             Command::IsPrime { .. } => Kind::IsPrime,
             Command::IsPalindrome { .. } => Kind::IsPalindrome,
-            Command::UnlockCard { .. } => Kind::UnlockCard,
             Command::ChangePin { .. } => Kind::ChangePin,
             Command::Transfer { .. } => Kind::Transfer,
             Command::PlaceHold { .. } => Kind::PlaceHold,
@@ -488,10 +483,6 @@ impl Service {
             Command::Lowercase { text } => utility::lowercase(bank, &text),
             Command::IsPrime { number } => Ok(utility::is_prime(number)),
             Command::IsPalindrome { number } => Ok(utility::is_palindrome(number)),
-            Command::UnlockCard {
-                operator_token,
-                card,
-            } => unlock::start(bank, login, id, &operator_token, card),
             Command::ChangePin { old_pin, new_pin } => {
                 change_pin::start(bank, login, verified(), id, old_pin, new_pin)
             }
@@ -716,13 +707,13 @@ pub fn checks(kind: Kind) -> &'static [Check] {
         Kind::Logout => logout::CHECKS,
         Kind::Lowercase => utility::LOWERCASE_CHECKS,
         Kind::IsPrime | Kind::IsPalindrome => utility::CHECKS,
-        Kind::UnlockCard => unlock::CHECKS,
         Kind::ChangePin => change_pin::CHECKS,
         Kind::Transfer => transfer::CHECKS,
         Kind::PlaceHold | Kind::CompleteHold | Kind::VoidHold => holds::CHECKS,
         Kind::Reverse => reverse::CHECKS,
         Kind::Statement => statement::CHECKS,
-        Kind::FreezeAccount
+        Kind::UnlockCard
+        | Kind::FreezeAccount
         | Kind::UnfreezeAccount
         | Kind::CloseAccount
         | Kind::SetLimits
