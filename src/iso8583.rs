@@ -419,6 +419,323 @@ pub fn response_code(code: Code) -> &'static str {
     }
 }
 
+/// The fields the bank reads and writes, by name (ISO 8583:1987 numbering).
+pub mod field {
+    /// Primary account number: the card.
+    pub const PAN: u8 = 2;
+    /// Processing code: what a financial request does (its first two digits) and from and to
+    /// which account types (the other four, echoed and otherwise ignored).
+    pub const PROCESSING_CODE: u8 = 3;
+    /// Transaction amount, minor units on 12 digits.
+    pub const AMOUNT: u8 = 4;
+    /// Transmission date and time, MMDDhhmmss: part of the duplicate key.
+    pub const TRANSMITTED: u8 = 7;
+    /// System trace audit number, 6 digits: part of the duplicate key.
+    pub const STAN: u8 = 11;
+    /// Local transaction time, hhmmss (echoed).
+    pub const LOCAL_TIME: u8 = 12;
+    /// Local transaction date, MMDD (echoed).
+    pub const LOCAL_DATE: u8 = 13;
+    /// Acquiring institution identification code: part of the duplicate key.
+    pub const ACQUIRER: u8 = 32;
+    /// Forwarding institution identification code (echoed; part of field 90).
+    pub const FORWARDING: u8 = 33;
+    /// Retrieval reference number (echoed).
+    pub const RETRIEVAL_REFERENCE: u8 = 37;
+    /// Authorisation identification response: set on approvals; a completion names its
+    /// authorisation's hold by it.
+    pub const AUTHORISATION_ID: u8 = 38;
+    /// Response code.
+    pub const RESPONSE_CODE: u8 = 39;
+    /// Card acceptor terminal identification: part of the duplicate key.
+    pub const TERMINAL: u8 = 41;
+    /// Additional data, private: the movements of a mini statement.
+    pub const ADDITIONAL_DATA: u8 = 48;
+    /// Transaction currency code, ISO 4217 numeric.
+    pub const CURRENCY: u8 = 49;
+    /// PIN data: the PIN block, 16 hexadecimal digits.
+    pub const PIN_BLOCK: u8 = 52;
+    /// Additional amounts: the balances.
+    pub const ADDITIONAL_AMOUNTS: u8 = 54;
+    /// Network management information code.
+    pub const NETWORK_CODE: u8 = 70;
+    /// Original data elements: which message a reversal reverses.
+    pub const ORIGINAL_DATA: u8 = 90;
+    /// Replacement amounts: what a partial reversal actually dispensed.
+    pub const REPLACEMENT_AMOUNTS: u8 = 95;
+    /// Account identification 2: the receiving card of a transfer.
+    pub const TO_ACCOUNT: u8 = 103;
+}
+
+/// The message types the bank answers, and the types of its answers.
+pub mod mti {
+    /// Authorisation request: a hold.
+    pub const AUTHORISATION: &str = "0100";
+    /// Its repeat.
+    pub const AUTHORISATION_REPEAT: &str = "0101";
+    /// The answer to an authorisation request.
+    pub const AUTHORISATION_RESPONSE: &str = "0110";
+    /// Financial request.
+    pub const FINANCIAL: &str = "0200";
+    /// Its repeat.
+    pub const FINANCIAL_REPEAT: &str = "0201";
+    /// The answer to a financial request.
+    pub const FINANCIAL_RESPONSE: &str = "0210";
+    /// Completion advice: posts an authorisation's hold.
+    pub const COMPLETION: &str = "0220";
+    /// Its repeat.
+    pub const COMPLETION_REPEAT: &str = "0221";
+    /// The answer to a completion advice.
+    pub const COMPLETION_RESPONSE: &str = "0230";
+    /// Reversal advice.
+    pub const REVERSAL: &str = "0420";
+    /// Its repeat.
+    pub const REVERSAL_REPEAT: &str = "0421";
+    /// The answer to a reversal advice.
+    pub const REVERSAL_RESPONSE: &str = "0430";
+    /// Network management request.
+    pub const NETWORK: &str = "0800";
+    /// The answer to a network management request.
+    pub const NETWORK_RESPONSE: &str = "0810";
+}
+
+/// The type of the message answering a request of type `mti`: the same class with the function
+/// digit one up and the repeat digit cleared (`0201` is answered by `0210`, as its original).
+/// None for a message that is not a request or a repeat (a response, an acknowledgement).
+pub fn response_mti(mti: &str) -> Option<String> {
+    let bytes = mti.as_bytes();
+    if bytes.len() != MTI_BYTES || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let function = bytes[2] - b'0';
+    let origin = bytes[3] - b'0';
+    if function % 2 != 0 || origin > 1 {
+        return None;
+    }
+    Some(format!("{}{}0", &mti[..2], function + 1))
+}
+
+/// Field 70's codes for network management.
+pub mod network {
+    /// Sign-on: financial messages are answered from now on.
+    pub const SIGN_ON: &str = "001";
+    /// Sign-off: financial messages are refused again.
+    pub const SIGN_OFF: &str = "002";
+    /// Echo test: answered, nothing else.
+    pub const ECHO: &str = "301";
+}
+
+/// What a financial request (0200) asks, by the first two digits of its processing code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transaction {
+    /// `01`: cash withdrawal.
+    Withdrawal,
+    /// `21`: deposit.
+    Deposit,
+    /// `31`: balance inquiry.
+    BalanceInquiry,
+    /// `38`: mini statement.
+    MiniStatement,
+    /// `40`: transfer to the card in field 103.
+    Transfer,
+}
+
+impl Transaction {
+    /// Every transaction, in processing-code order.
+    pub const ALL: [Transaction; 5] = [
+        Transaction::Withdrawal,
+        Transaction::Deposit,
+        Transaction::BalanceInquiry,
+        Transaction::MiniStatement,
+        Transaction::Transfer,
+    ];
+
+    /// The first two digits of its processing code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Transaction::Withdrawal => "01",
+            Transaction::Deposit => "21",
+            Transaction::BalanceInquiry => "31",
+            Transaction::MiniStatement => "38",
+            Transaction::Transfer => "40",
+        }
+    }
+
+    /// Its processing code with the default account types ("0000").
+    pub fn processing_code(self) -> String {
+        format!("{}0000", self.code())
+    }
+
+    /// The transaction a processing code asks for, if the bank offers it; None also when the
+    /// code is not six digits.
+    pub fn of(processing_code: &str) -> Option<Transaction> {
+        let digits =
+            processing_code.len() == 6 && processing_code.bytes().all(|byte| byte.is_ascii_digit());
+        digits
+            .then(|| {
+                Transaction::ALL
+                    .into_iter()
+                    .find(|transaction| processing_code.starts_with(transaction.code()))
+            })
+            .flatten()
+    }
+
+    /// True when the request must carry an amount (field 4).
+    pub fn moves_money(self) -> bool {
+        matches!(
+            self,
+            Transaction::Withdrawal | Transaction::Deposit | Transaction::Transfer
+        )
+    }
+}
+
+/// Characters of field 38, the authorisation id.
+pub const AUTHORISATION_ID_BYTES: usize = 6;
+
+/// The largest number an authorisation id can carry: 36⁶ − 1.
+pub const AUTHORISATION_ID_MAX: u64 = 36u64.pow(AUTHORISATION_ID_BYTES as u32) - 1;
+
+const BASE36: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// Field 38 for `value`: six characters, base 36 (digits, then upper-case letters), of `value`
+/// modulo 36⁶. A hold's authorisation id is its hold id, which [`parse_authorisation_id`] reads
+/// back.
+pub fn authorisation_id(value: u64) -> String {
+    let mut left = value % (AUTHORISATION_ID_MAX + 1);
+    let mut text = [b'0'; AUTHORISATION_ID_BYTES];
+    for slot in text.iter_mut().rev() {
+        *slot = BASE36[(left % 36) as usize];
+        left /= 36;
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The number an authorisation id carries; None unless it is six base-36 characters (either
+/// case).
+pub fn parse_authorisation_id(text: &str) -> Option<u64> {
+    if text.len() != AUTHORISATION_ID_BYTES {
+        return None;
+    }
+    text.bytes().try_fold(0u64, |value, byte| {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'A'..=b'Z' => byte - b'A' + 10,
+            b'a'..=b'z' => byte - b'a' + 10,
+            _ => return None,
+        };
+        Some(value * 36 + u64::from(digit))
+    })
+}
+
+/// Reads field 54 as [`additional_amounts`] writes it: the ledger and the available balance.
+pub fn parse_additional_amounts(field: &str) -> Option<(u64, u64)> {
+    let mut ledger = None;
+    let mut available = None;
+    if field.len() % 20 != 0 || !field.is_ascii() {
+        return None;
+    }
+    for entry in field.as_bytes().chunks(20) {
+        let entry = std::str::from_utf8(entry).ok()?;
+        let amount: u64 = entry[8..].parse().ok()?;
+        let amount_type = &entry[2..4];
+        if entry.as_bytes()[7] != b'C' {
+            return None;
+        }
+        match amount_type {
+            AMOUNT_TYPE_LEDGER => ledger = Some(amount),
+            AMOUNT_TYPE_AVAILABLE => available = Some(amount),
+            _ => {}
+        }
+    }
+    Some((ledger?, available?))
+}
+
+/// Movements a mini statement (processing code 38) carries at most: 29 entries of
+/// [`STATEMENT_ENTRY_BYTES`] after the 2-digit count fit field 48's 999 characters.
+pub const MINI_STATEMENT_MOVEMENTS_MAX: usize = 29;
+
+/// Characters of one mini-statement entry in field 48: the date (YYMMDD, UTC), the kind (two
+/// letters), `C` or `D`, the amount and the balance after it (12 digits each).
+pub const STATEMENT_ENTRY_BYTES: usize = 33;
+
+/// The two letters a mini statement names a movement's kind by.
+pub fn movement_letters(kind: crate::model::MovementKind) -> &'static str {
+    use crate::model::MovementKind;
+    match kind {
+        MovementKind::Opened => "OP",
+        MovementKind::Deposit => "DP",
+        MovementKind::Withdrawal => "WD",
+        MovementKind::TransferOut => "TO",
+        MovementKind::TransferIn => "TI",
+        MovementKind::TransferReturned => "TR",
+        MovementKind::HoldCompleted => "HC",
+        MovementKind::Reversal => "RV",
+    }
+}
+
+/// One parsed mini-statement entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementEntry {
+    /// The date, YYMMDD (UTC).
+    pub date: String,
+    /// The kind's two letters ([`movement_letters`]).
+    pub kind: String,
+    /// True for a debit (`D`), false for a credit (`C`).
+    pub debit: bool,
+    /// The amount, in minor units.
+    pub amount: u64,
+    /// The balance just after it.
+    pub balance_after: u64,
+}
+
+/// Field 48 of a mini statement: the number of entries on 2 digits, then each movement (oldest
+/// first, the last [`MINI_STATEMENT_MOVEMENTS_MAX`] at most) on [`STATEMENT_ENTRY_BYTES`]. An
+/// amount over 12 digits is written as twelve 9s (an account never holds that much).
+pub fn mini_statement(movements: &[crate::model::Movement]) -> String {
+    let shown = &movements[movements.len().saturating_sub(MINI_STATEMENT_MOVEMENTS_MAX)..];
+    let mut text = format!("{:02}", shown.len());
+    let twelve = |amount: u64| amount.min(999_999_999_999);
+    for movement in shown {
+        let date = chrono::DateTime::from_timestamp_millis(movement.at_unix_ms as i64).map_or_else(
+            || "000000".to_string(),
+            |at| at.format("%y%m%d").to_string(),
+        );
+        text += &format!(
+            "{date}{}{}{:012}{:012}",
+            movement_letters(movement.kind),
+            if movement.kind.is_debit() { 'D' } else { 'C' },
+            twelve(movement.amount),
+            twelve(movement.balance_after),
+        );
+    }
+    text
+}
+
+/// Reads field 48 as [`mini_statement`] writes it.
+pub fn parse_mini_statement(field: &str) -> Option<Vec<StatementEntry>> {
+    let count: usize = field.get(..2)?.parse().ok()?;
+    let body = field.get(2..)?;
+    if body.len() != count * STATEMENT_ENTRY_BYTES || !body.is_ascii() {
+        return None;
+    }
+    (0..count)
+        .map(|index| {
+            let entry = &body[index * STATEMENT_ENTRY_BYTES..(index + 1) * STATEMENT_ENTRY_BYTES];
+            Some(StatementEntry {
+                date: entry[..6].to_string(),
+                kind: entry[6..8].to_string(),
+                debit: match &entry[8..9] {
+                    "D" => true,
+                    "C" => false,
+                    _ => return None,
+                },
+                amount: entry[9..21].parse().ok()?,
+                balance_after: entry[21..33].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,6 +885,75 @@ mod tests {
             encode(&Message::new("200")).unwrap_err().reason,
             Reason::BadMessageType
         );
+    }
+
+    #[test]
+    fn the_shared_vocabulary_reads_back_what_it_writes() {
+        assert_eq!(response_mti("0200").as_deref(), Some("0210"));
+        assert_eq!(response_mti("0201").as_deref(), Some("0210"));
+        assert_eq!(response_mti("0421").as_deref(), Some("0430"));
+        assert_eq!(response_mti("0800").as_deref(), Some("0810"));
+        assert_eq!(response_mti("0210"), None);
+        assert_eq!(response_mti("0202"), None);
+        assert_eq!(response_mti("02x0"), None);
+        for transaction in Transaction::ALL {
+            assert_eq!(
+                Transaction::of(&transaction.processing_code()),
+                Some(transaction)
+            );
+        }
+        assert_eq!(Transaction::of("012000"), Some(Transaction::Withdrawal));
+        assert_eq!(Transaction::of("990000"), None);
+        assert_eq!(Transaction::of("01"), None);
+        for value in [0, 1, 35, 36, 1_234_567, AUTHORISATION_ID_MAX] {
+            let id = authorisation_id(value);
+            assert_eq!(id.len(), AUTHORISATION_ID_BYTES);
+            assert_eq!(parse_authorisation_id(&id), Some(value));
+        }
+        assert_eq!(authorisation_id(35), "00000Z");
+        assert_eq!(parse_authorisation_id("00000z"), Some(35));
+        assert_eq!(parse_authorisation_id("00-000"), None);
+        let amounts = additional_amounts("978", 10_000, 7_500).unwrap();
+        assert_eq!(parse_additional_amounts(&amounts), Some((10_000, 7_500)));
+        assert_eq!(parse_additional_amounts("0001978C00000001"), None);
+    }
+
+    #[test]
+    fn a_mini_statement_lists_the_last_movements_in_fixed_entries() {
+        use crate::model::{Movement, MovementKind, RequestId};
+        let movement = |kind, amount, balance_after| Movement {
+            // 2026-12-01 12:00 UTC.
+            at_unix_ms: 1_796_126_400_000,
+            kind,
+            amount,
+            request: RequestId {
+                client: 1,
+                sequence: 1,
+            },
+            balance_after,
+        };
+        let movements: Vec<Movement> = (0..40)
+            .map(|index| movement(MovementKind::Deposit, index, 100 + index))
+            .chain([movement(MovementKind::Withdrawal, 2_500, 7_500)])
+            .collect();
+        let field = mini_statement(&movements);
+        assert!(field.len() <= 999);
+        let entries = parse_mini_statement(&field).unwrap();
+        assert_eq!(entries.len(), MINI_STATEMENT_MOVEMENTS_MAX);
+        let last = entries.last().unwrap();
+        assert_eq!(
+            last,
+            &StatementEntry {
+                date: "261201".into(),
+                kind: "WD".into(),
+                debit: true,
+                amount: 2_500,
+                balance_after: 7_500,
+            }
+        );
+        assert_eq!(entries[0].amount, 12);
+        assert_eq!(mini_statement(&[]), "00");
+        assert_eq!(parse_mini_statement("01short"), None);
     }
 
     fn any_field() -> impl Strategy<Value = (u8, String)> {
