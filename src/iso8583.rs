@@ -631,7 +631,7 @@ pub fn parse_authorisation_id(text: &str) -> Option<u64> {
 pub fn parse_additional_amounts(field: &str) -> Option<(u64, u64)> {
     let mut ledger = None;
     let mut available = None;
-    if field.len() % 20 != 0 || !field.is_ascii() {
+    if !field.len().is_multiple_of(20) || !field.is_ascii() {
         return None;
     }
     for entry in field.as_bytes().chunks(20) {
