@@ -509,7 +509,7 @@ pub fn response_mti(mti: &str) -> Option<String> {
     }
     let function = bytes[2] - b'0';
     let origin = bytes[3] - b'0';
-    if function % 2 != 0 || origin > 1 {
+    if !function.is_multiple_of(2) || origin > 1 {
         return None;
     }
     Some(format!("{}{}0", &mti[..2], function + 1))
