@@ -151,6 +151,43 @@ impl Banking {
     }
 }
 
+/// The bank's currency by default, on the ISO 8583 door (ISO 4217 numeric: 978, the euro).
+pub const ISO8583_CURRENCY_DEFAULT: &str = "978";
+
+/// How the ISO 8583 door reads the PIN blocks of field 52.
+#[derive(Clone, Debug)]
+pub enum Iso8583Pins {
+    /// Encrypted under the zone PIN key in this file (32 or 48 hexadecimal digits, owner-only).
+    KeyFile(PathBuf),
+    /// Encrypted under this zone PIN key (for embedders and tests).
+    Key(crate::pin_block::ZonePinKey),
+    /// In clear (ISO 9564 format 0, not encrypted): only for tests, behind an explicit flag.
+    ClearBlocks,
+}
+
+/// The second listener, speaking ISO 8583 (docs/ISO8583.md); off unless an address is given.
+#[derive(Clone, Debug)]
+pub struct Iso8583Settings {
+    /// Address to listen on; port 0 picks a free one ([`super::RunningServer::iso8583_addr`]).
+    pub listen: SocketAddr,
+    /// How PIN blocks are read.
+    pub pins: Iso8583Pins,
+    /// The bank's one currency (ISO 4217 numeric, three digits): a request naming another is
+    /// refused, and balances are reported in it.
+    pub currency: String,
+}
+
+impl Iso8583Settings {
+    /// The listener on `listen` reading PIN blocks as `pins`, in the default currency.
+    pub fn new(listen: SocketAddr, pins: Iso8583Pins) -> Iso8583Settings {
+        Iso8583Settings {
+            listen,
+            pins,
+            currency: ISO8583_CURRENCY_DEFAULT.to_string(),
+        }
+    }
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -199,6 +236,8 @@ pub struct ServerConfig {
     pub allow_plaintext: bool,
     /// Daily limits, the business day, holds and statements.
     pub banking: Banking,
+    /// The ISO 8583 listener, if any (off by default).
+    pub iso8583: Option<Iso8583Settings>,
 }
 
 impl ServerConfig {
@@ -225,6 +264,7 @@ impl ServerConfig {
             tls: None,
             allow_plaintext: false,
             banking: Banking::default(),
+            iso8583: None,
         }
     }
 
