@@ -282,7 +282,8 @@ async fn reversals_give_back_once_whenever_they_arrive() {
 
 /// An authorisation holds the amount (0110 with the hold's id in field 38); its completion
 /// posts less and releases the rest; a repeat of the completion gets the same 0230; a
-/// completion for zero voids a hold; an unknown hold is 25, a resolved one 12.
+/// completion for zero voids a hold; an unknown hold is 25, a resolved one 12; a reversal gives
+/// a completion back, and refuses to name an authorisation (12).
 #[tokio::test]
 async fn an_authorisation_holds_and_its_completion_posts_it() {
     let server = iso_server();
@@ -315,6 +316,13 @@ async fn an_authorisation_holds_and_its_completion_posts_it() {
     assert_eq!(link.code(&completion(JOTY, "00ZZZZ", 10, 65)).await, "25");
     let account = committed(&server, JOTY);
     assert_eq!((account.balance, account.available()), (9_700, 9_700));
+
+    // A completion is a debit a reversal gives back; an authorisation is not (it is released by
+    // a completion for zero, or expires).
+    let (_, reply) = link.call(&reversal(&complete, None, 66)).await;
+    assert_eq!(reply.get(field::RESPONSE_CODE), Some("00"));
+    assert_eq!(balances(&reply), (10_000, 10_000));
+    assert_eq!(link.code(&reversal(&hold, None, 67)).await, "12");
 }
 
 /// A request arriving while the connection's in-flight limit is reached is answered 91 at once

@@ -82,7 +82,10 @@ fn run() -> ExitCode {
     // The addresses actually bound (with `--listen …:0` the operating system picked the port): a
     // supervisor or test reads them from these lines, the ISO 8583 one first.
     if let Some(address) = server.iso8583_addr() {
-        say(std::io::stdout(), &format!("bank-server iso8583 on {address}"));
+        say(
+            std::io::stdout(),
+            &format!("bank-server iso8583 on {address}"),
+        );
     }
     say(
         std::io::stdout(),

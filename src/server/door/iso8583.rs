@@ -452,6 +452,17 @@ fn reversal(request: &Message, key: &DuplicateKey) -> Result<Command, &'static s
         .get(field::ORIGINAL_DATA)
         .and_then(OriginalData::parse)
         .ok_or(FORMAT_ERROR)?;
+    // What a reversal gives back is a debit: a withdrawal, or a completion that posted a hold. An
+    // authorisation is released by a completion for zero, or expires.
+    const REVERSIBLE: [&str; 4] = [
+        mti::FINANCIAL,
+        mti::FINANCIAL_REPEAT,
+        mti::COMPLETION,
+        mti::COMPLETION_REPEAT,
+    ];
+    if !REVERSIBLE.contains(&original.mti.as_str()) {
+        return Err(INVALID_TRANSACTION);
+    }
     let original = DuplicateKey::new(
         &original.acquirer,
         &key.terminal,
@@ -687,6 +698,13 @@ mod tests {
             door.decode(&mut link, BytesMut::from(&b"02x0"[..])),
             Inbound::Close(_)
         ));
+        let mut of_authorisation = withdrawal("1234");
+        of_authorisation.mti = mti::REVERSAL.into();
+        of_authorisation.set(
+            field::ORIGINAL_DATA,
+            "010000004112011530000000001234500000000000",
+        );
+        assert_eq!(code(of_authorisation, &mut link), INVALID_TRANSACTION);
         match door.decode(&mut link, BytesMut::new()) {
             Inbound::Answered(frame) => assert_eq!(&frame[..], &[0, 0]),
             _ => panic!("a keep-alive is answered in kind"),
@@ -766,5 +784,31 @@ mod tests {
         let message =
             iso8583::decode(&door.encode_answer(id, authorisation, hold).unwrap()[2..]).unwrap();
         assert_eq!(message.get(field::AUTHORISATION_ID), Some("000007"));
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive, and whatever fields a well-formed message has, the door
+        /// answers, refuses or closes; it never panics.
+        #[test]
+        fn any_message_is_answered_refused_or_closed(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            fields in proptest::collection::vec((2u8..=128, "[0-9A-Z ]{0,12}"), 0..10),
+            message_type in proptest::sample::select(vec![
+                "0100", "0101", "0200", "0201", "0220", "0221", "0420", "0421", "0800", "0300",
+            ]),
+        ) {
+            let door = door();
+            let mut link = Link::default();
+            sign_on(&mut link);
+            let _ = door.decode(&mut link, BytesMut::from(&bytes[..]));
+            let mut message = withdrawal("1234");
+            message.mti = message_type.to_string();
+            for (number, data) in fields {
+                message.set(number, data);
+            }
+            if let Ok(encoded) = iso8583::encode(&message) {
+                let _ = door.decode(&mut link, BytesMut::from(&encoded[..]));
+            }
+        }
     }
 }
