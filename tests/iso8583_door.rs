@@ -398,3 +398,58 @@ async fn hostile_frames_end_only_their_own_connection() {
     );
     assert_eq!(committed(&server, JOTY).balance, 9_900);
 }
+
+/// A repeat is answered from the door's memory of recent replies before its PIN is looked at:
+/// the repeat of a message declined for a wrong PIN counts no second wrong PIN, the repeat of one
+/// approved before its card was locked is still answered as it was, and the same key on another
+/// card is refused with 94 and moves nothing.
+#[tokio::test]
+async fn repeats_are_answered_before_the_pin_is_checked_again() {
+    let server = iso_server();
+    const CARD: u64 = 42_001;
+    opened(&server, CARD, "4821", 1_000).await;
+    let mut link = Link::signed_on(&server).await;
+    let approved = withdrawal(CARD, "4821", 100, 90);
+    let (first, _) = link.call(&approved).await;
+    let wrong = withdrawal(CARD, "1111", 100, 91);
+    let (declined, reply) = link.call(&wrong).await;
+    assert_eq!(reply.get(field::RESPONSE_CODE), Some("55"));
+    for _ in 0..3 {
+        let (again, _) = link.call(&repeat_of(&wrong, mti::FINANCIAL_REPEAT)).await;
+        assert_eq!(again, declined);
+    }
+    assert_eq!(committed(&server, CARD).pin_failures, 1);
+    // Two more wrong PINs lock the card; the approved withdrawal's repeat is still approved.
+    assert_eq!(link.code(&withdrawal(CARD, "2222", 100, 92)).await, "55");
+    assert_eq!(link.code(&withdrawal(CARD, "3333", 100, 93)).await, "75");
+    let (again, _) = link
+        .call(&repeat_of(&approved, mti::FINANCIAL_REPEAT))
+        .await;
+    assert_eq!(again, first);
+
+    let mut elsewhere = withdrawal(JOTY, JOTY_PIN, 100, 90);
+    elsewhere.mti = mti::FINANCIAL_REPEAT.into();
+    assert_eq!(link.code(&elsewhere).await, "94");
+    assert_eq!(committed(&server, JOTY).balance, 10_000);
+    assert_eq!(committed(&server, CARD).balance, 900);
+}
+
+/// Without TLS the ISO 8583 listener, like the other, serves only on a loopback address unless
+/// plaintext is allowed explicitly.
+#[test]
+fn the_plaintext_rule_covers_the_iso8583_listener() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(directory.path());
+    config.iso8583 = Some(actor_bank::server::Iso8583Settings::new(
+        "0.0.0.0:0".parse().unwrap(),
+        actor_bank::server::Iso8583Pins::Key(Box::new(zone_key())),
+    ));
+    let refused = actor_bank::server::RunningServer::start(config.clone()).err();
+    assert!(refused.is_some_and(|error| error
+        .to_string()
+        .contains("refusing to serve plaintext on 0.0.0.0")),);
+    config.allow_plaintext = true;
+    actor_bank::server::RunningServer::start(config)
+        .unwrap()
+        .stop();
+}
