@@ -109,10 +109,12 @@ fn the_documented_request_is_the_withdrawal_the_document_describes() {
     assert_eq!(message.mti, "0200");
     let card = JOTY.to_string();
     let key = ZonePinKey::parse(TEST_ZONE_PIN_KEY).unwrap();
-    let expected = [
+    let amount = format!("{AMOUNT:012}");
+    let pin_block = field_52_for(&key, JOTY_PIN, &card).unwrap();
+    let expected: [(u8, &str); 12] = [
         (field::PAN, card.as_str()),
         (field::PROCESSING_CODE, "010000"),
-        (field::AMOUNT, &format!("{AMOUNT:012}")),
+        (field::AMOUNT, &amount),
         (field::TRANSMITTED, "1201120000"),
         (field::STAN, "000001"),
         (field::LOCAL_TIME, "120000"),
@@ -121,10 +123,7 @@ fn the_documented_request_is_the_withdrawal_the_document_describes() {
         (field::RETRIEVAL_REFERENCE, "000000000001"),
         (field::TERMINAL, "ATM00001"),
         (field::CURRENCY, "978"),
-        (
-            field::PIN_BLOCK,
-            &field_52_for(&key, JOTY_PIN, &card).unwrap(),
-        ),
+        (field::PIN_BLOCK, &pin_block),
     ];
     assert_eq!(message.fields.len(), expected.len(), "{message:?}");
     for (number, value) in expected {
