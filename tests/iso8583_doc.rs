@@ -155,7 +155,7 @@ fn a_real_server_answers_the_documented_request_with_the_documented_reply() {
     let server = TestServer::start_with(|config| {
         config.iso8583 = Some(Iso8583Settings::new(
             "127.0.0.1:0".parse().unwrap(),
-            Iso8583Pins::Key(key),
+            Iso8583Pins::Key(Box::new(key)),
         ));
     });
     let address = server
