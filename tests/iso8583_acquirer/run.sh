@@ -18,7 +18,8 @@ start_timeout_secs=60
 
 venv="$root/target/iso8583-venv"
 stamp="$venv/.requirements"
-if [ ! -x "$venv/bin/python" ]; then
+if [ ! -x "$venv/bin/python" ] || [ ! -x "$venv/bin/pip" ]; then
+    rm -rf "$venv"
     python3 -m venv "$venv"
 fi
 # Installed again only when the pinned requirements change.
