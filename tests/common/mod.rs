@@ -196,6 +196,15 @@ impl TestServer {
         }
     }
 
+    /// A test server around `server`, started by the test on `data_dir`.
+    pub fn around(data_dir: TempDir, server: RunningServer) -> TestServer {
+        TestServer {
+            server: Some(server),
+            data_dir,
+            next_client_id: std::sync::atomic::AtomicU64::new(FIRST_CLIENT_ID),
+        }
+    }
+
     /// Starts a server with [`test_config`].
     pub fn start() -> TestServer {
         Self::start_with(|_| {})

@@ -164,7 +164,7 @@ impl Iso8583Door {
             Some(network::ECHO) => NOT_SIGNED_ON,
             Some(_) => INVALID_TRANSACTION,
         };
-        answered(reply, code)
+        answered(&request.mti, reply, code)
     }
 
     /// Turns a financial message, an authorisation, a completion or a reversal into a request
@@ -282,7 +282,7 @@ impl FrontDoor for Iso8583Door {
             return self.network(link, &request, reply);
         }
         if !link.admits(request.get(field::TERMINAL)) {
-            return answered(reply, NOT_SIGNED_ON);
+            return answered(&request.mti, reply, NOT_SIGNED_ON);
         }
         match self.request(&request) {
             Ok((id, command)) => Inbound::Request {
@@ -294,7 +294,7 @@ impl FrontDoor for Iso8583Door {
                     message: reply,
                 },
             },
-            Err(code) => answered(reply, code),
+            Err(code) => answered(&request.mti, reply, code),
         }
     }
 
@@ -352,8 +352,10 @@ impl FrontDoor for Iso8583Door {
     }
 }
 
-/// A reply the door gives itself, with response code `code`.
-fn answered(mut reply: Message, code: &str) -> Inbound<Reply> {
+/// The reply the door gives itself to a request of type `request_mti`, with response code
+/// `code`.
+fn answered(request_mti: &str, mut reply: Message, code: &'static str) -> Inbound<Reply> {
+    crate::metrics::iso8583_door_answer(request_mti, code);
     reply.set(field::RESPONSE_CODE, code);
     match frame(&reply) {
         Ok(frame) => Inbound::Answered(frame),
