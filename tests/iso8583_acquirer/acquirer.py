@@ -19,6 +19,7 @@ import socket
 import string
 import struct
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 import iso8583
@@ -37,6 +38,9 @@ MESSAGE_BYTES_MAX = 4096
 ECHOED = ["2", "3", "4", "7", "11", "12", "13", "32", "33", "37", "41", "49", "90", "95", "103"]
 #: What a network management reply (0810) echoes.
 NETWORK_ECHOED = ["7", "11", "32", "41", "70"]
+#: How long a transfer's credit may take to reach the receiving card, and how often to look.
+CREDIT_DEADLINE_SECS = 30
+CREDIT_POLL_SECS = 0.02
 #: Movements a mini statement shows at most.
 STATEMENT_SHOWN_MAX = 10
 #: Wrong PINs that lock a card; this acquirer stays below it.
@@ -340,6 +344,22 @@ class Acquirer:
         request = self.financial("0200", "310000", card)
         self.do(request, "00", self.accounts[card].balances())
 
+    def inquiry_until(self, card: str, before):
+        """Balance inquiries until the card shows its expected balances: a transfer's credit
+        reaches the receiving card after the sender's approval (the bank delivers it on its
+        own). Until then every reply must show `before`, the balances without the credit."""
+        deadline = time.monotonic() + CREDIT_DEADLINE_SECS
+        expected = self.accounts[card].balances()
+        while True:
+            request = self.financial("0200", "310000", card)
+            _, _, reply = self.link.exchange(request)
+            got = parse_amounts(reply.get("54", "")) if "54" in reply else None
+            if got == before and time.monotonic() < deadline:
+                time.sleep(CREDIT_POLL_SECS)
+                continue
+            self.check(request, reply, "00", expected)
+            return
+
 
 def scenarios(acq: Acquirer):
     joty, ahona = acq.accounts[JOTY], acq.accounts[AHONA]
@@ -388,10 +408,11 @@ def scenarios(acq: Acquirer):
 
     def transfer():
         request = acq.financial("0200", "400000", JOTY, 1_500, **{"103": AHONA})
+        before = ahona.balances()
         joty.debit("TO", 1_500)
         ahona.credit("TI", 1_500)
         acq.do(request, "00", joty.balances())
-        acq.inquiry(AHONA)
+        acq.inquiry_until(AHONA, before)
 
     def mini_statement():
         # The statement's outcome carries movements, not balances: 54 may be absent; if it is
