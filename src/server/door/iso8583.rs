@@ -119,8 +119,17 @@ pub struct Iso8583Door {
 /// requests, which is durable, answers repeats, after the PIN check.
 #[derive(Default)]
 struct RecentReplies {
-    /// Replies by request id, with their request's content digest.
-    replies: Mutex<(HashMap<RequestId, (u64, Bytes)>, VecDeque<RequestId>)>,
+    /// Replies by request id with their request's content digest, and the ids oldest first.
+    replies: Mutex<Remembered>,
+}
+
+/// What [`RecentReplies`] holds under its lock.
+#[derive(Default)]
+struct Remembered {
+    /// Each reply's request content digest and frame, by request id.
+    by_id: HashMap<RequestId, (u64, Bytes)>,
+    /// The ids, oldest first.
+    order: VecDeque<RequestId>,
 }
 
 impl RecentReplies {
@@ -128,7 +137,7 @@ impl RecentReplies {
     /// the id was used for other content, `None` when nothing is remembered.
     fn recall(&self, id: RequestId, content: u64) -> Option<Result<Bytes, ()>> {
         let replies = self.replies.lock();
-        let (remembered, frame) = replies.0.get(&id)?;
+        let (remembered, frame) = replies.by_id.get(&id)?;
         Some(if *remembered == content {
             Ok(frame.clone())
         } else {
@@ -140,7 +149,7 @@ impl RecentReplies {
     /// [`REPLIES_REMEMBERED_MAX`].
     fn remember(&self, id: RequestId, content: u64, frame: Bytes) {
         let mut replies = self.replies.lock();
-        let (by_id, order) = &mut *replies;
+        let Remembered { by_id, order } = &mut *replies;
         if by_id.insert(id, (content, frame)).is_none() {
             order.push_back(id);
         }
