@@ -29,7 +29,8 @@ const PIN_CHECKS: &[Check] = &[
 ];
 
 /// The checks an acquirer's request of `kind` goes through, in order: the PIN's (when it carries
-/// one) and then the operation's own, after the verified card that the message's card stands in
+/// one, ending in the actor's decision on the PIN and its journal record when one is written)
+/// and then the operation's own, from after the verified card that the message's card stands in
 /// for. For docs/ISO8583.md.
 pub fn acquirer_checks(kind: Kind, with_pin: bool) -> Vec<Check> {
     let mut list = if with_pin {
@@ -37,16 +38,31 @@ pub fn acquirer_checks(kind: Kind, with_pin: bool) -> Vec<Check> {
     } else {
         vec![Check::InFlight, Check::Validation]
     };
-    let operation = super::checks(kind)
-        .iter()
-        .filter(|check| !matches!(check, Check::InFlight | Check::VerifiedCard));
-    for check in operation {
-        // The operation's own validation follows the PIN's checks; the rest, once only.
-        if *check == Check::Validation || !list.contains(check) {
-            list.push(*check);
+    // Then the operation's own, as for the card verified on a connection.
+    list.extend(
+        super::checks(kind)
+            .iter()
+            .filter(|check| !matches!(check, Check::InFlight | Check::VerifiedCard)),
+    );
+    list
+}
+
+/// The table of docs/ISO8583.md's order of checks: for each operation an acquirer may ask for,
+/// its checks in order ([`acquirer_checks`]). `tests/precedence.rs` keeps the document equal to
+/// this.
+pub fn acquirer_precedence_markdown() -> String {
+    let mut text = String::from("| operation | PIN | checks, in order |\n| --- | --- | --- |\n");
+    for kind in Kind::ALL {
+        if let Some(with_pin) = allowed(*kind) {
+            let steps: Vec<&str> = acquirer_checks(*kind, with_pin)
+                .iter()
+                .map(|check| check.name())
+                .collect();
+            let pin = if with_pin { "yes" } else { "no" };
+            text += &format!("| `{kind:?}` | {pin} | {} |\n", steps.join(" → "));
         }
     }
-    list
+    text
 }
 
 /// The kinds an acquirer may ask for, and whether each must carry the card's PIN.
