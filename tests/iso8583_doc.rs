@@ -61,19 +61,7 @@ fn block(document: &str, label: &str) -> Vec<String> {
 
 /// The frame a block shows: the hex pairs before each line's `|`.
 fn frame(document: &str, label: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for line in block(document, label) {
-        let hex = line.split('|').next().unwrap_or_default();
-        for token in hex.split_whitespace() {
-            let byte = (token.len() == 2)
-                .then(|| u8::from_str_radix(token, 16).ok())
-                .flatten()
-                .unwrap_or_else(|| {
-                    panic!("the {label} block holds {token:?}, not a hex byte (line {line:?})")
-                });
-            bytes.push(byte);
-        }
-    }
+    let bytes = common::hex_dump_bytes(&block(document, label), &format!("the {label} block"));
     assert!(bytes.len() >= 2, "the {label} block holds no frame");
     let length = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
     assert_eq!(

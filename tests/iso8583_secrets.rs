@@ -8,9 +8,7 @@ mod common;
 mod iso;
 
 use actor_bank::iso8583::field;
-use common::Capture;
 use iso::*;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 // Sixteen digits, masked as 411111******1111. Twelve-digit PINs: a shorter one could turn up by
 // chance among the digits a log holds anyway (timings, ports).
@@ -20,15 +18,7 @@ const WRONG_PIN: &str = "313370482615";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pans_pins_and_pin_blocks_never_appear_in_the_logs() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::NEW | FmtSpan::CLOSE)
-        .with_ansi(false)
-        .without_time()
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let capture = common::capture_all_logs();
 
     let mut server = iso_server();
     opened(&server, CARD, PIN, 10_000).await;

@@ -1041,3 +1041,40 @@ pub fn hello_frame() -> Vec<u8> {
     }))
     .unwrap()
 }
+
+/// The bytes of a hex dump's lines as the docs write them: hex pairs, then optional commentary
+/// after a `|`; `what` names the dump in the panic a stray token causes.
+pub fn hex_dump_bytes(lines: &[String], what: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in lines {
+        let hex = line.split('|').next().unwrap_or_default();
+        for token in hex.split_whitespace() {
+            let byte = (token.len() == 2)
+                .then(|| u8::from_str_radix(token, 16).ok())
+                .flatten()
+                .unwrap_or_else(|| {
+                    panic!("{what}: {token:?} is not a hex byte (put commentary after a |)")
+                });
+            bytes.push(byte);
+        }
+    }
+    bytes
+}
+
+/// Sends every log line of this test process, at every level with span events, to the returned
+/// capture (once per process: it installs the global subscriber).
+pub fn capture_all_logs() -> Capture {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(
+            tracing_subscriber::fmt::format::FmtSpan::NEW
+                | tracing_subscriber::fmt::format::FmtSpan::CLOSE,
+        )
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    capture
+}
