@@ -11,7 +11,7 @@ use crate::pin::PinHashCost;
 use crate::ratelimit::RateLimit;
 use crate::server::pins::{default_pin_key_file, PinKeySource};
 use crate::server::tls::TlsFiles;
-use crate::server::{Banking, Iso8583Pins, Iso8583Settings, Limits, ServerConfig};
+use crate::server::{Banking, Iso8583Pins, Iso8583Settings, Limits, ServerConfig, StorageKind};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -200,6 +200,19 @@ pub struct Settings {
     /// The most movements a statement returns, 1 to 50 [default: 50].
     #[arg(long, env = "BANK_STATEMENT_MOVEMENTS_MAX")]
     pub statement_movements_max: Option<u32>,
+    /// Where the journal lives: the embedded file journal in --data-dir (the default), or a
+    /// cluster's PostgreSQL, `postgres://USER@HOST:PORT/DB` (docs/CLUSTER.md).
+    #[arg(long, env = "BANK_STORAGE", hide_env_values = true)]
+    pub storage: Option<String>,
+    /// This node's id in the cluster, unique among its nodes (PostgreSQL storage only).
+    #[arg(long, env = "BANK_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// The address clients use to reach this node [default: the --listen address].
+    #[arg(long, env = "BANK_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Seconds a node's lease on its partitions lasts [default: 10].
+    #[arg(long, env = "BANK_LEASE_TTL_SECS")]
+    pub lease_ttl_secs: Option<u64>,
     /// Also listen for ISO 8583 messages (docs/ISO8583.md) on this address; needs
     /// --iso8583-pin-key-file [default: off].
     #[arg(long, env = "BANK_ISO8583_LISTEN")]
@@ -232,6 +245,16 @@ pub enum Tool {
     /// file only its owner can read, for example
     /// `(umask 077; bank-server generate-operator-token > operator-token)`.
     GenerateOperatorToken,
+    /// Create the cluster's schema and partitions in PostgreSQL (docs/CLUSTER.md) and exit; run
+    /// once per cluster. Running it again with the same number of partitions changes nothing.
+    InitCluster {
+        /// The cluster's PostgreSQL, `postgres://USER@HOST:PORT/DB`.
+        #[arg(long, env = "BANK_STORAGE", hide_env_values = true)]
+        storage: String,
+        /// How many partitions the accounts are spread over, fixed for the cluster's life.
+        #[arg(long)]
+        partitions: u32,
+    },
 }
 
 pub use crate::logging::LogFormat;
@@ -283,6 +306,7 @@ impl Settings {
             unverified_deadline_secs, verified_idle_secs, daily_withdrawal_amount_max,
             daily_withdrawal_count_max, business_time_zone, hold_ttl_secs, statement_movements_max,
             iso8583_listen, iso8583_pin_key_file, iso8583_clear_pin_blocks, iso8583_currency,
+            storage, node_id, advertise, lease_ttl_secs,
         )
     }
 
@@ -346,12 +370,55 @@ impl Settings {
             allow_plaintext: self.allow_plaintext.unwrap_or(false),
             banking: self.banking()?,
             iso8583: self.iso8583()?,
+            storage: StorageKind::Files,
+        };
+        let config = ServerConfig {
+            storage: self.storage_kind(&config)?,
+            ..config
         };
         let process = ProcessSettings {
             metrics_listen: self.metrics_listen,
             log_format: self.log_format.unwrap_or_default(),
         };
         Ok((config, process))
+    }
+
+    /// Where the journal lives: the files of the data directory, or PostgreSQL with this node's
+    /// id (required there), its advertised address (the listen address by default) and lease.
+    fn storage_kind(&self, config: &ServerConfig) -> Result<StorageKind, String> {
+        let Some(url) = &self.storage else {
+            if self.node_id.is_some() || self.advertise.is_some() || self.lease_ttl_secs.is_some() {
+                return Err(
+                    "--node-id, --advertise and --lease-ttl-secs need --storage postgres://…"
+                        .into(),
+                );
+            }
+            return Ok(StorageKind::Files);
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(
+                "--storage: give a PostgreSQL URL, postgres://USER@HOST:PORT/DB (leave it out for the file journal)".into(),
+            );
+        }
+        let node_id = self
+            .node_id
+            .ok_or("--storage postgres://… needs --node-id (unique in the cluster)")?;
+        Ok(StorageKind::Postgres(
+            crate::storage::postgres::PostgresConfig {
+                url: url.clone(),
+                node_id,
+                advertise: self
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| config.listen.to_string()),
+                lease_ttl: seconds(
+                    self.lease_ttl_secs,
+                    crate::storage::postgres::LEASE_TTL_DEFAULT,
+                ),
+                queue_records_max: config.journal_queue_records_max,
+                takeover_wait_max: crate::storage::postgres::TAKEOVER_WAIT_DEFAULT,
+            },
+        ))
     }
 
     /// The ISO 8583 listener these settings ask for: none without an address; with one, PIN
@@ -617,11 +684,31 @@ struct Effective {
     business_time_zone: String,
     hold_ttl_secs: u64,
     statement_movements_max: u32,
+    /// The PostgreSQL URL with any password masked; left out for the file journal, like the
+    /// three fields after it.
+    storage: Option<String>,
+    node_id: Option<i32>,
+    advertise: Option<String>,
+    lease_ttl_secs: Option<u64>,
     /// Left out when the ISO 8583 listener is off, like the fields below.
     iso8583_listen: Option<String>,
     iso8583_pin_key_file: Option<String>,
     iso8583_clear_pin_blocks: Option<bool>,
     iso8583_currency: Option<String>,
+}
+
+/// `url` with the password of its user information, if any, shown as `********`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((user_information, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match user_information.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
+        None => url.to_string(),
+    }
 }
 
 /// One of the TLS files, as shown (absent when TLS or that file is not configured).
@@ -642,6 +729,10 @@ fn limited<T: PartialEq>(limit: T, unlimited: T) -> Option<T> {
 pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> String {
     let limits = &config.limits;
     let iso8583 = config.iso8583.as_ref();
+    let postgres = match &config.storage {
+        StorageKind::Postgres(postgres) => Some(postgres),
+        StorageKind::Files => None,
+    };
     let effective = Effective {
         listen: config.listen.to_string(),
         data_dir: config.data_dir.display().to_string(),
@@ -716,6 +807,10 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         }),
         iso8583_clear_pin_blocks: iso8583.map(|iso| matches!(iso.pins, Iso8583Pins::ClearBlocks)),
         iso8583_currency: iso8583.map(|iso| iso.currency.clone()),
+        storage: postgres.map(|postgres| mask_password(&postgres.url)),
+        node_id: postgres.map(|postgres| postgres.node_id),
+        advertise: postgres.map(|postgres| postgres.advertise.clone()),
+        lease_ttl_secs: postgres.map(|postgres| postgres.lease_ttl.as_secs()),
     };
     toml::to_string(&effective)
         .unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))

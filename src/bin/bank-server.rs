@@ -29,9 +29,16 @@ fn run() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => error.exit(),
     };
-    if settings.command == Some(Tool::GenerateOperatorToken) {
-        say(std::io::stdout(), &actor_bank::operator::generate());
-        return ExitCode::SUCCESS;
+    match &settings.command {
+        Some(Tool::GenerateOperatorToken) => {
+            say(std::io::stdout(), &actor_bank::operator::generate());
+            return ExitCode::SUCCESS;
+        }
+        Some(Tool::InitCluster {
+            storage,
+            partitions,
+        }) => return init_cluster(storage, *partitions),
+        None => {}
     }
     let token_on_command_line =
         matches.value_source("operator_token") == Some(clap::parser::ValueSource::CommandLine);
@@ -101,6 +108,29 @@ fn run() -> ExitCode {
     tracing::info!("shutting down");
     server.stop();
     ExitCode::SUCCESS
+}
+
+/// `bank-server init-cluster`: creates the cluster's schema and partitions, and says so.
+fn init_cluster(storage: &str, partitions: u32) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error.to_string()),
+    };
+    match runtime.block_on(actor_bank::storage::postgres::init_cluster(
+        storage, partitions,
+    )) {
+        Ok(()) => {
+            say(
+                std::io::stdout(),
+                &format!("cluster ready: {partitions} partitions"),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
 }
 
 /// The operator's answer to a refused tail: recover cutting the newest segment after its last

@@ -253,6 +253,17 @@ pub fn encode_record(lsn: Lsn, record: &Record, buffer: &mut Vec<u8>) -> Result<
     frame_record(lsn, record, buffer)
 }
 
+/// Appends the body of `record` alone (the mark, the version, the record), validated like
+/// [`encode_record`]: what a store that frames records itself keeps (the PostgreSQL journal's
+/// rows). [`decode_record_body`] reads it back.
+pub fn encode_record_body(record: &Record, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
+    record
+        .validate()
+        .map_err(|error| CodecError::Encode(format!("invalid record: {error}")))?;
+    buffer.extend_from_slice(&[BODY_MARK, RECORD_BODY_VERSION]);
+    codec::encode_stored_into(record, buffer)
+}
+
 /// Appends the framed record, valid or not (tests frame invalid ones to see them refused).
 fn frame_record(lsn: Lsn, record: &Record, buffer: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buffer.len();

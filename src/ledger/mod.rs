@@ -740,11 +740,11 @@ impl Ledger {
     }
 
     /// What the balances must add up to: the money that came in, less what went out and what
-    /// is in transit.
+    /// is in transit. Written as in + received − out − sent so that it holds whatever order the
+    /// accounts' records are applied in: a ledger rebuilt partition by partition may see a
+    /// transfer received before it sees it sent.
     fn expected_balances(&self) -> Option<u128> {
-        self.money_in
-            .checked_sub(self.money_out)?
-            .checked_sub(self.in_transit()?)
+        (self.money_in + self.money_received).checked_sub(self.money_out + self.money_sent)
     }
 
     /// The window of `client` under `principal`, if it is remembered.

@@ -54,8 +54,9 @@ pub use bank::{Bank, Submitted};
 pub use demo::{DEMO_ACCOUNTS, SERVER_CLIENT_ID};
 pub use error::ServerError;
 pub use settings::{
-    journal_config, Banking, Iso8583Pins, Iso8583Settings, Limits, ServerConfig, HOLD_TTL_DEFAULT,
-    ISO8583_CURRENCY_DEFAULT, REQUESTS_JOINABLE_MAX_DEFAULT, STATEMENT_MOVEMENTS_DEFAULT,
+    journal_config, Banking, Iso8583Pins, Iso8583Settings, Limits, ServerConfig, StorageKind,
+    HOLD_TTL_DEFAULT, ISO8583_CURRENCY_DEFAULT, REQUESTS_JOINABLE_MAX_DEFAULT,
+    STATEMENT_MOVEMENTS_DEFAULT,
 };
 pub use start::RunningServer;
 pub use stats::Stats;

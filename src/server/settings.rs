@@ -188,6 +188,16 @@ impl Iso8583Settings {
     }
 }
 
+/// Where the server's journal lives.
+#[derive(Clone, Debug, Default)]
+pub enum StorageKind {
+    /// The embedded file journal in [`ServerConfig::data_dir`].
+    #[default]
+    Files,
+    /// A cluster's PostgreSQL (docs/CLUSTER.md).
+    Postgres(crate::storage::postgres::PostgresConfig),
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -238,6 +248,8 @@ pub struct ServerConfig {
     pub banking: Banking,
     /// The ISO 8583 listener, if any (off by default).
     pub iso8583: Option<Iso8583Settings>,
+    /// Where the journal lives (the file journal in `data_dir` by default).
+    pub storage: StorageKind,
 }
 
 impl ServerConfig {
@@ -265,6 +277,7 @@ impl ServerConfig {
             allow_plaintext: false,
             banking: Banking::default(),
             iso8583: None,
+            storage: StorageKind::Files,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::door::iso8583::{Iso8583Door, PinBlocks};
 use super::error::ServerError;
-use super::settings::{journal_config, Iso8583Pins, Iso8583Settings, ServerConfig};
+use super::settings::{journal_config, Iso8583Pins, Iso8583Settings, ServerConfig, StorageKind};
 use super::tls::Tls;
 use super::{demo, gateway, pins, Bank};
 use crate::journal::JournalConfig;
@@ -78,6 +78,13 @@ pub struct RunningServer {
 impl RunningServer {
     /// Recovers the data directory and starts serving on a thread of its own.
     pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+        if let StorageKind::Postgres(postgres) = &config.storage {
+            // Refused before the cluster's partitions are taken.
+            check_operator_token(&config)?;
+            config.check_transport().map_err(ServerError::Start)?;
+            let storage = Storage::open_postgres(postgres.clone()).map_err(ServerError::Start)?;
+            return Self::start_with_storage(config, storage);
+        }
         let journal_config = journal_config(&config);
         Self::start_with_journal(config, journal_config)
     }

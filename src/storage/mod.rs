@@ -13,6 +13,7 @@
 //! its progress, and passes the contract test in `contract.rs`.
 
 pub mod memory;
+pub mod postgres;
 
 #[cfg(test)]
 mod contract;
@@ -189,6 +190,13 @@ impl Storage {
     /// Joins `log` with the committed state it applies its durable batches to.
     pub fn new(log: Arc<dyn Log>, committed: Arc<CommittedState>) -> Self {
         Storage { log, committed }
+    }
+
+    /// Connects to the cluster's PostgreSQL, takes the partitions, rebuilds the committed state
+    /// from the journal rows and starts writing there ([`postgres::PostgresLog`]).
+    pub fn open_postgres(config: postgres::PostgresConfig) -> Result<Storage, String> {
+        let (log, committed) = postgres::PostgresLog::open(config)?;
+        Ok(Storage::new(log, committed))
     }
 
     /// Recovers the data directory and starts the file journal on it.
