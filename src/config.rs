@@ -11,7 +11,7 @@ use crate::pin::PinHashCost;
 use crate::ratelimit::RateLimit;
 use crate::server::pins::{default_pin_key_file, PinKeySource};
 use crate::server::tls::TlsFiles;
-use crate::server::{Banking, Limits, ServerConfig};
+use crate::server::{Banking, Iso8583Pins, Iso8583Settings, Limits, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -200,6 +200,20 @@ pub struct Settings {
     /// The most movements a statement returns, 1 to 50 [default: 50].
     #[arg(long, env = "BANK_STATEMENT_MOVEMENTS_MAX")]
     pub statement_movements_max: Option<u32>,
+    /// Also listen for ISO 8583 messages (docs/ISO8583.md) on this address; needs
+    /// --iso8583-pin-key-file [default: off].
+    #[arg(long, env = "BANK_ISO8583_LISTEN")]
+    pub iso8583_listen: Option<SocketAddr>,
+    /// The zone PIN key the ISO 8583 PIN blocks are encrypted under: a file (readable by its
+    /// owner only) holding a triple-DES key as 32 or 48 hexadecimal digits.
+    #[arg(long, env = "BANK_ISO8583_PIN_KEY_FILE")]
+    pub iso8583_pin_key_file: Option<PathBuf>,
+    /// Testing only: ISO 8583 PIN blocks arrive in clear (not encrypted); never in production.
+    #[arg(long, env = "BANK_ISO8583_CLEAR_PIN_BLOCKS", num_args = 0..=1, default_missing_value = "true")]
+    pub iso8583_clear_pin_blocks: Option<bool>,
+    /// The bank's currency on the ISO 8583 door, ISO 4217 numeric [default: 978].
+    #[arg(long, env = "BANK_ISO8583_CURRENCY")]
+    pub iso8583_currency: Option<String>,
     /// Operator command: recover cutting the newest segment's damaged tail, log exactly what was
     /// dropped, close the journal cleanly and exit (then start the server normally).
     #[arg(long)]
@@ -268,6 +282,7 @@ impl Settings {
             connection_reply_bytes_max, reply_bytes_max, connections_per_peer_max,
             unverified_deadline_secs, verified_idle_secs, daily_withdrawal_amount_max,
             daily_withdrawal_count_max, business_time_zone, hold_ttl_secs, statement_movements_max,
+            iso8583_listen, iso8583_pin_key_file, iso8583_clear_pin_blocks, iso8583_currency,
         )
     }
 
@@ -330,12 +345,51 @@ impl Settings {
             tls: self.tls_files()?,
             allow_plaintext: self.allow_plaintext.unwrap_or(false),
             banking: self.banking()?,
+            iso8583: self.iso8583()?,
         };
         let process = ProcessSettings {
             metrics_listen: self.metrics_listen,
             log_format: self.log_format.unwrap_or_default(),
         };
         Ok((config, process))
+    }
+
+    /// The ISO 8583 listener these settings ask for: none without an address; with one, PIN
+    /// blocks under a key file or, for tests only, in clear (exactly one of the two).
+    fn iso8583(&self) -> Result<Option<Iso8583Settings>, String> {
+        let clear = self.iso8583_clear_pin_blocks.unwrap_or(false);
+        let Some(listen) = self.iso8583_listen else {
+            if self.iso8583_pin_key_file.is_some() || clear || self.iso8583_currency.is_some() {
+                return Err(
+                    "--iso8583-pin-key-file, --iso8583-clear-pin-blocks and --iso8583-currency need --iso8583-listen".into(),
+                );
+            }
+            return Ok(None);
+        };
+        let pins = match (&self.iso8583_pin_key_file, clear) {
+            (Some(path), false) => Iso8583Pins::KeyFile(path.clone()),
+            (None, true) => Iso8583Pins::ClearBlocks,
+            (Some(_), true) => {
+                return Err(
+                    "give --iso8583-pin-key-file or --iso8583-clear-pin-blocks, not both".into(),
+                )
+            }
+            (None, false) => {
+                return Err(
+                    "--iso8583-listen needs --iso8583-pin-key-file (the zone PIN key the PIN blocks are encrypted under)".into(),
+                )
+            }
+        };
+        let mut settings = Iso8583Settings::new(listen, pins);
+        if let Some(currency) = &self.iso8583_currency {
+            if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_digit()) {
+                return Err(format!(
+                    "--iso8583-currency: {currency:?} is not an ISO 4217 numeric code (three digits)"
+                ));
+            }
+            settings.currency = currency.clone();
+        }
+        Ok(Some(settings))
     }
 
     /// The business settings these give, defaults filled in; an unknown time zone or a statement
@@ -563,6 +617,11 @@ struct Effective {
     business_time_zone: String,
     hold_ttl_secs: u64,
     statement_movements_max: u32,
+    /// Left out when the ISO 8583 listener is off, like the fields below.
+    iso8583_listen: Option<String>,
+    iso8583_pin_key_file: Option<String>,
+    iso8583_clear_pin_blocks: Option<bool>,
+    iso8583_currency: Option<String>,
 }
 
 /// One of the TLS files, as shown (absent when TLS or that file is not configured).
@@ -582,6 +641,7 @@ fn limited<T: PartialEq>(limit: T, unlimited: T) -> Option<T> {
 /// The effective configuration as TOML, in the file's own format, with secrets masked.
 pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> String {
     let limits = &config.limits;
+    let iso8583 = config.iso8583.as_ref();
     let effective = Effective {
         listen: config.listen.to_string(),
         data_dir: config.data_dir.display().to_string(),
@@ -649,6 +709,13 @@ pub fn effective_toml(config: &ServerConfig, process: &ProcessSettings) -> Strin
         business_time_zone: config.banking.time_zone.name().to_string(),
         hold_ttl_secs: config.banking.hold_ttl.as_secs(),
         statement_movements_max: config.banking.statement_movements_max,
+        iso8583_listen: iso8583.map(|iso| iso.listen.to_string()),
+        iso8583_pin_key_file: iso8583.and_then(|iso| match &iso.pins {
+            Iso8583Pins::KeyFile(path) => Some(path.display().to_string()),
+            Iso8583Pins::Key(_) | Iso8583Pins::ClearBlocks => None,
+        }),
+        iso8583_clear_pin_blocks: iso8583.map(|iso| matches!(iso.pins, Iso8583Pins::ClearBlocks)),
+        iso8583_currency: iso8583.map(|iso| iso.currency.clone()),
     };
     toml::to_string(&effective)
         .unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))

@@ -347,22 +347,36 @@ pub fn pin_from_field_52(
     hex16: &str,
     pan: &str,
 ) -> Result<String, PinBlockError> {
+    let mut block = key.decrypt_block(block_of_field_52(hex16)?);
+    let pin = pin_from_clear_block(block, pan);
+    block.zeroize();
+    pin
+}
+
+/// The PIN carried in clear by field 52 (the ISO-0 block itself, not encrypted): what a door in
+/// its test mode reads, with every check of [`pin_from_clear_block`].
+pub fn pin_from_clear_field_52(hex16: &str, pan: &str) -> Result<String, PinBlockError> {
+    let mut block = block_of_field_52(hex16)?;
+    let pin = pin_from_clear_block(block, pan);
+    block.zeroize();
+    pin
+}
+
+/// The 8 bytes written as 16 hexadecimal characters in field 52.
+fn block_of_field_52(hex16: &str) -> Result<[u8; 8], PinBlockError> {
     let given = hex16.chars().count();
     if given != 16 {
         return Err(PinBlockError::FieldLength { given });
     }
-    let mut encrypted = [0u8; 8];
-    for (index, byte) in encrypted.iter_mut().enumerate() {
+    let mut block = [0u8; 8];
+    for (index, byte) in block.iter_mut().enumerate() {
         let pair = hex16.get(2 * index..2 * index + 2);
         let pair = pair.filter(|pair| pair.bytes().all(|byte| byte.is_ascii_hexdigit()));
         *byte = pair
             .and_then(|pair| u8::from_str_radix(pair, 16).ok())
             .ok_or(PinBlockError::FieldNotHex)?;
     }
-    let mut block = key.decrypt_block(encrypted);
-    let pin = pin_from_clear_block(block, pan);
-    block.zeroize();
-    pin
+    Ok(block)
 }
 
 /// Field 52 as an acquirer sends it for `pin` on the card `pan`: the ISO-0 block encrypted
@@ -374,6 +388,15 @@ pub fn field_52_for(key: &ZonePinKey, pin: &str, pan: &str) -> Result<String, Pi
     let encrypted = key.encrypt_block(block);
     block.zeroize();
     Ok(hex_upper(&encrypted))
+}
+
+/// Field 52 in clear, as a door in its test mode reads it: the ISO-0 block of `pin` on `pan`,
+/// not encrypted, as 16 upper-case hexadecimal characters. Only for tests.
+pub fn clear_field_52_for(pin: &str, pan: &str) -> Result<String, PinBlockError> {
+    let mut block = clear_block(pin, pan)?;
+    let text = hex_upper(&block);
+    block.zeroize();
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -397,6 +420,13 @@ mod tests {
     fn the_clear_block_of_the_published_example() {
         let block = clear_block("1234", "5544332211009966").unwrap();
         assert_eq!(hex_upper(&block), "041277CDDEEFF669");
+        let clear = clear_field_52_for("1234", "5544332211009966").unwrap();
+        assert_eq!(clear, "041277CDDEEFF669");
+        assert_eq!(
+            pin_from_clear_field_52(&clear.to_lowercase(), "5544332211009966").unwrap(),
+            "1234"
+        );
+        assert!(pin_from_clear_field_52("041277CDDEEFF66", "5544332211009966").is_err());
         assert_eq!(
             pin_from_clear_block(block, "5544332211009966").unwrap(),
             "1234"

@@ -50,15 +50,20 @@ const FRAME_HEADER_BYTES: usize = 4;
 
 /// The largest reply `inbound` can produce, with its frame header: a frame of `frame_bytes_max`
 /// for a `Lowercase` (its reply is refused if it would not fit a frame), the welcome's own size
-/// for a handshake, [`SMALL_REPLY_BYTES_MAX`] for everything else.
-pub(super) fn reply_bytes_bound(inbound: &Inbound, frame_bytes_max: usize) -> usize {
+/// for a frame the door answers itself, `small_reply_bytes_max` (the door's
+/// [`super::door::FrontDoor::reply_bytes_max`]) for everything else.
+pub(super) fn reply_bytes_bound<C>(
+    inbound: &Inbound<C>,
+    frame_bytes_max: usize,
+    small_reply_bytes_max: usize,
+) -> usize {
     match inbound {
         Inbound::Request {
             command: Command::Lowercase { .. },
             ..
         } => frame_bytes_max + FRAME_HEADER_BYTES,
-        Inbound::Greeted(frame) => frame.len(),
-        Inbound::Request { .. } | Inbound::Close(_) => SMALL_REPLY_BYTES_MAX,
+        Inbound::Answered(frame) => frame.len(),
+        Inbound::Request { .. } | Inbound::Close(_) => small_reply_bytes_max,
     }
 }
 
@@ -333,6 +338,7 @@ mod tests {
             },
             command: Command::Lowercase { text: "A".into() },
             name: "lowercase",
+            context: (),
         };
         let balance = Inbound::Request {
             id: crate::model::RequestId {
@@ -341,11 +347,15 @@ mod tests {
             },
             command: Command::Balance,
             name: "balance",
+            context: (),
         };
         assert_eq!(
-            reply_bytes_bound(&lowercase, 8192),
+            reply_bytes_bound(&lowercase, 8192, SMALL_REPLY_BYTES_MAX),
             8192 + FRAME_HEADER_BYTES
         );
-        assert_eq!(reply_bytes_bound(&balance, 8192), SMALL_REPLY_BYTES_MAX);
+        assert_eq!(
+            reply_bytes_bound(&balance, 8192, SMALL_REPLY_BYTES_MAX),
+            SMALL_REPLY_BYTES_MAX
+        );
     }
 }

@@ -54,11 +54,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for S {}
 /// What the reader and the writer hand to the session.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) enum Incoming {
-    /// What the door made of a frame: a handshake answer, a request, or a reason to close; with
-    /// the reply bytes the reader reserved for it in the connection's budget, which its reply
-    /// settles.
-    Door(Inbound, usize),
+pub(super) enum Incoming<C: Send + 'static> {
+    /// What the door made of a frame: a frame it answered itself, a request, or a reason to
+    /// close; with the reply bytes the reader reserved for it in the connection's budget, which
+    /// its reply settles.
+    Door(Inbound<C>, usize),
     /// The connection must close, for this reason (a deadline passed, a write failed).
     Close(String),
     /// The peer closed the connection.
@@ -83,7 +83,7 @@ pub(super) fn start<D: FrontDoor, S: Transport>(
     bank: Arc<Bank>,
     door: Arc<D>,
     stream: S,
-    session: Recipient<Incoming>,
+    session: Recipient<Incoming<D::Context>>,
     verified: Arc<AtomicBool>,
 ) -> Connection {
     let (read, write) = tokio::io::split(stream);
@@ -136,7 +136,7 @@ struct Reader<D: FrontDoor> {
     frames: D::Frames,
     /// What the door remembers between this connection's frames.
     state: D::State,
-    session: Recipient<Incoming>,
+    session: Recipient<Incoming<D::Context>>,
     /// True while a card is verified: then the login idle deadline does not apply.
     verified: Arc<AtomicBool>,
     /// The writer's queue, watched for room before each frame is read.
@@ -194,9 +194,14 @@ impl<D: FrontDoor> Reader<D> {
         }
     }
 
+    /// True while a card is verified, or the door's state stands in for one (a signed-on link).
+    fn is_verified(&self) -> bool {
+        self.verified.load(Ordering::Relaxed) || self.door.is_signed_on(&self.state)
+    }
+
     /// Starts or stops the unverified deadline's clock as the login changed since the last frame.
     fn watch_login(&mut self) {
-        if self.verified.load(Ordering::Relaxed) {
+        if self.is_verified() {
             self.unverified_since = None;
         } else if self.unverified_since.is_none() {
             self.unverified_since = Some(Instant::now());
@@ -219,12 +224,13 @@ impl<D: FrontDoor> Reader<D> {
         &mut self,
         read: &mut R,
         buffer: &mut BytesMut,
-    ) -> Result<Option<(Inbound, usize)>, String> {
+    ) -> Result<Option<(Inbound<D::Context>, usize)>, String> {
         let Some(body) = self.next(read, buffer).await? else {
             return Ok(None);
         };
         let inbound = self.door.decode(&mut self.state, body);
-        let reserved = budget::reply_bytes_bound(&inbound, self.frame_bytes_max);
+        let reserved =
+            budget::reply_bytes_bound(&inbound, self.frame_bytes_max, self.door.reply_bytes_max());
         self.budget.reserve(reserved).await;
         Ok(Some((inbound, reserved)))
     }
@@ -306,7 +312,7 @@ impl<D: FrontDoor> Reader<D> {
             if let Ok(result) = tokio::time::timeout_at(wake, read.read_buf(buffer)).await {
                 break result;
             }
-            let verified = self.verified.load(Ordering::Relaxed);
+            let verified = self.is_verified();
             let silence_max = if verified {
                 self.verified_idle
             } else {
@@ -351,15 +357,15 @@ async fn unverified_expired(deadline: Option<Instant>, verified: Arc<AtomicBool>
 }
 
 /// The writing side of a connection.
-struct Writer {
+struct Writer<C: Send + 'static> {
     queue: mpsc::Receiver<Bytes>,
     timeout: Duration,
-    session: Recipient<Incoming>,
+    session: Recipient<Incoming<C>>,
     /// Each frame's bytes go back to it once written.
     budget: Arc<ConnectionBudget>,
 }
 
-impl Writer {
+impl<C: Send + 'static> Writer<C> {
     /// Sends queued frames, several per system call when they pile up, under a deadline. Ends
     /// when the session drops its end of the queue (after sending what is left).
     async fn run<W: AsyncWrite + Unpin>(mut self, write: W) {

@@ -556,6 +556,30 @@ impl Bank {
             .await
     }
 
+    /// The PIN an acquirer's message carries for `card` (the ISO 8583 door), checked exactly as
+    /// a Verify's, through `gate`. A right PIN with nothing to record (no wrong PIN to clear, no
+    /// hash to re-key, by the committed state) is approved without a turn of the account actor,
+    /// so a message costs one actor turn, that of its operation.
+    pub(super) async fn check_carried_pin(
+        self: Arc<Self>,
+        gate: Arc<PinGate>,
+        card: Card,
+        request: RequestId,
+        pin_text: String,
+    ) -> Outcome {
+        let verdict = self.check_pin(&gate, card, vec![pin_text]).await;
+        if let PinVerdict::Right { rekey: None, .. } = verdict {
+            let clean = self
+                .storage()
+                .read_committed_account(card, |account| account.pin_failures == 0);
+            if clean == Some(true) {
+                return answer(Code::Approved);
+            }
+        }
+        self.decide_pin(card, request, verdict, Event::PinAttempt { correct: true })
+            .await
+    }
+
     /// A ChangePin on the verified `card`. Either PIN being the current one approves it: the old
     /// one makes the change, the new one means the change is already made (the retry of a change
     /// whose reply was lost), and the result, the new PIN in force, is the same. Any other pair

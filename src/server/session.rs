@@ -167,20 +167,32 @@ impl<D: FrontDoor> Session<D> {
     }
 
     /// Writes the reply to an admitted request, which thereby leaves the in-flight count.
-    fn reply(&mut self, request: Request, answer: Answer, ctx: &mut Context<Self>) {
+    fn reply(
+        &mut self,
+        request: Request,
+        context: D::Context,
+        answer: Answer,
+        ctx: &mut Context<Self>,
+    ) {
         debug_assert!(
             self.in_flight > 0,
             "a reply to a request that was not admitted"
         );
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.write_reply(request, answer, ctx);
+        self.write_reply(request, context, answer, ctx);
     }
 
     /// Writes a reply; [`Session::reply`] for admitted requests, directly for a `busy` refusal.
-    fn write_reply(&mut self, request: Request, answer: Answer, ctx: &mut Context<Self>) {
+    fn write_reply(
+        &mut self,
+        request: Request,
+        context: D::Context,
+        answer: Answer,
+        ctx: &mut Context<Self>,
+    ) {
         let code = answer.code.name();
         crate::metrics::request(request.operation, code, request.arrived.elapsed());
-        match self.door.encode_answer(request.id, answer) {
+        match self.door.encode_answer(request.id, context, answer) {
             Ok(frame) => self.send(frame, request.reserved, ctx),
             Err(error) => {
                 self.budget.release(request.reserved);
@@ -193,6 +205,7 @@ impl<D: FrontDoor> Session<D> {
     fn close(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(%reason, "closing connection");
         match self.door.encode_goodbye(&reason) {
+            Ok(frame) if frame.is_empty() => {}
             Ok(frame) => self.send(frame, 0, ctx),
             Err(error) => tracing::error!(%error, "cannot encode a goodbye"),
         }
@@ -218,6 +231,7 @@ impl<D: FrontDoor> Session<D> {
         command: Command,
         operation: &'static str,
         reserved: usize,
+        context: D::Context,
         ctx: &mut Context<Self>,
     ) {
         let request = Request {
@@ -232,7 +246,7 @@ impl<D: FrontDoor> Session<D> {
         // writer, whatever its kind. One that arrives while the limit is reached is refused at
         // once, before any other work; the refusal itself is not counted.
         if self.in_flight >= self.bank().limits().requests_in_flight_max {
-            return self.write_reply(request, Answer::bare(Code::Busy), ctx);
+            return self.write_reply(request, context, Answer::bare(Code::Busy), ctx);
         }
         self.in_flight += 1;
         if let Some(faults) = self.bank().faults() {
@@ -244,8 +258,10 @@ impl<D: FrontDoor> Session<D> {
             }
         }
         match self.service.start(&mut self.login, id, command) {
-            Started::Now(answer) => self.reply(request, answer, ctx),
-            Started::Later { answer, effect } => self.spawn_reply(request, answer, effect, ctx),
+            Started::Now(answer) => self.reply(request, context, answer, ctx),
+            Started::Later { answer, effect } => {
+                self.spawn_reply(request, context, answer, effect, ctx)
+            }
         }
     }
 
@@ -254,6 +270,7 @@ impl<D: FrontDoor> Session<D> {
     fn spawn_reply(
         &mut self,
         request: Request,
+        context: D::Context,
         answer: Pending,
         effect: Effect,
         ctx: &mut Context<Self>,
@@ -280,7 +297,7 @@ impl<D: FrontDoor> Session<D> {
                     return;
                 }
             }
-            session.reply(request, answer, ctx);
+            session.reply(request, context, answer, ctx);
             session.close_if_drained(ctx);
         }));
     }
@@ -306,16 +323,22 @@ impl<D: FrontDoor> Actor for Session<D> {
     }
 }
 
-impl<D: FrontDoor> Handler<Incoming> for Session<D> {
+impl<D: FrontDoor> Handler<Incoming<D::Context>> for Session<D> {
     type Result = ();
 
-    fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+    fn handle(&mut self, incoming: Incoming<D::Context>, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         match incoming {
-            Incoming::Door(Inbound::Greeted(frame), reserved) => self.send(frame, reserved, ctx),
-            Incoming::Door(Inbound::Request { id, command, name }, reserved) => {
-                self.request(id, command, name, reserved, ctx)
-            }
+            Incoming::Door(Inbound::Answered(frame), reserved) => self.send(frame, reserved, ctx),
+            Incoming::Door(
+                Inbound::Request {
+                    id,
+                    command,
+                    name,
+                    context,
+                },
+                reserved,
+            ) => self.request(id, command, name, reserved, context, ctx),
             Incoming::Door(Inbound::Close(reason), reserved) => {
                 self.budget.release(reserved);
                 self.close(reason, ctx)

@@ -160,7 +160,7 @@ pub enum Iso8583Pins {
     /// Encrypted under the zone PIN key in this file (32 or 48 hexadecimal digits, owner-only).
     KeyFile(PathBuf),
     /// Encrypted under this zone PIN key (for embedders and tests).
-    Key(crate::pin_block::ZonePinKey),
+    Key(Box<crate::pin_block::ZonePinKey>),
     /// In clear (ISO 9564 format 0, not encrypted): only for tests, behind an explicit flag.
     ClearBlocks,
 }

@@ -1,12 +1,14 @@
 //! Starting and stopping: [`RunningServer`] recovers the data directory, starts the actors on a
 //! thread of its own, opens the demo accounts when asked, and only then accepts connections.
 
+use super::door::iso8583::{Iso8583Door, PinBlocks};
 use super::error::ServerError;
-use super::settings::{journal_config, ServerConfig};
+use super::settings::{journal_config, Iso8583Pins, Iso8583Settings, ServerConfig};
 use super::tls::Tls;
 use super::{demo, gateway, pins, Bank};
 use crate::journal::JournalConfig;
 use crate::pin::PinKey;
+use crate::pin_block::ZonePinKey;
 use crate::storage::Storage;
 use actix::prelude::*;
 use std::net::SocketAddr;
@@ -41,8 +43,16 @@ fn raise_open_file_limit(connections_max: usize) {
     }
 }
 
-/// The bound listener and the TLS every connection it accepts goes through, if any.
-type Listener = (std::net::TcpListener, Option<Arc<Tls>>);
+/// The bound listeners (the ATM protocol's, and the ISO 8583 door's when configured) and the TLS
+/// every connection they accept goes through, if any.
+struct Listener {
+    /// The ATM protocol's listener.
+    atm: std::net::TcpListener,
+    /// The ISO 8583 listener, with its door.
+    iso8583: Option<(std::net::TcpListener, Iso8583Door)>,
+    /// TLS on both.
+    tls: Option<Arc<Tls>>,
+}
 
 /// What the server thread reports once it is serving (or why it is not).
 type Started = Result<(Arc<Bank>, System), String>;
@@ -51,6 +61,8 @@ type Started = Result<(Arc<Bank>, System), String>;
 pub struct RunningServer {
     /// The address it listens on (the real port when 0 was asked for).
     pub local_addr: SocketAddr,
+    /// The ISO 8583 listener's address, when there is one.
+    iso8583_addr: Option<SocketAddr>,
     /// The shared context.
     bank: Arc<Bank>,
     /// The actix system the actors run in.
@@ -113,20 +125,36 @@ impl RunningServer {
                 return Err(error);
             }
         };
+        let iso8583 = match config.iso8583.as_ref().map(iso8583_door).transpose() {
+            Ok(iso8583) => iso8583,
+            Err(error) => {
+                journal.close();
+                return Err(error);
+            }
+        };
+        let iso8583_addr = iso8583.as_ref().map(|(_, address, _)| *address);
+        let listener = Listener {
+            atm: listener,
+            iso8583: iso8583.map(|(listener, _, door)| (listener, door)),
+            tls: tls.clone(),
+        };
         let shutdown_timeout = config.shutdown_timeout;
         let (started, on_started) = mpsc::channel();
-        let served_tls = tls.clone();
         let thread = std::thread::Builder::new()
             .name("bank-server".into())
-            .spawn(move || serve(config, journal, pin_key, (listener, served_tls), started))
+            .spawn(move || serve(config, journal, pin_key, listener, started))
             .map_err(|error| ServerError::Start(error.to_string()))?;
         let (bank, system) = on_started
             .recv()
             .map_err(|_| ServerError::Start("the server thread died".into()))?
             .map_err(ServerError::Start)?;
         tracing::info!(address = %local_addr, tls = tls.is_some(), "bank server listening");
+        if let Some(address) = iso8583_addr {
+            tracing::info!(%address, tls = tls.is_some(), "iso8583 listener");
+        }
         Ok(RunningServer {
             local_addr,
+            iso8583_addr,
             bank,
             system,
             thread: Some(thread),
@@ -150,6 +178,12 @@ impl RunningServer {
     /// TLS on the listener, when configured (for tests and audits).
     pub fn tls(&self) -> Option<&Arc<Tls>> {
         self.tls.as_ref()
+    }
+
+    /// The address the ISO 8583 door listens on (the real port when 0 was asked for), when the
+    /// configuration has one.
+    pub fn iso8583_addr(&self) -> Option<SocketAddr> {
+        self.iso8583_addr
     }
 
     /// The shared context (for tests and audits).
@@ -210,6 +244,33 @@ fn load_tls(config: &ServerConfig) -> Result<Option<Arc<Tls>>, ServerError> {
     }
 }
 
+/// Binds the ISO 8583 listener and makes its door, reading the zone PIN key from its file.
+fn iso8583_door(
+    settings: &Iso8583Settings,
+) -> Result<(std::net::TcpListener, SocketAddr, Iso8583Door), ServerError> {
+    let pins = match &settings.pins {
+        Iso8583Pins::KeyFile(path) => {
+            PinBlocks::Encrypted(Box::new(ZonePinKey::from_file(path).map_err(|error| {
+                ServerError::Start(format!("--iso8583-pin-key-file: {error}"))
+            })?))
+        }
+        Iso8583Pins::Key(key) => PinBlocks::Encrypted(key.clone()),
+        Iso8583Pins::ClearBlocks => {
+            tracing::warn!(
+                target: "security",
+                "ISO 8583 PIN blocks are read in clear (--iso8583-clear-pin-blocks): for tests only"
+            );
+            PinBlocks::Clear
+        }
+    };
+    let (listener, address) = bind(settings.listen)?;
+    Ok((
+        listener,
+        address,
+        Iso8583Door::new(pins, &settings.currency),
+    ))
+}
+
 /// Binds the listener (non-blocking, for tokio) and reads the address it got.
 fn bind(listen: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ServerError> {
     let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Listen {
@@ -247,7 +308,7 @@ async fn start_bank(
     config: ServerConfig,
     journal: Storage,
     pin_key: PinKey,
-    (listener, tls): Listener,
+    listener: Listener,
 ) -> Result<Arc<Bank>, String> {
     let arbiter_count = if config.arbiters == 0 {
         std::thread::available_parallelism().map_or(2, |cores| cores.get())
@@ -271,11 +332,9 @@ async fn start_bank(
     }
     bank.arm_faults(config.faults);
     bank.resume_background();
-    match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => {
-            let door: Arc<dyn gateway::Entrance> =
-                Arc::new(super::door::bincode::BincodeDoor::new(&bank));
-            gateway::Gateway::start_secured(bank.clone(), vec![(listener, door)], tls);
+    match doors(&bank, listener.atm, listener.iso8583) {
+        Ok(doors) => {
+            gateway::Gateway::start_secured(bank.clone(), doors, listener.tls);
             Ok(bank)
         }
         Err(error) => {
@@ -283,6 +342,20 @@ async fn start_bank(
             Err(error.to_string())
         }
     }
+}
+
+/// The listeners on the runtime, each with its door.
+fn doors(
+    bank: &Bank,
+    atm: std::net::TcpListener,
+    iso8583: Option<(std::net::TcpListener, Iso8583Door)>,
+) -> std::io::Result<Vec<(tokio::net::TcpListener, Arc<dyn gateway::Entrance>)>> {
+    let door: Arc<dyn gateway::Entrance> = Arc::new(super::door::bincode::BincodeDoor::new(bank));
+    let mut doors = vec![(tokio::net::TcpListener::from_std(atm)?, door)];
+    if let Some((listener, door)) = iso8583 {
+        doors.push((tokio::net::TcpListener::from_std(listener)?, Arc::new(door)));
+    }
+    Ok(doors)
 }
 
 /// Gives up a start that failed after the bank was made: stops its arbiters and lets go of the

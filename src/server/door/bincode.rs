@@ -53,7 +53,7 @@ impl BincodeDoor {
         }
     }
 
-    fn hello(&self, state: &mut Handshake, protocol_version: u32) -> Inbound {
+    fn hello(&self, state: &mut Handshake, protocol_version: u32) -> Inbound<()> {
         if state.greeted {
             return Inbound::Close("a second Hello on one connection".into());
         }
@@ -63,13 +63,14 @@ impl BincodeDoor {
             ));
         }
         state.greeted = true;
-        Inbound::Greeted(self.welcome.clone())
+        Inbound::Answered(self.welcome.clone())
     }
 }
 
 impl FrontDoor for BincodeDoor {
     type Frames = FrameReader;
     type State = Handshake;
+    type Context = ();
 
     fn frames(&self) -> FrameReader {
         FrameReader::new(self.frame_bytes_max)
@@ -79,7 +80,7 @@ impl FrontDoor for BincodeDoor {
         self.frame_bytes_max
     }
 
-    fn decode(&self, state: &mut Handshake, body: BytesMut) -> Inbound {
+    fn decode(&self, state: &mut Handshake, body: BytesMut) -> Inbound<()> {
         match codec::decode_wire::<ClientMessage>(&body) {
             Err(error) => Inbound::Close(format!("bad frame: {error}")),
             Ok(ClientMessage::Hello(hello)) => self.hello(state, hello.protocol_version),
@@ -90,11 +91,12 @@ impl FrontDoor for BincodeDoor {
                 id: request.id,
                 name: request.operation.name(),
                 command: command(request.operation),
+                context: (),
             },
         }
     }
 
-    fn encode_answer(&self, id: RequestId, answer: Answer) -> Result<Bytes, CodecError> {
+    fn encode_answer(&self, id: RequestId, (): (), answer: Answer) -> Result<Bytes, CodecError> {
         let body = match answer.body {
             AnswerBody::None => Body::Empty,
             AnswerBody::Balance(balance) => Body::Balance(balance),
@@ -221,7 +223,7 @@ mod tests {
         BytesMut::from(&codec::encode_wire(message).unwrap()[..])
     }
 
-    fn closed(inbound: Inbound) -> String {
+    fn closed(inbound: Inbound<()>) -> String {
         match inbound {
             Inbound::Close(reason) => reason,
             _ => panic!("the connection should close"),
@@ -257,7 +259,7 @@ mod tests {
         );
         assert!(matches!(
             door.decode(&mut state, hello(PROTOCOL_VERSION)),
-            Inbound::Greeted(_)
+            Inbound::Answered(_)
         ));
         assert!(matches!(
             door.decode(&mut state, request),
@@ -265,6 +267,7 @@ mod tests {
                 id: ID,
                 command: Command::Balance,
                 name: "balance",
+                context: (),
             }
         ));
         assert_eq!(
@@ -288,7 +291,7 @@ mod tests {
             body: Body::Balance(9_700),
         });
         assert_eq!(
-            door().encode_answer(ID, answer).unwrap(),
+            door().encode_answer(ID, (), answer).unwrap(),
             codec::encode_frame(&reply).unwrap()
         );
     }

@@ -12,6 +12,7 @@
 //! the order they arrived. A PIN check (`Verify`, `ChangePin`) reaches the account only after the
 //! PIN is checked, so its login effect is applied only if no later `Verify` or `Logout` arrived.
 
+mod acquirer;
 mod balance;
 mod change;
 mod change_pin;
@@ -37,6 +38,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub use acquirer::acquirer_checks;
 pub use open::HOLDER_BYTES_MAX;
 
 /// What a request asks for, in the bank's terms: the parameters each operation's rules need and
@@ -135,6 +137,20 @@ pub enum Command {
         /// How many at most.
         count: u32,
     },
+    /// A request an acquirer makes for the card its message names (the ISO 8583 door): no card is
+    /// verified on such a connection. A request that moves money out of the account or reads it
+    /// carries the card's PIN, which is checked first; an advice (completing or voiding a hold,
+    /// a reversal) carries none, on the acquirer's authority.
+    ForCard {
+        /// The card the message names.
+        card: Card,
+        /// The PIN the message carries (read from its PIN block); none for an advice.
+        pin: Option<String>,
+        /// The terminal the message comes from, which failed PIN checks count against.
+        terminal: Arc<str>,
+        /// The operation, one of those an acquirer may ask for ([`acquirer::allowed`]).
+        then: Box<Command>,
+    },
     /// The operator's account management: unlock, freeze, unfreeze, close, read, set or clear
     /// limits.
     Manage {
@@ -202,6 +218,7 @@ impl Command {
             Command::Reverse { .. } => Kind::Reverse,
             Command::Statement { .. } => Kind::Statement,
             Command::Manage { action, .. } => action.kind(),
+            Command::ForCard { then, .. } => then.kind(),
         }
     }
 }
@@ -437,6 +454,22 @@ impl Service {
     /// session applies before calling this. Called in the session's turn: a change is handed to
     /// its account before this returns.
     pub fn start(&self, login: &mut Login, id: RequestId, command: Command) -> Started {
+        if let Command::ForCard {
+            card,
+            pin,
+            terminal,
+            then,
+        } = command
+        {
+            let request = acquirer::Request {
+                id,
+                card,
+                pin,
+                terminal,
+                then: *then,
+            };
+            return acquirer::start(&self.bank, login, request).unwrap_or_else(Started::Now);
+        }
         // Check::VerifiedCard, the first check after the in-flight limit for every kind that
         // acts on the verified card.
         let card = match (command.kind().needs_card(), login.card) {
@@ -476,9 +509,6 @@ impl Service {
                 open::start(bank, login, id, &operator_token, opening)
             }
             Command::Verify { card, pin } => Ok(verify::start(bank, login, id, card, pin)),
-            Command::Balance => balance::start(bank, verified()),
-            Command::Withdraw { amount } => Ok(change::withdraw(bank, verified(), id, amount)),
-            Command::Deposit { amount } => Ok(change::deposit(bank, verified(), id, amount)),
             Command::Logout => Ok(logout::start(login)),
             Command::Lowercase { text } => utility::lowercase(bank, &text),
             Command::IsPrime { number } => Ok(utility::is_prime(number)),
@@ -486,23 +516,42 @@ impl Service {
             Command::ChangePin { old_pin, new_pin } => {
                 change_pin::start(bank, login, verified(), id, old_pin, new_pin)
             }
-            Command::Transfer { to, amount } => transfer::start(bank, verified(), id, to, amount),
-            Command::PlaceHold { amount } => Ok(holds::place(bank, verified(), id, amount)),
-            Command::CompleteHold { hold_id, amount } => {
-                Ok(holds::complete(bank, verified(), id, hold_id, amount))
-            }
-            Command::VoidHold { hold_id } => Ok(holds::void(bank, verified(), id, hold_id)),
-            Command::Reverse {
-                original,
-                dispensed,
-            } => reverse::start(bank, verified(), id, original, dispensed),
-            Command::Statement { count } => statement::start(bank, verified(), count),
             Command::Manage {
                 operator_token,
                 card,
                 action,
             } => manage::start(bank, login, id, &operator_token, card, action),
+            Command::ForCard { .. } => Err(Answer::bare(Code::InvalidRequest)),
+            on_card => on_account(bank, verified(), id, on_card),
         }
+    }
+}
+
+/// Hands a request that acts on `card`'s account alone (no login, no secret) to its operation's
+/// module: the card verified on the connection, or the card an acquirer's message names.
+fn on_account(
+    bank: &Arc<Bank>,
+    card: Card,
+    id: RequestId,
+    command: Command,
+) -> Result<Started, Answer> {
+    match command {
+        Command::Balance => balance::start(bank, card),
+        Command::Withdraw { amount } => Ok(change::withdraw(bank, card, id, amount)),
+        Command::Deposit { amount } => Ok(change::deposit(bank, card, id, amount)),
+        Command::Transfer { to, amount } => transfer::start(bank, card, id, to, amount),
+        Command::PlaceHold { amount } => Ok(holds::place(bank, card, id, amount)),
+        Command::CompleteHold { hold_id, amount } => {
+            Ok(holds::complete(bank, card, id, hold_id, amount))
+        }
+        Command::VoidHold { hold_id } => Ok(holds::void(bank, card, id, hold_id)),
+        Command::Reverse {
+            original,
+            dispensed,
+        } => reverse::start(bank, card, id, original, dispensed),
+        Command::Statement { count } => statement::start(bank, card, count),
+        // Every other kind needs a login or a secret of its own; the callers never pass one.
+        _ => Err(Answer::bare(Code::InvalidRequest)),
     }
 }
 

@@ -1,0 +1,768 @@
+//! The ISO 8583 door (docs/ISO8583.md): what ATM networks speak, mapped onto the same service.
+//!
+//! Frames are a 2-byte big-endian length and an ISO 8583:1987 ASCII message ([`crate::iso8583`]).
+//! A link signs on (`0800`, field 70 `001`) before its financial messages are answered, for the
+//! whole connection or for the terminal field 41 names. Each financial message names its card and
+//! carries its PIN block; its duplicate key (acquirer, terminal, STAN, transmission time) becomes
+//! the request id ([`request_id`]), so a repeat meets the memory of completed requests and gets
+//! its original's reply byte for byte: a reply is made only from the fields it echoes and the
+//! outcome the memory keeps. A reversal names its original by field 90, which maps to the
+//! original's request id the same way.
+//!
+//! What a message is refused for before it reaches the service (a missing field, a link not
+//! signed on, a transaction the bank does not offer) is answered here, at once, and changes
+//! nothing. A message that cannot be decoded, or that is not a request, ends the connection.
+
+use super::{FrontDoor, Inbound};
+use crate::codec::{CodecError, FrameReader};
+use crate::iso8583::{
+    self, field, mti, network, Message, OriginalData, Transaction, AUTHORISATION_ID_MAX,
+};
+use crate::model::{Amount, Card, Code, RequestId};
+use crate::pin_block::{self, ZonePinKey};
+use crate::server::service::{Answer, AnswerBody, Command};
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The largest message body the door accepts, in bytes: an ATM's messages take a few hundred.
+pub const ISO8583_MESSAGE_BYTES_MAX: usize = 4096;
+
+/// Terminals one connection may sign on one by one (field 41 in the `0800`); a sign-on beyond
+/// it is refused with `96`, so a connection's state stays bounded.
+pub const SIGNED_ON_TERMINALS_MAX: usize = 4096;
+
+/// Movements in a mini statement (processing code 38).
+pub const MINI_STATEMENT_MOVEMENTS: u32 = 10;
+
+/// The response code of a financial message on a link (or terminal) that has not signed on:
+/// "transaction not permitted to terminal".
+pub const NOT_SIGNED_ON: &str = "58";
+
+/// The response code of a message missing a field it needs, or with one ill-formed.
+pub const FORMAT_ERROR: &str = "30";
+
+/// The response code of a transaction the bank does not offer (a processing code, a network
+/// management code, a message type).
+pub const INVALID_TRANSACTION: &str = "12";
+
+/// The response code of a request in another currency than the bank's.
+pub const WRONG_CURRENCY: &str = "13";
+
+/// The response code of the door's own failure (more terminals than a connection may sign on, a
+/// reply that cannot be encoded).
+pub const SYSTEM_MALFUNCTION: &str = "96";
+
+/// The response code of an unknown card (or a PAN the bank cannot hold as a card number).
+const UNKNOWN_CARD: &str = "14";
+
+/// The fields a reply copies from its request, when the request has them.
+pub const ECHOED_FIELDS: [u8; 16] = [
+    field::PAN,
+    field::PROCESSING_CODE,
+    field::AMOUNT,
+    field::TRANSMITTED,
+    field::STAN,
+    field::LOCAL_TIME,
+    field::LOCAL_DATE,
+    field::ACQUIRER,
+    field::FORWARDING,
+    field::RETRIEVAL_REFERENCE,
+    field::TERMINAL,
+    field::CURRENCY,
+    field::NETWORK_CODE,
+    field::ORIGINAL_DATA,
+    field::REPLACEMENT_AMOUNTS,
+    field::TO_ACCOUNT,
+];
+
+/// Digits the acquirer id is zero-padded to in the duplicate key (as field 90 carries it).
+const ACQUIRER_DIGITS: usize = 11;
+
+/// How the door reads field 52.
+#[derive(Clone, Debug)]
+pub enum PinBlocks {
+    /// Encrypted under this zone PIN key.
+    Encrypted(Box<ZonePinKey>),
+    /// In clear: a test mode, only behind an explicit flag.
+    Clear,
+}
+
+/// The ISO 8583 door.
+pub struct Iso8583Door {
+    /// How PIN blocks are read.
+    pins: PinBlocks,
+    /// The bank's currency, three digits.
+    currency: String,
+}
+
+/// What one connection remembers: who signed on.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// The whole connection signed on (an `0800` without field 41).
+    signed_on: bool,
+    /// Terminals that signed on one by one (an `0800` with field 41), at most
+    /// [`SIGNED_ON_TERMINALS_MAX`].
+    terminals: HashSet<String>,
+}
+
+impl Link {
+    /// True when a message from `terminal` (its field 41) may be answered.
+    fn admits(&self, terminal: Option<&str>) -> bool {
+        self.signed_on || terminal.is_some_and(|terminal| self.terminals.contains(terminal))
+    }
+}
+
+/// What a reply needs of its request: the reply message with the echoed fields, and what kind
+/// of answer fills it.
+pub struct Reply {
+    /// The reply so far: its type and the request's echoed fields.
+    message: Message,
+    /// True for an authorisation (`0110`), whose field 38 is the hold's id.
+    hold: bool,
+}
+
+impl Iso8583Door {
+    /// The door reading PIN blocks as `pins`, for a bank in `currency` (three digits).
+    pub fn new(pins: PinBlocks, currency: &str) -> Iso8583Door {
+        Iso8583Door {
+            pins,
+            currency: currency.to_string(),
+        }
+    }
+
+    /// Answers a network management message.
+    fn network(&self, link: &mut Link, request: &Message, reply: Message) -> Inbound<Reply> {
+        let terminal = request.get(field::TERMINAL);
+        let code = match request.get(field::NETWORK_CODE) {
+            None => FORMAT_ERROR,
+            Some(network::SIGN_ON) => match terminal {
+                None => {
+                    link.signed_on = true;
+                    "00"
+                }
+                Some(terminal) if link.terminals.contains(terminal) => "00",
+                Some(_) if link.terminals.len() >= SIGNED_ON_TERMINALS_MAX => SYSTEM_MALFUNCTION,
+                Some(terminal) => {
+                    link.terminals.insert(terminal.to_string());
+                    "00"
+                }
+            },
+            Some(network::SIGN_OFF) if !link.admits(terminal) => NOT_SIGNED_ON,
+            Some(network::SIGN_OFF) => {
+                match terminal {
+                    // The link signs off, and every terminal with it.
+                    None => *link = Link::default(),
+                    Some(terminal) => {
+                        link.terminals.remove(terminal);
+                    }
+                }
+                "00"
+            }
+            Some(network::ECHO) if link.admits(terminal) => "00",
+            Some(network::ECHO) => NOT_SIGNED_ON,
+            Some(_) => INVALID_TRANSACTION,
+        };
+        answered(reply, code)
+    }
+
+    /// Turns a financial message, an authorisation, a completion or a reversal into a request
+    /// for the service, or the response code that refuses it.
+    fn request(&self, request: &Message) -> Result<(RequestId, Command), &'static str> {
+        const ANSWERED: [&str; 8] = [
+            mti::FINANCIAL,
+            mti::FINANCIAL_REPEAT,
+            mti::AUTHORISATION,
+            mti::AUTHORISATION_REPEAT,
+            mti::COMPLETION,
+            mti::COMPLETION_REPEAT,
+            mti::REVERSAL,
+            mti::REVERSAL_REPEAT,
+        ];
+        if !ANSWERED.contains(&request.mti.as_str()) {
+            return Err(INVALID_TRANSACTION);
+        }
+        let pan = request
+            .get(field::PAN)
+            .filter(|pan| is_digits(pan, 2..=19))
+            .ok_or(FORMAT_ERROR)?;
+        let card = card_number(pan).ok_or(UNKNOWN_CARD)?;
+        let key = DuplicateKey::of(request)?;
+        if request
+            .get(field::CURRENCY)
+            .is_some_and(|currency| currency != self.currency)
+        {
+            return Err(WRONG_CURRENCY);
+        }
+        let (then, with_pin) = match request.mti.as_str() {
+            mti::FINANCIAL | mti::FINANCIAL_REPEAT => (financial(request)?, true),
+            mti::AUTHORISATION | mti::AUTHORISATION_REPEAT => (
+                Command::PlaceHold {
+                    amount: amount(request)?,
+                },
+                true,
+            ),
+            mti::COMPLETION | mti::COMPLETION_REPEAT => (completion(request)?, false),
+            mti::REVERSAL | mti::REVERSAL_REPEAT => (reversal(request, &key)?, false),
+            _ => return Err(INVALID_TRANSACTION),
+        };
+        let pin = if with_pin {
+            let block = request.get(field::PIN_BLOCK).ok_or(FORMAT_ERROR)?;
+            // A block that does not hold a PIN (the wrong key, the wrong card, noise) is checked
+            // and counted as a wrong PIN: a malformed block is no cheaper to try than a PIN.
+            Some(self.pin(block, pan).unwrap_or_default())
+        } else {
+            None
+        };
+        Ok((
+            key.request_id(),
+            Command::ForCard {
+                card,
+                pin,
+                terminal: Arc::from(format!("{}:{}", key.acquirer, key.terminal)),
+                then: Box::new(then),
+            },
+        ))
+    }
+
+    /// The PIN in field 52, as the door reads PIN blocks.
+    fn pin(&self, block: &str, pan: &str) -> Result<String, pin_block::PinBlockError> {
+        match &self.pins {
+            PinBlocks::Encrypted(key) => pin_block::pin_from_field_52(key, block, pan),
+            PinBlocks::Clear => pin_block::pin_from_clear_field_52(block, pan),
+        }
+    }
+}
+
+impl FrontDoor for Iso8583Door {
+    type Frames = FrameReader;
+    type State = Link;
+    type Context = Reply;
+
+    fn frames(&self) -> FrameReader {
+        FrameReader::short(ISO8583_MESSAGE_BYTES_MAX)
+    }
+
+    fn frame_bytes_max(&self) -> usize {
+        ISO8583_MESSAGE_BYTES_MAX
+    }
+
+    fn reply_bytes_max(&self) -> usize {
+        // A reply echoes its request's fields and adds a few: it may be as large as a message.
+        ISO8583_MESSAGE_BYTES_MAX + 2
+    }
+
+    fn is_signed_on(&self, link: &Link) -> bool {
+        link.signed_on || !link.terminals.is_empty()
+    }
+
+    fn decode(&self, link: &mut Link, body: BytesMut) -> Inbound<Reply> {
+        if body.is_empty() {
+            // A keep-alive, answered in kind.
+            return Inbound::Answered(Bytes::from_static(&[0, 0]));
+        }
+        let request = match iso8583::decode(&body) {
+            Ok(request) => request,
+            Err(error) => return Inbound::Close(format!("bad ISO 8583 message: {error}")),
+        };
+        let Some(response_mti) = iso8583::response_mti(&request.mti) else {
+            return Inbound::Close(format!(
+                "message type {} is not a request the bank answers",
+                request.mti
+            ));
+        };
+        let mut reply = Message::new(&response_mti);
+        for number in ECHOED_FIELDS {
+            if let Some(data) = request.get(number) {
+                reply.set(number, data);
+            }
+        }
+        if request.mti == mti::NETWORK {
+            return self.network(link, &request, reply);
+        }
+        if !link.admits(request.get(field::TERMINAL)) {
+            return answered(reply, NOT_SIGNED_ON);
+        }
+        match self.request(&request) {
+            Ok((id, command)) => Inbound::Request {
+                id,
+                name: command.kind().name(),
+                command,
+                context: Reply {
+                    hold: response_mti == mti::AUTHORISATION_RESPONSE,
+                    message: reply,
+                },
+            },
+            Err(code) => answered(reply, code),
+        }
+    }
+
+    fn encode_answer(
+        &self,
+        id: RequestId,
+        reply: Reply,
+        answer: Answer,
+    ) -> Result<Bytes, CodecError> {
+        let mut message = reply.message;
+        let mut code = iso8583::response_code(answer.code);
+        let balances = match &answer.body {
+            AnswerBody::Balances { ledger, available }
+            | AnswerBody::Hold {
+                ledger, available, ..
+            } => Some((*ledger, *available)),
+            AnswerBody::Balance(ledger) => Some((*ledger, *ledger)),
+            _ => None,
+        };
+        if let Some((ledger, available)) = balances {
+            if let Some(amounts) = iso8583::additional_amounts(&self.currency, ledger, available) {
+                message.set(field::ADDITIONAL_AMOUNTS, amounts);
+            }
+        }
+        if let AnswerBody::Statement(movements) = &answer.body {
+            message.set(field::ADDITIONAL_DATA, iso8583::mini_statement(movements));
+        }
+        if answer.code == Code::Approved {
+            let authorisation = match (&answer.body, reply.hold) {
+                (AnswerBody::Hold { hold_id, .. }, true) => *hold_id,
+                _ => authorisation_seed(id),
+            };
+            if authorisation > AUTHORISATION_ID_MAX {
+                // Unreachable in practice (over two billion holds on one account), but a
+                // completion naming a wrapped id would post another hold.
+                tracing::error!(
+                    hold = authorisation,
+                    "a hold id does not fit an authorisation id"
+                );
+                code = SYSTEM_MALFUNCTION;
+            } else {
+                message.set(
+                    field::AUTHORISATION_ID,
+                    iso8583::authorisation_id(authorisation),
+                );
+            }
+        }
+        message.set(field::RESPONSE_CODE, code);
+        frame(&message)
+    }
+
+    fn encode_goodbye(&self, _reason: &str) -> Result<Bytes, CodecError> {
+        // ISO 8583 has no goodbye: the connection simply closes.
+        Ok(Bytes::new())
+    }
+}
+
+/// A reply the door gives itself, with response code `code`.
+fn answered(mut reply: Message, code: &str) -> Inbound<Reply> {
+    reply.set(field::RESPONSE_CODE, code);
+    match frame(&reply) {
+        Ok(frame) => Inbound::Answered(frame),
+        Err(error) => Inbound::Close(format!("cannot encode a reply: {error}")),
+    }
+}
+
+/// `message` encoded, behind its 2-byte big-endian length.
+fn frame(message: &Message) -> Result<Bytes, CodecError> {
+    let body = iso8583::encode(message).map_err(|error| CodecError::Encode(error.to_string()))?;
+    let length = u16::try_from(body.len()).map_err(|_| CodecError::FrameTooLarge {
+        declared_bytes: body.len(),
+        limit_bytes: usize::from(u16::MAX),
+    })?;
+    let mut frame = BytesMut::with_capacity(2 + body.len());
+    frame.put_u16(length);
+    frame.put_slice(&body);
+    Ok(frame.freeze())
+}
+
+/// True when `text` is decimal digits, as many as `digits` allows.
+fn is_digits(text: &str, digits: std::ops::RangeInclusive<usize>) -> bool {
+    digits.contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_digit())
+}
+
+/// The card a PAN names: the bank's card numbers have no leading zero and fit 64 bits.
+fn card_number(pan: &str) -> Option<Card> {
+    if pan.starts_with('0') {
+        return None;
+    }
+    pan.parse().ok()
+}
+
+/// Field 4, the amount in minor units.
+fn amount(request: &Message) -> Result<Amount, &'static str> {
+    request
+        .get(field::AMOUNT)
+        .filter(|amount| is_digits(amount, 12..=12))
+        .and_then(|amount| amount.parse().ok())
+        .ok_or(FORMAT_ERROR)
+}
+
+/// The operation of a financial request (`0200`), by its processing code.
+fn financial(request: &Message) -> Result<Command, &'static str> {
+    let code = request
+        .get(field::PROCESSING_CODE)
+        .filter(|code| is_digits(code, 6..=6))
+        .ok_or(FORMAT_ERROR)?;
+    let transaction = Transaction::of(code).ok_or(INVALID_TRANSACTION)?;
+    Ok(match transaction {
+        Transaction::Withdrawal => Command::Withdraw {
+            amount: amount(request)?,
+        },
+        Transaction::Deposit => Command::Deposit {
+            amount: amount(request)?,
+        },
+        Transaction::BalanceInquiry => Command::Balance,
+        Transaction::MiniStatement => Command::Statement {
+            count: MINI_STATEMENT_MOVEMENTS,
+        },
+        Transaction::Transfer => {
+            let to = request
+                .get(field::TO_ACCOUNT)
+                .filter(|to| is_digits(to, 2..=19))
+                .ok_or(FORMAT_ERROR)?;
+            Command::Transfer {
+                to: card_number(to).ok_or(UNKNOWN_CARD)?,
+                amount: amount(request)?,
+            }
+        }
+    })
+}
+
+/// The operation of a completion advice (`0220`): post the hold field 38 names for field 4, or
+/// void it when field 4 is zero.
+fn completion(request: &Message) -> Result<Command, &'static str> {
+    let hold_id = request
+        .get(field::AUTHORISATION_ID)
+        .and_then(iso8583::parse_authorisation_id)
+        .ok_or(FORMAT_ERROR)?;
+    Ok(match amount(request)? {
+        0 => Command::VoidHold { hold_id },
+        amount => Command::CompleteHold {
+            hold_id,
+            amount: Some(amount),
+        },
+    })
+}
+
+/// The operation of a reversal advice (`0420`): give back the original field 90 names, less
+/// what field 95 says was dispensed.
+fn reversal(request: &Message, key: &DuplicateKey) -> Result<Command, &'static str> {
+    let original = request
+        .get(field::ORIGINAL_DATA)
+        .and_then(OriginalData::parse)
+        .ok_or(FORMAT_ERROR)?;
+    let original = DuplicateKey::new(
+        &original.acquirer,
+        &key.terminal,
+        &original.stan,
+        &original.transmitted,
+    )?;
+    let dispensed = match request.get(field::REPLACEMENT_AMOUNTS) {
+        None => None,
+        Some(replacement) => Some(iso8583::dispensed_amount(replacement).ok_or(FORMAT_ERROR)?),
+    };
+    Ok(Command::Reverse {
+        original: original.request_id(),
+        dispensed,
+    })
+}
+
+/// What tells one message of an acquirer from another: its institution (field 32), terminal
+/// (field 41), trace number (field 11) and transmission time (field 7). A repeat carries the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// The acquirer, zero-padded to 11 digits (as field 90 carries it).
+    pub acquirer: String,
+    /// The terminal, as field 41 has it.
+    pub terminal: String,
+    /// The trace number, 6 digits.
+    pub stan: u32,
+    /// The transmission time, MMDDhhmmss.
+    pub transmitted: String,
+}
+
+impl DuplicateKey {
+    /// The key of `request`; the response code refusing it when a part is missing or
+    /// ill-formed.
+    pub fn of(request: &Message) -> Result<DuplicateKey, &'static str> {
+        let part = |number| request.get(number).ok_or(FORMAT_ERROR);
+        DuplicateKey::new(
+            part(field::ACQUIRER)?,
+            part(field::TERMINAL)?,
+            part(field::STAN)?,
+            part(field::TRANSMITTED)?,
+        )
+    }
+
+    /// The key of these parts, checked: the acquirer 1 to 11 digits, the STAN 6 digits, the
+    /// transmission time a valid MMDDhhmmss.
+    pub fn new(
+        acquirer: &str,
+        terminal: &str,
+        stan: &str,
+        transmitted: &str,
+    ) -> Result<DuplicateKey, &'static str> {
+        if !is_digits(acquirer, 1..=ACQUIRER_DIGITS)
+            || !is_digits(stan, 6..=6)
+            || !is_transmission_time(transmitted)
+            || terminal.is_empty()
+        {
+            return Err(FORMAT_ERROR);
+        }
+        Ok(DuplicateKey {
+            acquirer: format!("{acquirer:0>ACQUIRER_DIGITS$}"),
+            terminal: terminal.to_string(),
+            stan: stan.parse().map_err(|_| FORMAT_ERROR)?,
+            transmitted: transmitted.to_string(),
+        })
+    }
+
+    /// The request id the key stands for ([`request_id`]).
+    pub fn request_id(&self) -> RequestId {
+        request_id(self)
+    }
+}
+
+/// The request id of a duplicate key: the client is the first 8 bytes (big-endian) of the
+/// SHA-256 of `iso8583`, the acquirer, a 0 byte, the terminal, a 0 byte and the transmission
+/// date (MMDD) — one client per terminal and day, since a STAN wraps daily — and the sequence is
+/// the STAN, which grows by one per message, so the memory's window of recent requests holds a
+/// terminal's latest messages.
+pub fn request_id(key: &DuplicateKey) -> RequestId {
+    let mut hash = Sha256::new();
+    hash.update(b"iso8583");
+    hash.update(key.acquirer.as_bytes());
+    hash.update([0]);
+    hash.update(key.terminal.as_bytes());
+    hash.update([0]);
+    hash.update(&key.transmitted.as_bytes()[..4]);
+    let digest = hash.finalize();
+    let mut client = [0u8; 8];
+    client.copy_from_slice(&digest[..8]);
+    RequestId {
+        client: u64::from_be_bytes(client),
+        sequence: u64::from(key.stan),
+    }
+}
+
+/// True for a valid MMDDhhmmss.
+fn is_transmission_time(text: &str) -> bool {
+    if !is_digits(text, 10..=10) {
+        return false;
+    }
+    let part = |from: usize| text[from..from + 2].parse::<u32>().unwrap_or(99);
+    (1..=12).contains(&part(0)) && (1..=31).contains(&part(2)) && part(4) < 24 && part(6) < 60
+        // 60: a leap second.
+        && part(8) <= 60
+}
+
+/// The number an approval's authorisation id is made of, from its request id alone, so that a
+/// repeat's reply carries the same one.
+fn authorisation_seed(id: RequestId) -> u64 {
+    (id.client ^ id.sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % (AUTHORISATION_ID_MAX + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn door() -> Iso8583Door {
+        Iso8583Door::new(PinBlocks::Clear, "978")
+    }
+
+    fn withdrawal(pin: &str) -> Message {
+        let mut message = Message::new(mti::FINANCIAL);
+        message
+            .set(field::PAN, "123456789")
+            .set(field::PROCESSING_CODE, "010000")
+            .set(field::AMOUNT, "000000000300")
+            .set(field::TRANSMITTED, "1201153000")
+            .set(field::STAN, "000042")
+            .set(field::ACQUIRER, "12345")
+            .set(field::TERMINAL, "ATM00001")
+            .set(field::CURRENCY, "978")
+            .set(
+                field::PIN_BLOCK,
+                pin_block::clear_field_52_for(pin, "123456789").unwrap(),
+            );
+        message
+    }
+
+    fn body(message: &Message) -> BytesMut {
+        BytesMut::from(&iso8583::encode(message).unwrap()[..])
+    }
+
+    fn answered_code(inbound: Inbound<Reply>) -> String {
+        match inbound {
+            Inbound::Answered(frame) => {
+                let reply = iso8583::decode(&frame[2..]).unwrap();
+                reply.get(field::RESPONSE_CODE).unwrap().to_string()
+            }
+            _ => panic!("the door should answer by itself"),
+        }
+    }
+
+    fn sign_on(link: &mut Link) {
+        let mut message = Message::new(mti::NETWORK);
+        message
+            .set(field::TRANSMITTED, "1201153000")
+            .set(field::STAN, "000001")
+            .set(field::NETWORK_CODE, network::SIGN_ON);
+        assert_eq!(answered_code(door().decode(link, body(&message))), "00");
+    }
+
+    #[test]
+    fn nothing_financial_is_answered_before_the_link_signs_on() {
+        let door = door();
+        let mut link = Link::default();
+        assert_eq!(
+            answered_code(door.decode(&mut link, body(&withdrawal("1234")))),
+            NOT_SIGNED_ON
+        );
+        sign_on(&mut link);
+        assert!(door.is_signed_on(&link));
+        match door.decode(&mut link, body(&withdrawal("1234"))) {
+            Inbound::Request {
+                id,
+                command:
+                    Command::ForCard {
+                        card, pin, then, ..
+                    },
+                ..
+            } => {
+                assert_eq!(card, 123_456_789);
+                assert_eq!(pin.as_deref(), Some("1234"));
+                assert_eq!(*then, Command::Withdraw { amount: 300 });
+                assert_eq!(id.sequence, 42);
+            }
+            _ => panic!("a withdrawal for the service"),
+        }
+    }
+
+    #[test]
+    fn a_key_names_one_request_and_its_repeat_names_the_same() {
+        let first = DuplicateKey::of(&withdrawal("1234")).unwrap();
+        let mut repeat = withdrawal("1234");
+        repeat.mti = mti::FINANCIAL_REPEAT.into();
+        assert_eq!(DuplicateKey::of(&repeat).unwrap(), first);
+        // Field 90 pads the acquirer to 11 digits: the same request id.
+        let padded = DuplicateKey::new("00000012345", "ATM00001", "000042", "1201153000").unwrap();
+        assert_eq!(padded.request_id(), first.request_id());
+        let next_day = DuplicateKey::new("12345", "ATM00001", "000042", "1202153000").unwrap();
+        assert_ne!(next_day.request_id().client, first.request_id().client);
+        assert_eq!(
+            DuplicateKey::new("12345", "ATM00001", "000042", "1301153000"),
+            Err(FORMAT_ERROR)
+        );
+    }
+
+    #[test]
+    fn what_the_door_refuses_itself_it_answers_with_the_code_that_says_why() {
+        let door = door();
+        let mut link = Link::default();
+        sign_on(&mut link);
+        let code =
+            |message: Message, link: &mut Link| answered_code(door.decode(link, body(&message)));
+        let mut unknown = withdrawal("1234");
+        unknown.set(field::PROCESSING_CODE, "990000");
+        assert_eq!(code(unknown, &mut link), INVALID_TRANSACTION);
+        let mut missing = withdrawal("1234");
+        missing.fields.remove(&field::AMOUNT);
+        assert_eq!(code(missing, &mut link), FORMAT_ERROR);
+        let mut currency = withdrawal("1234");
+        currency.set(field::CURRENCY, "840");
+        assert_eq!(code(currency, &mut link), WRONG_CURRENCY);
+        let mut zero = withdrawal("1234");
+        zero.set(field::PAN, "0123456789");
+        assert_eq!(code(zero, &mut link), UNKNOWN_CARD);
+        let mut other = Message::new("0300");
+        other.set(field::STAN, "000001");
+        assert_eq!(code(other, &mut link), INVALID_TRANSACTION);
+        assert!(matches!(
+            door.decode(&mut link, BytesMut::from(&b"0210"[..])),
+            Inbound::Close(_)
+        ));
+        assert!(matches!(
+            door.decode(&mut link, BytesMut::from(&b"02x0"[..])),
+            Inbound::Close(_)
+        ));
+        match door.decode(&mut link, BytesMut::new()) {
+            Inbound::Answered(frame) => assert_eq!(&frame[..], &[0, 0]),
+            _ => panic!("a keep-alive is answered in kind"),
+        }
+    }
+
+    #[test]
+    fn terminals_sign_on_one_by_one_and_the_link_signs_off_for_all() {
+        let door = door();
+        let mut link = Link::default();
+        let mut network = Message::new(mti::NETWORK);
+        network
+            .set(field::TRANSMITTED, "1201153000")
+            .set(field::STAN, "000001")
+            .set(field::TERMINAL, "ATM00001")
+            .set(field::NETWORK_CODE, network::ECHO);
+        let code =
+            |message: &Message, link: &mut Link| answered_code(door.decode(link, body(message)));
+        assert_eq!(code(&network, &mut link), NOT_SIGNED_ON);
+        network.set(field::NETWORK_CODE, network::SIGN_ON);
+        assert_eq!(code(&network, &mut link), "00");
+        assert!(link.admits(Some("ATM00001")));
+        assert!(!link.admits(Some("ATM00002")));
+        network.set(field::NETWORK_CODE, "999");
+        assert_eq!(code(&network, &mut link), INVALID_TRANSACTION);
+        network.set(field::NETWORK_CODE, network::SIGN_OFF);
+        assert_eq!(code(&network, &mut link), "00");
+        assert!(!door.is_signed_on(&link));
+        assert_eq!(code(&network, &mut link), NOT_SIGNED_ON);
+    }
+
+    #[test]
+    fn an_answer_fills_the_reply_from_the_outcome_alone() {
+        let door = door();
+        let id = DuplicateKey::of(&withdrawal("1234")).unwrap().request_id();
+        let reply = || {
+            let mut message = Message::new(mti::FINANCIAL_RESPONSE);
+            message.set(field::STAN, "000042");
+            Reply {
+                message,
+                hold: false,
+            }
+        };
+        let approved = Answer::approved(AnswerBody::Balances {
+            ledger: 9_700,
+            available: 9_700,
+        });
+        let first = door.encode_answer(id, reply(), approved.clone()).unwrap();
+        assert_eq!(first, door.encode_answer(id, reply(), approved).unwrap());
+        let message = iso8583::decode(&first[2..]).unwrap();
+        assert_eq!(message.get(field::RESPONSE_CODE), Some("00"));
+        assert_eq!(message.get(field::AUTHORISATION_ID).map(str::len), Some(6));
+        assert_eq!(
+            message
+                .get(field::ADDITIONAL_AMOUNTS)
+                .and_then(iso8583::parse_additional_amounts),
+            Some((9_700, 9_700))
+        );
+        let declined = Answer {
+            code: Code::InsufficientFunds,
+            body: AnswerBody::Balances {
+                ledger: 100,
+                available: 100,
+            },
+        };
+        let message =
+            iso8583::decode(&door.encode_answer(id, reply(), declined).unwrap()[2..]).unwrap();
+        assert_eq!(message.get(field::RESPONSE_CODE), Some("51"));
+        assert_eq!(message.get(field::AUTHORISATION_ID), None);
+        let hold = Answer::approved(AnswerBody::Hold {
+            hold_id: 7,
+            ledger: 100,
+            available: 40,
+        });
+        let mut authorisation = reply();
+        authorisation.hold = true;
+        let message =
+            iso8583::decode(&door.encode_answer(id, authorisation, hold).unwrap()[2..]).unwrap();
+        assert_eq!(message.get(field::AUTHORISATION_ID), Some("000007"));
+    }
+}
