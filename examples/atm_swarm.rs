@@ -27,8 +27,8 @@
 //!     --operator-token T --duration 10s
 //! ```
 
-use actor_bank::faults::FaultPlan;
 use actor_bank::client::iso8583::PinBlocks;
+use actor_bank::faults::FaultPlan;
 use actor_bank::swarm::{self, FrontDoor, Mix, ProgressCallback, Stop, SwarmConfig, SwarmReport};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -239,11 +239,14 @@ fn swarm_config(arguments: &Arguments) -> Result<SwarmConfig, String> {
     }
     config.front_door = arguments.front_door;
     config.iso8583_address = arguments.iso8583_address.clone();
-    config.iso8583_pins = match (&arguments.iso8583_pin_key_file, arguments.iso8583_clear_pin_blocks) {
-        (Some(path), _) => Some(PinBlocks::Key(
+    config.iso8583_pins = match (
+        &arguments.iso8583_pin_key_file,
+        arguments.iso8583_clear_pin_blocks,
+    ) {
+        (Some(path), _) => Some(PinBlocks::Key(Box::new(
             actor_bank::pin_block::ZonePinKey::from_file(path)
                 .map_err(|error| format!("{}: {error}", path.display()))?,
-        )),
+        ))),
         (None, true) => Some(PinBlocks::Clear),
         (None, false) => None,
     };

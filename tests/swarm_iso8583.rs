@@ -26,8 +26,18 @@ async fn an_iso8583_swarm_with_lost_messages_reverses_repeats_and_has_no_violati
     assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
     assert_eq!(report.front_door, "iso8583");
     assert!(report.ops_acked >= 600 - 24, "acked {}", report.ops_acked);
-    for name in ["sign_ons", "reversals", "reversal_repeats", "repeats", "replays"] {
-        assert!(counter(&report, name) > 0, "no {name}: {:?}", report.iso8583);
+    for name in [
+        "sign_ons",
+        "reversals",
+        "reversal_repeats",
+        "repeats",
+        "replays",
+    ] {
+        assert!(
+            counter(&report, name) > 0,
+            "no {name}: {:?}",
+            report.iso8583
+        );
     }
     assert!(
         counter(&report, "reversed") > 0,

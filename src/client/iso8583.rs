@@ -23,7 +23,7 @@ use crate::iso8583::{
     self, field, mti, network, parse_additional_amounts, parse_mini_statement, Message,
     OriginalData, StatementEntry, Transaction,
 };
-use crate::pin_block::{clear_block, field_52_for, PinBlockError, ZonePinKey};
+use crate::pin_block::{clear_field_52_for, field_52_for, PinBlockError, ZonePinKey};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +35,7 @@ use tokio_util::codec::FramedRead;
 
 /// The longest message body an acquirer reads: the door's own limit on what it accepts and
 /// sends.
-pub const ISO8583_REPLY_BYTES_MAX: usize = 4_096;
+pub const ISO8583_REPLY_BYTES_MAX: usize = crate::server::door::iso8583::ISO8583_MESSAGE_BYTES_MAX;
 
 /// The highest system trace audit number (six digits); the next one after it is 1.
 pub const STAN_MAX: u32 = 999_999;
@@ -91,7 +91,7 @@ pub enum AcquirerError {
 #[derive(Clone, Debug)]
 pub enum PinBlocks {
     /// Encrypted under the zone PIN key shared with the bank (`field_52_for`).
-    Key(ZonePinKey),
+    Key(Box<ZonePinKey>),
     /// In clear, for a door started with clear PIN blocks (tests only).
     Clear,
 }
@@ -101,10 +101,7 @@ impl PinBlocks {
     pub fn field_52(&self, pin: &str, pan: &str) -> Result<String, PinBlockError> {
         match self {
             PinBlocks::Key(key) => field_52_for(key, pin, pan),
-            PinBlocks::Clear => Ok(clear_block(pin, pan)?
-                .iter()
-                .map(|byte| format!("{byte:02X}"))
-                .collect()),
+            PinBlocks::Clear => clear_field_52_for(pin, pan),
         }
     }
 }
@@ -280,7 +277,11 @@ impl Terminal {
     }
 
     /// A deposit of `amount` (0200, processing code 21).
-    pub fn deposit(&mut self, holder: CardHolder<'_>, amount: u64) -> Result<Message, AcquirerError> {
+    pub fn deposit(
+        &mut self,
+        holder: CardHolder<'_>,
+        amount: u64,
+    ) -> Result<Message, AcquirerError> {
         self.financial(Transaction::Deposit, holder, Some(amount))
     }
 
@@ -343,13 +344,15 @@ impl Terminal {
         let data = original_data(original)?;
         let pan = original.get(field::PAN).unwrap_or_default().to_string();
         let mut message = self.start(mti::REVERSAL);
-        message
-            .set(field::PAN, pan)
-            .set(field::ORIGINAL_DATA, data);
+        message.set(field::PAN, pan).set(field::ORIGINAL_DATA, data);
         if let Some(dispensed) = dispensed {
             message.set(
                 field::REPLACEMENT_AMOUNTS,
-                format!("{dispensed:012}{:0width$}", 0, width = REPLACEMENT_AMOUNTS_PADDING),
+                format!(
+                    "{dispensed:012}{:0width$}",
+                    0,
+                    width = REPLACEMENT_AMOUNTS_PADDING
+                ),
             );
         }
         Ok(message)
@@ -572,10 +575,7 @@ impl Acquirer {
     }
 
     /// Registers a wait for the reply with `key`.
-    fn expect(
-        &self,
-        key: (String, String),
-    ) -> Result<oneshot::Receiver<Message>, AcquirerError> {
+    fn expect(&self, key: (String, String)) -> Result<oneshot::Receiver<Message>, AcquirerError> {
         if let Some(reason) = self.closed.lock().clone() {
             return Err(AcquirerError::Closed(reason));
         }
@@ -713,7 +713,7 @@ mod tests {
 
     #[test]
     fn financial_requests_carry_exactly_the_fields_the_door_requires() {
-        let mut terminal = terminal(PinBlocks::Key(key()));
+        let mut terminal = terminal(PinBlocks::Key(Box::new(key())));
         let withdrawal = terminal.withdrawal(HOLDER, 2_500).unwrap();
         assert_eq!(withdrawal.mti, "0200");
         assert_eq!(numbers(&withdrawal), vec![2, 3, 4, 7, 11, 32, 41, 52]);
@@ -761,7 +761,7 @@ mod tests {
             vec![2, 3, 4, 7, 11, 32, 41, 49, 52]
         );
         assert_eq!(authorisation.get(49), Some("978"));
-        let clear = clear_block("1234", "123456789").unwrap();
+        let clear = crate::pin_block::clear_block("1234", "123456789").unwrap();
         let clear: String = clear.iter().map(|byte| format!("{byte:02X}")).collect();
         assert_eq!(authorisation.get(52), Some(clear.as_str()));
 
@@ -826,8 +826,20 @@ mod tests {
         terminal.resume_at(STAN_MAX);
         assert_eq!(terminal.echo().get(11), Some("999999"));
         assert_eq!(terminal.echo().get(11), Some("000001"));
-        assert!(Terminal::new("12a", "ATM00001", Arc::new(ManualClock::default()), PinBlocks::Clear).is_err());
-        assert!(Terminal::new("12", "ATM1", Arc::new(ManualClock::default()), PinBlocks::Clear).is_err());
+        assert!(Terminal::new(
+            "12a",
+            "ATM00001",
+            Arc::new(ManualClock::default()),
+            PinBlocks::Clear
+        )
+        .is_err());
+        assert!(Terminal::new(
+            "12",
+            "ATM1",
+            Arc::new(ManualClock::default()),
+            PinBlocks::Clear
+        )
+        .is_err());
     }
 
     /// Reads one frame of a test door's stream: its body (empty for a keep-alive).
@@ -842,7 +854,9 @@ mod tests {
 
     /// Writes one frame holding `message` (None: a keep-alive).
     async fn write_frame(stream: &mut tokio::net::TcpStream, message: Option<&Message>) {
-        let body = message.map(|message| encode(message).unwrap()).unwrap_or_default();
+        let body = message
+            .map(|message| encode(message).unwrap())
+            .unwrap_or_default();
         let mut frame = (body.len() as u16).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
         stream.write_all(&frame).await.unwrap();
@@ -911,7 +925,10 @@ mod tests {
         message
             .set(39, "00")
             .set(38, "0000AB")
-            .set(54, iso8583::additional_amounts("978", 10_000, 7_500).unwrap())
+            .set(
+                54,
+                iso8583::additional_amounts("978", 10_000, 7_500).unwrap(),
+            )
             .set(48, "01261201WDD000000002500000000007500");
         let response = Response { message };
         assert!(response.approved() && !response.retry_later());
@@ -923,6 +940,9 @@ mod tests {
         let mut busy = Message::new("0430");
         busy.set(39, "91");
         assert!(Response { message: busy }.retry_later());
-        assert_eq!(transmission_time(crate::clock::ManualClock::UNIX_MS_START), "0101000000");
+        assert_eq!(
+            transmission_time(crate::clock::ManualClock::UNIX_MS_START),
+            "0101000000"
+        );
     }
 }

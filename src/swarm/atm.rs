@@ -90,19 +90,19 @@ pub(super) struct Atm {
 /// Claims the next operation of the run for any ATM; false when the run is over.
 pub(super) fn next_operation_allowed(shared: &Shared) -> bool {
     if shared.stopping.load(Ordering::Relaxed) {
-            return false;
-        }
-        if shared
-            .deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
-        {
-            return false;
-        }
-        let started = shared.operations_started.fetch_add(1, Ordering::Relaxed);
-        match (shared.config.stop, shared.config.ramp.is_empty()) {
-            (Stop::Operations(limit), true) => started < limit,
-            _ => true,
-        }
+        return false;
+    }
+    if shared
+        .deadline
+        .is_some_and(|deadline| Instant::now() >= deadline)
+    {
+        return false;
+    }
+    let started = shared.operations_started.fetch_add(1, Ordering::Relaxed);
+    match (shared.config.stop, shared.config.ramp.is_empty()) {
+        (Stop::Operations(limit), true) => started < limit,
+        _ => true,
+    }
 }
 
 pub(super) async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {

@@ -21,9 +21,7 @@
 //! must be the original's, field for field.
 
 use super::*;
-use crate::client::iso8583::{
-    repeat_of, Acquirer, AcquirerError, CardHolder, Response, Terminal,
-};
+use crate::client::iso8583::{repeat_of, Acquirer, AcquirerError, CardHolder, Response, Terminal};
 use crate::faults::FaultKind;
 use crate::iso8583::{field, response_mti, Message};
 
@@ -100,7 +98,9 @@ struct IsoAtm {
 pub(super) async fn run_iso_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
     let Some(door) = shared.iso8583.clone() else {
         let mut result = AtmResult::empty(0);
-        result.unknown.push(format!("ATM {index}: no ISO 8583 door"));
+        result
+            .unknown
+            .push(format!("ATM {index}: no ISO 8583 door"));
         return result;
     };
     let mut atm = match IsoAtm::new(shared, index, door) {
@@ -213,9 +213,11 @@ impl IsoAtm {
 
     /// Notes a violation the ATM saw.
     fn violation(&mut self, detail: String) {
-        self.result
-            .violations
-            .push(format!("ATM {} (terminal {}): {detail}", self.index, self.terminal.terminal_id()));
+        self.result.violations.push(format!(
+            "ATM {} (terminal {}): {detail}",
+            self.index,
+            self.terminal.terminal_id()
+        ));
     }
 
     /// The account to act on: a few operations on one card, then the next.
@@ -261,7 +263,9 @@ impl IsoAtm {
         self.operation_faults = 0;
         let started = Instant::now();
         let (kind, approved) = match choice {
-            IsoChoice::Withdraw(amount) => ("withdraw", self.withdraw(account, amount, started).await),
+            IsoChoice::Withdraw(amount) => {
+                ("withdraw", self.withdraw(account, amount, started).await)
+            }
             IsoChoice::Deposit(amount) => ("deposit", self.deposit(account, amount, started).await),
             IsoChoice::Balance => ("balance", self.inquire(account, started).await),
             IsoChoice::ReverseLatest => ("reverse", self.reverse_latest(account, started).await),
@@ -367,7 +371,8 @@ impl IsoAtm {
             sequence: stan,
         };
         let faults = self.faults;
-        let hits = |kind, probability| crate::faults::hits(faults.seed, kind, id, attempt, probability);
+        let hits =
+            |kind, probability| crate::faults::hits(faults.seed, kind, id, attempt, probability);
         if attempt > 0 {
             self.operation_retries += 1;
         }
@@ -485,7 +490,10 @@ impl IsoAtm {
     /// or reversed), None when that stayed unknown.
     async fn withdraw(&mut self, account: usize, amount: Amount, started: Instant) -> Option<bool> {
         let (pan, pin) = self.holder(account);
-        let holder = CardHolder { pan: &pan, pin: &pin };
+        let holder = CardHolder {
+            pan: &pan,
+            pin: &pin,
+        };
         let request = match self.terminal.withdrawal(holder, amount) {
             Ok(request) => request,
             Err(error) => {
@@ -596,7 +604,10 @@ impl IsoAtm {
     /// A deposit of `amount`, repeated until answered: true when approved.
     async fn deposit(&mut self, account: usize, amount: Amount, started: Instant) -> Option<bool> {
         let (pan, pin) = self.holder(account);
-        let holder = CardHolder { pan: &pan, pin: &pin };
+        let holder = CardHolder {
+            pan: &pan,
+            pin: &pin,
+        };
         let request = match self.terminal.deposit(holder, amount) {
             Ok(request) => request,
             Err(error) => {
@@ -621,7 +632,10 @@ impl IsoAtm {
     /// A balance inquiry, repeated until answered: true when approved (with its balances).
     async fn inquire(&mut self, account: usize, started: Instant) -> Option<bool> {
         let (pan, pin) = self.holder(account);
-        let holder = CardHolder { pan: &pan, pin: &pin };
+        let holder = CardHolder {
+            pan: &pan,
+            pin: &pin,
+        };
         let request = match self.terminal.balance_inquiry(holder) {
             Ok(request) => request,
             Err(error) => {
@@ -714,7 +728,10 @@ impl IsoAtm {
         started: Instant,
     ) -> Option<bool> {
         let (pan, pin) = self.holder(account);
-        let holder = CardHolder { pan: &pan, pin: &pin };
+        let holder = CardHolder {
+            pan: &pan,
+            pin: &pin,
+        };
         let original = match self.terminal.withdrawal(holder, amount) {
             Ok(request) => request,
             Err(error) => {
@@ -749,11 +766,13 @@ impl IsoAtm {
             return None;
         };
         match late.code() {
-            "94" => *self
-                .result
-                .probes
-                .entry("original_after_its_reversal_refused")
-                .or_default() += 1,
+            "94" => {
+                *self
+                    .result
+                    .probes
+                    .entry("original_after_its_reversal_refused")
+                    .or_default() += 1
+            }
             other => {
                 if late.approved() {
                     // It did debit: counted, so the audit's balances still add up.
@@ -832,7 +851,10 @@ impl IsoAtm {
             _ => return,
         }
         let (pan, pin) = self.holder(0);
-        let holder = CardHolder { pan: &pan, pin: &pin };
+        let holder = CardHolder {
+            pan: &pan,
+            pin: &pin,
+        };
         let Ok(inquiry) = self.terminal.balance_inquiry(holder) else {
             return;
         };

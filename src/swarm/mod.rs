@@ -57,10 +57,10 @@ mod report;
 
 use atm::*;
 use audit::*;
-use iso::*;
 pub use audit::{account_violations, statement_violations, totals_violations, Observation};
 use chaos::*;
 pub use config::*;
+use iso::*;
 use mix::*;
 pub use report::*;
 
@@ -202,7 +202,7 @@ async fn start_server(config: &SwarmConfig) -> Result<(String, Servers), String>
                 let listen = "127.0.0.1:0".parse().map_err(|_| "bad address")?;
                 server_config.iso8583 = Some(crate::server::Iso8583Settings::new(
                     listen,
-                    crate::server::Iso8583Pins::Key(key),
+                    crate::server::Iso8583Pins::Key(Box::new(key)),
                 ));
             }
             // Every simulated ATM connects from this host: one peer, not held to a branch's cap.
@@ -230,7 +230,7 @@ fn iso_door(config: &SwarmConfig, servers: &Servers) -> Result<Option<IsoDoor>, 
             .map_err(|error| format!("the swarm's zone PIN key: {error}"))?;
         return Ok(Some(IsoDoor {
             address: address.to_string(),
-            pins: PinBlocks::Key(key),
+            pins: PinBlocks::Key(Box::new(key)),
         }));
     }
     let address = config
