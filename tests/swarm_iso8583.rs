@@ -64,3 +64,34 @@ async fn an_iso8583_swarm_with_lost_messages_reverses_repeats_and_has_no_violati
     assert!(report.flows.withdrawals > 0 && report.flows.deposits > 0);
     assert!(report.flows.reversals > 0, "{:?}", report.flows);
 }
+
+/// Requests and replies lost on the bank's side: the acquirer's waits time out for real, late
+/// replies find nobody waiting, reversals race their originals; still every cent is accounted
+/// for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iso8583_swarm_with_losses_on_the_bank_side_has_no_violations() {
+    let mut config = SwarmConfig::new(None);
+    config.front_door = FrontDoor::Iso8583;
+    config.atms = 16;
+    config.accounts = 6;
+    config.mix = "withdraw=10,deposit=6,balance=3,reverse=3".parse().unwrap();
+    config.stop = Stop::Operations(400);
+    config.seed = 19;
+    config.attempt_timeout = Duration::from_millis(300);
+    config.server_faults = Some("drop-request=0.03,drop-reply=0.03,seed=19".parse().unwrap());
+    let report = swarm::run(config).await.unwrap();
+    assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
+    assert!(report.ops_acked >= 400 - 16, "acked {}", report.ops_acked);
+    assert!(
+        report.faults["server_requests_dropped"] > 0 && report.faults["server_replies_dropped"] > 0,
+        "{:?}",
+        report.faults
+    );
+    for name in ["reversals", "reversed", "repeats"] {
+        assert!(
+            counter(&report, name) > 0,
+            "no {name}: {:?}",
+            report.iso8583
+        );
+    }
+}

@@ -601,6 +601,9 @@ impl Acquirer {
 
     /// Sends a keep-alive (a length-0 frame) and waits up to `timeout` for the bank's.
     pub async fn keep_alive(&self, timeout: Duration) -> Result<(), AcquirerError> {
+        if let Some(reason) = self.closed.lock().clone() {
+            return Err(AcquirerError::Closed(reason));
+        }
         let answered = self.keep_alive.notified();
         tokio::pin!(answered);
         answered.as_mut().enable();

@@ -810,7 +810,7 @@ impl IsoAtm {
     /// ATM 0's probes of the door's sign-on rules on a fresh connection: an echo before sign-on
     /// is answered 58, and a keep-alive is answered.
     async fn probe_before_sign_on(&mut self) {
-        let timeout = self.shared.config.attempt_timeout * 4;
+        let timeout = self.shared.config.outcome_deadline;
         let Ok(acquirer) =
             Acquirer::connect(&self.door.address, self.shared.config.tls.as_ref()).await
         else {
@@ -839,7 +839,7 @@ impl IsoAtm {
 
     /// ATM 0's probe after the load: signed off, an inquiry is answered 58 and does nothing.
     async fn probe_after_sign_off(&mut self) {
-        let timeout = self.shared.config.attempt_timeout * 4;
+        let timeout = self.shared.config.outcome_deadline;
         if self.connected().await.is_none() {
             return;
         }
@@ -893,5 +893,21 @@ impl IsoAtm {
         }
         self.result.next_sequence = u64::from(self.terminal.next_stan());
         self.result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_ids_are_eight_characters_and_differ_by_atm_and_seed() {
+        let ids: std::collections::BTreeSet<String> =
+            (0..5_000).map(|index| terminal_id(7, index)).collect();
+        assert_eq!(ids.len(), 5_000);
+        assert!(ids.iter().all(|id| id.len() == 8));
+        assert_ne!(terminal_id(7, 0), terminal_id(8, 0));
+        assert_eq!(code_status("51"), "iso8583_51_insufficient_funds");
+        assert_eq!(code_status("xx"), "iso8583_other");
     }
 }
