@@ -114,6 +114,8 @@ pub struct Terminal {
     /// The STAN the next new message gets.
     next_stan: u32,
     clock: Arc<dyn Clock>,
+    /// Field 7 of the last second a message was made in (unix seconds, text), made once a second.
+    transmitted: Option<(u64, String)>,
     pins: PinBlocks,
     currency: Option<String>,
 }
@@ -136,6 +138,21 @@ pub struct CardHolder<'a> {
     pub pan: &'a str,
     /// The PIN, put in field 52's block.
     pub pin: &'a str,
+    /// Field 52 made already for this card and PIN under the terminal's [`PinBlocks`] (an ISO-0
+    /// block depends on nothing else, so a load generator makes each card's once); None makes
+    /// it from `pin`.
+    pub pin_block: Option<&'a str>,
+}
+
+impl<'a> CardHolder<'a> {
+    /// The card `pan` with `pin`, its block made when a message needs it.
+    pub fn new(pan: &'a str, pin: &'a str) -> CardHolder<'a> {
+        CardHolder {
+            pan,
+            pin,
+            pin_block: None,
+        }
+    }
 }
 
 impl Terminal {
@@ -166,6 +183,7 @@ impl Terminal {
             terminal: terminal.to_string(),
             next_stan: 1,
             clock,
+            transmitted: None,
             pins,
             currency: None,
         })
@@ -203,9 +221,19 @@ impl Terminal {
     fn start(&mut self, mti: &str) -> Message {
         let stan = self.next_stan;
         self.next_stan = if stan >= STAN_MAX { 1 } else { stan + 1 };
+        let unix_ms = self.clock.unix_ms();
+        let second = unix_ms / 1_000;
+        let transmitted = match &self.transmitted {
+            Some((made, text)) if *made == second => text.clone(),
+            _ => {
+                let text = transmission_time(unix_ms);
+                self.transmitted = Some((second, text.clone()));
+                text
+            }
+        };
         let mut message = Message::new(mti);
         message
-            .set(field::TRANSMITTED, transmission_time(self.clock.unix_ms()))
+            .set(field::TRANSMITTED, transmitted)
             .set(field::STAN, format!("{stan:06}"))
             .set(field::ACQUIRER, self.acquirer.clone())
             .set(field::TERMINAL, self.terminal.clone());
@@ -247,7 +275,7 @@ impl Terminal {
         holder: CardHolder<'_>,
         amount: Option<u64>,
     ) -> Result<Message, AcquirerError> {
-        let pin_block = self.pins.field_52(holder.pin, holder.pan)?;
+        let pin_block = self.pin_block(holder)?;
         let mut message = self.start(mti::FINANCIAL);
         message
             .set(field::PAN, holder.pan)
@@ -257,6 +285,14 @@ impl Terminal {
             self.set_amount(&mut message, amount);
         }
         Ok(message)
+    }
+
+    /// Field 52 for `holder`: the block given, or one made from the PIN.
+    fn pin_block(&self, holder: CardHolder<'_>) -> Result<String, PinBlockError> {
+        match holder.pin_block {
+            Some(block) => Ok(block.to_string()),
+            None => self.pins.field_52(holder.pin, holder.pan),
+        }
     }
 
     /// Field 4 (and field 49, when the terminal has a currency).
@@ -313,7 +349,7 @@ impl Terminal {
         holder: CardHolder<'_>,
         amount: u64,
     ) -> Result<Message, AcquirerError> {
-        let pin_block = self.pins.field_52(holder.pin, holder.pan)?;
+        let pin_block = self.pin_block(holder)?;
         let mut message = self.start(mti::AUTHORISATION);
         message
             .set(field::PAN, holder.pan)
@@ -708,6 +744,7 @@ mod tests {
     const HOLDER: CardHolder<'static> = CardHolder {
         pan: "123456789",
         pin: "1234",
+        pin_block: None,
     };
 
     fn numbers(message: &Message) -> Vec<u8> {
@@ -730,7 +767,16 @@ mod tests {
         let expected_pin = field_52_for(&key(), "1234", "123456789").unwrap();
         assert_eq!(withdrawal.get(52), Some(expected_pin.as_str()));
 
-        let deposit = terminal.deposit(HOLDER, 700).unwrap();
+        let given = CardHolder {
+            pin_block: Some("0123456789ABCDEF"),
+            ..HOLDER
+        };
+        let inquiry = terminal.balance_inquiry(given).unwrap();
+        assert_eq!(inquiry.get(52), Some("0123456789ABCDEF"));
+        terminal.resume_at(2);
+        let deposit = terminal
+            .deposit(CardHolder::new("123456789", "1234"), 700)
+            .unwrap();
         assert_eq!(numbers(&deposit), vec![2, 3, 4, 7, 11, 32, 41, 52]);
         assert_eq!(deposit.get(3), Some("210000"));
         assert_eq!(deposit.get(11), Some("000002"));

@@ -39,13 +39,66 @@ const ISO_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// share terminals.
 const TERMINAL_SEED_TAG: u64 = 0x5445_524d_494e_414c;
 
-/// The ISO 8583 door of a run: where it listens, and how the terminals make PIN blocks.
+/// The ISO 8583 door of a run: where it listens, how the terminals make PIN blocks, and each
+/// card's block, made once.
 #[derive(Clone, Debug)]
 pub(super) struct IsoDoor {
     /// `host:port`.
     pub(super) address: String,
     /// Under the door's zone PIN key, or in clear.
     pub(super) pins: PinBlocks,
+    /// The swarm's cards as the terminals present them, in the order of the run's cards.
+    pub(super) cards: Arc<Vec<IsoCard>>,
+}
+
+/// One card of the swarm as a terminal presents it: the PAN, the PIN and its field 52 (an ISO-0
+/// block depends only on them and the key, so the swarm encrypts each card's once, not once per
+/// message, and the load measures the door rather than the load generator's DES).
+#[derive(Clone, Debug)]
+pub(super) struct IsoCard {
+    pan: String,
+    pin: String,
+    pin_block: String,
+}
+
+impl IsoCard {
+    /// The card as a message's builder takes it.
+    fn holder(&self) -> CardHolder<'_> {
+        CardHolder {
+            pan: &self.pan,
+            pin: &self.pin,
+            pin_block: Some(&self.pin_block),
+        }
+    }
+}
+
+impl IsoDoor {
+    /// The door at `address` with PIN blocks made by `pins`, for `cards`.
+    pub(super) fn new(
+        address: String,
+        pins: PinBlocks,
+        cards: &[(Card, String)],
+    ) -> Result<IsoDoor, String> {
+        let cards = cards
+            .iter()
+            .map(|(card, pin)| {
+                let pan = card.to_string();
+                let pin_block = pins
+                    .field_52(pin, &pan)
+                    .map_err(|error| format!("card {card}: {error}"))?;
+                Ok(IsoCard {
+                    pan,
+                    pin: pin.clone(),
+                    pin_block,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(IsoDoor {
+            address,
+            pins,
+            cards: Arc::new(cards),
+        })
+    }
 }
 
 /// What one attempt at a message came to.
@@ -86,9 +139,9 @@ struct IsoAtm {
     operations_done: u64,
     /// The latest approved withdrawal not reversed: its account, request, amount, and
     /// `operations_done` when it was made.
-    last_withdrawal: Option<(usize, Message, Amount, u64)>,
+    last_withdrawal: Option<(usize, Arc<Message>, Amount, u64)>,
     /// The latest acknowledged withdrawals and deposits, with their replies, to repeat at the end.
-    recent: VecDeque<(Message, Message)>,
+    recent: VecDeque<(Arc<Message>, Message)>,
     /// Retries and faults of the operation running now, for the timeline.
     operation_retries: u64,
     operation_faults: u64,
@@ -311,12 +364,6 @@ impl IsoAtm {
         tally.approved += u64::from(approved);
     }
 
-    /// The card and PIN of `account`.
-    fn holder(&self, account: usize) -> (String, String) {
-        let (card, pin) = &self.shared.cards[account];
-        (card.to_string(), pin.clone())
-    }
-
     /// The connection, opened and signed on if there is none; None (after a pause) when that
     /// fails.
     async fn connected(&mut self) -> Option<&Acquirer> {
@@ -425,13 +472,15 @@ impl IsoAtm {
         let deadline = started + self.shared.config.outcome_deadline;
         let mut attempt = first_attempt;
         loop {
+            let repeat;
             let message = if attempt == 0 {
-                request.clone()
+                request
             } else {
                 self.bump(repeat_counter);
-                repeat_of(request)
+                repeat = repeat_of(request);
+                &repeat
             };
-            match self.attempt(&message, attempt).await {
+            match self.attempt(message, attempt).await {
                 Sent::Answer(response) if !response.retry_later() => return Some(response),
                 Sent::Answer(_) => tokio::time::sleep(ISO_RETRY_PAUSE).await,
                 Sent::Lost => {}
@@ -478,9 +527,8 @@ impl IsoAtm {
     }
 
     /// Keeps an acknowledged request and its reply for the repeat at the end.
-    fn remember(&mut self, request: &Message, response: &Response) {
-        self.recent
-            .push_back((request.clone(), response.message.clone()));
+    fn remember(&mut self, request: &Arc<Message>, response: Response) {
+        self.recent.push_back((request.clone(), response.message));
         if self.recent.len() > ISO_REPLAYS_PER_ATM {
             self.recent.pop_front();
         }
@@ -489,13 +537,10 @@ impl IsoAtm {
     /// A withdrawal of `amount`: true when it took the money, false when it did not (declined,
     /// or reversed), None when that stayed unknown.
     async fn withdraw(&mut self, account: usize, amount: Amount, started: Instant) -> Option<bool> {
-        let (pan, pin) = self.holder(account);
-        let holder = CardHolder {
-            pan: &pan,
-            pin: &pin,
-        };
+        let cards = self.door.cards.clone();
+        let holder = cards[account].holder();
         let request = match self.terminal.withdrawal(holder, amount) {
-            Ok(request) => request,
+            Ok(request) => Arc::new(request),
             Err(error) => {
                 self.violation(format!("cannot build a withdrawal: {error}"));
                 return None;
@@ -504,15 +549,17 @@ impl IsoAtm {
         let mut attempt = 0;
         let deadline = started + self.shared.config.outcome_deadline;
         loop {
+            let repeat;
             let message = if attempt == 0 {
-                request.clone()
+                &*request
             } else {
                 self.bump("repeats");
-                repeat_of(&request)
+                repeat = repeat_of(&request);
+                &repeat
             };
-            match self.attempt(&message, attempt).await {
+            match self.attempt(message, attempt).await {
                 Sent::Answer(response) if !response.retry_later() => {
-                    return Some(self.settle_withdrawal(account, &request, amount, &response));
+                    return Some(self.settle_withdrawal(account, &request, amount, response));
                 }
                 Sent::Answer(_) => tokio::time::sleep(ISO_RETRY_PAUSE).await,
                 Sent::Lost => break,
@@ -531,15 +578,16 @@ impl IsoAtm {
     fn settle_withdrawal(
         &mut self,
         account: usize,
-        request: &Message,
+        request: &Arc<Message>,
         amount: Amount,
-        response: &Response,
+        response: Response,
     ) -> bool {
-        self.note_code(request, response);
+        self.note_code(request, &response);
+        let approved = response.approved();
         if response.code() != "94" {
             self.remember(request, response);
         }
-        if !response.approved() {
+        if !approved {
             return false;
         }
         self.moved(account, -(amount as i64), Flow::Withdrawals);
@@ -553,7 +601,7 @@ impl IsoAtm {
     async fn reverse_unanswered(
         &mut self,
         account: usize,
-        request: &Message,
+        request: &Arc<Message>,
         amount: Amount,
         next_attempt: u32,
         started: Instant,
@@ -598,18 +646,15 @@ impl IsoAtm {
             self.unknown("withdrawal", request);
             return None;
         };
-        Some(self.settle_withdrawal(account, request, amount, &original))
+        Some(self.settle_withdrawal(account, request, amount, original))
     }
 
     /// A deposit of `amount`, repeated until answered: true when approved.
     async fn deposit(&mut self, account: usize, amount: Amount, started: Instant) -> Option<bool> {
-        let (pan, pin) = self.holder(account);
-        let holder = CardHolder {
-            pan: &pan,
-            pin: &pin,
-        };
+        let cards = self.door.cards.clone();
+        let holder = cards[account].holder();
         let request = match self.terminal.deposit(holder, amount) {
-            Ok(request) => request,
+            Ok(request) => Arc::new(request),
             Err(error) => {
                 self.violation(format!("cannot build a deposit: {error}"));
                 return None;
@@ -620,22 +665,20 @@ impl IsoAtm {
             return None;
         };
         self.note_code(&request, &response);
+        let approved = response.approved();
         if response.code() != "94" {
-            self.remember(&request, &response);
+            self.remember(&request, response);
         }
-        if response.approved() {
+        if approved {
             self.moved(account, amount as i64, Flow::Deposits);
         }
-        Some(response.approved())
+        Some(approved)
     }
 
     /// A balance inquiry, repeated until answered: true when approved (with its balances).
     async fn inquire(&mut self, account: usize, started: Instant) -> Option<bool> {
-        let (pan, pin) = self.holder(account);
-        let holder = CardHolder {
-            pan: &pan,
-            pin: &pin,
-        };
+        let cards = self.door.cards.clone();
+        let holder = cards[account].holder();
         let request = match self.terminal.balance_inquiry(holder) {
             Ok(request) => request,
             Err(error) => {
@@ -727,11 +770,8 @@ impl IsoAtm {
         amount: Amount,
         started: Instant,
     ) -> Option<bool> {
-        let (pan, pin) = self.holder(account);
-        let holder = CardHolder {
-            pan: &pan,
-            pin: &pin,
-        };
+        let cards = self.door.cards.clone();
+        let holder = cards[account].holder();
         let original = match self.terminal.withdrawal(holder, amount) {
             Ok(request) => request,
             Err(error) => {
@@ -850,11 +890,8 @@ impl IsoAtm {
             Ok(reply) if reply.approved() => {}
             _ => return,
         }
-        let (pan, pin) = self.holder(0);
-        let holder = CardHolder {
-            pan: &pan,
-            pin: &pin,
-        };
+        let cards = self.door.cards.clone();
+        let holder = cards[0].holder();
         let Ok(inquiry) = self.terminal.balance_inquiry(holder) else {
             return;
         };

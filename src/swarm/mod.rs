@@ -119,8 +119,8 @@ pub(super) struct Servers {
 /// Runs the swarm and audits the result.
 pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     let (address, mut servers) = start_server(&config).await?;
-    let iso8583 = iso_door(&config, &servers)?;
     let cards = draw_cards(&config);
+    let iso8583 = iso_door(&config, &servers, &cards)?;
     create_accounts(&config, &address, &cards).await?;
     let shared = Arc::new(Shared::new(config, address, cards, iso8583));
     let chaos_task = match (&mut servers.chaos, shared.config.chaos_restart) {
@@ -218,9 +218,19 @@ async fn start_server(config: &SwarmConfig) -> Result<(String, Servers), String>
 
 /// Where the ISO 8583 load goes and how its PIN blocks are made: the in-process server's door
 /// under the swarm's key, or the door given. None for the bincode front door.
-fn iso_door(config: &SwarmConfig, servers: &Servers) -> Result<Option<IsoDoor>, String> {
+fn iso_door(
+    config: &SwarmConfig,
+    servers: &Servers,
+    cards: &[(Card, String)],
+) -> Result<Option<IsoDoor>, String> {
     if config.front_door != FrontDoor::Iso8583 {
         return Ok(None);
+    }
+    let mix = &config.mix;
+    if mix.withdraw + mix.deposit + mix.balance + mix.reverse == 0 {
+        return Err(
+            "through the ISO 8583 door the mix runs withdraw, deposit, balance and reverse; they weigh nothing here".into(),
+        );
     }
     if let Some((server, _)) = &servers.in_process {
         let address = server
@@ -228,10 +238,8 @@ fn iso_door(config: &SwarmConfig, servers: &Servers) -> Result<Option<IsoDoor>, 
             .ok_or("the in-process server did not open its ISO 8583 listener")?;
         let key = crate::pin_block::ZonePinKey::parse(SWARM_ZONE_PIN_KEY)
             .map_err(|error| format!("the swarm's zone PIN key: {error}"))?;
-        return Ok(Some(IsoDoor {
-            address: address.to_string(),
-            pins: PinBlocks::Key(Box::new(key)),
-        }));
+        let pins = PinBlocks::Key(Box::new(key));
+        return IsoDoor::new(address.to_string(), pins, cards).map(Some);
     }
     let address = config
         .iso8583_address
@@ -240,7 +248,7 @@ fn iso_door(config: &SwarmConfig, servers: &Servers) -> Result<Option<IsoDoor>, 
     let pins = config.iso8583_pins.clone().ok_or(
         "--front-door iso8583 with --server needs --iso8583-pin-key-file or --iso8583-clear-pin-blocks",
     )?;
-    Ok(Some(IsoDoor { address, pins }))
+    IsoDoor::new(address, pins, cards).map(Some)
 }
 
 /// The accounts' cards and PINs, from the seed. Cards have ten digits, so runs with different

@@ -203,9 +203,11 @@ pub struct SwarmReport {
     /// The front door the load went through (`bincode` or `iso8583`).
     pub front_door: String,
     /// What the ISO 8583 ATMs counted of the door's mechanics: `sign_ons`, `reversals` (0420
-    /// after a withdrawal went unanswered), `reversal_repeats` (0421), `repeats` (0201),
-    /// `partial_reversals`, `replays` (repeats at the end compared byte for byte), `unmatched`
-    /// (late replies nobody waited for), `reconnects`. Empty for the bincode door.
+    /// after a withdrawal went unanswered), `reversed` (of those, recorded: the withdrawal took
+    /// nothing), `reversals_refused` (refused for good, the original's repeat told its outcome),
+    /// `reversal_repeats` (0421), `repeats` (0201), `partial_reversals` (field 95 given),
+    /// `replays` (repeats at the end, each answered as its original), `unmatched` (late replies
+    /// nobody waited for), `reconnects`. Empty for the bincode door.
     pub iso8583: BTreeMap<String, u64>,
 }
 
