@@ -78,13 +78,8 @@ pub enum AcquirerError {
     #[error("no reply within {0:?}")]
     Timeout(Duration),
     /// A request with the same (field 41, field 11) is already waiting on this connection.
-    #[error("a request of terminal {terminal:?} with STAN {stan} is already in flight")]
-    InFlight {
-        /// Field 41.
-        terminal: String,
-        /// Field 11.
-        stan: String,
-    },
+    #[error("a request of {0} is already in flight")]
+    InFlight(MatchKey),
 }
 
 /// How a terminal's PIN blocks are made.
@@ -440,13 +435,41 @@ pub fn repeat_of(message: &Message) -> Message {
     repeat
 }
 
-/// What a request and its reply are matched by: (field 41, field 11); field 41 is empty for a
-/// message for the whole connection.
-pub fn match_key(message: &Message) -> (String, String) {
-    (
-        message.get(field::TERMINAL).unwrap_or_default().to_string(),
-        message.get(field::STAN).unwrap_or_default().to_string(),
-    )
+/// Digits of field 11.
+const STAN_DIGITS: usize = 6;
+
+/// What a request and its reply are matched by: field 41 (absent for a message for the whole
+/// connection) and field 11, as their bytes, so matching allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatchKey {
+    /// Field 41, when present and of its fixed length.
+    pub terminal: Option<[u8; TERMINAL_ID_BYTES]>,
+    /// Field 11 (zeros when absent).
+    pub stan: [u8; STAN_DIGITS],
+}
+
+impl std::fmt::Display for MatchKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let terminal = self.terminal.unwrap_or([b' '; TERMINAL_ID_BYTES]);
+        write!(
+            formatter,
+            "terminal {:?}, STAN {}",
+            String::from_utf8_lossy(&terminal),
+            String::from_utf8_lossy(&self.stan)
+        )
+    }
+}
+
+/// The key `message` is matched by.
+pub fn match_key(message: &Message) -> MatchKey {
+    let terminal = message
+        .get(field::TERMINAL)
+        .and_then(|terminal| terminal.as_bytes().try_into().ok());
+    let stan = message
+        .get(field::STAN)
+        .and_then(|stan| stan.as_bytes().try_into().ok())
+        .unwrap_or([b'0'; STAN_DIGITS]);
+    MatchKey { terminal, stan }
 }
 
 /// A reply, read: what the bank answered.
@@ -498,7 +521,7 @@ pub struct AcquirerCounts {
     pub keep_alives: AtomicU64,
 }
 
-type Pending = Arc<parking_lot::Mutex<HashMap<(String, String), oneshot::Sender<Message>>>>;
+type Pending = Arc<parking_lot::Mutex<HashMap<MatchKey, oneshot::Sender<Message>>>>;
 
 /// One connection to the bank's ISO 8583 door, shared by any number of terminals and requests.
 pub struct Acquirer {
@@ -554,26 +577,30 @@ impl Acquirer {
         &self.counts
     }
 
-    /// Writes one frame: the 2-byte length, then `body`.
-    async fn write_frame(&self, body: &[u8]) -> Result<(), AcquirerError> {
+    /// The frame of `message`: the 2-byte length, then its bytes.
+    fn framed(message: &Message) -> Result<Vec<u8>, AcquirerError> {
+        let mut body = iso8583::encode(message)?;
         let length = u16::try_from(body.len())
             .ok()
             .filter(|_| body.len() <= ISO8583_REPLY_BYTES_MAX)
             .ok_or_else(|| AcquirerError::Closed(format!("{} bytes is too long", body.len())))?;
-        let mut frame = Vec::with_capacity(SHORT_FRAME_HEADER_BYTES + body.len());
-        frame.extend_from_slice(&length.to_be_bytes());
-        frame.extend_from_slice(body);
+        body.splice(0..0, length.to_be_bytes());
+        Ok(body)
+    }
+
+    /// Writes `frame` (its header included) whole.
+    async fn write_all(&self, frame: &[u8]) -> Result<(), AcquirerError> {
         let mut writer = self.writer.lock().await;
         writer
-            .write_all(&frame)
+            .write_all(frame)
             .await
             .map_err(|error| AcquirerError::Closed(format!("send failed: {error}")))
     }
 
     /// Sends `message` without waiting for anything (an advice whose answer nobody waits for).
     pub async fn send(&self, message: &Message) -> Result<(), AcquirerError> {
-        let body = iso8583::encode(message)?;
-        self.write_frame(&body).await
+        let frame = Acquirer::framed(message)?;
+        self.write_all(&frame).await
     }
 
     /// Sends `request` and waits up to `timeout` for the reply with its (field 41, field 11).
@@ -583,10 +610,10 @@ impl Acquirer {
         request: &Message,
         timeout: Duration,
     ) -> Result<Response, AcquirerError> {
-        let body = iso8583::encode(request)?;
+        let frame = Acquirer::framed(request)?;
         let key = match_key(request);
-        let receiver = self.expect(key.clone())?;
-        if let Err(error) = self.write_frame(&body).await {
+        let receiver = self.expect(key)?;
+        if let Err(error) = self.write_all(&frame).await {
             self.pending.lock().remove(&key);
             return Err(error);
         }
@@ -596,7 +623,7 @@ impl Acquirer {
     /// Waits up to `timeout` for the reply a request registered with [`Acquirer::expect`] gets.
     async fn await_reply(
         &self,
-        key: (String, String),
+        key: MatchKey,
         receiver: oneshot::Receiver<Message>,
         timeout: Duration,
     ) -> Result<Response, AcquirerError> {
@@ -611,17 +638,14 @@ impl Acquirer {
     }
 
     /// Registers a wait for the reply with `key`.
-    fn expect(&self, key: (String, String)) -> Result<oneshot::Receiver<Message>, AcquirerError> {
+    fn expect(&self, key: MatchKey) -> Result<oneshot::Receiver<Message>, AcquirerError> {
         if let Some(reason) = self.closed.lock().clone() {
             return Err(AcquirerError::Closed(reason));
         }
         let (sender, receiver) = oneshot::channel();
         let mut pending = self.pending.lock();
         if pending.contains_key(&key) {
-            return Err(AcquirerError::InFlight {
-                terminal: key.0,
-                stan: key.1,
-            });
+            return Err(AcquirerError::InFlight(key));
         }
         pending.insert(key, sender);
         Ok(receiver)
@@ -643,7 +667,7 @@ impl Acquirer {
         let answered = self.keep_alive.notified();
         tokio::pin!(answered);
         answered.as_mut().enable();
-        self.write_frame(&[]).await?;
+        self.write_all(&[0; SHORT_FRAME_HEADER_BYTES]).await?;
         tokio::time::timeout(timeout, answered)
             .await
             .map_err(|_| AcquirerError::Timeout(timeout))
@@ -859,7 +883,9 @@ mod tests {
         assert_eq!(terminal.echo().get(70), Some("301"));
         let whole = terminal.network(network::SIGN_ON, true);
         assert_eq!(numbers(&whole), vec![7, 11, 70]);
-        assert_eq!(match_key(&whole), (String::new(), "000004".into()));
+        assert_eq!(match_key(&whole).terminal, None);
+        assert_eq!(&match_key(&whole).stan, b"000004");
+        assert_eq!(match_key(&sign_on).terminal.as_ref(), Some(b"ATM00001"));
 
         let withdrawal = terminal.withdrawal(HOLDER, 1).unwrap();
         let repeat = repeat_of(&withdrawal);
@@ -961,7 +987,7 @@ mod tests {
         let pending = acquirer.expect(match_key(&again)).unwrap();
         assert!(matches!(
             acquirer.request(&again, wait).await,
-            Err(AcquirerError::InFlight { .. })
+            Err(AcquirerError::InFlight(_))
         ));
         drop(pending);
         drop(acquirer);
