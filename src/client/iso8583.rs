@@ -612,7 +612,7 @@ impl Acquirer {
     ) -> Result<Response, AcquirerError> {
         let frame = Acquirer::framed(request)?;
         let key = match_key(request);
-        let receiver = self.expect(key)?;
+        let receiver = self.awaiting(key)?;
         if let Err(error) = self.write_all(&frame).await {
             self.pending.lock().remove(&key);
             return Err(error);
@@ -620,7 +620,7 @@ impl Acquirer {
         self.await_reply(key, receiver, timeout).await
     }
 
-    /// Waits up to `timeout` for the reply a request registered with [`Acquirer::expect`] gets.
+    /// Waits up to `timeout` for the reply a request registered with [`Acquirer::awaiting`] gets.
     async fn await_reply(
         &self,
         key: MatchKey,
@@ -638,7 +638,7 @@ impl Acquirer {
     }
 
     /// Registers a wait for the reply with `key`.
-    fn expect(&self, key: MatchKey) -> Result<oneshot::Receiver<Message>, AcquirerError> {
+    fn awaiting(&self, key: MatchKey) -> Result<oneshot::Receiver<Message>, AcquirerError> {
         if let Some(reason) = self.closed.lock().clone() {
             return Err(AcquirerError::Closed(reason));
         }
@@ -984,7 +984,7 @@ mod tests {
         assert_eq!(acquirer.counts().unmatched.load(Ordering::Relaxed), 1);
         // The same key twice at once is refused: replies could not tell them apart.
         let again = repeat_of(&first);
-        let pending = acquirer.expect(match_key(&again)).unwrap();
+        let pending = acquirer.awaiting(match_key(&again)).unwrap();
         assert!(matches!(
             acquirer.request(&again, wait).await,
             Err(AcquirerError::InFlight(_))
