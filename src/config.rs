@@ -871,4 +871,78 @@ mod tests {
             Settings::try_parse_from(["bank-server", "--tls-client-ca", "ca.pem"]).unwrap();
         assert!(ca_only.resolve().is_err());
     }
+    #[test]
+    fn the_iso8583_listener_needs_a_pin_key_file_or_the_explicit_clear_mode() {
+        let parse = |arguments: &[&str]| {
+            Settings::try_parse_from(["bank-server"].iter().chain(arguments))
+                .unwrap()
+                .resolve()
+        };
+        let (config, process) = parse(&[
+            "--iso8583-listen",
+            "127.0.0.1:8583",
+            "--iso8583-pin-key-file",
+            "/run/secrets/zone-pin-key",
+            "--iso8583-currency",
+            "826",
+        ])
+        .unwrap();
+        let iso8583 = config.iso8583.as_ref().unwrap();
+        assert_eq!(iso8583.listen.port(), 8583);
+        assert_eq!(iso8583.currency, "826");
+        assert!(
+            matches!(&iso8583.pins, Iso8583Pins::KeyFile(path) if path.ends_with("zone-pin-key"))
+        );
+        let text = effective_toml(&config, &process);
+        assert!(
+            text.contains("iso8583_listen = \"127.0.0.1:8583\""),
+            "{text}"
+        );
+        let read_back: Settings = toml::from_str(
+            &text
+                .lines()
+                .filter(|line| line.starts_with("iso8583"))
+                .map(|line| format!("{line}\n"))
+                .collect::<String>(),
+        )
+        .unwrap();
+        assert_eq!(
+            read_back.resolve().unwrap().0.iso8583.unwrap().currency,
+            "826"
+        );
+
+        let (clear, _) = parse(&[
+            "--iso8583-listen",
+            "127.0.0.1:0",
+            "--iso8583-clear-pin-blocks",
+        ])
+        .unwrap();
+        assert!(matches!(
+            clear.iso8583.unwrap().pins,
+            Iso8583Pins::ClearBlocks
+        ));
+        let (off, process) = parse(&[]).unwrap();
+        assert!(off.iso8583.is_none());
+        assert!(!effective_toml(&off, &process).contains("iso8583"));
+        for refused in [
+            &["--iso8583-listen", "127.0.0.1:0"][..],
+            &["--iso8583-pin-key-file", "key"],
+            &[
+                "--iso8583-listen",
+                "127.0.0.1:0",
+                "--iso8583-clear-pin-blocks",
+                "--iso8583-pin-key-file",
+                "key",
+            ],
+            &[
+                "--iso8583-listen",
+                "127.0.0.1:0",
+                "--iso8583-clear-pin-blocks",
+                "--iso8583-currency",
+                "EUR",
+            ],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
+    }
 }

@@ -61,6 +61,10 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "bank_tls_handshake_failures_total";
 pub const TRANSFERS_SETTLED: &str = "bank_transfers_settled_total";
 /// Holds released because they expired.
 pub const HOLDS_EXPIRED: &str = "bank_holds_expired_total";
+/// ISO 8583 messages the door answered itself, by `mti` (of the request) and `code` (field 39):
+/// network management, and messages refused before they reach the service (not signed on,
+/// format error, a transaction not offered, another currency).
+pub const ISO8583_DOOR_ANSWERS: &str = "bank_iso8583_door_answers_total";
 
 /// Buckets for latencies, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -254,6 +258,19 @@ pub fn pin_failure(reason: &'static str) {
 /// A connection closed by a deadline of its login, for `reason` (`unverified`, `idle`).
 pub fn connection_timed_out(reason: &'static str) {
     metrics::counter!(CONNECTIONS_TIMED_OUT, "reason" => reason).increment(1);
+}
+
+/// An ISO 8583 message of type `mti` answered by the door itself with response code `code`.
+pub fn iso8583_door_answer(mti: &str, code: &'static str) {
+    // Only the types the door answers are named; anything else is counted as `other`, so a
+    // hostile peer cannot make new label values.
+    let mti = [
+        "0100", "0101", "0200", "0201", "0220", "0221", "0420", "0421", "0800",
+    ]
+    .into_iter()
+    .find(|known| *known == mti)
+    .unwrap_or("other");
+    metrics::counter!(ISO8583_DOOR_ANSWERS, "mti" => mti, "code" => code).increment(1);
 }
 
 /// A fault injected.

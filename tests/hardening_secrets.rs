@@ -6,8 +6,7 @@
 mod common;
 
 use actor_bank::protocol::Status;
-use common::{Capture, TestServer};
-use tracing_subscriber::fmt::format::FmtSpan;
+use common::TestServer;
 
 /// Distinctive secrets, so that finding one in the log cannot be a coincidence.
 const TOKEN: &str = "tok-SECRET-9c1f-2b7e4a6d8f0c1e3a5b";
@@ -20,15 +19,7 @@ const CARD: u64 = 555_000_111;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_the_logs() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::NEW | FmtSpan::CLOSE)
-        .with_ansi(false)
-        .without_time()
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let capture = common::capture_all_logs();
 
     let server = TestServer::start_with(|config| {
         config.operator_token = Some(TOKEN.into());

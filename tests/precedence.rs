@@ -135,3 +135,24 @@ fn every_check_is_run_by_some_operation() {
         );
     }
 }
+
+/// docs/ISO8583.md's order of checks for the requests of an acquirer is the one the service runs
+/// (between `<!-- iso8583-precedence: begin -->` and `<!-- iso8583-precedence: end -->`).
+#[test]
+fn the_documented_order_of_an_acquirers_checks_is_the_order_the_service_runs() {
+    const BEGIN: &str = "<!-- iso8583-precedence: begin -->";
+    const END: &str = "<!-- iso8583-precedence: end -->";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ISO8583.md");
+    let document = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    let start = document.find(BEGIN).expect("ISO8583.md marks its table") + BEGIN.len();
+    let end = document[start..]
+        .find(END)
+        .expect("the table ends with a marker")
+        + start;
+    let expected = actor_bank::server::service::acquirer_precedence_markdown();
+    assert_eq!(
+        format!("{}\n", document[start..end].trim()),
+        expected,
+        "the table should read:\n{expected}"
+    );
+}

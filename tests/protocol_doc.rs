@@ -12,6 +12,7 @@
 //! In a hex dump block, everything before the first `|` of a line is hex bytes and everything after
 //! it is commentary, so the annotations can say anything without confusing the check.
 
+mod common;
 #[allow(dead_code)] // The example's `main` and printing helpers are not used here.
 #[path = "../examples/protocol_dump.rs"]
 mod dump;
@@ -70,20 +71,10 @@ fn documented_frame(document: &str, name: &str) -> Vec<u8> {
 /// The bytes of the hex dump after `<!-- KIND: NAME -->`.
 fn documented_bytes(document: &str, kind: &str, name: &str) -> Vec<u8> {
     let marker = format!("<!-- {kind}: {name} -->");
-    let mut bytes = Vec::new();
-    for line in fenced_block_after(document, &marker) {
-        let hex = line.split('|').next().unwrap_or_default();
-        for token in hex.split_whitespace() {
-            let byte = (token.len() == 2)
-                .then(|| u8::from_str_radix(token, 16).ok())
-                .flatten()
-                .unwrap_or_else(|| {
-                    panic!("{kind} {name}: {token:?} is not a hex byte (put commentary after a |)")
-                });
-            bytes.push(byte);
-        }
-    }
-    bytes
+    common::hex_dump_bytes(
+        &fenced_block_after(document, &marker),
+        &format!("{kind} {name}"),
+    )
 }
 
 /// The rows of the table after `<!-- table: NAME -->`, header and rule left out, cells trimmed and

@@ -2,7 +2,11 @@
 //! refusals that cost nothing else, reloads of the CA and the deny file, and the plaintext rule.
 //! Certificates are made in the test with rcgen.
 
+#[path = "common/banking.rs"]
+mod banking;
 mod common;
+#[path = "common/iso8583.rs"]
+mod iso;
 
 use actor_bank::codec::encode_frame;
 use actor_bank::protocol::{ClientMessage, Hello, ServerMessage, Status, PROTOCOL_VERSION};
@@ -252,6 +256,53 @@ async fn counted_failures(server: &TestServer, expected: u64) {
     })
     .await;
     assert_eq!(failures(server), expected);
+}
+
+/// The ISO 8583 listener is secured like the other: an acquirer over TLS signs on and
+/// withdraws; one speaking plaintext to it is closed without an answer.
+#[tokio::test]
+async fn the_iso8583_listener_is_served_over_tls_too() {
+    use actor_bank::iso8583::{self, field, network};
+    let authority = Authority::new("test CA");
+    let setup = Setup::new(&authority, None);
+    let files = setup.files.clone();
+    let server = TestServer::start_with(move |config| {
+        config.tls = Some(files);
+        iso::with_door(config);
+    });
+    let address = server.running().iso8583_addr().unwrap();
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut stream = connector(&authority, None)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut call = async |message: &iso8583::Message| {
+        let body = iso8583::encode(message).unwrap();
+        let mut frame = (body.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        stream.write_all(&frame).await.unwrap();
+        let mut length = [0u8; 2];
+        stream.read_exact(&mut length).await.unwrap();
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        stream.read_exact(&mut reply).await.unwrap();
+        iso8583::decode(&reply).unwrap()
+    };
+    let signed_on = call(&iso::network_message(network::SIGN_ON, None)).await;
+    assert_eq!(signed_on.get(field::RESPONSE_CODE), Some("00"));
+    let withdrawn = call(&iso::withdrawal(JOTY, JOTY_PIN, 100, 2)).await;
+    assert_eq!(withdrawn.get(field::RESPONSE_CODE), Some("00"));
+    assert_eq!(iso::balances(&withdrawn), (9_900, 9_900));
+
+    let mut plain = TcpStream::connect(address).await.unwrap();
+    let body = iso8583::encode(&iso::network_message(network::SIGN_ON, None)).unwrap();
+    let mut frame = (body.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    plain.write_all(&frame).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer).await;
+    // Whatever came back (a TLS alert at most) is no ISO 8583 reply.
+    assert!(!answer.windows(4).any(|window| window == b"0810"));
 }
 
 #[tokio::test]

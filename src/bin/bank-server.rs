@@ -79,8 +79,14 @@ fn run() -> ExitCode {
     // Listened for before the listening line: a SIGTERM sent as soon as a supervisor reads the
     // line must stop the server gracefully, not end it by the signal's default action.
     let stop = StopSignals::listen();
-    // The address actually bound (with `--listen …:0` the operating system picked the port): a
-    // supervisor or test reads it from this line.
+    // The addresses actually bound (with `--listen …:0` the operating system picked the port): a
+    // supervisor or test reads them from these lines, the ISO 8583 one first.
+    if let Some(address) = server.iso8583_addr() {
+        say(
+            std::io::stdout(),
+            &format!("bank-server iso8583 on {address}"),
+        );
+    }
     say(
         std::io::stdout(),
         &format!("bank-server listening on {}", server.local_addr),

@@ -268,15 +268,18 @@ impl ServerConfig {
         }
     }
 
-    /// The plaintext rule: without TLS the server listens only on a loopback address, unless
-    /// plaintext is allowed explicitly.
+    /// The plaintext rule: without TLS the server listens only on loopback addresses (the ISO
+    /// 8583 listener's included), unless plaintext is allowed explicitly.
     pub fn check_transport(&self) -> Result<(), String> {
-        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.allow_plaintext {
-            return Err(format!(
-                "refusing to serve plaintext on {}, which is not a loopback address: give \
-                 --tls-cert and --tls-key, or --allow-plaintext if the network is secured otherwise",
-                self.listen
-            ));
+        let listeners =
+            std::iter::once(self.listen).chain(self.iso8583.as_ref().map(|iso8583| iso8583.listen));
+        for listen in listeners {
+            if self.tls.is_none() && !listen.ip().is_loopback() && !self.allow_plaintext {
+                return Err(format!(
+                    "refusing to serve plaintext on {listen}, which is not a loopback address: give \
+                     --tls-cert and --tls-key, or --allow-plaintext if the network is secured otherwise"
+                ));
+            }
         }
         Ok(())
     }

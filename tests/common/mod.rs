@@ -196,6 +196,15 @@ impl TestServer {
         }
     }
 
+    /// A test server around `server`, started by the test on `data_dir`.
+    pub fn around(data_dir: TempDir, server: RunningServer) -> TestServer {
+        TestServer {
+            server: Some(server),
+            data_dir,
+            next_client_id: std::sync::atomic::AtomicU64::new(FIRST_CLIENT_ID),
+        }
+    }
+
     /// Starts a server with [`test_config`].
     pub fn start() -> TestServer {
         Self::start_with(|_| {})
@@ -1031,4 +1040,41 @@ pub fn hello_frame() -> Vec<u8> {
         protocol_version: PROTOCOL_VERSION,
     }))
     .unwrap()
+}
+
+/// The bytes of a hex dump's lines as the docs write them: hex pairs, then optional commentary
+/// after a `|`; `what` names the dump in the panic a stray token causes.
+pub fn hex_dump_bytes(lines: &[String], what: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in lines {
+        let hex = line.split('|').next().unwrap_or_default();
+        for token in hex.split_whitespace() {
+            let byte = (token.len() == 2)
+                .then(|| u8::from_str_radix(token, 16).ok())
+                .flatten()
+                .unwrap_or_else(|| {
+                    panic!("{what}: {token:?} is not a hex byte (put commentary after a |)")
+                });
+            bytes.push(byte);
+        }
+    }
+    bytes
+}
+
+/// Sends every log line of this test process, at every level with span events, to the returned
+/// capture (once per process: it installs the global subscriber).
+pub fn capture_all_logs() -> Capture {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(
+            tracing_subscriber::fmt::format::FmtSpan::NEW
+                | tracing_subscriber::fmt::format::FmtSpan::CLOSE,
+        )
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    capture
 }

@@ -22,8 +22,9 @@ use crate::model::{Amount, Card, Code, RequestId};
 use crate::pin_block::{self, ZonePinKey};
 use crate::server::service::{Answer, AnswerBody, Command};
 use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// The largest message body the door accepts, in bytes: an ATM's messages take a few hundred.
@@ -32,6 +33,11 @@ pub const ISO8583_MESSAGE_BYTES_MAX: usize = 4096;
 /// Terminals one connection may sign on one by one (field 41 in the `0800`); a sign-on beyond
 /// it is refused with `96`, so a connection's state stays bounded.
 pub const SIGNED_ON_TERMINALS_MAX: usize = 4096;
+
+/// Replies the door remembers by duplicate key ([`RecentReplies`]): at most about 20 MiB of
+/// them (a reply takes a few hundred bytes), several seconds of a busy link's traffic, which is
+/// when acquirers repeat.
+pub const REPLIES_REMEMBERED_MAX: usize = 65_536;
 
 /// Movements in a mini statement (processing code 38).
 pub const MINI_STATEMENT_MOVEMENTS: u32 = 10;
@@ -56,6 +62,9 @@ pub const SYSTEM_MALFUNCTION: &str = "96";
 
 /// The response code of an unknown card (or a PAN the bank cannot hold as a card number).
 const UNKNOWN_CARD: &str = "14";
+
+/// The response code of a duplicate key with other content.
+const DUPLICATE: &str = "94";
 
 /// The fields a reply copies from its request, when the request has them.
 pub const ECHOED_FIELDS: [u8; 16] = [
@@ -95,6 +104,61 @@ pub struct Iso8583Door {
     pins: PinBlocks,
     /// The bank's currency, three digits.
     currency: String,
+    /// The last replies given, by duplicate key.
+    recent: RecentReplies,
+}
+
+/// The door's memory of the replies it gave lately, by request id (the duplicate key), with a
+/// digest of what their request said: a repeat that arrives while its original's reply is here
+/// gets that reply's bytes without a second look at its PIN, so a repeat of a message declined
+/// for its PIN does not count a second wrong PIN, and one approved before the card was locked is
+/// still answered as it was. The same key with other content (another card included) is
+/// answered `94`. Only final answers are kept (not `91` or `96`, which ask for a retry, nor a
+/// `94`, which belongs to another request), and only after they are durable, since a reply is
+/// written only then. Past it the memory of completed
+/// requests, which is durable, answers repeats, after the PIN check.
+#[derive(Default)]
+struct RecentReplies {
+    /// Replies by request id with their request's content digest, and the ids oldest first.
+    replies: Mutex<Remembered>,
+}
+
+/// What [`RecentReplies`] holds under its lock.
+#[derive(Default)]
+struct Remembered {
+    /// Each reply's request content digest and frame, by request id.
+    by_id: HashMap<RequestId, (u64, Bytes)>,
+    /// The ids, oldest first.
+    order: VecDeque<RequestId>,
+}
+
+impl RecentReplies {
+    /// The reply remembered for `id`: `Ok` with its frame when `content` matches, `Err(())` when
+    /// the id was used for other content, `None` when nothing is remembered.
+    fn recall(&self, id: RequestId, content: u64) -> Option<Result<Bytes, ()>> {
+        let replies = self.replies.lock();
+        let (remembered, frame) = replies.by_id.get(&id)?;
+        Some(if *remembered == content {
+            Ok(frame.clone())
+        } else {
+            Err(())
+        })
+    }
+
+    /// Remembers `frame` as the reply to `id`, forgetting the oldest beyond
+    /// [`REPLIES_REMEMBERED_MAX`].
+    fn remember(&self, id: RequestId, content: u64, frame: Bytes) {
+        let mut replies = self.replies.lock();
+        let Remembered { by_id, order } = &mut *replies;
+        if by_id.insert(id, (content, frame)).is_none() {
+            order.push_back(id);
+        }
+        while order.len() > REPLIES_REMEMBERED_MAX {
+            if let Some(oldest) = order.pop_front() {
+                by_id.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// What one connection remembers: who signed on.
@@ -119,6 +183,8 @@ impl Link {
 pub struct Reply {
     /// The reply so far: its type and the request's echoed fields.
     message: Message,
+    /// The digest of the request's content (everything but its type), which a repeat shares.
+    content: u64,
     /// True for an authorisation (`0110`), whose field 38 is the hold's id.
     hold: bool,
 }
@@ -129,6 +195,7 @@ impl Iso8583Door {
         Iso8583Door {
             pins,
             currency: currency.to_string(),
+            recent: RecentReplies::default(),
         }
     }
 
@@ -164,7 +231,7 @@ impl Iso8583Door {
             Some(network::ECHO) => NOT_SIGNED_ON,
             Some(_) => INVALID_TRANSACTION,
         };
-        answered(reply, code)
+        answered(&request.mti, reply, code)
     }
 
     /// Turns a financial message, an authorisation, a completion or a reversal into a request
@@ -282,19 +349,27 @@ impl FrontDoor for Iso8583Door {
             return self.network(link, &request, reply);
         }
         if !link.admits(request.get(field::TERMINAL)) {
-            return answered(reply, NOT_SIGNED_ON);
+            return answered(&request.mti, reply, NOT_SIGNED_ON);
         }
-        match self.request(&request) {
-            Ok((id, command)) => Inbound::Request {
-                id,
-                name: command.kind().name(),
-                command,
-                context: Reply {
-                    hold: response_mti == mti::AUTHORISATION_RESPONSE,
-                    message: reply,
-                },
+        let (id, command) = match self.request(&request) {
+            Ok(request) => request,
+            Err(code) => return answered(&request.mti, reply, code),
+        };
+        let content = content_digest(&body);
+        match self.recent.recall(id, content) {
+            Some(Ok(frame)) => return Inbound::Answered(frame),
+            Some(Err(())) => return answered(&request.mti, reply, DUPLICATE),
+            None => {}
+        }
+        Inbound::Request {
+            id,
+            name: command.kind().name(),
+            command,
+            context: Reply {
+                hold: response_mti == mti::AUTHORISATION_RESPONSE,
+                content,
+                message: reply,
             },
-            Err(code) => answered(reply, code),
         }
     }
 
@@ -343,7 +418,17 @@ impl FrontDoor for Iso8583Door {
             }
         }
         message.set(field::RESPONSE_CODE, code);
-        frame(&message)
+        let frame = frame(&message)?;
+        // A retry may still succeed after `busy` or `unavailable`; a conflict or a stale id says
+        // nothing of the request that owns the id, whose repeat must still get its own reply.
+        let final_answer = !matches!(
+            answer.code,
+            Code::Busy | Code::Unavailable | Code::RequestIdConflict | Code::StaleRequest
+        );
+        if final_answer {
+            self.recent.remember(id, reply.content, frame.clone());
+        }
+        Ok(frame)
     }
 
     fn encode_goodbye(&self, _reason: &str) -> Result<Bytes, CodecError> {
@@ -352,8 +437,10 @@ impl FrontDoor for Iso8583Door {
     }
 }
 
-/// A reply the door gives itself, with response code `code`.
-fn answered(mut reply: Message, code: &str) -> Inbound<Reply> {
+/// The reply the door gives itself to a request of type `request_mti`, with response code
+/// `code`.
+fn answered(request_mti: &str, mut reply: Message, code: &'static str) -> Inbound<Reply> {
+    crate::metrics::iso8583_door_answer(request_mti, code);
     reply.set(field::RESPONSE_CODE, code);
     match frame(&reply) {
         Ok(frame) => Inbound::Answered(frame),
@@ -372,6 +459,15 @@ fn frame(message: &Message) -> Result<Bytes, CodecError> {
     frame.put_u16(length);
     frame.put_slice(&body);
     Ok(frame.freeze())
+}
+
+/// The digest of a request's content: the first 8 bytes of the SHA-256 of its encoding after the
+/// message type, which a repeat (`0201` for `0200`) shares with its original.
+fn content_digest(body: &[u8]) -> u64 {
+    let digest = Sha256::digest(body.get(iso8583::MTI_BYTES..).unwrap_or_default());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// True when `text` is decimal digits, as many as `digits` allows.
@@ -450,6 +546,17 @@ fn reversal(request: &Message, key: &DuplicateKey) -> Result<Command, &'static s
         .get(field::ORIGINAL_DATA)
         .and_then(OriginalData::parse)
         .ok_or(FORMAT_ERROR)?;
+    // What a reversal gives back is a debit: a withdrawal, or a completion that posted a hold. An
+    // authorisation is released by a completion for zero, or expires.
+    const REVERSIBLE: [&str; 4] = [
+        mti::FINANCIAL,
+        mti::FINANCIAL_REPEAT,
+        mti::COMPLETION,
+        mti::COMPLETION_REPEAT,
+    ];
+    if !REVERSIBLE.contains(&original.mti.as_str()) {
+        return Err(INVALID_TRANSACTION);
+    }
     let original = DuplicateKey::new(
         &original.acquirer,
         &key.terminal,
@@ -685,6 +792,13 @@ mod tests {
             door.decode(&mut link, BytesMut::from(&b"02x0"[..])),
             Inbound::Close(_)
         ));
+        let mut of_authorisation = withdrawal("1234");
+        of_authorisation.mti = mti::REVERSAL.into();
+        of_authorisation.set(
+            field::ORIGINAL_DATA,
+            "010000004112011530000000001234500000000000",
+        );
+        assert_eq!(code(of_authorisation, &mut link), INVALID_TRANSACTION);
         match door.decode(&mut link, BytesMut::new()) {
             Inbound::Answered(frame) => assert_eq!(&frame[..], &[0, 0]),
             _ => panic!("a keep-alive is answered in kind"),
@@ -725,6 +839,7 @@ mod tests {
             message.set(field::STAN, "000042");
             Reply {
                 message,
+                content: 1,
                 hold: false,
             }
         };
@@ -764,5 +879,31 @@ mod tests {
         let message =
             iso8583::decode(&door.encode_answer(id, authorisation, hold).unwrap()[2..]).unwrap();
         assert_eq!(message.get(field::AUTHORISATION_ID), Some("000007"));
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive, and whatever fields a well-formed message has, the door
+        /// answers, refuses or closes; it never panics.
+        #[test]
+        fn any_message_is_answered_refused_or_closed(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            fields in proptest::collection::vec((2u8..=128, "[0-9A-Z ]{0,12}"), 0..10),
+            message_type in proptest::sample::select(vec![
+                "0100", "0101", "0200", "0201", "0220", "0221", "0420", "0421", "0800", "0300",
+            ]),
+        ) {
+            let door = door();
+            let mut link = Link::default();
+            sign_on(&mut link);
+            let _ = door.decode(&mut link, BytesMut::from(&bytes[..]));
+            let mut message = withdrawal("1234");
+            message.mti = message_type.to_string();
+            for (number, data) in fields {
+                message.set(number, data);
+            }
+            if let Ok(encoded) = iso8583::encode(&message) {
+                let _ = door.decode(&mut link, BytesMut::from(&encoded[..]));
+            }
+        }
     }
 }

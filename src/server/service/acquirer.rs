@@ -13,40 +13,45 @@ use crate::server::tls::Terminal;
 use crate::server::Bank;
 use std::sync::Arc;
 
-/// The checks of a request that carries a PIN, up to the operation's own: those of `Verify`,
-/// with the kind's validation first.
-const PIN_CHECKS: &[Check] = &[
-    Check::InFlight,
-    Check::Validation,
-    Check::PinAllowance,
-    Check::KnownCard,
-    Check::AccountState,
-    Check::LockedCard,
-    Check::PinQueue,
-    Check::Actor,
-    Check::AccountRules,
-    Check::Storage,
-];
-
 /// The checks an acquirer's request of `kind` goes through, in order: the PIN's (when it carries
-/// one) and then the operation's own, after the verified card that the message's card stands in
+/// one, ending in the actor's decision on the PIN and its journal record when one is written)
+/// and then the operation's own, from after the verified card that the message's card stands in
 /// for. For docs/ISO8583.md.
 pub fn acquirer_checks(kind: Kind, with_pin: bool) -> Vec<Check> {
-    let mut list = if with_pin {
-        PIN_CHECKS.to_vec()
-    } else {
-        vec![Check::InFlight, Check::Validation]
-    };
-    let operation = super::checks(kind)
-        .iter()
-        .filter(|check| !matches!(check, Check::InFlight | Check::VerifiedCard));
-    for check in operation {
-        // The operation's own validation follows the PIN's checks; the rest, once only.
-        if *check == Check::Validation || !list.contains(check) {
-            list.push(*check);
+    // The in-flight limit and the validation of the kind, then, with a PIN, those of `Verify`.
+    let mut list = vec![Check::InFlight, Check::Validation];
+    if with_pin {
+        list.extend(
+            super::verify::CHECKS
+                .iter()
+                .filter(|check| **check != Check::InFlight),
+        );
+    }
+    // Then the operation's own, as for the card verified on a connection.
+    list.extend(
+        super::checks(kind)
+            .iter()
+            .filter(|check| !matches!(check, Check::InFlight | Check::VerifiedCard)),
+    );
+    list
+}
+
+/// The table of docs/ISO8583.md's order of checks: for each operation an acquirer may ask for,
+/// its checks in order ([`acquirer_checks`]). `tests/precedence.rs` keeps the document equal to
+/// this.
+pub fn acquirer_precedence_markdown() -> String {
+    let mut text = String::from("| operation | PIN | checks, in order |\n| --- | --- | --- |\n");
+    for kind in Kind::ALL {
+        if let Some(with_pin) = allowed(*kind) {
+            let steps: Vec<&str> = acquirer_checks(*kind, with_pin)
+                .iter()
+                .map(|check| check.name())
+                .collect();
+            let pin = if with_pin { "yes" } else { "no" };
+            text += &format!("| `{kind:?}` | {pin} | {} |\n", steps.join(" → "));
         }
     }
-    list
+    text
 }
 
 /// The kinds an acquirer may ask for, and whether each must carry the card's PIN.

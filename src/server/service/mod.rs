@@ -38,7 +38,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use acquirer::acquirer_checks;
+pub use acquirer::{acquirer_checks, acquirer_precedence_markdown};
 pub use open::HOLDER_BYTES_MAX;
 
 /// What a request asks for, in the bank's terms: the parameters each operation's rules need and
