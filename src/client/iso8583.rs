@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{oneshot, Mutex, Notify};
 use tokio_util::codec::FramedRead;
 
@@ -521,31 +521,23 @@ pub struct AcquirerCounts {
     pub keep_alives: AtomicU64,
 }
 
-type Frames = FramedRead<ReadHalf<Box<dyn Transport>>, FrameReader>;
+type Pending = Arc<parking_lot::Mutex<HashMap<MatchKey, oneshot::Sender<Message>>>>;
 
 /// One connection to the bank's ISO 8583 door, shared by any number of terminals and requests.
-///
-/// There is no reader task: whoever waits for a reply takes the reading half (one at a time) and
-/// reads until its own reply comes, handing every other reply to the request waiting for it on
-/// the way. With one request in flight the caller reads its reply itself, as over the bincode
-/// door; with several, each reply still reaches its request whoever read it.
 pub struct Acquirer {
     writer: Mutex<WriteHalf<Box<dyn Transport>>>,
-    reader: Mutex<Frames>,
-    pending: parking_lot::Mutex<HashMap<MatchKey, oneshot::Sender<Message>>>,
-    counts: AcquirerCounts,
-    /// Woken by whoever reads a keep-alive.
-    keep_alive: Notify,
-    /// Why the connection ended, once it has.
-    closed: parking_lot::Mutex<Option<String>>,
+    pending: Pending,
+    counts: Arc<AcquirerCounts>,
+    keep_alive: Arc<Notify>,
+    /// Why the reader stopped, once it has.
+    closed: Arc<parking_lot::Mutex<Option<String>>>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
-/// What reading one frame came to.
-enum Read {
-    /// A reply, handed to its request (or counted as unmatched).
-    Reply,
-    /// A keep-alive.
-    KeepAlive,
+impl Drop for Acquirer {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Acquirer {
@@ -558,14 +550,25 @@ impl Acquirer {
             .await
             .map_err(AcquirerError::Connect)?;
         let (read, write) = tokio::io::split(stream);
+        let pending: Pending = Arc::default();
+        let counts = Arc::new(AcquirerCounts::default());
+        let keep_alive = Arc::new(Notify::new());
+        let closed = Arc::new(parking_lot::Mutex::new(None));
         let frames = FramedRead::new(read, FrameReader::short(ISO8583_REPLY_BYTES_MAX));
+        let reader = tokio::spawn(read_replies(
+            frames,
+            pending.clone(),
+            counts.clone(),
+            keep_alive.clone(),
+            closed.clone(),
+        ));
         Ok(Acquirer {
             writer: Mutex::new(write),
-            reader: Mutex::new(frames),
-            pending: parking_lot::Mutex::new(HashMap::new()),
-            counts: AcquirerCounts::default(),
-            keep_alive: Notify::new(),
-            closed: parking_lot::Mutex::new(None),
+            pending,
+            counts,
+            keep_alive,
+            closed,
+            reader,
         })
     }
 
@@ -614,81 +617,24 @@ impl Acquirer {
             self.pending.lock().remove(&key);
             return Err(error);
         }
-        match tokio::time::timeout(timeout, self.reply_to(receiver)).await {
-            Ok(outcome) => outcome.map(|message| Response { message }),
+        self.await_reply(key, receiver, timeout).await
+    }
+
+    /// Waits up to `timeout` for the reply a request registered with [`Acquirer::awaiting`] gets.
+    async fn await_reply(
+        &self,
+        key: MatchKey,
+        receiver: oneshot::Receiver<Message>,
+        timeout: Duration,
+    ) -> Result<Response, AcquirerError> {
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(message)) => Ok(Response { message }),
+            Ok(Err(_)) => Err(AcquirerError::Closed(self.closed_reason())),
             Err(_) => {
                 self.pending.lock().remove(&key);
                 Err(AcquirerError::Timeout(timeout))
             }
         }
-    }
-
-    /// The reply `receiver` is waiting for: handed over by whoever reads it, or read here.
-    async fn reply_to(
-        &self,
-        mut receiver: oneshot::Receiver<Message>,
-    ) -> Result<Message, AcquirerError> {
-        tokio::select! {
-            biased;
-            reply = &mut receiver => {
-                reply.map_err(|_| AcquirerError::Closed(self.closed_reason()))
-            }
-            // Holding the reading half, read until this request's reply has been handed over.
-            mut frames = self.reader.lock() => loop {
-                match receiver.try_recv() {
-                    Ok(message) => return Ok(message),
-                    Err(oneshot::error::TryRecvError::Closed) => {
-                        return Err(AcquirerError::Closed(self.closed_reason()))
-                    }
-                    Err(oneshot::error::TryRecvError::Empty) => {}
-                }
-                self.read_one(&mut frames).await?;
-            },
-        }
-    }
-
-    /// Reads one frame and hands it on; an error (after which every waiting request is told)
-    /// when the connection ended or sent something that is not a message.
-    async fn read_one(&self, frames: &mut Frames) -> Result<Read, AcquirerError> {
-        let failure = match frames.next().await {
-            Some(Ok(body)) if body.is_empty() => {
-                self.counts.keep_alives.fetch_add(1, Ordering::Relaxed);
-                self.keep_alive.notify_waiters();
-                return Ok(Read::KeepAlive);
-            }
-            Some(Ok(body)) => match iso8583::decode(&body) {
-                Ok(message) => {
-                    self.hand_over(message);
-                    return Ok(Read::Reply);
-                }
-                Err(error) => format!("an undecodable reply: {error}"),
-            },
-            Some(Err(error)) => describe(&error),
-            None => "the bank closed the connection".to_string(),
-        };
-        self.close(failure.clone());
-        Err(AcquirerError::Closed(failure))
-    }
-
-    /// Gives `message` to the request waiting for it, if any.
-    fn hand_over(&self, message: Message) {
-        let waiting = self.pending.lock().remove(&match_key(&message));
-        match waiting {
-            Some(sender) => {
-                let _ = sender.send(message);
-            }
-            None => {
-                self.counts.unmatched.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(mti = %message.mti, "a reply nobody waits for");
-            }
-        }
-    }
-
-    /// Notes that the connection ended because of `reason`; every waiting request is told.
-    fn close(&self, reason: String) {
-        self.closed.lock().get_or_insert(reason);
-        // Dropping the senders wakes every waiting request with the connection closed.
-        self.pending.lock().clear();
     }
 
     /// Registers a wait for the reply with `key`.
@@ -705,12 +651,12 @@ impl Acquirer {
         Ok(receiver)
     }
 
-    /// Why the connection closed, as its reader saw it.
+    /// Why the connection closed, as the reader saw it.
     fn closed_reason(&self) -> String {
         self.closed
             .lock()
             .clone()
-            .unwrap_or_else(|| "the connection closed".into())
+            .unwrap_or_else(|| "the reader stopped".into())
     }
 
     /// Sends a keep-alive (a length-0 frame) and waits up to `timeout` for the bank's.
@@ -722,20 +668,9 @@ impl Acquirer {
         tokio::pin!(answered);
         answered.as_mut().enable();
         self.write_all(&[0; SHORT_FRAME_HEADER_BYTES]).await?;
-        let wait = async {
-            tokio::select! {
-                biased;
-                () = &mut answered => Ok(()),
-                mut frames = self.reader.lock() => loop {
-                    if let Read::KeepAlive = self.read_one(&mut frames).await? {
-                        return Ok(());
-                    }
-                },
-            }
-        };
-        tokio::time::timeout(timeout, wait)
+        tokio::time::timeout(timeout, answered)
             .await
-            .map_err(|_| AcquirerError::Timeout(timeout))?
+            .map_err(|_| AcquirerError::Timeout(timeout))
     }
 
     /// Signs `terminal` on and returns the reply (39 = 00 when signed on).
@@ -767,6 +702,46 @@ impl Acquirer {
         let message = terminal.echo();
         self.request(&message, timeout).await
     }
+}
+
+/// Reads frames until the connection ends: each reply goes to the request waiting for its key;
+/// a keep-alive wakes whoever sent one.
+async fn read_replies(
+    mut frames: FramedRead<tokio::io::ReadHalf<Box<dyn Transport>>, FrameReader>,
+    pending: Pending,
+    counts: Arc<AcquirerCounts>,
+    keep_alive: Arc<Notify>,
+    closed: Arc<parking_lot::Mutex<Option<String>>>,
+) {
+    let reason = loop {
+        let body = match frames.next().await {
+            Some(Ok(body)) => body,
+            Some(Err(error)) => break describe(&error),
+            None => break "the bank closed the connection".to_string(),
+        };
+        if body.is_empty() {
+            counts.keep_alives.fetch_add(1, Ordering::Relaxed);
+            keep_alive.notify_waiters();
+            continue;
+        }
+        let message = match iso8583::decode(&body) {
+            Ok(message) => message,
+            Err(error) => break format!("an undecodable reply: {error}"),
+        };
+        let waiting = pending.lock().remove(&match_key(&message));
+        match waiting {
+            Some(sender) => {
+                let _ = sender.send(message);
+            }
+            None => {
+                counts.unmatched.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(mti = %message.mti, "a reply nobody waits for");
+            }
+        }
+    };
+    *closed.lock() = Some(reason);
+    // Dropping the senders wakes every waiting request with the connection closed.
+    pending.lock().clear();
 }
 
 fn describe(error: &CodecError) -> String {
