@@ -430,10 +430,11 @@ enum PinVerdict {
     /// No candidate is the PIN.
     Wrong,
     /// The candidate at `index` is the PIN; `rekey` is its keyed verifier when the stored one is
-    /// an argon2id hash.
+    /// an argon2id hash; `clean` when the committed account has no wrong PIN to clear.
     Right {
         index: usize,
         rekey: Option<PinHash>,
+        clean: bool,
     },
 }
 
@@ -458,10 +459,15 @@ impl Bank {
             return PinVerdict::Busy;
         }
         let stored = self.storage().read_committed_account(card, |account| {
-            (account.pin_hash, account.state, account.is_locked())
+            (
+                account.pin_hash,
+                account.state,
+                account.is_locked(),
+                account.pin_failures == 0,
+            )
         });
         let first = candidates.first().cloned().unwrap_or_default();
-        let keyed = |stored: &PinHash| {
+        let keyed = |stored: &PinHash, clean: bool| {
             pins.stats.keyed_checks.fetch_add(1, Ordering::Relaxed);
             candidates
                 .iter()
@@ -471,19 +477,20 @@ impl Bank {
                 .map_or(PinVerdict::Wrong, |index| PinVerdict::Right {
                     index,
                     rekey: None,
+                    clean,
                 })
         };
         let verdict = match stored {
             None => {
                 // The same work as for a card that exists, so that time does not tell them apart.
-                std::hint::black_box(keyed(&pins.unknown_card));
+                std::hint::black_box(keyed(&pins.unknown_card, true));
                 PinVerdict::UnknownCard
             }
-            Some((_, AccountState::Closed, _)) => PinVerdict::Refused(Code::AccountClosed),
-            Some((_, AccountState::Frozen, _)) => PinVerdict::Refused(Code::AccountFrozen),
-            Some((_, _, true)) => PinVerdict::Locked,
-            Some((stored, _, false)) if stored.is_keyed() => keyed(&stored),
-            Some((stored, _, false)) => {
+            Some((_, AccountState::Closed, ..)) => PinVerdict::Refused(Code::AccountClosed),
+            Some((_, AccountState::Frozen, ..)) => PinVerdict::Refused(Code::AccountFrozen),
+            Some((_, _, true, _)) => PinVerdict::Locked,
+            Some((stored, _, false, clean)) if stored.is_keyed() => keyed(&stored, clean),
+            Some((stored, _, false, clean)) => {
                 let offered = first.clone();
                 let checked = pins
                     .pool
@@ -495,6 +502,7 @@ impl Bank {
                     Some(true) => PinVerdict::Right {
                         index: 0,
                         rekey: Some(pins.key.verifier(card, &first)),
+                        clean,
                     },
                 }
             }
@@ -568,13 +576,13 @@ impl Bank {
         pin_text: String,
     ) -> Outcome {
         let verdict = self.check_pin(&gate, card, vec![pin_text]).await;
-        if let PinVerdict::Right { rekey: None, .. } = verdict {
-            let clean = self
-                .storage()
-                .read_committed_account(card, |account| account.pin_failures == 0);
-            if clean == Some(true) {
-                return answer(Code::Approved);
-            }
+        if let PinVerdict::Right {
+            rekey: None,
+            clean: true,
+            ..
+        } = verdict
+        {
+            return answer(Code::Approved);
         }
         self.decide_pin(card, request, verdict, Event::PinAttempt { correct: true })
             .await

@@ -339,26 +339,23 @@ impl FrontDoor for Iso8583Door {
                 request.mti
             ));
         };
-        let mut reply = Message::new(&response_mti);
-        for number in ECHOED_FIELDS {
-            if let Some(data) = request.get(number) {
-                reply.set(number, data);
-            }
-        }
         if request.mti == mti::NETWORK {
+            let reply = echo(request.clone(), &response_mti);
             return self.network(link, &request, reply);
         }
+        let request_mti = request.mti.clone();
         if !link.admits(request.get(field::TERMINAL)) {
-            return answered(&request.mti, reply, NOT_SIGNED_ON);
+            return answered(&request_mti, echo(request, &response_mti), NOT_SIGNED_ON);
         }
         let (id, command) = match self.request(&request) {
-            Ok(request) => request,
-            Err(code) => return answered(&request.mti, reply, code),
+            Ok(decided) => decided,
+            Err(code) => return answered(&request_mti, echo(request, &response_mti), code),
         };
         let content = content_digest(&body);
+        let reply = echo(request, &response_mti);
         match self.recent.recall(id, content) {
             Some(Ok(frame)) => return Inbound::Answered(frame),
-            Some(Err(())) => return answered(&request.mti, reply, DUPLICATE),
+            Some(Err(())) => return answered(&request_mti, reply, DUPLICATE),
             None => {}
         }
         Inbound::Request {
@@ -435,6 +432,16 @@ impl FrontDoor for Iso8583Door {
         // ISO 8583 has no goodbye: the connection simply closes.
         Ok(Bytes::new())
     }
+}
+
+/// The start of `request`'s reply: its fields that a reply echoes, under `response_mti` (the
+/// request's own fields are moved, not copied; the PIN block is dropped with the rest).
+fn echo(mut request: Message, response_mti: &str) -> Message {
+    request.mti = response_mti.to_string();
+    request
+        .fields
+        .retain(|number, _| ECHOED_FIELDS.contains(number));
+    request
 }
 
 /// The reply the door gives itself to a request of type `request_mti`, with response code
