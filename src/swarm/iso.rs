@@ -111,8 +111,11 @@ enum Sent {
 
 /// What an operation is, as the ATM picked it.
 enum IsoChoice {
+    /// A withdrawal of this amount.
     Withdraw(Amount),
+    /// A deposit of this amount.
     Deposit(Amount),
+    /// A balance inquiry.
     Balance,
     /// A partial (or full) reversal of the latest approved withdrawal.
     ReverseLatest,
@@ -120,14 +123,19 @@ enum IsoChoice {
     ReverseBeforeOriginal(Amount),
 }
 
+/// One ATM on the ISO 8583 door: its terminal, its connection, its generator and its tallies.
 struct IsoAtm {
     shared: Arc<Shared>,
+    /// Its number, for the report's messages.
     index: u64,
     generator: StdRng,
+    /// The skew over accounts, when there is one.
     zipf: Option<rand_distr::Zipf<f64>>,
+    /// The run's mix, reduced to what the door offers the swarm.
     mix: Mix,
     terminal: Terminal,
     door: IsoDoor,
+    /// The connection, signed on; None until the next attempt opens one.
     acquirer: Option<Acquirer>,
     /// The client half of the request ids faults are drawn for.
     fault_client: u64,
@@ -433,8 +441,7 @@ impl IsoAtm {
             return Sent::Lost;
         };
         match acquirer.request(message, timeout).await {
-            Ok(response) if hits(FaultKind::DropReply, faults.drop_reply) => {
-                drop(response);
+            Ok(_) if hits(FaultKind::DropReply, faults.drop_reply) => {
                 self.result.replies_dropped += 1;
                 self.operation_faults += 1;
                 Sent::Lost
