@@ -18,13 +18,18 @@
 //! cargo run --release --example atm_swarm -- --bench --atms 64 --accounts 100000 --mix transfer=1 \
 //!     --initial-balance 1000000000000000 --duration 10s
 //!
+//! # the load through the ISO 8583 door (the accounts are created over the bank's protocol)
+//! cargo run --release --example atm_swarm -- --front-door iso8583 --atms 64 --accounts 100 \
+//!     --mix withdraw=4,deposit=3,balance=2,reverse=1 --faults drop-request=0.05,drop-reply=0.05
+//!
 //! # the same over TLS (mutual TLS with --tls-cert and --tls-key)
 //! cargo run --release --example atm_swarm -- --server bank.example:7878 --tls-ca ca.pem \
 //!     --operator-token T --duration 10s
 //! ```
 
+use actor_bank::client::iso8583::PinBlocks;
 use actor_bank::faults::FaultPlan;
-use actor_bank::swarm::{self, Mix, ProgressCallback, Stop, SwarmConfig, SwarmReport};
+use actor_bank::swarm::{self, FrontDoor, Mix, ProgressCallback, Stop, SwarmConfig, SwarmReport};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
@@ -118,6 +123,22 @@ struct Arguments {
     /// library adapts the wait to the measured round trip [default: the library's, 1s].
     #[arg(long, value_parser = swarm::parse_duration)]
     attempt_timeout: Option<Duration>,
+    /// The door the load goes through: `bincode` (the bank's protocol) or `iso8583` (each ATM a
+    /// terminal on its own connection; withdrawals, deposits, inquiries and, for the mix's
+    /// reverse weight, reversals). Accounts are created and audited over the bank's protocol.
+    #[arg(long, default_value_t = FrontDoor::Bincode)]
+    front_door: FrontDoor,
+    /// With --server and --front-door iso8583: the server's ISO 8583 listener (host:port).
+    #[arg(long, env = "BANK_ISO8583_ADDRESS")]
+    iso8583_address: Option<String>,
+    /// With --server and --front-door iso8583: the zone PIN key the server's ISO 8583 door reads
+    /// PIN blocks with (32 or 48 hexadecimal digits, owner-only file).
+    #[arg(long, conflicts_with = "iso8583_clear_pin_blocks")]
+    iso8583_pin_key_file: Option<PathBuf>,
+    /// With --server and --front-door iso8583: send clear PIN blocks, for a server started with
+    /// --iso8583-clear-pin-blocks (tests only).
+    #[arg(long)]
+    iso8583_clear_pin_blocks: bool,
     /// TLS to --server, as atm's: without --tls-ca the ATMs speak plain TCP.
     #[command(flatten)]
     tls: actor_bank::atm::TlsFlags,
@@ -216,6 +237,19 @@ fn swarm_config(arguments: &Arguments) -> Result<SwarmConfig, String> {
             "atm_swarm: --bench measures without faults; ignoring --faults and --server-faults"
         );
     }
+    config.front_door = arguments.front_door;
+    config.iso8583_address = arguments.iso8583_address.clone();
+    config.iso8583_pins = match (
+        &arguments.iso8583_pin_key_file,
+        arguments.iso8583_clear_pin_blocks,
+    ) {
+        (Some(path), _) => Some(PinBlocks::Key(Box::new(
+            actor_bank::pin_block::ZonePinKey::from_file(path)
+                .map_err(|error| format!("{}: {error}", path.display()))?,
+        ))),
+        (None, true) => Some(PinBlocks::Clear),
+        (None, false) => None,
+    };
     config.server_command = arguments.server_cmd.clone();
     config.chaos_restart = arguments.chaos_restart;
     config.tls = arguments
@@ -297,6 +331,9 @@ fn print_summary(report: &SwarmReport, bench: bool) {
     }
     print_operations(report);
     println!("statuses {:?}", report.statuses);
+    if !report.iso8583.is_empty() {
+        println!("iso8583 {:?}", report.iso8583);
+    }
     if !report.probes.is_empty() {
         println!("expected refusals {:?}", report.probes);
     }

@@ -34,6 +34,7 @@
 //! this module only sends requests and retries them, whatever they are. Its one random choice,
 //! a client's ids when none are given, is drawn from a seed by [`client_ids`].
 
+pub mod iso8583;
 pub mod ops;
 pub mod rto;
 pub mod tls;

@@ -27,6 +27,32 @@ pub(super) struct AtmResult {
     pub(super) violations: Vec<String>,
     /// The holds it placed and left open.
     pub(super) open_holds: Vec<OpenHold>,
+    /// What an ISO 8583 ATM counted of its door's mechanics (reversals, repeats, sign-ons).
+    pub(super) iso8583: BTreeMap<&'static str, u64>,
+}
+
+impl AtmResult {
+    /// Nothing counted yet, for the ATM whose requests carry `client_id`.
+    pub(super) fn empty(client_id: u64) -> AtmResult {
+        AtmResult {
+            latency: new_histogram(),
+            current: None,
+            current_step: None,
+            statuses: BTreeMap::new(),
+            unknown: Vec::new(),
+            recent: VecDeque::new(),
+            client_id,
+            next_sequence: 0,
+            retries: 0,
+            requests_dropped: 0,
+            replies_dropped: 0,
+            kinds: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            violations: Vec::new(),
+            open_holds: Vec::new(),
+            iso8583: BTreeMap::new(),
+        }
+    }
 }
 
 /// One operation kind's definite replies in one ATM.
@@ -61,6 +87,24 @@ pub(super) struct Atm {
     holds: Vec<OpenHold>,
 }
 
+/// Claims the next operation of the run for any ATM; false when the run is over.
+pub(super) fn next_operation_allowed(shared: &Shared) -> bool {
+    if shared.stopping.load(Ordering::Relaxed) {
+        return false;
+    }
+    if shared
+        .deadline
+        .is_some_and(|deadline| Instant::now() >= deadline)
+    {
+        return false;
+    }
+    let started = shared.operations_started.fetch_add(1, Ordering::Relaxed);
+    match (shared.config.stop, shared.config.ramp.is_empty()) {
+        (Stop::Operations(limit), true) => started < limit,
+        _ => true,
+    }
+}
+
 pub(super) async fn run_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
     let mut atm = Atm::new(shared, index);
     while atm.next_operation_allowed() {
@@ -88,23 +132,7 @@ impl Atm {
         Atm {
             client: Client::new(client_config),
             zipf,
-            result: AtmResult {
-                latency: new_histogram(),
-                current: None,
-                current_step: None,
-                statuses: BTreeMap::new(),
-                unknown: Vec::new(),
-                recent: VecDeque::new(),
-                client_id,
-                next_sequence: 0,
-                retries: 0,
-                requests_dropped: 0,
-                replies_dropped: 0,
-                kinds: BTreeMap::new(),
-                probes: BTreeMap::new(),
-                violations: Vec::new(),
-                open_holds: Vec::new(),
-            },
+            result: AtmResult::empty(client_id),
             generator,
             shared,
             index,
@@ -118,21 +146,7 @@ impl Atm {
 
     /// Claims the next operation of the run; false when the run is over.
     pub(super) fn next_operation_allowed(&self) -> bool {
-        let shared = &self.shared;
-        if shared.stopping.load(Ordering::Relaxed) {
-            return false;
-        }
-        if shared
-            .deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
-        {
-            return false;
-        }
-        let started = shared.operations_started.fetch_add(1, Ordering::Relaxed);
-        match (shared.config.stop, shared.config.ramp.is_empty()) {
-            (Stop::Operations(limit), true) => started < limit,
-            _ => true,
-        }
+        next_operation_allowed(&self.shared)
     }
 
     /// The account to act on: a customer at the ATM does a few operations on one card before

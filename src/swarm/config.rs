@@ -221,6 +221,52 @@ pub struct SwarmConfig {
     /// Speak TLS to the server (every client of the run, the audit's included); `None` for plain
     /// TCP. The in-process server speaks plain TCP, so this is for a `server` given.
     pub tls: Option<TlsSettings>,
+    /// The door the load goes through: the bank's own protocol, or ISO 8583 (accounts are
+    /// created, and the audit reads them, over the bank's protocol either way).
+    pub front_door: FrontDoor,
+    /// The ISO 8583 door of a `server` given (`host:port`); the in-process server opens its own.
+    pub iso8583_address: Option<String>,
+    /// How the ATMs make PIN blocks for the ISO 8583 door of a `server` given: under its zone PIN
+    /// key, or in clear for a door started with clear blocks. The in-process server's door uses
+    /// [`SWARM_ZONE_PIN_KEY`].
+    pub iso8583_pins: Option<PinBlocks>,
+}
+
+/// The zone PIN key of the in-process server's ISO 8583 door: a fixed test key, known to the
+/// swarm's terminals only.
+pub const SWARM_ZONE_PIN_KEY: &str = "0123456789ABCDEF FEDCBA9876543210";
+
+/// Which of the server's doors the load goes through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FrontDoor {
+    /// The bank's own length-prefixed bincode protocol.
+    #[default]
+    Bincode,
+    /// ISO 8583: each ATM a terminal on its own connection.
+    Iso8583,
+}
+
+impl FromStr for FrontDoor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "bincode" => Ok(FrontDoor::Bincode),
+            "iso8583" => Ok(FrontDoor::Iso8583),
+            other => Err(format!(
+                "unknown front door {other:?} (expected bincode or iso8583)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for FrontDoor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            FrontDoor::Bincode => "bincode",
+            FrontDoor::Iso8583 => "iso8583",
+        })
+    }
 }
 
 impl SwarmConfig {
@@ -247,6 +293,9 @@ impl SwarmConfig {
             ramp: Vec::new(),
             ramp_step: Stop::After(Duration::from_secs(10)),
             tls: None,
+            front_door: FrontDoor::Bincode,
+            iso8583_address: None,
+            iso8583_pins: None,
         }
     }
 }

@@ -25,6 +25,7 @@
 //!
 //! The `atm_swarm` example is the command-line front end; the tests call [`run`] directly.
 
+use crate::client::iso8583::PinBlocks;
 use crate::client::ops::{self, Call};
 use crate::client::tls::TlsSettings;
 use crate::client::{Client, ClientConfig, ClientError, ClientStats};
@@ -50,6 +51,7 @@ mod atm;
 mod audit;
 mod chaos;
 mod config;
+mod iso;
 mod mix;
 mod report;
 
@@ -58,12 +60,15 @@ use audit::*;
 pub use audit::{account_violations, statement_violations, totals_violations, Observation};
 use chaos::*;
 pub use config::*;
+use iso::*;
 use mix::*;
 pub use report::*;
 
 pub(super) struct Shared {
     config: SwarmConfig,
     address: String,
+    /// The ISO 8583 door the load goes through, when the run's front door is ISO 8583.
+    iso8583: Option<IsoDoor>,
     cards: Vec<(Card, String)>,
     expected: Vec<AtomicI64>,
     /// The money the acknowledged replies moved, in all.
@@ -115,8 +120,9 @@ pub(super) struct Servers {
 pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     let (address, mut servers) = start_server(&config).await?;
     let cards = draw_cards(&config);
+    let iso8583 = iso_door(&config, &servers, &cards)?;
     create_accounts(&config, &address, &cards).await?;
-    let shared = Arc::new(Shared::new(config, address, cards));
+    let shared = Arc::new(Shared::new(config, address, cards, iso8583));
     let chaos_task = match (&mut servers.chaos, shared.config.chaos_restart) {
         (Some(server), Some(period)) => Some(server.start_killing(period, shared.started)),
         _ => None,
@@ -190,6 +196,15 @@ async fn start_server(config: &SwarmConfig) -> Result<(String, Servers), String>
             server_config.pin_key =
                 crate::server::pins::PinKeySource::Given(crate::pin::PinKey::generate());
             server_config.faults = config.server_faults;
+            if config.front_door == FrontDoor::Iso8583 {
+                let key = crate::pin_block::ZonePinKey::parse(SWARM_ZONE_PIN_KEY)
+                    .map_err(|error| format!("the swarm's zone PIN key: {error}"))?;
+                let listen = "127.0.0.1:0".parse().map_err(|_| "bad address")?;
+                server_config.iso8583 = Some(crate::server::Iso8583Settings::new(
+                    listen,
+                    crate::server::Iso8583Pins::Key(Box::new(key)),
+                ));
+            }
             // Every simulated ATM connects from this host: one peer, not held to a branch's cap.
             server_config.limits.connections_per_peer_max = server_config.limits.connections_max;
             let server = RunningServer::start(server_config).map_err(|error| error.to_string())?;
@@ -199,6 +214,41 @@ async fn start_server(config: &SwarmConfig) -> Result<(String, Servers), String>
         }
     };
     Ok((address, servers))
+}
+
+/// Where the ISO 8583 load goes and how its PIN blocks are made: the in-process server's door
+/// under the swarm's key, or the door given. None for the bincode front door.
+fn iso_door(
+    config: &SwarmConfig,
+    servers: &Servers,
+    cards: &[(Card, String)],
+) -> Result<Option<IsoDoor>, String> {
+    if config.front_door != FrontDoor::Iso8583 {
+        return Ok(None);
+    }
+    let mix = &config.mix;
+    if mix.withdraw + mix.deposit + mix.balance + mix.reverse == 0 {
+        return Err(
+            "through the ISO 8583 door the mix runs withdraw, deposit, balance and reverse; they weigh nothing here".into(),
+        );
+    }
+    if let Some((server, _)) = &servers.in_process {
+        let address = server
+            .iso8583_addr()
+            .ok_or("the in-process server did not open its ISO 8583 listener")?;
+        let key = crate::pin_block::ZonePinKey::parse(SWARM_ZONE_PIN_KEY)
+            .map_err(|error| format!("the swarm's zone PIN key: {error}"))?;
+        let pins = PinBlocks::Key(Box::new(key));
+        return IsoDoor::new(address.to_string(), pins, cards).map(Some);
+    }
+    let address = config
+        .iso8583_address
+        .clone()
+        .ok_or("--front-door iso8583 with --server needs --iso8583-address")?;
+    let pins = config.iso8583_pins.clone().ok_or(
+        "--front-door iso8583 with --server needs --iso8583-pin-key-file or --iso8583-clear-pin-blocks",
+    )?;
+    IsoDoor::new(address, pins, cards).map(Some)
 }
 
 /// The accounts' cards and PINs, from the seed. Cards have ten digits, so runs with different
@@ -225,8 +275,14 @@ impl Shared {
     }
 
     /// The state every ATM shares, at the start of the load.
-    fn new(config: SwarmConfig, address: String, cards: Vec<(Card, String)>) -> Shared {
+    fn new(
+        config: SwarmConfig,
+        address: String,
+        cards: Vec<(Card, String)>,
+        iso8583: Option<IsoDoor>,
+    ) -> Shared {
         Shared {
+            iso8583,
             expected: cards
                 .iter()
                 .map(|_| AtomicI64::new(config.initial_balance as i64))
@@ -368,7 +424,10 @@ fn start_atms(shared: &Arc<Shared>, indices: std::ops::Range<usize>) -> Vec<AtmT
     indices
         .map(|index| {
             let shared = shared.clone();
-            tokio::spawn(async move { run_atm(shared, index as u64).await })
+            match shared.iso8583.is_some() {
+                true => tokio::spawn(async move { run_iso_atm(shared, index as u64).await }),
+                false => tokio::spawn(async move { run_atm(shared, index as u64).await }),
+            }
         })
         .collect()
 }
@@ -482,6 +541,10 @@ fn merge(
         replies_dropped += result.replies_dropped;
     }
     let probes = probes(results);
+    let mut iso8583 = BTreeMap::new();
+    for (counter, count) in results.iter().flat_map(|result| &result.iso8583) {
+        *iso8583.entry(counter.to_string()).or_insert(0) += count;
+    }
     let timeline = std::mem::take(&mut *shared.timeline.lock());
     let timeline = timeline
         .into_iter()
@@ -518,6 +581,8 @@ fn merge(
         timeline,
         ramp: Vec::new(),
         duration_secs: duration.as_secs_f64(),
+        front_door: shared.config.front_door.to_string(),
+        iso8583,
     }
 }
 

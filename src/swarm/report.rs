@@ -200,6 +200,15 @@ pub struct SwarmReport {
     pub ramp: Vec<RampStep>,
     /// Seconds spent sending load.
     pub duration_secs: f64,
+    /// The front door the load went through (`bincode` or `iso8583`).
+    pub front_door: String,
+    /// What the ISO 8583 ATMs counted of the door's mechanics: `sign_ons`, `reversals` (0420
+    /// after a withdrawal went unanswered), `reversed` (of those, recorded: the withdrawal took
+    /// nothing), `reversals_refused` (refused for good, the original's repeat told its outcome),
+    /// `reversal_repeats` (0421), `repeats` (0201), `partial_reversals` (field 95 given),
+    /// `replays` (repeats at the end, each answered as its original), `unmatched` (late replies
+    /// nobody waited for), `reconnects`. Empty for the bincode door.
+    pub iso8583: BTreeMap<String, u64>,
 }
 
 /// A histogram for one second of the timeline: two significant figures and 32-bit counts keep it
