@@ -126,8 +126,8 @@ struct RecentReplies {
 /// What [`RecentReplies`] holds under its lock.
 #[derive(Default)]
 struct Remembered {
-    /// Each reply's request content digest and frame, by request id.
-    by_id: HashMap<RequestId, (u64, Bytes)>,
+    /// Each reply's request content digest, card and frame, by request id.
+    by_id: HashMap<RequestId, (u64, Card, Bytes)>,
     /// The ids, oldest first.
     order: VecDeque<RequestId>,
 }
@@ -137,7 +137,7 @@ impl RecentReplies {
     /// the id was used for other content, `None` when nothing is remembered.
     fn recall(&self, id: RequestId, content: u64) -> Option<Result<Bytes, ()>> {
         let replies = self.replies.lock();
-        let (remembered, frame) = replies.by_id.get(&id)?;
+        let (remembered, _, frame) = replies.by_id.get(&id)?;
         Some(if *remembered == content {
             Ok(frame.clone())
         } else {
@@ -145,12 +145,17 @@ impl RecentReplies {
         })
     }
 
+    /// The card of the request `id`, if its reply is remembered.
+    fn card_of(&self, id: RequestId) -> Option<Card> {
+        self.replies.lock().by_id.get(&id).map(|(_, card, _)| *card)
+    }
+
     /// Remembers `frame` as the reply to `id`, forgetting the oldest beyond
     /// [`REPLIES_REMEMBERED_MAX`].
-    fn remember(&self, id: RequestId, content: u64, frame: Bytes) {
+    fn remember(&self, id: RequestId, content: u64, card: Card, frame: Bytes) {
         let mut replies = self.replies.lock();
         let Remembered { by_id, order } = &mut *replies;
-        if by_id.insert(id, (content, frame)).is_none() {
+        if by_id.insert(id, (content, card, frame)).is_none() {
             order.push_back(id);
         }
         while order.len() > REPLIES_REMEMBERED_MAX {
@@ -185,8 +190,13 @@ pub struct Reply {
     message: Message,
     /// The digest of the request's content (everything but its type), which a repeat shares.
     content: u64,
+    /// The card the request names.
+    card: Card,
     /// True for an authorisation (`0110`), whose field 38 is the hold's id.
     hold: bool,
+    /// True when the request proved its card's PIN, so that its reply may carry the balances:
+    /// an advice, which carries no PIN, never learns a card's balances.
+    balances: bool,
 }
 
 impl Iso8583Door {
@@ -358,6 +368,24 @@ impl FrontDoor for Iso8583Door {
             Some(Err(())) => return answered(&request_mti, reply, DUPLICATE),
             None => {}
         }
+        let Command::ForCard {
+            card, pin, then, ..
+        } = &command
+        else {
+            return answered(&request_mti, reply, SYSTEM_MALFUNCTION);
+        };
+        // A reversal must name its original's card: the bank keeps each card's requests apart,
+        // so on another card it would find nothing to give back.
+        if let Command::Reverse { original, .. } = then.as_ref() {
+            if self
+                .recent
+                .card_of(*original)
+                .is_some_and(|original_card| original_card != *card)
+            {
+                return answered(&request_mti, reply, INVALID_TRANSACTION);
+            }
+        }
+        let (card, balances) = (*card, pin.is_some());
         Inbound::Request {
             id,
             name: command.kind().name(),
@@ -365,6 +393,8 @@ impl FrontDoor for Iso8583Door {
             context: Reply {
                 hold: response_mti == mti::AUTHORISATION_RESPONSE,
                 content,
+                card,
+                balances,
                 message: reply,
             },
         }
@@ -386,7 +416,7 @@ impl FrontDoor for Iso8583Door {
             AnswerBody::Balance(ledger) => Some((*ledger, *ledger)),
             _ => None,
         };
-        if let Some((ledger, available)) = balances {
+        if let Some((ledger, available)) = balances.filter(|_| reply.balances) {
             if let Some(amounts) = iso8583::additional_amounts(&self.currency, ledger, available) {
                 message.set(field::ADDITIONAL_AMOUNTS, amounts);
             }
@@ -423,7 +453,8 @@ impl FrontDoor for Iso8583Door {
             Code::Busy | Code::Unavailable | Code::RequestIdConflict | Code::StaleRequest
         );
         if final_answer {
-            self.recent.remember(id, reply.content, frame.clone());
+            self.recent
+                .remember(id, reply.content, reply.card, frame.clone());
         }
         Ok(frame)
     }
@@ -847,7 +878,9 @@ mod tests {
             Reply {
                 message,
                 content: 1,
+                card: 123_456_789,
                 hold: false,
+                balances: true,
             }
         };
         let approved = Answer::approved(AnswerBody::Balances {
