@@ -242,8 +242,9 @@ async fn a_repeat_gets_the_original_reply_byte_for_byte_and_moves_money_once() {
 }
 
 /// Reversals: in full, in part (field 95), repeated (the same 0430, nothing moves twice), of a
-/// declined original (12), dispensing more than the original (13), and before their original,
-/// which is then declined with 94 and never debits.
+/// declined original (12), dispensing more than the original (13), before their original,
+/// which is then declined with 94 and never debits, and on another card than their original's
+/// (12). No 0430 carries balances.
 #[tokio::test]
 async fn reversals_give_back_once_whenever_they_arrive() {
     let server = iso_server();
@@ -254,7 +255,9 @@ async fn reversals_give_back_once_whenever_they_arrive() {
     let (acknowledged, reply) = link.call(&full).await;
     assert_echoes(&full, &reply);
     assert_eq!(reply.get(field::RESPONSE_CODE), Some("00"));
-    assert_eq!(balances(&reply), (10_000, 10_000));
+    // An advice carries no PIN: its reply tells nothing of the card's balances.
+    assert_eq!(reply.get(field::ADDITIONAL_AMOUNTS), None);
+    assert_eq!(committed(&server, JOTY).balance, 10_000);
     let (again, _) = link.call(&repeat_of(&full, mti::REVERSAL_REPEAT)).await;
     assert_eq!(again, acknowledged);
     assert_eq!(committed(&server, JOTY).balance, 10_000);
@@ -263,7 +266,7 @@ async fn reversals_give_back_once_whenever_they_arrive() {
     assert_eq!(link.code(&partly).await, "00");
     let (_, reply) = link.call(&reversal(&partly, Some(100), 53)).await;
     assert_eq!(reply.get(field::RESPONSE_CODE), Some("00"));
-    assert_eq!(balances(&reply), (9_900, 9_900));
+    assert_eq!(committed(&server, JOTY).balance, 9_900);
 
     let declined = withdrawal(JOTY, JOTY_PIN, 1_000_000, 54);
     assert_eq!(link.code(&declined).await, "51");
@@ -278,6 +281,17 @@ async fn reversals_give_back_once_whenever_they_arrive() {
     assert_eq!(link.code(&reversal(&late, None, 59)).await, "00");
     assert_eq!(link.code(&late).await, "94");
     assert_eq!(committed(&server, JOTY).balance, 9_800);
+
+    // A reversal must name its original's card: on another card it is refused, and the
+    // original's own reversal still gives the money back.
+    let mine = withdrawal(JOTY, JOTY_PIN, 100, 60);
+    assert_eq!(link.code(&mine).await, "00");
+    let mut elsewhere = reversal(&mine, None, 61);
+    elsewhere.set(field::PAN, AHONA.to_string());
+    assert_eq!(link.code(&elsewhere).await, "12");
+    assert_eq!(link.code(&reversal(&mine, None, 62)).await, "00");
+    assert_eq!(committed(&server, JOTY).balance, 9_800);
+    assert_eq!(committed(&server, AHONA).balance, 5_000);
 }
 
 /// An authorisation holds the amount (0110 with the hold's id in field 38); its completion
@@ -300,7 +314,9 @@ async fn an_authorisation_holds_and_its_completion_posts_it() {
     let (completed, reply) = link.call(&complete).await;
     assert_echoes(&complete, &reply);
     assert_eq!(reply.get(field::RESPONSE_CODE), Some("00"));
-    assert_eq!(balances(&reply), (9_700, 9_700));
+    assert_eq!(reply.get(field::ADDITIONAL_AMOUNTS), None);
+    let account = committed(&server, JOTY);
+    assert_eq!((account.balance, account.available()), (9_700, 9_700));
     let (again, _) = link
         .call(&repeat_of(&complete, mti::COMPLETION_REPEAT))
         .await;
@@ -312,7 +328,6 @@ async fn an_authorisation_holds_and_its_completion_posts_it() {
     let second_id = reply.get(field::AUTHORISATION_ID).unwrap().to_string();
     let (_, reply) = link.call(&completion(JOTY, &second_id, 0, 64)).await;
     assert_eq!(reply.get(field::RESPONSE_CODE), Some("00"));
-    assert_eq!(balances(&reply), (9_700, 9_700));
     assert_eq!(link.code(&completion(JOTY, "00ZZZZ", 10, 65)).await, "25");
     let account = committed(&server, JOTY);
     assert_eq!((account.balance, account.available()), (9_700, 9_700));
@@ -321,7 +336,7 @@ async fn an_authorisation_holds_and_its_completion_posts_it() {
     // a completion for zero, or expires).
     let (_, reply) = link.call(&reversal(&complete, None, 66)).await;
     assert_eq!(reply.get(field::RESPONSE_CODE), Some("00"));
-    assert_eq!(balances(&reply), (10_000, 10_000));
+    assert_eq!(committed(&server, JOTY).balance, 10_000);
     assert_eq!(link.code(&reversal(&hold, None, 67)).await, "12");
 }
 

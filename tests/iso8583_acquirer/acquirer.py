@@ -445,7 +445,8 @@ def scenarios(acq: Acquirer):
         completion = acq.advice("0220", JOTY, 2_000, **{"38": reply["38"]})
         del joty.held[reply["38"]]
         joty.debit("HC", 2_000)
-        acq.do(completion, "00", joty.balances())
+        # An advice carries no PIN, so its reply carries no balances.
+        acq.do(completion, "00", None)
 
         hold = acq.financial("0100", "010000", JOTY, 1_000)
         _, _, reply = acq.link.exchange(hold)
@@ -453,7 +454,7 @@ def scenarios(acq: Acquirer):
         acq.check(hold, reply, "00", joty.balances())
         void = acq.advice("0220", JOTY, 0, **{"38": reply["38"]})
         del joty.held[reply["38"]]
-        acq.do(void, "00", joty.balances())
+        acq.do(void, "00", None)
         acq.inquiry(JOTY)
 
     def reversals():
@@ -463,7 +464,7 @@ def scenarios(acq: Acquirer):
         acq.do(original, "00", joty.balances())
         reversal = acq.advice("0420", JOTY, 1_000, **{"90": acq.original_data(original)})
         joty.credit("RV", 1_000)
-        acq.do(reversal, "00", joty.balances())
+        acq.do(reversal, "00", None)
         # In part: 500 of 2 000 dispensed, 1 500 given back.
         original = acq.financial("0200", "010000", JOTY, 2_000)
         joty.debit("WD", 2_000)
@@ -472,9 +473,9 @@ def scenarios(acq: Acquirer):
             "0420", JOTY, 2_000, **{"90": acq.original_data(original), "95": f"{500:012d}" + "0" * 30}
         )
         joty.credit("RV", 1_500)
-        _, first, _ = acq.do(partial, "00", joty.balances())
+        _, first, _ = acq.do(partial, "00", None)
         # Repeated: the same reply, nothing moves twice.
-        _, again, _ = acq.do(dict(partial, t="0421"), "00", joty.balances())
+        _, again, _ = acq.do(dict(partial, t="0421"), "00", None)
         if again != first:
             raise Mismatch(f"the 0421's reply differs from the 0420's:\n  {first!r}\n  {again!r}")
         acq.inquiry(JOTY)
@@ -482,7 +483,7 @@ def scenarios(acq: Acquirer):
     def reversal_before_original():
         original = acq.financial("0200", "010000", JOTY, 1_200)
         reversal = acq.advice("0420", JOTY, 1_200, **{"90": acq.original_data(original)})
-        acq.do(reversal, "00", OPTIONAL, card=JOTY)
+        acq.do(reversal, "00", None)
         acq.do(original, "94", OPTIONAL, card=JOTY)
         acq.inquiry(JOTY)
 
