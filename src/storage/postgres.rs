@@ -48,8 +48,9 @@ pub const PARTITIONS_MAX: u32 = 4096;
 /// The most records one transaction writes.
 pub const BATCH_RECORDS_MAX: usize = 4096;
 
-/// Times a batch is tried again after a serialization failure or a lost connection before the
-/// log fails closed.
+/// Times a batch is tried after a serialization failure or a lost connection before the node
+/// refuses new changes (`unavailable`) until PostgreSQL answers again; the batch itself is tried
+/// until it is written, or the node is fenced.
 pub const BATCH_ATTEMPTS_MAX: u32 = 8;
 
 /// The schema, created by `bank-server init-cluster`.
@@ -205,6 +206,10 @@ struct Queue {
     failed: Option<Arc<str>>,
     /// Set by [`Log::close`].
     closed: bool,
+    /// Set while PostgreSQL cannot be reached or the lease could not be renewed in time: new
+    /// appends are refused (`unavailable`) until the writer gets through again. Unlike
+    /// `failed`, this passes.
+    suspended: Option<Arc<str>>,
 }
 
 /// The PostgreSQL log of one node.
@@ -233,6 +238,7 @@ impl PostgresLog {
                 records: Vec::new(),
                 failed: None,
                 closed: false,
+                suspended: None,
             }),
             wake: Notify::new(),
             progress,
@@ -394,6 +400,8 @@ enum Committed {
     Yes,
     /// Not written (rolled back, or never reached the server): try again.
     Retry(String),
+    /// Not written: a partition failed the fence (its lease ran out, or it was taken over).
+    Fenced(String),
 }
 
 impl Writer {
@@ -419,7 +427,10 @@ impl Writer {
                     _ = self.shared.wake.notified() => {}
                     _ = renewal.tick() => {
                         match self.renew().await {
-                            Ok(()) => renewed_at = Instant::now(),
+                            Ok(()) => {
+                                renewed_at = Instant::now();
+                                self.suspend(None);
+                            }
                             Err(Renewal::Lost(reason)) => return self.fail(reason),
                             Err(Renewal::Unreachable(reason)) => {
                                 tracing::warn!(%reason, "lease renewal failed; trying again")
@@ -430,16 +441,40 @@ impl Writer {
             } else if let Err(reason) = self.write(&batch).await {
                 return self.fail(reason);
             }
-            // Serving past the lease is what a fence exists to stop: stop before it can expire.
+            // Serving past the lease is what a fence exists to stop: stop taking changes before
+            // it can expire, until it is renewed (or found taken over: then for good).
             if renewed_at.elapsed() + renew_every >= self.config.lease_ttl {
                 match self.renew().await {
-                    Ok(()) => renewed_at = Instant::now(),
-                    Err(Renewal::Lost(reason) | Renewal::Unreachable(reason)) => {
-                        return self
-                            .fail(format!("the lease could not be renewed in time: {reason}"))
+                    Ok(()) => {
+                        renewed_at = Instant::now();
+                        self.suspend(None);
+                    }
+                    Err(Renewal::Lost(reason)) => return self.fail(reason),
+                    Err(Renewal::Unreachable(reason)) => {
+                        self.suspend(Some(&format!(
+                            "the lease could not be renewed in time: {reason}"
+                        )));
+                        tokio::time::sleep(backoff(1)).await;
                     }
                 }
             }
+        }
+    }
+
+    /// Refuses new appends for `reason` (PostgreSQL away, the lease not renewed in time), or,
+    /// with `None`, takes them again.
+    fn suspend(&self, reason: Option<&str>) {
+        let mut queue = self.shared.queue.lock();
+        match (reason, &queue.suspended) {
+            (Some(reason), None) => {
+                tracing::warn!(%reason, "not taking changes until PostgreSQL answers");
+                queue.suspended = Some(reason.into());
+            }
+            (None, Some(_)) => {
+                tracing::info!("PostgreSQL answers again; taking changes");
+                queue.suspended = None;
+            }
+            _ => {}
         }
     }
 
@@ -506,18 +541,35 @@ impl Writer {
             rows.push((partition as i32, held.next_position, body));
             held.next_position += 1;
         }
-        let mut attempt = 0;
+        let mut attempt: u32 = 0;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             match self.commit(&rows, &next).await? {
                 Committed::Yes => break,
-                Committed::Retry(reason) if attempt < BATCH_ATTEMPTS_MAX => {
+                Committed::Retry(reason) => {
+                    // PostgreSQL is away (restarting, unreachable): new requests are refused
+                    // meanwhile, and this batch waits for it; it is written exactly once.
+                    if attempt >= BATCH_ATTEMPTS_MAX {
+                        if self.shared.queue.lock().closed {
+                            return Err(format!("closing while PostgreSQL is away: {reason}"));
+                        }
+                        self.suspend(Some(&reason));
+                    }
                     tracing::warn!(%reason, attempt, "batch not written; trying again");
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
-                Committed::Retry(reason) => return Err(reason),
+                Committed::Fenced(reason) => match self.renew().await {
+                    // The lease had only run out, and nobody took the partitions meanwhile.
+                    Ok(()) => tracing::info!("lease renewed after it ran out; writing on"),
+                    Err(Renewal::Lost(lost)) => return Err(format!("{reason}; {lost}")),
+                    Err(Renewal::Unreachable(unreachable)) => {
+                        self.suspend(Some(&unreachable));
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                },
             }
         }
+        self.suspend(None);
         self.held = next;
         let applied = self.shared.committed.apply_batch(batch);
         if let Err(error) = applied {
@@ -580,14 +632,16 @@ impl Writer {
             Ok(count) => {
                 let _ = transaction.rollback().await;
                 // Written already by an attempt whose COMMIT seemed lost? Then it is durable.
-                if self.written(rows).await? {
-                    return Ok(Committed::Yes);
+                match self.written(rows).await? {
+                    Some(true) => return Ok(Committed::Yes),
+                    Some(false) => {}
+                    None => return Ok(Committed::Retry("cannot read the batch back".into())),
                 }
-                return Err(format!(
+                return Ok(Committed::Fenced(format!(
                     "fenced: {} of {} partitions of the batch are no longer this node's at the epoch it holds (taken over, or the lease expired)",
                     touched.len() - count as usize,
                     touched.len()
-                ));
+                )));
             }
             Err(error) => return retry_or_fail("the fence", &error),
         }
@@ -607,22 +661,25 @@ impl Writer {
             Err(error) => {
                 // The outcome is unknown: read it back, never apply twice.
                 tracing::warn!(error = %database_error("COMMIT", &error), "commit outcome unknown; reading it back");
-                if self.written(rows).await? {
-                    Ok(Committed::Yes)
-                } else {
-                    Ok(Committed::Retry(
+                match self.written(rows).await? {
+                    Some(true) => Ok(Committed::Yes),
+                    Some(false) => Ok(Committed::Retry(
                         "COMMIT was lost before it took effect".into(),
-                    ))
+                    )),
+                    None => Ok(Committed::Retry(
+                        "COMMIT's outcome cannot be read back yet".into(),
+                    )),
                 }
             }
         }
     }
 
     /// Whether the batch's first row is in the journal with this node's epoch, on a fresh
-    /// connection (retried until PostgreSQL answers, within the attempts).
-    async fn written(&self, rows: &[(i32, i64, Vec<u8>)]) -> Result<bool, String> {
+    /// connection; `None` when PostgreSQL did not answer within the attempts (the caller tries
+    /// the batch again, which the fence makes safe).
+    async fn written(&self, rows: &[(i32, i64, Vec<u8>)]) -> Result<Option<bool>, String> {
         let Some((partition, position, body)) = rows.first() else {
-            return Ok(true);
+            return Ok(Some(true));
         };
         let epoch = self.held[&(*partition as u32)].epoch;
         for attempt in 1..=BATCH_ATTEMPTS_MAX {
@@ -641,11 +698,11 @@ impl Writer {
                 )
                 .await;
             match found {
-                Ok(None) => return Ok(false),
+                Ok(None) => return Ok(Some(false)),
                 Ok(Some(row)) => {
                     let (found_epoch, found_body): (i64, &[u8]) = (row.get(0), row.get(1));
                     if found_epoch == epoch && found_body == body.as_slice() {
-                        return Ok(true);
+                        return Ok(Some(true));
                     }
                     return Err(format!(
                         "position {position} of partition {partition} holds another writer's record"
@@ -657,8 +714,13 @@ impl Writer {
                 }
             }
         }
-        Err("the batch's outcome could not be read back".into())
+        Ok(None)
     }
+}
+
+/// How long to wait before attempt `attempt + 1` of a batch or a renewal: growing, at most 1 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((20 * u64::from(attempt)).min(1_000))
 }
 
 /// A failed statement: a serialization failure or a lost connection is tried again, anything
@@ -681,6 +743,9 @@ impl Log for PostgresLog {
         }
         if queue.closed {
             return Err(AppendError::Unavailable(SHUTTING_DOWN.into()));
+        }
+        if let Some(reason) = &queue.suspended {
+            return Err(AppendError::Unavailable(reason.clone()));
         }
         if queue.records.len() + records.len() > self.shared.queue_records_max {
             return Err(AppendError::Busy);
