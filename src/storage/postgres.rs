@@ -224,38 +224,60 @@ impl PostgresLog {
     /// node's unexpired lease holds), rebuilds the committed state from the journal rows, and
     /// starts the writer and the lease renewal on a thread of their own.
     pub fn open(config: PostgresConfig) -> Result<(Arc<PostgresLog>, Arc<CommittedState>), String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| error.to_string())?;
-        let (held, partitions, ledger, pool) = runtime.block_on(start(&config))?;
-        let committed = Arc::new(CommittedState::new(ledger));
-        let head = committed.applied_lsn();
-        let (progress, _) = watch::channel(Progress::Durable(head));
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                next_lsn: head + 1,
-                records: Vec::new(),
-                failed: None,
-                closed: false,
-                suspended: None,
-            }),
-            wake: Notify::new(),
-            progress,
-            committed: committed.clone(),
-            queue_records_max: config.queue_records_max.max(1),
-        });
-        let writer = Writer {
-            shared: shared.clone(),
-            pool,
-            config,
-            held,
-            partitions,
-        };
+        // Everything runs on the log's own thread and runtime, so opening works from any caller,
+        // one inside a runtime included.
+        let (opened, on_opened) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("postgres-writer".into())
-            .spawn(move || runtime.block_on(writer.run()))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = opened.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                let (held, partitions, ledger, pool) = match runtime.block_on(start(&config)) {
+                    Ok(started) => started,
+                    Err(reason) => {
+                        let _ = opened.send(Err(reason));
+                        return;
+                    }
+                };
+                let committed = Arc::new(CommittedState::new(ledger));
+                let head = committed.applied_lsn();
+                let (progress, _) = watch::channel(Progress::Durable(head));
+                let shared = Arc::new(Shared {
+                    queue: Mutex::new(Queue {
+                        next_lsn: head + 1,
+                        records: Vec::new(),
+                        failed: None,
+                        closed: false,
+                        suspended: None,
+                    }),
+                    wake: Notify::new(),
+                    progress,
+                    committed: committed.clone(),
+                    queue_records_max: config.queue_records_max.max(1),
+                });
+                let writer = Writer {
+                    shared: shared.clone(),
+                    pool,
+                    config,
+                    held,
+                    partitions,
+                };
+                if opened.send(Ok((shared, committed))).is_ok() {
+                    runtime.block_on(writer.run());
+                }
+            })
             .map_err(|error| error.to_string())?;
+        let (shared, committed) = on_opened
+            .recv()
+            .map_err(|_| "the PostgreSQL writer stopped while starting".to_string())??;
         let log = Arc::new(PostgresLog {
             shared,
             thread: Mutex::new(Some(thread)),
