@@ -416,7 +416,9 @@ impl Settings {
                     crate::storage::postgres::LEASE_TTL_DEFAULT,
                 ),
                 queue_records_max: config.journal_queue_records_max,
-                takeover_wait_max: crate::storage::postgres::TAKEOVER_WAIT_DEFAULT,
+                // A node started while others serve is their standby: it waits for as long as it
+            // takes them to stop.
+            takeover_wait_max: None,
             },
         ))
     }

@@ -41,7 +41,7 @@ fn node_config(data_dir: &std::path::Path, url: &str, node_id: i32) -> ServerCon
         advertise: format!("node-{node_id}"),
         lease_ttl: LEASE_TTL,
         queue_records_max: 65_536,
-        takeover_wait_max: WAIT_MAX,
+        takeover_wait_max: Some(WAIT_MAX),
     });
     config
 }

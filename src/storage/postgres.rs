@@ -37,11 +37,6 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// How long a lease lasts by default: a dead node's partitions are free again after it.
 pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(10);
 
-/// How long a node starting waits by default for partitions another node's lease holds: a
-/// little over one lease, so a restarted node takes over from its own earlier run or from a node
-/// that died.
-pub const TAKEOVER_WAIT_DEFAULT: Duration = Duration::from_secs(15);
-
 /// The most partitions a cluster may have.
 pub const PARTITIONS_MAX: u32 = 4096;
 
@@ -95,8 +90,9 @@ pub struct PostgresConfig {
     pub lease_ttl: Duration,
     /// Records waiting for PostgreSQL before appends answer `busy`.
     pub queue_records_max: usize,
-    /// How long a node waits, at start, for partitions another node holds.
-    pub takeover_wait_max: Duration,
+    /// How long a node waits, at start, for partitions another node holds; `None`: as long as
+    /// it takes (a standby).
+    pub takeover_wait_max: Option<Duration>,
 }
 
 /// What went wrong talking to PostgreSQL, in words (never with the URL's password).
@@ -307,13 +303,15 @@ async fn start(
     let partitions = cluster_partitions(&client).await?.ok_or_else(|| {
         "the database holds no cluster: run `bank-server init-cluster --storage URL --partitions N` first".to_string()
     })?;
-    let deadline = Instant::now() + config.takeover_wait_max;
+    let deadline = config
+        .takeover_wait_max
+        .and_then(|wait| Instant::now().checked_add(wait));
     let held = loop {
         let held = take_partitions(&client, config).await?;
         if held.len() == partitions as usize {
             break held;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Err(format!(
                 "{} of {partitions} partitions are held by other nodes' leases; this node serves only when it holds them all",
                 partitions as usize - held.len()
