@@ -417,8 +417,8 @@ impl Settings {
                 ),
                 queue_records_max: config.journal_queue_records_max,
                 // A node started while others serve is their standby: it waits for as long as it
-            // takes them to stop.
-            takeover_wait_max: None,
+                // takes them to stop.
+                takeover_wait_max: None,
             },
         ))
     }
@@ -1038,6 +1038,51 @@ mod tests {
                 "--iso8583-currency",
                 "EUR",
             ],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn postgres_storage_needs_a_node_id_and_never_shows_its_password() {
+        let parse = |arguments: &[&str]| {
+            Settings::try_parse_from(["bank-server"].iter().chain(arguments))
+                .unwrap()
+                .resolve()
+        };
+        let (config, process) = parse(&[
+            "--storage",
+            "postgres://bank:s3cret-pass@db.internal:5432/bank",
+            "--node-id",
+            "2",
+            "--listen",
+            "127.0.0.1:7002",
+        ])
+        .unwrap();
+        match &config.storage {
+            StorageKind::Postgres(postgres) => {
+                assert_eq!(postgres.node_id, 2);
+                assert_eq!(postgres.advertise, "127.0.0.1:7002");
+                assert_eq!(
+                    postgres.lease_ttl,
+                    crate::storage::postgres::LEASE_TTL_DEFAULT
+                );
+            }
+            StorageKind::Files => panic!("PostgreSQL storage was asked for"),
+        }
+        let text = effective_toml(&config, &process);
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("storage = \"postgres://bank:********@db.internal:5432/bank\""),
+            "{text}"
+        );
+        let (files, process) = parse(&[]).unwrap();
+        assert!(matches!(files.storage, StorageKind::Files));
+        assert!(!effective_toml(&files, &process).contains("storage"));
+        for refused in [
+            &["--storage", "postgres://bank@db/bank"][..],
+            &["--storage", "mysql://bank@db/bank", "--node-id", "1"],
+            &["--node-id", "1"],
         ] {
             assert!(parse(refused).is_err(), "{refused:?}");
         }
