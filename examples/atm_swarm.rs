@@ -39,6 +39,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The allocator `bank-server` runs with (mimalloc): the in-process server this swarm starts
+/// should allocate as the real one does, or an allocation-heavy path (the ISO 8583 door's text
+/// messages) measures the C library's malloc instead of the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Throws concurrent ATMs and faults at a bank server, then audits every account.
 #[derive(Parser, Debug)]
 #[command(about)]

@@ -34,7 +34,7 @@ pub const ISO8583_MESSAGE_BYTES_MAX: usize = 4096;
 /// it is refused with `96`, so a connection's state stays bounded.
 pub const SIGNED_ON_TERMINALS_MAX: usize = 4096;
 
-/// Replies the door remembers by duplicate key ([`RecentReplies`]): at most about 20 MiB of
+/// Replies the door remembers by duplicate key (docs/ISO8583.md, section 6): at most about 20 MiB of
 /// them (a reply takes a few hundred bytes), several seconds of a busy link's traffic, which is
 /// when acquirers repeat.
 pub const REPLIES_REMEMBERED_MAX: usize = 65_536;

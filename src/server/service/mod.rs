@@ -148,7 +148,7 @@ pub enum Command {
         pin: Option<String>,
         /// The terminal the message comes from, which failed PIN checks count against.
         terminal: Arc<str>,
-        /// The operation, one of those an acquirer may ask for ([`acquirer::allowed`]).
+        /// The operation, one of those an acquirer may ask for (docs/ISO8583.md, section 5).
         then: Box<Command>,
     },
     /// The operator's account management: unlock, freeze, unfreeze, close, read, set or clear
