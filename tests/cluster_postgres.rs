@@ -114,6 +114,15 @@ struct Node {
 
 impl Node {
     fn spawn(url: &str, node_id: i32, pin_key: &std::path::Path) -> Node {
+        Node::spawn_with_lease(url, node_id, pin_key, LEASE_TTL)
+    }
+
+    fn spawn_with_lease(
+        url: &str,
+        node_id: i32,
+        pin_key: &std::path::Path,
+        lease: Duration,
+    ) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bank-server"))
             .args([
                 "--storage",
@@ -123,7 +132,7 @@ impl Node {
                 "--listen",
                 "127.0.0.1:0",
                 "--lease-ttl-secs",
-                &LEASE_TTL.as_secs().to_string(),
+                &lease.as_secs().to_string(),
                 "--demo",
                 "--pin-key-file",
             ])
@@ -357,4 +366,26 @@ async fn a_commit_cut_on_the_wire_is_read_back_not_applied_twice() {
     let rows = pg.psql("SELECT count(*) FROM bank_journal");
     // The demo accounts' two openings and the one withdrawal: nothing written twice.
     assert_eq!(rows.trim(), "3");
+}
+
+/// A node stopped gracefully (SIGTERM) hands its partitions back: a standby serves long before
+/// the stopped node's lease (far longer than this test waits) could have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_gracefully_hands_its_partitions_over() {
+    let pg = PrivatePostgres::new();
+    init(&pg.url()).await;
+    let keys = tempfile::tempdir().unwrap();
+    let pin_key = keys.path().join("pin-key");
+    let long_lease = WAIT_MAX * 2;
+    let mut first = Node::spawn_with_lease(&pg.url(), 1, &pin_key, long_lease);
+    let address = first.address();
+    assert_eq!(withdrawal(&address, 41, 2, 100).await, Status::Approved);
+    let second = Node::spawn(&pg.url(), 2, &pin_key);
+    first.signal(rustix::process::Signal::TERM);
+    assert!(first.child.wait().unwrap().success());
+    let address = second.address();
+    assert_eq!(withdrawal(&address, 41, 2, 100).await, Status::Approved);
+    assert_eq!(withdrawal(&address, 41, 3, 100).await, Status::Approved);
+    let owners = pg.psql("SELECT DISTINCT owner FROM bank_partitions");
+    assert_eq!(owners.trim(), "2");
 }

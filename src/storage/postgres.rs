@@ -430,18 +430,18 @@ impl Writer {
         let renew_every = self.config.lease_ttl / 3;
         let mut renewal = tokio::time::interval(renew_every);
         loop {
-            let batch = {
+            let (batch, closed) = {
                 let mut queue = self.shared.queue.lock();
                 if queue.failed.is_some() {
                     return;
                 }
                 let take = queue.records.len().min(BATCH_RECORDS_MAX);
                 let batch: Vec<(Lsn, Record)> = queue.records.drain(..take).collect();
-                if batch.is_empty() && queue.closed {
-                    return;
-                }
-                batch
+                (batch, queue.closed)
             };
+            if batch.is_empty() && closed {
+                return self.release().await;
+            }
             if batch.is_empty() {
                 tokio::select! {
                     _ = self.shared.wake.notified() => {}
@@ -477,6 +477,37 @@ impl Writer {
                         tokio::time::sleep(backoff(1)).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Hands the partitions back on a graceful stop, everything written: a standby takes them
+    /// at its next try instead of waiting for the lease to run out. Only where this node still
+    /// holds them at its epoch; a failure is logged (the lease then runs out by itself).
+    async fn release(&self) {
+        let partitions: Vec<i32> = self
+            .held
+            .keys()
+            .map(|partition| *partition as i32)
+            .collect();
+        let epochs: Vec<i64> = self.held.values().map(|held| held.epoch).collect();
+        let released = match self.pool.get().await {
+            Ok(client) => client
+                .execute(
+                    "UPDATE bank_partitions AS p
+                     SET owner = NULL, owner_address = NULL, lease_until = NULL
+                     FROM unnest($2::int[], $3::bigint[]) AS h(partition, epoch)
+                     WHERE p.partition = h.partition AND p.epoch = h.epoch AND p.owner = $1",
+                    &[&self.config.node_id, &partitions, &epochs],
+                )
+                .await
+                .map_err(|error| database_error("releasing the partitions", &error)),
+            Err(error) => Err(error.to_string()),
+        };
+        match released {
+            Ok(count) => tracing::info!(partitions = count, "partitions handed back"),
+            Err(reason) => {
+                tracing::warn!(%reason, "partitions not handed back; their lease runs out by itself")
             }
         }
     }
