@@ -10,14 +10,14 @@
 #   MEMORY_ACCOUNTS=1000000 accounts for the resident-memory measurement
 #   SOAK_SECONDS=600      length of the memory soak (0 skips it)
 #   WITH_CRITERION=1      also run `cargo bench` (the criterion micro-benchmarks) first
-#   ONLY="echo redis postgres actor_bank memory"  a subset, in that order
+#   ONLY="echo redis postgres actor_bank cluster memory"  a subset, in that order
 #   RESULTS_DIR=target/compare-results
 #
 # Installs what it needs from Debian packages when missing (redis-server, redis-tools,
 # postgresql, pgbench). Needs a Rust toolchain and python3.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ONLY="${ONLY:-echo redis postgres actor_bank memory}"
+ONLY="${ONLY:-echo redis postgres actor_bank cluster memory}"
 export CLIENTS DURATION RESULTS_DIR
 
 ensure_packages python3 python3
@@ -33,8 +33,8 @@ fi
 
 for part in $ONLY; do
     case "$part" in
-        echo | redis | postgres | actor_bank | memory) bash "$COMPARE_DIR/$part.sh" ;;
-        *) die "unknown part $part (echo redis postgres actor_bank memory)" ;;
+        echo | redis | postgres | actor_bank | cluster | memory) bash "$COMPARE_DIR/$part.sh" ;;
+        *) die "unknown part $part (echo redis postgres actor_bank cluster memory)" ;;
     esac
 done
 
