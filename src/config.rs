@@ -210,7 +210,7 @@ pub struct Settings {
     /// The address clients use to reach this node [default: the --listen address].
     #[arg(long, env = "BANK_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Seconds a node's lease on its partitions lasts [default: 10].
+    /// Seconds a node's lease on its partitions lasts [default: 3].
     #[arg(long, env = "BANK_LEASE_TTL_SECS")]
     pub lease_ttl_secs: Option<u64>,
     /// Also listen for ISO 8583 messages (docs/ISO8583.md) on this address; needs

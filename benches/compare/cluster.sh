@@ -84,12 +84,14 @@ start_node() {
     die "$name did not start serving"
 }
 
-# measure NAME ACCOUNTS ADDRESS: the swarm's bench run against ADDRESS.
+# measure NAME ACCOUNTS ADDRESS SEED: the swarm's bench run against ADDRESS. Runs against the same
+# server take different seeds: the same seed would draw the same cards and client ids again, and
+# the second run would find the first one's account and request ids.
 measure() {
-    local name="$1" accounts="$2" address="$3"
+    local name="$1" accounts="$2" address="$3" seed="$4"
     log "cluster: $name, $CLIENTS ATMs, $accounts accounts, ${DURATION}s of withdrawals"
     "$SWARM" --bench --server "$address" --operator-token "$TOKEN" --atms "$CLIENTS" \
-        --accounts "$accounts" --mix withdraw=1 --initial-balance 1000000000000 \
+        --accounts "$accounts" --mix withdraw=1 --initial-balance 1000000000000 --seed "$seed" \
         --duration "${DURATION}s" --json-out "$RESULTS_DIR/cluster_${name}_report.json" \
         >"$RESULTS_DIR/cluster_${name}.stdout" 2>"$RESULTS_DIR/cluster_${name}.stderr" \
         || log "cluster: the swarm exited with $? (see $RESULTS_DIR/cluster_${name}.stderr)"
@@ -110,13 +112,13 @@ EOF
 
 start_node postgres --storage "$URL" --node-id 1 --demo
 serving_pid="$NODE_PID"
-measure postgres_hot 1 "$NODE_ADDRESS"
-measure postgres_spread "$SPREAD_ACCOUNTS" "$NODE_ADDRESS"
+measure postgres_hot 1 "$NODE_ADDRESS" 1
+measure postgres_spread "$SPREAD_ACCOUNTS" "$NODE_ADDRESS" 2
 postgres_address="$NODE_ADDRESS"
 
 start_node files --data-dir "$work/files"
-measure files_hot 1 "$NODE_ADDRESS"
-measure files_spread "$SPREAD_ACCOUNTS" "$NODE_ADDRESS"
+measure files_hot 1 "$NODE_ADDRESS" 1
+measure files_spread "$SPREAD_ACCOUNTS" "$NODE_ADDRESS" 2
 kill "$NODE_PID"
 
 # Failover: a standby waits; the serving node is killed under load; the first withdrawal the
@@ -126,7 +128,7 @@ log "cluster: failover (SIGKILL of the serving node under load)"
     >"$work/standby.out" 2>"$work/standby.err" &
 nodes+=("$!")
 "$SWARM" --bench --server "$postgres_address" --operator-token "$TOKEN" --atms 8 --accounts 1 \
-    --mix withdraw=1 --initial-balance 1000000000000 --duration 30s \
+    --mix withdraw=1 --initial-balance 1000000000000 --duration 30s --seed 3 \
     >"$work/failover-load.out" 2>&1 &
 load=$!
 sleep 3

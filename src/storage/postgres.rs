@@ -34,8 +34,10 @@ use tokio_postgres::error::SqlState;
 /// The schema version `init-cluster` writes and a node checks.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// How long a lease lasts by default: a dead node's partitions are free again after it.
-pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(10);
+/// How long a lease lasts by default: a dead node's partitions are free again after it, so a
+/// standby serves about this long (and a quarter more) after the node died. Renewed every
+/// second; a node that cannot renew for two seconds stops taking changes until it can.
+pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(3);
 
 /// The most partitions a cluster may have.
 pub const PARTITIONS_MAX: u32 = 4096;
