@@ -499,6 +499,25 @@ impl IsoAtm {
         }
     }
 
+    /// Sends `reversal`, repeating it as 0421 until the bank acknowledges it (any code but
+    /// 91 or 96), and counts the answer's code; `None` (with the reversal listed as unanswered)
+    /// when no acknowledgement came within the outcome deadline.
+    async fn acknowledged(&mut self, reversal: &Message, started: Instant) -> Option<Response> {
+        let Some(answer) = self
+            .until_answered(reversal, 0, started, "reversal_repeats")
+            .await
+        else {
+            self.unknown("reversal", reversal);
+            return None;
+        };
+        *self
+            .result
+            .statuses
+            .entry(code_status(answer.code()))
+            .or_default() += 1;
+        Some(answer)
+    }
+
     /// Notes that `what` got no definite answer.
     fn unknown(&mut self, what: &str, request: &Message) {
         let stan = request.get(field::STAN).unwrap_or_default();
@@ -621,18 +640,7 @@ impl IsoAtm {
                 return None;
             }
         };
-        let Some(answer) = self
-            .until_answered(&reversal, 0, started, "reversal_repeats")
-            .await
-        else {
-            self.unknown("reversal", &reversal);
-            return None;
-        };
-        *self
-            .result
-            .statuses
-            .entry(code_status(answer.code()))
-            .or_default() += 1;
+        let answer = self.acknowledged(&reversal, started).await?;
         if answer.approved() {
             self.bump("reversed");
             return Some(false);
@@ -739,18 +747,7 @@ impl IsoAtm {
         if dispensed.is_some() {
             self.bump("partial_reversals");
         }
-        let Some(answer) = self
-            .until_answered(&reversal, 0, started, "reversal_repeats")
-            .await
-        else {
-            self.unknown("reversal", &reversal);
-            return None;
-        };
-        *self
-            .result
-            .statuses
-            .entry(code_status(answer.code()))
-            .or_default() += 1;
+        let answer = self.acknowledged(&reversal, started).await?;
         match answer.code() {
             "00" => {
                 let back = amount - dispensed.unwrap_or(0);
