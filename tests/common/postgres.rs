@@ -65,6 +65,7 @@ impl Tools {
     /// Finds `initdb` on PATH or in the newest Debian installation, then the other programs
     /// beside it (the same version), on PATH, or in the newest Debian installation.
     fn find() -> Tools {
+        install_when_missing();
         let initdb = find_program("initdb", None);
         let installation = fs::canonicalize(&initdb)
             .ok()
@@ -77,6 +78,63 @@ impl Tools {
             initdb,
         }
     }
+}
+
+/// Installs Debian's PostgreSQL packages once per test process when `initdb` is nowhere to be
+/// found, as root or through `sudo -n`, so that `cargo test` passes on a fresh machine. Several
+/// test processes may try at once: apt waits for its own lock. Nothing happens when PostgreSQL
+/// is there, or when there is no way to install it (the search then says what to install).
+fn install_when_missing() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let present = std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(debian_bin_directories())
+            .any(|directory| is_executable(&directory.join("initdb")));
+        if present {
+            return;
+        }
+        let root = rustix::process::geteuid().is_root();
+        let sudo_works = || {
+            std::process::Command::new("sudo")
+                .args(["-n", "true"])
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        let prefix: &[&str] = if root {
+            &[]
+        } else if sudo_works() {
+            &["sudo", "-n"]
+        } else {
+            return;
+        };
+        let run = |arguments: &[&str]| {
+            let mut command: Vec<&str> = prefix.to_vec();
+            command.extend_from_slice(arguments);
+            std::process::Command::new(command[0])
+                .args(&command[1..])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        let install = [
+            "apt-get",
+            "-o",
+            "DPkg::Lock::Timeout=600",
+            "install",
+            "-y",
+            "-qq",
+            "postgresql",
+            "postgresql-client",
+        ];
+        if !run(&install) {
+            let _ = run(&["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-qq"]);
+            let _ = run(&install);
+        }
+    });
 }
 
 /// The path of `name`: in `preferred` when it is there, else on PATH, else in the newest
