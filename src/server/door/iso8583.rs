@@ -7,7 +7,8 @@
 //! the request id ([`request_id`]), so a repeat meets the memory of completed requests and gets
 //! its original's reply byte for byte: a reply is made only from the fields it echoes and the
 //! outcome the memory keeps. A reversal names its original by field 90, which maps to the
-//! original's request id the same way.
+//! original's request id the same way. The door also keeps its latest replies by request id, and
+//! answers a repeat from them before its PIN is looked at again (`RecentReplies`).
 //!
 //! What a message is refused for before it reaches the service (a missing field, a link not
 //! signed on, a transaction the bank does not offer) is answered here, at once, and changes
