@@ -468,3 +468,30 @@ fn the_plaintext_rule_covers_the_iso8583_listener() {
         .unwrap()
         .stop();
 }
+
+/// Failed PIN checks count against the terminal that sent them, not the link: a terminal that
+/// used up its allowance is answered 91 unchecked, while another terminal on the same
+/// connection is still checked.
+#[tokio::test]
+async fn failed_pins_count_against_their_terminal() {
+    let server = TestServer::start_with(|config| {
+        with_door(config);
+        config.limits.pin_failures_per_peer = actor_bank::ratelimit::RateLimit {
+            burst: 2,
+            per_minute: 0,
+        };
+    });
+    for card in [43_001, 43_002, 43_003] {
+        opened(&server, card, "4821", 100).await;
+    }
+    let mut link = Link::signed_on(&server).await;
+    assert_eq!(link.code(&withdrawal(43_001, "1111", 10, 1)).await, "55");
+    assert_eq!(link.code(&withdrawal(43_002, "1111", 10, 2)).await, "55");
+    // The allowance is used up: not even a right PIN is checked for this terminal.
+    assert_eq!(link.code(&withdrawal(43_003, "1111", 10, 3)).await, "91");
+    assert_eq!(link.code(&withdrawal(43_003, "4821", 10, 4)).await, "91");
+    let mut other = withdrawal(43_003, "4821", 10, 5);
+    other.set(field::TERMINAL, "ATM00002");
+    assert_eq!(link.code(&other).await, "00");
+    assert_eq!(committed(&server, 43_003).pin_failures, 0);
+}
