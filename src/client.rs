@@ -75,7 +75,9 @@ pub const ATTEMPT_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_secs(10);
 /// How a client behaves.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// The server's address (`host:port`).
+    /// The server's address (`host:port`), or several separated by commas: seeds the client
+    /// fails over between (the next one after a connection cannot be opened), as it must when
+    /// the node serving it dies and a standby takes over (docs/CLUSTER.md).
     pub server: String,
     /// This client's id, the first half of every request id. Drawn from a seed ([`client_ids`])
     /// unless given.
@@ -226,6 +228,8 @@ pub struct Client {
     stats: ClientStats,
     /// The client retention the server announced last (kept across reconnects).
     announced_retention: Option<Duration>,
+    /// Which of the server's seed addresses the next connection tries.
+    seed: usize,
 }
 
 impl Client {
@@ -247,6 +251,7 @@ impl Client {
             relogin_client,
             relogin_sequence: 1,
             current_attempt: None,
+            seed: 0,
             timer,
             resent: None,
             stats: ClientStats::default(),
@@ -552,12 +557,17 @@ impl Client {
     /// The current connection, opening one (with the handshake) if there is none.
     async fn connection(&mut self) -> Result<&mut Connection, Attempt> {
         if self.connection.is_none() {
-            let connection = open(
-                &self.config.server,
-                self.config.tls.as_ref(),
-                self.timer.timeout(),
-            )
-            .await?;
+            let seeds = seeds(&self.config.server);
+            let server = seeds[self.seed % seeds.len()];
+            let opened = open(server, self.config.tls.as_ref(), self.timer.timeout()).await;
+            let connection = match opened {
+                Ok(connection) => connection,
+                Err(failed) => {
+                    // The next attempt tries the next seed.
+                    self.seed = self.seed.wrapping_add(1);
+                    return Err(failed);
+                }
+            };
             self.stats.connections += 1;
             self.announced_retention = Some(Duration::from_secs(
                 connection.welcome.client_retention_secs,
@@ -567,6 +577,21 @@ impl Client {
         self.connection
             .as_mut()
             .ok_or(Attempt::Retry("not connected".into()))
+    }
+}
+
+/// The addresses a server setting names: one, or several separated by commas (spaces around
+/// them ignored); never empty.
+fn seeds(server: &str) -> Vec<&str> {
+    let seeds: Vec<&str> = server
+        .split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .collect();
+    if seeds.is_empty() {
+        vec![server]
+    } else {
+        seeds
     }
 }
 

@@ -18,7 +18,8 @@ use std::process::ExitCode;
                   available_balance whenever the reply carries a balance."
 )]
 struct Arguments {
-    /// The bank server's address.
+    /// The bank server's address, or several separated by commas (`A,B,C`): the nodes of a
+    /// cluster, tried in turn when one cannot be reached.
     #[arg(long, env = "BANK_SERVER", default_value = "127.0.0.1:7878")]
     server: String,
     /// Print exactly one JSON object.
