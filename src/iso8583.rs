@@ -11,7 +11,6 @@
 //! and names the field and the position, so a refusal can say what was wrong.
 
 use crate::model::Code;
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// How one field's length is given on the wire.
@@ -91,7 +90,112 @@ pub struct Message {
     /// The message type indicator, four decimal digits (`0200`, `0810`, …).
     pub mti: String,
     /// The fields' data (ASCII), by field number.
-    pub fields: BTreeMap<u8, String>,
+    pub fields: Fields,
+}
+
+/// A message's fields by number, kept in number order: a short sorted list (a message has a
+/// dozen or two), which a decoded message fills in order and which costs one allocation where a
+/// map would take several.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// (number, data), numbers strictly increasing.
+    entries: Vec<(u8, String)>,
+}
+
+impl Fields {
+    fn position(&self, number: u8) -> Result<usize, usize> {
+        self.entries.binary_search_by_key(&number, |(key, _)| *key)
+    }
+
+    /// Field `number`'s data, if present.
+    pub fn get(&self, number: &u8) -> Option<&String> {
+        self.position(*number)
+            .ok()
+            .map(|index| &self.entries[index].1)
+    }
+
+    /// True when field `number` is present.
+    pub fn contains_key(&self, number: &u8) -> bool {
+        self.position(*number).is_ok()
+    }
+
+    /// Sets field `number` to `data`; returns the data it replaced, if any.
+    pub fn insert(&mut self, number: u8, data: String) -> Option<String> {
+        // Fields decoded or built in order go at the end at once.
+        if self.entries.last().is_none_or(|(last, _)| *last < number) {
+            self.entries.push((number, data));
+            return None;
+        }
+        match self.position(number) {
+            Ok(index) => Some(std::mem::replace(&mut self.entries[index].1, data)),
+            Err(index) => {
+                self.entries.insert(index, (number, data));
+                None
+            }
+        }
+    }
+
+    /// Takes field `number` out, if present.
+    pub fn remove(&mut self, number: &u8) -> Option<String> {
+        let index = self.position(*number).ok()?;
+        Some(self.entries.remove(index).1)
+    }
+
+    /// Keeps only the fields `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&u8, &mut String) -> bool) {
+        self.entries.retain_mut(|(number, data)| keep(number, data));
+    }
+
+    /// The field numbers present, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &u8> {
+        self.entries.iter().map(|(number, _)| number)
+    }
+
+    /// The fields, in number order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u8, &String)> {
+        self.entries.iter().map(|(number, data)| (number, data))
+    }
+
+    /// How many fields are present.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no field is present.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<(u8, String)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (u8, String)>>(fields: I) -> Fields {
+        let mut collected = Fields::default();
+        for (number, data) in fields {
+            collected.insert(number, data);
+        }
+        collected
+    }
+}
+
+impl<'a> IntoIterator for &'a Fields {
+    type Item = (&'a u8, &'a String);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (u8, String)>,
+        fn(&'a (u8, String)) -> (&'a u8, &'a String),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn pair((number, data): &(u8, String)) -> (&u8, &String) {
+            (number, data)
+        }
+        self.entries.iter().map(pair)
+    }
 }
 
 impl Message {
@@ -99,7 +203,7 @@ impl Message {
     pub fn new(mti: &str) -> Message {
         Message {
             mti: mti.to_string(),
-            fields: BTreeMap::new(),
+            fields: Fields::default(),
         }
     }
 
