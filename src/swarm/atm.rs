@@ -152,24 +152,14 @@ impl Atm {
     /// The account to act on: a customer at the ATM does a few operations on one card before
     /// the next one comes.
     pub(super) fn pick_account(&mut self) -> usize {
-        let accounts = self.shared.cards.len();
-        let account = match (
+        next_account(
             self.logged_in,
-            self.operations_on_card < self.shared.config.operations_per_card,
-        ) {
-            (Some(current), true) => current,
-            _ => {
-                self.operations_on_card = 0;
-                match &self.zipf {
-                    Some(zipf) => (zipf.sample(&mut self.generator) as usize)
-                        .saturating_sub(1)
-                        .min(accounts - 1),
-                    None => self.generator.gen_range(0..accounts),
-                }
-            }
-        };
-        self.operations_on_card += 1;
-        account
+            &mut self.operations_on_card,
+            self.shared.config.operations_per_card,
+            self.zipf.as_ref(),
+            &mut self.generator,
+            self.shared.cards.len(),
+        )
     }
 
     /// One operation (or a short sequence, for the banking operations that follow up on an
@@ -577,4 +567,31 @@ impl Atm {
         self.result.open_holds = std::mem::take(&mut self.holds);
         self.result
     }
+}
+
+/// The account an ATM acts on next, of `accounts`: `current` while fewer than `per_card`
+/// operations were done on it, else one drawn anew (by `zipf` when the load is skewed, uniformly
+/// otherwise); counts the operation in `operations_on_card`. Both doors' ATMs draw this way.
+pub(super) fn next_account(
+    current: Option<usize>,
+    operations_on_card: &mut u32,
+    per_card: u32,
+    zipf: Option<&rand_distr::Zipf<f64>>,
+    generator: &mut StdRng,
+    accounts: usize,
+) -> usize {
+    let account = match (current, *operations_on_card < per_card) {
+        (Some(current), true) => current,
+        _ => {
+            *operations_on_card = 0;
+            match zipf {
+                Some(zipf) => (zipf.sample(generator) as usize)
+                    .saturating_sub(1)
+                    .min(accounts - 1),
+                None => generator.gen_range(0..accounts),
+            }
+        }
+    };
+    *operations_on_card += 1;
+    account
 }

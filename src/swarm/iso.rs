@@ -283,24 +283,15 @@ impl IsoAtm {
 
     /// The account to act on: a few operations on one card, then the next.
     fn pick_account(&mut self) -> usize {
-        let accounts = self.shared.cards.len();
-        let account = match (
+        let account = super::atm::next_account(
             self.current,
-            self.operations_on_card < self.shared.config.operations_per_card,
-        ) {
-            (Some(current), true) => current,
-            _ => {
-                self.operations_on_card = 0;
-                match &self.zipf {
-                    Some(zipf) => (zipf.sample(&mut self.generator) as usize)
-                        .saturating_sub(1)
-                        .min(accounts - 1),
-                    None => self.generator.gen_range(0..accounts),
-                }
-            }
-        };
+            &mut self.operations_on_card,
+            self.shared.config.operations_per_card,
+            self.zipf.as_ref(),
+            &mut self.generator,
+            self.shared.cards.len(),
+        );
         self.current = Some(account);
-        self.operations_on_card += 1;
         account
     }
 
