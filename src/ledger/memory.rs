@@ -228,6 +228,30 @@ impl ClientWindow {
     }
 }
 
+impl ClientWindow {
+    /// Joins `other`, the same client's window in another partition's memory (the operator's
+    /// clients open accounts of every partition), under a window of `size`: the union of the
+    /// completed entries (for a sequence both hold, this window's entry is kept, so a lookup
+    /// answers as it did before), the higher `highest` and `last_used_unix_ms`, and then the
+    /// retention rule, so the joined window holds at most `size` entries.
+    pub fn merge_within(&mut self, other: ClientWindow, size: u64) {
+        self.highest = self.highest.max(other.highest);
+        self.last_used_unix_ms = self.last_used_unix_ms.max(other.last_used_unix_ms);
+        for done in other.completed {
+            if !self
+                .completed
+                .iter()
+                .any(|kept| kept.sequence == done.sequence)
+            {
+                self.completed.push_back(done);
+            }
+        }
+        let highest = self.highest;
+        self.completed
+            .retain(|kept| Self::in_window(highest, kept.sequence, size));
+    }
+}
+
 /// The entry a record leaves in its client's window.
 pub fn completed_entry(record: &Record, lsn: Lsn) -> Completed {
     Completed {
@@ -347,6 +371,40 @@ impl Clients {
         );
     }
 
+    /// Joins `other`, the memory of the same principal in another partition's ledger: each
+    /// client's windows are merged ([`ClientWindow::merge_within`]), and if the principal evicts
+    /// and more than [`CLIENTS_PER_PRINCIPAL_MAX`] clients are left, the least recently used
+    /// ones are forgotten until that many are, exactly as [`Clients::remember`] makes room.
+    pub fn merge(&mut self, principal: Principal, other: Clients) {
+        for (client, window) in other.windows {
+            match self.windows.entry(client) {
+                std::collections::hash_map::Entry::Occupied(mut mine) => {
+                    mine.get_mut().merge_within(window, principal.window());
+                }
+                std::collections::hash_map::Entry::Vacant(room) => {
+                    room.insert(window);
+                }
+            }
+        }
+        while principal.evicts() && self.windows.len() > CLIENTS_PER_PRINCIPAL_MAX {
+            let Some((evicted, _)) = self.least_recent() else {
+                break;
+            };
+            self.windows.remove(&evicted);
+        }
+    }
+
+    /// Sets the journal position of every remembered completion to `lsn`: what a memory taken
+    /// from another log (a partition's own positions) is given when it joins a ledger whose
+    /// records are all durable up to `lsn`, so a retry waits for nothing that is not there.
+    pub fn positions_rewritten(&mut self, lsn: Lsn) {
+        for window in self.windows.values_mut() {
+            for done in &mut window.completed {
+                done.lsn = lsn;
+            }
+        }
+    }
+
     /// Forgets clients with no completion since `cutoff_unix_ms` unless `pinned` says to keep
     /// them, adds how many to `forgotten`, and says whether any client is left (a principal with
     /// none is dropped from the memory).
@@ -399,6 +457,64 @@ mod tests {
         assert!(matches!(window.check(2, &fingerprint(2)), Seen::Replay(done) if done.lsn == 2));
         assert_eq!(window.check(2, &fingerprint(3)), Seen::Conflict(2));
         assert_eq!(window.check(REQUEST_WINDOW + 2, &fingerprint(0)), Seen::New);
+    }
+
+    #[test]
+    fn windows_merged_keep_the_union_inside_the_window_and_the_first_side_on_a_tie() {
+        let entry = |sequence, card| Completed {
+            lsn: sequence,
+            ..withdrawal_entry(sequence, card)
+        };
+        let mut mine = ClientWindow::default();
+        let mut theirs = ClientWindow::default();
+        for sequence in [1, 3, 40] {
+            mine.remember(entry(sequence, 7), sequence);
+        }
+        for sequence in [2, 3, 50] {
+            theirs.remember(entry(sequence, 8), 100 + sequence);
+        }
+        mine.merge_within(theirs, REQUEST_WINDOW);
+        assert_eq!(mine.highest, 50);
+        assert_eq!(mine.last_used_unix_ms, 150);
+        let mut kept: Vec<(u64, Card)> = mine
+            .completed
+            .iter()
+            .map(|done| (done.sequence, done.fingerprint.card))
+            .collect();
+        kept.sort_unstable();
+        // 1, 2 and 3 are out of the window of 50; 40 is this side's, 50 the other's.
+        assert_eq!(kept, [(40, 7), (50, 8)]);
+        let mut tie = ClientWindow::default();
+        tie.remember(entry(5, 7), 0);
+        let mut other = ClientWindow::default();
+        other.remember(entry(5, 8), 0);
+        tie.merge_within(other, REQUEST_WINDOW);
+        assert_eq!(tie.completed.len(), 1);
+        assert_eq!(tie.completed[0].fingerprint.card, 7);
+    }
+
+    #[test]
+    fn memories_merged_stay_within_the_bound_and_forget_the_least_recent_first() {
+        let fill = |clients: std::ops::Range<u64>| {
+            let mut memory = Clients::default();
+            for client in clients {
+                memory.remember(Principal::Operator, client, withdrawal_entry(1, 7), client);
+            }
+            memory
+        };
+        let bound = CLIENTS_PER_PRINCIPAL_MAX as u64;
+        let mut mine = fill(0..bound);
+        mine.merge(Principal::Operator, fill(bound / 2..bound + 10));
+        assert_eq!(mine.windows.len(), CLIENTS_PER_PRINCIPAL_MAX);
+        assert!((0..10).all(|client| !mine.windows.contains_key(&client)));
+        assert!(mine.windows.contains_key(&(bound + 9)));
+        let mut rewritten = fill(0..3);
+        rewritten.positions_rewritten(77);
+        assert!(rewritten
+            .windows
+            .values()
+            .flat_map(|window| &window.completed)
+            .all(|done| done.lsn == 77));
     }
 
     #[test]

@@ -570,6 +570,11 @@ pub enum LedgerError {
         /// What does not add up.
         reason: String,
     },
+    /// A partition's ledger does not fit the ledger it is to join or leave
+    /// ([`Ledger::absorb`], [`Ledger::give_up`]): an account on both sides, one missing, or
+    /// money totals that would fall below zero. Nothing was changed.
+    #[error("partition ledger: {0}")]
+    Partition(String),
     /// Records must be applied in journal order with no gaps.
     #[error("record {got} applied after {applied}")]
     OutOfOrder {
@@ -694,6 +699,152 @@ impl Ledger {
         Ok(())
     }
 
+    /// Adds `part`, the ledger of one partition built on its own from that partition's records
+    /// (with positions of its own), to this ledger: a node adopting a partition.
+    ///
+    /// Its accounts join (none may exist here yet), and so does its memory of completed
+    /// requests: the windows of `Card(c)` and `Incoming(c)` are the partition's own (none may
+    /// exist here yet either); the operator's windows span partitions and are merged
+    /// ([`Clients::merge`]). Its money totals are added. `applied_lsn` is unchanged, and every
+    /// position `part` carries (the journal position of each completed request,
+    /// [`Completed::lsn`], the only position an account or a memory holds) is rewritten to it:
+    /// they are all durable, so a retry of one of them waits for nothing. The running total of
+    /// the balances stays right.
+    ///
+    /// Nothing is changed when an error is returned.
+    pub fn absorb(&mut self, part: Ledger) -> Result<(), LedgerError> {
+        if let Some(card) = part
+            .accounts
+            .keys()
+            .find(|card| self.accounts.contains_key(card))
+        {
+            return Err(LedgerError::Partition(format!(
+                "account {card} exists on both sides"
+            )));
+        }
+        if let Some(principal) = part.clients.keys().find(|principal| {
+            **principal != Principal::Operator && self.clients.contains_key(principal)
+        }) {
+            return Err(LedgerError::Partition(format!(
+                "the memory of {principal:?} exists on both sides"
+            )));
+        }
+        let overflow = || LedgerError::Partition("the money totals overflow".into());
+        let money_in = self
+            .money_in
+            .checked_add(part.money_in)
+            .ok_or_else(overflow)?;
+        let money_out = self
+            .money_out
+            .checked_add(part.money_out)
+            .ok_or_else(overflow)?;
+        let money_sent = self
+            .money_sent
+            .checked_add(part.money_sent)
+            .ok_or_else(overflow)?;
+        let money_received = self
+            .money_received
+            .checked_add(part.money_received)
+            .ok_or_else(overflow)?;
+        let added = balances(part.accounts.values().map(Some));
+        let balances_total = match self.balances_total {
+            Some(total) => Some(total.checked_add(added).ok_or_else(overflow)?),
+            None => None,
+        };
+        let lsn = self.applied_lsn;
+        self.accounts.extend(part.accounts);
+        for (principal, mut clients) in part.clients {
+            clients.positions_rewritten(lsn);
+            if principal == Principal::Operator {
+                self.clients
+                    .entry_or_default(principal)
+                    .merge(principal, clients);
+            } else {
+                self.clients.insert(principal, clients);
+            }
+        }
+        self.money_in = money_in;
+        self.money_out = money_out;
+        self.money_sent = money_sent;
+        self.money_received = money_received;
+        self.balances_total = balances_total;
+        Ok(())
+    }
+
+    /// Takes `part`, the current ledger of one partition this ledger holds, out of it: a node
+    /// handing the partition to another. The reverse of [`Ledger::absorb`].
+    ///
+    /// Every account of `part` must be here and equal to `part`'s (otherwise `part` is not the
+    /// partition as this ledger has it, and its totals would not be the ones to subtract); they
+    /// are removed, with the windows of `Card(c)` and `Incoming(c)` of every card `c` of the
+    /// partition. Its money totals are subtracted (an underflow is an error). The operator's
+    /// windows are left alone: they span partitions. `applied_lsn` is unchanged and the running
+    /// total of the balances stays right.
+    ///
+    /// After `absorb(part)` and then `give_up(&part)`, the ledger equals what it was, except
+    /// that the operator's windows keep what `part` added to them. Nothing is changed when an
+    /// error is returned.
+    pub fn give_up(&mut self, part: &Ledger) -> Result<(), LedgerError> {
+        for (card, theirs) in part.accounts.iter() {
+            match self.accounts.get(card) {
+                None => {
+                    return Err(LedgerError::Partition(format!(
+                        "account {card} is not held here"
+                    )))
+                }
+                Some(mine) if mine != theirs => {
+                    return Err(LedgerError::Partition(format!(
+                        "account {card} differs from the partition's"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let underflow =
+            |what: &str| LedgerError::Partition(format!("{what} would fall below zero"));
+        let money_in = self
+            .money_in
+            .checked_sub(part.money_in)
+            .ok_or_else(|| underflow("money_in"))?;
+        let money_out = self
+            .money_out
+            .checked_sub(part.money_out)
+            .ok_or_else(|| underflow("money_out"))?;
+        let money_sent = self
+            .money_sent
+            .checked_sub(part.money_sent)
+            .ok_or_else(|| underflow("money_sent"))?;
+        let money_received = self
+            .money_received
+            .checked_sub(part.money_received)
+            .ok_or_else(|| underflow("money_received"))?;
+        let removed = balances(part.accounts.values().map(Some));
+        let balances_total = match self.balances_total {
+            Some(total) => Some(
+                total
+                    .checked_sub(removed)
+                    .ok_or_else(|| underflow("the sum of the balances"))?,
+            ),
+            None => None,
+        };
+        for card in part.accounts.keys() {
+            self.accounts.remove(card);
+            self.clients.remove(&Principal::Card(*card));
+            self.clients.remove(&Principal::Incoming(*card));
+        }
+        for principal in part.clients.keys() {
+            if *principal != Principal::Operator {
+                self.clients.remove(principal);
+            }
+        }
+        self.money_in = money_in;
+        self.money_out = money_out;
+        self.money_sent = money_sent;
+        self.money_received = money_received;
+        self.balances_total = balances_total;
+        Ok(())
+    }
+
     /// The sum of every balance: the running total, added up first if it is not known yet.
     fn balances_total(&mut self) -> u128 {
         let accounts = &self.accounts;
@@ -762,6 +913,14 @@ impl Ledger {
             })
         });
         forgotten
+    }
+
+    /// True when the balances add up to in + received − out − sent: the part of
+    /// [`Ledger::is_conserved`] that holds for any set of partitions too. A ledger of some
+    /// partitions only may have received more than it sent (its senders are elsewhere), so its
+    /// money in transit is not known and `is_conserved` is false for it.
+    pub fn balances_add_up(&self) -> bool {
+        self.expected_balances() == Some(balances(self.accounts.values().map(Some)))
     }
 
     /// True when the balances add up to the money that came in, less the money that went out
@@ -917,6 +1076,298 @@ mod tests {
             ..Ledger::default()
         };
         step(&mut ledger, 1, opened(100));
+    }
+
+    /// How many partitions the split bank spreads its cards over (by `card % PARTS`).
+    const PARTS: u64 = 2;
+
+    /// The first card of the split bank; the others follow.
+    const FIRST_CARD: Card = 10;
+
+    /// A bank run on one whole ledger, every record also kept in its card's partition.
+    struct Split {
+        whole: Ledger,
+        parts: Vec<Vec<Record>>,
+        cards: Vec<Card>,
+        sequence: u64,
+    }
+
+    impl Split {
+        /// A bank with `count` accounts of 1 000, opened by operator client 1.
+        fn with(count: u64) -> Split {
+            let mut split = Split {
+                whole: Ledger::default(),
+                parts: vec![Vec::new(); PARTS as usize],
+                cards: Vec::new(),
+                sequence: 0,
+            };
+            for _ in 0..count {
+                split.open(1);
+            }
+            split
+        }
+
+        /// Decides `event` on `card` under `request` against the whole ledger and applies it.
+        fn run(&mut self, card: Card, request: RequestId, event: Event) -> Option<Record> {
+            self.sequence += 1;
+            let at = At {
+                unix_ms: 1_000 + self.sequence,
+                business_day: 1,
+            };
+            match decide(
+                self.whole.accounts.get(&card),
+                card,
+                request,
+                event,
+                at,
+                &Policy::default(),
+            ) {
+                Decision::Record(record) => {
+                    self.whole
+                        .apply(self.whole.applied_lsn + 1, &record)
+                        .unwrap();
+                    self.parts[(card % PARTS) as usize].push(record.clone());
+                    Some(record)
+                }
+                Decision::Answer(_) => None,
+            }
+        }
+
+        /// The next request id of `client`.
+        fn next(&self, client: u64) -> RequestId {
+            RequestId {
+                client,
+                sequence: self.sequence + 1,
+            }
+        }
+
+        /// Opens the next card, by operator client `client`.
+        fn open(&mut self, client: u64) {
+            let card = FIRST_CARD + self.cards.len() as Card;
+            let key = crate::pin::PinKey::from_bytes([5; crate::pin::PIN_KEY_BYTES]);
+            let event = Event::AccountOpened {
+                holder: "Ahona".into(),
+                pin_hash: key.verifier(card, "1234"),
+                initial_balance: 1_000,
+            };
+            let request = self.next(client);
+            assert!(self.run(card, request, event).is_some());
+            self.cards.push(card);
+        }
+
+        /// Sends `amount` from `from` to `to`.
+        fn send(&mut self, from: Card, to: Card, amount: Amount) {
+            let event = Event::TransferSent {
+                to,
+                amount,
+                receiver: Code::Approved,
+            };
+            let request = self.next(from);
+            self.run(from, request, event);
+        }
+
+        /// Delivers the oldest transfer `from` has on its way: received, then settled.
+        fn deliver(&mut self, from: Card) {
+            let Some(leg) = self.whole.accounts[&from].outbox().first().copied() else {
+                return;
+            };
+            let receipt = RequestId {
+                client: from,
+                sequence: leg.leg,
+            };
+            let received = Event::TransferReceived {
+                from,
+                leg: leg.leg,
+                amount: leg.amount,
+            };
+            let receiver = self
+                .run(leg.to, receipt, received)
+                .expect("a receipt is recorded")
+                .outcome
+                .status;
+            let settled = Event::TransferSettled {
+                leg: leg.leg,
+                receiver,
+            };
+            assert!(self.run(from, leg.request, settled).is_some());
+        }
+
+        /// The ledger of partition `part` alone, its records at positions of its own.
+        fn part(&self, part: usize) -> Ledger {
+            let mut ledger = Ledger::default();
+            for (index, record) in self.parts[part].iter().enumerate() {
+                ledger.apply(index as Lsn + 1, record).unwrap();
+            }
+            ledger
+        }
+    }
+
+    /// The state of a ledger without its positions: accounts, totals, and every memory with its
+    /// windows' entries in sequence order and their positions left out.
+    fn positionless(ledger: &Ledger) -> impl PartialEq + std::fmt::Debug {
+        let accounts: std::collections::BTreeMap<Card, Account> = ledger
+            .accounts
+            .iter()
+            .map(|(card, account)| (*card, account.clone()))
+            .collect();
+        let clients: std::collections::BTreeMap<_, std::collections::BTreeMap<_, _>> = ledger
+            .clients
+            .iter()
+            .map(|(principal, clients)| {
+                let windows = clients
+                    .windows
+                    .iter()
+                    .map(|(client, window)| {
+                        let mut entries: Vec<Completed> = window
+                            .completed
+                            .iter()
+                            .map(|done| Completed { lsn: 0, ..*done })
+                            .collect();
+                        entries.sort_by_key(|done| done.sequence);
+                        let entries: Vec<String> =
+                            entries.iter().map(|done| format!("{done:?}")).collect();
+                        (*client, (window.highest, window.last_used_unix_ms, entries))
+                    })
+                    .collect();
+                (*principal, windows)
+            })
+            .collect();
+        format!(
+            "{accounts:?} {clients:?} {} {} {} {}",
+            ledger.money_in, ledger.money_out, ledger.money_sent, ledger.money_received
+        )
+    }
+
+    /// Every position a ledger's memory holds.
+    fn positions(ledger: &Ledger) -> Vec<Lsn> {
+        ledger
+            .clients
+            .values()
+            .flat_map(|clients| clients.windows.values())
+            .flat_map(|window| window.completed.iter().map(|done| done.lsn))
+            .collect()
+    }
+
+    /// The ledger without the operator's memory.
+    fn without_operator(ledger: &Ledger) -> Ledger {
+        let mut ledger = ledger.clone();
+        ledger.clients.remove(&Principal::Operator);
+        ledger
+    }
+
+    #[test]
+    fn a_partition_absorbed_twice_or_given_up_unheld_is_refused_and_changes_nothing() {
+        let mut split = Split::with(4);
+        split.send(FIRST_CARD, FIRST_CARD + 1, 100);
+        let zero = split.part(0);
+        let one = split.part(1);
+        let mut node = Ledger::default();
+        node.absorb(zero.clone()).unwrap();
+        let before = node.clone();
+        assert!(matches!(
+            node.absorb(zero.clone()),
+            Err(LedgerError::Partition(_))
+        ));
+        assert_eq!(node, before);
+        assert!(matches!(node.give_up(&one), Err(LedgerError::Partition(_))));
+        assert_eq!(node, before);
+        // A partition that moved on since it was taken is not the one held.
+        split.send(FIRST_CARD, FIRST_CARD + 1, 1);
+        assert!(matches!(
+            node.give_up(&split.part(0)),
+            Err(LedgerError::Partition(_))
+        ));
+        assert_eq!(node, before);
+        // Totals that do not fit are refused before anything is removed.
+        let bigger = Ledger {
+            money_in: zero.money_in + 1,
+            ..zero.clone()
+        };
+        assert!(matches!(
+            node.give_up(&bigger),
+            Err(LedgerError::Partition(_))
+        ));
+        assert_eq!(node, before);
+        node.give_up(&zero).unwrap();
+        assert!(node.accounts.is_empty());
+        assert_eq!(
+            (
+                node.money_in,
+                node.money_out,
+                node.money_sent,
+                node.money_received
+            ),
+            (0, 0, 0, 0)
+        );
+    }
+
+    proptest! {
+        /// Whatever the deposits, withdrawals, transfers (across partitions or not), deliveries
+        /// and openings by two operator clients: the partitions' ledgers absorbed into a node
+        /// make the whole ledger (but for positions), with every position rewritten to the
+        /// node's; the node takes further records; giving a partition up leaves the other; and
+        /// the balances add up after every step.
+        #[test]
+        fn partitions_absorbed_make_the_whole_ledger_and_given_up_leave_the_rest(
+            operations in prop::collection::vec((0u8..5, 0usize..16, 0usize..16, 1u64..400), 1..120),
+            node_lsn in 0u64..50,
+        ) {
+            let mut split = Split::with(4);
+            for (kind, from, to, amount) in operations {
+                let from = split.cards[from % split.cards.len()];
+                let to = split.cards[to % split.cards.len()];
+                match kind {
+                    0 => {
+                        let request = split.next(from);
+                        split.run(from, request, Event::Deposit { amount });
+                    }
+                    1 => {
+                        let request = split.next(from);
+                        split.run(from, request, Event::Withdrawal { amount });
+                    }
+                    2 if from != to => split.send(from, to, amount),
+                    3 => split.deliver(from),
+                    4 if split.cards.len() < 16 => split.open(1 + amount % 2),
+                    _ => {}
+                }
+            }
+            let zero = split.part(0);
+            let one = split.part(1);
+            prop_assert!(zero.balances_add_up());
+            prop_assert!(one.balances_add_up());
+            let mut node = Ledger {
+                applied_lsn: node_lsn,
+                balances_total: Some(0),
+                ..Ledger::default()
+            };
+            node.absorb(zero.clone()).unwrap();
+            prop_assert!(node.balances_add_up());
+            prop_assert_eq!(node.balances_total, Some(balances(node.accounts.values().map(Some))));
+            let only_zero = node.clone();
+            node.absorb(one.clone()).unwrap();
+            prop_assert_eq!(node.applied_lsn, node_lsn);
+            prop_assert!(positions(&node).iter().all(|lsn| *lsn == node_lsn));
+            prop_assert!(node.is_conserved());
+            prop_assert_eq!(positionless(&node), positionless(&split.whole));
+            prop_assert_eq!(node.balances_total, Some(balances(node.accounts.values().map(Some))));
+            // The node goes on from its own position, its running total checked by each record.
+            let mut going_on = node.clone();
+            let card = split.cards[0];
+            if let Decision::Record(record) = decide(going_on.accounts.get(&card), card, RequestId { client: 9, sequence: 1 }, Event::Deposit { amount: 5 }, At::default(), &Policy::default()) {
+                going_on.apply(node_lsn + 1, &record).unwrap();
+            }
+            prop_assert!(going_on.is_conserved());
+            node.give_up(&one).unwrap();
+            prop_assert!(node.balances_add_up());
+            prop_assert_eq!(without_operator(&node), without_operator(&only_zero));
+            prop_assert_eq!(node.balances_total, Some(balances(node.accounts.values().map(Some))));
+            node.give_up(&zero).unwrap();
+            prop_assert!(node.accounts.is_empty());
+            prop_assert!(node.is_conserved());
+            prop_assert!(node.clients.keys().all(|principal| *principal == Principal::Operator));
+            prop_assert_eq!((node.money_in, node.money_out, node.money_sent, node.money_received), (0, 0, 0, 0));
+            prop_assert_eq!(node.balances_total, Some(0));
+        }
     }
 
     proptest! {

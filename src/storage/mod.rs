@@ -13,6 +13,7 @@
 //! its progress, and passes the contract test in `contract.rs`.
 
 pub mod memory;
+pub mod pg_partition;
 pub mod postgres;
 
 #[cfg(test)]
