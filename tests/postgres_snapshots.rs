@@ -2,7 +2,8 @@
 //! partitions load into the ledgers those rows make alone, which together are the bank's whole
 //! ledger; a compaction writes a snapshot, deletes the rows and older snapshots it covers, and
 //! changes nothing the next time; loading after it gives the same ledger; a missing position and
-//! a corrupt row or snapshot are refused with an error naming the partition and position.
+//! a corrupt row or snapshot are refused with an error naming the partition and position; two
+//! compactions of one partition at once both succeed and leave it consistent.
 #[path = "common/postgres.rs"]
 mod postgres;
 
@@ -400,5 +401,63 @@ async fn partitions_load_compact_into_snapshots_and_refuse_gaps_and_corruption()
     assert!(
         error.contains("partition 4: the snapshot at position 2 holds the ledger of position"),
         "{error}"
+    );
+}
+
+/// Two nodes compacting the same partition at once: each call succeeds (a serialization failure
+/// is tried again), the snapshot ends at the furthest position asked, and the partition loads the
+/// same ledger.
+#[tokio::test]
+async fn two_compactions_at_once_leave_one_consistent_partition() {
+    /// Deposits on card 16 after the bank's records.
+    const DEPOSITS: usize = 40;
+    let server = PrivatePostgres::new();
+    let url = server.url();
+    init_cluster(&url, PARTITIONS)
+        .await
+        .expect("the cluster made");
+    let first = connect(&url).await;
+    let second = connect(&url).await;
+    first
+        .batch_execute(SNAPSHOT_SCHEMA)
+        .await
+        .expect("the snapshot table made");
+    let mut bank = bank();
+    for amount in 1..=DEPOSITS as Amount {
+        bank.on(16, Event::Deposit { amount });
+    }
+    insert_records(&first, 0, 1, &bank.parts[&0]).await;
+    let last = bank.parts[&0].len() as i64;
+    let (near, far) = tokio::join!(
+        compact_partition(&first, 0, 10),
+        compact_partition(&second, 0, last - 5)
+    );
+    assert!(
+        near.is_ok() && far == Ok(Some(last - 5)),
+        "{near:?} {far:?}"
+    );
+    let snapshots = positions(&first, "bank_snapshots", 0).await;
+    assert_eq!(snapshots.last(), Some(&(last - 5)), "{snapshots:?}");
+    assert_eq!(
+        positions(&first, "bank_journal", 0).await,
+        (last - 4..=last).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        load_partition(&second, 0).await.expect("loads"),
+        bank.part(0)
+    );
+    // The same position by both: one writes it, the other finds nothing newer.
+    let (one, other) = tokio::join!(
+        compact_partition(&first, 0, last),
+        compact_partition(&second, 0, last)
+    );
+    let mut results = [one, other];
+    results.sort();
+    assert_eq!(results, [Ok(None), Ok(Some(last))]);
+    assert_eq!(positions(&first, "bank_snapshots", 0).await, [last]);
+    assert!(positions(&first, "bank_journal", 0).await.is_empty());
+    assert_eq!(
+        load_partition(&first, 0).await.expect("loads"),
+        bank.part(0)
     );
 }
