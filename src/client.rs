@@ -21,7 +21,7 @@
 //!
 //! In cluster mode a node answers `moved` for an account whose partition another node serves,
 //! naming that node's address. The client then connects there (preferring it to the seeds until
-//! a connection to it fails, when it falls back to the seeds), verifies the card again if the
+//! a connection to it fails, when it falls back to the next seed), verifies the card again if the
 //! request needs it, and repeats the request with the same id, at once and without a backoff.
 //! After [`REDIRECTS_MAX`] redirects in a row the call fails with
 //! [`ClientError::TooManyRedirects`], which carries the last `moved` reply; the request did not
@@ -651,11 +651,11 @@ impl Client {
             let connection = match opened {
                 Ok(connection) => connection,
                 Err(failed) => {
-                    // The next attempt tries the next seed (after a redirected node, the seed
-                    // it would have tried).
-                    if self.redirected_to.take().is_none() {
-                        self.seed = self.seed.wrapping_add(1);
-                    }
+                    // The next attempt tries the next seed; a named node that cannot be reached
+                    // is given up for the seeds too (the seed that named it would likely name it
+                    // again, so the next one is tried).
+                    self.redirected_to = None;
+                    self.seed = self.seed.wrapping_add(1);
                     return Err(failed);
                 }
             };

@@ -16,6 +16,7 @@ use actor_bank::protocol::{
 use common::{verify, withdraw, TestServer, JOTY, JOTY_PIN};
 use futures::{SinkExt, StreamExt};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
@@ -23,7 +24,8 @@ use tokio_util::codec::Framed;
 type Seen = Arc<Mutex<Vec<(RequestId, &'static str)>>>;
 
 /// A node that answers every request `moved` to `target` (a Verify `approved`, when
-/// `approves_verify`), and records what it was asked.
+/// `approves_verify`), and records what it was asked. An empty `target` makes its `moved`
+/// replies name no node.
 struct FakeNode {
     address: String,
     seen: Seen,
@@ -199,4 +201,47 @@ async fn a_redirect_loop_ends_after_the_most_redirects_with_an_error_that_says_s
         .chain(second.seen().iter())
         .all(|(seen, _)| *seen == id));
     assert_eq!(first.seen().len(), (REDIRECTS_MAX as usize) / 2 + 1);
+}
+
+/// An address nothing listens on: a port the system gave and that was let go at once.
+fn dead_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_named_node_that_cannot_be_reached_is_given_up_for_the_next_seed() {
+    let server = TestServer::start();
+    let node = FakeNode::start(dead_address(), false).await;
+    let seeds = format!("{},{}", node.address, server.address());
+    let mut client = Client::new(common::client_config_with_id(&seeds, 64));
+    let id = RequestId {
+        client: 64,
+        sequence: 1,
+    };
+    let verified = client
+        .call_with_id(id, verify(JOTY, JOTY_PIN))
+        .await
+        .unwrap();
+    assert_eq!(verified.status, Status::Approved, "{verified:?}");
+    assert_eq!(node.seen(), vec![(id, "verify")]);
+    assert_eq!(client.stats().redirects, 1);
+}
+
+#[tokio::test]
+async fn a_moved_reply_naming_no_node_is_retried_like_busy_until_the_deadline() {
+    let node = FakeNode::start(String::new(), false).await;
+    let mut config = common::client_config_with_id(&node.address, 65);
+    config.outcome_deadline = Duration::from_secs(2);
+    let mut client = Client::new(config);
+    let error = client
+        .call(Operation::IsPrime { number: 7 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::OutcomeUnknown { .. }),
+        "{error}"
+    );
+    assert_eq!(client.stats().redirects, 0);
+    assert!(!node.seen().is_empty());
 }
