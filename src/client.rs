@@ -192,12 +192,14 @@ pub enum ClientError {
     /// who serves the account. Nothing ran (treat it as `unavailable`); the same id may be tried
     /// again later.
     #[error(
-        "request {} redirected {redirects} times in a row, last to {}: treated as unavailable",
-        reply.id,
+        "request {id} redirected {redirects} times in a row, last to {}, and moved again: \
+         treated as unavailable",
         moved_address(reply).unwrap_or("an unnamed node")
     )]
     TooManyRedirects {
-        /// The last `moved` reply.
+        /// The request.
+        id: RequestId,
+        /// The last `moved` reply (to the request, or to the Verify that re-logged in first).
         reply: Reply,
         /// How many redirects were followed before it.
         redirects: u32,
@@ -404,7 +406,11 @@ impl Client {
                 Ok(Attempt::Reply(reply)) if reply.status == Status::Moved => {
                     if redirects >= REDIRECTS_MAX {
                         self.resent = None;
-                        return Err(ClientError::TooManyRedirects { reply, redirects });
+                        return Err(ClientError::TooManyRedirects {
+                            id,
+                            reply,
+                            redirects,
+                        });
                     }
                     if self.follow(&reply) {
                         redirects += 1;

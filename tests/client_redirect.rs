@@ -180,9 +180,15 @@ async fn a_redirect_loop_ends_after_the_most_redirects_with_an_error_that_says_s
         .call_with_id(id, Operation::IsPrime { number: 7 })
         .await
         .unwrap_err();
-    let ClientError::TooManyRedirects { reply, redirects } = &error else {
+    let ClientError::TooManyRedirects {
+        id: failed,
+        reply,
+        redirects,
+    } = &error
+    else {
         panic!("expected too many redirects, got {error}");
     };
+    assert_eq!(*failed, id);
     assert_eq!(*redirects, REDIRECTS_MAX);
     assert_eq!(reply.status, Status::Moved);
     assert_eq!(reply.id, id);
