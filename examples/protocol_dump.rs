@@ -4,8 +4,10 @@
 //! account (card 123456789, PIN 1234, balance 10000): handshake, verification, a withdrawal of 300,
 //! a withdrawal the balance cannot cover, a transfer to the second demo account, a hold, a balance
 //! inquiry, a change of PIN, the completion of the hold, a reversal, a statement, and the Goodbye a
-//! server sends for a protocol version it does not speak. tests/protocol_doc.rs includes this file, so the document, this program and the
-//! server are checked against the same list.
+//! server sends for a protocol version it does not speak; besides, two frames of cluster mode: a
+//! `moved` reply, and a node delivering a transfer's second leg with `ReceiveTransfer`.
+//! tests/protocol_doc.rs includes this file, so the document, this program and the server are
+//! checked against the same list.
 //!
 //! It also prints the worked examples of docs/JOURNAL.md: a segment header, the journal record of
 //! that withdrawal, and a small snapshot, written by the real journal format functions.
@@ -18,6 +20,15 @@ use actor_bank::protocol::{
     RequestId, ServerMessage, Status, Welcome, PROTOCOL_VERSION,
 };
 use actor_bank::server::Limits;
+
+/// The demo account's card: the sender of the worked node-to-node delivery.
+const CARD: u64 = 123_456_789;
+
+/// The owner's address a worked `moved` reply names.
+const MOVED_ADDRESS: &str = "10.0.0.2:7001";
+
+/// The transfer number of the worked node-to-node delivery of a transfer's second leg.
+const TRANSFER_LEG: u64 = 4;
 
 /// Which side sends a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +238,32 @@ pub fn examples() -> Vec<Example> {
                     balance_after: 9_700,
                 }]),
             ),
+        ),
+        to_client(
+            "moved-reply",
+            reply(
+                11,
+                Status::Moved,
+                Body::Moved {
+                    address: MOVED_ADDRESS.into(),
+                },
+            ),
+        ),
+        to_server(
+            "receive-transfer-request",
+            ClientMessage::Request(Request {
+                id: RequestId {
+                    client: CARD,
+                    sequence: TRANSFER_LEG,
+                },
+                operation: Operation::ReceiveTransfer {
+                    operator_token: "tok".into(),
+                    from: CARD,
+                    leg: TRANSFER_LEG,
+                    to: OTHER_CARD,
+                    amount: 1_000,
+                },
+            }),
         ),
         to_server(
             "unsupported-hello",

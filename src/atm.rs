@@ -512,6 +512,9 @@ pub fn reply_json(reply: &Reply, expected: Expected) -> serde_json::Value {
                 object.extend(fields);
             }
         }
+        Body::Moved { address } => {
+            object.insert("address".into(), address.clone().into());
+        }
         Body::Empty => {}
     }
     serde_json::Value::Object(object)
@@ -565,6 +568,7 @@ pub fn reply_text(reply: &Reply) -> String {
             details.withdrawn_today,
             details.withdrawals_today
         ),
+        Body::Moved { address } => format!("{}: served by {address}", reply.status),
     }
 }
 

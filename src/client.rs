@@ -19,6 +19,14 @@
 //! connection, a duplicated one say, logged it out in between): the client verifies again and
 //! re-sends the request with the same id, as docs/PROTOCOL.md section 7 advises.
 //!
+//! In cluster mode a node answers `moved` for an account whose partition another node serves,
+//! naming that node's address. The client then connects there (preferring it to the seeds until
+//! a connection to it fails, when it falls back to the next seed), verifies the card again if the
+//! request needs it, and repeats the request with the same id, at once and without a backoff.
+//! After [`REDIRECTS_MAX`] redirects in a row the call fails with
+//! [`ClientError::TooManyRedirects`], which carries the last `moved` reply; the request did not
+//! run, as with `unavailable`.
+//!
 //! Client-side faults ([`ClientConfig::faults`]) are decided by [`crate::faults::hits`] from the
 //! seed, the request id and how many times this client has sent that id before, so a client with
 //! a fixed id and a fixed seed loses the same messages on every run.
@@ -44,8 +52,8 @@ pub use ops::reply_balance;
 use crate::codec::{CodecError, FrameCodec, FRAME_BYTES_LIMIT};
 use crate::faults::{FaultKind, FaultPlan};
 use crate::protocol::{
-    Card, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage, Status,
-    Welcome, PROTOCOL_VERSION,
+    Body, Card, ClientMessage, Hello, Operation, Reply, Request, RequestId, ServerMessage, Status,
+    Welcome, ADDRESS_BYTES_MAX, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
@@ -63,6 +71,12 @@ const RELOGIN_CLIENT_TAG: u64 = 0x5245_4c4f_4749_4e21;
 
 /// Mixed into a client's id to seed the random spread of its backoff.
 const JITTER_SEED_TAG: u64 = 0x4a49_5454_4552_2121;
+
+/// The most `moved` replies in a row one call follows; the next one ends the call with
+/// [`ClientError::TooManyRedirects`]. A cluster's partition has one owner, so one redirect
+/// normally suffices; a few more cover an ownership that moves while the client follows it, and
+/// the bound ends a loop between nodes that disagree.
+pub const REDIRECTS_MAX: u32 = 4;
 
 /// Default of [`ClientConfig::attempt_timeout`]: RFC 6298's initial and least retransmission
 /// timeout.
@@ -174,6 +188,37 @@ pub enum ClientError {
     /// The card could not be verified again after a reconnect.
     #[error("lost the login after a reconnect: the server answered {0}")]
     LoginLost(Status),
+    /// The nodes answered `moved` more than [`REDIRECTS_MAX`] times in a row: they disagree on
+    /// who serves the account. Nothing ran (treat it as `unavailable`); the same id may be tried
+    /// again later.
+    #[error(
+        "request {id} redirected {redirects} times in a row, last to {}, and moved again: \
+         treated as unavailable",
+        moved_address(reply).unwrap_or("an unnamed node")
+    )]
+    TooManyRedirects {
+        /// The request.
+        id: RequestId,
+        /// The last `moved` reply (to the request, or to the Verify that re-logged in first).
+        reply: Reply,
+        /// How many redirects were followed before it.
+        redirects: u32,
+    },
+}
+
+/// The address a `moved` reply names, if it is one with a usable address (not empty, not longer
+/// than [`ADDRESS_BYTES_MAX`]).
+pub fn moved_address(reply: &Reply) -> Option<&str> {
+    match &reply.body {
+        Body::Moved { address }
+            if reply.status == Status::Moved
+                && !address.trim().is_empty()
+                && address.len() <= ADDRESS_BYTES_MAX =>
+        {
+            Some(address.trim())
+        }
+        _ => None,
+    }
 }
 
 /// What a client counted.
@@ -187,6 +232,8 @@ pub struct ClientStats {
     pub requests_dropped: u64,
     /// Replies discarded on this side.
     pub replies_dropped: u64,
+    /// `moved` replies followed to the node they named.
+    pub redirects: u64,
 }
 
 struct Connection {
@@ -230,6 +277,9 @@ pub struct Client {
     announced_retention: Option<Duration>,
     /// Which of the server's seed addresses the next connection tries.
     seed: usize,
+    /// The node a `moved` reply named: the next connections go there rather than to the seeds,
+    /// until one cannot be opened.
+    redirected_to: Option<String>,
 }
 
 impl Client {
@@ -252,6 +302,7 @@ impl Client {
             relogin_sequence: 1,
             current_attempt: None,
             seed: 0,
+            redirected_to: None,
             timer,
             resent: None,
             stats: ClientStats::default(),
@@ -339,6 +390,7 @@ impl Client {
         let started = Instant::now();
         let mut deadline = started + self.config.outcome_deadline;
         let mut attempts = 0;
+        let mut redirects = 0;
         let mut last_error: String;
         loop {
             if attempts > 0 {
@@ -346,7 +398,32 @@ impl Client {
             }
             self.current_attempt = Some((id, attempts));
             attempts += 1;
-            match self.attempt(id, &operation, deadline).await {
+            let outcome = self.attempt(id, &operation, deadline).await;
+            if !matches!(&outcome, Ok(Attempt::Reply(reply)) if reply.status == Status::Moved) {
+                redirects = 0;
+            }
+            match outcome {
+                Ok(Attempt::Reply(reply)) if reply.status == Status::Moved => {
+                    if redirects >= REDIRECTS_MAX {
+                        self.resent = None;
+                        return Err(ClientError::TooManyRedirects {
+                            id,
+                            reply,
+                            redirects,
+                        });
+                    }
+                    if self.follow(&reply) {
+                        redirects += 1;
+                        // Nothing ran: repeat at once at the named node (its deadline still
+                        // holds).
+                        if Instant::now() < deadline {
+                            continue;
+                        }
+                    } else {
+                        self.timer.failed();
+                    }
+                    last_error = format!("server answered {}", reply.status);
+                }
                 Ok(Attempt::Reply(reply)) if self.lost_login(&operation, &reply) => {
                     last_error = format!("server answered {}", reply.status)
                 }
@@ -386,6 +463,20 @@ impl Client {
             }
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Follows a `moved` reply: the next connection goes to the node it names (the current one is
+    /// dropped, and with it its verified card, which the next attempt verifies again). False when
+    /// the reply names no usable address; it is then retried like `busy`.
+    fn follow(&mut self, reply: &Reply) -> bool {
+        let Some(address) = moved_address(reply) else {
+            return false;
+        };
+        tracing::debug!(id = %reply.id, address, "moved: following to the named node");
+        self.redirected_to = Some(address.to_string());
+        self.connection = None;
+        self.stats.redirects += 1;
+        true
     }
 
     /// True when `reply` says the connection is not logged in although this client had verified
@@ -558,12 +649,18 @@ impl Client {
     async fn connection(&mut self) -> Result<&mut Connection, Attempt> {
         if self.connection.is_none() {
             let seeds = seeds(&self.config.server);
-            let server = seeds[self.seed % seeds.len()];
+            let server = match &self.redirected_to {
+                Some(address) => address.as_str(),
+                None => seeds[self.seed % seeds.len()],
+            };
             let opened = open(server, self.config.tls.as_ref(), self.timer.timeout()).await;
             let connection = match opened {
                 Ok(connection) => connection,
                 Err(failed) => {
-                    // The next attempt tries the next seed.
+                    // The next attempt tries the next seed; a named node that cannot be reached
+                    // is given up for the seeds too (the seed that named it would likely name it
+                    // again, so the next one is tried).
+                    self.redirected_to = None;
                     self.seed = self.seed.wrapping_add(1);
                     return Err(failed);
                 }

@@ -498,7 +498,8 @@ pub fn dispensed_amount(field: &str) -> Option<u64> {
 
 /// The response code (field 39) that answers a request ending in `code`: the issuer's answer
 /// in the terms ATM networks use. `busy` (retry) is 91, issuer unavailable; a failed journal is
-/// 96, system malfunction.
+/// 96, system malfunction. `moved` (cluster mode: another node serves the account) is 91 too:
+/// ISO 8583 has no redirect, and an acquirer retries a 91 with the same message.
 pub fn response_code(code: Code) -> &'static str {
     match code {
         Code::Approved => "00",
@@ -517,7 +518,7 @@ pub fn response_code(code: Code) -> &'static str {
         Code::AccountFrozen => "62",
         Code::WithdrawalCountExceeded => "65",
         Code::CardLocked => "75",
-        Code::Busy => "91",
+        Code::Busy | Code::Moved => "91",
         Code::StaleRequest | Code::RequestIdConflict => "94",
         Code::Unavailable => "96",
     }

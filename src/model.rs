@@ -137,6 +137,9 @@ codes! {
     NotReversible = 21 => "not_reversible",
     /// Closing an account that still holds money, holds or a transfer on its way.
     BalanceNotZero = 22 => "balance_not_zero",
+    /// Cluster mode: another node serves the account's partition; nothing ran and nothing is
+    /// remembered, and the client repeats the request, with the same id, at that node.
+    Moved = 23 => "moved",
 }
 
 impl Code {
@@ -145,10 +148,11 @@ impl Code {
         self as u8
     }
 
-    /// True when the outcome is final: a retry with the same id gets the same answer. `busy` and
-    /// `unavailable` are not: the client retries them with the same id.
+    /// True when the outcome is final: a retry with the same id gets the same answer. `busy`,
+    /// `unavailable` and `moved` are not: the client retries them with the same id (`moved` at
+    /// the node the answer names).
     pub fn is_definite(self) -> bool {
-        !matches!(self, Code::Busy | Code::Unavailable)
+        !matches!(self, Code::Busy | Code::Unavailable | Code::Moved)
     }
 }
 
@@ -378,6 +382,9 @@ kinds! {
     SetLimits => "set_limits", Operator, true,
     /// Drop an account's own daily limits: the server's defaults apply again.
     ClearLimits => "clear_limits", Operator, true,
+    /// Node to node: credit a transfer's second leg to the receiving account (remembered under
+    /// the receipt id, the sender's card and transfer number).
+    ReceiveTransfer => "receive_transfer", Operator, true,
 }
 
 impl Kind {

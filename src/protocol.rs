@@ -12,6 +12,12 @@ use std::fmt;
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// The longest address, in bytes, a [`Body::Moved`] may name: a DNS name (at most 253 bytes) or
+/// an IPv6 literal in brackets, a colon and a port fit. A node never advertises a longer one, and
+/// a client treats a longer one as a broken reply (docs/PROTOCOL.md section 4). The codec itself
+/// bounds strings only by the frame size, so this limit is the protocol's own.
+pub const ADDRESS_BYTES_MAX: usize = 255;
+
 pub use crate::model::{
     AccountState, Amount, Card, DailyLimits, HoldId, Kind, Movement, MovementKind, RequestId,
 };
@@ -228,6 +234,21 @@ pub enum Operation {
         /// The account's card.
         card: Card,
     },
+    /// Node to node, in cluster mode: credit the second leg of a transfer to the receiving
+    /// account, on the node that serves it. Its request id is `{client: from, sequence: leg}`,
+    /// the receipt the receiver remembers, so a leg delivered twice is credited once.
+    ReceiveTransfer {
+        /// The operator token every node of the cluster shares.
+        operator_token: String,
+        /// The sending card.
+        from: Card,
+        /// The sender's transfer number: the sequence of the receipt id.
+        leg: u64,
+        /// The receiving card.
+        to: Card,
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
 }
 
 impl Operation {
@@ -257,6 +278,7 @@ impl Operation {
             Operation::AccountInfo { .. } => Kind::AccountInfo,
             Operation::SetLimits { .. } => Kind::SetLimits,
             Operation::ClearLimits { .. } => Kind::ClearLimits,
+            Operation::ReceiveTransfer { .. } => Kind::ReceiveTransfer,
         }
     }
 
@@ -333,6 +355,16 @@ impl fmt::Debug for Operation {
                 formatter,
                 "SetLimits {{ card: {card}, limits: {limits:?}, .. }}"
             ),
+            Operation::ReceiveTransfer {
+                from,
+                leg,
+                to,
+                amount,
+                ..
+            } => write!(
+                formatter,
+                "ReceiveTransfer {{ from: {from}, leg: {leg}, to: {to}, amount: {amount}, .. }}"
+            ),
         }
     }
 }
@@ -380,6 +412,12 @@ pub enum Body {
     Statement(Vec<Movement>),
     /// An account's details, for the operator.
     Account(AccountDetails),
+    /// The body of a [`Status::Moved`] reply: where the account's partition is served now.
+    Moved {
+        /// The owning node's advertised address, `host:port`, at most [`ADDRESS_BYTES_MAX`]
+        /// bytes.
+        address: String,
+    },
 }
 
 /// An account as the operator sees it; never its PIN.
@@ -467,11 +505,15 @@ pub enum Status {
     NotReversible,
     /// Closing an account that still holds money, holds or a transfer on its way.
     BalanceNotZero,
+    /// Cluster mode: another node serves the account's partition; the body
+    /// ([`Body::Moved`]) names it. Nothing ran and nothing is remembered: repeat the same
+    /// request, with the same id, at that node.
+    Moved,
 }
 
 impl Status {
     /// All statuses, in wire (and precedence) order.
-    pub const ALL: [Status; 23] = [
+    pub const ALL: [Status; 24] = [
         Status::Approved,
         Status::Busy,
         Status::Unavailable,
@@ -495,6 +537,7 @@ impl Status {
         Status::TooManyHolds,
         Status::NotReversible,
         Status::BalanceNotZero,
+        Status::Moved,
     ];
 
     /// The snake_case name used in JSON output and logs.
@@ -523,13 +566,15 @@ impl Status {
             Status::TooManyHolds => "too_many_holds",
             Status::NotReversible => "not_reversible",
             Status::BalanceNotZero => "balance_not_zero",
+            Status::Moved => "moved",
         }
     }
 
-    /// True when the answer is final: retrying the same id will give the same reply. `busy` and
-    /// `unavailable` are not definite: the client retries them with the same id.
+    /// True when the answer is final: retrying the same id will give the same reply. `busy`,
+    /// `unavailable` and `moved` are not definite: the client retries them with the same id
+    /// (`moved` at the node its body names).
     pub fn is_definite(self) -> bool {
-        !matches!(self, Status::Busy | Status::Unavailable)
+        !matches!(self, Status::Busy | Status::Unavailable | Status::Moved)
     }
 }
 
@@ -563,6 +608,7 @@ impl From<crate::model::Code> for Status {
             Code::TooManyHolds => Status::TooManyHolds,
             Code::NotReversible => Status::NotReversible,
             Code::BalanceNotZero => Status::BalanceNotZero,
+            Code::Moved => Status::Moved,
         }
     }
 }

@@ -239,6 +239,13 @@ fn the_operation_table_lists_every_variant_in_wire_order() {
             operator_token: text(),
             card: 1,
         },
+        Operation::ReceiveTransfer {
+            operator_token: text(),
+            from: 1,
+            leg: 1,
+            to: 2,
+            amount: 1,
+        },
     ];
     let rows = documented_table(&document(), "operations");
     assert_eq!(rows.len(), operations.len(), "one row per operation");

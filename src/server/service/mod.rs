@@ -20,11 +20,14 @@ mod holds;
 mod logout;
 mod manage;
 mod open;
+mod receive;
 mod reverse;
 mod statement;
 mod transfer;
 mod utility;
 mod verify;
+
+pub use receive::receive_transfer;
 
 use super::pins::PinGate;
 use super::tls::Terminal;
@@ -768,6 +771,7 @@ pub fn checks(kind: Kind) -> &'static [Check] {
         | Kind::SetLimits
         | Kind::ClearLimits => manage::CHECKS,
         Kind::AccountInfo => manage::INFO_CHECKS,
+        Kind::ReceiveTransfer => receive::CHECKS,
     }
 }
 
