@@ -416,9 +416,10 @@ impl Settings {
                     crate::storage::postgres::LEASE_TTL_DEFAULT,
                 ),
                 queue_records_max: config.journal_queue_records_max,
-                // A node started while others serve is their standby: it waits for as long as it
-                // takes them to stop.
-                takeover_wait_max: None,
+                // Per partition: its own default, unless set.
+                snapshot_every_records: self
+                    .snapshot_records_interval
+                    .unwrap_or(crate::storage::postgres::SNAPSHOT_EVERY_RECORDS_DEFAULT),
             },
         ))
     }

@@ -76,6 +76,14 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// The account whose memory this is, or `None` for the operator's (which spans accounts).
+    pub fn card(&self) -> Option<Card> {
+        match self {
+            Principal::Operator => None,
+            Principal::Card(card) | Principal::Incoming(card) => Some(*card),
+        }
+    }
+
     /// The principal whose memory keeps `event` on `card`, or `None` for an event that is never
     /// remembered: a PIN attempt carries a secret, so it is checked every time and its answer
     /// depends only on the PIN and the card's state, never on a memory of earlier attempts.

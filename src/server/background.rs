@@ -10,13 +10,20 @@
 //! is open and due.
 
 use super::Bank;
-use crate::ledger::{Event, Leg};
+use crate::client::{Client, ClientConfig};
+use crate::ledger::{Event, Leg, Principal};
 use crate::model::{AccountState, Card, Code, HoldId, RequestId};
+use crate::protocol::{Operation, Status};
+use crate::storage::{Placement, PlacementHook};
 use dashmap::DashSet;
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long one delivery of a transfer leg to another node keeps trying before the delivery
+/// loop backs off and tries again.
+pub const PEER_DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The first wait before a step answered `busy` (or `unavailable`) is tried again; it doubles
 /// up to [`RETRY_BACKOFF_MAX`].
@@ -50,7 +57,13 @@ impl Background {
 impl Bank {
     /// What the committed state of `to` says of a transfer to it: approved when it is open, or
     /// the code the transfer is refused with.
+    ///
+    /// In cluster mode an account another node serves is taken to be open: that node decides
+    /// when the leg arrives, and a refusal there gives the money back to the sender.
     pub fn receiver_code(&self, to: Card) -> Code {
+        if self.storage().placement(to) != Placement::Here {
+            return Code::Approved;
+        }
         match self
             .storage()
             .read_committed_account(to, |account| account.state)
@@ -138,10 +151,17 @@ impl Bank {
         // The settlement below is appended to the same log after the receipt, so it cannot become
         // durable without it: no need to wait for the receipt's durability first (which would
         // keep the transfer on the sender's way for one more flush).
-        let received = self
-            .decide_before_durable(sent.to, receipt, event)
-            .await
-            .status;
+        let received = match self.storage().placement(sent.to) {
+            Placement::Here => {
+                self.decide_before_durable(sent.to, receipt, event)
+                    .await
+                    .status
+            }
+            // Cluster mode: the receiving account is another node's; it answers once the
+            // receipt is durable there, so the settlement below never outlives it.
+            Placement::Elsewhere(address) => self.deliver_to_node(&address, from, sent).await,
+            Placement::Nowhere => return None,
+        };
         let receiver = match received {
             Code::Approved
             | Code::UnknownCard
@@ -166,6 +186,50 @@ impl Bank {
                 Some(())
             }
             _ => None,
+        }
+    }
+
+    /// Delivers the second leg of `from`'s transfer `sent` to the node at `address`, which serves
+    /// the receiving account ([`crate::protocol::Operation::ReceiveTransfer`], under the receipt
+    /// id, so a leg delivered twice is credited once); the receiver's code, or `busy` when it
+    /// cannot be known now.
+    async fn deliver_to_node(&self, address: &str, from: Card, sent: &Leg) -> Code {
+        let Some(token) = self.peer_token() else {
+            tracing::error!(
+                from,
+                leg = sent.leg,
+                "a transfer to another node needs the operator token every node shares"
+            );
+            return Code::Unavailable;
+        };
+        let mut config = ClientConfig::seeded(address, from ^ sent.leg.rotate_left(32));
+        config.client_id = from;
+        config.outcome_deadline = PEER_DELIVERY_DEADLINE;
+        let receipt = RequestId {
+            client: from,
+            sequence: sent.leg,
+        };
+        let operation = Operation::ReceiveTransfer {
+            operator_token: token.to_string(),
+            from,
+            leg: sent.leg,
+            to: sent.to,
+            amount: sent.amount,
+        };
+        let reply = match Client::connect(config).await {
+            Ok(mut client) => client.call_with_id(receipt, operation).await,
+            Err(error) => Err(error),
+        };
+        match reply {
+            Ok(reply) => Code::ALL
+                .iter()
+                .copied()
+                .find(|code| Status::from(*code) == reply.status)
+                .unwrap_or(Code::Busy),
+            Err(error) => {
+                tracing::warn!(from, leg = sent.leg, %address, %error, "transfer leg not delivered to its node yet");
+                Code::Busy
+            }
         }
     }
 
@@ -228,6 +292,14 @@ impl Bank {
     /// Picks up the work the committed state holds: delivers every transfer on its way and
     /// watches every open hold. Called once at start.
     pub(super) fn resume_background(self: &Arc<Self>) {
+        self.resume_accounts(&|_| true);
+        let bank = self.clone();
+        actix::spawn(bank.expire_holds());
+    }
+
+    /// Picks up the work the committed state holds for the accounts `is_member` names: at start
+    /// every account, and in cluster mode those of a partition taken over.
+    fn resume_accounts(self: &Arc<Self>, is_member: &dyn Fn(Card) -> bool) {
         let (legs, holds) = self.storage().committed().with_committed(|ledger| {
             let mut legs = Vec::new();
             let mut holds = Vec::new();
@@ -235,6 +307,9 @@ impl Bank {
                 let Some(activity) = &account.activity else {
                     continue;
                 };
+                if !is_member(*card) {
+                    continue;
+                }
                 legs.extend(activity.outbox.iter().map(|sent| (*card, sent.leg)));
                 holds.extend(
                     activity
@@ -252,10 +327,67 @@ impl Bank {
             );
         }
         self.background().holds.lock().extend(holds);
-        for (card, leg) in legs {
-            self.deliver(card, leg);
+        if legs.is_empty() {
+            return;
         }
+        // `deliver` spawns on the current arbiter; a partition is taken over on the storage's
+        // own thread, so the deliveries start on an arbiter of the bank's.
         let bank = self.clone();
-        actix::spawn(bank.expire_holds());
+        let start = move || {
+            for (card, leg) in legs {
+                bank.deliver(card, leg);
+            }
+        };
+        if actix_rt::Arbiter::try_current().is_some() {
+            start();
+        } else if let Some(arbiter) = self.arbiters.first() {
+            arbiter.spawn_fn(start);
+        }
+    }
+}
+
+/// Tells the bank when the partitions this node serves change (cluster mode): a partition taken
+/// over gets its memory of completed requests and its background work before any request is
+/// routed to it; a partition handed over leaves no actor, memory or watched hold behind (a later
+/// takeover starts from what PostgreSQL then holds).
+pub(super) struct PlacementListener {
+    /// The bank told; gone once the server stops.
+    pub(super) bank: std::sync::Weak<Bank>,
+}
+
+impl PlacementHook for PlacementListener {
+    fn adopted(&self, is_member: &(dyn Fn(Card) -> bool + Sync)) {
+        let Some(bank) = self.bank.upgrade() else {
+            return;
+        };
+        let principals_of = |principal: &Principal| principal.card().is_some_and(is_member);
+        bank.storage().with_committed(|ledger| {
+            for (principal, clients) in ledger.clients.iter() {
+                if principals_of(principal) {
+                    bank.clients.insert(*principal, clients.clone());
+                } else if principal.card().is_none() {
+                    // The operator's windows span partitions: add what the partition's records
+                    // remember to what this node does.
+                    bank.clients
+                        .entry(*principal)
+                        .or_default()
+                        .merge(*principal, clients.clone());
+                }
+            }
+        });
+        bank.resume_accounts(is_member);
+    }
+
+    fn released(&self, is_member: &(dyn Fn(Card) -> bool + Sync)) {
+        let Some(bank) = self.bank.upgrade() else {
+            return;
+        };
+        bank.accounts.retain(|card, _| !is_member(*card));
+        bank.clients
+            .retain(|principal, _| !principal.card().is_some_and(is_member));
+        bank.background()
+            .holds
+            .lock()
+            .retain(|(_, card, _)| !is_member(*card));
     }
 }

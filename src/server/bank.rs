@@ -47,6 +47,9 @@ pub struct Bank {
     limits: Limits,
     /// The operator token accounts are opened with.
     operator: OperatorToken,
+    /// The operator token itself, which one node shows another when it delivers a transfer's
+    /// leg (cluster mode); never logged.
+    peer_token: Option<Arc<str>>,
     /// Failed operator-token attempts by peer address.
     operator_failures: PeerBuckets,
     /// Where the server reads the time: failure limits, record stamps, forgetting idle clients.
@@ -92,6 +95,11 @@ impl Bank {
             arbiters,
             limits: limits.clone(),
             operator: OperatorToken::new(config.operator_token.as_deref()),
+            peer_token: config
+                .operator_token
+                .as_deref()
+                .filter(|token| !token.is_empty())
+                .map(Arc::from),
             operator_failures: PeerBuckets::new(
                 crate::operator::OPERATOR_FAILURE_PEERS_MAX,
                 WhenFull::Refuse,
@@ -121,6 +129,11 @@ impl Bank {
     /// The storage every change goes through (the file journal by default).
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The operator token, for a node's requests to another (cluster mode).
+    pub(super) fn peer_token(&self) -> Option<&Arc<str>> {
+        self.peer_token.as_ref()
     }
 
     /// The limits in force.

@@ -14,6 +14,7 @@
 use super::Bank;
 use crate::ledger::{Event, Principal};
 use crate::model::{Amount, Card, Code, RequestId};
+use crate::storage::Placement;
 use std::sync::Arc;
 
 /// One sample account: card, holder, PIN, balance.
@@ -37,6 +38,9 @@ pub(super) async fn open_demo_accounts(bank: &Arc<Bank>) -> Result<(), String> {
         .iter()
         .enumerate()
         .filter(|(_, (card, ..))| !bank.storage().committed_account_exists(*card))
+        // In cluster mode, only those of the partitions this node serves: the node serving the
+        // others opens them when started with `--demo`.
+        .filter(|(_, (card, ..))| bank.storage().placement(*card) == Placement::Here)
         .map(|(index, account)| (index as u64 + 1, account))
         .collect();
     let submitted: Vec<_> = missing

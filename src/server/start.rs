@@ -82,8 +82,14 @@ impl RunningServer {
             // Refused before the cluster's partitions are taken.
             check_operator_token(&config)?;
             config.check_transport().map_err(ServerError::Start)?;
-            let storage = Storage::open_postgres(postgres.clone()).map_err(ServerError::Start)?;
-            return Self::start_with_storage(config, storage);
+            // Bound first, so a node listening on port 0 advertises the port it got.
+            let (listener, local_addr) = bind(config.listen)?;
+            let mut postgres = postgres.clone();
+            if postgres.advertise == config.listen.to_string() {
+                postgres.advertise = local_addr.to_string();
+            }
+            let storage = Storage::open_postgres(postgres).map_err(ServerError::Start)?;
+            return Self::start_bound(config, storage, Some((listener, local_addr)));
         }
         let journal_config = journal_config(&config);
         Self::start_with_journal(config, journal_config)
@@ -109,6 +115,16 @@ impl RunningServer {
         config: ServerConfig,
         journal: Storage,
     ) -> Result<RunningServer, ServerError> {
+        Self::start_bound(config, journal, None)
+    }
+
+    /// Like [`RunningServer::start_with_storage`], with the ATM listener bound already when
+    /// `bound` is given.
+    fn start_bound(
+        config: ServerConfig,
+        journal: Storage,
+        bound: Option<(std::net::TcpListener, SocketAddr)>,
+    ) -> Result<RunningServer, ServerError> {
         let tls = match check_operator_token(&config).and_then(|()| load_tls(&config)) {
             Ok(tls) => tls,
             Err(error) => {
@@ -125,7 +141,7 @@ impl RunningServer {
                 return Err(ServerError::PinKey(reason));
             }
         };
-        let (listener, local_addr) = match bind(config.listen) {
+        let (listener, local_addr) = match bound.map_or_else(|| bind(config.listen), Ok) {
             Ok(bound) => bound,
             Err(error) => {
                 journal.close();
@@ -339,6 +355,11 @@ async fn start_bank(
     }
     bank.arm_faults(config.faults);
     bank.resume_background();
+    // In cluster mode the partitions served here change from now on; the bank hears of each.
+    bank.storage()
+        .set_placement_hook(Arc::new(super::background::PlacementListener {
+            bank: Arc::downgrade(&bank),
+        }));
     match doors(&bank, listener.atm, listener.iso8583) {
         Ok(doors) => {
             gateway::Gateway::start_secured(bank.clone(), doors, listener.tls);

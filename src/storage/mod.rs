@@ -42,6 +42,15 @@ pub enum AppendError {
 pub enum Progress {
     /// Everything up to and including this position is durable and applied.
     Durable(Lsn),
+    /// Everything up to and including `durable` is durable and applied, except the positions in
+    /// `dropped` (sorted): records of partitions this node lost to another before they were
+    /// written, which never will be (a waiter for one is told [`PARTITION_MOVED`]).
+    DurableExcept {
+        /// The last durable position.
+        durable: Lsn,
+        /// Positions that will never be durable, ascending.
+        dropped: Arc<[Lsn]>,
+    },
     /// The log failed closed for this reason.
     Failed(Arc<str>),
 }
@@ -53,9 +62,53 @@ impl Progress {
         match self {
             Progress::Durable(durable) if *durable >= lsn => Some(Ok(())),
             Progress::Durable(_) => None,
+            Progress::DurableExcept { dropped, .. } if dropped.binary_search(&lsn).is_ok() => {
+                Some(Err(PARTITION_MOVED.into()))
+            }
+            Progress::DurableExcept { durable, .. } if *durable >= lsn => Some(Ok(())),
+            Progress::DurableExcept { .. } => None,
             Progress::Failed(reason) => Some(Err(reason.clone())),
         }
     }
+
+    /// The last durable position, or 0 after a failure.
+    pub fn durable(&self) -> Lsn {
+        match self {
+            Progress::Durable(durable) | Progress::DurableExcept { durable, .. } => *durable,
+            Progress::Failed(_) => 0,
+        }
+    }
+}
+
+/// What a wait for a record is told when the record's partition went to another node before
+/// the record was written: it never will be, and the request may be repeated there.
+pub const PARTITION_MOVED: &str = "the account's partition moved to another node";
+
+/// Where the partition of an account is served, as this node knows it (cluster mode; a single
+/// node serves every account [`Placement::Here`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// By this node.
+    Here,
+    /// By the node reachable at this advertised address.
+    Elsewhere(Arc<str>),
+    /// By no node right now (its owner died and nobody has taken it over yet, or it is being
+    /// handed over): try again shortly.
+    Nowhere,
+}
+
+/// What a log that serves only some partitions tells the server when that set changes. Called
+/// on the log's own thread, never concurrently with itself.
+pub trait PlacementHook: Send + Sync {
+    /// The accounts `is_member` names are served here from now on: the committed state has them
+    /// already; requests are routed here only after this returns (so the server's working state
+    /// can take them first).
+    fn adopted(&self, is_member: &(dyn Fn(Card) -> bool + Sync));
+
+    /// The accounts `is_member` names are no longer served here: appends for them are refused
+    /// already and every one appended before is settled; the committed state forgets them right
+    /// after this returns.
+    fn released(&self, is_member: &(dyn Fn(Card) -> bool + Sync));
 }
 
 /// What a wait reports when the log's progress is gone without having failed (it was dropped).
@@ -88,6 +141,58 @@ pub trait Log: Send + Sync {
     fn cut(&self) -> Option<String> {
         None
     }
+
+    /// Where `card`'s account is served: here, unless the log serves only some partitions.
+    fn placement(&self, _card: Card) -> Placement {
+        Placement::Here
+    }
+
+    /// Tells the log whom to tell when the partitions it serves change; a log that serves every
+    /// account ignores it. A log that does change them does so only once this was called.
+    fn set_placement_hook(&self, _hook: Arc<dyn PlacementHook>) {}
+}
+
+/// The money a ledger (or a part of it) counts: what came in, went out, was sent and received.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MoneyTotals {
+    /// Opening balances and deposits.
+    pub money_in: u128,
+    /// Withdrawals and completed holds.
+    pub money_out: u128,
+    /// Transfers sent.
+    pub money_sent: u128,
+    /// Transfers received (or given back).
+    pub money_received: u128,
+}
+
+impl MoneyTotals {
+    /// The totals `ledger` counts.
+    pub fn of(ledger: &Ledger) -> MoneyTotals {
+        MoneyTotals {
+            money_in: ledger.money_in,
+            money_out: ledger.money_out,
+            money_sent: ledger.money_sent,
+            money_received: ledger.money_received,
+        }
+    }
+
+    /// What was added since `before` (totals only grow).
+    pub fn since(&self, before: &MoneyTotals) -> MoneyTotals {
+        MoneyTotals {
+            money_in: self.money_in - before.money_in,
+            money_out: self.money_out - before.money_out,
+            money_sent: self.money_sent - before.money_sent,
+            money_received: self.money_received - before.money_received,
+        }
+    }
+
+    /// Adds `more`.
+    pub fn add(&mut self, more: MoneyTotals) {
+        self.money_in += more.money_in;
+        self.money_out += more.money_out;
+        self.money_sent += more.money_sent;
+        self.money_received += more.money_received;
+    }
 }
 
 /// The committed state: the ledger as of the last durable position. A [`Log`] is its only
@@ -115,6 +220,62 @@ impl CommittedState {
             ledger.apply(*lsn, record)?;
         }
         Ok(())
+    }
+
+    /// Applies one durable batch of a log that may have dropped positions in between (records
+    /// of a partition lost before they were written: the log publishes them as dropped), and
+    /// tells `observe` the money each record moved. Called by the log only, as `apply_batch`.
+    pub fn apply_batch_observed(
+        &self,
+        batch: &[(Lsn, Record)],
+        observe: &mut dyn FnMut(&Record, MoneyTotals),
+    ) -> Result<(), LedgerError> {
+        let mut ledger = self.ledger.write();
+        for (lsn, record) in batch {
+            if *lsn > ledger.applied_lsn + 1 {
+                ledger.applied_lsn = lsn - 1;
+            }
+            let before = MoneyTotals::of(&ledger);
+            ledger.apply(*lsn, record)?;
+            observe(record, MoneyTotals::of(&ledger).since(&before));
+        }
+        Ok(())
+    }
+
+    /// Moves the applied position past `lsn` when the records up to it were dropped, so the
+    /// next batch applies in order.
+    pub fn skip_to(&self, lsn: Lsn) {
+        let mut ledger = self.ledger.write();
+        ledger.applied_lsn = ledger.applied_lsn.max(lsn);
+    }
+
+    /// Takes in a partition's ledger, rebuilt from that partition's records alone (cluster mode):
+    /// its accounts, its clients' windows, its money.
+    pub fn absorb(&self, part: Ledger) -> Result<(), LedgerError> {
+        self.ledger.write().absorb(part)
+    }
+
+    /// Forgets the accounts `is_member` names and the windows of their principals, and the money
+    /// `money` says they account for (cluster mode: a partition handed to another node).
+    pub fn give_up(
+        &self,
+        is_member: &dyn Fn(Card) -> bool,
+        money: MoneyTotals,
+    ) -> Result<(), LedgerError> {
+        let mut ledger = self.ledger.write();
+        let mut part = Ledger {
+            money_in: money.money_in,
+            money_out: money.money_out,
+            money_sent: money.money_sent,
+            money_received: money.money_received,
+            ..Ledger::default()
+        };
+        for (card, account) in ledger.accounts.iter() {
+            if is_member(*card) {
+                part.accounts.insert(*card, account.clone());
+            }
+        }
+        ledger.give_up(&part)
     }
 
     /// The last position applied.
@@ -299,10 +460,7 @@ impl Storage {
 
     /// Positions for metrics.
     pub fn stats(&self) -> StorageStats {
-        let durable_lsn = match &*self.log.progress().borrow() {
-            Progress::Durable(lsn) => *lsn,
-            Progress::Failed(_) => 0,
-        };
+        let durable_lsn = self.log.progress().borrow().durable();
         StorageStats {
             durable_lsn,
             head_lsn: self.head(),
@@ -318,6 +476,16 @@ impl Storage {
     /// The reason the storage failed closed, if it did.
     pub fn failure(&self) -> Option<Arc<str>> {
         self.log.failure()
+    }
+
+    /// Where `card`'s account is served (always here, but in cluster mode).
+    pub fn placement(&self, card: Card) -> Placement {
+        self.log.placement(card)
+    }
+
+    /// Tells the log whom to tell when the partitions it serves change (cluster mode).
+    pub fn set_placement_hook(&self, hook: Arc<dyn PlacementHook>) {
+        self.log.set_placement_hook(hook)
     }
 
     /// Makes everything appended durable and stops the log. Later appends are refused.

@@ -21,23 +21,37 @@
 //! The SQL avoids what CockroachDB and YugabyteDB lack or order differently: no advisory locks,
 //! no SERIAL, no reliance on commit order; every time comes from the database's `now()`.
 
-use super::{AppendError, CommittedState, Log, Progress, SHUTTING_DOWN};
+use super::pg_partition::{compact_partition, load_partition};
+use super::{
+    AppendError, CommittedState, Log, MoneyTotals, Placement, PlacementHook, Progress,
+    PARTITION_MOVED, SHUTTING_DOWN,
+};
 use crate::ledger::{Ledger, Lsn, Record};
 use crate::model::Card;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tokio_postgres::error::SqlState;
 
-/// The schema version `init-cluster` writes and a node checks.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version `init-cluster` writes and a node checks: 2 added the membership of nodes
+/// and the partitions' snapshots.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a lease lasts by default: a dead node's partitions are free again after it, so a
 /// standby serves about this long (and a quarter more) after the node died. Renewed every
 /// second; a node that cannot renew for two seconds stops taking changes until it can.
 pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(3);
+
+/// How many records a partition gets between two snapshots by default: a takeover then reads
+/// one snapshot and at most this many rows (plus what was written while it ran).
+pub const SNAPSHOT_EVERY_RECORDS_DEFAULT: u64 = 50_000;
+
+/// The longest time between two rounds of a node's background work (heartbeat, renewal,
+/// balancing): a third of the lease, but at least this often, so partitions move soon after a
+/// node joins or leaves whatever the lease.
+pub const TICK_EVERY_MAX: Duration = Duration::from_secs(1);
 
 /// The most partitions a cluster may have.
 pub const PARTITIONS_MAX: u32 = 4096;
@@ -63,6 +77,11 @@ CREATE TABLE IF NOT EXISTS bank_partitions (
     epoch BIGINT NOT NULL DEFAULT 0,
     lease_until TIMESTAMPTZ,
     next_position BIGINT NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS bank_nodes (
+    node INTEGER PRIMARY KEY,
+    address TEXT NOT NULL,
+    seen_until TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bank_journal (
     partition INTEGER NOT NULL,
@@ -92,9 +111,8 @@ pub struct PostgresConfig {
     pub lease_ttl: Duration,
     /// Records waiting for PostgreSQL before appends answer `busy`.
     pub queue_records_max: usize,
-    /// How long a node waits, at start, for partitions another node holds; `None`: as long as
-    /// it takes (a standby).
-    pub takeover_wait_max: Option<Duration>,
+    /// Records a partition gets between two of its snapshots ([`SNAPSHOT_EVERY_RECORDS_DEFAULT`]).
+    pub snapshot_every_records: u64,
 }
 
 /// What went wrong talking to PostgreSQL, in words (never with the URL's password).
@@ -118,6 +136,10 @@ pub async fn init_cluster(url: &str, partitions: u32) -> Result<(), String> {
         .batch_execute(SCHEMA)
         .await
         .map_err(|error| database_error("creating the schema", &error))?;
+    client
+        .batch_execute(super::pg_partition::SNAPSHOT_SCHEMA)
+        .await
+        .map_err(|error| database_error("creating the snapshots' table", &error))?;
     let existing = cluster_partitions(&client).await?;
     match existing {
         Some(existing) if existing != partitions => {
@@ -125,7 +147,15 @@ pub async fn init_cluster(url: &str, partitions: u32) -> Result<(), String> {
                 "the cluster has {existing} partitions already; partitions are fixed once made"
             ))
         }
-        Some(_) => {}
+        Some(_) => {
+            client
+                .execute(
+                    "UPDATE bank_cluster SET value = $1 WHERE name = 'schema_version' AND value < $1",
+                    &[&SCHEMA_VERSION],
+                )
+                .await
+                .map_err(|error| database_error("upgrading the schema", &error))?;
+        }
         None => {
             client
                 .execute(
@@ -161,6 +191,27 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
+/// The cluster's schema version, checked by a node before it takes anything.
+async fn check_schema_version(client: &tokio_postgres::Client) -> Result<(), String> {
+    let row = client
+        .query_opt(
+            "SELECT value FROM bank_cluster WHERE name = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(|error| database_error("reading the schema version", &error))?;
+    match row.map(|row| row.get::<_, i64>(0)) {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(version) if version < SCHEMA_VERSION => Err(format!(
+            "the cluster's schema is version {version}; run `bank-server init-cluster` with this release to upgrade it to {SCHEMA_VERSION}"
+        )),
+        Some(version) => Err(format!(
+            "the cluster's schema is version {version}, newer than this release's {SCHEMA_VERSION}"
+        )),
+        None => Err("the database holds no cluster: run `bank-server init-cluster --storage URL --partitions N` first".into()),
+    }
+}
+
 /// The cluster's number of partitions, if it was made.
 async fn cluster_partitions(client: &tokio_postgres::Client) -> Result<Option<u32>, String> {
     let row = client
@@ -192,6 +243,13 @@ struct Shared {
     committed: Arc<CommittedState>,
     /// Records that may wait.
     queue_records_max: usize,
+    /// The cluster's number of partitions.
+    partitions: u32,
+    /// Who serves each partition, as this node last read it.
+    owners: RwLock<Vec<Placement>>,
+    /// Whom to tell when the partitions served here change; none are adopted or released at
+    /// run time before it is set.
+    hook: OnceLock<Arc<dyn PlacementHook>>,
 }
 
 /// The queue and the log's own state, under one lock.
@@ -204,10 +262,14 @@ struct Queue {
     failed: Option<Arc<str>>,
     /// Set by [`Log::close`].
     closed: bool,
-    /// Set while PostgreSQL cannot be reached or the lease could not be renewed in time: new
-    /// appends are refused (`unavailable`) until the writer gets through again. Unlike
-    /// `failed`, this passes.
+    /// Set while PostgreSQL cannot be reached: new appends are refused (`unavailable`) until the
+    /// writer gets through again. Unlike `failed`, this passes.
     suspended: Option<Arc<str>>,
+    /// The partitions appends are taken for (held, and not being handed over).
+    serving: Vec<bool>,
+    /// Until when, by this node's clock, the leases are surely unexpired in the database (two
+    /// thirds of the lease after the last renewal was asked for); appends are refused after it.
+    fresh_until: Instant,
 }
 
 /// The PostgreSQL log of one node.
@@ -217,10 +279,20 @@ pub struct PostgresLog {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// What a node starts with: the partitions it took and the state they make.
+struct Started {
+    held: BTreeMap<u32, Held>,
+    money: BTreeMap<u32, MoneyTotals>,
+    partitions: u32,
+    ledger: Ledger,
+    pool: deadpool_postgres::Pool,
+    renewed_at: Instant,
+}
+
 impl PostgresLog {
-    /// Connects, takes every partition (waiting up to `takeover_wait_max` for those another
-    /// node's unexpired lease holds), rebuilds the committed state from the journal rows, and
-    /// starts the writer and the lease renewal on a thread of their own.
+    /// Connects, joins the cluster's membership, takes its fair share of the partitions nobody
+    /// holds, rebuilds their state from PostgreSQL, and starts the writer (which also renews the
+    /// leases and balances the partitions among the nodes) on a thread of its own.
     pub fn open(config: PostgresConfig) -> Result<(Arc<PostgresLog>, Arc<CommittedState>), String> {
         // Everything runs on the log's own thread and runtime, so opening works from any caller,
         // one inside a runtime included.
@@ -238,16 +310,23 @@ impl PostgresLog {
                         return;
                     }
                 };
-                let (held, partitions, ledger, pool) = match runtime.block_on(start(&config)) {
+                let started = match runtime.block_on(start(&config)) {
                     Ok(started) => started,
                     Err(reason) => {
                         let _ = opened.send(Err(reason));
                         return;
                     }
                 };
-                let committed = Arc::new(CommittedState::new(ledger));
+                let committed = Arc::new(CommittedState::new(started.ledger));
                 let head = committed.applied_lsn();
                 let (progress, _) = watch::channel(Progress::Durable(head));
+                let partitions = started.partitions;
+                let mut serving = vec![false; partitions as usize];
+                let mut owners = vec![Placement::Nowhere; partitions as usize];
+                for partition in started.held.keys() {
+                    serving[*partition as usize] = true;
+                    owners[*partition as usize] = Placement::Here;
+                }
                 let shared = Arc::new(Shared {
                     queue: Mutex::new(Queue {
                         next_lsn: head + 1,
@@ -255,18 +334,29 @@ impl PostgresLog {
                         failed: None,
                         closed: false,
                         suspended: None,
+                        serving,
+                        fresh_until: started.renewed_at + config.lease_ttl * 2 / 3,
                     }),
                     wake: Notify::new(),
                     progress,
                     committed: committed.clone(),
                     queue_records_max: config.queue_records_max.max(1),
+                    partitions,
+                    owners: RwLock::new(owners),
+                    hook: OnceLock::new(),
                 });
                 let writer = Writer {
                     shared: shared.clone(),
-                    pool,
+                    pool: started.pool,
                     config,
-                    held,
-                    partitions,
+                    held: started.held,
+                    money: started.money,
+                    releasing: Vec::new(),
+                    dropped: Vec::new(),
+                    renewed_at: started.renewed_at,
+                    durable: head,
+                    snapshotted: BTreeMap::new(),
+                    compacting: Arc::default(),
                 };
                 if opened.send(Ok((shared, committed))).is_ok() {
                     runtime.block_on(writer.run());
@@ -282,13 +372,19 @@ impl PostgresLog {
         });
         Ok((log, committed))
     }
+
+    /// The partitions this node serves now (tests, metrics).
+    pub fn served_partitions(&self) -> Vec<u32> {
+        let queue = self.shared.queue.lock();
+        (0..self.shared.partitions)
+            .filter(|partition| queue.serving[*partition as usize])
+            .collect()
+    }
 }
 
-/// Connects, takes the partitions and reads the journal: what [`PostgresLog::open`] does before
-/// the writer starts.
-async fn start(
-    config: &PostgresConfig,
-) -> Result<(BTreeMap<u32, Held>, u32, Ledger, deadpool_postgres::Pool), String> {
+/// Connects, joins, takes the partitions and reads their state: what [`PostgresLog::open`] does
+/// before the writer starts.
+async fn start(config: &PostgresConfig) -> Result<Started, String> {
     let pool_config = config
         .url
         .parse::<tokio_postgres::Config>()
@@ -302,53 +398,73 @@ async fn start(
         .get()
         .await
         .map_err(|error| format!("cannot connect to PostgreSQL: {error}"))?;
+    check_schema_version(&client).await?;
     let partitions = cluster_partitions(&client).await?.ok_or_else(|| {
         "the database holds no cluster: run `bank-server init-cluster --storage URL --partitions N` first".to_string()
     })?;
-    let deadline = config
-        .takeover_wait_max
-        .and_then(|wait| Instant::now().checked_add(wait));
-    let held = loop {
-        let held = take_partitions(&client, config).await?;
-        if held.len() == partitions as usize {
-            break held;
+    let renewed_at = Instant::now();
+    let live = heartbeat(&client, config).await.map_err(|error| error.0)?;
+    let share = fair_share(partitions, live);
+    let mut held = BTreeMap::new();
+    let mut money = BTreeMap::new();
+    let mut ledger = Ledger::default();
+    // A restart of this node takes its own partitions back first (raising their epochs).
+    let table = read_partitions(&client).await.map_err(|error| error.0)?;
+    for partition in takeable(&table, config.node_id) {
+        if held.len() >= share {
+            break;
         }
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Err(format!(
-                "{} of {partitions} partitions are held by other nodes' leases; this node serves only when it holds them all",
-                partitions as usize - held.len()
-            ));
-        }
-        tracing::info!(
-            held = held.len(),
-            partitions,
-            "waiting for partitions other nodes hold"
-        );
-        tokio::time::sleep(config.lease_ttl / 4).await;
-    };
-    let ledger = recover(&client).await?;
+        let Some(taken) = take_partition(&client, config, partition)
+            .await
+            .map_err(|error| error.0)?
+        else {
+            continue;
+        };
+        let part = load_partition(&client, partition).await?;
+        check_loaded(partition, &part, taken)?;
+        money.insert(partition, MoneyTotals::of(&part));
+        ledger
+            .absorb(part)
+            .map_err(|error| format!("partition {partition}: {error}"))?;
+        held.insert(partition, taken);
+    }
     tracing::info!(
         node = config.node_id,
         partitions,
+        held = held.len(),
+        nodes = live,
         lsn = ledger.applied_lsn,
-        "PostgreSQL journal recovered"
+        "joined the cluster"
     );
-    Ok((held, partitions, ledger, pool))
+    Ok(Started {
+        held,
+        money,
+        partitions,
+        ledger,
+        pool,
+        renewed_at,
+    })
 }
 
-/// Takes every partition that is free, expired or this node's own (a restart of this node
-/// raises the epoch, fencing its earlier run), and returns those held.
-async fn take_partitions(
+/// A statement that did not get through, in words.
+struct Unreachable(String);
+
+/// How many partitions a node should serve when `live` nodes share `partitions`: the fair share,
+/// rounded up (so every partition finds a node).
+fn fair_share(partitions: u32, live: u32) -> usize {
+    partitions.div_ceil(live.max(1)) as usize
+}
+
+/// Marks this node alive until a lease from now, and returns how many nodes are alive.
+async fn heartbeat(
     client: &tokio_postgres::Client,
     config: &PostgresConfig,
-) -> Result<BTreeMap<u32, Held>, String> {
-    let rows = client
-        .query(
-            "UPDATE bank_partitions
-             SET owner = $1, owner_address = $2, epoch = epoch + 1,
-                 lease_until = now() + make_interval(secs => $3)
-             WHERE owner IS NULL OR owner = $1 OR lease_until < now()
-             RETURNING partition, epoch, next_position",
+) -> Result<u32, Unreachable> {
+    client
+        .execute(
+            "INSERT INTO bank_nodes (node, address, seen_until)
+             VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (node) DO UPDATE SET address = $2, seen_until = now() + make_interval(secs => $3)",
             &[
                 &config.node_id,
                 &config.advertise,
@@ -356,64 +472,122 @@ async fn take_partitions(
             ],
         )
         .await
-        .map_err(|error| database_error("taking the partitions", &error))?;
+        .map_err(|error| Unreachable(database_error("joining the cluster", &error)))?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM bank_nodes WHERE seen_until > now()",
+            &[],
+        )
+        .await
+        .map_err(|error| Unreachable(database_error("counting the nodes", &error)))?;
+    Ok(row.get::<_, i64>(0).max(1) as u32)
+}
+
+/// A partition's row as the balancing reads it.
+struct PartitionRow {
+    partition: u32,
+    owner: Option<i32>,
+    address: Option<String>,
+    live: bool,
+}
+
+/// Every partition's owner, its address, and whether its lease is unexpired.
+async fn read_partitions(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<PartitionRow>, Unreachable> {
+    let rows = client
+        .query(
+            "SELECT partition, owner, owner_address, coalesce(lease_until > now(), false)
+             FROM bank_partitions ORDER BY partition",
+            &[],
+        )
+        .await
+        .map_err(|error| Unreachable(database_error("reading the partitions", &error)))?;
     Ok(rows
         .iter()
-        .map(|row| {
-            (
-                row.get::<_, i32>(0) as u32,
-                Held {
-                    epoch: row.get(1),
-                    next_position: row.get(2),
-                },
-            )
+        .map(|row| PartitionRow {
+            partition: row.get::<_, i32>(0) as u32,
+            owner: row.get(1),
+            address: row.get(2),
+            live: row.get(3),
         })
         .collect())
 }
 
-/// The ledger the journal rows make, partition by partition in position order (the accounts'
-/// records keep their order; the ledger's checks do not depend on the order across accounts).
-async fn recover(client: &tokio_postgres::Client) -> Result<Ledger, String> {
-    let rows = client
-        .query(
-            "SELECT partition, position, body FROM bank_journal ORDER BY partition, position",
-            &[],
-        )
-        .await
-        .map_err(|error| database_error("reading the journal", &error))?;
-    let mut ledger = Ledger::default();
-    for (index, row) in rows.iter().enumerate() {
-        let body: &[u8] = row.get(2);
-        let record = crate::journal::format::decode_record_body(body).map_err(|error| {
-            format!(
-                "journal row ({}, {}): {error}",
-                row.get::<_, i32>(0),
-                row.get::<_, i64>(1)
-            )
-        })?;
-        ledger
-            .apply(index as Lsn + 1, &record)
-            .map_err(|error| error.to_string())?;
-    }
-    Ok(ledger)
+/// The partitions this node may take, in the order to try them: its own (a restart), then those
+/// nobody holds or whose lease ran out.
+fn takeable(table: &[PartitionRow], node: i32) -> Vec<u32> {
+    let own = table.iter().filter(|row| row.owner == Some(node));
+    let free = table
+        .iter()
+        .filter(|row| row.owner != Some(node) && (row.owner.is_none() || !row.live));
+    own.chain(free).map(|row| row.partition).collect()
 }
 
-/// The writer: batches, fences, commits, applies, publishes; and renews the lease.
+/// Takes `partition` if it is free, expired or this node's own (raising its epoch, which fences
+/// any earlier owner); `None` when another node holds it.
+async fn take_partition(
+    client: &tokio_postgres::Client,
+    config: &PostgresConfig,
+    partition: u32,
+) -> Result<Option<Held>, Unreachable> {
+    let row = client
+        .query_opt(
+            "UPDATE bank_partitions
+             SET owner = $1, owner_address = $2, epoch = epoch + 1,
+                 lease_until = now() + make_interval(secs => $3)
+             WHERE partition = $4 AND (owner IS NULL OR owner = $1 OR lease_until < now())
+             RETURNING epoch, next_position",
+            &[
+                &config.node_id,
+                &config.advertise,
+                &config.lease_ttl.as_secs_f64(),
+                &(partition as i32),
+            ],
+        )
+        .await
+        .map_err(|error| Unreachable(database_error("taking a partition", &error)))?;
+    Ok(row.map(|row| Held {
+        epoch: row.get(0),
+        next_position: row.get(1),
+    }))
+}
+
+/// Refuses a partition whose rows do not reach the position its row says comes next.
+fn check_loaded(partition: u32, part: &Ledger, held: Held) -> Result<(), String> {
+    if part.applied_lsn as i64 + 1 != held.next_position {
+        return Err(format!(
+            "partition {partition}: its journal ends at position {} but its next position is {}",
+            part.applied_lsn, held.next_position
+        ));
+    }
+    Ok(())
+}
+
+/// The writer: batches, fences, commits, applies, publishes; renews the leases and balances the
+/// partitions.
 struct Writer {
     shared: Arc<Shared>,
     pool: deadpool_postgres::Pool,
     config: PostgresConfig,
     /// The partitions held, with their epochs and next positions.
     held: BTreeMap<u32, Held>,
-    partitions: u32,
-}
-
-/// Why a lease was not renewed.
-enum Renewal {
-    /// Another node holds some of the partitions now: stop at once.
-    Lost(String),
-    /// PostgreSQL did not answer: try again while the lease lasts.
-    Unreachable(String),
+    /// The money each held partition accounts for in the committed state.
+    money: BTreeMap<u32, MoneyTotals>,
+    /// Partitions being handed over, with the last position appended before appends for them
+    /// stopped: released once that is durable.
+    releasing: Vec<(u32, Lsn)>,
+    /// Positions of records dropped because their partition was lost, ascending.
+    dropped: Vec<Lsn>,
+    /// When the last renewal that got through was asked for.
+    renewed_at: Instant,
+    /// The last durable position published.
+    durable: Lsn,
+    /// The position of each held partition's last snapshot (or of its first row written since
+    /// this node took it), to know when the next is due.
+    snapshotted: BTreeMap<u32, i64>,
+    /// Partitions whose compaction is running.
+    compacting: Arc<Mutex<std::collections::BTreeSet<u32>>>,
 }
 
 /// How a batch's transaction ended.
@@ -426,11 +600,14 @@ enum Committed {
     Fenced(String),
 }
 
+/// The most dropped positions a node remembers; past it, the log fails closed.
+const DROPPED_POSITIONS_MAX: usize = 1 << 20;
+
 impl Writer {
     async fn run(mut self) {
-        let mut renewed_at = Instant::now();
-        let renew_every = self.config.lease_ttl / 3;
-        let mut renewal = tokio::time::interval(renew_every);
+        let tick_every = (self.config.lease_ttl / 3).min(TICK_EVERY_MAX);
+        let mut ticks = tokio::time::interval(tick_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (batch, closed) = {
                 let mut queue = self.shared.queue.lock();
@@ -442,74 +619,435 @@ impl Writer {
                 (batch, queue.closed)
             };
             if batch.is_empty() && closed {
-                return self.release().await;
+                return self.close().await;
             }
             if batch.is_empty() {
                 tokio::select! {
                     _ = self.shared.wake.notified() => {}
-                    _ = renewal.tick() => {
-                        match self.renew().await {
-                            Ok(()) => {
-                                renewed_at = Instant::now();
-                                self.suspend(None);
-                            }
-                            Err(Renewal::Lost(reason)) => return self.fail(reason),
-                            Err(Renewal::Unreachable(reason)) => {
-                                tracing::warn!(%reason, "lease renewal failed; trying again")
-                            }
+                    _ = ticks.tick() => {
+                        if let Err(reason) = self.tick().await {
+                            return self.fail(reason);
                         }
                     }
                 }
-            } else if let Err(reason) = self.write(&batch).await {
+            } else if let Err(reason) = self.write(batch).await {
                 return self.fail(reason);
             }
-            // Serving past the lease is what a fence exists to stop: stop taking changes before
-            // it can expire, until it is renewed (or found taken over: then for good).
-            if renewed_at.elapsed() + renew_every >= self.config.lease_ttl {
-                match self.renew().await {
-                    Ok(()) => {
-                        renewed_at = Instant::now();
-                        self.suspend(None);
-                    }
-                    Err(Renewal::Lost(reason)) => return self.fail(reason),
-                    Err(Renewal::Unreachable(reason)) => {
-                        self.suspend(Some(&format!(
-                            "the lease could not be renewed in time: {reason}"
-                        )));
-                        tokio::time::sleep(backoff(1)).await;
-                    }
+            if let Err(reason) = self.finish_releases().await {
+                return self.fail(reason);
+            }
+            // Serving past the lease is what a fence exists to stop: appends are refused after
+            // `fresh_until`; renew in time even while batches keep coming.
+            if self.renewed_at.elapsed() + tick_every >= self.config.lease_ttl * 2 / 3 {
+                if let Err(reason) = self.tick().await {
+                    return self.fail(reason);
                 }
             }
         }
     }
 
-    /// Hands the partitions back on a graceful stop, everything written: a standby takes them
-    /// at its next try instead of waiting for the lease to run out. Only where this node still
-    /// holds them at its epoch; a failure is logged (the lease then runs out by itself).
-    async fn release(&self) {
+    /// One round of the background work: the heartbeat, the renewal of every lease held
+    /// (dropping those found taken over), the owners' table for redirects, and the balancing
+    /// (taking a fair share of the partitions nobody serves, handing over those above it).
+    async fn tick(&mut self) -> Result<(), String> {
+        let asked_at = Instant::now();
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(error) => {
+                self.unreachable(&error.to_string()).await;
+                return Ok(());
+            }
+        };
+        let live = match heartbeat(&client, &self.config).await {
+            Ok(live) => live,
+            Err(Unreachable(reason)) => {
+                self.unreachable(&reason).await;
+                return Ok(());
+            }
+        };
+        let lost = match self.renew(&client).await {
+            Ok(lost) => lost,
+            Err(Unreachable(reason)) => {
+                self.unreachable(&reason).await;
+                return Ok(());
+            }
+        };
+        self.renewed_at = asked_at;
+        {
+            let mut queue = self.shared.queue.lock();
+            queue.fresh_until = asked_at + self.config.lease_ttl * 2 / 3;
+        }
+        self.suspend(None);
+        if !lost.is_empty() {
+            tracing::warn!(
+                ?lost,
+                "partitions taken over by another node; no longer serving them"
+            );
+            self.lose(&lost)?;
+        }
+        let table = match read_partitions(&client).await {
+            Ok(table) => table,
+            Err(Unreachable(reason)) => {
+                tracing::warn!(%reason, "cannot read the partitions; balancing later");
+                return Ok(());
+            }
+        };
+        self.note_owners(&table);
+        self.compact_when_due();
+        if self.shared.hook.get().is_none() || self.shared.queue.lock().closed {
+            return Ok(());
+        }
+        let share = fair_share(self.shared.partitions, live);
+        let releasing: Vec<u32> = self.releasing.iter().map(|(p, _)| *p).collect();
+        let keeping = self.held.len() - releasing.len();
+        if keeping < share && releasing.is_empty() {
+            for partition in takeable(&table, self.config.node_id) {
+                if self.held.len() >= share {
+                    break;
+                }
+                if !self.held.contains_key(&partition) {
+                    self.adopt(&client, partition).await?;
+                }
+            }
+        } else if keeping > share {
+            let extra: Vec<u32> = self
+                .held
+                .keys()
+                .rev()
+                .filter(|partition| !releasing.contains(partition))
+                .take(keeping - share)
+                .copied()
+                .collect();
+            self.hand_over(&extra);
+        }
+        Ok(())
+    }
+
+    /// Starts a compaction (a snapshot of the rows written, which are then deleted) of every
+    /// held partition that got `snapshot_every_records` rows since its last one. It runs beside
+    /// the writer on a connection of its own: the rows it reads are durable and never change.
+    fn compact_when_due(&mut self) {
+        let every = self.config.snapshot_every_records.max(1) as i64;
+        for (partition, held) in &self.held {
+            let durable = held.next_position - 1;
+            let since = *self.snapshotted.entry(*partition).or_insert(0);
+            if durable - since < every || !self.compacting.lock().insert(*partition) {
+                continue;
+            }
+            self.snapshotted.insert(*partition, durable);
+            let (pool, compacting, partition) =
+                (self.pool.clone(), self.compacting.clone(), *partition);
+            tokio::spawn(async move {
+                let compacted = match pool.get().await {
+                    Ok(client) => compact_partition(&client, partition, durable).await,
+                    Err(error) => Err(error.to_string()),
+                };
+                match compacted {
+                    Ok(Some(position)) => {
+                        tracing::info!(partition, position, "partition snapshot written")
+                    }
+                    Ok(None) => {}
+                    Err(reason) => {
+                        tracing::warn!(%reason, partition, "partition snapshot not written; trying later")
+                    }
+                }
+                compacting.lock().remove(&partition);
+            });
+        }
+    }
+
+    /// PostgreSQL did not answer a renewal: log it; once the leases may be near their end the
+    /// appends are refused already (`fresh_until`), and say so.
+    async fn unreachable(&self, reason: &str) {
+        tracing::warn!(%reason, "lease renewal failed; trying again");
+        if Instant::now() >= self.shared.queue.lock().fresh_until {
+            self.suspend(Some(&format!(
+                "the lease could not be renewed in time: {reason}"
+            )));
+        }
+        tokio::time::sleep(backoff(1)).await;
+    }
+
+    /// Renews the lease of every partition held; returns those found taken over.
+    async fn renew(&self, client: &tokio_postgres::Client) -> Result<Vec<u32>, Unreachable> {
         let partitions: Vec<i32> = self
             .held
             .keys()
             .map(|partition| *partition as i32)
             .collect();
         let epochs: Vec<i64> = self.held.values().map(|held| held.epoch).collect();
-        let released = match self.pool.get().await {
-            Ok(client) => client
-                .execute(
-                    "UPDATE bank_partitions AS p
-                     SET owner = NULL, owner_address = NULL, lease_until = NULL
-                     FROM unnest($2::int[], $3::bigint[]) AS h(partition, epoch)
-                     WHERE p.partition = h.partition AND p.epoch = h.epoch AND p.owner = $1",
-                    &[&self.config.node_id, &partitions, &epochs],
-                )
-                .await
-                .map_err(|error| database_error("releasing the partitions", &error)),
-            Err(error) => Err(error.to_string()),
+        let rows = client
+            .query(
+                "UPDATE bank_partitions AS p
+                 SET lease_until = now() + make_interval(secs => $2)
+                 FROM unnest($3::int[], $4::bigint[]) AS h(partition, epoch)
+                 WHERE p.partition = h.partition AND p.epoch = h.epoch AND p.owner = $1
+                 RETURNING p.partition",
+                &[
+                    &self.config.node_id,
+                    &self.config.lease_ttl.as_secs_f64(),
+                    &partitions,
+                    &epochs,
+                ],
+            )
+            .await
+            .map_err(|error| Unreachable(database_error("renewing the lease", &error)))?;
+        let renewed: Vec<u32> = rows.iter().map(|row| row.get::<_, i32>(0) as u32).collect();
+        Ok(self
+            .held
+            .keys()
+            .filter(|partition| !renewed.contains(partition))
+            .copied()
+            .collect())
+    }
+
+    /// Notes who serves each partition this node does not, for redirects.
+    fn note_owners(&self, table: &[PartitionRow]) {
+        let mut owners = self.shared.owners.write();
+        for row in table {
+            let Some(slot) = owners.get_mut(row.partition as usize) else {
+                continue;
+            };
+            if self.held.contains_key(&row.partition) {
+                continue;
+            }
+            *slot = match (&row.address, row.live, row.owner) {
+                (Some(address), true, Some(owner)) if owner != self.config.node_id => {
+                    Placement::Elsewhere(address.as_str().into())
+                }
+                _ => Placement::Nowhere,
+            };
+        }
+    }
+
+    /// Takes `partition` over and serves it: its state from PostgreSQL into the committed state,
+    /// the server told, then appends taken.
+    async fn adopt(
+        &mut self,
+        client: &tokio_postgres::Client,
+        partition: u32,
+    ) -> Result<(), String> {
+        let taken = match take_partition(client, &self.config, partition).await {
+            Ok(Some(taken)) => taken,
+            Ok(None) => return Ok(()),
+            Err(Unreachable(reason)) => {
+                tracing::warn!(%reason, partition, "cannot take the partition; trying later");
+                return Ok(());
+            }
         };
+        let part = match load_partition(client, partition).await {
+            Ok(part) => part,
+            Err(reason) => {
+                tracing::warn!(%reason, partition, "cannot read the partition; handing it back");
+                self.release_rows(client, &[(partition, taken.epoch)]).await;
+                return Ok(());
+            }
+        };
+        check_loaded(partition, &part, taken)?;
+        let money = MoneyTotals::of(&part);
+        let accounts = part.accounts.len();
+        self.shared
+            .committed
+            .absorb(part)
+            .map_err(|error| format!("partition {partition}: {error}"))?;
+        let partitions = self.shared.partitions;
+        if let Some(hook) = self.shared.hook.get() {
+            hook.adopted(&move |card| partition_of(card, partitions) == partition);
+        }
+        self.held.insert(partition, taken);
+        self.money.insert(partition, money);
+        self.snapshotted.insert(partition, 0);
+        self.shared.owners.write()[partition as usize] = Placement::Here;
+        self.shared.queue.lock().serving[partition as usize] = true;
+        tracing::info!(
+            partition,
+            accounts,
+            epoch = taken.epoch,
+            "serving a partition taken over"
+        );
+        Ok(())
+    }
+
+    /// Starts handing `partitions` over: appends for them stop now; once what was appended
+    /// before is durable, they are released ([`Writer::finish_releases`]).
+    fn hand_over(&mut self, partitions: &[u32]) {
+        let mark = {
+            let mut queue = self.shared.queue.lock();
+            for partition in partitions {
+                queue.serving[*partition as usize] = false;
+            }
+            queue.next_lsn - 1
+        };
+        let mut owners = self.shared.owners.write();
+        for partition in partitions {
+            owners[*partition as usize] = Placement::Nowhere;
+            self.releasing.push((*partition, mark));
+        }
+        tracing::info!(
+            ?partitions,
+            "handing partitions over to balance the cluster"
+        );
+    }
+
+    /// Releases the partitions being handed over whose records are all durable.
+    async fn finish_releases(&mut self) -> Result<(), String> {
+        // Records of theirs are durable, or dropped (when the last ones were of a lost partition).
+        let durable = self.durable.max(self.dropped.last().copied().unwrap_or(0));
+        let ready: Vec<u32> = self
+            .releasing
+            .iter()
+            .filter(|(_, mark)| *mark <= durable)
+            .map(|(partition, _)| *partition)
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(u32, i64)> = ready
+            .iter()
+            .filter_map(|partition| {
+                self.held
+                    .get(partition)
+                    .map(|held| (*partition, held.epoch))
+            })
+            .collect();
+        match self.pool.get().await {
+            Ok(client) => self.release_rows(&client, &rows).await,
+            Err(error) => {
+                tracing::warn!(%error, "cannot hand the partitions over yet");
+                return Ok(());
+            }
+        }
+        self.releasing
+            .retain(|(partition, _)| !ready.contains(partition));
+        self.forget(&ready)
+    }
+
+    /// Clears this node's ownership of `rows` (partition, epoch), where it still holds them.
+    async fn release_rows(&self, client: &tokio_postgres::Client, rows: &[(u32, i64)]) {
+        let partitions: Vec<i32> = rows
+            .iter()
+            .map(|(partition, _)| *partition as i32)
+            .collect();
+        let epochs: Vec<i64> = rows.iter().map(|(_, epoch)| *epoch).collect();
+        let released = client
+            .execute(
+                "UPDATE bank_partitions AS p
+                 SET owner = NULL, owner_address = NULL, lease_until = NULL
+                 FROM unnest($2::int[], $3::bigint[]) AS h(partition, epoch)
+                 WHERE p.partition = h.partition AND p.epoch = h.epoch AND p.owner = $1",
+                &[&self.config.node_id, &partitions, &epochs],
+            )
+            .await;
         match released {
             Ok(count) => tracing::info!(partitions = count, "partitions handed back"),
-            Err(reason) => {
-                tracing::warn!(%reason, "partitions not handed back; their lease runs out by itself")
+            Err(error) => tracing::warn!(
+                reason = %database_error("releasing the partitions", &error),
+                "partitions not handed back; their lease runs out by itself"
+            ),
+        }
+    }
+
+    /// Stops serving `lost` at once (another node took them): appends for them are refused, the
+    /// records of theirs still waiting are dropped (their waiters are told the partition moved),
+    /// and their state is forgotten.
+    fn lose(&mut self, lost: &[u32]) -> Result<(), String> {
+        let partitions = self.shared.partitions;
+        let dropped: Vec<Lsn> = {
+            let mut queue = self.shared.queue.lock();
+            for partition in lost {
+                queue.serving[*partition as usize] = false;
+            }
+            let mut dropped = Vec::new();
+            queue.records.retain(|(lsn, record)| {
+                let keep = !lost.contains(&partition_of(record.card, partitions));
+                if !keep {
+                    dropped.push(*lsn);
+                }
+                keep
+            });
+            dropped
+        };
+        self.drop_positions(dropped)?;
+        self.releasing
+            .retain(|(partition, _)| !lost.contains(partition));
+        self.forget(lost)
+    }
+
+    /// Remembers `dropped` positions and publishes them, so their waiters are answered.
+    fn drop_positions(&mut self, dropped: Vec<Lsn>) -> Result<(), String> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        self.dropped.extend(dropped);
+        self.dropped.sort_unstable();
+        if self.dropped.len() > DROPPED_POSITIONS_MAX {
+            return Err(format!(
+                "more than {DROPPED_POSITIONS_MAX} records of lost partitions"
+            ));
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Publishes the durable position (and the dropped ones).
+    fn publish(&self) {
+        let progress = if self.dropped.is_empty() {
+            Progress::Durable(self.durable)
+        } else {
+            Progress::DurableExcept {
+                durable: self.durable,
+                dropped: self.dropped.as_slice().into(),
+            }
+        };
+        self.shared.progress.send_replace(progress);
+    }
+
+    /// Forgets partitions no longer served here: the server is told, then the committed state
+    /// drops their accounts and their money.
+    fn forget(&mut self, partitions: &[u32]) -> Result<(), String> {
+        let count = self.shared.partitions;
+        for partition in partitions {
+            let partition = *partition;
+            self.held.remove(&partition);
+            self.snapshotted.remove(&partition);
+            let money = self.money.remove(&partition).unwrap_or_default();
+            let is_member = move |card| partition_of(card, count) == partition;
+            if let Some(hook) = self.shared.hook.get() {
+                hook.released(&is_member);
+            }
+            self.shared
+                .committed
+                .give_up(&is_member, money)
+                .map_err(|error| format!("partition {partition}: {error}"))?;
+            let mut owners = self.shared.owners.write();
+            if owners[partition as usize] == Placement::Here {
+                owners[partition as usize] = Placement::Nowhere;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands every partition back on a graceful stop, everything written: another node takes
+    /// them at its next round instead of waiting for the leases to run out. Where this node still
+    /// holds them at its epoch; a failure is logged (the leases then run out by themselves).
+    async fn close(&self) {
+        let rows: Vec<(u32, i64)> = self
+            .held
+            .iter()
+            .map(|(partition, held)| (*partition, held.epoch))
+            .collect();
+        match self.pool.get().await {
+            Ok(client) => {
+                self.release_rows(&client, &rows).await;
+                let _ = client
+                    .execute(
+                        "DELETE FROM bank_nodes WHERE node = $1",
+                        &[&self.config.node_id],
+                    )
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "partitions not handed back; their lease runs out by itself")
             }
         }
     }
@@ -541,64 +1079,31 @@ impl Writer {
         self.shared.progress.send_replace(Progress::Failed(reason));
     }
 
-    /// Renews the lease of every partition held, or says why not.
-    async fn renew(&self) -> Result<(), Renewal> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|error| Renewal::Unreachable(error.to_string()))?;
-        let partitions: Vec<i32> = self
-            .held
-            .keys()
-            .map(|partition| *partition as i32)
-            .collect();
-        let epochs: Vec<i64> = self.held.values().map(|held| held.epoch).collect();
-        let renewed = client
-            .execute(
-                "UPDATE bank_partitions AS p
-                 SET lease_until = now() + make_interval(secs => $2)
-                 FROM unnest($3::int[], $4::bigint[]) AS h(partition, epoch)
-                 WHERE p.partition = h.partition AND p.epoch = h.epoch AND p.owner = $1",
-                &[
-                    &self.config.node_id,
-                    &self.config.lease_ttl.as_secs_f64(),
-                    &partitions,
-                    &epochs,
-                ],
-            )
-            .await
-            .map_err(|error| Renewal::Unreachable(database_error("renewing the lease", &error)))?;
-        if renewed as usize != self.held.len() {
-            return Err(Renewal::Lost(format!(
-                "fenced: {} of {} partitions were taken over by another node",
-                self.held.len() - renewed as usize,
-                self.held.len()
-            )));
-        }
-        Ok(())
-    }
-
     /// Makes `batch` durable (one transaction), then applies it and publishes its progress.
-    async fn write(&mut self, batch: &[(Lsn, Record)]) -> Result<(), String> {
-        let mut rows: Vec<(i32, i64, Vec<u8>)> = Vec::with_capacity(batch.len());
-        let mut next = self.held.clone();
-        for (_, record) in batch {
-            let partition = partition_of(record.card, self.partitions);
-            let held = next
-                .get_mut(&partition)
-                .ok_or_else(|| format!("partition {partition} is not held by this node"))?;
-            let mut body = Vec::with_capacity(96);
-            crate::journal::format::encode_record_body(record, &mut body)
-                .map_err(|error| error.to_string())?;
-            rows.push((partition as i32, held.next_position, body));
-            held.next_position += 1;
-        }
+    /// Records of a partition found taken over meanwhile are dropped, never written.
+    async fn write(&mut self, mut batch: Vec<(Lsn, Record)>) -> Result<(), String> {
+        let partitions = self.shared.partitions;
+        let Some(last) = batch.last().map(|(lsn, _)| *lsn) else {
+            return Ok(());
+        };
         let mut attempt: u32 = 0;
-        loop {
+        let next = loop {
             attempt = attempt.saturating_add(1);
+            let mut rows: Vec<(i32, i64, Vec<u8>)> = Vec::with_capacity(batch.len());
+            let mut next = self.held.clone();
+            for (_, record) in &batch {
+                let partition = partition_of(record.card, partitions);
+                let held = next
+                    .get_mut(&partition)
+                    .ok_or_else(|| format!("partition {partition} is not held by this node"))?;
+                let mut body = Vec::with_capacity(96);
+                crate::journal::format::encode_record_body(record, &mut body)
+                    .map_err(|error| error.to_string())?;
+                rows.push((partition as i32, held.next_position, body));
+                held.next_position += 1;
+            }
             match self.commit(&rows, &next).await? {
-                Committed::Yes => break,
+                Committed::Yes => break next,
                 Committed::Retry(reason) => {
                     // PostgreSQL is away (restarting, unreachable): new requests are refused
                     // meanwhile, and this batch waits for it; it is written exactly once.
@@ -611,25 +1116,57 @@ impl Writer {
                     tracing::warn!(%reason, attempt, "batch not written; trying again");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Committed::Fenced(reason) => match self.renew().await {
-                    // The lease had only run out, and nobody took the partitions meanwhile.
-                    Ok(()) => tracing::info!("lease renewed after it ran out; writing on"),
-                    Err(Renewal::Lost(lost)) => return Err(format!("{reason}; {lost}")),
-                    Err(Renewal::Unreachable(unreachable)) => {
-                        self.suspend(Some(&unreachable));
-                        tokio::time::sleep(backoff(attempt)).await;
+                Committed::Fenced(reason) => {
+                    let lost = match self.pool.get().await {
+                        Ok(client) => self.renew(&client).await,
+                        Err(error) => Err(Unreachable(error.to_string())),
+                    };
+                    match lost {
+                        // The lease had only run out, and nobody took the partitions meanwhile.
+                        Ok(lost) if lost.is_empty() => {
+                            tracing::info!(%reason, "lease renewed after it ran out; writing on")
+                        }
+                        Ok(lost) => {
+                            tracing::warn!(%reason, ?lost, "partitions taken over; dropping their records");
+                            let mut dropped = Vec::new();
+                            batch.retain(|(lsn, record)| {
+                                let keep = !lost.contains(&partition_of(record.card, partitions));
+                                if !keep {
+                                    dropped.push(*lsn);
+                                }
+                                keep
+                            });
+                            self.lose(&lost)?;
+                            self.drop_positions(dropped)?;
+                        }
+                        Err(Unreachable(unreachable)) => {
+                            self.suspend(Some(&unreachable));
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
                     }
-                },
+                    if batch.is_empty() {
+                        break self.held.clone();
+                    }
+                }
             }
-        }
+        };
         self.suspend(None);
         self.held = next;
-        let applied = self.shared.committed.apply_batch(batch);
+        let money = &mut self.money;
+        let applied = self
+            .shared
+            .committed
+            .apply_batch_observed(&batch, &mut |record, moved| {
+                if let Some(totals) = money.get_mut(&partition_of(record.card, partitions)) {
+                    totals.add(moved);
+                }
+            });
         if let Err(error) = applied {
             return Err(format!("a durable record does not apply: {error}"));
         }
-        let last = batch.last().map_or(0, |(lsn, _)| *lsn);
-        self.shared.progress.send_replace(Progress::Durable(last));
+        self.shared.committed.skip_to(last);
+        self.durable = last;
+        self.publish();
         Ok(())
     }
 
@@ -757,9 +1294,9 @@ impl Writer {
                     if found_epoch == epoch && found_body == body.as_slice() {
                         return Ok(Some(true));
                     }
-                    return Err(format!(
-                        "position {position} of partition {partition} holds another writer's record"
-                    ));
+                    // Another writer's record at that position: this batch was not written
+                    // there, and the fence will say the partition is lost.
+                    return Ok(Some(false));
                 }
                 Err(error) => {
                     tracing::warn!(error = %database_error("reading the batch back", &error), attempt, "trying again");
@@ -800,6 +1337,18 @@ impl Log for PostgresLog {
         if let Some(reason) = &queue.suspended {
             return Err(AppendError::Unavailable(reason.clone()));
         }
+        if Instant::now() >= queue.fresh_until {
+            return Err(AppendError::Unavailable(
+                "the lease could not be renewed in time".into(),
+            ));
+        }
+        let partitions = self.shared.partitions;
+        if records
+            .iter()
+            .any(|record| !queue.serving[partition_of(record.card, partitions) as usize])
+        {
+            return Err(AppendError::Unavailable(PARTITION_MOVED.into()));
+        }
         if queue.records.len() + records.len() > self.shared.queue_records_max {
             return Err(AppendError::Busy);
         }
@@ -832,5 +1381,15 @@ impl Log for PostgresLog {
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
         }
+    }
+
+    fn placement(&self, card: Card) -> Placement {
+        let partition = partition_of(card, self.shared.partitions) as usize;
+        self.shared.owners.read()[partition].clone()
+    }
+
+    fn set_placement_hook(&self, hook: Arc<dyn PlacementHook>) {
+        let _ = self.shared.hook.set(hook);
+        self.shared.wake.notify_one();
     }
 }

@@ -8,7 +8,7 @@ use crate::protocol::{
     Body, ClientMessage, Goodbye, Operation, Reply, ServerMessage, Status, Welcome,
     PROTOCOL_VERSION,
 };
-use crate::server::service::{receive_transfer, Answer, AnswerBody, Command, Manage};
+use crate::server::service::{Answer, AnswerBody, Command, Manage};
 use crate::server::Bank;
 use bytes::{Bytes, BytesMut};
 
@@ -87,21 +87,12 @@ impl FrontDoor for BincodeDoor {
             Ok(ClientMessage::Request(_)) if !state.greeted => {
                 Inbound::Close("a request before the Hello".into())
             }
-            Ok(ClientMessage::Request(request)) => {
-                let name = request.operation.name();
-                match command(request.operation) {
-                    Ok(command) => Inbound::Request {
-                        id: request.id,
-                        name,
-                        command,
-                        context: (),
-                    },
-                    Err(answer) => match self.encode_answer(request.id, (), answer) {
-                        Ok(frame) => Inbound::Answered(frame),
-                        Err(error) => Inbound::Close(format!("cannot encode an answer: {error}")),
-                    },
-                }
-            }
+            Ok(ClientMessage::Request(request)) => Inbound::Request {
+                id: request.id,
+                name: request.operation.name(),
+                command: command(request.operation),
+                context: (),
+            },
         }
     }
 
@@ -123,6 +114,9 @@ impl FrontDoor for BincodeDoor {
             AnswerBody::Account(details) => Body::Account(*details),
             AnswerBody::Text(text) => Body::Text(text),
             AnswerBody::Yes(yes) => Body::Answer(yes),
+            AnswerBody::Moved(address) => Body::Moved {
+                address: address.to_string(),
+            },
         };
         let status = Status::from(answer.code);
         let reply = ServerMessage::Reply(Reply { id, status, body });
@@ -135,9 +129,9 @@ impl FrontDoor for BincodeDoor {
     }
 }
 
-/// What an operation asks, in the service's terms, or the answer that refuses it at once.
-fn command(operation: Operation) -> Result<Command, Answer> {
-    Ok(match operation {
+/// What an operation asks, in the service's terms.
+fn command(operation: Operation) -> Command {
+    match operation {
         Operation::CreateAccount {
             operator_token,
             card,
@@ -207,8 +201,14 @@ fn command(operation: Operation) -> Result<Command, Answer> {
             leg,
             to,
             amount,
-        } => receive_transfer(operator_token, from, leg, to, amount)?,
-    })
+        } => Command::ReceiveTransfer {
+            operator_token,
+            from,
+            leg,
+            to,
+            amount,
+        },
+    }
 }
 
 fn manage(operator_token: String, card: crate::model::Card, action: Manage) -> Command {

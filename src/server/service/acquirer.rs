@@ -28,11 +28,11 @@ pub fn acquirer_checks(kind: Kind, with_pin: bool) -> Vec<Check> {
         );
     }
     // Then the operation's own, as for the card verified on a connection.
-    list.extend(
-        super::checks(kind)
-            .iter()
-            .filter(|check| !matches!(check, Check::InFlight | Check::VerifiedCard)),
-    );
+    for check in super::checks(kind) {
+        if !matches!(check, Check::InFlight | Check::VerifiedCard) && !list.contains(check) {
+            list.push(*check);
+        }
+    }
     list
 }
 
@@ -90,6 +90,8 @@ pub(super) fn start(bank: &Arc<Bank>, login: &Login, request: Request) -> Result
         Some(needs_pin) if needs_pin == request.pin.is_some() => {}
         _ => return Err(Answer::bare(Code::InvalidRequest)),
     }
+    // Check::Partition, before the PIN: another node's account is checked there.
+    super::served_here(bank, request.card)?;
     let Some(pin) = request.pin else {
         return on_account(bank, request.card, request.id, request.then);
     };

@@ -9,6 +9,7 @@ use crate::server::Bank;
 pub(super) const CHECKS: &[Check] = &[
     Check::InFlight,
     Check::VerifiedCard,
+    Check::Partition,
     Check::KnownCard,
     Check::Answered,
 ];

@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub(super) const CHECKS: &[Check] = &[
     Check::InFlight,
     Check::VerifiedCard,
+    Check::Partition,
     Check::Joining,
     Check::Actor,
     Check::Memory,

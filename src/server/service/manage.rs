@@ -16,6 +16,7 @@ pub(super) const CHECKS: &[Check] = &[
     Check::InFlight,
     Check::OperatorAllowance,
     Check::OperatorToken,
+    Check::Partition,
     Check::Joining,
     Check::Actor,
     Check::Memory,
@@ -28,6 +29,7 @@ pub(super) const INFO_CHECKS: &[Check] = &[
     Check::InFlight,
     Check::OperatorAllowance,
     Check::OperatorToken,
+    Check::Partition,
     Check::KnownCard,
     Check::Answered,
 ];
@@ -43,6 +45,8 @@ pub(super) fn start(
 ) -> Result<Started, Answer> {
     // Check::OperatorAllowance, Check::OperatorToken.
     operator(bank, operator_token, login)?;
+    // Check::Partition.
+    super::served_here(bank, card)?;
     let event = match action {
         Manage::Info => return info(bank, card),
         Manage::Unlock => Event::CardUnlocked,

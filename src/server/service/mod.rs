@@ -27,14 +27,13 @@ mod transfer;
 mod utility;
 mod verify;
 
-pub use receive::receive_transfer;
-
 use super::pins::PinGate;
 use super::tls::Terminal;
 use super::Bank;
 use crate::ledger::Outcome;
 use crate::model::{Amount, Card, Code, DailyLimits, HoldId, Kind, Movement, RequestId};
 use crate::protocol::AccountDetails;
+use crate::storage::Placement;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -164,6 +163,20 @@ pub enum Command {
         /// What to do with it.
         action: Manage,
     },
+    /// Node to node (cluster mode): the second leg of a transfer, for the receiving account this
+    /// node serves.
+    ReceiveTransfer {
+        /// The operator token offered with the request (every node shares it).
+        operator_token: String,
+        /// The sending card.
+        from: Card,
+        /// The sender's number for the transfer.
+        leg: u64,
+        /// The receiving card.
+        to: Card,
+        /// How much.
+        amount: Amount,
+    },
 }
 
 /// What the operator does to an account.
@@ -222,6 +235,7 @@ impl Command {
             Command::Statement { .. } => Kind::Statement,
             Command::Manage { action, .. } => action.kind(),
             Command::ForCard { then, .. } => then.kind(),
+            Command::ReceiveTransfer { .. } => Kind::ReceiveTransfer,
         }
     }
 }
@@ -273,6 +287,8 @@ pub enum AnswerBody {
     Text(String),
     /// A yes/no answer (prime, palindrome).
     Yes(bool),
+    /// The advertised address of the node that serves the account (a `moved` answer).
+    Moved(Arc<str>),
 }
 
 impl Answer {
@@ -480,6 +496,10 @@ impl Service {
             (true, Some(card)) => Some(card),
             (true, None) => return Started::Now(Answer::bare(Code::NotLoggedIn)),
         };
+        // Check::Partition, for the verified card.
+        if let Err(answer) = card.map_or(Ok(()), |card| served_here(&self.bank, card)) {
+            return Started::Now(answer);
+        }
         self.dispatch(login, id, card, command)
             .unwrap_or_else(Started::Now)
     }
@@ -524,6 +544,21 @@ impl Service {
                 card,
                 action,
             } => manage::start(bank, login, id, &operator_token, card, action),
+            Command::ReceiveTransfer {
+                operator_token,
+                from,
+                leg,
+                to,
+                amount,
+            } => {
+                let leg = receive::Leg {
+                    from,
+                    leg,
+                    to,
+                    amount,
+                };
+                receive::start(bank, login, id, &operator_token, leg)
+            }
             Command::ForCard { .. } => Err(Answer::bare(Code::InvalidRequest)),
             on_card => on_account(bank, verified(), id, on_card),
         }
@@ -555,6 +590,20 @@ fn on_account(
         Command::Statement { count } => statement::start(bank, card, count),
         // Every other kind needs a login or a secret of its own; the callers never pass one.
         _ => Err(Answer::bare(Code::InvalidRequest)),
+    }
+}
+
+/// Check::Partition: the account is served by this node (cluster mode); otherwise `moved` with
+/// the address of the node that serves it, or `busy` while none does (its partition is being
+/// taken over or handed over).
+pub(super) fn served_here(bank: &Bank, card: Card) -> Result<(), Answer> {
+    match bank.storage().placement(card) {
+        Placement::Here => Ok(()),
+        Placement::Elsewhere(address) => Err(Answer {
+            code: Code::Moved,
+            body: AnswerBody::Moved(address),
+        }),
+        Placement::Nowhere => Err(Answer::bare(Code::Busy)),
     }
 }
 
@@ -602,6 +651,9 @@ pub enum Check {
     /// The receiving account of a transfer, by its committed state (the refusal is decided and
     /// remembered by the sending account's rules).
     Receiver,
+    /// The node that serves the account (cluster mode): another node's account is answered
+    /// `moved` with that node's address, one nobody serves right now `busy`.
+    Partition,
     /// The connection's and the peer's allowance of failed PIN checks.
     PinAllowance,
     /// A durable account for the card.
@@ -634,6 +686,7 @@ impl Check {
         Check::OperatorAllowance,
         Check::OperatorToken,
         Check::VerifiedCard,
+        Check::Partition,
         Check::Validation,
         Check::Receiver,
         Check::PinAllowance,
@@ -658,6 +711,7 @@ impl Check {
             Check::Validation => "validation",
             Check::VerifiedCard => "verified card",
             Check::Receiver => "receiving account",
+            Check::Partition => "partition",
             Check::PinAllowance => "PIN allowance",
             Check::KnownCard => "known card",
             Check::AccountState => "account state",
@@ -686,6 +740,9 @@ impl Check {
                 "nothing by itself: it reads whether the receiving card has an account and whether it is frozen or closed, which the account rules then refuse with (`unknown_card`, `account_frozen`, `account_closed`)"
             }
             Check::PinAllowance => "the connection or its peer has used up its failed PIN checks",
+            Check::Partition => {
+                "another node serves the account (`moved`), or none does right now (`busy`)"
+            }
             Check::KnownCard => "the card has no durable account",
             Check::AccountState => "the account is closed or frozen (its PIN is not checked)",
             Check::LockedCard => "the card's durable state is locked",
@@ -717,6 +774,7 @@ impl Check {
             Check::Validation => &[Code::InvalidRequest],
             Check::VerifiedCard => &[Code::NotLoggedIn],
             Check::Receiver => &[],
+            Check::Partition => &[Code::Moved, Code::Busy],
             Check::KnownCard => &[Code::UnknownCard],
             Check::AccountState => &[Code::AccountClosed, Code::AccountFrozen],
             Check::LockedCard => &[Code::CardLocked],

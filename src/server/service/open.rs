@@ -15,6 +15,7 @@ pub(super) const CHECKS: &[Check] = &[
     Check::InFlight,
     Check::OperatorAllowance,
     Check::OperatorToken,
+    Check::Partition,
     Check::Validation,
     Check::Actor,
     Check::Memory,
@@ -44,6 +45,8 @@ pub(super) fn start(
 ) -> Result<Started, Answer> {
     // Check::OperatorAllowance, Check::OperatorToken.
     operator(bank, operator_token, login)?;
+    // Check::Partition.
+    super::served_here(bank, opening.card)?;
     // Check::Validation.
     let holder = opening.holder.trim().to_string();
     if !pin::is_well_formed(&opening.pin) || holder.is_empty() || holder.len() > HOLDER_BYTES_MAX {

@@ -8,6 +8,7 @@ use crate::server::Bank;
 pub(super) const CHECKS: &[Check] = &[
     Check::InFlight,
     Check::VerifiedCard,
+    Check::Partition,
     Check::Validation,
     Check::KnownCard,
     Check::Answered,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 /// The checks of `Verify`, in the order [`start`] runs them.
 pub(super) const CHECKS: &[Check] = &[
     Check::InFlight,
+    Check::Partition,
     Check::PinAllowance,
     Check::KnownCard,
     Check::AccountState,
@@ -28,6 +29,14 @@ pub(super) fn start(
     pin: String,
 ) -> Started {
     let epoch = login.next_epoch();
+    // Check::Partition: another node's account is verified there (and the login here ends, as
+    // after any Verify that fails).
+    if let Err(answer) = super::served_here(bank, card) {
+        return Started::Later {
+            answer: Box::pin(async move { answer }),
+            effect: Effect::LogIn { card, epoch },
+        };
+    }
     // Check::PinAllowance, Check::KnownCard, Check::AccountState, Check::LockedCard, Check::PinQueue, then the
     // account (Check::Actor, Check::AccountRules) and Check::Storage: Bank::verify_pin runs
     // them in that order. The PIN is checked before the account is reached, so a Verify is not
