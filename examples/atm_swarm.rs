@@ -331,8 +331,8 @@ fn print_summary(report: &SwarmReport, bench: bool) {
     );
     if !bench {
         println!(
-            "retries {}, restarts {}, faults {:?}",
-            report.retries, report.restarts, report.faults
+            "retries {}, redirects {}, restarts {}, faults {:?}",
+            report.retries, report.redirects, report.restarts, report.faults
         );
     }
     print_operations(report);

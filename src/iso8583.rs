@@ -66,6 +66,10 @@ pub const FIELDS: [Length; 128] = [
     LLL(999), LLL(999), LLL(999), LLL(999), LLL(999), LLL(999), LLL(999), F(16), // 121-128
 ];
 
+/// The largest message body an ISO 8583 peer accepts, in bytes (the server's door and the
+/// client's acquirer alike): an ATM's messages take a few hundred.
+pub const ISO8583_MESSAGE_BYTES_MAX: usize = 4096;
+
 /// Bytes of the message type indicator.
 pub const MTI_BYTES: usize = 4;
 
@@ -554,6 +558,9 @@ pub mod field {
     pub const RESPONSE_CODE: u8 = 39;
     /// Card acceptor terminal identification: part of the duplicate key.
     pub const TERMINAL: u8 = 41;
+    /// Additional response data: with response code 91 in cluster mode, the address of the node
+    /// that serves the card (when it fits the field's 25 characters).
+    pub const ADDITIONAL_RESPONSE_DATA: u8 = 44;
     /// Additional data, private: the movements of a mini statement.
     pub const ADDITIONAL_DATA: u8 = 48;
     /// Transaction currency code, ISO 4217 numeric.

@@ -277,3 +277,26 @@ async fn crossing_transfers_under_load_never_deadlock_and_conserve_money() {
     assert_eq!(ledger_balance(&server, B), 5_000 + from_a - from_b);
     assert!(conserved(&server));
 }
+
+/// A transfer's leg delivered as if by another node is refused by a server that is not in cluster
+/// mode, even with the operator token: it delivers its own legs, and nothing is credited.
+#[tokio::test]
+async fn a_single_server_refuses_a_leg_delivered_by_another_node() {
+    let server = TestServer::start();
+    let mut operator = operator(&server).await;
+    open(&mut operator, RECEIVER, PIN, 200).await;
+    let mut raw = common::RawConnection::connect(&server.address())
+        .await
+        .greeted()
+        .await;
+    let leg = Operation::ReceiveTransfer {
+        operator_token: common::OPERATOR_TOKEN.to_string(),
+        from: SENDER,
+        leg: 1,
+        to: RECEIVER,
+        amount: 300,
+    };
+    let (reply, _) = raw.exchange(SENDER, 1, leg).await;
+    assert_eq!(reply.status, Status::InvalidRequest);
+    assert_eq!(ledger_balance(&server, RECEIVER), 200);
+}

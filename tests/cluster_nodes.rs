@@ -109,6 +109,32 @@ async fn three_nodes_share_the_partitions_and_redirect_to_the_owner() {
     assert_eq!(reply.status, Status::Approved);
     assert_eq!(reply.body, common::balances(4_000));
     assert!(atm.stats().redirects >= 1, "{:?}", atm.stats());
+    // A transfer's leg delivered node to node: only with the operator token, only under its
+    // receipt id, credited once however often it comes.
+    let leg = |token: &str| Operation::ReceiveTransfer {
+        operator_token: token.to_string(),
+        from: 99_001,
+        leg: 1,
+        to: card,
+        amount: 250,
+    };
+    let mut peer = common::RawConnection::connect(&nodes[1].address())
+        .await
+        .greeted()
+        .await;
+    let (refused, _) = peer.exchange(99_001, 1, leg("not-the-token")).await;
+    assert_eq!(refused.status, Status::NotAuthorised);
+    let (refused, _) = peer.exchange(99_001, 2, leg(cluster::OPERATOR_TOKEN)).await;
+    assert_eq!(refused.status, Status::InvalidRequest);
+    let (credited, _) = peer.exchange(99_001, 1, leg(cluster::OPERATOR_TOKEN)).await;
+    assert_eq!(credited.status, Status::Approved);
+    assert_eq!(credited.body, common::balances(4_250));
+    let (again, _) = peer.exchange(99_001, 1, leg(cluster::OPERATOR_TOKEN)).await;
+    assert_eq!(again, credited);
+    let (elsewhere, _) = raw.exchange(99_001, 1, leg(cluster::OPERATOR_TOKEN)).await;
+    assert_eq!(elsewhere.status, Status::Moved);
+    let reply = atm.call(Operation::Balance).await.unwrap();
+    assert_eq!(reply.body, common::balances(4_250));
     // Every node answers for the demo card, wherever it is served.
     for node in &nodes {
         let mut atm = actor_bank::client::Client::connect(common::client_config_with_id(
@@ -166,6 +192,7 @@ async fn a_swarm_over_three_nodes_survives_kill_9_of_one() {
     assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
     assert!(report.ops_acked >= 1_000, "acked {}", report.ops_acked);
     assert!(report.flows.transfers > 0, "{:?}", report.flows);
+    assert!(report.redirects > 0, "the ATMs were never redirected");
     cluster::wait_balanced(&pg, &[1, 3]);
     drop(nodes);
 }

@@ -16,9 +16,9 @@ const LAYERS: &[&[&str]] = &[
     &["ledger"],
     &["storage", "journal"],
     &["ratelimit", "operator", "faults", "logging"],
+    &["client"],
     &["server"],
     &["config"],
-    &["client"],
     &["atm", "swarm"],
 ];
 

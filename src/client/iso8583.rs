@@ -35,7 +35,7 @@ use tokio_util::codec::FramedRead;
 
 /// The longest message body an acquirer reads: the door's own limit on what it accepts and
 /// sends.
-pub const ISO8583_REPLY_BYTES_MAX: usize = crate::server::door::iso8583::ISO8583_MESSAGE_BYTES_MAX;
+pub const ISO8583_REPLY_BYTES_MAX: usize = crate::iso8583::ISO8583_MESSAGE_BYTES_MAX;
 
 /// The highest system trace audit number (six digits); the next one after it is 1.
 pub const STAN_MAX: u32 = 999_999;

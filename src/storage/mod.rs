@@ -147,6 +147,11 @@ pub trait Log: Send + Sync {
         Placement::Here
     }
 
+    /// Whether accounts are spread over nodes (cluster mode), so some may be served elsewhere.
+    fn is_partitioned(&self) -> bool {
+        false
+    }
+
     /// Tells the log whom to tell when the partitions it serves change; a log that serves every
     /// account ignores it. A log that does change them does so only once this was called.
     fn set_placement_hook(&self, _hook: Arc<dyn PlacementHook>) {}
@@ -481,6 +486,11 @@ impl Storage {
     /// Where `card`'s account is served (always here, but in cluster mode).
     pub fn placement(&self, card: Card) -> Placement {
         self.log.placement(card)
+    }
+
+    /// Whether accounts are spread over nodes (cluster mode).
+    pub fn is_partitioned(&self) -> bool {
+        self.log.is_partitioned()
     }
 
     /// Tells the log whom to tell when the partitions it serves change (cluster mode).

@@ -1388,6 +1388,10 @@ impl Log for PostgresLog {
         self.shared.owners.read()[partition].clone()
     }
 
+    fn is_partitioned(&self) -> bool {
+        true
+    }
+
     fn set_placement_hook(&self, hook: Arc<dyn PlacementHook>) {
         let _ = self.shared.hook.set(hook);
         self.shared.wake.notify_one();

@@ -17,6 +17,8 @@ pub(super) struct AtmResult {
     /// The first sequence number the ATM did not use.
     pub(super) next_sequence: u64,
     pub(super) retries: u64,
+    /// `moved` answers followed to another node (cluster mode).
+    pub(super) redirects: u64,
     pub(super) requests_dropped: u64,
     pub(super) replies_dropped: u64,
     /// Definite replies by operation kind: their latencies, how many, how many approved.
@@ -44,6 +46,7 @@ impl AtmResult {
             client_id,
             next_sequence: 0,
             retries: 0,
+            redirects: 0,
             requests_dropped: 0,
             replies_dropped: 0,
             kinds: BTreeMap::new(),
@@ -562,6 +565,7 @@ impl Atm {
         self.result.next_sequence = self.client.next_id().sequence;
         let stats = self.client.stats();
         self.result.retries = stats.retries;
+        self.result.redirects = stats.redirects;
         self.result.requests_dropped = stats.requests_dropped;
         self.result.replies_dropped = stats.replies_dropped;
         self.result.open_holds = std::mem::take(&mut self.holds);

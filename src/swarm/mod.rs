@@ -531,12 +531,14 @@ fn merge(
     let mut latency = new_histogram();
     let mut statuses = BTreeMap::new();
     let (mut retries, mut requests_dropped, mut replies_dropped) = (0, 0, 0);
+    let mut redirects = 0;
     for result in results {
         let _ = latency.add(&result.latency);
         for (status, count) in &result.statuses {
             *statuses.entry(status.to_string()).or_insert(0) += count;
         }
         retries += result.retries;
+        redirects += result.redirects;
         requests_dropped += result.requests_dropped;
         replies_dropped += result.replies_dropped;
     }
@@ -567,6 +569,7 @@ fn merge(
         ops_per_sec: ops_acked as f64 / duration.as_secs_f64().max(1e-9),
         latency_us: Percentiles::of(&latency),
         retries,
+        redirects,
         faults,
         restarts: restart_seconds.len() as u64,
         statuses,

@@ -174,6 +174,8 @@ pub struct SwarmReport {
     pub latency_us: Percentiles,
     /// Requests sent again with the same id.
     pub retries: u64,
+    /// `moved` answers the ATMs followed to another node (cluster mode).
+    pub redirects: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
     /// Server restarts (chaos).

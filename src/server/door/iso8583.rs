@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// The largest message body the door accepts, in bytes: an ATM's messages take a few hundred.
-pub const ISO8583_MESSAGE_BYTES_MAX: usize = 4096;
+pub use crate::iso8583::ISO8583_MESSAGE_BYTES_MAX;
 
 /// Terminals one connection may sign on one by one (field 41 in the `0800`); a sign-on beyond
 /// it is refused with `96`, so a connection's state stays bounded.
@@ -42,6 +42,10 @@ pub const REPLIES_REMEMBERED_MAX: usize = 65_536;
 
 /// Movements in a mini statement (processing code 38).
 pub const MINI_STATEMENT_MOVEMENTS: u32 = 10;
+
+/// The longest node address field 44 (additional response data, `LL` up to 25) carries with a
+/// `91` in cluster mode; a longer one is left out.
+pub const ADDITIONAL_RESPONSE_DATA_BYTES_MAX: usize = 25;
 
 /// The response code of a financial message on a link (or terminal) that has not signed on:
 /// "transaction not permitted to terminal".
@@ -425,6 +429,12 @@ impl FrontDoor for Iso8583Door {
         if let AnswerBody::Statement(movements) = &answer.body {
             message.set(field::ADDITIONAL_DATA, iso8583::mini_statement(movements));
         }
+        if let AnswerBody::Moved(address) = &answer.body {
+            // Cluster mode: the node that serves the card, for an acquirer that can use it.
+            if address.len() <= ADDITIONAL_RESPONSE_DATA_BYTES_MAX {
+                message.set(field::ADDITIONAL_RESPONSE_DATA, address.to_string());
+            }
+        }
         if answer.code == Code::Approved {
             let authorisation = match (&answer.body, reply.hold) {
                 (AnswerBody::Hold { hold_id, .. }, true) => *hold_id,
@@ -447,12 +457,11 @@ impl FrontDoor for Iso8583Door {
         }
         message.set(field::RESPONSE_CODE, code);
         let frame = frame(&message)?;
-        // A retry may still succeed after `busy` or `unavailable`; a conflict or a stale id says
-        // nothing of the request that owns the id, whose repeat must still get its own reply.
-        let final_answer = !matches!(
-            answer.code,
-            Code::Busy | Code::Unavailable | Code::RequestIdConflict | Code::StaleRequest
-        );
+        // A retry may still succeed after `busy`, `unavailable` or `moved`; a conflict or a stale
+        // id says nothing of the request that owns the id, whose repeat must still get its own
+        // reply.
+        let final_answer = answer.code.is_definite()
+            && !matches!(answer.code, Code::RequestIdConflict | Code::StaleRequest);
         if final_answer {
             self.recent
                 .remember(id, reply.content, reply.card, frame.clone());

@@ -733,7 +733,7 @@ impl Check {
             Check::OperatorAllowance => "the peer has used up its failed operator attempts",
             Check::OperatorToken => "the operator token is wrong, or none is set",
             Check::Validation => {
-                "a malformed PIN, an empty or over-long holder name, a lowercased text that would not fit in a frame, a transfer to the sending card, a reversal naming itself, a statement of 0 movements"
+                "a malformed PIN, an empty or over-long holder name, a lowercased text that would not fit in a frame, a transfer to the sending card, a reversal naming itself, a statement of 0 movements, a transfer's leg delivered with another id than its receipt or to a server not in cluster mode"
             }
             Check::VerifiedCard => "no card is verified on the connection",
             Check::Receiver => {
