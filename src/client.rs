@@ -78,6 +78,12 @@ const JITTER_SEED_TAG: u64 = 0x4a49_5454_4552_2121;
 /// the bound ends a loop between nodes that disagree.
 pub const REDIRECTS_MAX: u32 = 4;
 
+/// Connections to other nodes a client keeps open after a `moved` took it elsewhere, so that
+/// going back to a node (its next account is served there) reuses the connection instead of
+/// opening one: an ATM over a cluster moves between nodes with its cards. The oldest is closed
+/// past it.
+pub const PARKED_CONNECTIONS_MAX: usize = 8;
+
 /// Default of [`ClientConfig::attempt_timeout`]: RFC 6298's initial and least retransmission
 /// timeout.
 pub const ATTEMPT_TIMEOUT_FLOOR_DEFAULT: Duration = Duration::from_secs(1);
@@ -239,6 +245,8 @@ pub struct ClientStats {
 struct Connection {
     framed: Framed<Box<dyn Transport>, FrameCodec<ServerMessage, ClientMessage>>,
     welcome: Welcome,
+    /// The address it was opened to.
+    address: String,
     /// The card verified on this connection.
     logged_in: Option<Card>,
 }
@@ -280,6 +288,9 @@ pub struct Client {
     /// The node a `moved` reply named: the next connections go there rather than to the seeds,
     /// until one cannot be opened.
     redirected_to: Option<String>,
+    /// Connections to the nodes a `moved` took this client away from, oldest first (at most
+    /// [`PARKED_CONNECTIONS_MAX`]): reused when a `moved` names their node again.
+    parked: Vec<Connection>,
 }
 
 impl Client {
@@ -303,6 +314,7 @@ impl Client {
             current_attempt: None,
             seed: 0,
             redirected_to: None,
+            parked: Vec::new(),
             timer,
             resent: None,
             stats: ClientStats::default(),
@@ -466,7 +478,8 @@ impl Client {
     }
 
     /// Follows a `moved` reply: the next connection goes to the node it names (the current one is
-    /// dropped, and with it its verified card, which the next attempt verifies again). False when
+    /// parked for a return to its node, without its verified card, which the next attempt there
+    /// verifies again). False when
     /// the reply names no usable address; it is then retried like `busy`.
     fn follow(&mut self, reply: &Reply) -> bool {
         let Some(address) = moved_address(reply) else {
@@ -474,7 +487,15 @@ impl Client {
         };
         tracing::debug!(id = %reply.id, address, "moved: following to the named node");
         self.redirected_to = Some(address.to_string());
-        self.connection = None;
+        if let Some(mut connection) = self.connection.take() {
+            // Kept for a return to that node; a Verify answered `moved` logged it out there, so
+            // it is taken to have no verified card (the next use verifies again if it must).
+            connection.logged_in = None;
+            if self.parked.len() >= PARKED_CONNECTIONS_MAX {
+                self.parked.remove(0);
+            }
+            self.parked.push(connection);
+        }
         self.stats.redirects += 1;
         true
     }
@@ -653,6 +674,18 @@ impl Client {
                 Some(address) => address.as_str(),
                 None => seeds[self.seed % seeds.len()],
             };
+            if let Some(at) = self
+                .parked
+                .iter()
+                .position(|parked| parked.address == server)
+            {
+                // A node this client was moved away from: its connection is still open.
+                self.connection = Some(self.parked.remove(at));
+                return self
+                    .connection
+                    .as_mut()
+                    .ok_or(Attempt::Retry("not connected".into()));
+            }
             let opened = open(server, self.config.tls.as_ref(), self.timer.timeout()).await;
             let connection = match opened {
                 Ok(connection) => connection,
@@ -712,6 +745,7 @@ async fn open(
             Some(Ok(ServerMessage::Welcome(welcome))) => Ok(Connection {
                 framed,
                 welcome,
+                address: server.to_string(),
                 logged_in: None,
             }),
             Some(Ok(ServerMessage::Goodbye(goodbye)))

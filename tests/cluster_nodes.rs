@@ -51,8 +51,11 @@ fn seeds(nodes: &[Node]) -> String {
 
 /// The operator opens `cards` through `address` (following redirects to their nodes).
 async fn open_accounts(address: &str, cards: impl IntoIterator<Item = u64>, balance: u64) {
+    // A client id of its own for each call: an operator's ids are used once.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let client = 5_100 + CALLS.fetch_add(1, Ordering::SeqCst);
     let mut operator =
-        actor_bank::client::Client::connect(common::client_config_with_id(address, 51))
+        actor_bank::client::Client::connect(common::client_config_with_id(address, client))
             .await
             .unwrap();
     for card in cards {
@@ -109,6 +112,23 @@ async fn three_nodes_share_the_partitions_and_redirect_to_the_owner() {
     assert_eq!(reply.status, Status::Approved);
     assert_eq!(reply.body, common::balances(4_000));
     assert!(atm.stats().redirects >= 1, "{:?}", atm.stats());
+    // Back to an account of node 1: the connection the client was moved away from is reused.
+    let home = cluster::card_owned_by(&pg, 1, 70_100..70_164);
+    open_accounts(&nodes[0].address(), [home], 700).await;
+    let opened = atm.stats().connections;
+    assert_eq!(
+        atm.call(verify(home, "4321")).await.unwrap().status,
+        Status::Approved
+    );
+    assert_eq!(
+        atm.call(Operation::Balance).await.unwrap().body,
+        common::balances(700)
+    );
+    assert_eq!(atm.stats().connections, opened, "{:?}", atm.stats());
+    assert_eq!(
+        atm.call(verify(card, "4321")).await.unwrap().status,
+        Status::Approved
+    );
     // A transfer's leg delivered node to node: only with the operator token, only under its
     // receipt id, credited once however often it comes.
     let leg = |token: &str| Operation::ReceiveTransfer {
