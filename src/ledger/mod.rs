@@ -699,6 +699,33 @@ impl Ledger {
         Ok(())
     }
 
+    /// The four money totals (in, out, sent, received) of this ledger combined with `part`'s by
+    /// `combine`, or `error` when one does not fit.
+    fn money_with(
+        &self,
+        part: &Ledger,
+        combine: fn(u128, u128) -> Option<u128>,
+        error: impl Fn() -> LedgerError,
+    ) -> Result<[u128; 4], LedgerError> {
+        let mine = [
+            self.money_in,
+            self.money_out,
+            self.money_sent,
+            self.money_received,
+        ];
+        let theirs = [
+            part.money_in,
+            part.money_out,
+            part.money_sent,
+            part.money_received,
+        ];
+        let mut combined = [0; 4];
+        for (slot, (mine, theirs)) in combined.iter_mut().zip(mine.into_iter().zip(theirs)) {
+            *slot = combine(mine, theirs).ok_or_else(&error)?;
+        }
+        Ok(combined)
+    }
+
     /// Adds `part`, the ledger of one partition built on its own from that partition's records
     /// (with positions of its own), to this ledger: a node adopting a partition.
     ///
@@ -730,22 +757,8 @@ impl Ledger {
             )));
         }
         let overflow = || LedgerError::Partition("the money totals overflow".into());
-        let money_in = self
-            .money_in
-            .checked_add(part.money_in)
-            .ok_or_else(overflow)?;
-        let money_out = self
-            .money_out
-            .checked_add(part.money_out)
-            .ok_or_else(overflow)?;
-        let money_sent = self
-            .money_sent
-            .checked_add(part.money_sent)
-            .ok_or_else(overflow)?;
-        let money_received = self
-            .money_received
-            .checked_add(part.money_received)
-            .ok_or_else(overflow)?;
+        let [money_in, money_out, money_sent, money_received] =
+            self.money_with(&part, u128::checked_add, overflow)?;
         let added = balances(part.accounts.values().map(Some));
         let balances_total = match self.balances_total {
             Some(total) => Some(total.checked_add(added).ok_or_else(overflow)?),
@@ -802,22 +815,8 @@ impl Ledger {
         }
         let underflow =
             |what: &str| LedgerError::Partition(format!("{what} would fall below zero"));
-        let money_in = self
-            .money_in
-            .checked_sub(part.money_in)
-            .ok_or_else(|| underflow("money_in"))?;
-        let money_out = self
-            .money_out
-            .checked_sub(part.money_out)
-            .ok_or_else(|| underflow("money_out"))?;
-        let money_sent = self
-            .money_sent
-            .checked_sub(part.money_sent)
-            .ok_or_else(|| underflow("money_sent"))?;
-        let money_received = self
-            .money_received
-            .checked_sub(part.money_received)
-            .ok_or_else(|| underflow("money_received"))?;
+        let [money_in, money_out, money_sent, money_received] =
+            self.money_with(part, u128::checked_sub, || underflow("a money total"))?;
         let removed = balances(part.accounts.values().map(Some));
         let balances_total = match self.balances_total {
             Some(total) => Some(

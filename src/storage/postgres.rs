@@ -723,36 +723,57 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts a compaction (a snapshot of the rows written, which are then deleted) of every
-    /// held partition that got `snapshot_every_records` rows since its last one. It runs beside
-    /// the writer on a connection of its own: the rows it reads are durable and never change.
+    /// Starts a compaction (a snapshot of the rows written, which are then deleted) of a held
+    /// partition that got `snapshot_every_records` rows since its last one, one at a time. It
+    /// runs on a thread and a connection of its own, so decoding the rows never delays a batch:
+    /// the rows it reads are durable and never change.
     fn compact_when_due(&mut self) {
         let every = self.config.snapshot_every_records.max(1) as i64;
-        for (partition, held) in &self.held {
+        let mut compacting = self.compacting.lock();
+        if !compacting.is_empty() {
+            return;
+        }
+        let due = self.held.iter().find_map(|(partition, held)| {
             let durable = held.next_position - 1;
-            let since = *self.snapshotted.entry(*partition).or_insert(0);
-            if durable - since < every || !self.compacting.lock().insert(*partition) {
-                continue;
-            }
-            self.snapshotted.insert(*partition, durable);
-            let (pool, compacting, partition) =
-                (self.pool.clone(), self.compacting.clone(), *partition);
-            tokio::spawn(async move {
-                let compacted = match pool.get().await {
-                    Ok(client) => compact_partition(&client, partition, durable).await,
-                    Err(error) => Err(error.to_string()),
-                };
-                match compacted {
-                    Ok(Some(position)) => {
-                        tracing::info!(partition, position, "partition snapshot written")
-                    }
-                    Ok(None) => {}
-                    Err(reason) => {
-                        tracing::warn!(%reason, partition, "partition snapshot not written; trying later")
-                    }
+            let since = self.snapshotted.get(partition).copied().unwrap_or(0);
+            (durable - since >= every).then_some((*partition, durable))
+        });
+        let Some((partition, durable)) = due else {
+            return;
+        };
+        compacting.insert(partition);
+        drop(compacting);
+        self.snapshotted.insert(partition, durable);
+        // A connection of its own, made (and its driver run) on the compaction's runtime.
+        let (url, compacting) = (self.config.url.clone(), self.compacting.clone());
+        let compact = move || {
+            let compacted = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(async {
+                    let client = connect(&url).await?;
+                    compact_partition(&client, partition, durable).await
+                }),
+                Err(error) => Err(error.to_string()),
+            };
+            match compacted {
+                Ok(Some(position)) => {
+                    tracing::info!(partition, position, "partition snapshot written")
                 }
-                compacting.lock().remove(&partition);
-            });
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(%reason, partition, "partition snapshot not written; trying later")
+                }
+            }
+            compacting.lock().remove(&partition);
+        };
+        let spawned = std::thread::Builder::new()
+            .name("postgres-snapshot".into())
+            .spawn(compact);
+        if let Err(error) = spawned {
+            tracing::warn!(%error, partition, "cannot start a partition snapshot; trying later");
+            self.compacting.lock().remove(&partition);
         }
     }
 
