@@ -734,9 +734,10 @@ impl Ledger {
     /// exist here yet either); the operator's windows span partitions and are merged
     /// ([`Clients::merge`]). Its money totals are added. `applied_lsn` is unchanged, and every
     /// position `part` carries (the journal position of each completed request,
-    /// [`Completed::lsn`], the only position an account or a memory holds) is rewritten to it:
-    /// they are all durable, so a retry of one of them waits for nothing. The running total of
-    /// the balances stays right.
+    /// [`Completed::lsn`], the only position an account or a memory holds) is rewritten to 0:
+    /// they are all durable, so a retry of one of them waits for nothing (0 comes before every
+    /// position, and never names a record this ledger's log may have dropped). The running
+    /// total of the balances stays right.
     ///
     /// Nothing is changed when an error is returned.
     pub fn absorb(&mut self, part: Ledger) -> Result<(), LedgerError> {
@@ -764,7 +765,8 @@ impl Ledger {
             Some(total) => Some(total.checked_add(added).ok_or_else(overflow)?),
             None => None,
         };
-        let lsn = self.applied_lsn;
+        // Durable before anything this ledger's log hands out (which starts at 1).
+        let lsn = 0;
         self.accounts.extend(part.accounts);
         for (principal, mut clients) in part.clients {
             clients.positions_rewritten(lsn);
@@ -1345,7 +1347,7 @@ mod tests {
             let only_zero = node.clone();
             node.absorb(one.clone()).unwrap();
             prop_assert_eq!(node.applied_lsn, node_lsn);
-            prop_assert!(positions(&node).iter().all(|lsn| *lsn == node_lsn));
+            prop_assert!(positions(&node).iter().all(|lsn| *lsn == 0));
             prop_assert!(node.is_conserved());
             prop_assert_eq!(positionless(&node), positionless(&split.whole));
             prop_assert_eq!(node.balances_total, Some(balances(node.accounts.values().map(Some))));

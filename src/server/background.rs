@@ -58,10 +58,11 @@ impl Bank {
     /// What the committed state of `to` says of a transfer to it: approved when it is open, or
     /// the code the transfer is refused with.
     ///
-    /// In cluster mode an account another node serves is taken to be open: that node decides
-    /// when the leg arrives, and a refusal there gives the money back to the sender.
+    /// In cluster mode an account another node serves (or one this node may no longer serve: its
+    /// lease not surely fresh) is taken to be open: the node that serves it decides when the leg
+    /// arrives, and a refusal there gives the money back to the sender.
     pub fn receiver_code(&self, to: Card) -> Code {
-        if self.storage().placement(to) != Placement::Here {
+        if self.storage().placement(to) != Placement::Here || !self.storage().still_serves(to) {
             return Code::Approved;
         }
         match self
@@ -153,9 +154,16 @@ impl Bank {
         // keep the transfer on the sender's way for one more flush).
         let received = match self.storage().placement(sent.to) {
             Placement::Here => {
-                self.decide_before_durable(sent.to, receipt, event)
+                let status = self
+                    .decide_before_durable(sent.to, receipt, event)
                     .await
-                    .status
+                    .status;
+                // Decided on a state another node may have changed (the partition lost meanwhile):
+                // not an answer to settle on.
+                if !self.storage().still_serves(sent.to) {
+                    return None;
+                }
+                status
             }
             // Cluster mode: the receiving account is another node's; it answers once the
             // receipt is durable there, so the settlement below never outlives it.

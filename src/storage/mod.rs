@@ -152,6 +152,13 @@ pub trait Log: Send + Sync {
         false
     }
 
+    /// Whether this node serves `card`'s account right now, surely: its partition held and not
+    /// being handed over, its lease unexpired by this node's own clock. An answer decided before
+    /// this holds was decided on a state no other node could have changed.
+    fn still_serves(&self, _card: Card) -> bool {
+        true
+    }
+
     /// Tells the log whom to tell when the partitions it serves change; a log that serves every
     /// account ignores it. A log that does change them does so only once this was called.
     fn set_placement_hook(&self, _hook: Arc<dyn PlacementHook>) {}
@@ -491,6 +498,11 @@ impl Storage {
     /// Whether accounts are spread over nodes (cluster mode).
     pub fn is_partitioned(&self) -> bool {
         self.log.is_partitioned()
+    }
+
+    /// Whether this node surely serves `card`'s account right now ([`Log::still_serves`]).
+    pub fn still_serves(&self, card: Card) -> bool {
+        self.log.still_serves(card)
     }
 
     /// Tells the log whom to tell when the partitions it serves change (cluster mode).

@@ -385,10 +385,19 @@ impl PostgresLog {
 /// Connects, joins, takes the partitions and reads their state: what [`PostgresLog::open`] does
 /// before the writer starts.
 async fn start(config: &PostgresConfig) -> Result<Started, String> {
-    let pool_config = config
+    let mut pool_config = config
         .url
         .parse::<tokio_postgres::Config>()
         .map_err(|error| format!("--storage: not a PostgreSQL URL: {error}"))?;
+    // A node paused in the middle of a batch holds its transaction open, and with it the row
+    // locks of its partitions: the database ends such a session after a lease, so the locks go
+    // and the partitions can be taken over (the paused node's COMMIT then fails, and its fence).
+    let idle_ms = config.lease_ttl.as_millis().max(1);
+    let options = match pool_config.get_options() {
+        Some(given) => format!("{given} -c idle_in_transaction_session_timeout={idle_ms}"),
+        None => format!("-c idle_in_transaction_session_timeout={idle_ms}"),
+    };
+    pool_config.options(options);
     let manager = deadpool_postgres::Manager::new(pool_config, tokio_postgres::NoTls);
     let pool = deadpool_postgres::Pool::builder(manager)
         .max_size(4)
@@ -525,7 +534,9 @@ fn takeable(table: &[PartitionRow], node: i32) -> Vec<u32> {
 }
 
 /// Takes `partition` if it is free, expired or this node's own (raising its epoch, which fences
-/// any earlier owner); `None` when another node holds it.
+/// any earlier owner); `None` when another node holds it, or when its row is locked by a
+/// transaction still open (an owner paused in the middle of a batch): never waiting for that
+/// lock, which would stop this node's renewals too, it tries again at its next round.
 async fn take_partition(
     client: &tokio_postgres::Client,
     config: &PostgresConfig,
@@ -536,7 +547,10 @@ async fn take_partition(
             "UPDATE bank_partitions
              SET owner = $1, owner_address = $2, epoch = epoch + 1,
                  lease_until = now() + make_interval(secs => $3)
-             WHERE partition = $4 AND (owner IS NULL OR owner = $1 OR lease_until < now())
+             WHERE partition = (
+                 SELECT partition FROM bank_partitions
+                 WHERE partition = $4 AND (owner IS NULL OR owner = $1 OR lease_until < now())
+                 FOR UPDATE SKIP LOCKED)
              RETURNING epoch, next_position",
             &[
                 &config.node_id,
@@ -1411,6 +1425,13 @@ impl Log for PostgresLog {
 
     fn is_partitioned(&self) -> bool {
         true
+    }
+
+    fn still_serves(&self, card: Card) -> bool {
+        let queue = self.shared.queue.lock();
+        queue.failed.is_none()
+            && Instant::now() < queue.fresh_until
+            && queue.serving[partition_of(card, self.shared.partitions) as usize]
     }
 
     fn set_placement_hook(&self, hook: Arc<dyn PlacementHook>) {

@@ -51,9 +51,12 @@ impl Node {
             ])
             .arg(pin_key)
             .env("BANK_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("CLUSTER_TEST_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(node_log(id))
             .spawn()
             .expect("bank-server starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -83,6 +86,23 @@ impl Node {
     pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, signal).expect("the node takes the signal");
+    }
+}
+
+/// Where a node's log goes: nowhere, or, when `CLUSTER_TEST_LOG_DIR` names a directory (to look
+/// into a failure), a file `node-ID.log` there.
+fn node_log(id: i32) -> Stdio {
+    let Some(directory) = std::env::var_os("CLUSTER_TEST_LOG_DIR") else {
+        return Stdio::null();
+    };
+    let path = Path::new(&directory).join(format!("node-{id}.log"));
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(file) => Stdio::from(file),
+        Err(_) => Stdio::null(),
     }
 }
 

@@ -214,6 +214,19 @@ impl Manage {
 }
 
 impl Command {
+    /// The account the command names itself (not the verified card): the one a Verify, an
+    /// opening, the operator's management, an acquirer's message or a delivered leg is for.
+    pub fn account(&self) -> Option<Card> {
+        match self {
+            Command::CreateAccount { card, .. }
+            | Command::Verify { card, .. }
+            | Command::Manage { card, .. }
+            | Command::ForCard { card, .. } => Some(*card),
+            Command::ReceiveTransfer { to, .. } => Some(*to),
+            _ => None,
+        }
+    }
+
     /// Which kind of operation this is.
     pub fn kind(&self) -> Kind {
         match self {
@@ -473,6 +486,20 @@ impl Service {
     /// session applies before calling this. Called in the session's turn: a change is handed to
     /// its account before this returns.
     pub fn start(&self, login: &mut Login, id: RequestId, command: Command) -> Started {
+        let account = command
+            .account()
+            .or(login.card.filter(|_| command.kind().needs_card()));
+        let started = self.start_checked(login, id, command);
+        match account {
+            Some(card) if self.bank.storage().is_partitioned() => {
+                still_served(&self.bank, card, started)
+            }
+            _ => started,
+        }
+    }
+
+    /// [`Service::start`] before the cluster's last check.
+    fn start_checked(&self, login: &mut Login, id: RequestId, command: Command) -> Started {
         if let Command::ForCard {
             card,
             pin,
@@ -590,6 +617,38 @@ fn on_account(
         Command::Statement { count } => statement::start(bank, card, count),
         // Every other kind needs a login or a secret of its own; the callers never pass one.
         _ => Err(Answer::bare(Code::InvalidRequest)),
+    }
+}
+
+/// Cluster mode: an answer about `card` is given only if this node still serves its partition
+/// once the answer is known (its lease unexpired, by its own clock, and the partition not lost
+/// or being handed over); otherwise `unavailable`, which the client retries. An answer decided on
+/// a state that another node may have changed meanwhile (a refusal from a paused node's stale
+/// state needs no record, so no fence stops it) is never given; `unavailable` is never wrong.
+fn still_served(bank: &Arc<Bank>, card: Card, started: Started) -> Started {
+    let check = move |bank: &Bank, answer: Answer| {
+        if bank.storage().still_serves(card) {
+            answer
+        } else {
+            Answer::bare(Code::Unavailable)
+        }
+    };
+    match started {
+        Started::Now(answer) if answer.code == Code::Moved => Started::Now(answer),
+        Started::Now(answer) => Started::Now(check(bank, answer)),
+        Started::Later { answer, effect } => {
+            let bank = bank.clone();
+            Started::Later {
+                answer: Box::pin(async move {
+                    let answer = answer.await;
+                    if answer.code == Code::Moved {
+                        return answer;
+                    }
+                    check(&bank, answer)
+                }),
+                effect,
+            }
+        }
     }
 }
 
