@@ -225,7 +225,7 @@ impl Atm {
     /// Puts a switch terminal on `account` for a round: its operations go there. Its holds on
     /// the previous card stay open (they count as open in the audit), and a withdrawal on
     /// another card is not reversed (the line is not verified for it).
-    pub(super) fn pin_to(&mut self, account: usize) {
+    fn pin_to(&mut self, account: usize) {
         if self.pinned != Some(account) {
             let (here, elsewhere) = std::mem::take(&mut self.holds)
                 .into_iter()
