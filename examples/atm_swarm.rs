@@ -22,6 +22,10 @@
 //! cargo run --release --example atm_swarm -- --front-door iso8583 --atms 64 --accounts 100 \
 //!     --mix withdraw=4,deposit=3,balance=2,reverse=1 --faults drop-request=0.05,drop-reply=0.05
 //!
+//! # switch mode: 8 connections, 64 requests in flight on each (512 terminals), spread
+//! cargo run --release --example atm_swarm -- --bench --connections 8 --in-flight 64 \
+//!     --accounts 100000 --mix withdraw=1 --duration 10s
+//!
 //! # the same over TLS (mutual TLS with --tls-cert and --tls-key)
 //! cargo run --release --example atm_swarm -- --server bank.example:7878 --tls-ca ca.pem \
 //!     --operator-token T --duration 10s
@@ -145,6 +149,14 @@ struct Arguments {
     /// --iso8583-clear-pin-blocks (tests only).
     #[arg(long)]
     iso8583_clear_pin_blocks: bool,
+    /// Switch mode: this many connections shared by `--in-flight` terminals each, their requests
+    /// pipelined; replaces --atms. Each connection serves one verified card at a time, every
+    /// terminal on it doing --ops-per-card operations on that card before the next is verified.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// With --connections: terminals per connection, so requests in flight on it at once.
+    #[arg(long, default_value_t = swarm::IN_FLIGHT_DEFAULT, requires = "connections")]
+    in_flight: usize,
     /// TLS to --server, as atm's: without --tls-ca the ATMs speak plain TCP.
     #[command(flatten)]
     tls: actor_bank::atm::TlsFlags,
@@ -258,6 +270,8 @@ fn swarm_config(arguments: &Arguments) -> Result<SwarmConfig, String> {
     };
     config.server_command = arguments.server_cmd.clone();
     config.chaos_restart = arguments.chaos_restart;
+    config.connections = arguments.connections;
+    config.in_flight = arguments.in_flight;
     config.tls = arguments
         .tls
         .settings()
@@ -339,6 +353,17 @@ fn print_summary(report: &SwarmReport, bench: bool) {
     println!("statuses {:?}", report.statuses);
     if !report.iso8583.is_empty() {
         println!("iso8583 {:?}", report.iso8583);
+    }
+    if let Some(switch) = &report.switch {
+        println!(
+            "switch: {} connections x {} in flight (at most {} seen), {} connections opened, {} rounds, {} verifies",
+            switch.connections,
+            switch.in_flight,
+            switch.in_flight_max_seen,
+            switch.connections_opened,
+            switch.rounds,
+            switch.verifies
+        );
     }
     if !report.probes.is_empty() {
         println!("expected refusals {:?}", report.probes);

@@ -74,7 +74,7 @@ pub(super) struct Atm {
     /// Its number, for the report's messages.
     index: u64,
     generator: StdRng,
-    client: Client,
+    client: Link,
     /// The skew over accounts, when there is one.
     zipf: Option<rand_distr::Zipf<f64>>,
     result: AtmResult,
@@ -88,6 +88,48 @@ pub(super) struct Atm {
     last_withdrawal: Option<(Withdrawal, u64)>,
     /// The holds placed and not resolved yet.
     holds: Vec<OpenHold>,
+    /// The account a switch terminal's round is on: every operation is on it (its line verified
+    /// that card). `None` for an ATM of its own.
+    pinned: Option<usize>,
+}
+
+/// How an ATM reaches the server: a client (a connection) of its own, or a terminal's share of
+/// a switch line.
+pub(super) enum Link {
+    /// Its own client, one request in flight on its own connection.
+    Own(Box<Client>),
+    /// A terminal of a switch line ([`super::switch`]).
+    Switched(super::switch::Terminal),
+}
+
+impl Link {
+    /// The id the next request will use (and reserves it).
+    fn next_id(&mut self) -> RequestId {
+        match self {
+            Link::Own(client) => client.next_id(),
+            Link::Switched(terminal) => terminal.next_id(),
+        }
+    }
+
+    /// Sends `operation` with `id` until a definite reply, or until the outcome deadline.
+    async fn call_with_id(
+        &mut self,
+        id: RequestId,
+        operation: Operation,
+    ) -> Result<Reply, ClientError> {
+        match self {
+            Link::Own(client) => client.call_with_id(id, operation).await,
+            Link::Switched(terminal) => terminal.call_with_id(id, operation).await,
+        }
+    }
+
+    /// What it counted.
+    fn stats(&self) -> ClientStats {
+        match self {
+            Link::Own(client) => client.stats(),
+            Link::Switched(terminal) => terminal.stats(),
+        }
+    }
 }
 
 /// Claims the next operation of the run for any ATM; false when the run is over.
@@ -133,7 +175,7 @@ impl Atm {
             .then(|| rand_distr::Zipf::new(shared.cards.len() as u64, config.skew).ok())
             .flatten();
         Atm {
-            client: Client::new(client_config),
+            client: Link::Own(Box::new(Client::new(client_config))),
             zipf,
             result: AtmResult::empty(client_id),
             generator,
@@ -144,7 +186,63 @@ impl Atm {
             operations_done: 0,
             last_withdrawal: None,
             holds: Vec::new(),
+            pinned: None,
         }
+    }
+
+    /// Terminal number `index` of a switch, on `line`: drawn from the swarm's seed as ATM
+    /// number `index` is, with the line for its transport.
+    pub(super) fn switched(shared: Arc<Shared>, index: u64, line: Arc<super::switch::Line>) -> Atm {
+        let mut atm = Atm::new(shared, index);
+        let mut faults = atm.shared.config.client_faults;
+        faults.seed = atm
+            .shared
+            .config
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(index);
+        let terminal = super::switch::Terminal::new(line, atm.result.client_id, faults);
+        atm.client = Link::Switched(terminal);
+        atm
+    }
+
+    /// One round of a switch terminal on `account`, the card its line verified: the operations
+    /// it may still start, up to `operations_per_card`. False when it started none (the run is
+    /// over).
+    pub(super) async fn run_round(&mut self, account: usize) -> bool {
+        self.pin_to(account);
+        let mut worked = false;
+        for _ in 0..self.shared.config.operations_per_card.max(1) {
+            if !self.next_operation_allowed() {
+                break;
+            }
+            worked = true;
+            self.operate().await;
+        }
+        worked
+    }
+
+    /// Puts a switch terminal on `account` for a round: its operations go there. Its holds on
+    /// the previous card stay open (they count as open in the audit), and a withdrawal on
+    /// another card is not reversed (the line is not verified for it).
+    fn pin_to(&mut self, account: usize) {
+        if self.pinned != Some(account) {
+            let (here, elsewhere) = std::mem::take(&mut self.holds)
+                .into_iter()
+                .partition(|hold| hold.account == account);
+            self.holds = here;
+            self.result.open_holds.extend(elsewhere);
+            if self
+                .last_withdrawal
+                .as_ref()
+                .is_some_and(|(withdrawal, _)| withdrawal.account != account)
+            {
+                self.last_withdrawal = None;
+            }
+        }
+        self.pinned = Some(account);
+        self.logged_in = Some(account);
+        self.operations_on_card = 0;
     }
 
     /// Claims the next operation of the run; false when the run is over.
@@ -155,6 +253,9 @@ impl Atm {
     /// The account to act on: a customer at the ATM does a few operations on one card before
     /// the next one comes.
     pub(super) fn pick_account(&mut self) -> usize {
+        if let Some(account) = self.pinned {
+            return account;
+        }
         next_account(
             self.logged_in,
             &mut self.operations_on_card,
@@ -438,7 +539,22 @@ impl Atm {
     /// Verifies the card of `account`; false (with the reason noted) when that fails.
     pub(super) async fn log_in(&mut self, account: usize) -> bool {
         let (card, pin) = &self.shared.cards[account];
-        let failure = match self.client.verify(*card, pin).await {
+        let client = match &mut self.client {
+            Link::Own(client) => client,
+            // A terminal's line verifies the round's card; no other card can be used.
+            Link::Switched(terminal) if terminal.line().card() == Some(account) => {
+                self.logged_in = Some(account);
+                return true;
+            }
+            Link::Switched(_) => {
+                self.result.unknown.push(format!(
+                    "terminal {}: card {card} is not its line's card",
+                    self.index
+                ));
+                return false;
+            }
+        };
+        let failure = match client.verify(*card, pin).await {
             Ok(reply) if reply.status == Status::Approved => {
                 self.logged_in = Some(account);
                 return true;
@@ -568,7 +684,9 @@ impl Atm {
         self.result.redirects = stats.redirects;
         self.result.requests_dropped = stats.requests_dropped;
         self.result.replies_dropped = stats.replies_dropped;
-        self.result.open_holds = std::mem::take(&mut self.holds);
+        self.result
+            .open_holds
+            .extend(std::mem::take(&mut self.holds));
         self.result
     }
 }

@@ -230,6 +230,14 @@ pub struct SwarmConfig {
     /// key, or in clear for a door started with clear blocks. The in-process server's door uses
     /// [`SWARM_ZONE_PIN_KEY`].
     pub iso8583_pins: Option<PinBlocks>,
+    /// Switch mode ([`super::switch`]): this many connections, each carrying `in_flight`
+    /// terminals whose requests are pipelined on it. `None` (the default) runs `atms` ATMs, each
+    /// with a connection of its own and one request in flight, and ignores `in_flight`. In switch
+    /// mode `atms` is ignored (the terminals are `connections * in_flight`).
+    pub connections: Option<usize>,
+    /// Terminals per switch connection, so requests in flight on it at once [default:
+    /// [`IN_FLIGHT_DEFAULT`], the server's default `requests_in_flight_max`].
+    pub in_flight: usize,
 }
 
 /// The zone PIN key of the in-process server's ISO 8583 door: a fixed test key, known to the
@@ -296,6 +304,8 @@ impl SwarmConfig {
             front_door: FrontDoor::Bincode,
             iso8583_address: None,
             iso8583_pins: None,
+            connections: None,
+            in_flight: IN_FLIGHT_DEFAULT,
         }
     }
 }

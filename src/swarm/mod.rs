@@ -23,6 +23,10 @@
 //! refused as stale or as a conflict; every statement read during the load was consistent. Any
 //! violation is listed in the report.
 //!
+//! In switch mode ([`SwarmConfig::connections`]) the ATMs are terminals sharing a few
+//! connections, many requests pipelined on each, one verified card per connection at a time
+//! (`src/swarm/switch.rs` says how and why); everything else, the audit included, is the same.
+//!
 //! The `atm_swarm` example is the command-line front end; the tests call [`run`] directly.
 
 use crate::client::iso8583::PinBlocks;
@@ -54,6 +58,7 @@ mod config;
 mod iso;
 mod mix;
 mod report;
+mod switch;
 
 use atm::*;
 use audit::*;
@@ -63,6 +68,8 @@ pub use config::*;
 use iso::*;
 use mix::*;
 pub use report::*;
+pub use switch::IN_FLIGHT_DEFAULT;
+use switch::*;
 
 pub(super) struct Shared {
     config: SwarmConfig,
@@ -85,6 +92,8 @@ pub(super) struct Shared {
     step: AtomicUsize,
     /// Set when the load must stop (the ramp's last step ended).
     stopping: AtomicBool,
+    /// What the switch lines counted (switch mode only).
+    switch: SwitchTally,
 }
 
 /// A client of the swarm's: `client_id` and the swarm's timeouts, with the id of its automatic
@@ -118,6 +127,7 @@ pub(super) struct Servers {
 
 /// Runs the swarm and audits the result.
 pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
+    check_switch(&config)?;
     let (address, mut servers) = start_server(&config).await?;
     let cards = draw_cards(&config);
     let iso8583 = iso_door(&config, &servers, &cards)?;
@@ -297,6 +307,7 @@ impl Shared {
             steps: parking_lot::Mutex::new(Vec::new()),
             step: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            switch: SwitchTally::default(),
             deadline: match (config.stop, config.ramp.is_empty()) {
                 (Stop::After(duration), true) => Some(Instant::now() + duration),
                 _ => None,
@@ -356,6 +367,9 @@ fn spawn_fault_sampler(
 /// Runs the ATMs (all at once, or step by step on a ramp) until they stop; returns what each
 /// counted and how long each ramp step lasted.
 async fn run_load(shared: &Arc<Shared>) -> Result<(Vec<AtmResult>, Vec<Duration>), String> {
+    if let Some(connections) = shared.config.connections {
+        return Ok((run_switch(shared, connections).await?, Vec::new()));
+    }
     let (atms, step_durations) = if shared.config.ramp.is_empty() {
         (start_atms(shared, 0..shared.config.atms), Vec::new())
     } else {
@@ -586,6 +600,10 @@ fn merge(
         duration_secs: duration.as_secs_f64(),
         front_door: shared.config.front_door.to_string(),
         iso8583,
+        switch: shared
+            .config
+            .connections
+            .map(|connections| shared.switch.snapshot(connections, shared.config.in_flight)),
     }
 }
 

@@ -211,6 +211,26 @@ pub struct SwarmReport {
     /// `replays` (repeats at the end, each answered as its original), `unmatched` (late replies
     /// nobody waited for), `reconnects`. Empty for the bincode door.
     pub iso8583: BTreeMap<String, u64>,
+    /// What the switch's lines counted; absent unless the run was in switch mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<SwitchCounts>,
+}
+
+/// A switch-mode run's connections and how full they were.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct SwitchCounts {
+    /// Connections the terminals share.
+    pub connections: usize,
+    /// Terminals per connection: requests it may have in flight at once.
+    pub in_flight: usize,
+    /// The most requests seen in flight on one connection at once (retries included).
+    pub in_flight_max_seen: u64,
+    /// Connections opened, the first of each included (the rest are reconnects).
+    pub connections_opened: u64,
+    /// Approved Verifies the lines sent: one per round and one after each reconnect.
+    pub verifies: u64,
+    /// Rounds: cards served one after another, on all lines.
+    pub rounds: u64,
 }
 
 /// A histogram for one second of the timeline: two significant figures and 32-bit counts keep it
