@@ -195,6 +195,11 @@ async fn postgresql_restarted_under_a_node_is_unavailable_then_resumes() {
             .exchange(client, 1, verify(card, banking::PIN))
             .await
             .0;
+        // Once its lease is not surely fresh, the node answers nothing about its accounts, a
+        // Verify included.
+        if verified.status == Status::Unavailable {
+            break;
+        }
         assert_eq!(verified.status, Status::Approved);
         probe.request(client, 2, withdraw(1)).await;
         match tokio::time::timeout(Duration::from_secs(5), probe.receive_reply()).await {

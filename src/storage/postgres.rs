@@ -1187,6 +1187,15 @@ impl Writer {
         };
         self.suspend(None);
         self.held = next;
+        // Written after the lease stopped being surely fresh (PostgreSQL was away): renew it
+        // before the batch's answers are given, which are given only while it is fresh. A
+        // partition found lost meanwhile is let go after its records are applied (they were
+        // written under the fence, so they are its new owner's too).
+        let lost = if Instant::now() >= self.shared.queue.lock().fresh_until {
+            self.renew_now().await
+        } else {
+            Vec::new()
+        };
         let money = &mut self.money;
         let applied = self
             .shared
@@ -1202,7 +1211,31 @@ impl Writer {
         self.shared.committed.skip_to(last);
         self.durable = last;
         self.publish();
+        if !lost.is_empty() {
+            self.lose(&lost)?;
+        }
         Ok(())
+    }
+
+    /// Renews the leases now, outside a round: on success the appends and answers are taken
+    /// again; returns the partitions found taken over (none when PostgreSQL did not answer).
+    async fn renew_now(&mut self) -> Vec<u32> {
+        let asked_at = Instant::now();
+        let renewed = match self.pool.get().await {
+            Ok(client) => self.renew(&client).await,
+            Err(error) => Err(Unreachable(error.to_string())),
+        };
+        match renewed {
+            Ok(lost) => {
+                self.renewed_at = asked_at;
+                self.shared.queue.lock().fresh_until = asked_at + self.config.lease_ttl * 2 / 3;
+                lost
+            }
+            Err(Unreachable(reason)) => {
+                tracing::warn!(%reason, "lease renewal failed; trying again");
+                Vec::new()
+            }
+        }
     }
 
     /// One attempt at the batch's transaction: the fence, the rows, the commit; a commit whose
