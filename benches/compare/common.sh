@@ -141,9 +141,9 @@ operator_token() {
 }
 
 # smoke_check MARKER: the smoke's verdict on every JSON result written since MARKER was touched
-# (under $RESULTS_DIR, sub-directories included): each "violations" must be 0, each "failed" and
-# "swarm_exit" 0, each "ops_acked" and "ops_per_sec" above 0. Prints one line per file; returns
-# non-zero when any check fails or no result was written at all.
+# (under $RESULTS_DIR, sub-directories included): each "violations" must be 0, each "failed",
+# "failed_starts" and "swarm_exit" 0, each "ops_acked" and "ops_per_sec" above 0. Prints one line
+# per file; returns non-zero when any check fails or no result was written at all.
 smoke_check() {
     find "$RESULTS_DIR" -name '*.json' -newer "$1" -print0 | python3 -c '
 import json, sys
@@ -160,7 +160,7 @@ for path in paths:
     if not isinstance(result, dict):
         continue
     problems = []
-    for key in ("violations", "failed", "swarm_exit"):
+    for key in ("violations", "failed", "failed_starts", "swarm_exit"):
         if key in result and result[key] != 0:
             problems.append(f"{key} {result[key]}")
     for key in ("ops_acked", "ops_per_sec"):
