@@ -7,6 +7,23 @@ set -euo pipefail
 
 COMPARE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$COMPARE_DIR/../.." && pwd)"
+
+# SMOKE=1: a run that only proves the scripts still work (a few hundred operations a workload,
+# correctness checked, no number worth keeping). Tiny defaults for every size and length below and
+# in the scripts; any setting given in the environment still wins.
+if [ -n "${SMOKE:-}" ]; then
+    : "${RESULTS_DIR:=$REPO_DIR/target/compare-smoke}"
+    : "${CLIENTS:=4}" "${DURATION:=1}"
+    : "${SPREAD_ACCOUNTS:=200}" "${PG_ACCOUNTS:=200}" "${TRANSFER_ACCOUNTS:=200}"
+    : "${REDIS_REQUESTS:=400}" "${REDIS_TRANSFER_REQUESTS:=400}"
+    : "${MEMORY_ACCOUNTS:=1000}" "${SOAK_SECONDS:=2}" "${SOAK_SAMPLE:=1}" "${SOAK_ACCOUNTS:=20}"
+    : "${RECOVERY_ACCOUNTS:=1000}" "${RECOVERY_RECORDS:=10000}" "${RECOVERY_STARTS:=1}"
+    : "${FAILOVER_ATMS:=4}" "${RAMP:=4,8}" "${STEP:=1s}" "${ACCOUNTS:=50}" "${PAIRS:=1}"
+    export RESULTS_DIR CLIENTS DURATION SPREAD_ACCOUNTS PG_ACCOUNTS TRANSFER_ACCOUNTS \
+        REDIS_REQUESTS REDIS_TRANSFER_REQUESTS MEMORY_ACCOUNTS SOAK_SECONDS SOAK_SAMPLE \
+        SOAK_ACCOUNTS RECOVERY_ACCOUNTS RECOVERY_RECORDS RECOVERY_STARTS FAILOVER_ATMS RAMP STEP \
+        ACCOUNTS PAIRS
+fi
 RESULTS_DIR="${RESULTS_DIR:-$REPO_DIR/target/compare-results}"
 mkdir -p "$RESULTS_DIR"
 
@@ -121,4 +138,42 @@ EOF
 # A fresh operator token (256 random bits in hexadecimal), strong enough for the server's check.
 operator_token() {
     od -An -N32 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+# smoke_check MARKER: the smoke's verdict on every JSON result written since MARKER was touched
+# (under $RESULTS_DIR, sub-directories included): each "violations" must be 0, each "failed",
+# "failed_starts" and "swarm_exit" 0, each "ops_acked" and "ops_per_sec" above 0. Prints one line
+# per file; returns non-zero when any check fails or no result was written at all.
+smoke_check() {
+    find "$RESULTS_DIR" -name '*.json' -newer "$1" -print0 | python3 -c '
+import json, sys
+paths = sorted(path for path in sys.stdin.read().split("\0") if path)
+bad = 0
+for path in paths:
+    try:
+        with open(path) as file:
+            result = json.load(file)
+    except ValueError as error:
+        print(f"FAIL {path}: not JSON ({error})")
+        bad += 1
+        continue
+    if not isinstance(result, dict):
+        continue
+    problems = []
+    for key in ("violations", "failed", "failed_starts", "swarm_exit"):
+        if key in result and result[key] != 0:
+            problems.append(f"{key} {result[key]}")
+    for key in ("ops_acked", "ops_per_sec"):
+        if key in result and not (isinstance(result[key], (int, float)) and result[key] > 0):
+            problems.append(f"{key} {result[key]}")
+    checked = [key for key in ("violations", "ops_acked", "ops_per_sec") if key in result]
+    verdict = "FAIL" if problems else "ok"
+    detail = ", ".join(problems) or ", ".join(f"{key} {result[key]}" for key in checked) or "-"
+    print(f"{verdict:4} {path}: {detail}")
+    bad += bool(problems)
+if not paths:
+    print("FAIL no result was written")
+    bad += 1
+sys.exit(1 if bad else 0)
+'
 }

@@ -12,6 +12,10 @@
 #   WITH_CRITERION=1      also run `cargo bench` (the criterion micro-benchmarks) first
 #   ONLY="echo redis postgres actor_bank cluster memory"  a subset, in that order
 #   RESULTS_DIR=target/compare-results
+#   SMOKE=1               a smoke run: tiny sizes and lengths (common.sh), results in
+#                         target/compare-smoke, the parts run_all leaves out by default
+#                         (SMOKE_EXTRA="ramp tls") run too, and the run fails unless every
+#                         result reports 0 violations (see smoke_check in common.sh)
 #
 # Installs what it needs from Debian packages when missing (redis-server, redis-tools,
 # postgresql, pgbench). Needs a Rust toolchain and python3.
@@ -22,12 +26,18 @@ export CLIENTS DURATION RESULTS_DIR
 
 ensure_packages python3 python3
 log "results go to $RESULTS_DIR"
+if [ -n "${SMOKE:-}" ]; then
+    SMOKE_MARKER="$RESULTS_DIR/.smoke-started"
+    touch "$SMOKE_MARKER"
+    smoke_started="$(date +%s)"
+fi
 machine_json >"$RESULTS_DIR/machine.json"
 build_release
 
 if [ -n "${WITH_CRITERION:-}" ]; then
     log "criterion micro-benchmarks (cargo bench)"
-    (cd "$REPO_DIR" && cargo bench --bench codec --bench ledger --bench journal --bench actors) \
+    (cd "$REPO_DIR" && cargo bench --bench codec --bench ledger --bench journal --bench actors \
+        --bench hot_paths) \
         >"$RESULTS_DIR/criterion.txt" 2>&1
 fi
 
@@ -38,4 +48,18 @@ for part in $ONLY; do
     esac
 done
 
+# The login-storm ramp and the TLS pair are not part of a full run (each takes many minutes), but
+# in smoke mode they are as cheap as the rest.
+if [ -n "${SMOKE:-}" ]; then
+    for part in ${SMOKE_EXTRA-ramp tls}; do
+        bash "$COMPARE_DIR/$part.sh" >"$RESULTS_DIR/$part.stdout"
+    done
+fi
+
 python3 "$COMPARE_DIR/report.py" "$RESULTS_DIR"
+
+if [ -n "${SMOKE:-}" ]; then
+    log "smoke: checking the results ($(($(date +%s) - smoke_started)) s after the start)"
+    smoke_check "$SMOKE_MARKER" || die "smoke: a workload failed its checks (above)"
+    log "smoke: every result is correct"
+fi
