@@ -10,6 +10,10 @@
 # ready; the best and the median start are reported. The directory was just written, so its
 # files are in the page cache: this is a restart, not a cold boot of the machine.
 #
+# Each start also reports when the server logged "journal recovered" (snapshot read and tail
+# replayed; the rest until the ready line is the server's own start-up on the recovered ledger)
+# and its resident memory once ready.
+#
 # Writes $RESULTS_DIR/recovery.json (and recovery_server.stderr, the last start's log).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -40,7 +44,7 @@ build_started="$(date +%s.%N)"
 "$MAKE_JOURNAL" --data-dir "$data" --accounts "$RECOVERY_ACCOUNTS" --records "$RECOVERY_RECORDS" >&2
 build_finished="$(date +%s.%N)"
 data_bytes="$(du -sb "$data" | cut -f1)"
-log "recovery: the data directory holds $((data_bytes / 1048576)) MiB: $(ls "$data" | tr '\n' ' ')"
+log "recovery: the data directory holds $((data_bytes / 1048576)) MiB: $(cd "$data" && printf '%s ' *)"
 
 starts=()
 for attempt in $(seq 1 "$RECOVERY_STARTS"); do
@@ -48,9 +52,10 @@ for attempt in $(seq 1 "$RECOVERY_STARTS"); do
     # The clock starts just before the process is made and stops when its ready line is read.
     start="$(python3 - "$SERVER" "$data" "$port" "$RECOVERY_START_TIMEOUT_SECS" \
         "$RESULTS_DIR/recovery_server.stderr" <<'EOF'
-import json, signal, subprocess, sys, time
+import datetime, json, re, signal, subprocess, sys, time
 server, data, port, timeout, stderr_path = sys.argv[1:6]
 with open(stderr_path, "wb") as stderr:
+    wall_started = time.time()
     started = time.perf_counter()
     process = subprocess.Popen(
         [server, "--listen", f"127.0.0.1:{port}", "--data-dir", data],
@@ -77,7 +82,25 @@ with open(stderr_path, "wb") as stderr:
     except subprocess.TimeoutExpired:
         process.kill()
         code = process.wait()
-print(json.dumps({"ready_secs": ready, "rss_kib": rss_kib, "exit_code": code}))
+# The server's own line "journal recovered" (its time stamp, by the wall clock): the part of the
+# start spent reading the snapshot and replaying the records after it.
+recovered = None
+with open(stderr_path, errors="replace") as lines:
+    for line in lines:
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        if "journal recovered" in line:
+            stamp = line.split()[0].replace("Z", "+00:00")
+            try:
+                recovered = datetime.datetime.fromisoformat(stamp).timestamp() - wall_started
+            except ValueError:
+                pass
+            break
+print(json.dumps({
+    "ready_secs": ready,
+    "journal_recovered_secs": None if recovered is None else round(recovered, 3),
+    "rss_kib": rss_kib,
+    "exit_code": code,
+}))
 EOF
     )"
     log "recovery: start $attempt: $start"
@@ -104,6 +127,7 @@ print(json.dumps({
     "failed_starts": len(failed),
     "best_secs": best,
     "median_secs": median,
+    "journal_recovered_secs": [start["journal_recovered_secs"] for start in starts],
     "rss_mib_when_ready": [round(start["rss_kib"] / 1024, 1) for start in starts],
     "goal_secs": float(goal),
     "goal_met": median is not None and not failed and median <= float(goal),
