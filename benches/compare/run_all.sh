@@ -21,7 +21,7 @@
 # postgresql, pgbench). Needs a Rust toolchain and python3.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ONLY="${ONLY:-echo redis postgres actor_bank cluster memory}"
+ONLY="${ONLY:-echo redis postgres actor_bank cluster memory recovery}"
 export CLIENTS DURATION RESULTS_DIR
 
 ensure_packages python3 python3
@@ -43,7 +43,7 @@ fi
 
 for part in $ONLY; do
     case "$part" in
-        echo | redis | postgres | actor_bank | cluster | memory) bash "$COMPARE_DIR/$part.sh" ;;
+        echo | redis | postgres | actor_bank | cluster | memory | recovery) bash "$COMPARE_DIR/$part.sh" ;;
         *) die "unknown part $part (echo redis postgres actor_bank cluster memory)" ;;
     esac
 done
