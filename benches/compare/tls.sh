@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PAIRS="${PAIRS:-3}"
 OUT="$RESULTS_DIR/tls"
 mkdir -p "$OUT"
-command -v openssl >/dev/null || die "openssl is needed to make the run's certificates"
+ensure_packages openssl openssl
 
 build_release
 SERVER="$(target_dir)/release/bank-server"
