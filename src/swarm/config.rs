@@ -230,7 +230,7 @@ pub struct SwarmConfig {
     /// key, or in clear for a door started with clear blocks. The in-process server's door uses
     /// [`SWARM_ZONE_PIN_KEY`].
     pub iso8583_pins: Option<PinBlocks>,
-    /// Switch mode ([`super::switch`]): this many connections, each carrying `in_flight`
+    /// Switch mode (`src/swarm/switch.rs`): this many connections, each carrying `in_flight`
     /// terminals whose requests are pipelined on it. `None` (the default) runs `atms` ATMs, each
     /// with a connection of its own and one request in flight, and ignores `in_flight`. In switch
     /// mode `atms` is ignored (the terminals are `connections * in_flight`).
