@@ -3,9 +3,13 @@
 //! serves its account, and move partitions when a node is killed, paused, added or stopped,
 //! with the swarm's audit: every acknowledged operation applied exactly once, money conserved,
 //! every replay identical.
+#[path = "common/banking.rs"]
+mod banking;
 #[path = "common/cluster.rs"]
 mod cluster;
 mod common;
+#[path = "common/iso8583.rs"]
+mod iso8583;
 #[path = "common/postgres.rs"]
 mod postgres;
 
@@ -425,4 +429,55 @@ async fn a_swarm_survives_a_node_added_and_one_stopped_gracefully() {
     tokio::task::block_in_place(|| cluster::wait_balanced(&pg, &[1, 2]));
     let report = run.await.unwrap();
     assert_audited(&report, 1_200);
+}
+
+/// The ISO 8583 door of a node asked for a card another node serves answers `91` with that
+/// node's address in field 44, and keeps no reply; the same message at the owner's door is
+/// approved, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iso8583_door_names_the_node_that_serves_the_card() {
+    use actor_bank::iso8583::{field, network};
+    let (pg, keys) = cluster().await;
+    let pin_key = keys.path().join("pin-key");
+    let first = Node::spawn_with_iso8583(&pg.url(), 1, &pin_key);
+    tokio::task::block_in_place(|| cluster::wait_balanced(&pg, &[1]));
+    let second = Node::spawn_with_iso8583(&pg.url(), 2, &pin_key);
+    tokio::task::block_in_place(|| cluster::wait_balanced(&pg, &[1, 2]));
+    let card = cluster::card_owned_by(&pg, 2, 75_000..75_064);
+    open_accounts(&first.address(), [card], 1_000).await;
+    let mut message = iso8583::withdrawal(card, "4321", 100, 7);
+    let block = actor_bank::pin_block::clear_field_52_for("4321", &card.to_string()).unwrap();
+    message.set(field::PIN_BLOCK, block);
+    let mut here = iso8583::Link::connect_to(first.iso8583.as_deref().unwrap()).await;
+    let (_, signed_on) = here
+        .call(&iso8583::network_message(network::SIGN_ON, None))
+        .await;
+    assert_eq!(signed_on.get(field::RESPONSE_CODE), Some("00"));
+    for _ in 0..2 {
+        let (_, reply) = here.call(&message).await;
+        assert_eq!(reply.get(field::RESPONSE_CODE), Some("91"));
+        assert_eq!(
+            reply.get(field::ADDITIONAL_RESPONSE_DATA),
+            Some(second.address().as_str())
+        );
+    }
+    let mut there = iso8583::Link::connect_to(second.iso8583.as_deref().unwrap()).await;
+    let (_, signed_on) = there
+        .call(&iso8583::network_message(network::SIGN_ON, None))
+        .await;
+    assert_eq!(signed_on.get(field::RESPONSE_CODE), Some("00"));
+    let (_, approved) = there.call(&message).await;
+    assert_eq!(approved.get(field::RESPONSE_CODE), Some("00"));
+    let (_, repeated) = there.call(&iso8583::repeat_of(&message, "0201")).await;
+    assert_eq!(repeated.get(field::RESPONSE_CODE), Some("00"));
+    let mut atm =
+        actor_bank::client::Client::connect(common::client_config_with_id(&first.address(), 76))
+            .await
+            .unwrap();
+    assert_eq!(
+        atm.call(verify(card, "4321")).await.unwrap().status,
+        Status::Approved
+    );
+    let reply = atm.call(Operation::Balance).await.unwrap();
+    assert_eq!(reply.body, common::balances(900));
 }

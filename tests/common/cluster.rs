@@ -26,6 +26,8 @@ pub struct Node {
     pub child: Child,
     pub id: i32,
     address: String,
+    /// The ISO 8583 door's address, when the node was started with one.
+    pub iso8583: Option<String>,
 }
 
 impl Node {
@@ -36,6 +38,28 @@ impl Node {
 
     /// Node `id` with a lease of `lease`; returns once it listens.
     pub fn spawn_with_lease(url: &str, id: i32, pin_key: &Path, lease: Duration) -> Node {
+        Node::spawn_with_args(url, id, pin_key, lease, &[])
+    }
+
+    /// Node `id` with an ISO 8583 door taking clear PIN blocks, besides the ATM protocol.
+    pub fn spawn_with_iso8583(url: &str, id: i32, pin_key: &Path) -> Node {
+        let door = [
+            "--iso8583-listen",
+            "127.0.0.1:0",
+            "--iso8583-clear-pin-blocks",
+        ];
+        Node::spawn_with_args(url, id, pin_key, LEASE_TTL, &door)
+    }
+
+    /// Node `id` with a lease of `lease` and `extra` arguments; returns once it listens (and,
+    /// with an ISO 8583 door, once the door listens too).
+    pub fn spawn_with_args(
+        url: &str,
+        id: i32,
+        pin_key: &Path,
+        lease: Duration,
+        extra: &[&str],
+    ) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bank-server"))
             .args([
                 "--storage",
@@ -50,6 +74,7 @@ impl Node {
                 "--pin-key-file",
             ])
             .arg(pin_key)
+            .args(extra)
             .env("BANK_OPERATOR_TOKEN", OPERATOR_TOKEN)
             .env(
                 "RUST_LOG",
@@ -67,14 +92,31 @@ impl Node {
                 .map_while(Result::ok)
             {
                 if let Some(address) = line.strip_prefix("bank-server listening on ") {
-                    let _ = sender.send(address.to_string());
+                    let _ = sender.send((false, address.to_string()));
+                }
+                if let Some(address) = line.strip_prefix("bank-server iso8583 on ") {
+                    let _ = sender.send((true, address.to_string()));
                 }
             }
         });
-        let address = ready
-            .recv_timeout(WAIT_MAX)
-            .expect("the node listens in time");
-        Node { child, id, address }
+        let with_door = extra.contains(&"--iso8583-listen");
+        let (mut address, mut iso8583) = (None, None);
+        while address.is_none() || (with_door && iso8583.is_none()) {
+            match ready
+                .recv_timeout(WAIT_MAX)
+                .expect("the node listens in time")
+            {
+                (false, line) => address = Some(line),
+                (true, line) => iso8583 = Some(line),
+            }
+        }
+        let address = address.expect("the ready line");
+        Node {
+            child,
+            id,
+            address,
+            iso8583,
+        }
     }
 
     /// The address it listens on (and advertises).

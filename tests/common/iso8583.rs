@@ -45,6 +45,11 @@ pub struct Link {
 impl Link {
     pub async fn connect(server: &TestServer) -> Link {
         let address = server.running().iso8583_addr().expect("the ISO 8583 door");
+        Link::connect_to(&address.to_string()).await
+    }
+
+    /// A raw connection to the ISO 8583 door at `address`.
+    pub async fn connect_to(address: &str) -> Link {
         Link {
             stream: TcpStream::connect(address).await.unwrap(),
         }
