@@ -106,7 +106,12 @@ fn run() -> ExitCode {
         tracing::error!(%error, "cannot wait for signals");
     }
     tracing::info!("shutting down");
+    let storage = server.bank().storage().clone();
     server.stop();
+    if storage.is_partitioned() && storage.failure().is_some() {
+        // The journal failed closed: a supervisor starts the node again, and it rejoins.
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 
@@ -199,7 +204,8 @@ impl StopSignals {
 
     /// Blocks until SIGINT or SIGTERM. If the journal fails closed meanwhile, says so on standard
     /// output too (standard error may be what failed) and keeps serving `unavailable` until
-    /// stopped. Each SIGHUP meanwhile calls `reload`.
+    /// stopped, or, for a node of a cluster, returns (the node stops, and exits with a failure).
+    /// Each SIGHUP meanwhile calls `reload`.
     fn wait(self, journal: &Journal, reload: impl Fn()) -> std::io::Result<()> {
         #[cfg(unix)]
         let StopSignals {
@@ -229,7 +235,11 @@ impl StopSignals {
                         );
                     }
                 }
-                std::future::pending::<()>().await
+                // A node of a cluster stops instead: its clients go on at the other nodes, which
+                // take its partitions over, rather than being answered `unavailable` here.
+                if !journal.is_partitioned() {
+                    std::future::pending::<()>().await
+                }
             };
             #[cfg(unix)]
             {

@@ -1381,16 +1381,26 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((20 * u64::from(attempt)).min(1_000))
 }
 
-/// A failed statement: a serialization failure or a lost connection is tried again, anything
-/// else fails the log.
+/// A failed statement: a transient failure ([`is_transient`]) or a lost connection is tried
+/// again, anything else fails the log.
 fn retry_or_fail(what: &str, error: &tokio_postgres::Error) -> Result<Committed, String> {
     match error.code() {
-        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => {
-            Ok(Committed::Retry(database_error(what, error)))
-        }
+        Some(code) if is_transient(code) => Ok(Committed::Retry(database_error(what, error))),
         Some(_) => Err(database_error(what, error)),
         None => Ok(Committed::Retry(database_error(what, error))),
     }
+}
+
+/// Errors after which the same batch is simply tried again: a serialization failure, and the
+/// database ending the session (its idle-in-transaction timeout after this node was paused, an
+/// administrator, a shutdown, a lost connection). The fence decides whether it still may write.
+fn is_transient(code: &SqlState) -> bool {
+    *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || code.code().starts_with("08")
 }
 
 impl Log for PostgresLog {
