@@ -41,7 +41,8 @@ trap cleanup EXIT
         -extfile server.ext -out server.pem 2>/dev/null
 )
 
-# start_server NAME [FLAGS...]: starts a server on a free port, prints the port.
+# start_server NAME [FLAGS...]: starts a server on a free port and sets SERVER_PORT to it (not
+# in a command substitution: its process must be in this shell's PIDS, which cleanup stops).
 start_server() {
     local name="$1"
     shift
@@ -54,11 +55,13 @@ start_server() {
         grep -q "listening on" "$OUT/$name.stdout" 2>/dev/null && break
         sleep 0.1
     done
-    printf '%s\n' "$port"
+    SERVER_PORT="$port"
 }
 
-PLAIN_PORT="$(start_server plain)"
-TLS_PORT="$(start_server tls --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key")"
+start_server plain
+PLAIN_PORT="$SERVER_PORT"
+start_server tls --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
+TLS_PORT="$SERVER_PORT"
 
 # run NAME PORT [FLAGS...]: one hot-account run; prints its withdrawals per second.
 run() {
