@@ -368,6 +368,10 @@ impl PlacementHook for PlacementListener {
         let Some(bank) = self.bank.upgrade() else {
             return;
         };
+        // An actor of one of these accounts started while another node served it (a late request,
+        // a delivery) holds what the committed state said then, that is nothing: it goes, and the
+        // next request starts one on the state just taken over.
+        bank.accounts.retain(|card, _| !is_member(*card));
         let principals_of = |principal: &Principal| principal.card().is_some_and(is_member);
         bank.storage().with_committed(|ledger| {
             for (principal, clients) in ledger.clients.iter() {
