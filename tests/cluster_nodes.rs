@@ -29,19 +29,22 @@ async fn cluster() -> (PrivatePostgres, tempfile::TempDir) {
     (pg, tempfile::tempdir().unwrap())
 }
 
-/// Nodes 1, 2 and 3, started one after the other (the first alone opens the demo accounts),
+/// Nodes 1 to `count`, started one after the other (the first alone opens the demo accounts),
 /// once they share the partitions fairly.
-fn three_nodes(pg: &PrivatePostgres, keys: &tempfile::TempDir) -> Vec<Node> {
+fn started_nodes(pg: &PrivatePostgres, keys: &tempfile::TempDir, count: i32) -> Vec<Node> {
     let pin_key = keys.path().join("pin-key");
     let first = Node::spawn(&pg.url(), 1, &pin_key);
     cluster::wait_balanced(pg, &[1]);
-    let nodes = vec![
-        first,
-        Node::spawn(&pg.url(), 2, &pin_key),
-        Node::spawn(&pg.url(), 3, &pin_key),
-    ];
-    cluster::wait_balanced(pg, &[1, 2, 3]);
+    let mut nodes = vec![first];
+    nodes.extend((2..=count).map(|id| Node::spawn(&pg.url(), id, &pin_key)));
+    let ids: Vec<i32> = (1..=count).collect();
+    cluster::wait_balanced(pg, &ids);
     nodes
+}
+
+/// Nodes 1, 2 and 3 ([`started_nodes`]).
+fn three_nodes(pg: &PrivatePostgres, keys: &tempfile::TempDir) -> Vec<Node> {
+    started_nodes(pg, keys, 3)
 }
 
 /// Every node's address, as a seed list.
@@ -335,10 +338,8 @@ async fn a_node_paused_past_its_lease_is_fenced_and_redirects() {
 async fn a_node_added_takes_partitions_and_one_stopped_hands_them_over() {
     let (pg, keys) = cluster().await;
     let pin_key = keys.path().join("pin-key");
-    let first = Node::spawn(&pg.url(), 1, &pin_key);
-    cluster::wait_balanced(&pg, &[1]);
-    let second = Node::spawn(&pg.url(), 2, &pin_key);
-    cluster::wait_balanced(&pg, &[1, 2]);
+    let nodes = started_nodes(&pg, &keys, 2);
+    let (first, second) = (&nodes[0], &nodes[1]);
     let cards: Vec<u64> = (60_000..60_016).collect();
     open_accounts(&first.address(), cards.clone(), 1_000).await;
     let long_lease = WAIT_MAX * 4;
@@ -409,11 +410,7 @@ async fn a_swarm_over_three_nodes_survives_a_pause_past_the_lease() {
 async fn a_swarm_survives_a_node_added_and_one_stopped_gracefully() {
     let (pg, keys) = cluster().await;
     let pin_key = keys.path().join("pin-key");
-    let first = Node::spawn(&pg.url(), 1, &pin_key);
-    cluster::wait_balanced(&pg, &[1]);
-    let second = Node::spawn(&pg.url(), 2, &pin_key);
-    cluster::wait_balanced(&pg, &[1, 2]);
-    let nodes = [first, second];
+    let nodes = started_nodes(&pg, &keys, 2);
     let (run, done) = swarm_over(seeds(&nodes), 20, 1_200);
     wait_for_operations(&done, 300).await;
     let url = pg.url();
