@@ -1,0 +1,266 @@
+"""The goals of issue 19, each judged from the results: the measured value, the goal, met or
+NOT met, and why (the arithmetic, and for a miss the section of docs/BENCHMARKS.md that explains
+it). A goal whose inputs did not run says "not run"; a result whose audit found violations never
+meets a goal.
+"""
+
+from .results import grouped, latency, milliseconds, rate, ramp_steps, violations
+
+MET = "met"
+MISSED = "NOT met"
+NOT_RUN = "not run"
+# A goal with no number to reach (the cluster rows): the value is reported beside a peer.
+REPORTED = "reported"
+# The run was smaller than the goal's size (a smoke): its verdict would mean nothing.
+OFF_SIZE = "not at the goal's size"
+
+# The sizes the issue sets for the memory, recovery and login-storm goals.
+MEMORY_ACCOUNTS_GOAL = 1_000_000
+MEMORY_RSS_MIB_GOAL = 160
+SOAK_GROWTH_GOAL = 0.05
+RECOVERY_ACCOUNTS_GOAL = 1_000_000
+RECOVERY_RECORDS_GOAL = 10_000_000
+RECOVERY_SECS_GOAL = 2.0
+RAMP_ATMS_GOAL = 4096
+RAMP_FLOOR_GOAL = 0.80
+
+# Sections of docs/BENCHMARKS.md a miss points to (by the start of their title).
+WHERE_TIME_GOES = "What bounds throughput now"
+TRANSFERS_SECTION = "Transfers beside withdrawals"
+ISO_SECTION = "The ISO 8583 door beside the bincode door"
+RAMP_SECTION = "Overload: a login-storm ramp"
+TARGETS_SECTION = "Targets"
+PRODUCTION_SECTION = "At production settings"
+CLUSTER_SECTION = "PostgreSQL storage beside the file journal"
+
+
+class Goal:
+    """One row of the goals table."""
+
+    def __init__(self, text, measured, target, verdict, why, pointer=None):
+        self.text = text
+        self.measured = measured
+        self.target = target
+        self.verdict = verdict
+        self.why = why
+        # The title of the section that explains a miss (None when met or not run).
+        self.pointer = pointer if verdict == MISSED else None
+
+
+def _audit_problem(results, names):
+    """A sentence when one of the named results reports violations, else None."""
+    for name in names:
+        found = violations(results.get(name))
+        if found:
+            return f"the audit of {name} found {found} violations"
+    return None
+
+
+def _missing(results, names):
+    """Why the first named result that did not run is missing, or None when all ran."""
+    for name in names:
+        if results.get(name) is None:
+            return f"no {name}.json"
+        if rate(results.get(name)) is None:
+            return f"{name}.json has no ops_per_sec"
+    return None
+
+
+def ratio_goal(results, text, subject, peer, threshold, pointer, percent=False):
+    """A goal SUBJECT ops/s >= THRESHOLD x PEER ops/s."""
+    limit = f"{threshold:.0%}" if percent else f"{threshold:.1f}x"
+    target = f">= {limit}"
+    missing = _missing(results, [subject, peer])
+    if missing:
+        return Goal(text, "n/a", target, NOT_RUN, missing)
+    numerator, denominator = rate(results.get(subject)), rate(results.get(peer))
+    value = numerator / denominator
+    shown = f"{value:.0%}" if percent else f"{value:.2f}x"
+    met = value >= threshold
+    sign = ">=" if met else "<"
+    why = f"{grouped(numerator)} / {grouped(denominator)} = {shown} {sign} {limit}"
+    problem = _audit_problem(results, [subject, peer])
+    if problem:
+        return Goal(text, shown, target, MISSED, f"{why}, but {problem}", pointer)
+    return Goal(text, shown, target, MET if met else MISSED, why, pointer)
+
+
+def p99_goal(results, text, subject, limit_us, pointer):
+    """A goal p99 of SUBJECT <= LIMIT_US."""
+    limit = f"{limit_us / 1000:g} ms"
+    target = f"<= {limit}"
+    p99 = latency(results.get(subject), "p99")
+    if p99 is None:
+        missing = f"no {subject}.json" if results.get(subject) is None else f"no p99 in {subject}.json"
+        return Goal(text, "n/a", target, NOT_RUN, missing)
+    met = p99 <= limit_us
+    why = f"p99 {milliseconds(p99)} ms {'<=' if met else '>'} {limit}"
+    problem = _audit_problem(results, [subject])
+    if problem:
+        return Goal(text, f"{milliseconds(p99)} ms", target, MISSED, f"{why}, but {problem}", pointer)
+    return Goal(text, f"{milliseconds(p99)} ms", target, MET if met else MISSED, why, pointer)
+
+
+def ramp_goal(results):
+    """Login storm: the goodput of every step after the peak stays >= 80 % of the peak."""
+    text = "login storm 64 -> 4096 ATMs: goodput never below 80% of peak"
+    target = f">= {RAMP_FLOOR_GOAL:.0%} of peak"
+    steps = [(atms, goodput, p99) for atms, goodput, p99 in ramp_steps(results)
+             if isinstance(goodput, (int, float))]
+    summary = results.get("ramp") or {}
+    if not steps:
+        return Goal(text, "n/a", target, NOT_RUN, "no steps in ramp.json nor ramp/report.json")
+    peak_index = max(range(len(steps)), key=lambda index: steps[index][1])
+    peak_atms, peak, _ = steps[peak_index]
+    after = steps[peak_index:]
+    low_atms, low, _ = min(after, key=lambda step: step[1])
+    ratio_value = low / peak if peak else 0.0
+    if isinstance(summary.get("lowest_after_peak_ratio"), (int, float)):
+        ratio_value = float(summary["lowest_after_peak_ratio"])
+    met = ratio_value >= RAMP_FLOOR_GOAL
+    why = (f"lowest from the peak on {grouped(low)} ops/s at {low_atms} ATMs / peak {grouped(peak)} "
+           f"at {peak_atms} ATMs = {ratio_value:.0%} {'>=' if met else '<'} {RAMP_FLOOR_GOAL:.0%}")
+    largest = max(step[0] for step in steps)
+    problem = _audit_problem(results, ["ramp"])
+    if problem:
+        return Goal(text, f"{ratio_value:.0%}", target, MISSED, f"{why}, but {problem}", RAMP_SECTION)
+    if largest < RAMP_ATMS_GOAL:
+        return Goal(text, f"{ratio_value:.0%}", target, OFF_SIZE,
+                    f"{why}; the ramp went to {largest} ATMs, not {RAMP_ATMS_GOAL}")
+    return Goal(text, f"{ratio_value:.0%}", target, MET if met else MISSED, why, RAMP_SECTION)
+
+
+def memory_goal(results):
+    """1 000 000 accounts idle after recovery in <= 160 MiB resident."""
+    text = "1M accounts in <= 160 MiB RSS"
+    target = f"<= {MEMORY_RSS_MIB_GOAL} MiB"
+    million = results.get("memory_1m_accounts")
+    rss = (million or {}).get("rss_mib_idle_after_recovery")
+    if not isinstance(rss, (int, float)):
+        return Goal(text, "n/a", target, NOT_RUN, "no memory_1m_accounts.json")
+    accounts = million.get("accounts") or 0
+    met = rss <= MEMORY_RSS_MIB_GOAL
+    why = (f"{grouped(accounts)} accounts idle after recovery: {grouped(rss, 1)} MiB "
+           f"{'<=' if met else '>'} {MEMORY_RSS_MIB_GOAL} MiB")
+    if accounts < MEMORY_ACCOUNTS_GOAL:
+        return Goal(text, f"{grouped(rss, 1)} MiB", target, OFF_SIZE, why)
+    return Goal(text, f"{grouped(rss, 1)} MiB", target, MET if met else MISSED, why,
+                TARGETS_SECTION)
+
+
+def soak_goal(results):
+    """Resident memory flat over the soak: the last quarter's mean within 5 % of the second's."""
+    text = "RSS flat over the soak (within 5%)"
+    target = f"within {SOAK_GROWTH_GOAL:.0%}"
+    soak = results.get("memory_soak")
+    early = (soak or {}).get("rss_mib_second_quarter_mean")
+    late = (soak or {}).get("rss_mib_last_quarter_mean")
+    if not isinstance(early, (int, float)) or not isinstance(late, (int, float)) or not early:
+        return Goal(text, "n/a", target, NOT_RUN, "no RSS samples in memory_soak.json")
+    growth = (late - early) / early
+    met = abs(growth) <= SOAK_GROWTH_GOAL
+    why = (f"over {soak.get('seconds')} s: ({grouped(late, 1)} - {grouped(early, 1)}) / "
+           f"{grouped(early, 1)} MiB (last vs second quarter) = {growth:+.1%}, "
+           f"{'within' if met else 'outside'} {SOAK_GROWTH_GOAL:.0%}")
+    problem = _audit_problem(results, ["memory_soak"])
+    if problem:
+        return Goal(text, f"{growth:+.1%}", target, MISSED, f"{why}, but {problem}", TARGETS_SECTION)
+    return Goal(text, f"{growth:+.1%}", target, MET if met else MISSED, why, TARGETS_SECTION)
+
+
+def recovery_goal(results):
+    """A start on 1 000 000 accounts and 10 000 000 records ready in <= 2 s (the median)."""
+    text = "recovery of 1M accounts + 10M records <= 2 s"
+    target = f"<= {RECOVERY_SECS_GOAL:g} s"
+    recovery = results.get("recovery")
+    median = (recovery or {}).get("median_secs")
+    if not isinstance(median, (int, float)):
+        why = "no recovery.json" if recovery is None else "no start was ready (recovery.json)"
+        return Goal(text, "n/a", target, NOT_RUN, why)
+    accounts, records = recovery.get("accounts") or 0, recovery.get("records") or 0
+    failed = recovery.get("failed_starts") or 0
+    met = median <= RECOVERY_SECS_GOAL and not failed
+    why = (f"median of {len(recovery.get('starts_secs') or [])} starts on {grouped(accounts)} "
+           f"accounts + {grouped(records)} records: {median:.2f} s "
+           f"{'<=' if median <= RECOVERY_SECS_GOAL else '>'} {RECOVERY_SECS_GOAL:g} s")
+    if failed:
+        why += f"; {failed} start(s) failed"
+    shown = f"{median:.2f} s"
+    if accounts < RECOVERY_ACCOUNTS_GOAL or records < RECOVERY_RECORDS_GOAL:
+        return Goal(text, shown, target, OFF_SIZE, why)
+    return Goal(text, shown, target, MET if met else MISSED, why, PRODUCTION_SECTION)
+
+
+def cluster_goals(results):
+    """The cluster rows: no ratio is set, so each is reported beside what it is compared with."""
+    goals = []
+    one = results.get("cluster_postgres_spread")
+    alone = results.get("postgres_spread")
+    text = "cluster, 1 node on PostgreSQL, workload 2"
+    target = "none set; beside PostgreSQL's CTE alone"
+    if rate(one) is None:
+        goals.append(Goal(text, "n/a", target, NOT_RUN, "no cluster_postgres_spread.json"))
+    else:
+        why = f"{grouped(rate(one))} ops/s (verify + withdraw)"
+        if rate(alone) is not None:
+            why += (f"; / {grouped(rate(alone))} (PostgreSQL CTE alone, withdrawals, no PIN) "
+                    f"= {rate(one) / rate(alone):.2f}x")
+        else:
+            why += "; postgres_spread did not run"
+        problem = _audit_problem(results, ["cluster_postgres_spread"])
+        goals.append(Goal(text, f"{grouped(rate(one))} ops/s", target,
+                          MISSED if problem else REPORTED, why + (f"; {problem}" if problem else ""),
+                          CLUSTER_SECTION))
+    three = results.get("cluster_three_nodes_spread")
+    text = "cluster, 3 nodes on PostgreSQL, workload 2"
+    target = "none set; beside 1 node"
+    if rate(three) is None:
+        goals.append(Goal(text, "n/a", target, NOT_RUN, "no cluster_three_nodes_spread.json"))
+    else:
+        parts = [f"{grouped(rate(three))} ops/s"]
+        if rate(one) is not None:
+            parts.append(f"/ {grouped(rate(one))} (1 node) = {rate(three) / rate(one):.2f}x")
+        if rate(alone) is not None:
+            parts.append(f"/ {grouped(rate(alone))} (PostgreSQL alone) = "
+                         f"{rate(three) / rate(alone):.2f}x")
+        problem = _audit_problem(results, ["cluster_three_nodes_spread"])
+        goals.append(Goal(text, f"{grouped(rate(three))} ops/s", target,
+                          MISSED if problem else REPORTED,
+                          "; ".join(parts) + (f"; {problem}" if problem else ""), CLUSTER_SECTION))
+    failover = results.get("cluster_failover")
+    text = "cluster failover: SIGKILL of 1 of 3 nodes"
+    target = "none set"
+    served = (failover or {}).get("kill_to_served_secs")
+    if not isinstance(served, (int, float)):
+        goals.append(Goal(text, "n/a", target, NOT_RUN, "no cluster_failover.json"))
+    else:
+        problem = _audit_problem(results, ["cluster_failover"])
+        why = f"{served:.1f} s from the kill to the first withdrawal the others serve on its card"
+        goals.append(Goal(text, f"{served:.1f} s", target, MISSED if problem else REPORTED,
+                          why + (f"; {problem}" if problem else ""), CLUSTER_SECTION))
+    return goals
+
+
+def all_goals(results):
+    """Every goal of the issue, in the issue's order."""
+    return [
+        ratio_goal(results, "hot >= 2.5x Redis", "actor_bank_hot", "redis_hot", 2.5,
+                   WHERE_TIME_GOES),
+        ratio_goal(results, "hot >= 50% of echo (depth 1)", "actor_bank_hot", "echo_ceiling", 0.5,
+                   WHERE_TIME_GOES, percent=True),
+        p99_goal(results, "hot p99 <= 2 ms", "actor_bank_hot", 2000, WHERE_TIME_GOES),
+        ratio_goal(results, "spread >= 1.5x Redis spread", "actor_bank_spread", "redis_spread",
+                   1.5, WHERE_TIME_GOES),
+        ratio_goal(results, "switch >= 50% of pipelined echo", "actor_bank_switch",
+                   "echo_pipelined", 0.5, WHERE_TIME_GOES, percent=True),
+        ratio_goal(results, "transfers >= 1.0x Redis transfer", "actor_bank_transfer_spread",
+                   "redis_transfer_spread", 1.0, TRANSFERS_SECTION),
+        ratio_goal(results, "ISO door >= 80% of bincode, hot", "actor_bank_iso_hot",
+                   "actor_bank_hot", 0.8, ISO_SECTION, percent=True),
+        ratio_goal(results, "ISO door >= 80% of bincode, switch", "actor_bank_iso_switch",
+                   "actor_bank_switch", 0.8, ISO_SECTION, percent=True),
+        ramp_goal(results),
+        memory_goal(results),
+        soak_goal(results),
+        recovery_goal(results),
+    ] + cluster_goals(results)
