@@ -4,6 +4,10 @@ draws the plots; with --write-docs, also rewrites the generated results section 
 docs/BENCHMARKS.md and its plots in docs/benchmarks/.
 
     python3 benches/compare/report.py [--write-docs] [--no-plots] [--strict] [RESULTS_DIR]
+    python3 benches/compare/report.py --test [--strict]
+
+--test runs test_report.py (the generator's tests on fabricated results) in the venv, so the
+plot tests run too.
 
 RESULTS_DIR defaults to target/compare-results. The plots go to RESULTS_DIR/plots, or with
 --write-docs to docs/benchmarks/ (--plot-dir overrides both). They need matplotlib: when python3
@@ -14,6 +18,7 @@ warning, unless --strict (or --write-docs) makes that a failure.
 """
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -51,6 +56,8 @@ def arguments():
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--strict", action="store_true",
                         help="fail when the plots cannot be drawn (matplotlib missing)")
+    parser.add_argument("--test", action="store_true",
+                        help="run test_report.py (in the venv, so the plot tests run) and exit")
     return parser.parse_args()
 
 
@@ -83,7 +90,7 @@ def ensure_venv():
             subprocess.run([sys.executable, "-m", "venv", directory], check=True,
                            stdout=sys.stderr)
         subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", REQUIREMENTS], check=True, stdout=sys.stderr)
+                        "--no-cache-dir", "-r", REQUIREMENTS], check=True, stdout=sys.stderr)
     except (OSError, subprocess.CalledProcessError) as error:
         log(f"could not make the venv: {error}")
         return None
@@ -93,11 +100,7 @@ def ensure_venv():
 
 
 def plotting_available():
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def rerun_in_venv_if_needed(options):
@@ -113,15 +116,30 @@ def rerun_in_venv_if_needed(options):
     os.execve(python, [python, os.path.abspath(__file__)] + sys.argv[1:], environment)
 
 
+def run_tests(strict):
+    """Runs test_report.py with the venv's python (the plot tests need matplotlib); with the
+    running python when the venv cannot be made (they are skipped then, a failure if STRICT)."""
+    python = sys.executable if plotting_available() else ensure_venv()
+    if python is None:
+        if strict:
+            log("no venv with matplotlib: the plot tests cannot run")
+            return 1
+        python = sys.executable
+    environment = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    command = [python, "-m", "unittest", "discover", "-s", COMPARE_DIR, "-p", "test_report.py"]
+    return subprocess.run(command, env=environment, check=False).returncode
+
+
 def print_tables(results):
     print(f"machine: {docs.machine_line(results)}")
     print(docs.results_table(results, padded=True))
     spread = results.get("actor_bank_spread")
     if spread and spread.get("setup_secs") is not None:
         print(
-            f"\nactor-bank spread: creating {grouped(spread.get('accounts'))} accounts (with server "
-            f"start-up) took {spread['setup_secs']} s ({grouped(spread.get('accounts_per_sec'))} "
-            f"accounts/s); the audit after the load took {spread.get('audit_secs')} s"
+            f"\nactor-bank spread: creating {grouped(spread.get('accounts'))} accounts (with "
+            f"server start-up) took {spread['setup_secs']} s "
+            f"({grouped(spread.get('accounts_per_sec'))} accounts/s); the audit after the load "
+            f"took {spread.get('audit_secs')} s"
         )
     ramp = docs.ramp_table(results, padded=True)
     print("\nlogin storm:")
@@ -133,6 +151,8 @@ def print_tables(results):
 def main():
     options = arguments()
     strict = options.strict or options.write_docs
+    if options.test:
+        return run_tests(options.strict)
     rerun_in_venv_if_needed(options)
     results = Results(options.results)
     print_tables(results)
@@ -164,7 +184,8 @@ def main():
         if updated != document:
             with open(options.docs, "w", encoding="utf-8") as file:
                 file.write(updated)
-        log(f"{options.docs}: results section {'rewritten' if updated != document else 'unchanged'}")
+        state = "rewritten" if updated != document else "unchanged"
+        log(f"{options.docs}: results section {state}")
     return 0
 
 

@@ -17,7 +17,8 @@ PLOT_TEXTS = {
     "results-throughput.svg": "throughput per workload, actor-bank beside each peer",
     "results-latency.svg": "p50, p99 and p99.9 latency of every run",
     "results-login-storm.svg": "goodput and p99 against the number of ATMs in the login storm",
-    "results-failover.svg": "acknowledged operations per second through the SIGKILL of one of three nodes",
+    "results-failover.svg":
+        "acknowledged operations per second through the SIGKILL of one of three nodes",
 }
 
 
@@ -178,17 +179,21 @@ def section_text(results, document, plots):
               "actor-bank row's ops/s over that row's):"),
         results_table(results, padded=False),
     ]
+
+    def image(name):
+        return f"![{PLOT_TEXTS[name]}](benchmarks/{name})"
+
     for name in ("results-throughput.svg", "results-latency.svg"):
         if name in plots:
-            parts.append(f"![{PLOT_TEXTS[name]}](benchmarks/{name})")
+            parts.append(image(name))
     ramp = ramp_table(results, padded=False)
     parts.append("**Login storm** (64 -> 4096 ATMs, every operation a verify + withdraw):")
     parts.append(ramp if ramp else "not run (no ramp.json nor ramp/report.json).")
     if "results-login-storm.svg" in plots:
-        parts.append(f"![{PLOT_TEXTS['results-login-storm.svg']}](benchmarks/results-login-storm.svg)")
+        parts.append(image("results-login-storm.svg"))
     if "results-failover.svg" in plots:
         parts.append("**Failover** (SIGKILL of one of three nodes under load):")
-        parts.append(f"![{PLOT_TEXTS['results-failover.svg']}](benchmarks/results-failover.svg)")
+        parts.append(image("results-failover.svg"))
     parts.append("**Goals** (the issue's, each with its arithmetic):")
     parts.append(goals_table(results, document, markdown=True))
     return "\n\n".join(parts)

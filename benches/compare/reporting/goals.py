@@ -56,13 +56,23 @@ def _audit_problem(results, names):
     return None
 
 
+def _judged(results, names, goal_args, met, pointer):
+    """The Goal of GOAL_ARGS (text, measured, target, why), NOT met when one of the named
+    results reports violations, whatever its numbers."""
+    text, measured, target, why = goal_args
+    problem = _audit_problem(results, names)
+    if problem:
+        return Goal(text, measured, target, MISSED, f"{why}, but {problem}", pointer)
+    return Goal(text, measured, target, MET if met else MISSED, why, pointer)
+
+
 def _missing(results, names):
     """Why the first named result that did not run is missing, or None when all ran."""
     for name in names:
         if results.get(name) is None:
             return f"no {name}.json"
         if rate(results.get(name)) is None:
-            return f"{name}.json has no ops_per_sec"
+            return f"no throughput in {name}.json"
     return None
 
 
@@ -79,10 +89,7 @@ def ratio_goal(results, text, subject, peer, threshold, pointer, percent=False):
     met = value >= threshold
     sign = ">=" if met else "<"
     why = f"{grouped(numerator)} / {grouped(denominator)} = {shown} {sign} {limit}"
-    problem = _audit_problem(results, [subject, peer])
-    if problem:
-        return Goal(text, shown, target, MISSED, f"{why}, but {problem}", pointer)
-    return Goal(text, shown, target, MET if met else MISSED, why, pointer)
+    return _judged(results, [subject, peer], (text, shown, target, why), met, pointer)
 
 
 def p99_goal(results, text, subject, limit_us, pointer):
@@ -91,14 +98,12 @@ def p99_goal(results, text, subject, limit_us, pointer):
     target = f"<= {limit}"
     p99 = latency(results.get(subject), "p99")
     if p99 is None:
-        missing = f"no {subject}.json" if results.get(subject) is None else f"no p99 in {subject}.json"
+        missing = _missing(results, [subject]) or f"no p99 in {subject}.json"
         return Goal(text, "n/a", target, NOT_RUN, missing)
     met = p99 <= limit_us
     why = f"p99 {milliseconds(p99)} ms {'<=' if met else '>'} {limit}"
-    problem = _audit_problem(results, [subject])
-    if problem:
-        return Goal(text, f"{milliseconds(p99)} ms", target, MISSED, f"{why}, but {problem}", pointer)
-    return Goal(text, f"{milliseconds(p99)} ms", target, MET if met else MISSED, why, pointer)
+    shown = f"{milliseconds(p99)} ms"
+    return _judged(results, [subject], (text, shown, target, why), met, pointer)
 
 
 def ramp_goal(results):
@@ -118,16 +123,15 @@ def ramp_goal(results):
     if isinstance(summary.get("lowest_after_peak_ratio"), (int, float)):
         ratio_value = float(summary["lowest_after_peak_ratio"])
     met = ratio_value >= RAMP_FLOOR_GOAL
-    why = (f"lowest from the peak on {grouped(low)} ops/s at {low_atms} ATMs / peak {grouped(peak)} "
-           f"at {peak_atms} ATMs = {ratio_value:.0%} {'>=' if met else '<'} {RAMP_FLOOR_GOAL:.0%}")
+    why = (f"lowest from the peak on {grouped(low)} ops/s at {low_atms} ATMs / peak "
+           f"{grouped(peak)} at {peak_atms} ATMs = {ratio_value:.0%} {'>=' if met else '<'} "
+           f"{RAMP_FLOOR_GOAL:.0%}")
     largest = max(step[0] for step in steps)
-    problem = _audit_problem(results, ["ramp"])
-    if problem:
-        return Goal(text, f"{ratio_value:.0%}", target, MISSED, f"{why}, but {problem}", RAMP_SECTION)
-    if largest < RAMP_ATMS_GOAL:
-        return Goal(text, f"{ratio_value:.0%}", target, OFF_SIZE,
+    shown = f"{ratio_value:.0%}"
+    if largest < RAMP_ATMS_GOAL and not _audit_problem(results, ["ramp"]):
+        return Goal(text, shown, target, OFF_SIZE,
                     f"{why}; the ramp went to {largest} ATMs, not {RAMP_ATMS_GOAL}")
-    return Goal(text, f"{ratio_value:.0%}", target, MET if met else MISSED, why, RAMP_SECTION)
+    return _judged(results, ["ramp"], (text, shown, target, why), met, RAMP_SECTION)
 
 
 def memory_goal(results):
@@ -162,10 +166,8 @@ def soak_goal(results):
     why = (f"over {soak.get('seconds')} s: ({grouped(late, 1)} - {grouped(early, 1)}) / "
            f"{grouped(early, 1)} MiB (last vs second quarter) = {growth:+.1%}, "
            f"{'within' if met else 'outside'} {SOAK_GROWTH_GOAL:.0%}")
-    problem = _audit_problem(results, ["memory_soak"])
-    if problem:
-        return Goal(text, f"{growth:+.1%}", target, MISSED, f"{why}, but {problem}", TARGETS_SECTION)
-    return Goal(text, f"{growth:+.1%}", target, MET if met else MISSED, why, TARGETS_SECTION)
+    shown = f"{growth:+.1%}"
+    return _judged(results, ["memory_soak"], (text, shown, target, why), met, TARGETS_SECTION)
 
 
 def recovery_goal(results):
@@ -191,53 +193,57 @@ def recovery_goal(results):
     return Goal(text, shown, target, MET if met else MISSED, why, PRODUCTION_SECTION)
 
 
+def _reported(results, name, goal_args):
+    """A row with no number to reach: REPORTED, or NOT met when NAME's audit found violations."""
+    text, measured, target, why = goal_args
+    problem = _audit_problem(results, [name])
+    if problem:
+        return Goal(text, measured, target, MISSED, f"{why}; {problem}", CLUSTER_SECTION)
+    return Goal(text, measured, target, REPORTED, why)
+
+
+def _beside(value, peer, peer_name):
+    """'VALUE / PEER (PEER_NAME) = R x', or None when the peer did not run."""
+    if peer is None:
+        return None
+    return f"{grouped(value)} / {grouped(peer)} ({peer_name}) = {value / peer:.2f}x"
+
+
 def cluster_goals(results):
     """The cluster rows: no ratio is set, so each is reported beside what it is compared with."""
     goals = []
-    one = results.get("cluster_postgres_spread")
-    alone = results.get("postgres_spread")
+    one = rate(results.get("cluster_postgres_spread"))
+    alone = rate(results.get("postgres_spread"))
     text = "cluster, 1 node on PostgreSQL, workload 2"
     target = "none set; beside PostgreSQL's CTE alone"
-    if rate(one) is None:
-        goals.append(Goal(text, "n/a", target, NOT_RUN, "no cluster_postgres_spread.json"))
+    if one is None:
+        goals.append(Goal(text, "n/a", target, NOT_RUN,
+                          _missing(results, ["cluster_postgres_spread"])))
     else:
-        why = f"{grouped(rate(one))} ops/s (verify + withdraw)"
-        if rate(alone) is not None:
-            why += (f"; / {grouped(rate(alone))} (PostgreSQL CTE alone, withdrawals, no PIN) "
-                    f"= {rate(one) / rate(alone):.2f}x")
-        else:
-            why += "; postgres_spread did not run"
-        problem = _audit_problem(results, ["cluster_postgres_spread"])
-        goals.append(Goal(text, f"{grouped(rate(one))} ops/s", target,
-                          MISSED if problem else REPORTED, why + (f"; {problem}" if problem else ""),
-                          CLUSTER_SECTION))
-    three = results.get("cluster_three_nodes_spread")
+        why = (_beside(one, alone, "PostgreSQL's CTE alone: withdrawals, no PIN check")
+               or "postgres_spread did not run")
+        goals.append(_reported(results, "cluster_postgres_spread",
+                               (text, f"{grouped(one)} ops/s", target, why)))
+    three = rate(results.get("cluster_three_nodes_spread"))
     text = "cluster, 3 nodes on PostgreSQL, workload 2"
     target = "none set; beside 1 node"
-    if rate(three) is None:
-        goals.append(Goal(text, "n/a", target, NOT_RUN, "no cluster_three_nodes_spread.json"))
+    if three is None:
+        goals.append(Goal(text, "n/a", target, NOT_RUN,
+                          _missing(results, ["cluster_three_nodes_spread"])))
     else:
-        parts = [f"{grouped(rate(three))} ops/s"]
-        if rate(one) is not None:
-            parts.append(f"/ {grouped(rate(one))} (1 node) = {rate(three) / rate(one):.2f}x")
-        if rate(alone) is not None:
-            parts.append(f"/ {grouped(rate(alone))} (PostgreSQL alone) = "
-                         f"{rate(three) / rate(alone):.2f}x")
-        problem = _audit_problem(results, ["cluster_three_nodes_spread"])
-        goals.append(Goal(text, f"{grouped(rate(three))} ops/s", target,
-                          MISSED if problem else REPORTED,
-                          "; ".join(parts) + (f"; {problem}" if problem else ""), CLUSTER_SECTION))
-    failover = results.get("cluster_failover")
+        parts = [_beside(three, one, "1 node"), _beside(three, alone, "PostgreSQL alone")]
+        why = "; ".join(part for part in parts if part) or "no peer ran"
+        goals.append(_reported(results, "cluster_three_nodes_spread",
+                               (text, f"{grouped(three)} ops/s", target, why)))
     text = "cluster failover: SIGKILL of 1 of 3 nodes"
     target = "none set"
-    served = (failover or {}).get("kill_to_served_secs")
+    served = (results.get("cluster_failover") or {}).get("kill_to_served_secs")
     if not isinstance(served, (int, float)):
         goals.append(Goal(text, "n/a", target, NOT_RUN, "no cluster_failover.json"))
     else:
-        problem = _audit_problem(results, ["cluster_failover"])
         why = f"{served:.1f} s from the kill to the first withdrawal the others serve on its card"
-        goals.append(Goal(text, f"{served:.1f} s", target, MISSED if problem else REPORTED,
-                          why + (f"; {problem}" if problem else ""), CLUSTER_SECTION))
+        goals.append(_reported(results, "cluster_failover",
+                               (text, f"{served:.1f} s", target, why)))
     return goals
 
 
