@@ -126,22 +126,31 @@ def machine_line(results):
 
 
 def _settings(results):
-    """The clients, seconds and spread accounts the actor-bank runs used, as found in them."""
+    """The clients, seconds and spread accounts the runs used, as found in them."""
     clients, seconds, accounts = set(), set(), set()
     for name in ("actor_bank_hot", "actor_bank_spread", "actor_bank_transfer_spread",
-                 "actor_bank_iso_hot", "postgres_hot", "redis_hot"):
+                 "actor_bank_iso_hot", "postgres_hot", "postgres_spread", "redis_hot",
+                 "cluster_postgres_spread"):
         result = results.get(name) or {}
         if isinstance(result.get("clients"), int):
             clients.add(result["clients"])
-        if isinstance(result.get("duration_secs"), (int, float)) and name.startswith("actor_bank"):
+        if isinstance(result.get("duration_secs"), (int, float)):
             seconds.add(round(result["duration_secs"]))
-        if name in ("actor_bank_spread", "actor_bank_transfer_spread") and result.get("accounts"):
+        if name.endswith("_spread") and isinstance(result.get("accounts"), int):
             accounts.add(result["accounts"])
+    accounts.update(_postgres_accounts(results))
 
     def show(values, unit=""):
         return " / ".join(f"{grouped(value)}{unit}" for value in sorted(values)) or None
 
     return show(clients), show(seconds, " s"), show(accounts)
+
+
+def _postgres_accounts(results):
+    """The accounts of PostgreSQL's spread run, from its description ("..., 100000 accounts")."""
+    system = (results.get("postgres_spread") or {}).get("system") or ""
+    match = re.search(r"(\d+) accounts", system)
+    return {int(match.group(1))} if match else set()
 
 
 def method_text(results):
