@@ -92,7 +92,8 @@ def ensure_venv():
         subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         "--no-cache-dir", "-r", REQUIREMENTS], check=True, stdout=sys.stderr)
     except (OSError, subprocess.CalledProcessError) as error:
-        log(f"could not make the venv: {error}")
+        hint = "" if importlib.util.find_spec("ensurepip") else " (Debian: install python3-venv)"
+        log(f"could not make the venv{hint}: {error}")
         return None
     with open(stamp, "w", encoding="utf-8") as file:
         file.write(wanted)
