@@ -53,7 +53,8 @@ def arguments():
                         help="the document --write-docs rewrites (default docs/BENCHMARKS.md)")
     parser.add_argument("--plot-dir", help="where the plots go (default RESULTS_DIR/plots, or "
                         "with --write-docs the benchmarks/ folder beside the document)")
-    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="tables only (with --write-docs, the section shows no plot)")
     parser.add_argument("--strict", action="store_true",
                         help="fail when the plots cannot be drawn (matplotlib missing)")
     parser.add_argument("--test", action="store_true",
@@ -159,10 +160,10 @@ def main():
     print_tables(results)
 
     written = []
+    plot_dir = options.plot_dir or (
+        os.path.join(os.path.dirname(os.path.abspath(options.docs)), "benchmarks")
+        if options.write_docs else os.path.join(options.results, "plots"))
     if not options.no_plots:
-        plot_dir = options.plot_dir or (
-            os.path.join(os.path.dirname(os.path.abspath(options.docs)), "benchmarks")
-            if options.write_docs else os.path.join(options.results, "plots"))
         if plotting_available():
             from reporting import plots
 
@@ -178,7 +179,10 @@ def main():
         with open(options.docs, encoding="utf-8") as file:
             document = file.read()
         try:
-            updated = docs.splice(document, docs.section_text(results, document, written))
+            image_dir = os.path.relpath(plot_dir, os.path.dirname(os.path.abspath(options.docs)))
+            generated = docs.section_text(results, document, written,
+                                          image_dir.replace(os.sep, "/"))
+            updated = docs.splice(document, generated)
         except docs.MarkersMissing as error:
             log(f"{options.docs}: {error}")
             return 1

@@ -173,9 +173,9 @@ def method_text(results):
     )
 
 
-def section_text(results, document, plots):
-    """The generated part of the document (without the markers). PLOTS: the plot files written
-    (names in docs/benchmarks/)."""
+def section_text(results, document, plots, image_dir="benchmarks"):
+    """The generated part of the document (without the markers). PLOTS: the plot files written,
+    by name, in IMAGE_DIR (relative to the document)."""
     started = results.started_at()
     when = started.strftime("%Y-%m-%d %H:%M UTC") if started else "unknown"
     parts = [
@@ -190,13 +190,15 @@ def section_text(results, document, plots):
     ]
 
     def image(name):
-        return f"![{PLOT_TEXTS[name]}](benchmarks/{name})"
+        return f"![{PLOT_TEXTS[name]}]({image_dir}/{name})"
 
     for name in ("results-throughput.svg", "results-latency.svg"):
         if name in plots:
             parts.append(image(name))
     ramp = ramp_table(results, padded=False)
-    parts.append("**Login storm** (64 -> 4096 ATMs, every operation a verify + withdraw):")
+    steps = ramp_steps(results)
+    span = f"{steps[0][0]} -> {steps[-1][0]} ATMs, " if steps else ""
+    parts.append(f"**Login storm** ({span}every operation a verify + withdraw):")
     parts.append(ramp if ramp else "not run (no ramp.json nor ramp/report.json).")
     if "results-login-storm.svg" in plots:
         parts.append(image("results-login-storm.svg"))
