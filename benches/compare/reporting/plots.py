@@ -88,7 +88,7 @@ def throughput_plot(results, directory):
     for bars in groups:
         for workload, name, value in bars:
             positions.append(position)
-            labels.append(f"{workload}: {label(name)}")
+            labels.append(f"{workload}: {label(name, results.get(name))}")
             values.append(value)
             colours.append(COLOURS[family(name)])
             position += 1
@@ -135,7 +135,7 @@ def latency_plot(results, directory):
             seen.add(name)
             values = [latency(results.get(name), key) for key in ("p50", "p99", "p999")]
             if values[0] is not None:
-                runs.append((f"{workload.short}: {label(name)}", values))
+                runs.append((f"{workload.short}: {label(name, results.get(name))}", values))
     if not runs:
         return None
     height = 1.0 + BAR_HEIGHT_INCHES * 1.2 * len(runs)

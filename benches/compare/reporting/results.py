@@ -8,8 +8,9 @@ import datetime
 import json
 import os
 
-# Accounts of the spread workloads and the goals' sizes, as the issue sets them.
-SPREAD_ACCOUNTS_DEFAULT = 100_000
+# The switch workload's shape as the issue sets it: connections, and requests in flight on each.
+SWITCH_CONNECTIONS = 8
+SWITCH_IN_FLIGHT = 64
 
 
 class Results:
@@ -149,6 +150,13 @@ class Workload:
         # The label of the workload in the plots.
         self.short = short
 
+    def describe(self, result):
+        """The title, with the switch's shape as RESULT ran it (the issue's 8 x 64 when unknown)."""
+        shape = (result or {}).get("switch")
+        shape = shape if isinstance(shape, dict) else {}
+        return self.title.format(connections=shape.get("connections", SWITCH_CONNECTIONS),
+                                 in_flight=shape.get("in_flight", SWITCH_IN_FLIGHT))
+
 
 WORKLOADS = [
     Workload("1", "hot account, withdrawals", "actor_bank_hot",
@@ -157,14 +165,16 @@ WORKLOADS = [
              ["redis_spread", "postgres_spread"], "2 spread"),
     Workload("2", "spread, 4 withdrawals per verified card", "actor_bank_spread4",
              ["redis_spread"], "2 spread x4"),
-    Workload("3", "switch: 8 connections x 64 in flight, spread", "actor_bank_switch",
+    Workload("3", "switch: {connections} connections x {in_flight} in flight, spread",
+             "actor_bank_switch",
              ["echo_pipelined"], "3 switch"),
     Workload("4", "transfers between random pairs", "actor_bank_transfer_spread",
              ["redis_transfer_spread"], "4 transfers"),
     Workload("4", "transfers, one hot pair", "actor_bank_transfer_hot", [], "4 transfer pair"),
     Workload("5", "ISO 8583 door, hot account", "actor_bank_iso_hot", ["actor_bank_hot"],
              "5 ISO hot"),
-    Workload("5", "ISO 8583 door, switch", "actor_bank_iso_switch", ["actor_bank_switch"],
+    Workload("5", "ISO 8583 door, switch: {connections} x {in_flight}", "actor_bank_iso_switch",
+             ["actor_bank_switch"],
              "5 ISO switch"),
     Workload("5", "ISO 8583 door, spread", "actor_bank_iso_spread", ["actor_bank_spread"],
              "5 ISO spread"),
@@ -179,8 +189,13 @@ WORKLOADS = [
 ]
 
 
-def label(name):
-    """How the tables name the system of a result file."""
+def label(name, result=None):
+    """How the tables name the system of a result file (an echo run with the connections and
+    depth RESULT reports, when it does)."""
+    result = result or {}
+    if name.startswith("echo") and isinstance(result.get("connections"), int) \
+            and isinstance(result.get("depth"), int):
+        return f"tokio echo, {result['connections']} conn. x depth {result['depth']}"
     system = SYSTEMS.get(name)
     return system.label if system else name
 
@@ -211,8 +226,10 @@ class Row:
 
     def cells(self):
         """The cells: workload, system, ops/s, p50, p99, p99.9 (ms), ratio."""
-        workload = f"{self.workload.number}. {self.workload.title}" if self.is_subject else ""
-        system = label(self.name)
+        workload = ""
+        if self.is_subject:
+            workload = f"{self.workload.number}. {self.workload.describe(self.result)}"
+        system = label(self.name, self.result)
         if self.result is None:
             return [workload, system, "not run", "", "", "", ""]
         ops = grouped(rate(self.result))
