@@ -204,6 +204,16 @@ class ReportTest(unittest.TestCase):
         with self.assertRaises(docs.MarkersMissing):
             docs.splice("# no markers\n", generated)
 
+    def test_the_switch_and_echo_rows_name_the_shape_each_run_reports(self):
+        objects = fabricated()
+        objects["actor_bank_switch"]["switch"] = {"connections": 2, "in_flight": 8}
+        objects["echo_pipelined"].update({"connections": 2, "depth": 8})
+        write(self.directory, objects)
+        table = docs.results_table(Results(self.directory), padded=False)
+        self.assertIn("| 3. switch: 2 connections x 8 in flight, spread | actor-bank", table)
+        self.assertIn("| tokio echo, 2 conn. x depth 8 | 400 000 |", table)
+        self.assertIn("| 5. ISO 8583 door, switch: 8 x 64 |", table)
+
     def test_numbers_are_written_as_the_document_writes_them(self):
         self.assertEqual(grouped(28402.4), "28 402")
         self.assertEqual(grouped(None), "n/a")
