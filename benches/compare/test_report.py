@@ -165,6 +165,25 @@ class ReportTest(unittest.TestCase):
         self.assertIn("not run", docs.results_table(results, padded=True))
         self.assertIn("not run", docs.section_text(results, DOCUMENT, []))
 
+    def test_fields_of_the_wrong_type_never_crash_the_report(self):
+        original = fabricated()
+        write(self.directory, original)
+        failures = []
+        for name, fields in original.items():
+            for key in fields:
+                for odd in ("x", None, [], {}, -1):
+                    changed = json.loads(json.dumps(fields))
+                    changed[key] = odd
+                    write(self.directory, {name: changed})
+                    results = Results(self.directory)
+                    try:
+                        goals.all_goals(results)
+                        docs.section_text(results, DOCUMENT, [])
+                    except Exception as error:  # noqa: BLE001 (the failure names the field)
+                        failures.append(f"{name}.{key} = {odd!r}: {error!r}")
+            write(self.directory, {name: fields})
+        self.assertEqual(failures, [])
+
     def test_violations_never_meet_a_goal(self):
         objects = fabricated()
         objects["actor_bank_transfer_spread"]["violations"] = 3

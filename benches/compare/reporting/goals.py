@@ -47,6 +47,11 @@ class Goal:
         self.pointer = pointer if verdict == MISSED else None
 
 
+def _count(value):
+    """VALUE when it is a number, else 0 (a field of the wrong type counts as not recorded)."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
 def _audit_problem(results, names):
     """A sentence when one of the named results reports violations, else None."""
     for name in names:
@@ -142,7 +147,7 @@ def memory_goal(results):
     rss = (million or {}).get("rss_mib_idle_after_recovery")
     if not isinstance(rss, (int, float)):
         return Goal(text, "n/a", target, NOT_RUN, "no memory_1m_accounts.json")
-    accounts = million.get("accounts") or 0
+    accounts = _count(million.get("accounts"))
     met = rss <= MEMORY_RSS_MIB_GOAL
     why = (f"{grouped(accounts)} accounts idle after recovery: {grouped(rss, 1)} MiB "
            f"{'<=' if met else '>'} {MEMORY_RSS_MIB_GOAL} MiB")
@@ -179,10 +184,12 @@ def recovery_goal(results):
     if not isinstance(median, (int, float)):
         why = "no recovery.json" if recovery is None else "no start was ready (recovery.json)"
         return Goal(text, "n/a", target, NOT_RUN, why)
-    accounts, records = recovery.get("accounts") or 0, recovery.get("records") or 0
-    failed = recovery.get("failed_starts") or 0
+    accounts, records = _count(recovery.get("accounts")), _count(recovery.get("records"))
+    failed = _count(recovery.get("failed_starts"))
+    starts = recovery.get("starts_secs")
+    starts = len(starts) if isinstance(starts, list) else 0
     met = median <= RECOVERY_SECS_GOAL and not failed
-    why = (f"median of {len(recovery.get('starts_secs') or [])} starts on {grouped(accounts)} "
+    why = (f"median of {starts} starts on {grouped(accounts)} "
            f"accounts + {grouped(records)} records: {median:.2f} s "
            f"{'<=' if median <= RECOVERY_SECS_GOAL else '>'} {RECOVERY_SECS_GOAL:g} s")
     if failed:

@@ -82,7 +82,7 @@ def violations(result):
 
 def grouped(value, digits=0):
     """A number with spaces between groups of three digits: 28 402, 2.65."""
-    if value is None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "n/a"
     text = f"{value:,.{digits}f}"
     return text.replace(",", " ")
