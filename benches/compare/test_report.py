@@ -196,7 +196,17 @@ class ReportTest(unittest.TestCase):
         objects = fabricated()
         objects["memory_1m_accounts"]["accounts"] = 1000
         objects["ramp"]["steps"] = objects["ramp"]["steps"][:2]
+        objects["actor_bank_hot"]["clients"] = 4
+        objects["actor_bank_switch"]["clients"] = 16
+        objects["memory_soak"]["seconds"] = 2
         found = self.goals(objects)
+        hot = found["hot >= 2.5x Redis"]
+        self.assertEqual(hot.verdict, goals.OFF_SIZE)
+        self.assertEqual(hot.why, "28 000 / 10 000 = 2.80x >= 2.5x; actor_bank_hot ran 4 clients, "
+                                  "not 64")
+        self.assertEqual(found["switch >= 50% of pipelined echo"].verdict, goals.OFF_SIZE)
+        self.assertEqual(found["RSS flat over the soak (within 5%)"].verdict, goals.OFF_SIZE)
+        self.assertEqual(found["spread >= 1.5x Redis spread"].verdict, goals.MET)
         self.assertEqual(found["1M accounts in <= 160 MiB RSS"].verdict, goals.OFF_SIZE)
         self.assertEqual(
             found["login storm 64 -> 4096 ATMs: goodput never below 80% of peak"].verdict,
