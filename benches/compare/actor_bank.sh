@@ -121,7 +121,9 @@ run_swarm() {
     [ "$status" -eq 0 ] || log "actor-bank: the swarm exited with $status (see $stderr)"
     [ -s "$report" ] || die "actor-bank: $name wrote no report (see $stderr)"
     local clients="$CLIENTS"
-    [ "$mode" = switch ] && clients=$((SWITCH_CONNECTIONS * SWITCH_IN_FLIGHT))
+    if [ "$mode" = switch ]; then
+        clients=$((SWITCH_CONNECTIONS * SWITCH_IN_FLIGHT))
+    fi
     python3 - "$name" "$report" "$stderr" "$started" "$finished" "$accounts" "$clients" "$DURATION" "$mix" "$door" "$per_card" "${server_kib:-0}" \
         >"$RESULTS_DIR/actor_bank_$name.json" <<'EOF'
 import json, sys

@@ -155,7 +155,8 @@ start_bank_server() {
         waited=$((waited + 1))
         BANK_SERVER_ADDRESS="$(ready_address "$out.stdout" "bank-server listening on")"
     done
-    # The door's line comes before the main listener's.
+    # The door's line comes before the main listener's. (Read by the scripts.)
+    # shellcheck disable=SC2034
     BANK_SERVER_ISO_ADDRESS="$(ready_address "$out.stdout" "bank-server iso8583 on")"
 }
 
