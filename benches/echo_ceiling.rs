@@ -113,7 +113,7 @@ async fn drive(
     let burst: Vec<u8> = request.repeat(depth);
     let now = Instant::now();
     write.write_all(&burst).await.expect("send");
-    sent_at.extend(std::iter::repeat(now).take(depth));
+    sent_at.extend(std::iter::repeat_n(now, depth));
     while let Some(sent) = sent_at.pop_front() {
         read_frame(&mut read, &mut body).await.expect("receive");
         let _ = latency_us.record(sent.elapsed().as_micros().max(1) as u64);

@@ -7,6 +7,9 @@
 #   CLIENTS=64            concurrent clients / ATMs / connections everywhere
 #   DURATION=10           seconds of load per measurement
 #   SPREAD_ACCOUNTS=100000  accounts in the actor-bank spread run (PG_ACCOUNTS for PostgreSQL)
+#   SWITCH_CONNECTIONS=8 SWITCH_IN_FLIGHT=64  the switch runs (actor_bank.sh) and the
+#                         pipelined echo ceiling (echo.sh)
+#   RAMP=64,128,256,512,1024,2048,4096 STEP=10s  the login-storm ramp (ramp.sh)
 #   MEMORY_ACCOUNTS=1000000 accounts for the resident-memory measurement
 #   SOAK_SECONDS=600      length of the memory soak (0 skips it)
 #   WITH_CRITERION=1      also run `cargo bench` (the criterion micro-benchmarks) first
