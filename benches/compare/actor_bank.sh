@@ -20,8 +20,17 @@
 # audited, over the bank's protocol):
 #   iso_hot:    --accounts 1
 #   iso_spread: --accounts $SPREAD_ACCOUNTS
+# Switch mode (--connections $SWITCH_CONNECTIONS --in-flight $SWITCH_IN_FLIGHT, default 8 x 64:
+# 512 terminals, up to 64 requests in flight on each connection, instead of $CLIENTS ATMs with
+# one each), withdrawals over $SPREAD_ACCOUNTS accounts, one per verified card:
+#   switch:     the bincode door: a line verifies a card drawn at random, then each of its
+#               terminals withdraws from it (all pipelined), then the line draws the next card
+#               (the bank's protocol has one verified card per connection: src/swarm/switch.rs)
+#   iso_switch: the ISO 8583 door: each line one acquirer connection signed on for all its
+#               terminals, each 0200 a withdrawal on a card drawn at random carrying its own PIN
+#               block (so every one is a PIN check and a withdrawal), matched by terminal + STAN
 # When a bincode run and its ISO 8583 twin both ran, the two throughputs and their ratio are
-# printed at the end (goal: ISO 8583 at least 80 % of bincode).
+# printed at the end (goal: ISO 8583 at least 80 % of bincode): hot, spread and switch.
 #
 # Each run is, by hand:
 #   BANK_OPERATOR_TOKEN=T target/release/bank-server --listen 127.0.0.1:0 --data-dir DIR &
@@ -31,22 +40,22 @@
 #       --json-out FILE
 # (the built binaries, so cargo's own start-up is not timed).
 #
-# ACTOR_BANK_RUNS="hot spread spread4 transfer_hot transfer_spread iso_hot iso_spread" picks the
-# runs (default: all seven). BANK_SERVER_ARGS adds bank-server flags (default: none).
+# ACTOR_BANK_RUNS="hot spread spread4 switch transfer_hot transfer_spread iso_hot iso_switch
+# iso_spread" picks the runs (default: all nine). BANK_SERVER_ARGS adds bank-server flags
+# (default: none). The servers are started and stopped by common.sh (start_bank_server).
 # Writes $RESULTS_DIR/actor_bank_NAME.json for each (summaries; the swarm's full reports are kept
 # next to them as *_report.json, the server's output as *_server.stdout / *_server.stderr).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SPREAD_ACCOUNTS="${SPREAD_ACCOUNTS:-100000}"
 BANK_SERVER_ARGS="${BANK_SERVER_ARGS:-}"
-ALL_RUNS="hot spread spread4 transfer_hot transfer_spread iso_hot iso_spread"
+ALL_RUNS="hot spread spread4 switch transfer_hot transfer_spread iso_hot iso_switch iso_spread"
 RUNS="${ACTOR_BANK_RUNS:-$ALL_RUNS}"
-# Seconds bank-server may take to print its ready line.
-SERVER_READY_SECS="${SERVER_READY_SECS:-120}"
+# Switch mode: connections, and requests in flight on each.
+SWITCH_CONNECTIONS="${SWITCH_CONNECTIONS:-8}"
+SWITCH_IN_FLIGHT="${SWITCH_IN_FLIGHT:-64}"
 build_release
-SERVER="$(target_dir)/release/bank-server"
 SWARM="$(target_dir)/release/examples/atm_swarm"
-[ -x "$SERVER" ] || die "$SERVER was not built"
 [ -x "$SWARM" ] || die "$SWARM was not built"
 # The operator token reaches the server and the swarm through their environment, never their
 # arguments (where every local user could read it).
@@ -54,81 +63,50 @@ BANK_OPERATOR_TOKEN="${BANK_OPERATOR_TOKEN:-$(operator_token)}"
 export BANK_OPERATOR_TOKEN
 
 work="$(mktemp -d /tmp/compare-actor-bank.XXXXXX)"
-server_pid=""
-server_address=""
-iso_address=""
-stop_server() {
-    if [ -n "$server_pid" ]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
-cleanup() {
-    stop_server
-    rm -rf "$work"
-}
-trap cleanup EXIT
+remove_at_exit "$work"
 
-# ready_address FILE PREFIX: the address after PREFIX on the first line of FILE that has it.
-ready_address() {
-    sed -n "s/^$2 //p" "$1" 2>/dev/null | head -n 1
-}
-
-# start_server NAME DOOR: starts bank-server on a fresh data directory and waits for its ready
-# line; sets server_pid, server_address and (for the ISO 8583 door) iso_address.
+# start_server NAME DOOR: a bank-server at its defaults on a fresh data directory (common.sh's
+# start_bank_server), with the ISO 8583 door for DOOR iso8583.
 start_server() {
-    local name="$1"
-    local door="$2"
-    local data="$work/$name"
-    local stdout="$RESULTS_DIR/actor_bank_${name}_server.stdout"
-    local stderr="$RESULTS_DIR/actor_bank_${name}_server.stderr"
-    local iso_flags=()
+    local name="$1" door="$2" iso_flags=()
     if [ "$door" = iso8583 ]; then
         iso_flags=(--iso8583-listen 127.0.0.1:0 --iso8583-clear-pin-blocks)
     fi
     # shellcheck disable=SC2086
-    "$SERVER" --listen 127.0.0.1:0 --data-dir "$data" "${iso_flags[@]}" $BANK_SERVER_ARGS \
-        >"$stdout" 2>"$stderr" &
-    server_pid=$!
-    server_address=""
-    iso_address=""
-    local waited=0
-    while [ -z "$server_address" ]; do
-        kill -0 "$server_pid" 2>/dev/null || die "bank-server exited before listening (see $stderr)"
-        [ "$waited" -lt $((SERVER_READY_SECS * 20)) ] || die "bank-server did not listen within ${SERVER_READY_SECS}s"
-        sleep 0.05
-        waited=$((waited + 1))
-        server_address="$(ready_address "$stdout" "bank-server listening on")"
-    done
-    if [ "$door" = iso8583 ]; then
-        iso_address="$(ready_address "$stdout" "bank-server iso8583 on")"
-        [ -n "$iso_address" ] || die "bank-server did not open its ISO 8583 listener (see $stdout)"
+    start_bank_server "$RESULTS_DIR/actor_bank_${name}_server" --data-dir "$work/$name" \
+        "${iso_flags[@]}" $BANK_SERVER_ARGS
+    if [ "$door" = iso8583 ] && [ -z "$BANK_SERVER_ISO_ADDRESS" ]; then
+        die "bank-server did not open its ISO 8583 listener (see $RESULTS_DIR/actor_bank_${name}_server.stdout)"
     fi
-    log "actor-bank: bank-server (pid $server_pid) listening on $server_address${iso_address:+, ISO 8583 on $iso_address}"
+    log "actor-bank: bank-server (pid $BANK_SERVER_PID) listening on $BANK_SERVER_ADDRESS${BANK_SERVER_ISO_ADDRESS:+, ISO 8583 on $BANK_SERVER_ISO_ADDRESS}"
 }
 
-# run_swarm NAME ACCOUNTS MIX OPS_PER_CARD [FRONT_DOOR]
+# run_swarm NAME ACCOUNTS MIX OPS_PER_CARD [FRONT_DOOR [switch]]
 run_swarm() {
     local name="$1"
     local accounts="$2"
     local mix="$3"
     local per_card="$4"
     local door="${5:-bincode}"
+    local mode="${6:-atms}"
     local report="$RESULTS_DIR/actor_bank_${name}_report.json"
     local stderr="$RESULTS_DIR/actor_bank_${name}.stderr"
     start_server "$name" "$door"
-    local door_flags=()
+    local door_flags=() load_flags=(--atms "$CLIENTS") load="$CLIENTS ATMs"
     if [ "$door" = iso8583 ]; then
-        door_flags=(--iso8583-address "$iso_address" --iso8583-clear-pin-blocks)
+        door_flags=(--iso8583-address "$BANK_SERVER_ISO_ADDRESS" --iso8583-clear-pin-blocks)
     fi
-    log "actor-bank: $name, $CLIENTS ATMs, $accounts accounts, ${DURATION}s of $mix ($per_card per card) through $door"
+    if [ "$mode" = switch ]; then
+        load_flags=(--connections "$SWITCH_CONNECTIONS" --in-flight "$SWITCH_IN_FLIGHT")
+        load="$SWITCH_CONNECTIONS connections x $SWITCH_IN_FLIGHT in flight"
+    fi
+    log "actor-bank: $name, $load, $accounts accounts, ${DURATION}s of $mix ($per_card per card) through $door"
     local started
     started="$(date +%s.%N)"
     # Progress goes to standard error once a second (not a terminal); stamp each line.
     local status=0
-    "$SWARM" --bench --server "$server_address" --front-door "$door" "${door_flags[@]}" \
-        --atms "$CLIENTS" --accounts "$accounts" --mix "$mix" --ops-per-card "$per_card" \
+    "$SWARM" --bench --server "$BANK_SERVER_ADDRESS" --front-door "$door" "${door_flags[@]}" \
+        "${load_flags[@]}" --accounts "$accounts" --mix "$mix" --ops-per-card "$per_card" \
         --initial-balance 1000000000000000 \
         --duration "${DURATION}s" --json-out "$report" \
         > "$RESULTS_DIR/actor_bank_${name}.stdout" \
@@ -136,13 +114,17 @@ run_swarm() {
     local finished
     finished="$(date +%s.%N)"
     local server_kib
-    server_kib="$(rss_kib "$server_pid" 2>/dev/null || echo 0)"
-    stop_server
+    server_kib="$(rss_kib "$BANK_SERVER_PID" 2>/dev/null || echo 0)"
+    stop_bank_server "$BANK_SERVER_PID"
     rm -rf "${work:?}/$name" "$work/$name.pin-key"
     sleep 0.2
     [ "$status" -eq 0 ] || log "actor-bank: the swarm exited with $status (see $stderr)"
     [ -s "$report" ] || die "actor-bank: $name wrote no report (see $stderr)"
-    python3 - "$name" "$report" "$stderr" "$started" "$finished" "$accounts" "$CLIENTS" "$DURATION" "$mix" "$door" "$per_card" "${server_kib:-0}" \
+    local clients="$CLIENTS"
+    if [ "$mode" = switch ]; then
+        clients=$((SWITCH_CONNECTIONS * SWITCH_IN_FLIGHT))
+    fi
+    python3 - "$name" "$report" "$stderr" "$started" "$finished" "$accounts" "$clients" "$DURATION" "$mix" "$door" "$per_card" "${server_kib:-0}" \
         >"$RESULTS_DIR/actor_bank_$name.json" <<'EOF'
 import json, sys
 name, report_path, stderr_path, started, finished, accounts, clients, duration, mix, door, per_card, server_kib = sys.argv[1:13]
@@ -159,9 +141,11 @@ with open(stderr_path) as lines:
 # The first progress line comes one second into the load; before that: start-up + accounts.
 setup = None if first_second is None else round(first_second - 1.0 - started, 2)
 load_ended = None if first_second is None else first_second - 1.0 + report["duration_secs"]
+switch = report.get("switch")
+load = "" if not switch else f" --connections {switch['connections']} --in-flight {switch['in_flight']}"
 print(json.dumps({
     "name": f"actor_bank_{name}",
-    "system": f"actor-bank (bank-server at its defaults; atm_swarm --bench --front-door {door} --mix {mix} --ops-per-card {per_card}, {accounts} account{'s' if int(accounts) != 1 else ''})",
+    "system": f"actor-bank (bank-server at its defaults; atm_swarm --bench --front-door {door}{load} --mix {mix} --ops-per-card {per_card}, {accounts} account{'s' if int(accounts) != 1 else ''})",
     "server": "separate process",
     "mix": mix,
     "front_door": door,
@@ -178,6 +162,7 @@ print(json.dumps({
     "accounts_per_sec": None if not setup else round(int(accounts) / setup),
     "audit_secs": None if load_ended is None else round(finished - load_ended, 2),
     "server_rss_mib_after_load": round(int(server_kib) / 1024, 1),
+    **({"switch": switch} if switch else {}),
 }))
 EOF
     log "actor-bank: $(cat "$RESULTS_DIR/actor_bank_$name.json")"
@@ -188,10 +173,12 @@ for run in $RUNS; do
         hot) run_swarm hot 1 withdraw=1 1 ;;
         spread) run_swarm spread "$SPREAD_ACCOUNTS" withdraw=1 1 ;;
         spread4) run_swarm spread4 "$SPREAD_ACCOUNTS" withdraw=1 4 ;;
+        switch) run_swarm switch "$SPREAD_ACCOUNTS" withdraw=1 1 bincode switch ;;
         transfer_hot) run_swarm transfer_hot 2 transfer=1 1 ;;
         transfer_spread) run_swarm transfer_spread "$SPREAD_ACCOUNTS" transfer=1 1 ;;
         iso_hot) run_swarm iso_hot 1 withdraw=1 1 iso8583 ;;
         iso_spread) run_swarm iso_spread "$SPREAD_ACCOUNTS" withdraw=1 1 iso8583 ;;
+        iso_switch) run_swarm iso_switch "$SPREAD_ACCOUNTS" withdraw=1 1 iso8583 switch ;;
         *) die "unknown run $run ($ALL_RUNS)" ;;
     esac
 done
@@ -201,7 +188,7 @@ done
 python3 - "$RESULTS_DIR" $RUNS <<'EOF'
 import json, os, sys
 results, runs = sys.argv[1], set(sys.argv[2:])
-for workload in ("hot", "spread"):
+for workload in ("hot", "spread", "switch"):
     if workload not in runs or f"iso_{workload}" not in runs:
         continue
     def load(name):

@@ -3,18 +3,23 @@
 # (synchronous_commit on, as postgres.sh), `bank-server init-cluster`, one node
 # (`bank-server --storage postgres://… --node-id 1`) at its defaults, and the atm_swarm in
 # --bench mode against it ($CLIENTS ATMs, one request in flight each, $DURATION seconds of
-# withdrawals): hot (one account) and spread ($SPREAD_ACCOUNTS accounts, default 100000). Then
+# withdrawals): hot (one account) and spread ($SPREAD_ACCOUNTS accounts, default 100000; workload
+# 2 of docs/BENCHMARKS.md: each operation a card verification and a withdrawal on a card drawn
+# at random, --ops-per-card 1). Then
 # the same two loads against a node on the file journal. PostgreSQL's own single-statement
 # benchmark is postgres.sh (run_all.sh runs both); the goal is PostgreSQL storage at ten times
 # that hot-account number or more, since one transaction carries a whole batch of requests.
 #
-# Then three nodes: nodes 2 and 3 join, the spread load runs over the three, and one of them is
+# Then three nodes: nodes 2 and 3 join, the same spread load (workload 2) runs over the three,
+# and one of them is
 # killed with SIGKILL under load: the time from the kill to the first withdrawal the others
 # answer on one of its accounts is the failover time, and the swarm's throughput over time
 # through the kill is plotted (cluster_failover/throughput.svg).
 #
 # Writes $RESULTS_DIR/cluster_{postgres,files}_{hot,spread}.json, cluster_three_nodes_spread.json,
-# cluster_failover.json and cluster_failover/.
+# cluster_failover.json and cluster_failover/. The nodes are started by common.sh
+# (start_bank_server, each node's output in $RESULTS_DIR/cluster_node_NAME.std{out,err}) and
+# killed (SIGKILL) at the end.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 ensure_packages psql postgresql postgresql-client
@@ -22,7 +27,6 @@ PG_BIN="$(postgres_bin_dir)"
 SPREAD_ACCOUNTS="${SPREAD_ACCOUNTS:-100000}"
 build_release
 (cd "$REPO_DIR" && cargo build --release --quiet --bin atm)
-SERVER="$(target_dir)/release/bank-server"
 SWARM="$(target_dir)/release/examples/atm_swarm"
 TOKEN="$(operator_token)"
 export BANK_OPERATOR_TOKEN="$TOKEN"
@@ -35,19 +39,19 @@ else
 fi
 
 work="$(mktemp -d /tmp/compare-cluster.XXXXXX)"
+remove_at_exit "$work"
 chmod 755 "$work"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$work"
 port="$(free_port)"
 pg_started=""
-nodes=()
-cleanup() {
-    for pid in "${nodes[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+# The nodes are killed, not stopped: nothing of theirs is kept.
+SERVER_EXIT_SIGNAL=KILL
+stop_postgres() {
     if [ -n "$pg_started" ]; then
         as_owner "$PG_BIN/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
     fi
-    rm -rf "$work"
 }
-trap cleanup EXIT
+cleanup_hooks+=(stop_postgres)
 
 log "cluster: initdb in $work"
 as_owner "$PG_BIN/initdb" -D "$work/data" -U bank --auth=trust --no-instructions >/dev/null
@@ -66,25 +70,16 @@ as_owner "$PG_BIN/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/n
 pg_started=1
 psql -h 127.0.0.1 -p "$port" -U bank -d postgres -q -c "CREATE DATABASE bank"
 URL="postgres://bank@127.0.0.1:$port/bank"
-"$SERVER" init-cluster --storage "$URL" --partitions 16 >/dev/null
+"$(target_dir)/release/bank-server" init-cluster --storage "$URL" --partitions 16 >/dev/null
 
-# start_node NAME ARGS...: starts bank-server with ARGS; sets NODE_PID and NODE_ADDRESS once it
-# serves (its ready line).
+# start_node NAME ARGS...: starts a node with ARGS (common.sh's start_bank_server); sets
+# NODE_PID and NODE_ADDRESS once it serves (its ready line).
 start_node() {
     local name="$1"
     shift
-    local out="$work/$name.out"
-    "$SERVER" --listen 127.0.0.1:0 --pin-key-file "$work/pin-key" "$@" >"$out" 2>"$work/$name.err" &
-    NODE_PID=$!
-    nodes+=("$NODE_PID")
-    NODE_ADDRESS=""
-    for _ in $(seq 1 600); do
-        NODE_ADDRESS="$(sed -n 's/^bank-server listening on //p' "$out" | head -n 1)"
-        [ -n "$NODE_ADDRESS" ] && return 0
-        kill -0 "$NODE_PID" 2>/dev/null || die "$name exited (see $work/$name.err)"
-        sleep 0.1
-    done
-    die "$name did not start serving"
+    start_bank_server "$RESULTS_DIR/cluster_node_$name" --pin-key-file "$work/pin-key" "$@"
+    NODE_PID="$BANK_SERVER_PID"
+    NODE_ADDRESS="$BANK_SERVER_ADDRESS"
 }
 
 # measure NAME ACCOUNTS ADDRESS SEED: the swarm's bench run against ADDRESS. Runs against the same
@@ -92,19 +87,25 @@ start_node() {
 # the second run would find the first one's account and request ids.
 measure() {
     local name="$1" accounts="$2" address="$3" seed="$4"
-    log "cluster: $name, $CLIENTS ATMs, $accounts accounts, ${DURATION}s of withdrawals"
+    log "cluster: $name, $CLIENTS ATMs, $accounts accounts, ${DURATION}s of withdrawals (a verification each)"
     "$SWARM" --bench --server "$address" --operator-token "$TOKEN" --atms "$CLIENTS" \
-        --accounts "$accounts" --mix withdraw=1 --initial-balance 1000000000000 --seed "$seed" \
+        --accounts "$accounts" --mix withdraw=1 --ops-per-card 1 --initial-balance 1000000000000 \
+        --seed "$seed" \
         --duration "${DURATION}s" --json-out "$RESULTS_DIR/cluster_${name}_report.json" \
         >"$RESULTS_DIR/cluster_${name}.stdout" 2>"$RESULTS_DIR/cluster_${name}.stderr" \
         || log "cluster: the swarm exited with $? (see $RESULTS_DIR/cluster_${name}.stderr)"
-    python3 - "$name" "$RESULTS_DIR/cluster_${name}_report.json" >"$RESULTS_DIR/cluster_$name.json" <<'EOF'
+    python3 - "$name" "$RESULTS_DIR/cluster_${name}_report.json" "$accounts" "$CLIENTS" \
+        >"$RESULTS_DIR/cluster_$name.json" <<'EOF'
 import json, sys
 name, path = sys.argv[1:3]
+accounts, clients = int(sys.argv[3]), int(sys.argv[4])
 with open(path) as file:
     report = json.load(file)
 print(json.dumps({
     "name": f"cluster_{name}",
+    "accounts": accounts,
+    "clients": clients,
+    "ops_per_card": 1,
     "ops_per_sec": report["ops_per_sec"],
     "latency_us": report["latency_us"],
     "violations": report["violations"],
@@ -122,7 +123,7 @@ postgres_address="$NODE_ADDRESS"
 start_node files --data-dir "$work/files"
 measure files_hot 1 "$NODE_ADDRESS" 1
 measure files_spread "$SPREAD_ACCOUNTS" "$NODE_ADDRESS" 2
-kill "$NODE_PID"
+stop_bank_server "$NODE_PID"
 
 # Three nodes, and the failover: nodes 2 and 3 join node 1 and the three share the 16
 # partitions; the swarm runs over the three; the node that serves the demo card's partition is

@@ -2,6 +2,11 @@
 #
 # Every script writes its result as one JSON object to $RESULTS_DIR/<name>.json with at least
 # "ops_per_sec" and, where the tool reports them, "latency_us": {"p50", "p99"}.
+#
+# Every bank-server a script runs is started with start_bank_server (release binary, port 0,
+# ready line awaited with a bound) and stopped with stop_bank_server; one EXIT trap, set here,
+# stops what still runs, calls the script's cleanup_hooks and removes its remove_at_exit
+# directories. Scripts set no trap of their own.
 
 set -euo pipefail
 
@@ -15,12 +20,14 @@ if [ -n "${SMOKE:-}" ]; then
     : "${RESULTS_DIR:=$REPO_DIR/target/compare-smoke}"
     : "${CLIENTS:=4}" "${DURATION:=1}"
     : "${SPREAD_ACCOUNTS:=200}" "${PG_ACCOUNTS:=200}" "${TRANSFER_ACCOUNTS:=200}"
-    : "${REDIS_REQUESTS:=400}" "${REDIS_TRANSFER_REQUESTS:=400}"
+    : "${REDIS_REQUESTS:=400}" "${REDIS_TRANSFER_REQUESTS:=400}" "${REDIS_SPREAD_REQUESTS:=400}"
+    : "${SWITCH_CONNECTIONS:=2}" "${SWITCH_IN_FLIGHT:=8}"
     : "${MEMORY_ACCOUNTS:=1000}" "${SOAK_SECONDS:=2}" "${SOAK_SAMPLE:=1}" "${SOAK_ACCOUNTS:=20}"
     : "${RECOVERY_ACCOUNTS:=1000}" "${RECOVERY_RECORDS:=10000}" "${RECOVERY_STARTS:=1}"
     : "${FAILOVER_ATMS:=4}" "${RAMP:=4,8}" "${STEP:=1s}" "${ACCOUNTS:=50}" "${PAIRS:=1}"
     export RESULTS_DIR CLIENTS DURATION SPREAD_ACCOUNTS PG_ACCOUNTS TRANSFER_ACCOUNTS \
-        REDIS_REQUESTS REDIS_TRANSFER_REQUESTS MEMORY_ACCOUNTS SOAK_SECONDS SOAK_SAMPLE \
+        REDIS_REQUESTS REDIS_TRANSFER_REQUESTS REDIS_SPREAD_REQUESTS SWITCH_CONNECTIONS \
+        SWITCH_IN_FLIGHT MEMORY_ACCOUNTS SOAK_SECONDS SOAK_SAMPLE \
         SOAK_ACCOUNTS RECOVERY_ACCOUNTS RECOVERY_RECORDS RECOVERY_STARTS FAILOVER_ATMS RAMP STEP \
         ACCOUNTS PAIRS
 fi
@@ -89,6 +96,103 @@ build_release() {
     (cd "$REPO_DIR" && cargo build --release --quiet --bin bank-server --example atm_swarm)
     export COMPARE_BUILT=1
 }
+
+# --- bank-server processes -------------------------------------------------------------------
+# Every script starts its bank-servers with start_bank_server and stops them with
+# stop_bank_server; whatever still runs when the script exits (an error, a signal) is stopped by
+# the one EXIT trap common.sh sets, which then runs the script's own cleanup_hooks and removes
+# the directories given to remove_at_exit.
+
+# Seconds bank-server may take to print its ready line (`bank-server listening on ADDR`).
+SERVER_READY_SECS="${SERVER_READY_SECS:-120}"
+# Seconds a SIGTERM'd bank-server may take to exit before it is sent SIGKILL.
+SERVER_STOP_SECS="${SERVER_STOP_SECS:-30}"
+# The signal the EXIT trap stops the servers still running with (cluster.sh: KILL).
+SERVER_EXIT_SIGNAL="${SERVER_EXIT_SIGNAL:-TERM}"
+# Every bank-server started and not yet stopped.
+BANK_SERVER_PIDS=()
+# Set by start_bank_server: the server's pid, its address, its ISO 8583 door's (if it has one).
+BANK_SERVER_PID=""
+BANK_SERVER_ADDRESS=""
+BANK_SERVER_ISO_ADDRESS=""
+# Functions the EXIT trap calls (after stopping the servers), in order; scripts append theirs.
+cleanup_hooks=()
+# Directories the EXIT trap removes.
+COMPARE_WORK_DIRS=()
+
+# remove_at_exit DIRECTORY: the EXIT trap removes DIRECTORY (a script's temporary work).
+remove_at_exit() {
+    COMPARE_WORK_DIRS+=("$1")
+}
+
+# ready_address FILE PREFIX: the address after PREFIX on the first line of FILE that has it.
+ready_address() {
+    sed -n "s/^$2 //p" "$1" 2>/dev/null | head -n 1
+}
+
+# start_bank_server OUT [FLAGS...]: starts the release bank-server with `--listen 127.0.0.1:0`
+# and FLAGS (the data directory or storage, the door, extra settings), its standard output in
+# OUT.stdout and standard error in OUT.stderr, and waits (at most SERVER_READY_SECS) for its
+# ready line. Sets BANK_SERVER_PID, BANK_SERVER_ADDRESS and, when it opened an ISO 8583 door,
+# BANK_SERVER_ISO_ADDRESS. Dies if it exits first or is not ready in time. Call it in the
+# script's own shell, never in a command substitution (its pid must reach BANK_SERVER_PIDS).
+start_bank_server() {
+    local out="$1"
+    shift
+    local server
+    server="$(target_dir)/release/bank-server"
+    [ -x "$server" ] || die "$server was not built"
+    "$server" --listen 127.0.0.1:0 "$@" >"$out.stdout" 2>"$out.stderr" &
+    BANK_SERVER_PID=$!
+    BANK_SERVER_PIDS+=("$BANK_SERVER_PID")
+    BANK_SERVER_ADDRESS=""
+    BANK_SERVER_ISO_ADDRESS=""
+    local waited=0
+    while [ -z "$BANK_SERVER_ADDRESS" ]; do
+        kill -0 "$BANK_SERVER_PID" 2>/dev/null || die "bank-server exited before listening (see $out.stderr)"
+        [ "$waited" -lt $((SERVER_READY_SECS * 100)) ] || die "bank-server did not listen within ${SERVER_READY_SECS}s (see $out.stderr)"
+        sleep 0.01
+        waited=$((waited + 1))
+        BANK_SERVER_ADDRESS="$(ready_address "$out.stdout" "bank-server listening on")"
+    done
+    # The door's line comes before the main listener's. (Read by the scripts.)
+    # shellcheck disable=SC2034
+    BANK_SERVER_ISO_ADDRESS="$(ready_address "$out.stdout" "bank-server iso8583 on")"
+}
+
+# stop_bank_server PID [SIGNAL]: sends SIGNAL (default TERM) and waits for the exit (a TERM'd
+# server that is still running after SERVER_STOP_SECS gets SIGKILL); forgets PID.
+stop_bank_server() {
+    local pid="$1" signal="${2:-TERM}" left=() other
+    kill "-$signal" "$pid" 2>/dev/null || true
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt $((SERVER_STOP_SECS * 10)) ]; do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for other in "${BANK_SERVER_PIDS[@]}"; do
+        [ "$other" = "$pid" ] || left+=("$other")
+    done
+    BANK_SERVER_PIDS=("${left[@]}")
+}
+
+# The EXIT trap: stops every server still running, runs the cleanup hooks, removes the work
+# directories.
+compare_cleanup() {
+    local pid hook directory
+    for pid in "${BANK_SERVER_PIDS[@]}"; do
+        stop_bank_server "$pid" "$SERVER_EXIT_SIGNAL"
+    done
+    for hook in "${cleanup_hooks[@]}"; do
+        "$hook" || true
+    done
+    for directory in "${COMPARE_WORK_DIRS[@]}"; do
+        rm -rf "$directory"
+    done
+}
+trap compare_cleanup EXIT
 
 # rss_kib PID: resident set size of a process in KiB.
 rss_kib() {

@@ -5,6 +5,8 @@
 #     BENCH_BUILD_ONLY=1), idle after start-up (no account actor running).
 #  2. A soak: bank-server (release binary, own process) under the atm_swarm for SOAK_SECONDS
 #     (default 600; 0 skips it), resident memory sampled every SOAK_SAMPLE seconds (default 10).
+# The servers are started and stopped by common.sh (start_bank_server, stop_bank_server); start
+# time is from the start of the process to its ready line.
 # Writes $RESULTS_DIR/memory_1m_accounts.json and memory_soak.json.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 MEMORY_TOKEN="$(operator_token)"
@@ -14,38 +16,19 @@ SOAK_SECONDS="${SOAK_SECONDS:-600}"
 SOAK_SAMPLE="${SOAK_SAMPLE:-10}"
 SOAK_ACCOUNTS="${SOAK_ACCOUNTS:-1000}"
 build_release
-SERVER="$(target_dir)/release/bank-server"
 SWARM="$(target_dir)/release/examples/atm_swarm"
 
 work="$(mktemp -d /tmp/compare-memory.XXXXXX)"
+remove_at_exit "$work"
 server_pid=""
-stop_server() {
-    if [ -n "$server_pid" ]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
-cleanup() {
-    stop_server
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
-# start_server DATA_DIR PORT: starts bank-server and waits until it listens.
+# start_server DATA_DIR NAME: starts bank-server (common.sh's start_bank_server, its output in
+# $work/NAME.std{out,err}) and waits for its ready line; sets server_pid and server_address.
 start_server() {
-    "$SERVER" --listen "127.0.0.1:$2" --data-dir "$1" --operator-token "$MEMORY_TOKEN" \
-        --pin-hash-memory-kib 8 --pin-hash-iterations 1 --connections-per-peer-max 100000 \
-        2>"$work/server.log" >/dev/null &
-    server_pid=$!
-    for _ in $(seq 1 600); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$server_pid" 2>/dev/null || die "bank-server exited (see $work/server.log)"
-        sleep 0.1
-    done
-    die "bank-server did not start listening"
+    start_bank_server "$work/$2" --data-dir "$1" --operator-token "$MEMORY_TOKEN" \
+        --pin-hash-memory-kib 8 --pin-hash-iterations 1 --connections-per-peer-max 100000
+    server_pid="$BANK_SERVER_PID"
+    server_address="$BANK_SERVER_ADDRESS"
 }
 
 log "memory: building a data directory with $MEMORY_ACCOUNTS accounts"
@@ -53,14 +36,13 @@ build_started="$(date +%s.%N)"
 (cd "$REPO_DIR" && BENCH_BUILD_ONLY=1 BENCH_RECOVERY_KEEP="$work/million" \
     BENCH_RECOVERY_ACCOUNTS="$MEMORY_ACCOUNTS" BENCH_RECOVERY_RECORDS=0 \
     cargo bench --quiet --bench journal -- recovery) >&2
-port="$(free_port)"
 start_started="$(date +%s.%N)"
-start_server "$work/million" "$port"
+start_server "$work/million" million
 start_finished="$(date +%s.%N)"
 sleep 2
 idle_kib="$(rss_kib "$server_pid")"
 data_bytes="$(du -sb "$work/million" | cut -f1)"
-stop_server
+stop_bank_server "$server_pid"
 python3 - "$MEMORY_ACCOUNTS" "$idle_kib" "$data_bytes" "$start_started" "$start_finished" \
     >"$RESULTS_DIR/memory_1m_accounts.json" <<'PY'
 import json, sys
@@ -77,8 +59,7 @@ log "memory: $(cat "$RESULTS_DIR/memory_1m_accounts.json")"
 rm -rf "$work/million"
 
 if [ "$SOAK_SECONDS" -gt 0 ]; then
-    port="$(free_port)"
-    start_server "$work/soak" "$port"
+    start_server "$work/soak" soak
     log "memory: soak, $CLIENTS ATMs over $SOAK_ACCOUNTS accounts, cash mix, ${SOAK_SECONDS}s"
     : >"$work/rss.txt"
     (
@@ -91,13 +72,13 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     ) &
     sampler=$!
     soak_status=0
-    BANK_OPERATOR_TOKEN="$MEMORY_TOKEN" "$SWARM" --bench --server "127.0.0.1:$port" \
+    BANK_OPERATOR_TOKEN="$MEMORY_TOKEN" "$SWARM" --bench --server "$server_address" \
         --atms "$CLIENTS" --accounts "$SOAK_ACCOUNTS" --duration "${SOAK_SECONDS}s" \
         --mix withdraw=45,deposit=35,balance=15,utility=5 \
         --json-out "$work/soak_report.json" >"$RESULTS_DIR/memory_soak.stdout" 2>/dev/null \
         || soak_status=$?
     sleep "$SOAK_SAMPLE"
-    stop_server
+    stop_bank_server "$server_pid"
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     cp "$work/rss.txt" "$RESULTS_DIR/memory_soak_rss.txt"

@@ -23,17 +23,18 @@ else
 fi
 
 work="$(mktemp -d /tmp/compare-postgres.XXXXXX)"
+remove_at_exit "$work"
 chmod 755 "$work"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$work"
 port="$(free_port)"
 started=""
-cleanup() {
+stop_postgres() {
     if [ -n "$started" ]; then
         as_owner "$PG_BIN/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
     fi
-    rm -rf "$work"
 }
-trap cleanup EXIT
+# Run by common.sh's EXIT trap, before it removes $work.
+cleanup_hooks+=(stop_postgres)
 
 log "postgres: initdb in $work"
 as_owner "$PG_BIN/initdb" -D "$work/data" -U postgres --auth=trust --no-instructions >/dev/null

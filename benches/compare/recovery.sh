@@ -14,6 +14,11 @@
 # replayed; the rest until the ready line is the server's own start-up on the recovered ledger)
 # and its resident memory once ready.
 #
+# The starts are the measurement, so they are not common.sh's start_bank_server (which polls
+# for the ready line): a small Python harness starts the process and reads its output as it
+# comes, so the clock stops on the line itself, and a start that fails counts as failed rather
+# than ending the run. The work directory is common.sh's (removed by its EXIT trap).
+#
 # Writes $RESULTS_DIR/recovery.json (and recovery_server.stderr, the last start's log).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -36,7 +41,7 @@ BANK_OPERATOR_TOKEN="${BANK_OPERATOR_TOKEN:-$(operator_token)}"
 export BANK_OPERATOR_TOKEN
 
 work="$(mktemp -d /tmp/compare-recovery.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
+remove_at_exit "$work"
 data="$work/data"
 
 log "recovery: writing $RECOVERY_ACCOUNTS accounts and $RECOVERY_RECORDS records through the journal"

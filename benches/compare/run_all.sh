@@ -7,21 +7,28 @@
 #   CLIENTS=64            concurrent clients / ATMs / connections everywhere
 #   DURATION=10           seconds of load per measurement
 #   SPREAD_ACCOUNTS=100000  accounts in the actor-bank spread run (PG_ACCOUNTS for PostgreSQL)
+#   SWITCH_CONNECTIONS=8 SWITCH_IN_FLIGHT=64  the switch runs (actor_bank.sh) and the
+#                         pipelined echo ceiling (echo.sh)
+#   RAMP=64,128,256,512,1024,2048,4096 STEP=10s  the login-storm ramp (ramp.sh)
 #   MEMORY_ACCOUNTS=1000000 accounts for the resident-memory measurement
 #   SOAK_SECONDS=600      length of the memory soak (0 skips it)
 #   WITH_CRITERION=1      also run `cargo bench` (the criterion micro-benchmarks) first
-#   ONLY="echo redis postgres actor_bank cluster memory"  a subset, in that order
+#   ONLY="echo redis postgres actor_bank cluster memory recovery ramp"  a subset, in that order
 #   RESULTS_DIR=target/compare-results
 #   SMOKE=1               a smoke run: tiny sizes and lengths (common.sh), results in
-#                         target/compare-smoke, the parts run_all leaves out by default
-#                         (SMOKE_EXTRA="ramp tls") run too, and the run fails unless every
-#                         result reports 0 violations (see smoke_check in common.sh)
+#                         target/compare-smoke, the part run_all leaves out by default
+#                         (SMOKE_EXTRA="tls") runs too, and the run fails unless every result
+#                         reports 0 violations (see smoke_check in common.sh)
+#
+# The login-storm ramp (ramp.sh: 64 -> 4096 ATMs, the server at its defaults but for the
+# per-peer connection cap) is part of a full run and writes ramp.json; the TLS pair (tls.sh) is
+# not (run it on its own). How long each part took is printed at the end.
 #
 # Installs what it needs from Debian packages when missing (redis-server, redis-tools,
 # postgresql, pgbench). Needs a Rust toolchain and python3.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ONLY="${ONLY:-echo redis postgres actor_bank cluster memory recovery}"
+ONLY="${ONLY:-echo redis postgres actor_bank cluster memory recovery ramp}"
 export CLIENTS DURATION RESULTS_DIR
 
 ensure_packages python3 python3
@@ -41,22 +48,40 @@ if [ -n "${WITH_CRITERION:-}" ]; then
         >"$RESULTS_DIR/criterion.txt" 2>&1
 fi
 
-for part in $ONLY; do
+# How long each part took, printed at the end.
+timings=()
+# run_part PART: runs PART.sh (its standard output kept in PART.stdout for ramp and tls, whose
+# tables go there) and notes its seconds.
+run_part() {
+    local part="$1" started status=0
+    started="$(date +%s)"
     case "$part" in
-        echo | redis | postgres | actor_bank | cluster | memory | recovery) bash "$COMPARE_DIR/$part.sh" ;;
-        *) die "unknown part $part (echo redis postgres actor_bank cluster memory)" ;;
+        echo | redis | postgres | actor_bank | cluster | memory | recovery) bash "$COMPARE_DIR/$part.sh" || status=$? ;;
+        ramp | tls) bash "$COMPARE_DIR/$part.sh" >"$RESULTS_DIR/$part.stdout" || status=$? ;;
+        *) die "unknown part $part (echo redis postgres actor_bank cluster memory recovery ramp tls)" ;;
     esac
+    timings+=("$(printf '%-10s %5d s' "$part" "$(($(date +%s) - started))")")
+    [ "$status" -eq 0 ] || die "$part failed (exit status $status)"
+}
+
+for part in $ONLY; do
+    run_part "$part"
 done
 
-# The login-storm ramp and the TLS pair are not part of a full run (each takes many minutes), but
-# in smoke mode they are as cheap as the rest.
+# The TLS pair is not part of a full run (many minutes of alternating runs), but in smoke mode
+# it is as cheap as the rest.
 if [ -n "${SMOKE:-}" ]; then
-    for part in ${SMOKE_EXTRA-ramp tls}; do
-        bash "$COMPARE_DIR/$part.sh" >"$RESULTS_DIR/$part.stdout"
+    for part in ${SMOKE_EXTRA-tls}; do
+        run_part "$part"
     done
 fi
 
 python3 "$COMPARE_DIR/report.py" "$RESULTS_DIR"
+
+log "time per part:"
+for timing in "${timings[@]}"; do
+    log "  $timing"
+done
 
 if [ -n "${SMOKE:-}" ]; then
     log "smoke: checking the results ($(($(date +%s) - smoke_started)) s after the start)"

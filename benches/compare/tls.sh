@@ -7,7 +7,8 @@
 # TLS costs at most 20 %), and writes $RESULTS_DIR/tls/summary.json.
 #
 # The certificates are made for the run with openssl (a CA and a server certificate for
-# 127.0.0.1); the operator token reaches the servers and the swarm through the environment.
+# 127.0.0.1); the operator token reaches the servers and the swarm through the environment. The
+# servers are started and stopped by common.sh (start_bank_server), their output in tls/.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PAIRS="${PAIRS:-3}"
@@ -16,17 +17,11 @@ mkdir -p "$OUT"
 ensure_packages openssl openssl
 
 build_release
-SERVER="$(target_dir)/release/bank-server"
 SWARM="$(target_dir)/release/examples/atm_swarm"
-WORK="$(mktemp -d)"
+WORK="$(mktemp -d /tmp/compare-tls.XXXXXX)"
+remove_at_exit "$WORK"
 BANK_OPERATOR_TOKEN="$(operator_token)"
 export BANK_OPERATOR_TOKEN
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # A CA and a server certificate for 127.0.0.1, keys readable by the owner only.
 (
@@ -41,33 +36,26 @@ trap cleanup EXIT
         -extfile server.ext -out server.pem 2>/dev/null
 )
 
-# start_server NAME [FLAGS...]: starts a server on a free port and sets SERVER_PORT to it (not
-# in a command substitution: its process must be in this shell's PIDS, which cleanup stops).
+# start_server NAME [FLAGS...]: starts a server (common.sh's start_bank_server) and sets
+# SERVER_ADDRESS to its address.
 start_server() {
     local name="$1"
     shift
-    local port
-    port="$(free_port)"
-    "$SERVER" --listen "127.0.0.1:$port" --data-dir "$WORK/$name-data" \
-        --pin-key-file "$WORK/$name.pin-key" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
-    PIDS+=("$!")
-    for _ in $(seq 1 300); do
-        grep -q "listening on" "$OUT/$name.stdout" 2>/dev/null && break
-        sleep 0.1
-    done
-    SERVER_PORT="$port"
+    start_bank_server "$OUT/$name" --data-dir "$WORK/$name-data" \
+        --pin-key-file "$WORK/$name.pin-key" "$@"
+    SERVER_ADDRESS="$BANK_SERVER_ADDRESS"
 }
 
 start_server plain
-PLAIN_PORT="$SERVER_PORT"
+PLAIN_ADDRESS="$SERVER_ADDRESS"
 start_server tls --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
-TLS_PORT="$SERVER_PORT"
+TLS_ADDRESS="$SERVER_ADDRESS"
 
-# run NAME PORT [FLAGS...]: one hot-account run; prints its withdrawals per second.
+# run NAME ADDRESS [FLAGS...]: one hot-account run; prints its withdrawals per second.
 run() {
-    local name="$1" port="$2"
+    local name="$1" address="$2"
     shift 2
-    "$SWARM" --bench --server "127.0.0.1:$port" --atms "$CLIENTS" --accounts 1 --mix withdraw=1 \
+    "$SWARM" --bench --server "$address" --atms "$CLIENTS" --accounts 1 --mix withdraw=1 \
         --initial-balance 1000000000000000 --duration "${DURATION}s" \
         --json-out "$OUT/$name.json" "$@" >"$OUT/$name.swarm.stdout" 2>"$OUT/$name.swarm.stderr" \
         || die "the swarm failed ($name): see $OUT/$name.swarm.stderr"
@@ -79,8 +67,8 @@ tls=()
 for pair in $(seq 1 "$PAIRS"); do
     # Each run its own seed: the swarm's client ids and cards follow the seed, and a second run
     # with the same seed against the same server would find its ids already used.
-    plain+=("$(run "plain-$pair" "$PLAIN_PORT" --seed "$((2 * pair))")")
-    tls+=("$(run "tls-$pair" "$TLS_PORT" --seed "$((2 * pair + 1))" --tls-ca "$WORK/ca.pem")")
+    plain+=("$(run "plain-$pair" "$PLAIN_ADDRESS" --seed "$((2 * pair))")")
+    tls+=("$(run "tls-$pair" "$TLS_ADDRESS" --seed "$((2 * pair + 1))" --tls-ca "$WORK/ca.pem")")
     log "pair $pair: plain ${plain[-1]}/s, TLS ${tls[-1]}/s"
 done
 

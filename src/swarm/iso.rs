@@ -135,8 +135,11 @@ struct IsoAtm {
     mix: Mix,
     terminal: Terminal,
     door: IsoDoor,
-    /// The connection, signed on; None until the next attempt opens one.
-    acquirer: Option<Acquirer>,
+    /// The connection, signed on; None until the next attempt opens one. Unused in switch
+    /// mode, where the connection is the line's.
+    acquirer: Option<Arc<Acquirer>>,
+    /// The switch line whose connection it shares (switch mode only).
+    line: Option<Arc<super::switch::IsoLine>>,
     /// The client half of the request ids faults are drawn for.
     fault_client: u64,
     faults: FaultPlan,
@@ -157,6 +160,18 @@ struct IsoAtm {
 
 /// Runs ATM number `index` on the ISO 8583 door until the run is over.
 pub(super) async fn run_iso_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
+    run_iso_terminal(shared, index, None).await
+}
+
+/// Runs ATM number `index` on the ISO 8583 door, on a connection of its own or (switch mode)
+/// on `line`'s, shared with the line's other terminals, until the run is over. The sign-on
+/// probes run on ATM 0's own connection only: a switch line is signed on for all its terminals.
+pub(super) async fn run_iso_terminal(
+    shared: Arc<Shared>,
+    index: u64,
+    line: Option<Arc<super::switch::IsoLine>>,
+) -> AtmResult {
+    let probes = index == 0 && line.is_none();
     let Some(door) = shared.iso8583.clone() else {
         let mut result = AtmResult::empty(0);
         result
@@ -165,21 +180,24 @@ pub(super) async fn run_iso_atm(shared: Arc<Shared>, index: u64) -> AtmResult {
         return result;
     };
     let mut atm = match IsoAtm::new(shared, index, door) {
-        Ok(atm) => atm,
+        Ok(mut atm) => {
+            atm.line = line;
+            atm
+        }
         Err(error) => {
             let mut result = AtmResult::empty(0);
             result.unknown.push(format!("ATM {index}: {error}"));
             return result;
         }
     };
-    if index == 0 {
+    if probes {
         atm.probe_before_sign_on().await;
     }
     while next_operation_allowed(&atm.shared) {
         atm.operate().await;
     }
     atm.replay_recent().await;
-    if index == 0 {
+    if probes {
         atm.probe_after_sign_off().await;
     }
     atm.finish()
@@ -255,6 +273,7 @@ impl IsoAtm {
             terminal,
             door,
             acquirer: None,
+            line: None,
             fault_client,
             faults,
             current: None,
@@ -363,12 +382,22 @@ impl IsoAtm {
         tally.approved += u64::from(approved);
     }
 
-    /// The connection, opened and signed on if there is none; None (after a pause) when that
-    /// fails.
-    async fn connected(&mut self) -> Option<&Acquirer> {
+    /// The connection, opened and signed on if there is none (in switch mode: the line's);
+    /// None (after a pause) when that fails.
+    async fn connected(&mut self) -> Option<Arc<Acquirer>> {
+        if let Some(line) = &self.line {
+            return match line.acquirer().await {
+                Ok(acquirer) => Some(acquirer),
+                Err(error) => {
+                    tracing::debug!(atm = self.index, %error, "cannot open the switch line");
+                    tokio::time::sleep(ISO_RETRY_PAUSE).await;
+                    None
+                }
+            };
+        }
         if self.acquirer.is_none() {
             match self.open().await {
-                Ok(acquirer) => self.acquirer = Some(acquirer),
+                Ok(acquirer) => self.acquirer = Some(Arc::new(acquirer)),
                 Err(error) => {
                     tracing::debug!(atm = self.index, %error, "cannot open the ISO 8583 connection");
                     tokio::time::sleep(ISO_RETRY_PAUSE).await;
@@ -376,7 +405,7 @@ impl IsoAtm {
                 }
             }
         }
-        self.acquirer.as_ref()
+        self.acquirer.clone()
     }
 
     /// A new connection with this terminal signed on.
@@ -396,8 +425,15 @@ impl IsoAtm {
         Ok(acquirer)
     }
 
-    /// Drops the connection (it broke), keeping what it counted.
-    fn disconnect(&mut self) {
+    /// Drops the connection `broken` (it broke), keeping what it counted; in switch mode the
+    /// line opens the next one.
+    async fn disconnect(&mut self, broken: &Arc<Acquirer>) {
+        if let Some(line) = &self.line {
+            if line.broken(broken).await {
+                self.bump("reconnects");
+            }
+            return;
+        }
         if let Some(acquirer) = self.acquirer.take() {
             let unmatched = acquirer.counts().unmatched.load(Ordering::Relaxed);
             *self.result.iso8583.entry("unmatched").or_default() += unmatched;
@@ -431,7 +467,14 @@ impl IsoAtm {
         let Some(acquirer) = self.connected().await else {
             return Sent::Lost;
         };
-        match acquirer.request(message, timeout).await {
+        if let Some(line) = &self.line {
+            line.sent();
+        }
+        let outcome = acquirer.request(message, timeout).await;
+        if let Some(line) = &self.line {
+            line.settled();
+        }
+        match outcome {
             Ok(_) if hits(FaultKind::DropReply, faults.drop_reply) => {
                 self.result.replies_dropped += 1;
                 self.operation_faults += 1;
@@ -450,7 +493,7 @@ impl IsoAtm {
             Err(AcquirerError::Timeout(_)) => Sent::Lost,
             Err(error) => {
                 tracing::debug!(atm = self.index, %error, "the ISO 8583 connection failed");
-                self.disconnect();
+                self.disconnect(&acquirer).await;
                 tokio::time::sleep(ISO_RETRY_PAUSE).await;
                 Sent::Lost
             }

@@ -32,8 +32,21 @@
 //! deadline the request counts as unknown, as on the ATM path. The injected client faults are
 //! drawn as the client library draws them (seed, request id, attempt); a dropped request or
 //! reply is noticed, as a real loss would be, only when the attempt times out.
+//!
+//! On the ISO 8583 door ([`SwarmConfig::front_door`]) there are no rounds: every 0200 carries
+//! its card and PIN block, so a connection needs no verified card. A line is one acquirer
+//! connection ([`IsoLine`]), signed on for every terminal on it (an 0800 without field 41), and
+//! each of its `in_flight` terminals is an ISO 8583 ATM of the swarm (`src/swarm/iso.rs`) with
+//! its own terminal id and trace numbers, one message of its own unanswered at a time, so up to
+//! `in_flight` messages are in flight on the line at once; the door answers them in whatever
+//! order they are done and the acquirer matches each reply to its request by (field 41,
+//! field 11), which the door echoes (docs/ISO8583.md). A terminal that finds the connection
+//! broken has the line open and sign on a new one (the others wait for it); its message is then
+//! repeated, reversed or given up exactly as on a connection of its own. The terminals' sign-on
+//! probes do not run in switch mode (a line is signed on as a whole).
 
 use super::*;
+use crate::client::iso8583::{Acquirer, Terminal as IsoTerminal};
 use crate::codec::FrameCodec;
 use crate::faults::FaultKind;
 use crate::protocol::{ClientMessage, Hello, Request, ServerMessage, PROTOCOL_VERSION};
@@ -93,7 +106,12 @@ pub(super) async fn run_switch(
     let lines: Vec<_> = (0..connections)
         .map(|index| {
             let shared = shared.clone();
-            tokio::spawn(async move { run_line(shared, index as u64).await })
+            tokio::spawn(async move {
+                match shared.iso8583.is_some() {
+                    true => run_iso_line(shared, index as u64).await,
+                    false => run_line(shared, index as u64).await,
+                }
+            })
         })
         .collect();
     let mut results = Vec::new();
@@ -148,6 +166,172 @@ async fn run_line(shared: Arc<Shared>, index: u64) -> Vec<AtmResult> {
     }
     line.close();
     terminals.into_iter().map(Atm::finish).collect()
+}
+
+/// One ISO 8583 line: its terminals, each an ISO 8583 ATM of the swarm on the line's
+/// connection, all running at once until the run is over.
+async fn run_iso_line(shared: Arc<Shared>, index: u64) -> Vec<AtmResult> {
+    let in_flight = shared.config.in_flight.max(1) as u64;
+    let line = match IsoLine::new(shared.clone(), index) {
+        Ok(line) => Arc::new(line),
+        Err(error) => {
+            let mut result = AtmResult::empty(0);
+            result.unknown.push(format!("switch line {index}: {error}"));
+            return vec![result];
+        }
+    };
+    let terminals: Vec<_> = (0..in_flight)
+        .map(|terminal| {
+            let shared = shared.clone();
+            let line = line.clone();
+            let number = index * in_flight + terminal;
+            tokio::spawn(async move { run_iso_terminal(shared, number, Some(line)).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(terminals.len());
+    for terminal in terminals {
+        match terminal.await {
+            Ok(result) => results.push(result),
+            Err(error) => {
+                let mut result = AtmResult::empty(0);
+                result
+                    .unknown
+                    .push(format!("switch line {index}: a terminal failed: {error}"));
+                results.push(result);
+            }
+        }
+    }
+    // What the line's connections counted goes to its first terminal's tallies.
+    if let Some(first) = results.first_mut() {
+        let (sign_ons, unmatched) = line.close().await;
+        *first.iso8583.entry("sign_ons").or_default() += sign_ons;
+        *first.iso8583.entry("unmatched").or_default() += unmatched;
+    }
+    results
+}
+
+/// One ISO 8583 connection of the switch, shared by its terminals: signed on for all of them at
+/// once (field 41 absent), and replaced, signed on again, when it breaks.
+pub(super) struct IsoLine {
+    shared: Arc<Shared>,
+    /// The connection, replaced under this lock when it breaks (held while the new one opens
+    /// and signs on, so one terminal reconnects and the others wait for it).
+    acquirer: tokio::sync::Mutex<Option<Arc<Acquirer>>>,
+    /// Makes the line's own network messages (their STANs, matched without field 41).
+    network: parking_lot::Mutex<IsoTerminal>,
+    /// Messages sent on the line and not answered (nor given up) yet.
+    in_flight: AtomicUsize,
+    /// Approved sign-ons of the line's connections.
+    sign_ons: AtomicU64,
+    /// Replies that came after their request was given up, on connections already replaced.
+    unmatched: AtomicU64,
+}
+
+impl IsoLine {
+    /// Line number `index` of the run's ISO 8583 door.
+    fn new(shared: Arc<Shared>, index: u64) -> Result<IsoLine, String> {
+        let door = shared
+            .iso8583
+            .clone()
+            .ok_or("switch mode on the ISO 8583 door without a door")?;
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock::default());
+        // The terminal id is never sent (network messages for the whole connection carry no
+        // field 41); it only has to be valid.
+        let network = IsoTerminal::new(
+            SWARM_ACQUIRER,
+            &format!("LINE{:04}", index % 10_000),
+            clock,
+            door.pins.clone(),
+        )
+        .map_err(|error| error.to_string())?;
+        Ok(IsoLine {
+            shared,
+            acquirer: tokio::sync::Mutex::new(None),
+            network: parking_lot::Mutex::new(network),
+            in_flight: AtomicUsize::new(0),
+            sign_ons: AtomicU64::new(0),
+            unmatched: AtomicU64::new(0),
+        })
+    }
+
+    /// The line's connection, signed on: the current one, or one opened and signed on now.
+    pub(super) async fn acquirer(&self) -> Result<Arc<Acquirer>, String> {
+        let mut slot = self.acquirer.lock().await;
+        if let Some(acquirer) = slot.as_ref() {
+            return Ok(acquirer.clone());
+        }
+        let address = self
+            .shared
+            .iso8583
+            .as_ref()
+            .map(|door| door.address.clone())
+            .ok_or("no ISO 8583 door")?;
+        let acquirer = Acquirer::connect(&address, self.shared.config.tls.as_ref())
+            .await
+            .map_err(|error| error.to_string())?;
+        self.shared
+            .switch
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        let sign_on = self
+            .network
+            .lock()
+            .network(crate::iso8583::network::SIGN_ON, true);
+        let reply = acquirer
+            .request(&sign_on, self.shared.config.attempt_timeout)
+            .await
+            .map_err(|error| format!("line sign-on: {error}"))?;
+        if !reply.approved() {
+            return Err(format!("line sign-on answered {}", reply.code()));
+        }
+        self.sign_ons.fetch_add(1, Ordering::Relaxed);
+        let acquirer = Arc::new(acquirer);
+        *slot = Some(acquirer.clone());
+        Ok(acquirer)
+    }
+
+    /// Forgets `broken` (when it is still the line's connection), so the next message opens a
+    /// new one; true when this call forgot it.
+    pub(super) async fn broken(&self, broken: &Arc<Acquirer>) -> bool {
+        let mut slot = self.acquirer.lock().await;
+        if !slot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, broken))
+        {
+            return false;
+        }
+        let unmatched = broken.counts().unmatched.load(Ordering::Relaxed);
+        self.unmatched.fetch_add(unmatched, Ordering::Relaxed);
+        *slot = None;
+        true
+    }
+
+    /// Counts a message sent on the line, and the most seen at once.
+    pub(super) fn sent(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared
+            .switch
+            .in_flight_max
+            .fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Counts a message answered or given up.
+    pub(super) fn settled(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Closes the connection at the end of the run; returns the sign-ons and the unmatched
+    /// replies of all the line's connections.
+    async fn close(&self) -> (u64, u64) {
+        if let Some(acquirer) = self.acquirer.lock().await.take() {
+            let unmatched = acquirer.counts().unmatched.load(Ordering::Relaxed);
+            self.unmatched.fetch_add(unmatched, Ordering::Relaxed);
+        }
+        (
+            self.sign_ons.load(Ordering::Relaxed),
+            self.unmatched.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// One connection of the switch and the card its current round serves.
@@ -587,7 +771,7 @@ impl Terminal {
 }
 
 /// Refuses what switch mode cannot run: no connections or terminals, a ramp (the terminals are
-/// fixed), the ISO 8583 door (its terminals are its own).
+/// fixed).
 pub(super) fn check_switch(config: &SwarmConfig) -> Result<(), String> {
     let Some(connections) = config.connections else {
         return Ok(());
@@ -597,9 +781,6 @@ pub(super) fn check_switch(config: &SwarmConfig) -> Result<(), String> {
     }
     if !config.ramp.is_empty() {
         return Err("switch mode runs a fixed number of terminals: no ramp".into());
-    }
-    if config.front_door != FrontDoor::Bincode {
-        return Err("switch mode runs on the bincode door".into());
     }
     Ok(())
 }
