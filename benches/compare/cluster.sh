@@ -88,7 +88,7 @@ start_node() {
 measure() {
     local name="$1" accounts="$2" address="$3" seed="$4"
     log "cluster: $name, $CLIENTS ATMs, $accounts accounts, ${DURATION}s of withdrawals (a verification each)"
-    "$SWARM" --bench --server "$address" --operator-token "$TOKEN" --atms "$CLIENTS" \
+    "$SWARM" --bench --server "$address" --atms "$CLIENTS" \
         --accounts "$accounts" --mix withdraw=1 --ops-per-card 1 --initial-balance 1000000000000 \
         --seed "$seed" \
         --duration "${DURATION}s" --json-out "$RESULTS_DIR/cluster_${name}_report.json" \
@@ -163,10 +163,14 @@ mkdir -p "$RESULTS_DIR/cluster_failover"
 # address at most 64 connections (connections_per_peer_max): half of that for the swarm leaves
 # the probe its slot on every node.
 FAILOVER_ATMS="${FAILOVER_ATMS:-32}"
-"$SWARM" --bench --server "$seeds" --operator-token "$TOKEN" --atms "$FAILOVER_ATMS" \
+# The swarm's progress lines (one a second, on standard error) are stamped, so the kill can be
+# placed on its timeline: the first comes one second into the load.
+"$SWARM" --bench --server "$seeds" --atms "$FAILOVER_ATMS" \
     --accounts 1000 --mix withdraw=1 --initial-balance 1000000000000 --duration 20s --seed 5 \
     --json-out "$RESULTS_DIR/cluster_failover/report.json" --plot-dir "$RESULTS_DIR/cluster_failover" \
-    >"$RESULTS_DIR/cluster_failover/stdout" 2>"$RESULTS_DIR/cluster_failover/stderr" &
+    >"$RESULTS_DIR/cluster_failover/stdout" \
+    2> >(while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done \
+        >"$RESULTS_DIR/cluster_failover/stderr") &
 load=$!
 sleep 8
 killed="$(date +%s.%N)"
@@ -184,14 +188,23 @@ for _ in $(seq 1 400); do
 done
 [ -n "$served" ] || die "the killed node's partitions were never served again"
 wait "$load" || log "cluster: the failover swarm exited with $? (see $RESULTS_DIR/cluster_failover/stderr)"
-python3 - "$killed" "$served" "$RESULTS_DIR/cluster_failover/report.json" >"$RESULTS_DIR/cluster_failover.json" <<'EOF'
+python3 - "$killed" "$served" "$RESULTS_DIR/cluster_failover/report.json" \
+    "$RESULTS_DIR/cluster_failover/stderr" >"$RESULTS_DIR/cluster_failover.json" <<'EOF'
 import json, sys
 killed, served = map(float, sys.argv[1:3])
 with open(sys.argv[3]) as file:
     report = json.load(file)
+load_started = None
+with open(sys.argv[4], errors="replace") as lines:
+    for line in lines:
+        stamp, _, text = line.partition(" ")
+        if "ops acked" in text:
+            load_started = float(stamp) - 1.0
+            break
 print(json.dumps({
     "name": "cluster_failover",
     "kill_to_served_secs": round(served - killed, 2),
+    "kill_second": None if load_started is None else round(killed - load_started, 2),
     "violations": report["violations"],
     "ops_per_second": [second["ops_acked"] for second in report["timeline"]],
 }))

@@ -5,11 +5,15 @@
 #     BENCH_BUILD_ONLY=1), idle after start-up (no account actor running).
 #  2. A soak: bank-server (release binary, own process) under the atm_swarm for SOAK_SECONDS
 #     (default 600; 0 skips it), resident memory sampled every SOAK_SAMPLE seconds (default 10).
-# The servers are started and stopped by common.sh (start_bank_server, stop_bank_server); start
+# The server runs at its default settings but for the per-peer connection cap (every ATM of the
+# soak connects from this host). The servers are started and stopped by common.sh (start_bank_server, stop_bank_server); start
 # time is from the start of the process to its ready line.
 # Writes $RESULTS_DIR/memory_1m_accounts.json and memory_soak.json.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-MEMORY_TOKEN="$(operator_token)"
+# The operator token reaches the server and the swarm through their environment, never their
+# arguments (where every local user could read it).
+BANK_OPERATOR_TOKEN="${BANK_OPERATOR_TOKEN:-$(operator_token)}"
+export BANK_OPERATOR_TOKEN
 
 MEMORY_ACCOUNTS="${MEMORY_ACCOUNTS:-1000000}"
 SOAK_SECONDS="${SOAK_SECONDS:-600}"
@@ -25,8 +29,7 @@ server_pid=""
 # start_server DATA_DIR NAME: starts bank-server (common.sh's start_bank_server, its output in
 # $work/NAME.std{out,err}) and waits for its ready line; sets server_pid and server_address.
 start_server() {
-    start_bank_server "$work/$2" --data-dir "$1" --operator-token "$MEMORY_TOKEN" \
-        --pin-hash-memory-kib 8 --pin-hash-iterations 1 --connections-per-peer-max 100000
+    start_bank_server "$work/$2" --data-dir "$1" --connections-per-peer-max 100000
     server_pid="$BANK_SERVER_PID"
     server_address="$BANK_SERVER_ADDRESS"
 }
@@ -72,7 +75,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     ) &
     sampler=$!
     soak_status=0
-    BANK_OPERATOR_TOKEN="$MEMORY_TOKEN" "$SWARM" --bench --server "$server_address" \
+    "$SWARM" --bench --server "$server_address" \
         --atms "$CLIENTS" --accounts "$SOAK_ACCOUNTS" --duration "${SOAK_SECONDS}s" \
         --mix withdraw=45,deposit=35,balance=15,utility=5 \
         --json-out "$work/soak_report.json" >"$RESULTS_DIR/memory_soak.stdout" 2>/dev/null \

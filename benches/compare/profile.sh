@@ -51,6 +51,7 @@ BANK_OPERATOR_TOKEN="${BANK_OPERATOR_TOKEN:-$(operator_token)}"
 export BANK_OPERATOR_TOKEN
 
 work="$(mktemp -d /tmp/compare-profile.XXXXXX)"
+remove_at_exit "$work"
 perf_pid=""
 stop_profiled() {
     if [ -n "$perf_pid" ]; then
@@ -60,11 +61,7 @@ stop_profiled() {
         perf_pid=""
     fi
 }
-cleanup() {
-    stop_profiled
-    rm -rf "$work"
-}
-trap cleanup EXIT
+cleanup_hooks+=(stop_profiled)
 
 # cpu_secs PID: user + system CPU seconds the process has used so far.
 cpu_secs() {

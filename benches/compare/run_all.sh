@@ -13,6 +13,11 @@
 #   MEMORY_ACCOUNTS=1000000 accounts for the resident-memory measurement
 #   SOAK_SECONDS=600      length of the memory soak (0 skips it)
 #   WITH_CRITERION=1      also run `cargo bench` (the criterion micro-benchmarks) first
+#   WITH_PROFILE=1        also run profile.sh last: flame graphs of the server under the
+#                         workloads whose goals are missed, in RESULTS_DIR/profiles/
+#   WRITE_DOCS=1          rewrite the generated results section of docs/BENCHMARKS.md and its
+#                         plots in docs/benchmarks/ (report.py --write-docs); otherwise the plots
+#                         go to RESULTS_DIR/plots
 #   ONLY="echo redis postgres actor_bank cluster memory recovery ramp"  a subset, in that order
 #   RESULTS_DIR=target/compare-results
 #   SMOKE=1               a smoke run: tiny sizes and lengths (common.sh), results in
@@ -28,7 +33,7 @@
 # postgresql, pgbench). Needs a Rust toolchain and python3.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ONLY="${ONLY:-echo redis postgres actor_bank cluster memory recovery ramp}"
+ONLY="${ONLY:-echo redis postgres actor_bank cluster memory recovery ramp${WITH_PROFILE:+ profile}}"
 export CLIENTS DURATION RESULTS_DIR
 
 ensure_packages python3 python3
@@ -57,8 +62,8 @@ run_part() {
     started="$(date +%s)"
     case "$part" in
         echo | redis | postgres | actor_bank | cluster | memory | recovery) bash "$COMPARE_DIR/$part.sh" || status=$? ;;
-        ramp | tls) bash "$COMPARE_DIR/$part.sh" >"$RESULTS_DIR/$part.stdout" || status=$? ;;
-        *) die "unknown part $part (echo redis postgres actor_bank cluster memory recovery ramp tls)" ;;
+        ramp | tls | profile) bash "$COMPARE_DIR/$part.sh" >"$RESULTS_DIR/$part.stdout" || status=$? ;;
+        *) die "unknown part $part (echo redis postgres actor_bank cluster memory recovery ramp tls profile)" ;;
     esac
     timings+=("$(printf '%-10s %5d s' "$part" "$(($(date +%s) - started))")")
     [ "$status" -eq 0 ] || die "$part failed (exit status $status)"
@@ -76,7 +81,12 @@ if [ -n "${SMOKE:-}" ]; then
     done
 fi
 
-python3 "$COMPARE_DIR/report.py" "$RESULTS_DIR"
+# The smoke also runs the report generator's own tests (in its venv, the plots' too).
+if [ -n "${SMOKE:-}" ]; then
+    python3 "$COMPARE_DIR/report.py" --test --strict
+fi
+# shellcheck disable=SC2086
+python3 "$COMPARE_DIR/report.py" ${SMOKE:+--strict} ${WRITE_DOCS:+--write-docs} "$RESULTS_DIR"
 
 log "time per part:"
 for timing in "${timings[@]}"; do
