@@ -150,8 +150,10 @@ struct Arguments {
     #[arg(long)]
     iso8583_clear_pin_blocks: bool,
     /// Switch mode: this many connections shared by `--in-flight` terminals each, their requests
-    /// pipelined; replaces --atms. Each connection serves one verified card at a time, every
-    /// terminal on it doing --ops-per-card operations on that card before the next is verified.
+    /// pipelined; replaces --atms. On the bincode door each connection serves one verified card
+    /// at a time, every terminal on it doing --ops-per-card operations on that card before the
+    /// next is verified; on the ISO 8583 door each connection is a signed-on line and every
+    /// terminal's 0200 carries its own PIN block.
     #[arg(long)]
     connections: Option<usize>,
     /// With --connections: terminals per connection, so requests in flight on it at once.

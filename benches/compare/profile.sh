@@ -2,7 +2,8 @@
 # Where the time goes: CPU profiles of a separately started bank-server, at its default settings,
 # under the workloads of actor_bank.sh, and of its start on a large data directory (recovery).
 #
-#   PROFILE_RUNS="hot iso_hot spread switch recovery"   what to profile (default: these five)
+#   PROFILE_RUNS="hot iso_hot spread switch storm256 storm4096 recovery"
+#                                                        what to profile (default: all seven)
 #   PROFILE_SECS=10                                      seconds of load per run
 #   PROFILE_FREQ=999                                     samples per second
 #   PROFILE_RECOVERY_ACCOUNTS=1000000 PROFILE_RECOVERY_RECORDS=10000000
@@ -11,7 +12,10 @@
 # bank-server is built once with frame pointers and line tables (the `profiling` profile of
 # Cargo.toml, into target/profiling-build, so the release binaries the other scripts time stay as
 # they are) and run under `perf record --call-graph fp`; the load is the release atm_swarm, with
-# the same flags as actor_bank.sh, 64 ATMs ($CLIENTS). For every run it keeps, under
+# the same flags as actor_bank.sh, 64 ATMs ($CLIENTS). The two storm runs are the login storm's
+# load (ramp.sh: a verify + withdraw on a random card of 2 000 for every operation) held at 256
+# and at 4 096 ATMs, the per-peer connection cap lifted as ramp.sh does, so the two profiles
+# show what grows with the connections. For every run it keeps, under
 # $RESULTS_DIR/profiles/:
 #   NAME.svg     the flame graph (inferno), every sampled stack of the server
 #   NAME.txt     perf's functions by self time, and the CPU both processes used (user + system
@@ -21,7 +25,7 @@
 # (`cargo install inferno`) when missing.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-PROFILE_RUNS="${PROFILE_RUNS:-hot iso_hot spread switch recovery}"
+PROFILE_RUNS="${PROFILE_RUNS:-hot iso_hot spread switch storm256 storm4096 recovery}"
 PROFILE_SECS="${PROFILE_SECS:-10}"
 PROFILE_FREQ="${PROFILE_FREQ:-999}"
 PROFILE_RECOVERY_ACCOUNTS="${PROFILE_RECOVERY_ACCOUNTS:-1000000}"
@@ -99,9 +103,12 @@ finish() {
     stop_profiled
     perf script -i "$work/$name.data" 2>/dev/null | inferno-collapse-perf >"$OUT/$name.folded"
     inferno-flamegraph --title "bank-server: $name" <"$OUT/$name.folded" >"$OUT/$name.svg"
+    local acked
+    acked="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ops_acked"])' \
+        "$OUT/$name.report.json" 2>/dev/null || echo 0)"
     {
-        printf 'run %s: %s s of load; CPU used: bank-server %s s, atm_swarm %s s (2 cores: %s core-seconds)\n\n' \
-            "$name" "$load_secs" "$server_cpu" "$swarm_cpu" "$((2 * ${load_secs%.*}))"
+        printf 'run %s: %s s of load, %s operations acknowledged; CPU used since the start: bank-server %s s, atm_swarm %s s (%s cores)\n\n' \
+            "$name" "$load_secs" "$acked" "$server_cpu" "$swarm_cpu" "$(nproc)"
         perf report -i "$work/$name.data" --stdio --no-children --sort sym -g none --percent-limit 0.5 \
             2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 60
     } >"$OUT/$name.txt"
@@ -118,11 +125,14 @@ profile_load() {
     if [ "$door" = iso8583 ]; then
         server_flags=(--iso8583-listen 127.0.0.1:0 --iso8583-clear-pin-blocks)
     fi
+    if [[ "$name" == storm* ]]; then
+        server_flags=(--connections-per-peer-max 100000)
+    fi
     start_profiled "$name" "$work/$name-data" "${server_flags[@]}"
     if [ "$door" = iso8583 ]; then
         door_flags=(--iso8583-address "$iso_address" --iso8583-clear-pin-blocks)
     fi
-    log "profile: $name, $CLIENTS ATMs, $accounts accounts, ${PROFILE_SECS}s through $door"
+    log "profile: $name, $accounts accounts, ${PROFILE_SECS}s through $door ($*)"
     local times="$work/$name.times"
     /usr/bin/time -f '%U %S' -o "$times" "$SWARM" --bench --server "$server_address" \
         --front-door "$door" "${door_flags[@]}" --accounts "$accounts" \
@@ -152,7 +162,9 @@ for run in $PROFILE_RUNS; do
         iso_hot) profile_load iso_hot 1 iso8583 --atms "$CLIENTS" --mix withdraw=1 ;;
         spread) profile_load spread "$SPREAD_ACCOUNTS" bincode --atms "$CLIENTS" --mix withdraw=1 --ops-per-card 1 ;;
         switch) profile_load switch "$SPREAD_ACCOUNTS" bincode --connections 8 --in-flight 64 --mix withdraw=1 ;;
+        storm256 | storm4096)
+            profile_load "$run" 2000 bincode --atms "${run#storm}" --mix withdraw=1 --ops-per-card 1 ;;
         recovery) profile_recovery ;;
-        *) die "unknown run $run (hot iso_hot spread switch recovery)" ;;
+        *) die "unknown run $run (hot iso_hot spread switch storm256 storm4096 recovery)" ;;
     esac
 done

@@ -227,9 +227,12 @@ pub struct SwitchCounts {
     pub in_flight_max_seen: u64,
     /// Connections opened, the first of each included (the rest are reconnects).
     pub connections_opened: u64,
-    /// Approved Verifies the lines sent: one per round and one after each reconnect.
+    /// Approved Verifies the lines sent: one per round and one after each reconnect. Always 0
+    /// on the ISO 8583 door, where every 0200 carries its PIN block and a line signs on instead
+    /// (the sign-ons are counted in the report's ISO 8583 counts).
     pub verifies: u64,
-    /// Rounds: cards served one after another, on all lines.
+    /// Rounds: cards served one after another, on all lines (0 on the ISO 8583 door, where no
+    /// line holds a verified card).
     pub rounds: u64,
 }
 
