@@ -126,7 +126,7 @@ impl AccountActor {
         let mut memory = Principal::of(self.card, &event).map(|principal| {
             (
                 principal,
-                bank.clients.entry(principal).or_default(),
+                bank.clients_of(principal),
                 Fingerprint::of(self.card, &event),
             )
         });

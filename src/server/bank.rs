@@ -36,7 +36,9 @@ pub struct Bank {
     pub(super) accounts: DashMap<Card, AccountHandle>,
     /// The working memory of completed requests, by principal and client: decisions are checked
     /// against it and recorded in it before they are durable (a retry then waits for durability
-    /// like the first attempt). Seeded from the committed ledger at start.
+    /// like the first attempt). A principal's memory is copied from the committed ledger when it
+    /// is first needed ([`Bank::clients_of`]), the operator's at start: a copy of every card's
+    /// memory at start would double what a million accounts' memories take, and take seconds.
     pub(super) clients: DashMap<Principal, Clients>,
     /// Account changes submitted and not yet answered, which a retry of the same request may
     /// join (see [`Bank::submit`]).
@@ -85,7 +87,12 @@ impl Bank {
         pin_key: PinKey,
         arbiters: Vec<ArbiterHandle>,
     ) -> Arc<Bank> {
-        let clients = storage.committed_clients().into_iter().collect();
+        let clients = DashMap::new();
+        let operator =
+            storage.with_committed(|ledger| ledger.clients.get(&Principal::Operator).cloned());
+        if let Some(operator) = operator {
+            clients.insert(Principal::Operator, operator);
+        }
         let limits = &config.limits;
         Arc::new(Bank {
             storage,
@@ -373,21 +380,52 @@ impl Bank {
         let mut forgotten = 0;
         let committed = self.storage.committed();
         self.clients.retain(|principal, clients| {
-            clients.keep_after_forgetting(cutoff, &mut forgotten, |client| {
+            let left = clients.keep_after_forgetting(cutoff, &mut forgotten, |client| {
                 let pinned =
                     committed.read_committed_account(client, |sender| principal.pins(Some(sender)));
                 pinned.unwrap_or(false)
-            })
+            });
+            // A memory left empty stays (empty) while the committed one still holds windows of
+            // its principal, so its next use does not copy back the clients just forgotten
+            // ([`Bank::clients_of`]); it goes once the committed ledger forgot them too.
+            left || committed.with_committed(|ledger| ledger.clients.contains_key(principal))
         });
         forgotten
     }
 
     /// How many clients the working memory of completed requests holds for `principal` (at most
-    /// [`crate::ledger::CLIENTS_PER_PRINCIPAL_MAX`]).
+    /// [`crate::ledger::CLIENTS_PER_PRINCIPAL_MAX`]); for a principal not used since the start,
+    /// what the committed memory it will be copied from holds.
     pub fn clients_remembered(&self, principal: Principal) -> usize {
-        self.clients
-            .get(&principal)
-            .map_or(0, |clients| clients.windows.len())
+        match self.clients.get(&principal) {
+            Some(clients) => clients.windows.len(),
+            None => self.storage.with_committed(|ledger| {
+                ledger
+                    .clients
+                    .get(&principal)
+                    .map_or(0, |clients| clients.windows.len())
+            }),
+        }
+    }
+
+    /// The working memory of `principal`'s completed requests, locked until the guard is dropped.
+    /// The first use of a principal since the start copies its committed memory: until then no
+    /// request of it was decided here, so the committed memory is exactly what the working one
+    /// would hold. (The copy is read before the map is locked: the cluster's takeover locks them
+    /// the other way round.) A memory emptied by the sweep of idle clients stays, empty, until
+    /// the committed ledger forgot them too, so they are not copied back.
+    pub(super) fn clients_of(
+        &self,
+        principal: Principal,
+    ) -> dashmap::mapref::one::RefMut<'_, Principal, Clients> {
+        if let Some(clients) = self.clients.get_mut(&principal) {
+            return clients;
+        }
+        let committed = self
+            .storage
+            .with_committed(|ledger| ledger.clients.get(&principal).cloned())
+            .unwrap_or_default();
+        self.clients.entry(principal).or_insert(committed)
     }
 
     /// Runs [`Bank::forget_idle_clients`] periodically until shutdown begins.
