@@ -196,9 +196,8 @@ for workload in ("hot", "spread", "switch"):
             return json.load(file)
     bincode, iso = load(workload), load(f"iso_{workload}")
     ratio = iso["ops_per_sec"] / bincode["ops_per_sec"] if bincode["ops_per_sec"] else 0.0
-    verdict = "met" if ratio >= 0.8 else "NOT met"
     print(f"{workload}: bincode {bincode['ops_per_sec']:.0f} ops/s (p99 {bincode['latency_us']['p99']} us), "
           f"iso8583 {iso['ops_per_sec']:.0f} ops/s (p99 {iso['latency_us']['p99']} us), "
-          f"iso8583 / bincode {ratio:.2f} (goal 0.80: {verdict}); "
+          f"iso8583 / bincode {ratio:.2f} (goal 0.80, judged by report.py at the goal's size); "
           f"violations {bincode['violations']} / {iso['violations']}")
 EOF
