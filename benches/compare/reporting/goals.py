@@ -77,6 +77,15 @@ def _judged(results, names, goal_args, met, pointer):
     return Goal(text, measured, target, MET if met else MISSED, why, pointer)
 
 
+def _judged_at_size(results, name, goal_args, met, off_size, pointer):
+    """The Goal of GOAL_ARGS judged from result NAME, or OFF_SIZE with the reason OFF_SIZE when
+    that is set (the run was smaller than the goal's) and the audit found nothing."""
+    text, measured, target, why = goal_args
+    if off_size and not _audit_problem(results, [name]):
+        return Goal(text, measured, target, OFF_SIZE, f"{why}; {off_size}")
+    return _judged(results, [name], goal_args, met, pointer)
+
+
 def _missing(results, names):
     """Why the first named result that did not run is missing, or None when all ran."""
     for name in names:
@@ -154,11 +163,10 @@ def ramp_goal(results):
            f"{grouped(peak)} at {peak_atms} ATMs = {ratio_value:.0%} {'>=' if met else '<'} "
            f"{RAMP_FLOOR_GOAL:.0%}")
     largest = max(step[0] for step in steps)
-    shown = f"{ratio_value:.0%}"
-    if largest < RAMP_ATMS_GOAL and not _audit_problem(results, ["ramp"]):
-        return Goal(text, shown, target, OFF_SIZE,
-                    f"{why}; the ramp went to {largest} ATMs, not {RAMP_ATMS_GOAL}")
-    return _judged(results, ["ramp"], (text, shown, target, why), met, RAMP_SECTION)
+    off_size = (None if largest >= RAMP_ATMS_GOAL
+                else f"the ramp went to {largest} ATMs, not {RAMP_ATMS_GOAL}")
+    return _judged_at_size(results, "ramp", (text, f"{ratio_value:.0%}", target, why), met,
+                           off_size, RAMP_SECTION)
 
 
 def memory_goal(results):
@@ -194,11 +202,10 @@ def soak_goal(results):
     why = (f"over {grouped(seconds)} s: ({grouped(late, 1)} - {grouped(early, 1)}) / "
            f"{grouped(early, 1)} MiB (last vs second quarter) = {growth:+.1%}, "
            f"{'within' if met else 'outside'} {SOAK_GROWTH_GOAL:.0%}")
-    shown = f"{growth:+.1%}"
-    if seconds < SOAK_SECONDS_GOAL and not _audit_problem(results, ["memory_soak"]):
-        return Goal(text, shown, target, OFF_SIZE,
-                    f"{why}; the soak ran {grouped(seconds)} s, not {SOAK_SECONDS_GOAL}")
-    return _judged(results, ["memory_soak"], (text, shown, target, why), met, TARGETS_SECTION)
+    off_size = (None if seconds >= SOAK_SECONDS_GOAL
+                else f"the soak ran {grouped(seconds)} s, not {SOAK_SECONDS_GOAL}")
+    return _judged_at_size(results, "memory_soak", (text, f"{growth:+.1%}", target, why), met,
+                           off_size, TARGETS_SECTION)
 
 
 def recovery_goal(results):
