@@ -1,4 +1,6 @@
 //! Short ATM swarms: many concurrent ATMs with injected faults, audited to the cent.
+mod common;
+
 use actor_bank::protocol::{Movement, MovementKind, RequestId};
 use actor_bank::swarm::{self, AccountExpectation, Flows, Observation, Stop, SwarmConfig};
 use std::time::Duration;
@@ -75,18 +77,8 @@ async fn a_swarm_with_faults_and_actor_crashes_has_no_violations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_survives_kill_9_chaos_restarts() {
     let data_dir = tempfile::tempdir().unwrap();
-    // The first server binds a port of its own choosing and reports it; its successors are
-    // started on that address.
-    let address = "127.0.0.1:0".to_string();
-    let command = format!(
-        "{} --listen {{listen}} --data-dir {} --operator-token chaos-operator-token-5e8a1f3c9d2b7046 --pin-hash-memory-kib 8 --pin-hash-iterations 1",
-        env!("CARGO_BIN_EXE_bank-server"),
-        data_dir.path().display()
-    );
-    let mut config = SwarmConfig::new(Some(address));
-    config.operator_token = "chaos-operator-token-5e8a1f3c9d2b7046".into();
-    config.server_command = Some(command);
-    config.chaos_restart = Some(Duration::from_millis(1_500));
+    let mut config =
+        common::kill_9_restart_swarm(data_dir.path(), "chaos-operator-token-5e8a1f3c9d2b7046", "");
     config.atms = 24;
     config.accounts = 8;
     config.stop = Stop::After(Duration::from_secs(8));
@@ -106,16 +98,11 @@ async fn a_swarm_survives_kill_9_chaos_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_banking_mix_survives_faults_and_restarts() {
     let data_dir = tempfile::tempdir().unwrap();
-    let token = "banking-operator-token-7b1e9c3a5d2f4068";
-    let command = format!(
-        "{} --listen {{listen}} --data-dir {} --operator-token {token} --pin-hash-memory-kib 8 --pin-hash-iterations 1",
-        env!("CARGO_BIN_EXE_bank-server"),
-        data_dir.path().display()
+    let mut config = common::kill_9_restart_swarm(
+        data_dir.path(),
+        "banking-operator-token-7b1e9c3a5d2f4068",
+        "",
     );
-    let mut config = SwarmConfig::new(Some("127.0.0.1:0".into()));
-    config.operator_token = token.into();
-    config.server_command = Some(command);
-    config.chaos_restart = Some(Duration::from_millis(1_500));
     config.mix = "withdraw=20,deposit=15,balance=5,transfer=15,hold=10,complete=8,void=8,reverse=12,statement=7"
         .parse()
         .unwrap();
@@ -282,16 +269,11 @@ async fn a_switch_pipelines_terminals_over_few_connections_without_violations() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_reconnects_and_reverifies_through_kill_9_restarts() {
     let data_dir = tempfile::tempdir().unwrap();
-    let token = "switch-operator-token-4d9b2e7a1c6f3085";
-    let command = format!(
-        "{} --listen {{listen}} --data-dir {} --operator-token {token} --pin-hash-memory-kib 8 --pin-hash-iterations 1",
-        env!("CARGO_BIN_EXE_bank-server"),
-        data_dir.path().display()
+    let mut config = common::kill_9_restart_swarm(
+        data_dir.path(),
+        "switch-operator-token-4d9b2e7a1c6f3085",
+        "",
     );
-    let mut config = SwarmConfig::new(Some("127.0.0.1:0".into()));
-    config.operator_token = token.into();
-    config.server_command = Some(command);
-    config.chaos_restart = Some(Duration::from_millis(1_500));
     config.connections = Some(2);
     config.in_flight = 8;
     config.accounts = 10;

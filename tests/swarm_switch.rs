@@ -1,6 +1,8 @@
 //! Switch mode through the ISO 8583 door: many terminals share a few acquirer connections, each
 //! connection signed on once for all of them, their 0200s (each carrying its PIN block) in
 //! flight together and their replies matched by terminal and STAN.
+mod common;
+
 use actor_bank::client::iso8583::PinBlocks;
 use actor_bank::swarm::{self, FrontDoor, Stop, SwarmConfig};
 use std::time::Duration;
@@ -53,22 +55,17 @@ async fn an_iso8583_switch_pipelines_terminals_over_few_connections_without_viol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iso8583_switch_reconnects_and_signs_on_again_through_kill_9_restarts() {
     let data_dir = tempfile::tempdir().unwrap();
-    let token = "iso-switch-operator-token-7c1e5a9d3b2f4086";
     // The door's port is fixed for the run (every successor opens it again): one the system
     // gave, released for the server.
     let iso_address = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let command = format!(
-        "{} --listen {{listen}} --data-dir {} --operator-token {token} --pin-hash-memory-kib 8 --pin-hash-iterations 1 --iso8583-listen {iso_address} --iso8583-clear-pin-blocks",
-        env!("CARGO_BIN_EXE_bank-server"),
-        data_dir.path().display()
+    let mut config = common::kill_9_restart_swarm(
+        data_dir.path(),
+        "iso-switch-operator-token-7c1e5a9d3b2f4086",
+        &format!("--iso8583-listen {iso_address} --iso8583-clear-pin-blocks"),
     );
-    let mut config = SwarmConfig::new(Some("127.0.0.1:0".into()));
-    config.operator_token = token.into();
-    config.server_command = Some(command);
-    config.chaos_restart = Some(Duration::from_millis(1_500));
     config.front_door = FrontDoor::Iso8583;
     config.iso8583_address = Some(iso_address.to_string());
     config.iso8583_pins = Some(PinBlocks::Clear);

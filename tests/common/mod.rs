@@ -1078,3 +1078,24 @@ pub fn capture_all_logs() -> Capture {
     tracing::subscriber::set_global_default(subscriber).unwrap();
     capture
 }
+
+/// A swarm against the real `bank-server` binary on `data_dir`, SIGKILLed and restarted under
+/// load every 1.5 s: the first server binds a port of its own choosing and reports it, its
+/// successors are started on that address. The server gets `token` as its operator token, the
+/// cheapest PIN hash and `extra_args`; the caller sets the load.
+pub fn kill_9_restart_swarm(
+    data_dir: &std::path::Path,
+    token: &str,
+    extra_args: &str,
+) -> actor_bank::swarm::SwarmConfig {
+    let command = format!(
+        "{} --listen {{listen}} --data-dir {} --operator-token {token} --pin-hash-memory-kib 8 --pin-hash-iterations 1 {extra_args}",
+        env!("CARGO_BIN_EXE_bank-server"),
+        data_dir.display()
+    );
+    let mut config = actor_bank::swarm::SwarmConfig::new(Some("127.0.0.1:0".into()));
+    config.operator_token = token.into();
+    config.server_command = Some(command);
+    config.chaos_restart = Some(Duration::from_millis(1_500));
+    config
+}
