@@ -1,11 +1,23 @@
 //! Metrics, in Prometheus text format when `--metrics-listen` is given.
 //!
-//! Every metric the server reports is named here, once. Recording is cheap and does nothing until
-//! [`install`] has put an exporter in place, so tests and tools that never install one pay
-//! almost nothing.
+//! Every metric the server reports is named here, once. Recording does nothing until [`install`]
+//! has put an exporter in place: the metrics of every request (and of every journal batch and
+//! queued reply) are skipped on one flag until then, so a server without `--metrics-listen`, and
+//! every test and tool, pays nothing for them.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Set once [`install`] has put the exporter in place.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// True once metrics are exported: before that, the per-request recorders return at once (the
+/// `metrics` macros would still build each metric's key, labels included, for a recorder that
+/// drops them).
+fn installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
 
 /// Requests answered, by `operation` and `status`.
 pub const REQUESTS: &str = "bank_requests_total";
@@ -120,6 +132,7 @@ pub fn install(address: SocketAddr) -> Result<SocketAddr, String> {
         })
         .map_err(|error| error.to_string())?;
     describe();
+    INSTALLED.store(true, Ordering::Relaxed);
     Ok(bound)
 }
 
@@ -209,28 +222,43 @@ fn describe() {
 
 /// One request answered.
 pub fn request(operation: &'static str, status: &'static str, elapsed: Duration) {
+    if !installed() {
+        return;
+    }
     metrics::counter!(REQUESTS, "operation" => operation, "status" => status).increment(1);
     metrics::histogram!(REQUEST_SECONDS, "operation" => operation).record(elapsed.as_secs_f64());
 }
 
 /// One journal batch made durable.
 pub fn journal_batch(records: usize, elapsed: Duration) {
+    if !installed() {
+        return;
+    }
     metrics::histogram!(JOURNAL_FSYNC_SECONDS).record(elapsed.as_secs_f64());
     metrics::histogram!(JOURNAL_BATCH_RECORDS).record(records as f64);
 }
 
 /// A gauge moved by `delta`.
 pub fn gauge(name: &'static str, delta: f64) {
+    if !installed() {
+        return;
+    }
     metrics::gauge!(name).increment(delta);
 }
 
 /// A gauge set to `value`.
 pub fn set_gauge(name: &'static str, value: f64) {
+    if !installed() {
+        return;
+    }
     metrics::gauge!(name).set(value);
 }
 
 /// A counter moved by one.
 pub fn count(name: &'static str) {
+    if !installed() {
+        return;
+    }
     metrics::counter!(name).increment(1);
 }
 

@@ -6,7 +6,7 @@ use super::account::{self, AccountActor, Decide};
 use super::background::Background;
 use super::budget::ReplyBudget;
 use super::durable;
-use super::joining::{JoinableMap, JoinablePublisher};
+use super::joining::{JoinableMap, JoinablePublisher, Joined};
 use super::pins::Pins;
 use super::settings::{Banking, Limits, ServerConfig};
 use super::slots::Slots;
@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 /// What every actor shares: the storage, the account registry, the memory of completed
 /// requests, the limits.
@@ -311,12 +311,10 @@ impl Bank {
     async fn settle_with(&self, submitted: Submitted, durable: bool) -> Outcome {
         let (answer, publish) = match submitted.0 {
             Admission::Refused => return self.no_answer(),
-            Admission::Joined(mut outcome) => {
-                return match outcome.wait_for(Option::is_some).await {
-                    Ok(outcome) => (*outcome).unwrap_or_else(|| self.no_answer()),
-                    // The original ended without an answer (its connection closed): retry.
-                    Err(_) => self.no_answer(),
-                };
+            Admission::Joined(outcome) => {
+                // A closed channel: the original ended without an answer (its connection
+                // closed), so this retry is told to retry.
+                return outcome.await.unwrap_or_else(|_| self.no_answer());
             }
             Admission::Sent { answer, publish } => (answer, publish),
         };
@@ -519,5 +517,5 @@ enum Admission {
         publish: Option<JoinablePublisher>,
     },
     /// A retry of a change still in flight: it waits for the original's answer.
-    Joined(watch::Receiver<Option<Outcome>>),
+    Joined(Joined),
 }

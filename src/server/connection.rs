@@ -187,8 +187,14 @@ impl<D: FrontDoor> Reader<D> {
                     | Incoming::Ended
                     | Incoming::Drain
             );
-            // Waiting here when the session's mailbox is full is backpressure, not a leak.
-            if self.session.send(incoming).await.is_err() || last {
+            // Handed over without waiting for the session's turn while its mailbox has room (one
+            // wake-up fewer per frame); waiting here when it is full is backpressure, not a leak.
+            let delivered = match self.session.try_send(incoming) {
+                Ok(()) => true,
+                Err(SendError::Full(incoming)) => self.session.send(incoming).await.is_ok(),
+                Err(SendError::Closed(_)) => false,
+            };
+            if !delivered || last {
                 return;
             }
         }

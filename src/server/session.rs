@@ -240,7 +240,8 @@ impl<D: FrontDoor> Session<D> {
             arrived: Instant::now(),
             reserved,
         };
-        let span = tracing::debug_span!(parent: &self.span, "request", %id, operation);
+        // A child of the connection's span, which the turn has entered.
+        let span = tracing::debug_span!("request", %id, operation);
         let _entered = span.enter();
         // The in-flight rule: every request counts from here until its reply is handed to the
         // writer, whatever its kind. One that arrives while the limit is reached is refused at
@@ -327,7 +328,19 @@ impl<D: FrontDoor> Handler<Incoming<D::Context>> for Session<D> {
     type Result = ();
 
     fn handle(&mut self, incoming: Incoming<D::Context>, ctx: &mut Context<Self>) {
-        let _entered = self.span.clone().entered();
+        // The connection's span is moved out for the turn rather than cloned (a clone is a
+        // reference count in the subscriber's registry, per frame), and put back after it.
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
+        let entered = span.enter();
+        self.dispatch(incoming, ctx);
+        drop(entered);
+        self.span = span;
+    }
+}
+
+impl<D: FrontDoor> Session<D> {
+    /// Acts on what the reader or the writer handed over, inside the connection's span.
+    fn dispatch(&mut self, incoming: Incoming<D::Context>, ctx: &mut Context<Self>) {
         match incoming {
             Incoming::Door(Inbound::Answered(frame), reserved) => self.send(frame, reserved, ctx),
             Incoming::Door(
