@@ -387,3 +387,84 @@ async fn an_unknown_card_costs_what_a_wrong_pin_costs_and_a_locked_card_nothing(
     assert_eq!(r.status, Status::CardLocked);
     assert_eq!(checks(), locked, "a locked card is never hashed");
 }
+
+/// A burst of guesses sent at once cannot have its right one approved past the lock: a right PIN
+/// is approved without the account actor only while neither the committed state nor the actor's
+/// working copy holds a wrong attempt. Here three wrong PINs are decided (the third locks the
+/// card) but held back from durability, so the committed state still shows none; the right PIN
+/// that follows is refused `card_locked`, like every attempt on a locked card.
+#[tokio::test]
+async fn a_right_pin_behind_wrong_ones_not_yet_durable_is_refused_by_the_lock() {
+    use actor_bank::ledger::Ledger;
+    use actor_bank::storage::{memory::MemoryLog, Storage};
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = common::test_config(data_dir.path());
+    let (log, committed) = MemoryLog::open(Ledger::default(), 1024);
+    let storage = Storage::new(log.clone(), committed);
+    let server = RunningServer::start_with_storage(config, storage).expect("the server starts");
+    let address = server.local_addr.to_string();
+    let stats = &server.bank().pins().stats;
+
+    // Verified once, while everything is durable: a right PIN on a clean card.
+    let mut holder = common::RawConnection::connect(&address)
+        .await
+        .greeted()
+        .await;
+    let (r, _) = holder.exchange(301, 1, verify(JOTY, JOTY_PIN)).await;
+    assert_eq!(r.status, Status::Approved);
+
+    log.pause();
+    let mut guesser = common::RawConnection::connect(&address)
+        .await
+        .greeted()
+        .await;
+    for (sequence, guess) in [(1, "0000"), (2, "1111"), (3, "2222")] {
+        guesser.request(302, sequence, verify(JOTY, guess)).await;
+    }
+    let storage = server.bank().storage();
+    common::eventually(
+        "the three wrong PINs decided and journaled, not durable",
+        || {
+            let journal = storage.stats();
+            journal.head_lsn >= journal.durable_lsn + 3
+        },
+    )
+    .await;
+    let checks_before = stats.keyed_checks.load(Ordering::Relaxed);
+    assert_eq!(
+        storage.with_committed(|ledger| ledger
+            .accounts
+            .get(&JOTY)
+            .map(|account| account.pin_failures)),
+        Some(0),
+        "the committed state shows no wrong PIN yet"
+    );
+    holder.request(301, 2, verify(JOTY, JOTY_PIN)).await;
+    common::eventually("the right PIN checked", || {
+        stats.keyed_checks.load(Ordering::Relaxed) > checks_before
+    })
+    .await;
+    log.resume();
+    let (r, _) = holder.receive_reply().await;
+    assert_eq!(
+        r,
+        reply(301, 2, Status::CardLocked, Body::Empty),
+        "the lock the wrong PINs made holds"
+    );
+    // Pipelined replies come in any order; each names its request.
+    let mut guesses = Vec::new();
+    for _ in 0..3 {
+        let (r, _) = guesser.receive_reply().await;
+        guesses.push((r.id.sequence, r.status));
+    }
+    guesses.sort_by_key(|(sequence, _)| *sequence);
+    assert_eq!(
+        guesses,
+        [
+            (1, Status::IncorrectPin),
+            (2, Status::IncorrectPin),
+            (3, Status::CardLocked)
+        ]
+    );
+    server.stop();
+}

@@ -26,7 +26,7 @@ use crate::ledger::{
 use crate::model::{Card, Code, RequestId};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -72,6 +72,19 @@ pub struct Decide {
     pub reply: oneshot::Sender<Result<Answer, NoAnswer>>,
 }
 
+/// What an account actor shares with the registry that points at it.
+#[derive(Clone, Debug, Default)]
+pub struct ActorShared {
+    /// Messages sent to the actor and not yet taken. actix gives every sender (every `Addr`
+    /// clone) a slot of its own beyond the mailbox capacity, so the bank counts for itself.
+    pub queued: Arc<AtomicUsize>,
+    /// The wrong PINs the actor's working copy holds, as of its last turn that changed it (0
+    /// before it loaded). A right PIN is approved from the committed state without a turn of the
+    /// actor only while this is 0 too: a wrong attempt decided and not yet durable is here
+    /// before the committed state shows it (see `Bank::verify_pin`).
+    pub pin_failures: Arc<AtomicU8>,
+}
+
 /// One account's actor.
 pub struct AccountActor {
     card: Card,
@@ -86,6 +99,9 @@ pub struct AccountActor {
     /// Messages sent to this actor and not yet taken; the bank refuses more beyond the mailbox
     /// capacity.
     queued: Arc<AtomicUsize>,
+    /// The wrong PINs of the working copy, published in the turn that changes them (see
+    /// [`ActorShared::pin_failures`]).
+    pin_failures: Arc<AtomicU8>,
     /// Set when the actor left the registry: from then on it decides nothing. Kept across
     /// restarts, because a restarted retiree must not start deciding again next to its successor.
     retired: bool,
@@ -93,12 +109,13 @@ pub struct AccountActor {
 
 impl AccountActor {
     /// An actor for `card`; its state is loaded when it starts.
-    pub fn new(card: Card, bank: Arc<Bank>, queued: Arc<AtomicUsize>) -> Self {
+    pub fn new(card: Card, bank: Arc<Bank>, shared: &ActorShared) -> Self {
         AccountActor {
             card,
             last_active: bank.clock().now(),
             bank,
-            queued,
+            queued: shared.queued.clone(),
+            pin_failures: shared.pin_failures.clone(),
             account: None,
             last_lsn: 0,
             retired: false,
@@ -271,6 +288,7 @@ impl AccountActor {
             ctx.stop();
             return Err(NoAnswer::Crashed);
         }
+        self.publish_pin_failures();
         if let Some((principal, clients)) = clients {
             for (client, done) in ledger::completed_entries(&record, lsn) {
                 clients.remember(principal, client, done, now);
@@ -304,8 +322,18 @@ impl AccountActor {
                     actor.retire(ctx);
                 }
                 actor.account = account;
+                actor.publish_pin_failures();
             }),
         );
+    }
+
+    /// Publishes the working copy's count of wrong PINs, for [`Bank::pin_failures_deciding`].
+    fn publish_pin_failures(&self) {
+        let failures = self
+            .account
+            .as_ref()
+            .map_or(0, |account| account.pin_failures);
+        self.pin_failures.store(failures, Ordering::Release);
     }
 
     /// Leaves the registry and stops; a later request starts a successor.

@@ -2,7 +2,7 @@
 //! settlement of requests ([`Bank::submit`], [`Bank::settle`]), reads of the committed state, the
 //! working memory of completed requests and its sweep, and the operator check.
 
-use super::account::{self, AccountActor, Decide};
+use super::account::{self, AccountActor, ActorShared, Decide};
 use super::background::Background;
 use super::budget::ReplyBudget;
 use super::durable;
@@ -21,7 +21,7 @@ use crate::storage::Storage;
 use actix::prelude::*;
 use dashmap::DashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -235,11 +235,20 @@ impl Bank {
     fn start_account(self: &Arc<Self>, card: Card) -> AccountHandle {
         let arbiter = &self.arbiters[(card % self.arbiters.len() as u64) as usize];
         let bank = self.clone();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let counter = queued.clone();
+        let shared = ActorShared::default();
+        let theirs = shared.clone();
         let address =
-            Supervisor::start_in_arbiter(arbiter, move |_| AccountActor::new(card, bank, counter));
-        AccountHandle { address, queued }
+            Supervisor::start_in_arbiter(arbiter, move |_| AccountActor::new(card, bank, &theirs));
+        AccountHandle { address, shared }
+    }
+
+    /// The wrong PINs the working copy of `card`'s live actor holds, as of its last decision: 0
+    /// without an actor (the committed state is then all there is), or before it loaded. Never
+    /// starts an actor.
+    pub(super) fn pin_failures_deciding(&self, card: Card) -> u8 {
+        self.accounts
+            .get(&card)
+            .map_or(0, |entry| entry.shared.pin_failures.load(Ordering::Acquire))
     }
 
     /// Decides `event` for `request` on `card` and waits until the answer may be given (its record
@@ -268,8 +277,8 @@ impl Bank {
         }
         let handle = self.account(card);
         // A full mailbox answers `busy` at once instead of queueing without bound.
-        if handle.queued.fetch_add(1, Ordering::AcqRel) >= self.limits.mailbox_capacity {
-            handle.queued.fetch_sub(1, Ordering::AcqRel);
+        if handle.shared.queued.fetch_add(1, Ordering::AcqRel) >= self.limits.mailbox_capacity {
+            handle.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Submitted(Admission::Refused);
         }
         let (reply, answer) = oneshot::channel();
@@ -279,7 +288,7 @@ impl Bank {
             reply,
         };
         if handle.address.try_send(message).is_err() {
-            handle.queued.fetch_sub(1, Ordering::AcqRel);
+            handle.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Submitted(Admission::Refused);
         }
         let publish = joinable
@@ -497,9 +506,9 @@ type AccountReply = Result<account::Answer, account::NoAnswer>;
 pub(super) struct AccountHandle {
     /// The actor's address.
     pub(super) address: Addr<AccountActor>,
-    /// Messages sent and not yet taken by the actor. actix gives every sender (every `Addr`
-    /// clone) a slot of its own beyond the mailbox capacity, so the bank counts for itself.
-    queued: Arc<AtomicUsize>,
+    /// What the actor shares with the registry: its queue count, its working count of wrong
+    /// PINs.
+    shared: ActorShared,
 }
 
 /// A request after admission: handed to an account actor, joined to its original, or refused.

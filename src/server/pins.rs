@@ -554,24 +554,21 @@ impl Bank {
         outcome
     }
 
-    /// A Verify of `pin_text` on `card`.
+    /// A PIN attempt of `pin_text` on `card`, through `gate`: a `Verify`'s, and the PIN an
+    /// acquirer's message carries (the ISO 8583 door), checked the same way. A right PIN with
+    /// nothing to record (no wrong PIN to clear, no hash to re-key, by the committed state) is
+    /// approved without a turn of the account actor: it changes nothing, and the committed state
+    /// it was judged by is durable, so there is nothing to wait for. A verification then costs
+    /// a keyed check and no actor, no journal record and no wait for the disk.
+    ///
+    /// A wrong attempt the actor has decided and not yet made durable is not in the committed
+    /// state yet, so the shortcut also asks the actor's working count
+    /// ([`Bank::pin_failures_deciding`], read after the committed state): only when both are 0
+    /// is the PIN approved without the actor. Otherwise a burst of guesses sent at once could
+    /// have its right one approved while the wrong ones before it were locking the card. A
+    /// wrong attempt the actor decides after that read comes after this PIN, as if it had
+    /// arrived later.
     pub(super) async fn verify_pin(
-        self: Arc<Self>,
-        gate: Arc<PinGate>,
-        card: Card,
-        request: RequestId,
-        pin_text: String,
-    ) -> Outcome {
-        let verdict = self.check_pin(&gate, card, vec![pin_text]).await;
-        self.decide_pin(card, request, verdict, Event::PinAttempt { correct: true })
-            .await
-    }
-
-    /// The PIN an acquirer's message carries for `card` (the ISO 8583 door), checked exactly as
-    /// a Verify's, through `gate`. A right PIN with nothing to record (no wrong PIN to clear, no
-    /// hash to re-key, by the committed state) is approved without a turn of the account actor,
-    /// so a message costs one actor turn, that of its operation.
-    pub(super) async fn check_carried_pin(
         self: Arc<Self>,
         gate: Arc<PinGate>,
         card: Card,
@@ -585,7 +582,9 @@ impl Bank {
             ..
         } = verdict
         {
-            return answer(Code::Approved);
+            if self.pin_failures_deciding(card) == 0 {
+                return answer(Code::Approved);
+            }
         }
         self.decide_pin(card, request, verdict, Event::PinAttempt { correct: true })
             .await

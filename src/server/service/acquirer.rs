@@ -106,7 +106,7 @@ pub(super) fn start(bank: &Arc<Bank>, login: &Login, request: Request) -> Result
     Ok(Started::Later {
         answer: Box::pin(async move {
             // Check::PinAllowance to Check::Storage, as for a Verify.
-            let checked = bank.clone().check_carried_pin(gate, card, id, pin).await;
+            let checked = bank.clone().verify_pin(gate, card, id, pin).await;
             if checked.status != Code::Approved {
                 return Answer::from(checked);
             }
