@@ -20,8 +20,9 @@ use crate::ratelimit::{PeerBuckets, WhenFull};
 use crate::storage::Storage;
 use actix::prelude::*;
 use dashmap::DashMap;
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -45,6 +46,8 @@ pub struct Bank {
     joinable: Arc<JoinableMap>,
     /// The threads account actors and sessions run on.
     pub(super) arbiters: Vec<ArbiterHandle>,
+    /// Which set of arbiters these are ([`ARBITER_HERE`] names a thread's place in one).
+    arbiter_set: u64,
     /// The limits in force.
     limits: Limits,
     /// The operator token accounts are opened with.
@@ -94,12 +97,14 @@ impl Bank {
             clients.insert(Principal::Operator, operator);
         }
         let limits = &config.limits;
+        let arbiter_set = tag_arbiters(&arbiters);
         Arc::new(Bank {
             storage,
             accounts: DashMap::new(),
             clients,
             joinable: JoinableMap::new(limits.requests_joinable_max),
             arbiters,
+            arbiter_set,
             limits: limits.clone(),
             operator: OperatorToken::new(config.operator_token.as_deref()),
             peer_token: config
@@ -215,7 +220,7 @@ impl Bank {
         self.operator.is_set()
     }
 
-    /// The actor for `card`, started (on the card's arbiter) if it is not running.
+    /// The actor for `card`, started ([`Bank::arbiter_for`]) if it is not running.
     fn account(self: &Arc<Self>, card: Card) -> AccountHandle {
         if let Some(handle) = self.accounts.get(&card) {
             if handle.address.connected() {
@@ -232,8 +237,22 @@ impl Bank {
         entry.clone()
     }
 
+    /// Where a new actor for `card` runs: on the arbiter asking for it, when that is one of the
+    /// bank's (the session that first needs the card, usually), so its requests and the actor's
+    /// answers pass on one thread without a cross-thread wake-up; else (the main arbiter, a
+    /// background task) on arbiter `card % N`.
+    fn arbiter_for(&self, card: Card) -> &ArbiterHandle {
+        let here = ARBITER_HERE.with(Cell::get);
+        match here {
+            Some((set, index)) if set == self.arbiter_set && index < self.arbiters.len() => {
+                &self.arbiters[index]
+            }
+            _ => &self.arbiters[(card % self.arbiters.len() as u64) as usize],
+        }
+    }
+
     fn start_account(self: &Arc<Self>, card: Card) -> AccountHandle {
-        let arbiter = &self.arbiters[(card % self.arbiters.len() as u64) as usize];
+        let arbiter = self.arbiter_for(card);
         let bank = self.clone();
         let shared = ActorShared::default();
         let theirs = shared.clone();
@@ -500,6 +519,24 @@ impl Bank {
 
 /// What an account actor sends back for one request.
 type AccountReply = Result<account::Answer, account::NoAnswer>;
+
+/// Numbers the sets of arbiters banks run on (several servers may share a process: tests).
+static ARBITER_SETS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// On a bank's arbiter thread: which set it belongs to, and its index in it.
+    static ARBITER_HERE: Cell<Option<(u64, usize)>> = const { Cell::new(None) };
+}
+
+/// Numbers a new set of arbiters and tells each thread its place in it (before anything else
+/// runs there: an arbiter runs what it is given in order). Returns the set's number.
+fn tag_arbiters(arbiters: &[ArbiterHandle]) -> u64 {
+    let set = ARBITER_SETS.fetch_add(1, Ordering::Relaxed);
+    for (index, arbiter) in arbiters.iter().enumerate() {
+        arbiter.spawn_fn(move || ARBITER_HERE.with(|here| here.set(Some((set, index)))));
+    }
+    set
+}
 
 /// How the bank reaches one account actor.
 #[derive(Clone)]

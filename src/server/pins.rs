@@ -582,6 +582,11 @@ impl Bank {
             ..
         } = verdict
         {
+            // A failed journal answers everything `unavailable`, as the actor would: the
+            // server acknowledges nothing until it is restarted.
+            if self.storage().failure().is_some() {
+                return answer(Code::Unavailable);
+            }
             if self.pin_failures_deciding(card) == 0 {
                 return answer(Code::Approved);
             }
