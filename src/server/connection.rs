@@ -8,9 +8,11 @@
 //!   [`Limits::frame_read_timeout`]. The splitter checks each declared length before anything is
 //!   reserved for the body. The door decodes each frame, and the reader reserves the largest
 //!   reply it can produce in the connection's reply budget ([`super::budget`]) before it hands
-//!   the result to the session. It reads the next frame only while the write queue has room for
-//!   a full window of replies and the budget for the reply, so a client that stops reading its
-//!   replies stops being read from, and is dropped after [`Limits::write_timeout`].
+//!   the result to the session. It hands frames over without waiting for the session's turn, up
+//!   to [`READ_AHEAD_FRAMES_MAX`] not yet handled (beyond that it waits for each). It reads the
+//!   next frame only while the write queue has room for a full window of replies, one more for
+//!   each frame not yet handled, and the budget for the reply, so a client that stops reading
+//!   its replies stops being read from, and is dropped after [`Limits::write_timeout`].
 //! - The *writer* drains the bounded queue of reply frames to the socket, under a deadline, and
 //!   gives each frame's bytes back to the budget once written.
 //!
@@ -28,7 +30,7 @@ use super::Bank;
 use crate::codec::{CodecError, SplitFrames};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -45,6 +47,11 @@ const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 /// The most capacity the reader keeps in its buffer between frames; after a larger frame the
 /// buffer is dropped and a small one grown again.
 const BUFFER_KEPT_BYTES_MAX: usize = 4 * SOCKET_BUFFER_BYTES;
+
+/// The most frames the reader hands to the session ahead of the session's turn (without waiting
+/// for each to be handled). The reader keeps room in the write queue for their replies too, so
+/// the queue never holds more than before; beyond this many it waits for the session.
+const READ_AHEAD_FRAMES_MAX: usize = 8;
 
 /// A byte stream a connection runs over: a TCP socket, or TLS over one.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -75,6 +82,16 @@ pub(super) struct Connection {
     pub(super) reader: JoinHandle<()>,
     /// The connection's reply budget, which every queued frame is charged to.
     pub(super) budget: Arc<ConnectionBudget>,
+    /// Frames the reader handed over that the session has not handled yet; the session counts
+    /// each [`Incoming::Door`] off as it takes it ([`Connection::took_frame`]).
+    pub(super) unhandled: Arc<AtomicUsize>,
+}
+
+impl Connection {
+    /// Counts off a frame the reader handed over, as the session takes it.
+    pub(super) fn took_frame(unhandled: &AtomicUsize) {
+        unhandled.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Starts the reader and the writer of `stream` on the current arbiter, talking to `session`;
@@ -95,6 +112,8 @@ pub(super) fn start<D: FrontDoor, S: Transport>(
     let (outbox, queue) = mpsc::channel(queue_frames);
     let write_timeout = limits.write_timeout;
     let budget = ConnectionBudget::new(bank.reply_budget());
+    let replies_window = limits.requests_in_flight_max.min(queue_frames);
+    let unhandled = Arc::new(AtomicUsize::new(0));
     let reader = Reader {
         frames: door.frames(),
         frame_bytes_max: door.frame_bytes_max(),
@@ -106,7 +125,9 @@ pub(super) fn start<D: FrontDoor, S: Transport>(
         frame_read_timeout: limits.frame_read_timeout,
         login_idle_timeout: limits.login_idle_timeout,
         write_timeout,
-        replies_window: limits.requests_in_flight_max.min(queue_frames),
+        replies_window,
+        read_ahead_max: READ_AHEAD_FRAMES_MAX.min(queue_frames - replies_window),
+        unhandled: unhandled.clone(),
         room: outbox.clone(),
         session: session.clone(),
         verified,
@@ -125,6 +146,7 @@ pub(super) fn start<D: FrontDoor, S: Transport>(
         outbox,
         reader,
         budget,
+        unhandled,
     }
 }
 
@@ -144,8 +166,14 @@ struct Reader<D: FrontDoor> {
     frame_read_timeout: Duration,
     login_idle_timeout: Duration,
     write_timeout: Duration,
-    /// Queue slots that must be free before another request is read.
+    /// Queue slots that must be free before another request is read, beyond one for each frame
+    /// handed over and not yet handled.
     replies_window: usize,
+    /// The most frames handed to the session ahead of its turn: at most the queue's slots
+    /// beyond `replies_window`, so the room kept for their replies always fits in the queue.
+    read_ahead_max: usize,
+    /// Frames handed to the session and not yet handled (shared with the session).
+    unhandled: Arc<AtomicUsize>,
     /// The largest frame body the door accepts (a `Lowercase` reply can take as much).
     frame_bytes_max: usize,
     /// Where the reader reserves each request's largest reply before handing it on.
@@ -187,17 +215,35 @@ impl<D: FrontDoor> Reader<D> {
                     | Incoming::Ended
                     | Incoming::Drain
             );
-            // Handed over without waiting for the session's turn while its mailbox has room (one
-            // wake-up fewer per frame); waiting here when it is full is backpressure, not a leak.
-            let delivered = match self.session.try_send(incoming) {
-                Ok(()) => true,
-                Err(SendError::Full(incoming)) => self.session.send(incoming).await.is_ok(),
-                Err(SendError::Closed(_)) => false,
+            // A frame is handed over without waiting for the session's turn (one wake-up fewer
+            // per frame) while fewer than `read_ahead_max` are waiting for it and its mailbox has
+            // room; otherwise the reader waits for the session to handle it, which is
+            // backpressure, not a leak.
+            if matches!(incoming, Incoming::Door(..)) {
+                self.unhandled.fetch_add(1, Ordering::AcqRel);
+            }
+            let ahead = self.unhandled.load(Ordering::Acquire) <= self.read_ahead_max;
+            let delivered = if ahead {
+                match self.session.try_send(incoming) {
+                    Ok(()) => true,
+                    Err(SendError::Full(incoming)) => self.session.send(incoming).await.is_ok(),
+                    Err(SendError::Closed(_)) => false,
+                }
+            } else {
+                self.session.send(incoming).await.is_ok()
             };
             if !delivered || last {
                 return;
             }
         }
+    }
+
+    /// Frames handed to the session and not yet handled, as many as their replies need room for
+    /// in the queue (never more than `read_ahead_max`: beyond it the reader waits for each).
+    fn frames_ahead(&self) -> usize {
+        self.unhandled
+            .load(Ordering::Acquire)
+            .min(self.read_ahead_max)
     }
 
     /// True while a card is verified, or the door's state stands in for one (a signed-on link).
@@ -250,7 +296,8 @@ impl<D: FrontDoor> Reader<D> {
         // Read on only when every reply this request could add has a place in the queue.
         match tokio::time::timeout(
             self.write_timeout,
-            self.room.reserve_many(self.replies_window),
+            self.room
+                .reserve_many(self.replies_window + self.frames_ahead()),
         )
         .await
         {

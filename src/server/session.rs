@@ -20,7 +20,7 @@
 //! [`Check::InFlight`]: super::service::Check::InFlight
 
 use super::budget::ConnectionBudget;
-use super::connection::{self, Incoming, Transport};
+use super::connection::{self, Connection, Incoming, Transport};
 use super::door::{FrontDoor, Inbound};
 use super::service::{Answer, Command, Effect, Login, Pending, Service, Started};
 use super::slots::Slot;
@@ -30,6 +30,7 @@ use crate::model::{Code, RequestId};
 use actix::prelude::*;
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -66,6 +67,8 @@ pub struct Session<D: FrontDoor> {
     reader: Option<JoinHandle<()>>,
     /// The connection's reply budget: each reply settles its request's reservation here.
     budget: Arc<ConnectionBudget>,
+    /// Frames the reader handed over and this session has not handled yet.
+    unhandled: Arc<AtomicUsize>,
     /// The connection's slot among its peer's; given back when the session ends.
     _slot: Option<Slot>,
     /// The verified card and what keeps logins in order.
@@ -131,6 +134,7 @@ impl<D: FrontDoor> Session<D> {
                 outbox: Some(connection.outbox),
                 reader: Some(connection.reader),
                 budget: connection.budget,
+                unhandled: connection.unhandled,
                 _slot: slot,
                 login,
                 in_flight: 0,
@@ -341,6 +345,9 @@ impl<D: FrontDoor> Handler<Incoming<D::Context>> for Session<D> {
 impl<D: FrontDoor> Session<D> {
     /// Acts on what the reader or the writer handed over, inside the connection's span.
     fn dispatch(&mut self, incoming: Incoming<D::Context>, ctx: &mut Context<Self>) {
+        if let Incoming::Door(..) = incoming {
+            Connection::took_frame(&self.unhandled);
+        }
         match incoming {
             Incoming::Door(Inbound::Answered(frame), reserved) => self.send(frame, reserved, ctx),
             Incoming::Door(
