@@ -16,8 +16,11 @@ use crate::ledger::Lsn;
 use crate::storage::{Progress, Storage, WRITER_STOPPED};
 use parking_lot::Mutex;
 use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
-use tokio::sync::{watch, Notify};
+use std::task::{Poll, Waker};
+use tokio::sync::watch;
 
 /// One arbiter thread's relay of one journal's progress. Shared (`Arc`) rather than `Rc` only so
 /// that futures waiting on it stay `Send`; it is used from its own thread.
@@ -25,10 +28,71 @@ use tokio::sync::{watch, Notify};
 struct Relay {
     /// The journal it relays ([`Journal::id`]).
     journal: usize,
+    /// The progress as last relayed, and who waits for which position.
+    state: Arc<Mutex<RelayState>>,
+}
+
+/// What a relay knows: the journal's progress, and this thread's waiters by position.
+struct RelayState {
     /// The progress as last relayed.
-    progress: Arc<Mutex<Progress>>,
-    /// Notified, on this thread, after every change of `progress`.
-    changed: Arc<Notify>,
+    progress: Progress,
+    /// The waiting tasks, the lowest position first: a batch wakes those it made durable and no
+    /// other (waking every waiter on each batch made each one check again, most of them to wait
+    /// on: on a switch's connections, hundreds of polls per batch for a few dozen answers).
+    waiting: BinaryHeap<Waiting>,
+}
+
+/// A task waiting for a position to be durable.
+struct Waiting {
+    lsn: Lsn,
+    waker: Waker,
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        self.lsn == other.lsn
+    }
+}
+
+impl Eq for Waiting {}
+
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Waiting {
+    /// Reversed, so the heap (a max-heap) gives the lowest position first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.lsn.cmp(&self.lsn)
+    }
+}
+
+impl RelayState {
+    /// Takes in `latest` and returns the wakers of the tasks it may release: those waiting for a
+    /// position now durable, or all of them when the wait may have ended in another way (a
+    /// failure, positions given up with a partition); each checks for itself and waits again if
+    /// its position is not reached.
+    fn advance(&mut self, latest: Progress) -> Vec<Waker> {
+        let durable = match &latest {
+            Progress::Durable(durable) => Some(*durable),
+            Progress::DurableExcept { .. } | Progress::Failed(_) => None,
+        };
+        self.progress = latest;
+        let mut woken = Vec::new();
+        match durable {
+            Some(durable) => {
+                while self.waiting.peek().is_some_and(|next| next.lsn <= durable) {
+                    if let Some(waiting) = self.waiting.pop() {
+                        woken.push(waiting.waker);
+                    }
+                }
+            }
+            None => woken.extend(self.waiting.drain().map(|waiting| waiting.waker)),
+        }
+        woken
+    }
 }
 
 thread_local! {
@@ -43,16 +107,21 @@ pub async fn wait_durable(journal: &Storage, lsn: Lsn) -> Result<(), Arc<str>> {
     let Some(relay) = relay(journal) else {
         return journal.wait_durable(lsn).await;
     };
-    loop {
-        let changed = relay.changed.notified();
-        tokio::pin!(changed);
-        // Registered before the check, so a change between the check and the wait is not missed.
-        changed.as_mut().enable();
-        if let Some(done) = relay.progress.lock().reached(lsn) {
-            return done;
+    std::future::poll_fn(|context| {
+        let mut state = relay.state.lock();
+        if let Some(done) = state.progress.reached(lsn) {
+            return Poll::Ready(done);
         }
-        changed.await;
-    }
+        // Checked and registered under one lock, so a batch relayed in between is not missed.
+        // A task polled again before its position is reached registers again: the extra entry
+        // only wakes it once more.
+        state.waiting.push(Waiting {
+            lsn,
+            waker: context.waker().clone(),
+        });
+        Poll::Pending
+    })
+    .await
 }
 
 /// This thread's relay for `journal`, started on first use; `None` off an arbiter thread, or
@@ -67,8 +136,10 @@ fn relay(journal: &Storage) -> Option<Relay> {
         let mut progress = journal.progress();
         let relay = Relay {
             journal: journal.id(),
-            progress: Arc::new(Mutex::new(progress.borrow_and_update().clone())),
-            changed: Arc::new(Notify::new()),
+            state: Arc::new(Mutex::new(RelayState {
+                progress: progress.borrow_and_update().clone(),
+                waiting: BinaryHeap::new(),
+            })),
         };
         actix_rt::spawn(relay_forever(progress, relay.clone()));
         *slot = Some(relay.clone());
@@ -76,8 +147,8 @@ fn relay(journal: &Storage) -> Option<Relay> {
     })
 }
 
-/// Copies each change of the journal's progress to the relay and wakes its waiters, until the
-/// journal is gone.
+/// Copies each change of the journal's progress to the relay and wakes the waiters it
+/// releases, until the journal is gone.
 async fn relay_forever(mut progress: watch::Receiver<Progress>, relay: Relay) {
     loop {
         let changed = progress.changed().await;
@@ -85,8 +156,10 @@ async fn relay_forever(mut progress: watch::Receiver<Progress>, relay: Relay) {
             Ok(()) => progress.borrow_and_update().clone(),
             Err(_) => Progress::Failed(WRITER_STOPPED.into()),
         };
-        *relay.progress.lock() = latest;
-        relay.changed.notify_waiters();
+        let woken = relay.state.lock().advance(latest);
+        for waker in woken {
+            waker.wake();
+        }
         if changed.is_err() {
             return;
         }
@@ -125,6 +198,62 @@ mod tests {
             Decision::Record(record) => record,
             Decision::Answer(outcome) => panic!("not opened: {outcome:?}"),
         }
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn counted() -> (Arc<Counted>, Waker) {
+        let count = Arc::new(Counted(std::sync::atomic::AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    #[test]
+    fn a_batch_wakes_the_waiters_it_made_durable_and_no_other() {
+        let mut state = RelayState {
+            progress: Progress::Durable(0),
+            waiting: BinaryHeap::new(),
+        };
+        let counts: Vec<_> = [5, 1, 9, 3]
+            .into_iter()
+            .map(|lsn| {
+                let (count, waker) = counted();
+                state.waiting.push(Waiting { lsn, waker });
+                (lsn, count)
+            })
+            .collect();
+        let woken = |counts: &[(Lsn, Arc<Counted>)]| -> Vec<Lsn> {
+            let mut lsns: Vec<Lsn> = counts
+                .iter()
+                .filter(|(_, count)| count.0.load(std::sync::atomic::Ordering::Relaxed) > 0)
+                .map(|(lsn, _)| *lsn)
+                .collect();
+            lsns.sort();
+            lsns
+        };
+        state
+            .advance(Progress::Durable(4))
+            .into_iter()
+            .for_each(Waker::wake);
+        assert_eq!(woken(&counts), [1, 3]);
+        assert_eq!(state.waiting.len(), 2);
+        state
+            .advance(Progress::Durable(5))
+            .into_iter()
+            .for_each(Waker::wake);
+        assert_eq!(woken(&counts), [1, 3, 5]);
+        state
+            .advance(Progress::Failed("disk".into()))
+            .into_iter()
+            .for_each(Waker::wake);
+        assert_eq!(woken(&counts), [1, 3, 5, 9], "a failure releases everyone");
+        assert!(state.waiting.is_empty());
     }
 
     #[test]
