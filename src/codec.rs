@@ -133,6 +133,17 @@ pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     Ok(value)
 }
 
+/// Decodes a value read back from the data directory from a buffered reader, leaving the reader
+/// just after the value: a snapshot is decoded as its bytes arrive, so it never has to be held
+/// whole in memory. The caller checks what follows (nothing, for a snapshot body) and the
+/// checksum of the bytes read.
+pub fn decode_stored_from<T: DeserializeOwned, R: std::io::Read>(
+    reader: &mut std::io::BufReader<R>,
+) -> Result<T, CodecError> {
+    bincode::serde::decode_from_reader(reader, STORED)
+        .map_err(|error| CodecError::Malformed(error.to_string()))
+}
+
 fn check_consumed(total: usize, used: usize) -> Result<(), CodecError> {
     if used == total {
         Ok(())

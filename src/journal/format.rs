@@ -537,9 +537,47 @@ pub struct Snapshot {
     pub next: Option<SegmentRef>,
 }
 
-/// Checks and decodes a snapshot file's bytes (either version); the error says what is wrong and
-/// at which offset.
-pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, (u64, String)> {
+/// Bytes the snapshot reader asks the file for at a time (the checksum is computed over each such
+/// piece as it passes): large enough that reading costs few system calls, small enough that the
+/// snapshot is never held in memory, only this much of it.
+pub const SNAPSHOT_READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Why a snapshot could not be read: the file could not be read at all, or it is damaged (at
+/// which offset, and how).
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// Reading the file failed.
+    Io(std::io::Error),
+    /// The file is not a valid snapshot: the offset of the damage and what is wrong there.
+    Corrupt(u64, String),
+}
+
+impl From<(u64, String)> for SnapshotError {
+    fn from((offset, reason): (u64, String)) -> Self {
+        SnapshotError::Corrupt(offset, reason)
+    }
+}
+
+/// What a snapshot header says, checked.
+struct SnapshotHeader {
+    /// Its length: where the body starts.
+    header_bytes: usize,
+    /// The segment it names as its successor (version 2), if any.
+    next: Option<SegmentRef>,
+    /// The snapshot's position.
+    lsn: Lsn,
+    /// The body's length, as the header declares it.
+    body_bytes: u64,
+    /// The body's checksum, as the header declares it.
+    body_crc: u32,
+    /// Where the body length is in the header (the offset named when the length is wrong).
+    body_bytes_at: usize,
+}
+
+/// Checks the header at the start of `bytes` (the first bytes of a snapshot file, up to
+/// [`SNAPSHOT_HEADER_BYTES`] of them) of a file of `file_bytes` bytes: its magic, version,
+/// checksum, and that the body it declares is as long as the rest of the file.
+fn parse_snapshot_header(bytes: &[u8], file_bytes: u64) -> Result<SnapshotHeader, (u64, String)> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES_LEGACY {
         return Err((0, "shorter than a snapshot header".into()));
     }
@@ -561,33 +599,168 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, (u64, String)> {
     if be_u32(bytes, crc_at) != crc(&bytes[..crc_at]) {
         return Err((crc_at as u64, "snapshot header checksum mismatch".into()));
     }
-    let lsn = be_u64(bytes, 12);
     let body_bytes = be_u64(bytes, rest);
-    let body = &bytes[header_bytes..];
-    if body.len() as u64 != body_bytes {
+    let found = file_bytes.saturating_sub(header_bytes as u64);
+    if found != body_bytes {
         return Err((
             rest as u64,
-            format!("body is {} bytes, header says {body_bytes}", body.len()),
+            format!("body is {found} bytes, header says {body_bytes}"),
         ));
     }
-    if be_u32(bytes, rest + 8) != crc(body) {
-        return Err((
-            header_bytes as u64,
+    Ok(SnapshotHeader {
+        header_bytes,
+        next,
+        lsn: be_u64(bytes, 12),
+        body_bytes,
+        body_crc: be_u32(bytes, rest + 8),
+        body_bytes_at: rest,
+    })
+}
+
+/// A reader that computes the CRC-32C of the bytes read through it and counts them: the
+/// snapshot body's checksum is known once its last byte has been read, without keeping any.
+struct Checksummed<R> {
+    /// Where the bytes come from.
+    inner: R,
+    /// The checksum of the bytes read so far.
+    crc: u32,
+    /// How many bytes were read so far.
+    bytes: u64,
+    /// The kind of the first read error, if one happened: the file failed, it is not damage.
+    failed: Option<std::io::ErrorKind>,
+}
+
+impl<R: std::io::Read> std::io::Read for Checksummed<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buffer) {
+            Ok(read) => {
+                self.crc = crc32c::crc32c_append(self.crc, &buffer[..read]);
+                self.bytes += read as u64;
+                Ok(read)
+            }
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    self.failed.get_or_insert(error.kind());
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Decodes a snapshot body of this release or of an earlier one from `body` as it is read. The
+/// layout is told by the first two bytes, as in [`decode_snapshot_body`].
+fn decode_snapshot_body_from<R: std::io::Read>(
+    body: &mut std::io::BufReader<R>,
+) -> Result<Ledger, CodecError> {
+    let mut mark = Vec::with_capacity(2);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut *body, 2), &mut mark)?;
+    match mark[..] {
+        [BODY_MARK, SNAPSHOT_BODY_VERSION] => codec::decode_stored_from(body),
+        [BODY_MARK, SNAPSHOT_BODY_VERSION_2] => {
+            codec::decode_stored_from::<LedgerV2, _>(body).map(Ledger::from)
+        }
+        [BODY_MARK, version] => Err(CodecError::Malformed(format!(
+            "unsupported snapshot body version {version}"
+        ))),
+        // The first release's layout has no mark: the two bytes are its start (only such old,
+        // small snapshots go through the second buffer).
+        _ => {
+            let mut whole = std::io::BufReader::new(std::io::Read::chain(&mark[..], &mut *body));
+            codec::decode_stored_from::<LedgerV1, _>(&mut whole).map(Ledger::from)
+        }
+    }
+}
+
+/// Reads, checks and decodes a snapshot file of `file_bytes` bytes from `file` (either version),
+/// without holding it in memory: the body is decoded as it is read, its checksum computed on the
+/// way, and the state is accepted only once the whole body has been read and its length and
+/// checksum match the header. A damaged body is refused as [`decode_snapshot`] refuses it: a
+/// checksum that does not match is reported as such even when decoding stopped first. (Bytes
+/// that do not match their checksum may be decoded before they are refused; decoding is bounded
+/// by the body's length, since it stops at the body's end.)
+pub fn read_snapshot<R: std::io::Read>(
+    mut file: R,
+    file_bytes: u64,
+) -> Result<Snapshot, SnapshotError> {
+    let mut start = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&mut file, SNAPSHOT_HEADER_BYTES as u64),
+        &mut start,
+    )
+    .map_err(SnapshotError::Io)?;
+    let header = parse_snapshot_header(&start, file_bytes.max(start.len() as u64))?;
+    // A version 1 header is shorter than what was read: the rest is the body's start.
+    let body_start = &start[header.header_bytes.min(start.len())..];
+    let remaining = header.body_bytes.saturating_sub(body_start.len() as u64);
+    let checksummed = Checksummed {
+        inner: std::io::Read::chain(body_start, std::io::Read::take(file, remaining)),
+        crc: 0,
+        bytes: 0,
+        failed: None,
+    };
+    let mut body = std::io::BufReader::with_capacity(SNAPSHOT_READ_BUFFER_BYTES, checksummed);
+    let decoded = decode_snapshot_body_from(&mut body);
+    // Whatever decoding left is read too: the checksum covers the whole body.
+    let trailing = std::io::copy(&mut body, &mut std::io::sink());
+    let checksummed = body.into_inner();
+    if let Some(kind) = checksummed.failed {
+        return Err(SnapshotError::Io(std::io::Error::new(
+            kind,
+            "reading the snapshot failed",
+        )));
+    }
+    let trailing = trailing.map_err(SnapshotError::Io)?;
+    let at = header.header_bytes as u64;
+    if checksummed.bytes != header.body_bytes {
+        let reason = format!(
+            "body is {} bytes, header says {}",
+            checksummed.bytes, header.body_bytes
+        );
+        return Err(SnapshotError::Corrupt(header.body_bytes_at as u64, reason));
+    }
+    if checksummed.crc != header.body_crc {
+        return Err(SnapshotError::Corrupt(
+            at,
             "snapshot body checksum mismatch".into(),
         ));
     }
-    let ledger: Ledger =
-        decode_snapshot_body(body).map_err(|error| (header_bytes as u64, error.to_string()))?;
-    if ledger.applied_lsn != lsn {
-        return Err((12, "header position disagrees with the body".into()));
+    let ledger = decoded.map_err(|error| SnapshotError::Corrupt(at, error.to_string()))?;
+    if trailing > 0 {
+        let error = CodecError::TrailingBytes {
+            trailing_bytes: trailing as usize,
+        };
+        return Err(SnapshotError::Corrupt(at, error.to_string()));
     }
-    if next.is_some_and(|next: SegmentRef| next.first_lsn != lsn + 1) {
-        return Err((
+    if ledger.applied_lsn != header.lsn {
+        return Err(SnapshotError::Corrupt(
+            12,
+            "header position disagrees with the body".into(),
+        ));
+    }
+    if header
+        .next
+        .is_some_and(|next: SegmentRef| next.first_lsn != header.lsn + 1)
+    {
+        return Err(SnapshotError::Corrupt(
             20,
             "the next segment does not start after the snapshot".into(),
         ));
     }
-    Ok(Snapshot { ledger, next })
+    Ok(Snapshot {
+        ledger,
+        next: header.next,
+    })
+}
+
+/// Checks and decodes a snapshot file's bytes (either version); the error says what is wrong and
+/// at which offset. The same checks as [`read_snapshot`], on bytes already in memory.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, (u64, String)> {
+    read_snapshot(bytes, bytes.len() as u64).map_err(|error| match error {
+        SnapshotError::Corrupt(offset, reason) => (offset, reason),
+        // Reading a slice does not fail.
+        SnapshotError::Io(error) => (0, error.to_string()),
+    })
 }
 
 /// The bytes of the close marker.
@@ -731,6 +904,159 @@ mod tests {
         let mut unknown = body.to_vec();
         unknown[1] = 9;
         assert!(decode_record_body(&unknown).is_err());
+    }
+
+    /// A reader that gives at most one byte per read, so every piece of the snapshot reader
+    /// meets a boundary somewhere.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            let count = self.0.len().min(buffer.len()).min(1);
+            buffer[..count].copy_from_slice(&self.0[..count]);
+            self.0 = &self.0[count..];
+            Ok(count)
+        }
+    }
+
+    /// A reader that fails after `good` bytes, as a failing disk does.
+    struct Failing<'a> {
+        bytes: &'a [u8],
+        good: usize,
+    }
+
+    impl std::io::Read for Failing<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            if self.good == 0 {
+                return Err(std::io::Error::other("the disk failed"));
+            }
+            let count = self.bytes.len().min(buffer.len()).min(self.good);
+            buffer[..count].copy_from_slice(&self.bytes[..count]);
+            self.bytes = &self.bytes[count..];
+            self.good -= count;
+            Ok(count)
+        }
+    }
+
+    fn some_ledger(applied_lsn: Lsn, money_in: u128) -> Ledger {
+        let mut ledger = Ledger {
+            applied_lsn,
+            ..Ledger::default()
+        };
+        ledger.money_in = money_in;
+        ledger
+    }
+
+    fn corrupt_reason(result: Result<Snapshot, SnapshotError>) -> (u64, String) {
+        match result {
+            Err(SnapshotError::Corrupt(offset, reason)) => (offset, reason),
+            Err(SnapshotError::Io(error)) => {
+                panic!("an i/o error where damage was expected: {error}")
+            }
+            Ok(_) => panic!("a damaged snapshot was accepted"),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_read_as_it_streams_is_the_one_written_whatever_the_pieces() {
+        let ledger = some_ledger(41, 7);
+        let bytes = encode_snapshot(&ledger, SegmentRef::new(42)).unwrap();
+        let read = read_snapshot(Trickle(&bytes), bytes.len() as u64).unwrap();
+        assert_eq!(read.ledger, ledger);
+        assert_eq!(read.next.map(|next| next.first_lsn), Some(42));
+        // The first release's snapshot: its shorter header is followed by the body at once.
+        let old = LedgerV1 {
+            applied_lsn: 41,
+            money_in: 7,
+            ..LedgerV1::default()
+        };
+        let old_bytes = encode_snapshot_legacy(&old).unwrap();
+        let read = read_snapshot(Trickle(&old_bytes), old_bytes.len() as u64).unwrap();
+        assert_eq!(read.ledger, Ledger::from(old));
+        assert!(read.next.is_none());
+        assert_eq!(decode_snapshot(&old_bytes).unwrap().ledger, read.ledger);
+    }
+
+    #[test]
+    fn a_body_that_decodes_but_does_not_match_its_checksum_is_refused_after_decoding() {
+        // Two snapshots alike but for one byte of the body: the second's body under the first's
+        // header decodes to a valid state, and only the checksum, known once the body has been
+        // read, tells it is not the one written.
+        let first = encode_snapshot(&some_ledger(9, 7), SegmentRef::new(10)).unwrap();
+        let second = encode_snapshot(&some_ledger(9, 8), SegmentRef::new(10)).unwrap();
+        assert_eq!(first.len(), second.len());
+        let mut forged = first[..SNAPSHOT_HEADER_BYTES].to_vec();
+        forged.extend_from_slice(&second[SNAPSHOT_HEADER_BYTES..]);
+        assert_eq!(
+            decode_snapshot_body(&forged[SNAPSHOT_HEADER_BYTES..])
+                .unwrap()
+                .money_in,
+            8
+        );
+        let (offset, reason) = corrupt_reason(read_snapshot(&forged[..], forged.len() as u64));
+        assert_eq!(offset, SNAPSHOT_HEADER_BYTES as u64);
+        assert_eq!(reason, "snapshot body checksum mismatch");
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_as_it_streams_with_what_is_wrong_and_where() {
+        let bytes = encode_snapshot(&some_ledger(9, 7), SegmentRef::new(10)).unwrap();
+        let body_bytes_at = 36;
+        // Truncated: the body is shorter than the header says.
+        let short = &bytes[..bytes.len() - 1];
+        let (offset, reason) = corrupt_reason(read_snapshot(short, short.len() as u64));
+        assert_eq!(offset, body_bytes_at);
+        assert!(reason.starts_with("body is"), "{reason}");
+        // Longer than the header says.
+        let mut long = bytes.clone();
+        long.push(0);
+        let (offset, _) = corrupt_reason(read_snapshot(&long[..], long.len() as u64));
+        assert_eq!(offset, body_bytes_at);
+        // A file that ends before the length its directory entry gave (it shrank under the
+        // reader): the bytes read are counted, not only the length first seen.
+        let (offset, reason) = corrupt_reason(read_snapshot(short, bytes.len() as u64));
+        assert_eq!(offset, body_bytes_at);
+        assert!(reason.starts_with("body is"), "{reason}");
+        // Shorter than a header.
+        let (offset, reason) = corrupt_reason(read_snapshot(&bytes[..20], 20));
+        assert_eq!(
+            (offset, reason.as_str()),
+            (0, "shorter than a snapshot header")
+        );
+        // Every byte flipped, one at a time: refused, never a different state.
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x10;
+            let (offset, reason) =
+                corrupt_reason(read_snapshot(Trickle(&flipped), flipped.len() as u64));
+            match decode_snapshot(&flipped) {
+                Err(refusal) => assert_eq!(refusal, (offset, reason), "at {at}"),
+                Ok(_) => panic!("a snapshot with byte {at} flipped was accepted"),
+            }
+        }
+        // An unknown format version.
+        let mut version = bytes.clone();
+        version[11] = 9;
+        let (offset, _) = corrupt_reason(read_snapshot(&version[..], version.len() as u64));
+        assert_eq!(offset, 8);
+    }
+
+    #[test]
+    fn a_snapshot_that_cannot_be_read_is_an_io_error_not_damage() {
+        let bytes = encode_snapshot(&some_ledger(9, 7), SegmentRef::new(10)).unwrap();
+        for good in [0, 10, SNAPSHOT_HEADER_BYTES + 1] {
+            let failing = Failing {
+                bytes: &bytes,
+                good,
+            };
+            assert!(
+                matches!(
+                    read_snapshot(failing, bytes.len() as u64),
+                    Err(SnapshotError::Io(_))
+                ),
+                "failing after {good} bytes"
+            );
+        }
     }
 
     #[test]

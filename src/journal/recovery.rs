@@ -560,9 +560,7 @@ fn load_newest_snapshot(files: &dyn FileLayer, listing: &Listing) -> Result<Base
             path: None,
         });
     };
-    let bytes = read(files, path)?;
-    let snapshot = format::decode_snapshot(&bytes)
-        .map_err(|(offset, reason)| corrupt(path, offset as usize, reason))?;
+    let snapshot = read_snapshot(files, path)?;
     if snapshot.ledger.applied_lsn != *named {
         return Err(corrupt(
             path,
@@ -574,6 +572,24 @@ fn load_newest_snapshot(files: &dyn FileLayer, listing: &Listing) -> Result<Base
         ledger: snapshot.ledger,
         next: snapshot.next,
         path: Some(path.clone()),
+    })
+}
+
+/// Reads and decodes the snapshot `path` as it is read, never holding the file whole in memory
+/// (a snapshot of a million accounts is hundreds of megabytes, and fresh memory is the largest
+/// cost of a start): see [`format::read_snapshot`].
+///
+/// The file layer has no streaming read, so the file is opened here as the layer's default
+/// [`FileLayer::read`] opens it; `files` is kept for when it has one.
+fn read_snapshot(_files: &dyn FileLayer, path: &Path) -> Result<format::Snapshot, JournalError> {
+    let file = std::fs::File::open(path).map_err(|error| JournalError::io(path, error))?;
+    let file_bytes = file
+        .metadata()
+        .map_err(|error| JournalError::io(path, error))?
+        .len();
+    format::read_snapshot(file, file_bytes).map_err(|error| match error {
+        format::SnapshotError::Io(error) => JournalError::io(path, error),
+        format::SnapshotError::Corrupt(offset, reason) => corrupt(path, offset as usize, reason),
     })
 }
 

@@ -4,7 +4,7 @@
 
 use super::{Card, Event, Lsn, Outcome, Record, Shards};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// How many of each client's most recent sequence numbers the server remembers. A client keeps at
 /// most this many requests unanswered, so every id it can still retry is remembered.
@@ -179,12 +179,19 @@ pub enum Seen {
 /// (the client library keeps one) can only be retrying a sequence inside the window, so an honest
 /// retry is never stale. The window holds at most `REQUEST_WINDOW` entries, so memory per client is
 /// bounded whatever the number of requests.
+///
+/// The entries are kept in sequence order, so the ones that fall out of the window are always at
+/// the front and forgetting them is popping the front (no scan of the whole window per
+/// completion).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredWindow")]
 pub struct ClientWindow {
     /// The highest sequence number completed.
     pub highest: u64,
-    /// Completed requests inside the window, in completion order (never more than
-    /// [`REQUEST_WINDOW`]; one that falls out of the window is forgotten at once).
+    /// Completed requests inside the window, by sequence number (for one sequence remembered
+    /// twice, in completion order), never more than [`REQUEST_WINDOW`]; one that falls out of
+    /// the window is forgotten at once. (Earlier releases kept them in completion order; a window
+    /// read back from their snapshots is put in sequence order.)
     pub completed: VecDeque<Completed>,
     /// Time of the most recent completion, for forgetting idle clients.
     pub last_used_unix_ms: u64,
@@ -226,13 +233,78 @@ impl ClientWindow {
     pub fn remember_within(&mut self, done: Completed, at_unix_ms: u64, size: u64) {
         self.highest = self.highest.max(done.sequence);
         self.last_used_unix_ms = self.last_used_unix_ms.max(at_unix_ms);
-        self.completed.push_back(done);
-        // At most size + 1 entries to look at: forgetting on every completion keeps the memory
-        // equal to the rule `check_within` applies.
-        let highest = self.highest;
-        self.completed
-            .retain(|kept| Self::in_window(highest, kept.sequence, size));
+        self.insert_in_order(done);
+        // Forgetting on every completion keeps the memory equal to the rule `check_within`
+        // applies.
+        self.forget_outside(size);
         debug_assert!(self.completed.len() as u64 <= size);
+    }
+
+    /// Puts `done` in sequence order, after any entry of the same sequence (so a lookup, which
+    /// takes the first, answers as before). A completion is almost always the client's highest
+    /// sequence so far: then it goes at the back.
+    fn insert_in_order(&mut self, done: Completed) {
+        match self.completed.back() {
+            Some(last) if last.sequence > done.sequence => {
+                let at = self
+                    .completed
+                    .partition_point(|kept| kept.sequence <= done.sequence);
+                self.completed.insert(at, done);
+            }
+            _ => self.completed.push_back(done),
+        }
+    }
+
+    /// Forgets every entry outside a window of `size`: they are at the front, as the entries are
+    /// in sequence order. Should a window not be in order (one built by a conversion from an
+    /// earlier release), the bound still holds: then the whole window is looked at.
+    fn forget_outside(&mut self, size: u64) {
+        let highest = self.highest;
+        while self
+            .completed
+            .front()
+            .is_some_and(|oldest| !Self::in_window(highest, oldest.sequence, size))
+        {
+            self.completed.pop_front();
+        }
+        if self.completed.len() as u64 > size {
+            self.completed
+                .retain(|kept| Self::in_window(highest, kept.sequence, size));
+            self.completed
+                .make_contiguous()
+                .sort_by_key(|kept| kept.sequence);
+        }
+    }
+}
+
+/// The stored form of a [`ClientWindow`]: the same fields, in an order that may be completion
+/// order (as earlier releases kept it); [`ClientWindow`] is read through it to be put in sequence
+/// order.
+#[derive(Deserialize)]
+struct StoredWindow {
+    highest: u64,
+    completed: VecDeque<Completed>,
+    last_used_unix_ms: u64,
+}
+
+impl From<StoredWindow> for ClientWindow {
+    fn from(stored: StoredWindow) -> Self {
+        let mut completed = stored.completed;
+        if !completed
+            .iter()
+            .zip(completed.iter().skip(1))
+            .all(|(a, b)| a.sequence <= b.sequence)
+        {
+            // Stable: two entries of one sequence keep their completion order.
+            completed
+                .make_contiguous()
+                .sort_by_key(|kept| kept.sequence);
+        }
+        ClientWindow {
+            highest: stored.highest,
+            completed,
+            last_used_unix_ms: stored.last_used_unix_ms,
+        }
     }
 }
 
@@ -251,12 +323,10 @@ impl ClientWindow {
                 .iter()
                 .any(|kept| kept.sequence == done.sequence)
             {
-                self.completed.push_back(done);
+                self.insert_in_order(done);
             }
         }
-        let highest = self.highest;
-        self.completed
-            .retain(|kept| Self::in_window(highest, kept.sequence, size));
+        self.forget_outside(size);
     }
 }
 
@@ -297,12 +367,234 @@ pub fn completed_entries(record: &Record, lsn: Lsn) -> impl Iterator<Item = (u64
     std::iter::once(own).chain(in_place)
 }
 
+/// The windows of one principal's clients, by client id: a vector kept in client order, searched
+/// by bisection. A card's memory holds a few clients (the ATMs that used it lately), so a hash
+/// table's empty slots and control bytes would be most of its size; this holds exactly its
+/// entries. Stored (serde) as a map, exactly as the hash map of earlier releases was, so snapshots
+/// read both ways.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Windows {
+    /// The entries, by client id, each id once.
+    entries: Vec<(u64, ClientWindow)>,
+}
+
+impl Windows {
+    /// Where `client` is, or where it would go.
+    fn find(&self, client: u64) -> Result<usize, usize> {
+        self.entries.binary_search_by_key(&client, |entry| entry.0)
+    }
+
+    /// How many clients have a window.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no client has a window.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// True when `client` has a window.
+    pub fn contains_key(&self, client: &u64) -> bool {
+        self.find(*client).is_ok()
+    }
+
+    /// The window of `client`, if it has one.
+    pub fn get(&self, client: &u64) -> Option<&ClientWindow> {
+        self.find(*client).ok().map(|at| &self.entries[at].1)
+    }
+
+    /// The window of `client`, to change, if it has one.
+    pub fn get_mut(&mut self, client: &u64) -> Option<&mut ClientWindow> {
+        self.find(*client).ok().map(|at| &mut self.entries[at].1)
+    }
+
+    /// Puts `window` as the window of `client`; returns the one it replaces, if any.
+    pub fn insert(&mut self, client: u64, window: ClientWindow) -> Option<ClientWindow> {
+        match self.find(client) {
+            Ok(at) => Some(std::mem::replace(&mut self.entries[at].1, window)),
+            Err(at) => {
+                self.entries.insert(at, (client, window));
+                None
+            }
+        }
+    }
+
+    /// Forgets the window of `client`; returns it, if there was one.
+    pub fn remove(&mut self, client: &u64) -> Option<ClientWindow> {
+        self.find(*client).ok().map(|at| self.entries.remove(at).1)
+    }
+
+    /// The place of `client`'s window, there or not, to fill or change.
+    pub fn entry(&mut self, client: u64) -> WindowEntry<'_> {
+        let at = self.find(client);
+        WindowEntry {
+            windows: self,
+            client,
+            at,
+        }
+    }
+
+    /// Every window with its client id, in client order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &ClientWindow)> {
+        self.entries.iter().map(|(client, window)| (client, window))
+    }
+
+    /// Every window, in client order.
+    pub fn values(&self) -> impl Iterator<Item = &ClientWindow> {
+        self.entries.iter().map(|entry| &entry.1)
+    }
+
+    /// Every window, to change, in client order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut ClientWindow> {
+        self.entries.iter_mut().map(|entry| &mut entry.1)
+    }
+
+    /// Keeps the windows for which `keep` says so.
+    pub fn retain(&mut self, mut keep: impl FnMut(&u64, &mut ClientWindow) -> bool) {
+        self.entries
+            .retain_mut(|(client, window)| keep(client, window));
+    }
+
+    /// Builds the map from entries in any order; of two entries for one client the later is
+    /// kept, as a hash map built from them would keep it.
+    fn from_entries(mut entries: Vec<(u64, ClientWindow)>) -> Self {
+        if !entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            // Stable, so the later of two entries for one client stays after the earlier one.
+            entries.sort_by_key(|entry| entry.0);
+            entries.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    std::mem::swap(later, earlier);
+                }
+                same
+            });
+        }
+        Windows { entries }
+    }
+}
+
+/// The place of one client's window in [`Windows`], as [`Windows::entry`] finds it.
+pub struct WindowEntry<'a> {
+    /// The map.
+    windows: &'a mut Windows,
+    /// The client.
+    client: u64,
+    /// Where its window is (`Ok`), or would go (`Err`).
+    at: Result<usize, usize>,
+}
+
+impl<'a> WindowEntry<'a> {
+    /// The client's window, made by `make` if it had none.
+    pub fn or_insert_with(self, make: impl FnOnce() -> ClientWindow) -> &'a mut ClientWindow {
+        let at = match self.at {
+            Ok(at) => at,
+            Err(at) => {
+                self.windows.entries.insert(at, (self.client, make()));
+                at
+            }
+        };
+        &mut self.windows.entries[at].1
+    }
+
+    /// The client's window, empty if it had none.
+    pub fn or_default(self) -> &'a mut ClientWindow {
+        self.or_insert_with(ClientWindow::default)
+    }
+}
+
+impl std::ops::Index<&u64> for Windows {
+    type Output = ClientWindow;
+
+    /// The window of `client`, which must have one.
+    fn index(&self, client: &u64) -> &ClientWindow {
+        match self.get(client) {
+            Some(window) => window,
+            None => panic!("client {client} has no window"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Windows {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<(u64, ClientWindow)> for Windows {
+    fn from_iter<I: IntoIterator<Item = (u64, ClientWindow)>>(entries: I) -> Self {
+        Windows::from_entries(entries.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Windows {
+    type Item = (u64, ClientWindow);
+    type IntoIter = std::vec::IntoIter<(u64, ClientWindow)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Windows {
+    type Item = (&'a u64, &'a ClientWindow);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (u64, ClientWindow)>,
+        fn(&'a (u64, ClientWindow)) -> (&'a u64, &'a ClientWindow),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(client, window)| (client, window))
+    }
+}
+
+impl Serialize for Windows {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Windows {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Reads a map of windows, reserving no more than the entries it claims (within serde's
+        /// cautious bound).
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Windows;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a map of client ids to windows")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Windows, A::Error> {
+                let claimed = map.size_hint().unwrap_or(0);
+                let mut entries = Vec::with_capacity(claimed.min(WINDOWS_RESERVED_MAX));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Windows::from_entries(entries))
+            }
+        }
+
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The most entries reading a [`Windows`] reserves room for before it has read them: a bound on
+/// what a claimed length alone can make it allocate (default 4096, four times
+/// [`CLIENTS_PER_PRINCIPAL_MAX`]; a longer map grows as it is read).
+pub const WINDOWS_RESERVED_MAX: usize = 4 * CLIENTS_PER_PRINCIPAL_MAX;
+
 /// The memory of one principal's clients: a window per client id, at most
 /// [`CLIENTS_PER_PRINCIPAL_MAX`] of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Clients {
     /// Each remembered client's window, by client id.
-    pub windows: HashMap<u64, ClientWindow>,
+    pub windows: Windows,
 }
 
 impl Clients {
@@ -385,12 +677,10 @@ impl Clients {
     /// ones are forgotten until that many are, exactly as [`Clients::remember`] makes room.
     pub fn merge(&mut self, principal: Principal, other: Clients) {
         for (client, window) in other.windows {
-            match self.windows.entry(client) {
-                std::collections::hash_map::Entry::Occupied(mut mine) => {
-                    mine.get_mut().merge_within(window, principal.window());
-                }
-                std::collections::hash_map::Entry::Vacant(room) => {
-                    room.insert(window);
+            match self.windows.get_mut(&client) {
+                Some(mine) => mine.merge_within(window, principal.window()),
+                None => {
+                    self.windows.insert(client, window);
                 }
             }
         }
@@ -465,6 +755,157 @@ mod tests {
         assert!(matches!(window.check(2, &fingerprint(2)), Seen::Replay(done) if done.lsn == 2));
         assert_eq!(window.check(2, &fingerprint(3)), Seen::Conflict(2));
         assert_eq!(window.check(REQUEST_WINDOW + 2, &fingerprint(0)), Seen::New);
+    }
+
+    fn entry_at(sequence: u64) -> Completed {
+        Completed {
+            lsn: sequence,
+            ..withdrawal_entry(sequence, 7)
+        }
+    }
+
+    fn sequences(window: &ClientWindow) -> Vec<u64> {
+        window.completed.iter().map(|done| done.sequence).collect()
+    }
+
+    #[test]
+    fn the_window_stays_in_sequence_order_and_forgets_from_the_front() {
+        let mut window = ClientWindow::default();
+        // Completions out of order, as concurrent requests of one client may complete.
+        for sequence in [3, 1, 2, 6, 5, 4] {
+            window.remember(entry_at(sequence), sequence);
+        }
+        assert_eq!(sequences(&window), [1, 2, 3, 4, 5, 6]);
+        window.remember(entry_at(REQUEST_WINDOW + 3), 0);
+        // 1, 2 and 3 fell out of the window of the highest, REQUEST_WINDOW + 3.
+        assert_eq!(sequences(&window), [4, 5, 6, REQUEST_WINDOW + 3]);
+        assert_eq!(window.check(3, &entry_at(3).fingerprint), Seen::Stale);
+        assert!(
+            matches!(window.check(5, &entry_at(5).fingerprint), Seen::Replay(done) if done.lsn == 5)
+        );
+        // The same sequence twice: the first remembered answers, as before.
+        let mut twice = ClientWindow::default();
+        twice.remember(entry_at(8), 0);
+        twice.remember(
+            Completed {
+                lsn: 99,
+                ..entry_at(8)
+            },
+            0,
+        );
+        twice.remember(entry_at(9), 0);
+        assert!(
+            matches!(twice.check(8, &entry_at(8).fingerprint), Seen::Replay(done) if done.lsn == 8)
+        );
+        // A window out of order (as a conversion may build one) still keeps the bound.
+        let mut unordered = ClientWindow {
+            highest: 40,
+            completed: [40, 2, 39].into_iter().map(entry_at).collect(),
+            last_used_unix_ms: 0,
+        };
+        unordered.remember(entry_at(41), 0);
+        assert!(unordered.completed.len() as u64 <= REQUEST_WINDOW);
+        assert_eq!(unordered.check(2, &entry_at(2).fingerprint), Seen::Stale);
+    }
+
+    /// The stored layout of earlier releases: a hash map of windows in completion order.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct EarlierClients {
+        windows: std::collections::HashMap<u64, EarlierWindow>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct EarlierWindow {
+        highest: u64,
+        completed: VecDeque<Completed>,
+        last_used_unix_ms: u64,
+    }
+
+    #[test]
+    fn a_memory_reads_what_earlier_releases_stored_and_stores_what_they_read() {
+        let earlier = EarlierClients {
+            windows: [
+                (9, vec![5, 3, 4]),
+                (2, vec![1]),
+                (700, vec![]),
+                (4, vec![REQUEST_WINDOW + 1, 2]),
+            ]
+            .into_iter()
+            .map(|(client, order)| {
+                let highest = order.iter().copied().max().unwrap_or(0);
+                let window = EarlierWindow {
+                    highest,
+                    completed: order.into_iter().map(entry_at).collect(),
+                    last_used_unix_ms: client,
+                };
+                (client, window)
+            })
+            .collect(),
+        };
+        let bytes = crate::codec::encode_stored(&earlier).unwrap();
+        let read: Clients = crate::codec::decode_stored(&bytes).unwrap();
+        assert_eq!(read.windows.len(), 4);
+        let clients: Vec<u64> = read.windows.iter().map(|(client, _)| *client).collect();
+        assert_eq!(clients, [2, 4, 9, 700]);
+        assert_eq!(sequences(&read.windows[&9]), [3, 4, 5]);
+        assert_eq!(read.windows[&9].last_used_unix_ms, 9);
+        assert!(read.windows[&700].completed.is_empty());
+        // Written back, an earlier release reads the same windows (in sequence order).
+        let again: EarlierClients =
+            crate::codec::decode_stored(&crate::codec::encode_stored(&read).unwrap()).unwrap();
+        assert_eq!(again.windows.len(), 4);
+        for (client, window) in &read.windows {
+            let theirs = &again.windows[client];
+            assert_eq!(theirs.highest, window.highest);
+            assert_eq!(theirs.completed, window.completed);
+        }
+        // The same client twice in a stored map: the later one is kept, as a hash map keeps it.
+        let twice: Windows = vec![
+            (
+                5,
+                ClientWindow {
+                    highest: 1,
+                    ..ClientWindow::default()
+                },
+            ),
+            (3, ClientWindow::default()),
+            (
+                5,
+                ClientWindow {
+                    highest: 2,
+                    ..ClientWindow::default()
+                },
+            ),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(twice.len(), 2);
+        assert_eq!(twice[&5].highest, 2);
+    }
+
+    #[test]
+    fn windows_find_insert_and_forget_clients_in_any_order() {
+        let mut windows = Windows::default();
+        for client in [50, 10, 30, 20, 40] {
+            windows.entry(client).or_default().highest = client;
+        }
+        assert_eq!(windows.len(), 5);
+        assert!(windows.contains_key(&30) && !windows.contains_key(&35));
+        assert_eq!(windows.get(&20).map(|window| window.highest), Some(20));
+        assert_eq!(windows.remove(&30).map(|window| window.highest), Some(30));
+        assert!(windows.remove(&30).is_none());
+        assert!(windows.insert(10, ClientWindow::default()).is_some());
+        windows.retain(|client, _| *client != 50);
+        let left: Vec<u64> = windows.iter().map(|(client, _)| *client).collect();
+        assert_eq!(left, [10, 20, 40]);
+        assert_eq!(
+            windows
+                .entry(20)
+                .or_insert_with(ClientWindow::default)
+                .highest,
+            20
+        );
+        assert!(!windows.is_empty());
     }
 
     #[test]
