@@ -224,6 +224,24 @@ fn bench_iso8583(c: &mut Criterion) {
     group.bench_function("decode/0210", |b| {
         b.iter(|| iso8583::decode(black_box(&response_bytes)).expect("decode"))
     });
+    // What the door does per request: read the fields in place, and write its reply into one
+    // buffer behind the frame's length (no message built either way).
+    group.bench_function("decode_in_place/0200", |b| {
+        b.iter(|| {
+            let view = iso8583::decode_in_place(black_box(&request_bytes)).expect("decode");
+            black_box(view.get(field::PIN_BLOCK));
+        })
+    });
+    let mut buffer = Vec::with_capacity(512);
+    group.bench_function("encode_into/0210", |b| {
+        b.iter(|| {
+            buffer.clear();
+            buffer.extend_from_slice(&[0, 0]);
+            let fields = black_box(&response).fields.iter_str();
+            iso8583::encode_into(&response.mti, fields, &mut buffer).expect("encode");
+            black_box(&buffer);
+        })
+    });
     group.finish();
 }
 

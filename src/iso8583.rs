@@ -97,6 +97,10 @@ pub struct Message {
     pub fields: Fields,
 }
 
+/// Fields a new message has room for before its list grows: an ATM's requests and replies
+/// carry 8 to 14.
+const FIELDS_CAPACITY_GUESS: usize = 16;
+
 /// A message's fields by number, kept in number order: a short sorted list (a message has a
 /// dozen or two), which a decoded message fills in order and which costs one allocation where a
 /// map would take several.
@@ -160,6 +164,13 @@ impl Fields {
         self.entries.iter().map(|(number, data)| (number, data))
     }
 
+    /// The fields as text, in number order (what [`encode_into`] takes).
+    pub fn iter_str(&self) -> impl Iterator<Item = (u8, &str)> + Clone {
+        self.entries
+            .iter()
+            .map(|(number, data)| (*number, data.as_str()))
+    }
+
     /// How many fields are present.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -207,7 +218,9 @@ impl Message {
     pub fn new(mti: &str) -> Message {
         Message {
             mti: mti.to_string(),
-            fields: Fields::default(),
+            fields: Fields {
+                entries: Vec::with_capacity(FIELDS_CAPACITY_GUESS),
+            },
         }
     }
 
@@ -294,27 +307,122 @@ fn is_printable(byte: u8) -> bool {
 
 /// Reads one message from `bytes`, which must hold exactly one.
 pub fn decode(bytes: &[u8]) -> Result<Message, Iso8583Error> {
+    decode_in_place(bytes).map(|view| view.to_message())
+}
+
+/// A message read in place: its type and its fields borrowed from the bytes it was decoded
+/// from, so that a reader which needs only a few of them (the door, for every request) pays no
+/// allocation per field. It holds exactly what [`decode`] would give, which is made from it.
+#[derive(Clone, Copy)]
+pub struct MessageView<'a> {
+    /// The message type indicator, four decimal digits.
+    mti: &'a str,
+    /// Bit `128 - number` set for each field present (2 to 128; never field 1).
+    present: u128,
+    /// Each field's data by number (index `number - 1`), empty when absent.
+    data: [&'a str; FIELD_MAX as usize],
+}
+
+impl<'a> MessageView<'a> {
+    /// The message type indicator.
+    pub fn mti(&self) -> &'a str {
+        self.mti
+    }
+
+    /// Field `number`'s data, if present.
+    pub fn get(&self, number: u8) -> Option<&'a str> {
+        let index = usize::from(number).checked_sub(1)?;
+        (number > SECONDARY_BITMAP && number <= FIELD_MAX && self.present & field_bit(number) != 0)
+            .then(|| self.data[index])
+    }
+
+    /// The fields present, in number order.
+    pub fn iter(&self) -> impl Iterator<Item = (u8, &'a str)> + Clone + '_ {
+        present_numbers(self.present).map(|number| (number, self.data[usize::from(number) - 1]))
+    }
+
+    /// How many fields are present.
+    pub fn len(&self) -> usize {
+        self.present.count_ones() as usize
+    }
+
+    /// True when no field is present.
+    pub fn is_empty(&self) -> bool {
+        self.present == 0
+    }
+
+    /// The message with its own copies of the fields.
+    pub fn to_message(&self) -> Message {
+        let mut entries = Vec::with_capacity(self.len());
+        entries.extend(self.iter().map(|(number, data)| (number, data.to_string())));
+        Message {
+            mti: self.mti.to_string(),
+            fields: Fields { entries },
+        }
+    }
+}
+
+impl fmt::Debug for MessageView<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("MessageView")
+            .field("mti", &self.mti)
+            .field("fields", &DebugFields(self))
+            .finish()
+    }
+}
+
+/// The fields of a view, as a map for `Debug`.
+struct DebugFields<'v, 'a>(&'v MessageView<'a>);
+
+impl fmt::Debug for DebugFields<'_, '_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+/// The bit of field `number` (1 to 128) in a bitmap held as one `u128`, field 1 the highest.
+fn field_bit(number: u8) -> u128 {
+    1 << (128 - u32::from(number))
+}
+
+/// The field numbers a bitmap marks, in order, found by their set bits (no walk over the
+/// numbers that are absent).
+fn present_numbers(mut bitmap: u128) -> impl Iterator<Item = u8> + Clone {
+    std::iter::from_fn(move || {
+        if bitmap == 0 {
+            return None;
+        }
+        let zeros = bitmap.leading_zeros();
+        bitmap &= !(1u128 << (127 - zeros));
+        // Field 1 is the highest bit: a count of leading zeros of 0 is field 1.
+        Some(zeros as u8 + 1)
+    })
+}
+
+/// Reads one message from `bytes`, which must hold exactly one, without copying its fields:
+/// every check of [`decode`], with the same errors.
+pub fn decode_in_place(bytes: &[u8]) -> Result<MessageView<'_>, Iso8583Error> {
     let mut reader = Reader { bytes, position: 0 };
     let mti = reader.take(0, MTI_BYTES)?;
     if !mti.iter().all(u8::is_ascii_digit) {
         return Err(error(0, 0, Reason::BadMessageType));
     }
+    let mti = std::str::from_utf8(mti).map_err(|_| error(0, 0, Reason::BadMessageType))?;
     let mut bitmap = u128::from(reader.bitmap()?) << 64;
-    let secondary = bitmap & (1 << 127) != 0;
+    let secondary = bitmap & field_bit(SECONDARY_BITMAP) != 0;
     if secondary {
         bitmap |= u128::from(reader.bitmap()?);
     }
-    let mut message = Message::new(std::str::from_utf8(mti).expect("digits are ASCII"));
-    for number in 2..=FIELD_MAX {
-        if bitmap & (1 << (128 - u32::from(number))) != 0 {
-            let data = reader.field(number)?;
-            message.fields.insert(number, data);
-        }
+    let present = bitmap & !field_bit(SECONDARY_BITMAP);
+    let mut data = [""; FIELD_MAX as usize];
+    for number in present_numbers(present) {
+        data[usize::from(number) - 1] = reader.field(number)?;
     }
     if reader.position != bytes.len() {
         return Err(error(0, reader.position, Reason::TrailingBytes));
     }
-    Ok(message)
+    Ok(MessageView { mti, present, data })
 }
 
 /// A cursor over a message being decoded.
@@ -340,17 +448,18 @@ impl<'a> Reader<'a> {
     fn bitmap(&mut self) -> Result<u64, Iso8583Error> {
         let start = self.position;
         let hex = self.take(SECONDARY_BITMAP, BITMAP_HEX_BYTES)?;
-        let text = std::str::from_utf8(hex).map_err(|_| error(1, start, Reason::BadBitmap))?;
-        if !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err(error(SECONDARY_BITMAP, start, Reason::BadBitmap));
-        }
-        u64::from_str_radix(text, 16).map_err(|_| error(1, start, Reason::BadBitmap))
+        hex.iter().try_fold(0u64, |bitmap, byte| {
+            let digit = char::from(*byte)
+                .to_digit(16)
+                .ok_or_else(|| error(SECONDARY_BITMAP, start, Reason::BadBitmap))?;
+            Ok(bitmap << 4 | u64::from(digit))
+        })
     }
 
     /// Field `number`'s data: its length prefix, if any, then its bytes.
-    fn field(&mut self, number: u8) -> Result<String, Iso8583Error> {
+    fn field(&mut self, number: u8) -> Result<&'a str, Iso8583Error> {
         let start = self.position;
-        let format = layout(number).expect("decode asks only for fields 2 to 128");
+        let format = layout(number).ok_or_else(|| error(number, start, Reason::NoSuchField))?;
         let length = match format {
             Length::Fixed(bytes) => bytes,
             Length::Two(_) | Length::Three(_) => {
@@ -376,37 +485,69 @@ impl<'a> Reader<'a> {
         if !data.iter().copied().all(is_printable) {
             return Err(error(number, start, Reason::NotAscii));
         }
-        Ok(String::from_utf8(data.to_vec()).expect("printable ASCII is UTF-8"))
+        std::str::from_utf8(data).map_err(|_| error(number, start, Reason::NotAscii))
     }
 }
 
 /// The bytes of `message`: its type, its bitmaps (upper-case hex, the secondary one exactly when a
 /// field above 64 is present), then its fields in order, each checked against its layout.
 pub fn encode(message: &Message) -> Result<Vec<u8>, Iso8583Error> {
-    if message.mti.len() != MTI_BYTES || !message.mti.bytes().all(|byte| byte.is_ascii_digit()) {
+    let mut bytes = Vec::with_capacity(ENCODED_BYTES_GUESS);
+    encode_into(&message.mti, message.fields.iter_str(), &mut bytes)?;
+    Ok(bytes)
+}
+
+/// What an encoded message's buffer starts with room for: an ATM's messages take 100 to 200.
+const ENCODED_BYTES_GUESS: usize = 256;
+
+/// Appends to `bytes` the message of type `mti` with `fields` (in strictly increasing number
+/// order), laid out as [`encode`] lays out a [`Message`], with the same checks: so a caller that
+/// has its fields at hand (borrowed from a request, say) encodes them without building a
+/// message, into a buffer it chose (one that starts with a frame's length, say). A field
+/// number out of order, repeated, or not 2 to 128 is refused as [`Reason::NoSuchField`]. On an
+/// error, `bytes` holds what it held before.
+pub fn encode_into<'f>(
+    mti: &str,
+    fields: impl Iterator<Item = (u8, &'f str)> + Clone,
+    bytes: &mut Vec<u8>,
+) -> Result<(), Iso8583Error> {
+    if mti.len() != MTI_BYTES || !mti.bytes().all(|byte| byte.is_ascii_digit()) {
         return Err(error(0, 0, Reason::BadMessageType));
     }
     let mut bitmap = 0u128;
-    for &number in message.fields.keys() {
-        if layout(number).is_none() {
+    let mut previous = SECONDARY_BITMAP;
+    for (number, _) in fields.clone() {
+        if layout(number).is_none() || number <= previous {
             return Err(error(number, 0, Reason::NoSuchField));
         }
-        bitmap |= 1 << (128 - u32::from(number));
+        previous = number;
+        bitmap |= field_bit(number);
     }
     let secondary = bitmap & u128::from(u64::MAX) != 0;
     if secondary {
-        bitmap |= 1 << 127;
+        bitmap |= field_bit(SECONDARY_BITMAP);
     }
-    let mut bytes = Vec::with_capacity(64);
-    bytes.extend_from_slice(message.mti.as_bytes());
-    bytes.extend_from_slice(format!("{:016X}", (bitmap >> 64) as u64).as_bytes());
+    let before = bytes.len();
+    bytes.extend_from_slice(mti.as_bytes());
+    push_hex(bytes, (bitmap >> 64) as u64);
     if secondary {
-        bytes.extend_from_slice(format!("{:016X}", bitmap as u64).as_bytes());
+        push_hex(bytes, bitmap as u64);
     }
-    for (&number, data) in &message.fields {
-        encode_field(number, data, &mut bytes)?;
+    for (number, data) in fields {
+        if let Err(error) = encode_field(number, data, bytes) {
+            bytes.truncate(before);
+            return Err(error);
+        }
     }
-    Ok(bytes)
+    Ok(())
+}
+
+/// Appends `bitmap` as 16 upper-case hexadecimal digits.
+fn push_hex(bytes: &mut Vec<u8>, bitmap: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    for shift in (0..BITMAP_HEX_BYTES as u32).rev() {
+        bytes.push(DIGITS[(bitmap >> (4 * shift)) as usize & 0xF]);
+    }
 }
 
 /// Appends field `number` holding `data` to `bytes`.
@@ -426,19 +567,30 @@ fn encode_field(number: u8, data: &str, bytes: &mut Vec<u8>) -> Result<(), Iso85
         };
         return Err(error(number, 0, reason));
     }
+    // The length fits its prefix: at most 99 or 999, checked just above.
+    let length = data.len();
     match format {
         Length::Fixed(_) => {}
-        Length::Two(_) => bytes.extend_from_slice(format!("{:02}", data.len()).as_bytes()),
-        Length::Three(_) => bytes.extend_from_slice(format!("{:03}", data.len()).as_bytes()),
+        Length::Two(_) => bytes.extend_from_slice(&[digit(length / 10), digit(length)]),
+        Length::Three(_) => {
+            bytes.extend_from_slice(&[digit(length / 100), digit(length / 10), digit(length)])
+        }
     }
     bytes.extend_from_slice(data.as_bytes());
     Ok(())
+}
+
+/// The last decimal digit of `value`, as ASCII.
+fn digit(value: usize) -> u8 {
+    b'0' + (value % 10) as u8
 }
 
 /// Field 54's account type for the default account ("00": unspecified).
 const ACCOUNT_TYPE_DEFAULT: &str = "00";
 /// Field 54's amount type of the ledger balance.
 const AMOUNT_TYPE_LEDGER: &str = "01";
+/// Characters of one entry of field 54.
+const ADDITIONAL_AMOUNT_BYTES: usize = 20;
 /// Field 54's amount type of the available balance.
 const AMOUNT_TYPE_AVAILABLE: &str = "02";
 
@@ -453,9 +605,16 @@ pub fn additional_amounts(currency: &str, ledger: u64, available: u64) -> Option
     if !well_formed || !fits(ledger) || !fits(available) {
         return None;
     }
-    let entry =
-        |kind: &str, amount: u64| format!("{ACCOUNT_TYPE_DEFAULT}{kind}{currency}C{amount:012}");
-    Some(entry(AMOUNT_TYPE_LEDGER, ledger) + &entry(AMOUNT_TYPE_AVAILABLE, available))
+    // One buffer for both entries: a reply carries this field on every approval.
+    let mut text = String::with_capacity(2 * ADDITIONAL_AMOUNT_BYTES);
+    for (kind, amount) in [
+        (AMOUNT_TYPE_LEDGER, ledger),
+        (AMOUNT_TYPE_AVAILABLE, available),
+    ] {
+        use std::fmt::Write;
+        let _ = write!(text, "{ACCOUNT_TYPE_DEFAULT}{kind}{currency}C{amount:012}");
+    }
+    Some(text)
 }
 
 /// Field 90 (original data elements) of a reversal: which message it reverses.
@@ -928,6 +1087,52 @@ mod tests {
     }
 
     #[test]
+    fn a_message_read_in_place_holds_what_decode_gives() {
+        let bytes = encode(&withdrawal()).unwrap();
+        let view = decode_in_place(&bytes).unwrap();
+        assert_eq!(view.mti(), "0200");
+        assert_eq!(view.len(), 5);
+        assert_eq!(view.get(2), Some("5544332211009966"));
+        assert_eq!(view.get(70), Some("301"));
+        // The bitmaps are not fields, and numbers outside 2 to 128 are never present.
+        for absent in [0, 1, 5, 64, 129, 255] {
+            assert_eq!(view.get(absent), None, "{absent}");
+        }
+        let numbers: Vec<u8> = view.iter().map(|(number, _)| number).collect();
+        assert_eq!(numbers, [2, 3, 4, 11, 70]);
+        assert_eq!(view.to_message(), withdrawal());
+        assert!(format!("{view:?}").contains("5544332211009966"));
+        assert!(decode_in_place(b"02000000000000000000").unwrap().is_empty());
+    }
+
+    #[test]
+    fn encoding_into_a_buffer_appends_and_refuses_fields_out_of_order() {
+        let mut bytes = b"head".to_vec();
+        let fields = [(3, "010000"), (11, "000001"), (70, "301")];
+        encode_into("0200", fields.iter().copied(), &mut bytes).unwrap();
+        let mut message = Message::new("0200");
+        for (number, data) in fields {
+            message.set(number, data);
+        }
+        assert_eq!(&bytes[..4], b"head");
+        assert_eq!(bytes[4..], encode(&message).unwrap()[..]);
+        for wrong in [
+            [(11, "000001"), (3, "010000")],
+            [(11, "000001"), (11, "000002")],
+        ] {
+            let mut bytes = b"head".to_vec();
+            let refused = encode_into("0200", wrong.iter().copied(), &mut bytes).unwrap_err();
+            assert_eq!(refused.reason, Reason::NoSuchField);
+            assert_eq!(bytes, b"head");
+        }
+        // A field that does not fit its layout leaves the buffer as it was.
+        let mut bytes = b"head".to_vec();
+        let long = [(3, "010000"), (11, "0000001")];
+        assert!(encode_into("0200", long.iter().copied(), &mut bytes).is_err());
+        assert_eq!(bytes, b"head");
+    }
+
+    #[test]
     fn a_lower_case_bitmap_is_read_like_an_upper_case_one() {
         let bytes = encode(&withdrawal()).unwrap();
         let lower = String::from_utf8(bytes).unwrap().replacen("F02", "f02", 1);
@@ -1089,7 +1294,15 @@ mod tests {
         ) {
             let message = Message { mti, fields: fields.into_iter().collect() };
             let bytes = encode(&message).unwrap();
-            prop_assert_eq!(decode(&bytes).unwrap(), message);
+            prop_assert_eq!(&decode(&bytes).unwrap(), &message);
+            let view = decode_in_place(&bytes).unwrap();
+            prop_assert_eq!(view.mti(), message.mti.as_str());
+            for number in 0..=255u8 {
+                prop_assert_eq!(view.get(number), message.get(number));
+            }
+            let mut again = Vec::new();
+            encode_into(view.mti(), view.iter(), &mut again).unwrap();
+            prop_assert_eq!(again, bytes.clone());
             for cut in 0..bytes.len() {
                 prop_assert!(decode(&bytes[..cut]).is_err());
             }

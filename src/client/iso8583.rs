@@ -24,7 +24,7 @@ use crate::iso8583::{
     OriginalData, StatementEntry, Transaction,
 };
 use crate::pin_block::{clear_field_52_for, field_52_for, PinBlockError, ZonePinKey};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -438,6 +438,10 @@ pub fn repeat_of(message: &Message) -> Message {
 /// Digits of field 11.
 const STAN_DIGITS: usize = 6;
 
+/// What a request's frame buffer starts with room for: an ATM's messages take 100 to 200
+/// bytes.
+const FRAME_BYTES_GUESS: usize = 256;
+
 /// What a request and its reply are matched by: field 41 (absent for a message for the whole
 /// connection) and field 11, as their bytes, so matching allocates nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -523,22 +527,44 @@ pub struct AcquirerCounts {
 
 type Pending = Arc<parking_lot::Mutex<HashMap<MatchKey, oneshot::Sender<Message>>>>;
 
+/// Frames waiting to be written on a connection, and whether a caller is writing now.
+#[derive(Default)]
+struct Outbox {
+    /// Whole frames, one after another, queued while another caller writes.
+    queued: Vec<u8>,
+    /// True while a caller writes: it writes whatever is queued before it is done.
+    writing: bool,
+}
+
+/// Gives the outbox back to the next caller when the writer stops, even cancelled mid-way.
+struct Writing<'a>(&'a parking_lot::Mutex<Outbox>);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.lock().writing = false;
+    }
+}
+
 /// One connection to the bank's ISO 8583 door, shared by any number of terminals and requests.
+///
+/// Requests sent while another one is being written are queued and go out with it, in one
+/// write: a switch's terminals sharing the connection share the system calls too, as they
+/// would on a real switch's link.
 pub struct Acquirer {
     writer: Mutex<WriteHalf<Box<dyn Transport>>>,
+    outbox: parking_lot::Mutex<Outbox>,
     pending: Pending,
     counts: Arc<AcquirerCounts>,
     keep_alive: Arc<Notify>,
     /// Why the reader stopped, once it has.
     closed: Arc<parking_lot::Mutex<Option<String>>>,
-    reader: tokio::task::JoinHandle<()>,
+    /// The replies as they come, read by one of the callers waiting for one at a time (see
+    /// [`Acquirer::until`]): no task of its own, so a reply wakes its caller directly.
+    frames: Mutex<Frames>,
 }
 
-impl Drop for Acquirer {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
+/// The read half of a connection, cut into frames.
+type Frames = FramedRead<tokio::io::ReadHalf<Box<dyn Transport>>, FrameReader>;
 
 impl Acquirer {
     /// Connects to the door at `address`, over TLS when `tls` is given.
@@ -555,20 +581,14 @@ impl Acquirer {
         let keep_alive = Arc::new(Notify::new());
         let closed = Arc::new(parking_lot::Mutex::new(None));
         let frames = FramedRead::new(read, FrameReader::short(ISO8583_REPLY_BYTES_MAX));
-        let reader = tokio::spawn(read_replies(
-            frames,
-            pending.clone(),
-            counts.clone(),
-            keep_alive.clone(),
-            closed.clone(),
-        ));
         Ok(Acquirer {
             writer: Mutex::new(write),
+            outbox: parking_lot::Mutex::new(Outbox::default()),
             pending,
             counts,
             keep_alive,
             closed,
-            reader,
+            frames: Mutex::new(frames),
         })
     }
 
@@ -579,22 +599,63 @@ impl Acquirer {
 
     /// The frame of `message`: the 2-byte length, then its bytes.
     fn framed(message: &Message) -> Result<Vec<u8>, AcquirerError> {
-        let mut body = iso8583::encode(message)?;
-        let length = u16::try_from(body.len())
+        // The message is encoded after room for its length, so the frame is one buffer.
+        let mut frame = Vec::with_capacity(FRAME_BYTES_GUESS);
+        frame.extend_from_slice(&[0; SHORT_FRAME_HEADER_BYTES]);
+        iso8583::encode_into(&message.mti, message.fields.iter_str(), &mut frame)?;
+        let body_bytes = frame.len() - SHORT_FRAME_HEADER_BYTES;
+        let length = u16::try_from(body_bytes)
             .ok()
-            .filter(|_| body.len() <= ISO8583_REPLY_BYTES_MAX)
-            .ok_or_else(|| AcquirerError::Closed(format!("{} bytes is too long", body.len())))?;
-        body.splice(0..0, length.to_be_bytes());
-        Ok(body)
+            .filter(|_| body_bytes <= ISO8583_REPLY_BYTES_MAX)
+            .ok_or_else(|| AcquirerError::Closed(format!("{body_bytes} bytes is too long")))?;
+        frame[..SHORT_FRAME_HEADER_BYTES].copy_from_slice(&length.to_be_bytes());
+        Ok(frame)
     }
 
-    /// Writes `frame` (its header included) whole.
+    /// Writes `frame` (its header included) whole: at once, with whatever other callers
+    /// queue meanwhile, or, when another caller is writing, queued for that one to write. A
+    /// write that fails closes the connection for every request waiting on it (their frames
+    /// may have been in that write).
     async fn write_all(&self, frame: &[u8]) -> Result<(), AcquirerError> {
+        {
+            let mut outbox = self.outbox.lock();
+            outbox.queued.extend_from_slice(frame);
+            if outbox.writing {
+                return Ok(());
+            }
+            outbox.writing = true;
+        }
+        let _writing = Writing(&self.outbox);
+        if self.pending.lock().len() > 1 {
+            // Other requests are in flight: let the tasks ready to send theirs queue them, so
+            // they go out in this write.
+            tokio::task::yield_now().await;
+        }
         let mut writer = self.writer.lock().await;
-        writer
-            .write_all(frame)
-            .await
-            .map_err(|error| AcquirerError::Closed(format!("send failed: {error}")))
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut outbox = self.outbox.lock();
+                if outbox.queued.is_empty() {
+                    return Ok(());
+                }
+                std::mem::swap(&mut outbox.queued, &mut batch);
+            }
+            if let Err(error) = writer.write_all(&batch).await {
+                let reason = format!("send failed: {error}");
+                *self.closed.lock() = Some(reason.clone());
+                // Dropping the senders wakes every waiting request with the connection closed.
+                self.pending.lock().clear();
+                self.outbox.lock().queued.clear();
+                return Err(AcquirerError::Closed(reason));
+            }
+            batch.clear();
+            // The buffer goes back for the next callers to queue into, if they have none.
+            let mut outbox = self.outbox.lock();
+            if outbox.queued.is_empty() && outbox.queued.capacity() < batch.capacity() {
+                std::mem::swap(&mut outbox.queued, &mut batch);
+            }
+        }
     }
 
     /// Sends `message` without waiting for anything (an advice whose answer nobody waits for).
@@ -627,9 +688,10 @@ impl Acquirer {
         receiver: oneshot::Receiver<Message>,
         timeout: Duration,
     ) -> Result<Response, AcquirerError> {
-        match tokio::time::timeout(timeout, receiver).await {
-            Ok(Ok(message)) => Ok(Response { message }),
-            Ok(Err(_)) => Err(AcquirerError::Closed(self.closed_reason())),
+        let mut receiver = receiver;
+        match tokio::time::timeout(timeout, self.until(&mut receiver)).await {
+            Ok(Some(Ok(message))) => Ok(Response { message }),
+            Ok(Some(Err(_)) | None) => Err(AcquirerError::Closed(self.closed_reason())),
             Err(_) => {
                 self.pending.lock().remove(&key);
                 Err(AcquirerError::Timeout(timeout))
@@ -668,9 +730,73 @@ impl Acquirer {
         tokio::pin!(answered);
         answered.as_mut().enable();
         self.write_all(&[0; SHORT_FRAME_HEADER_BYTES]).await?;
-        tokio::time::timeout(timeout, answered)
-            .await
-            .map_err(|_| AcquirerError::Timeout(timeout))
+        match tokio::time::timeout(timeout, self.until(&mut answered)).await {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => Err(AcquirerError::Closed(self.closed_reason())),
+            Err(_) => Err(AcquirerError::Timeout(timeout)),
+        }
+    }
+
+    /// Waits for `done` (a reply's or a keep-alive's arrival), reading the connection's frames
+    /// meanwhile whenever no other caller is: the caller that reads hands every reply to the
+    /// request waiting for it, its own included, and stops reading once `done`, for the next
+    /// waiting caller to go on. Cancelling it (a timeout) is safe: the frames already read stay
+    /// in the reader's buffer for the next one. None when the connection ended first.
+    async fn until<F: std::future::Future + Unpin>(&self, done: &mut F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            output = &mut *done => Some(output),
+            mut frames = self.frames.lock() => loop {
+                tokio::select! {
+                    biased;
+                    output = &mut *done => break Some(output),
+                    next = frames.next() => {
+                        if self.dispatch(next) {
+                            break (&mut *done).now_or_never();
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// Hands one frame read (or the end of the connection) to whoever waits for it: a reply to
+    /// its request, a keep-alive to whoever sent one. At the end, every waiting request is told
+    /// the connection closed. True when the connection ended.
+    fn dispatch(&self, next: Option<Result<bytes::BytesMut, CodecError>>) -> bool {
+        let reason = match next {
+            Some(Ok(body)) if body.is_empty() => {
+                self.counts.keep_alives.fetch_add(1, Ordering::Relaxed);
+                self.keep_alive.notify_waiters();
+                return false;
+            }
+            Some(Ok(body)) => match iso8583::decode(&body) {
+                Ok(message) => {
+                    let waiting = self.pending.lock().remove(&match_key(&message));
+                    match waiting {
+                        Some(sender) => {
+                            let _ = sender.send(message);
+                        }
+                        None => {
+                            self.counts.unmatched.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(mti = %message.mti, "a reply nobody waits for");
+                        }
+                    }
+                    return false;
+                }
+                Err(error) => format!("an undecodable reply: {error}"),
+            },
+            Some(Err(error)) => describe(&error),
+            None => "the bank closed the connection".to_string(),
+        };
+        let mut closed = self.closed.lock();
+        if closed.is_none() {
+            *closed = Some(reason);
+        }
+        drop(closed);
+        // Dropping the senders wakes every waiting request with the connection closed.
+        self.pending.lock().clear();
+        true
     }
 
     /// Signs `terminal` on and returns the reply (39 = 00 when signed on).
@@ -702,46 +828,6 @@ impl Acquirer {
         let message = terminal.echo();
         self.request(&message, timeout).await
     }
-}
-
-/// Reads frames until the connection ends: each reply goes to the request waiting for its key;
-/// a keep-alive wakes whoever sent one.
-async fn read_replies(
-    mut frames: FramedRead<tokio::io::ReadHalf<Box<dyn Transport>>, FrameReader>,
-    pending: Pending,
-    counts: Arc<AcquirerCounts>,
-    keep_alive: Arc<Notify>,
-    closed: Arc<parking_lot::Mutex<Option<String>>>,
-) {
-    let reason = loop {
-        let body = match frames.next().await {
-            Some(Ok(body)) => body,
-            Some(Err(error)) => break describe(&error),
-            None => break "the bank closed the connection".to_string(),
-        };
-        if body.is_empty() {
-            counts.keep_alives.fetch_add(1, Ordering::Relaxed);
-            keep_alive.notify_waiters();
-            continue;
-        }
-        let message = match iso8583::decode(&body) {
-            Ok(message) => message,
-            Err(error) => break format!("an undecodable reply: {error}"),
-        };
-        let waiting = pending.lock().remove(&match_key(&message));
-        match waiting {
-            Some(sender) => {
-                let _ = sender.send(message);
-            }
-            None => {
-                counts.unmatched.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(mti = %message.mti, "a reply nobody waits for");
-            }
-        }
-    };
-    *closed.lock() = Some(reason);
-    // Dropping the senders wakes every waiting request with the connection closed.
-    pending.lock().clear();
 }
 
 fn describe(error: &CodecError) -> String {
@@ -992,6 +1078,53 @@ mod tests {
         drop(pending);
         drop(acquirer);
         door.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_requests_share_a_connection_and_its_end_wakes_them_all() {
+        const REQUESTS: usize = 48;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let door = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // Every request, however the client's writes cut them, then the answers in reverse.
+            let mut requests = Vec::new();
+            while requests.len() < REQUESTS {
+                requests.push(decode(&read_frame(&mut stream).await).unwrap());
+            }
+            for request in requests.iter().rev() {
+                write_frame(&mut stream, Some(&answer(request))).await;
+            }
+            // Then the next request, unanswered: the connection closes under it.
+            let _ = read_frame(&mut stream).await;
+        });
+        let acquirer = Arc::new(Acquirer::connect(&address, None).await.unwrap());
+        let wait = Duration::from_secs(30);
+        let mut terminal = terminal(PinBlocks::Clear);
+        let requests: Vec<Message> = (0..REQUESTS)
+            .map(|amount| terminal.withdrawal(HOLDER, amount as u64 + 1).unwrap())
+            .collect();
+        let exchanges = requests.iter().cloned().map(|request| {
+            let acquirer = acquirer.clone();
+            tokio::spawn(async move { (acquirer.request(&request, wait).await, request) })
+        });
+        for exchange in exchanges.collect::<Vec<_>>() {
+            let (reply, request) = exchange.await.unwrap();
+            let reply = reply.unwrap();
+            assert_eq!(reply.message.get(11), request.get(11));
+        }
+        assert_eq!(acquirer.counts().unmatched.load(Ordering::Relaxed), 0);
+        let last = terminal.withdrawal(HOLDER, 1).unwrap();
+        assert!(matches!(
+            acquirer.request(&last, wait).await,
+            Err(AcquirerError::Closed(_))
+        ));
+        door.await.unwrap();
+        // Closed: a keep-alive is refused at once rather than waited for.
+        assert!(matches!(
+            acquirer.keep_alive(wait).await,
+            Err(AcquirerError::Closed(_))
+        ));
     }
 
     #[test]

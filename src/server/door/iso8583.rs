@@ -17,12 +17,13 @@
 use super::{FrontDoor, Inbound};
 use crate::codec::{CodecError, FrameReader};
 use crate::iso8583::{
-    self, field, mti, network, Message, OriginalData, Transaction, AUTHORISATION_ID_MAX,
+    self, field, mti, network, Message, MessageView, OriginalData, Transaction,
+    AUTHORISATION_ID_MAX,
 };
 use crate::model::{Amount, Card, Code, RequestId};
 use crate::pin_block::{self, ZonePinKey};
 use crate::server::service::{Answer, AnswerBody, Command};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -93,6 +94,22 @@ pub const ECHOED_FIELDS: [u8; 16] = [
 
 /// Digits the acquirer id is zero-padded to in the duplicate key (as field 90 carries it).
 const ACQUIRER_DIGITS: usize = 11;
+
+/// Terminals (acquirer, terminal id and transmission date) a connection keeps the request id
+/// client and the terminal's name of ([`Link`]), so that a terminal's next message does not
+/// hash its identity again: a switch line carries a few hundred terminals; past this many the
+/// connection forgets them all and starts over.
+pub const TERMINAL_IDS_REMEMBERED_MAX: usize = 4096;
+
+/// Characters of field 41 (fixed length).
+const TERMINAL_ID_BYTES: usize = 8;
+
+/// Characters of the transmission date (MMDD) at the start of field 7.
+const TRANSMISSION_DATE_BYTES: usize = 4;
+
+/// What a connection knows a terminal by: its acquirer zero-padded, its terminal id and the
+/// transmission date (the parts of a request id's client).
+type TerminalKey = [u8; ACQUIRER_DIGITS + TERMINAL_ID_BYTES + TRANSMISSION_DATE_BYTES];
 
 /// How the door reads field 52.
 #[derive(Clone, Debug)]
@@ -171,7 +188,7 @@ impl RecentReplies {
     }
 }
 
-/// What one connection remembers: who signed on.
+/// What one connection remembers: who signed on, and the request id clients of its terminals.
 #[derive(Debug, Default)]
 pub struct Link {
     /// The whole connection signed on (an `0800` without field 41).
@@ -179,6 +196,11 @@ pub struct Link {
     /// Terminals that signed on one by one (an `0800` with field 41), at most
     /// [`SIGNED_ON_TERMINALS_MAX`].
     terminals: HashSet<String>,
+    /// The request id client and the name (`acquirer:terminal`) of the terminals seen lately,
+    /// at most [`TERMINAL_IDS_REMEMBERED_MAX`]: both depend on the terminal alone.
+    identities: HashMap<TerminalKey, (u64, Arc<str>)>,
+    /// The terminal of the latest request, which an ATM's own connection always repeats.
+    latest: Option<(TerminalKey, u64, Arc<str>)>,
 }
 
 impl Link {
@@ -188,11 +210,11 @@ impl Link {
     }
 }
 
-/// What a reply needs of its request: the reply message with the echoed fields, and what kind
+/// What a reply needs of its request: its type and the request's echoed fields, and what kind
 /// of answer fills it.
 pub struct Reply {
     /// The reply so far: its type and the request's echoed fields.
-    message: Message,
+    message: Echo,
     /// The digest of the request's content (everything but its type), which a repeat shares.
     content: u64,
     /// The card the request names.
@@ -215,7 +237,7 @@ impl Iso8583Door {
     }
 
     /// Answers a network management message.
-    fn network(&self, link: &mut Link, request: &Message, reply: Message) -> Inbound<Reply> {
+    fn network(&self, link: &mut Link, request: &MessageView<'_>, reply: Echo) -> Inbound<Reply> {
         let terminal = request.get(field::TERMINAL);
         let code = match request.get(field::NETWORK_CODE) {
             None => FORMAT_ERROR,
@@ -246,12 +268,16 @@ impl Iso8583Door {
             Some(network::ECHO) => NOT_SIGNED_ON,
             Some(_) => INVALID_TRANSACTION,
         };
-        answered(&request.mti, reply, code)
+        answered(request.mti(), reply, code)
     }
 
     /// Turns a financial message, an authorisation, a completion or a reversal into a request
     /// for the service, or the response code that refuses it.
-    fn request(&self, request: &Message) -> Result<(RequestId, Command), &'static str> {
+    fn request(
+        &self,
+        link: &mut Link,
+        request: &MessageView<'_>,
+    ) -> Result<(RequestId, Command), &'static str> {
         const ANSWERED: [&str; 8] = [
             mti::FINANCIAL,
             mti::FINANCIAL_REPEAT,
@@ -262,7 +288,7 @@ impl Iso8583Door {
             mti::REVERSAL,
             mti::REVERSAL_REPEAT,
         ];
-        if !ANSWERED.contains(&request.mti.as_str()) {
+        if !ANSWERED.contains(&request.mti()) {
             return Err(INVALID_TRANSACTION);
         }
         let pan = request
@@ -270,14 +296,14 @@ impl Iso8583Door {
             .filter(|pan| is_digits(pan, 2..=19))
             .ok_or(FORMAT_ERROR)?;
         let card = card_number(pan).ok_or(UNKNOWN_CARD)?;
-        let key = DuplicateKey::of(request)?;
+        let key = KeyParts::of(request)?;
         if request
             .get(field::CURRENCY)
             .is_some_and(|currency| currency != self.currency)
         {
             return Err(WRONG_CURRENCY);
         }
-        let (then, with_pin) = match request.mti.as_str() {
+        let (then, with_pin) = match request.mti() {
             mti::FINANCIAL | mti::FINANCIAL_REPEAT => (financial(request)?, true),
             mti::AUTHORISATION | mti::AUTHORISATION_REPEAT => (
                 Command::PlaceHold {
@@ -286,7 +312,7 @@ impl Iso8583Door {
                 true,
             ),
             mti::COMPLETION | mti::COMPLETION_REPEAT => (completion(request)?, false),
-            mti::REVERSAL | mti::REVERSAL_REPEAT => (reversal(request, &key)?, false),
+            mti::REVERSAL | mti::REVERSAL_REPEAT => (reversal(request, key.terminal)?, false),
             _ => return Err(INVALID_TRANSACTION),
         };
         let pin = if with_pin {
@@ -297,12 +323,16 @@ impl Iso8583Door {
         } else {
             None
         };
+        let (client, terminal) = link.identity(&key);
         Ok((
-            key.request_id(),
+            RequestId {
+                client,
+                sequence: u64::from(key.stan),
+            },
             Command::ForCard {
                 card,
                 pin,
-                terminal: Arc::from(format!("{}:{}", key.acquirer, key.terminal)),
+                terminal,
                 then: Box::new(then),
             },
         ))
@@ -344,40 +374,39 @@ impl FrontDoor for Iso8583Door {
             // A keep-alive, answered in kind.
             return Inbound::Answered(Bytes::from_static(&[0, 0]));
         }
-        let request = match iso8583::decode(&body) {
+        // The request's fields are read in place; its reply keeps a copy of the echoed ones.
+        let request = match iso8583::decode_in_place(&body) {
             Ok(request) => request,
             Err(error) => return Inbound::Close(format!("bad ISO 8583 message: {error}")),
         };
-        let Some(response_mti) = iso8583::response_mti(&request.mti) else {
+        let request_mti = request.mti();
+        let Some(response_mti) = iso8583::response_mti(request_mti) else {
             return Inbound::Close(format!(
-                "message type {} is not a request the bank answers",
-                request.mti
+                "message type {request_mti} is not a request the bank answers"
             ));
         };
-        if request.mti == mti::NETWORK {
-            let reply = echo(request.clone(), &response_mti);
+        let reply = Echo::of(&request, &response_mti);
+        if request_mti == mti::NETWORK {
             return self.network(link, &request, reply);
         }
-        let request_mti = request.mti.clone();
         if !link.admits(request.get(field::TERMINAL)) {
-            return answered(&request_mti, echo(request, &response_mti), NOT_SIGNED_ON);
+            return answered(request_mti, reply, NOT_SIGNED_ON);
         }
-        let (id, command) = match self.request(&request) {
+        let (id, command) = match self.request(link, &request) {
             Ok(decided) => decided,
-            Err(code) => return answered(&request_mti, echo(request, &response_mti), code),
+            Err(code) => return answered(request_mti, reply, code),
         };
         let content = content_digest(&body);
-        let reply = echo(request, &response_mti);
         match self.recent.recall(id, content) {
             Some(Ok(frame)) => return Inbound::Answered(frame),
-            Some(Err(())) => return answered(&request_mti, reply, DUPLICATE),
+            Some(Err(())) => return answered(request_mti, reply, DUPLICATE),
             None => {}
         }
         let Command::ForCard {
             card, pin, then, ..
         } = &command
         else {
-            return answered(&request_mti, reply, SYSTEM_MALFUNCTION);
+            return answered(request_mti, reply, SYSTEM_MALFUNCTION);
         };
         // A reversal must name its original's card: the bank keeps each card's requests apart,
         // so on another card it would find nothing to give back.
@@ -387,7 +416,7 @@ impl FrontDoor for Iso8583Door {
                 .card_of(*original)
                 .is_some_and(|original_card| original_card != *card)
             {
-                return answered(&request_mti, reply, INVALID_TRANSACTION);
+                return answered(request_mti, reply, INVALID_TRANSACTION);
             }
         }
         let (card, balances) = (*card, pin.is_some());
@@ -411,8 +440,13 @@ impl FrontDoor for Iso8583Door {
         reply: Reply,
         answer: Answer,
     ) -> Result<Bytes, CodecError> {
-        let mut message = reply.message;
         let mut code = iso8583::response_code(answer.code);
+        // Fields the reply adds to the echoed ones: authorisation id, response code, additional
+        // response data, mini statement, balances.
+        let mut amounts = None;
+        let mut statement = None;
+        let mut address = None;
+        let mut authorisation_id = None;
         let balances = match &answer.body {
             AnswerBody::Balances { ledger, available }
             | AnswerBody::Hold {
@@ -422,17 +456,15 @@ impl FrontDoor for Iso8583Door {
             _ => None,
         };
         if let Some((ledger, available)) = balances.filter(|_| reply.balances) {
-            if let Some(amounts) = iso8583::additional_amounts(&self.currency, ledger, available) {
-                message.set(field::ADDITIONAL_AMOUNTS, amounts);
-            }
+            amounts = iso8583::additional_amounts(&self.currency, ledger, available);
         }
         if let AnswerBody::Statement(movements) = &answer.body {
-            message.set(field::ADDITIONAL_DATA, iso8583::mini_statement(movements));
+            statement = Some(iso8583::mini_statement(movements));
         }
-        if let AnswerBody::Moved(address) = &answer.body {
+        if let AnswerBody::Moved(moved_to) = &answer.body {
             // Cluster mode: the node that serves the card, for an acquirer that can use it.
-            if address.len() <= ADDITIONAL_RESPONSE_DATA_BYTES_MAX {
-                message.set(field::ADDITIONAL_RESPONSE_DATA, address.to_string());
+            if moved_to.len() <= ADDITIONAL_RESPONSE_DATA_BYTES_MAX {
+                address = Some(moved_to.to_string());
             }
         }
         if answer.code == Code::Approved {
@@ -449,14 +481,17 @@ impl FrontDoor for Iso8583Door {
                 );
                 code = SYSTEM_MALFUNCTION;
             } else {
-                message.set(
-                    field::AUTHORISATION_ID,
-                    iso8583::authorisation_id(authorisation),
-                );
+                authorisation_id = Some(iso8583::authorisation_id(authorisation));
             }
         }
-        message.set(field::RESPONSE_CODE, code);
-        let frame = frame(&message)?;
+        let added = [
+            (field::AUTHORISATION_ID, authorisation_id.as_deref()),
+            (field::RESPONSE_CODE, Some(code)),
+            (field::ADDITIONAL_RESPONSE_DATA, address.as_deref()),
+            (field::ADDITIONAL_DATA, statement.as_deref()),
+            (field::ADDITIONAL_AMOUNTS, amounts.as_deref()),
+        ];
+        let frame = reply.message.frame(&added)?;
         // A retry may still succeed after `busy`, `unavailable` or `moved`; a conflict or a stale
         // id says nothing of the request that owns the id, whose repeat must still get its own
         // reply.
@@ -475,38 +510,108 @@ impl FrontDoor for Iso8583Door {
     }
 }
 
-/// The start of `request`'s reply: its fields that a reply echoes, under `response_mti` (the
-/// request's own fields are moved, not copied; the PIN block is dropped with the rest).
-fn echo(mut request: Message, response_mti: &str) -> Message {
-    request.mti = response_mti.to_string();
-    request
-        .fields
-        .retain(|number, _| ECHOED_FIELDS.contains(number));
-    request
+/// The start of a request's reply: its type, and the request's fields that a reply echoes,
+/// copied one after another into one buffer (the PIN block, which is not echoed, is left with
+/// the rest of the request, whose bytes go back to the connection at once).
+struct Echo {
+    /// The echoed fields' data, one after another.
+    echoed: Box<[u8]>,
+    /// The reply's message type.
+    mti: [u8; iso8583::MTI_BYTES],
+    /// The echoed fields present: number, then where the data starts and ends in `echoed`.
+    fields: [(u8, u32, u32); ECHOED_FIELDS.len()],
+    /// How many of `fields` are present.
+    count: usize,
 }
 
-/// The reply the door gives itself to a request of type `request_mti`, with response code
-/// `code`.
-fn answered(request_mti: &str, mut reply: Message, code: &'static str) -> Inbound<Reply> {
-    crate::metrics::iso8583_door_answer(request_mti, code);
-    reply.set(field::RESPONSE_CODE, code);
-    match frame(&reply) {
-        Ok(frame) => Inbound::Answered(frame),
-        Err(error) => Inbound::Close(format!("cannot encode a reply: {error}")),
+impl Echo {
+    /// The echo of `request` under `response_mti`.
+    fn of(request: &MessageView<'_>, response_mti: &str) -> Echo {
+        let mut fields = [(0, 0, 0); ECHOED_FIELDS.len()];
+        let mut count = 0;
+        let mut bytes = 0usize;
+        // ECHOED_FIELDS is in number order, so the echoed fields stay in order.
+        for number in ECHOED_FIELDS {
+            if let Some(data) = request.get(number) {
+                let end = bytes + data.len();
+                fields[count] = (number, bytes as u32, end as u32);
+                count += 1;
+                bytes = end;
+            }
+        }
+        let mut echoed = Vec::with_capacity(bytes);
+        for &(number, _, _) in &fields[..count] {
+            echoed.extend_from_slice(request.get(number).unwrap_or_default().as_bytes());
+        }
+        let mut mti = [b'0'; iso8583::MTI_BYTES];
+        if let Ok(response) = <[u8; iso8583::MTI_BYTES]>::try_from(response_mti.as_bytes()) {
+            mti = response;
+        }
+        Echo {
+            echoed: echoed.into_boxed_slice(),
+            mti,
+            fields,
+            count,
+        }
+    }
+
+    /// The reply's frame: the 2-byte big-endian length, then the message of the echoed fields
+    /// and those of `added` that are given (none of them echoed), in number order.
+    fn frame(&self, added: &[(u8, Option<&str>)]) -> Result<Bytes, CodecError> {
+        let mut parts: [(u8, &str); ECHOED_FIELDS.len() + REPLY_FIELDS_ADDED_MAX] =
+            [(0, ""); ECHOED_FIELDS.len() + REPLY_FIELDS_ADDED_MAX];
+        let mut count = 0;
+        for &(number, start, end) in &self.fields[..self.count] {
+            let data = self
+                .echoed
+                .get(start as usize..end as usize)
+                .unwrap_or_default();
+            let data =
+                std::str::from_utf8(data).map_err(|error| CodecError::Encode(error.to_string()))?;
+            parts[count] = (number, data);
+            count += 1;
+        }
+        for &(number, data) in added {
+            if let Some(data) = data {
+                let slot = parts
+                    .get_mut(count)
+                    .ok_or_else(|| CodecError::Encode("too many reply fields".into()))?;
+                *slot = (number, data);
+                count += 1;
+            }
+        }
+        let parts = &mut parts[..count];
+        parts.sort_unstable_by_key(|(number, _)| *number);
+        let mti = std::str::from_utf8(&self.mti)
+            .map_err(|error| CodecError::Encode(error.to_string()))?;
+        let mut frame = Vec::with_capacity(REPLY_BYTES_GUESS);
+        frame.extend_from_slice(&[0, 0]);
+        iso8583::encode_into(mti, parts.iter().copied(), &mut frame)
+            .map_err(|error| CodecError::Encode(error.to_string()))?;
+        let body_bytes = frame.len() - 2;
+        let length = u16::try_from(body_bytes).map_err(|_| CodecError::FrameTooLarge {
+            declared_bytes: body_bytes,
+            limit_bytes: usize::from(u16::MAX),
+        })?;
+        frame[..2].copy_from_slice(&length.to_be_bytes());
+        Ok(Bytes::from(frame))
     }
 }
 
-/// `message` encoded, behind its 2-byte big-endian length.
-fn frame(message: &Message) -> Result<Bytes, CodecError> {
-    let body = iso8583::encode(message).map_err(|error| CodecError::Encode(error.to_string()))?;
-    let length = u16::try_from(body.len()).map_err(|_| CodecError::FrameTooLarge {
-        declared_bytes: body.len(),
-        limit_bytes: usize::from(u16::MAX),
-    })?;
-    let mut frame = BytesMut::with_capacity(2 + body.len());
-    frame.put_u16(length);
-    frame.put_slice(&body);
-    Ok(frame.freeze())
+/// Fields a reply adds to the echoed ones, at most: 38, 39, 44, 48 and 54.
+const REPLY_FIELDS_ADDED_MAX: usize = 5;
+
+/// What a reply's buffer starts with room for: an ATM's replies take 100 to 200 bytes.
+const REPLY_BYTES_GUESS: usize = 256;
+
+/// The reply the door gives itself to a request of type `request_mti`, with response code
+/// `code`.
+fn answered(request_mti: &str, reply: Echo, code: &'static str) -> Inbound<Reply> {
+    crate::metrics::iso8583_door_answer(request_mti, code);
+    match reply.frame(&[(field::RESPONSE_CODE, Some(code))]) {
+        Ok(frame) => Inbound::Answered(frame),
+        Err(error) => Inbound::Close(format!("cannot encode a reply: {error}")),
+    }
 }
 
 /// The digest of a request's content: the first 8 bytes of the SHA-256 of its encoding after the
@@ -532,7 +637,7 @@ fn card_number(pan: &str) -> Option<Card> {
 }
 
 /// Field 4, the amount in minor units.
-fn amount(request: &Message) -> Result<Amount, &'static str> {
+fn amount(request: &MessageView<'_>) -> Result<Amount, &'static str> {
     request
         .get(field::AMOUNT)
         .filter(|amount| is_digits(amount, 12..=12))
@@ -541,7 +646,7 @@ fn amount(request: &Message) -> Result<Amount, &'static str> {
 }
 
 /// The operation of a financial request (`0200`), by its processing code.
-fn financial(request: &Message) -> Result<Command, &'static str> {
+fn financial(request: &MessageView<'_>) -> Result<Command, &'static str> {
     let code = request
         .get(field::PROCESSING_CODE)
         .filter(|code| is_digits(code, 6..=6))
@@ -573,7 +678,7 @@ fn financial(request: &Message) -> Result<Command, &'static str> {
 
 /// The operation of a completion advice (`0220`): post the hold field 38 names for field 4, or
 /// void it when field 4 is zero.
-fn completion(request: &Message) -> Result<Command, &'static str> {
+fn completion(request: &MessageView<'_>) -> Result<Command, &'static str> {
     let hold_id = request
         .get(field::AUTHORISATION_ID)
         .and_then(iso8583::parse_authorisation_id)
@@ -589,7 +694,7 @@ fn completion(request: &Message) -> Result<Command, &'static str> {
 
 /// The operation of a reversal advice (`0420`): give back the original field 90 names, less
 /// what field 95 says was dispensed.
-fn reversal(request: &Message, key: &DuplicateKey) -> Result<Command, &'static str> {
+fn reversal(request: &MessageView<'_>, terminal: &str) -> Result<Command, &'static str> {
     let original = request
         .get(field::ORIGINAL_DATA)
         .and_then(OriginalData::parse)
@@ -607,7 +712,7 @@ fn reversal(request: &Message, key: &DuplicateKey) -> Result<Command, &'static s
     }
     let original = DuplicateKey::new(
         &original.acquirer,
-        &key.terminal,
+        terminal,
         &original.stan,
         &original.transmitted,
     )?;
@@ -677,26 +782,122 @@ impl DuplicateKey {
     }
 }
 
+/// A duplicate key read in place from a request, checked as [`DuplicateKey::new`] checks one:
+/// the acquirer as given (not yet padded), the terminal, the STAN and the transmission time.
+struct KeyParts<'a> {
+    acquirer: &'a str,
+    terminal: &'a str,
+    stan: u32,
+    transmitted: &'a str,
+}
+
+impl<'a> KeyParts<'a> {
+    /// The key of `request`; the response code refusing it as [`DuplicateKey::of`] would.
+    fn of(request: &MessageView<'a>) -> Result<KeyParts<'a>, &'static str> {
+        let part = |number| request.get(number).ok_or(FORMAT_ERROR);
+        let (acquirer, terminal) = (part(field::ACQUIRER)?, part(field::TERMINAL)?);
+        let (stan, transmitted) = (part(field::STAN)?, part(field::TRANSMITTED)?);
+        if !is_digits(acquirer, 1..=ACQUIRER_DIGITS)
+            || !is_digits(stan, 6..=6)
+            || !is_transmission_time(transmitted)
+            || terminal.is_empty()
+        {
+            return Err(FORMAT_ERROR);
+        }
+        Ok(KeyParts {
+            acquirer,
+            terminal,
+            stan: stan.parse().map_err(|_| FORMAT_ERROR)?,
+            transmitted,
+        })
+    }
+
+    /// The acquirer zero-padded to 11 digits.
+    fn padded_acquirer(&self) -> [u8; ACQUIRER_DIGITS] {
+        let mut padded = [b'0'; ACQUIRER_DIGITS];
+        padded[ACQUIRER_DIGITS - self.acquirer.len()..].copy_from_slice(self.acquirer.as_bytes());
+        padded
+    }
+
+    /// What the connection knows the terminal by; None for a terminal id not of field 41's
+    /// fixed length (which a decoded request never has).
+    fn terminal_key(&self) -> Option<TerminalKey> {
+        let terminal = self.terminal.as_bytes();
+        if terminal.len() != TERMINAL_ID_BYTES {
+            return None;
+        }
+        let mut key = [0u8; ACQUIRER_DIGITS + TERMINAL_ID_BYTES + TRANSMISSION_DATE_BYTES];
+        key[..ACQUIRER_DIGITS].copy_from_slice(&self.padded_acquirer());
+        key[ACQUIRER_DIGITS..ACQUIRER_DIGITS + TERMINAL_ID_BYTES].copy_from_slice(terminal);
+        key[ACQUIRER_DIGITS + TERMINAL_ID_BYTES..]
+            .copy_from_slice(&self.transmitted.as_bytes()[..TRANSMISSION_DATE_BYTES]);
+        Some(key)
+    }
+
+    /// The request id client and the terminal's name, as [`request_id`] and the door's
+    /// commands make them.
+    fn identity(&self) -> (u64, Arc<str>) {
+        let acquirer = self.padded_acquirer();
+        let client = request_client(&acquirer, self.terminal, self.transmitted);
+        let acquirer = std::str::from_utf8(&acquirer).unwrap_or(self.acquirer);
+        (client, Arc::from(format!("{acquirer}:{}", self.terminal)))
+    }
+}
+
+impl Link {
+    /// The request id client and the name of the terminal of `key`, remembered for the
+    /// terminal's next messages.
+    fn identity(&mut self, key: &KeyParts<'_>) -> (u64, Arc<str>) {
+        let Some(terminal_key) = key.terminal_key() else {
+            return key.identity();
+        };
+        if let Some((latest, client, name)) = &self.latest {
+            if *latest == terminal_key {
+                return (*client, name.clone());
+            }
+        }
+        let identity = match self.identities.get(&terminal_key) {
+            Some(identity) => identity.clone(),
+            None => {
+                if self.identities.len() >= TERMINAL_IDS_REMEMBERED_MAX {
+                    self.identities.clear();
+                }
+                let identity = key.identity();
+                self.identities.insert(terminal_key, identity.clone());
+                identity
+            }
+        };
+        self.latest = Some((terminal_key, identity.0, identity.1.clone()));
+        identity
+    }
+}
+
 /// The request id of a duplicate key: the client is the first 8 bytes (big-endian) of the
 /// SHA-256 of `iso8583`, the acquirer, a 0 byte, the terminal, a 0 byte and the transmission
 /// date (MMDD) — one client per terminal and day, since a STAN wraps daily — and the sequence is
 /// the STAN, which grows by one per message, so the memory's window of recent requests holds a
 /// terminal's latest messages.
 pub fn request_id(key: &DuplicateKey) -> RequestId {
+    RequestId {
+        client: request_client(key.acquirer.as_bytes(), &key.terminal, &key.transmitted),
+        sequence: u64::from(key.stan),
+    }
+}
+
+/// The client half of [`request_id`], from the padded acquirer, the terminal and the
+/// transmission time (of which only the date, MMDD, counts).
+fn request_client(padded_acquirer: &[u8], terminal: &str, transmitted: &str) -> u64 {
     let mut hash = Sha256::new();
     hash.update(b"iso8583");
-    hash.update(key.acquirer.as_bytes());
+    hash.update(padded_acquirer);
     hash.update([0]);
-    hash.update(key.terminal.as_bytes());
+    hash.update(terminal.as_bytes());
     hash.update([0]);
-    hash.update(&key.transmitted.as_bytes()[..4]);
+    hash.update(&transmitted.as_bytes()[..TRANSMISSION_DATE_BYTES]);
     let digest = hash.finalize();
     let mut client = [0u8; 8];
     client.copy_from_slice(&digest[..8]);
-    RequestId {
-        client: u64::from_be_bytes(client),
-        sequence: u64::from(key.stan),
-    }
+    u64::from_be_bytes(client)
 }
 
 /// True for a valid MMDDhhmmss.
@@ -854,6 +1055,67 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_echoes_exactly_the_echoed_fields_of_its_request() {
+        let door = door();
+        let mut link = Link::default();
+        sign_on(&mut link);
+        let mut request = withdrawal("1234");
+        request
+            .set(field::LOCAL_TIME, "153000")
+            .set(field::RETRIEVAL_REFERENCE, "000000000042")
+            // Field 43, card acceptor name and location: not echoed.
+            .set(43, "A".repeat(40))
+            .set(field::PROCESSING_CODE, "990000");
+        let Inbound::Answered(frame) = door.decode(&mut link, body(&request)) else {
+            panic!("an unknown processing code is answered by the door");
+        };
+        let reply = iso8583::decode(&frame[2..]).unwrap();
+        assert_eq!(reply.mti, mti::FINANCIAL_RESPONSE);
+        let mut expected = request.clone();
+        expected.mti = mti::FINANCIAL_RESPONSE.into();
+        expected
+            .fields
+            .retain(|number, _| ECHOED_FIELDS.contains(number));
+        expected.set(field::RESPONSE_CODE, INVALID_TRANSACTION);
+        assert_eq!(reply, expected);
+        assert_eq!(reply.get(field::PIN_BLOCK), None);
+        assert_eq!(
+            u16::from_be_bytes([frame[0], frame[1]]) as usize,
+            frame.len() - 2
+        );
+    }
+
+    #[test]
+    fn a_link_names_its_terminals_as_their_duplicate_keys_do() {
+        let door = door();
+        let mut link = Link::default();
+        sign_on(&mut link);
+        // More terminals than a link remembers, each twice, interleaved with a first one.
+        let terminals = (0..TERMINAL_IDS_REMEMBERED_MAX + 10).map(|index| format!("T{index:07}"));
+        for (index, terminal) in terminals.enumerate() {
+            for name in [terminal.as_str(), "ATM00001", terminal.as_str()] {
+                let mut request = withdrawal("1234");
+                request
+                    .set(field::TERMINAL, name)
+                    .set(field::STAN, format!("{:06}", index % 999_999 + 1));
+                let expected = DuplicateKey::of(&request).unwrap();
+                match door.decode(&mut link, body(&request)) {
+                    Inbound::Request {
+                        id,
+                        command: Command::ForCard { terminal, .. },
+                        ..
+                    } => {
+                        assert_eq!(id, expected.request_id());
+                        assert_eq!(&*terminal, format!("00000012345:{name}"));
+                    }
+                    _ => panic!("a withdrawal for the service"),
+                }
+            }
+        }
+        assert!(link.identities.len() <= TERMINAL_IDS_REMEMBERED_MAX);
+    }
+
+    #[test]
     fn terminals_sign_on_one_by_one_and_the_link_signs_off_for_all() {
         let door = door();
         let mut link = Link::default();
@@ -883,10 +1145,12 @@ mod tests {
         let door = door();
         let id = DuplicateKey::of(&withdrawal("1234")).unwrap().request_id();
         let reply = || {
-            let mut message = Message::new(mti::FINANCIAL_RESPONSE);
+            let mut message = Message::new(mti::FINANCIAL);
             message.set(field::STAN, "000042");
+            let body = iso8583::encode(&message).unwrap();
+            let request = iso8583::decode_in_place(&body).unwrap();
             Reply {
-                message,
+                message: Echo::of(&request, mti::FINANCIAL_RESPONSE),
                 content: 1,
                 card: 123_456_789,
                 hold: false,
