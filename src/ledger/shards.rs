@@ -11,8 +11,9 @@
 //! (a `HashMap`) keeps a free slot as big as an entry for every one it fills, and between one
 //! doubling and the next it is only seven sixteenths to seven eighths full: at a million accounts
 //! it was under half full, about 115 bytes of empty slots per account. Here an empty slot costs
-//! four bytes and a control byte, and the entries take only what the vector's growth leaves
-//! (none after decoding, which reserves each shard's share of the map's length).
+//! four bytes and a control byte, and the entries take only what the vector's growth leaves (at
+//! most an eighth: a full shard grows by an eighth of its length, not double; none after
+//! decoding, which gives back what it reserved beyond each shard's entries).
 //!
 //! Its serde form is exactly a `HashMap<K, V>`'s (a map: the length, then the entries), so data
 //! written with a plain map decodes into shards and the other way round.
@@ -37,6 +38,16 @@ pub const SHARD_COUNT: usize = 256;
 /// (16 Mi): a damaged length cannot make decoding allocate without bound. A longer map still
 /// decodes, growing as it goes.
 const DECODE_RESERVE_ENTRIES_MAX: usize = 1 << 24;
+
+/// A full shard's vector grows by its length divided by this (an eighth) rather than doubling:
+/// a shard of a large map then keeps at most an eighth of its entries' room spare, where a
+/// doubled vector keeps up to as much again (a shard copied from a snapshot's image has no spare
+/// room, so the next account it gains would double it).
+const SHARD_GROWTH_DIVISOR: usize = 8;
+
+/// The fewest entries a full shard's vector grows by (a vector's own smallest room), so a small
+/// shard does not grow one entry at a time.
+const SHARD_GROWTH_ENTRIES_MIN: usize = 4;
 
 /// A map from `K` to `V` in [`SHARD_COUNT`] copy-on-write shards, chosen by a hash of the key.
 #[derive(Clone)]
@@ -99,6 +110,10 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             positions,
             hasher,
         } = self;
+        if entries.len() == entries.capacity() {
+            let growth = (entries.len() / SHARD_GROWTH_DIVISOR).max(SHARD_GROWTH_ENTRIES_MIN);
+            entries.reserve_exact(growth);
+        }
         entries.push((key, value));
         positions.insert_unique(hash, position(at), |&other| {
             hasher.hash_one(&entries[other as usize].0)
@@ -153,6 +168,17 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             positions.insert_unique(hasher.hash_one(key), position(at), |&other| {
                 hasher.hash_one(&entries[other as usize].0)
             });
+        }
+    }
+
+    /// Gives back the vector's spare room. A new, exactly sized vector takes the entries: an
+    /// allocator may keep a block that shrinks by little where it is (mimalloc keeps one that
+    /// loses less than half), so shrinking in place would free nothing.
+    fn fit(&mut self) {
+        if self.entries.capacity() > self.entries.len() {
+            let mut fitted = Vec::with_capacity(self.entries.len());
+            fitted.append(&mut self.entries);
+            self.entries = fitted;
         }
     }
 
@@ -459,6 +485,13 @@ where
         while let Some((key, value)) = entries.next_entry()? {
             map.insert(key, value);
         }
+        // Decoding reserved each shard's share and a margin: what the shard did not fill is
+        // given back (it grows by an eighth when it is full again).
+        for shard in &mut map.shards {
+            if let Some(shard) = Arc::get_mut(shard) {
+                shard.fit();
+            }
+        }
         Ok(map)
     }
 }
@@ -568,5 +601,29 @@ mod tests {
         assert_eq!(shards.len(), map.len());
         let decoded: Shards<u64, u64> = decode_stored(&encode_stored(&shards).unwrap()).unwrap();
         assert_eq!(decoded, shards);
+    }
+
+    #[test]
+    fn decoded_shards_keep_no_spare_room_and_a_full_shard_grows_by_an_eighth() {
+        let map: HashMap<u64, u64> = (0..20_000).map(|key| (key * 7_919, key)).collect();
+        let mut shards: Shards<u64, u64> = decode_stored(&encode_stored(&map).unwrap()).unwrap();
+        assert!(shards
+            .shards
+            .iter()
+            .all(|shard| shard.entries.capacity() == shard.entries.len()));
+        // The next key of a full shard grows it by an eighth of its length.
+        let key = (20_000..)
+            .map(|key| key * 7_919)
+            .find(|key| !map.contains_key(key))
+            .unwrap();
+        let before = shards.shards[shard_of(&key)].entries.len();
+        shards.insert(key, 1);
+        let shard = &shards.shards[shard_of(&key)];
+        assert_eq!(
+            shard.entries.capacity(),
+            before + (before / SHARD_GROWTH_DIVISOR).max(SHARD_GROWTH_ENTRIES_MIN)
+        );
+        assert_eq!(shards[&key], 1);
+        assert_eq!(shards.len(), map.len() + 1);
     }
 }
