@@ -291,8 +291,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
         if entries == 0 {
             return map;
         }
-        let share = entries / SHARD_COUNT;
-        let spread = 4 * (share as f64).sqrt() as usize + 16;
+        let (share, spread) = shard_room(entries);
         for shard in &mut map.shards {
             Arc::make_mut(shard).reserve(share + spread);
         }
@@ -463,6 +462,13 @@ impl<K: Serialize, V: Serialize> Serialize for Shards<K, V> {
     }
 }
 
+/// A shard's share of a map of `entries` entries, and the margin it reserves beyond it (four
+/// standard deviations and 16).
+fn shard_room(entries: usize) -> (usize, usize) {
+    let share = entries / SHARD_COUNT;
+    (share, 4 * (share as f64).sqrt() as usize + 16)
+}
+
 struct ShardsVisitor<K, V>(PhantomData<fn() -> (K, V)>);
 
 impl<'de, K, V> Visitor<'de> for ShardsVisitor<K, V>
@@ -481,12 +487,38 @@ where
             .size_hint()
             .unwrap_or(0)
             .min(DECODE_RESERVE_ENTRIES_MAX);
-        let mut map = Shards::with_capacity(expected);
+        let (share, spread) = shard_room(expected);
+        let mut map = Shards::new();
+        // A map's bytes hold its entries shard by shard (`Serialize` writes them in that order,
+        // and a key's shard is fixed). Each shard reserves its share and a margin when its first
+        // entry arrives, and gives back what it did not fill as soon as the next shard's entries
+        // begin: the room freed is at hand for the next shard, and decoding never holds every
+        // shard's margin and its fitted copy at once. A shard left with fewer than its share
+        // less the margin (entries in another order: a `HashMap`'s bytes) is fitted only at the
+        // end, and no shard is fitted twice on the way (each would copy it again).
+        let mut filling: Option<usize> = None;
+        let mut fitted = [false; SHARD_COUNT];
         while let Some((key, value)) = entries.next_entry()? {
+            let at = shard_of(&key);
+            if filling != Some(at) {
+                if let Some(previous) = filling {
+                    // The map is new: no clone shares its shards, so this copies nothing.
+                    let shard = Arc::make_mut(&mut map.shards[previous]);
+                    if !fitted[previous] && shard.entries.len() + spread >= share {
+                        shard.fit();
+                        fitted[previous] = true;
+                    }
+                }
+                let shard = Arc::make_mut(&mut map.shards[at]);
+                if expected > 0 && shard.entries.capacity() == 0 {
+                    shard.reserve(share + spread);
+                }
+                filling = Some(at);
+            }
             map.insert(key, value);
         }
-        // Decoding reserved each shard's share and a margin: what the shard did not fill is
-        // given back (it grows by an eighth when it is full again).
+        // What a shard did not fill of its room is given back (it grows by an eighth when it is
+        // full again).
         for shard in &mut map.shards {
             if let Some(shard) = Arc::get_mut(shard) {
                 shard.fit();
@@ -606,11 +638,16 @@ mod tests {
     #[test]
     fn decoded_shards_keep_no_spare_room_and_a_full_shard_grows_by_an_eighth() {
         let map: HashMap<u64, u64> = (0..20_000).map(|key| (key * 7_919, key)).collect();
+        // From a map's bytes (any order) and from shards' (shard by shard).
         let mut shards: Shards<u64, u64> = decode_stored(&encode_stored(&map).unwrap()).unwrap();
-        assert!(shards
-            .shards
-            .iter()
-            .all(|shard| shard.entries.capacity() == shard.entries.len()));
+        let again: Shards<u64, u64> = decode_stored(&encode_stored(&shards).unwrap()).unwrap();
+        assert_eq!(again, shards);
+        for decoded in [&shards, &again] {
+            assert!(decoded
+                .shards
+                .iter()
+                .all(|shard| shard.entries.capacity() == shard.entries.len()));
+        }
         // The next key of a full shard grows it by an eighth of its length.
         let key = (20_000..)
             .map(|key| key * 7_919)
