@@ -1289,5 +1289,275 @@ proptest! {
             prop_assert_eq!(record.validate(), Ok(()));
         }
         prop_assert_eq!(bank.replayed(), bank.ledger.clone());
+        // A snapshot gives the same state, each account kept compactly or not as it was.
+        prop_assert_eq!(round_trip(&bank.ledger), bank.ledger.clone());
     }
+}
+
+// ---- Accounts that were only opened. ----
+
+/// The opening line of an account opened with `balance` by request `sequence` of client 1 at
+/// [`Bank::with`]'s time.
+fn opening_line(balance: Amount, sequence: u64) -> Movement {
+    Movement {
+        at_unix_ms: at(DAY, 1_000).unix_ms,
+        kind: MovementKind::Opened,
+        amount: balance,
+        request: id(1, sequence),
+        balance_after: balance,
+    }
+}
+
+/// [`Account`] as it was declared (and its serde form derived) before an opening was kept in
+/// the account itself: the form every snapshot since statements holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct AccountBefore {
+    holder: Box<str>,
+    pin_hash: crate::pin::PinHash,
+    balance: Amount,
+    pin_failures: u8,
+    state: AccountState,
+    activity: Option<Box<Activity>>,
+}
+
+/// An account of the earlier form whose statement is its opening line, as every opening made it.
+fn opened_before(balance: Amount) -> AccountBefore {
+    let mut activity = Activity::default();
+    activity.movements.push_back(opening_line(balance, 1));
+    AccountBefore {
+        holder: "Joty".into(),
+        pin_hash: pin_hash(A),
+        balance,
+        pin_failures: 0,
+        state: AccountState::Open,
+        activity: Some(Box::new(activity)),
+    }
+}
+
+/// The ledger through a snapshot's encoding and back.
+fn round_trip(ledger: &Ledger) -> Ledger {
+    let bytes = crate::codec::encode_stored(ledger).unwrap();
+    crate::codec::decode_stored(&bytes).unwrap()
+}
+
+#[test]
+fn an_account_only_opened_keeps_no_activity_and_its_statement_is_the_opening_line() {
+    let mut bank = Bank::with(&[(A, 1_000), (B, 0)]);
+    for (card, balance, sequence) in [(A, 1_000, 1), (B, 0, 2)] {
+        let account = bank.account(card);
+        assert!(account.activity.is_none(), "{account:?}");
+        assert_eq!(
+            account.movements(usize::MAX),
+            [opening_line(balance, sequence)]
+        );
+        assert_eq!(account.movements(1), [opening_line(balance, sequence)]);
+        assert_eq!(account.movements(0), []);
+    }
+    // What moves no money and needs no activity keeps it compact.
+    assert_eq!(bank.on(A, Event::AccountFrozen).status, Code::Approved);
+    assert_eq!(bank.on(A, Event::AccountUnfrozen).status, Code::Approved);
+    assert_eq!(
+        bank.on(A, Event::PinAttempt { correct: false }).status,
+        Code::IncorrectPin
+    );
+    assert!(bank.account(A).activity.is_none());
+    assert_eq!(
+        bank.account(A).movements(usize::MAX),
+        [opening_line(1_000, 1)]
+    );
+    // A refused opening of a card that exists changes nothing.
+    assert_eq!(bank.on(A, opening(5)).status, Code::CardExists);
+    assert_eq!(
+        bank.account(A).movements(usize::MAX),
+        [opening_line(1_000, 1)]
+    );
+    assert_eq!(bank.replayed(), bank.ledger);
+}
+
+#[test]
+fn the_opening_line_moves_into_the_activity_when_money_first_moves() {
+    let mut bank = Bank::with(&[(A, 1_000), (B, 0)]);
+    bank.at.unix_ms += 5;
+    assert_eq!(
+        bank.on(A, Event::Withdrawal { amount: 200 }).status,
+        Code::Approved
+    );
+    let leg = bank.transfer(A, B, 300).reference.unwrap();
+    bank.deliver(A, leg);
+    let account = bank.account(A);
+    assert!(account.activity.is_some());
+    let statement = account.movements(usize::MAX);
+    assert_eq!(statement[0], opening_line(1_000, 1));
+    assert_eq!(
+        statement
+            .iter()
+            .map(|m| (m.kind, m.amount, m.balance_after))
+            .collect::<Vec<_>>(),
+        [
+            (MovementKind::Opened, 1_000, 1_000),
+            (MovementKind::Withdrawal, 200, 800),
+            (MovementKind::TransferOut, 300, 500),
+        ]
+    );
+    // The receiver's first movement is a credit: its opening line comes first, at 0.
+    let received = bank.account(B).movements(usize::MAX);
+    assert_eq!(received[0], opening_line(0, 2));
+    assert_eq!(
+        (
+            received[1].kind,
+            received[1].amount,
+            received[1].balance_after
+        ),
+        (MovementKind::TransferIn, 300, 300)
+    );
+    assert_balances_follow(&statement);
+    assert_balances_follow(&received);
+    assert_eq!(bank.replayed(), bank.ledger);
+}
+
+#[test]
+fn an_activity_left_with_only_the_opening_line_is_not_kept() {
+    let mut bank = Bank::with(&[(A, 1_000)]);
+    let limits = DailyLimits {
+        amount: 500,
+        count: 2,
+    };
+    assert_eq!(
+        bank.on(A, Event::LimitsSet { limits }).status,
+        Code::Approved
+    );
+    assert!(bank.account(A).activity.is_some());
+    assert_eq!(
+        bank.account(A).movements(usize::MAX),
+        [opening_line(1_000, 1)]
+    );
+    assert_eq!(bank.on(A, Event::LimitsCleared).status, Code::Approved);
+    assert!(bank.account(A).activity.is_none());
+    assert_eq!(
+        bank.account(A).movements(usize::MAX),
+        [opening_line(1_000, 1)]
+    );
+    // Live, replayed and through a snapshot: the same state, the same representation.
+    assert_eq!(bank.replayed(), bank.ledger);
+    assert_eq!(round_trip(&bank.ledger), bank.ledger);
+}
+
+#[test]
+fn statements_survive_a_snapshot_round_trip_compact_or_not() {
+    let mut bank = Bank::with(&[(A, 1_000), (B, 250), (C, 0)]);
+    assert_eq!(
+        bank.on(B, Event::Deposit { amount: 50 }).status,
+        Code::Approved
+    );
+    let limits = DailyLimits {
+        amount: 500,
+        count: 2,
+    };
+    assert_eq!(
+        bank.on(C, Event::LimitsSet { limits }).status,
+        Code::Approved
+    );
+    let decoded = round_trip(&bank.ledger);
+    assert_eq!(decoded, bank.ledger);
+    assert!(decoded.accounts[&A].activity.is_none());
+    assert!(decoded.accounts[&B].activity.is_some());
+    assert!(decoded.accounts[&C].activity.is_some());
+    for card in CARDS {
+        assert_eq!(
+            decoded.accounts[&card].movements(usize::MAX),
+            bank.account(card).movements(usize::MAX)
+        );
+    }
+    // Money moves on the decoded account as it would have on the live one.
+    let mut ledger = decoded;
+    let mut live = bank.ledger.clone();
+    let withdrawal = match decide(
+        ledger.accounts.get(&A),
+        A,
+        id(1, 99),
+        Event::Withdrawal { amount: 100 },
+        bank.at,
+        &bank.policy,
+    ) {
+        Decision::Record(record) => record,
+        Decision::Answer(outcome) => panic!("answered {outcome:?}"),
+    };
+    let lsn = ledger.applied_lsn + 1;
+    ledger.apply(lsn, &withdrawal).unwrap();
+    live.apply(lsn, &withdrawal).unwrap();
+    assert_eq!(ledger, live);
+    assert_eq!(
+        ledger.accounts[&A].movements(usize::MAX)[0],
+        opening_line(1_000, 1)
+    );
+}
+
+#[test]
+fn an_account_only_opened_is_written_exactly_as_before() {
+    let bank = Bank::with(&[(A, 1_000)]);
+    let bytes = crate::codec::encode_stored(bank.account(A)).unwrap();
+    assert_eq!(
+        bytes,
+        crate::codec::encode_stored(&opened_before(1_000)).unwrap()
+    );
+    // The encoding of an opening-only account, from the layout before this change: the holder,
+    // the verifier (scheme, salt, MAC), the balance, no wrong PINs, open, then an activity with
+    // nothing but the opening line.
+    // "Joty", then a keyed verifier's memory cost (0) and scheme (one byte).
+    assert_eq!(bytes[..6], [4, b'J', b'o', b't', b'y', 0]);
+    let rest = &bytes[7 + crate::pin::SALT_BYTES + crate::pin::HASH_BYTES..];
+    assert_eq!(
+        rest,
+        [
+            // Balance 1000 (varint: 251 then two bytes), no wrong PINs, open.
+            &[251, 0xe8, 0x03, 0, 0][..],
+            // Some activity: no holds, last hold 0, no transfers, last leg 0, no limits, today
+            // (day 0, 0, 0), no debits, one movement.
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            // The movement: at (varint u64: 253 then eight bytes), opened, 1000, request 1:1,
+            // balance after 1000.
+            &[253],
+            &at(DAY, 1_000).unix_ms.to_le_bytes(),
+            &[0, 251, 0xe8, 0x03, 1, 1, 251, 0xe8, 0x03],
+        ]
+        .concat()
+    );
+}
+
+#[test]
+fn an_earlier_release_account_with_only_its_opening_line_reads_compactly() {
+    let before = opened_before(1_000);
+    let bytes = crate::codec::encode_stored(&before).unwrap();
+    let account: Account = crate::codec::decode_stored(&bytes).unwrap();
+    assert!(account.activity.is_none(), "{account:?}");
+    assert_eq!(account.movements(usize::MAX), [opening_line(1_000, 1)]);
+    assert_eq!(
+        (account.balance, account.available(), account.state),
+        (1_000, 1_000, AccountState::Open)
+    );
+    // It is written back byte for byte.
+    assert_eq!(crate::codec::encode_stored(&account).unwrap(), bytes);
+
+    // An account of a release that kept no opening line has no statement, and is written back
+    // as it was.
+    let bare = AccountBefore {
+        activity: None,
+        ..opened_before(1_000)
+    };
+    let bytes = crate::codec::encode_stored(&bare).unwrap();
+    let account: Account = crate::codec::decode_stored(&bytes).unwrap();
+    assert!(account.activity.is_none());
+    assert_eq!(account.movements(usize::MAX), []);
+    assert_eq!(crate::codec::encode_stored(&account).unwrap(), bytes);
+
+    // A line that is not what an opening makes is kept as it was, in an activity.
+    let mut odd = opened_before(1_000);
+    if let Some(activity) = odd.activity.as_mut() {
+        activity.movements[0].amount = 900;
+    }
+    let bytes = crate::codec::encode_stored(&odd).unwrap();
+    let account: Account = crate::codec::decode_stored(&bytes).unwrap();
+    assert!(account.activity.is_some());
+    assert_eq!(account.movements(usize::MAX)[0].amount, 900);
+    assert_eq!(crate::codec::encode_stored(&account).unwrap(), bytes);
 }

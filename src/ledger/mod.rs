@@ -27,7 +27,9 @@ mod shards;
 mod testing;
 mod v1;
 
-use crate::model::{AccountState, Amount, Card, Code, DailyLimits, HoldId, Movement, RequestId};
+use crate::model::{
+    AccountState, Amount, Card, Code, DailyLimits, HoldId, Movement, MovementKind, RequestId,
+};
 pub use memory::{
     completed_entries, completed_entry, ClientWindow, Clients, Completed, Fingerprint, Memory,
     Principal, Seen, CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, RECEIPT_WINDOW,
@@ -80,23 +82,60 @@ const EVENT_ENCODED_BYTES_INLINE: usize = 128;
 pub type Lsn = u64;
 
 /// One account's state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its serde form is the one every release since statements wrote (the holder, the PIN's
+/// verifier, the balance, the wrong PINs, the state, then the activity if any): an account whose
+/// statement is only its opening line is written as an activity holding nothing but that line,
+/// and such an activity is kept compactly again when read ([`Account::activity`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
     /// The holder's name, as given when the account was opened.
     pub holder: Box<str>,
     /// The PIN's verifier (keyed, or an argon2id hash of the first release until re-keyed); the
     /// PIN itself is never stored.
     pub pin_hash: PinHash,
-    /// The balance in minor units; a `u64`, so it cannot go negative.
+    /// The balance in minor units; a `u64`, so it cannot go negative. The rules change it only
+    /// after the account has an activity (the statement line they add needs one), so while it
+    /// has none it is still the opening balance.
     pub balance: Amount,
     /// Wrong PINs since the last correct one; the card is locked at [`PIN_ATTEMPTS_MAX`].
     pub pin_failures: u8,
     /// Open, frozen or closed.
     pub state: AccountState,
     /// Holds, transfers on their way, limits, today's withdrawals, recent debits and the
-    /// statement: none until the account first needs one, so an account that only ever had an
-    /// opening costs no more than it did before these existed.
+    /// statement: none until the account first needs one. An account that was only opened has
+    /// none: its one statement line is built from the opening's time and request and the
+    /// balance, and moves into the activity's movements when the activity is made. An activity
+    /// holding nothing but that line (or nothing at all) is never kept: it is dropped for the
+    /// compact form.
     pub activity: Option<Box<Activity>>,
+    /// The opening line's time and request while the account has no activity; zeros otherwise.
+    opening: Opening,
+    /// True when the statement is the opening line built from `opening` (only while the account
+    /// has no activity); false for an account with no line at all (one converted from the first
+    /// release's layout, or made with [`Account::new`]).
+    opening_line: bool,
+}
+
+/// What an account keeps of its opening line while it has no activity: the line's amount and
+/// balance after are the balance, which has not changed since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Opening {
+    /// When the account was opened, in milliseconds since the Unix epoch.
+    at_unix_ms: u64,
+    /// The request that opened it.
+    request: RequestId,
+}
+
+impl Opening {
+    /// No opening kept (an account with an activity, or with no statement line).
+    const NONE: Opening = Opening {
+        at_unix_ms: 0,
+        request: RequestId {
+            client: 0,
+            sequence: 0,
+        },
+    };
 }
 
 /// What an account keeps beyond its balance and PIN, once it has any of it.
@@ -182,6 +221,27 @@ impl Account {
             pin_failures: 0,
             state: AccountState::Open,
             activity: None,
+            opening: Opening::NONE,
+            opening_line: false,
+        }
+    }
+
+    /// A new open account whose statement is its opening line, made by `request` at
+    /// `at_unix_ms` with `balance`: what an approved opening makes.
+    pub(crate) fn opened(
+        holder: &str,
+        pin_hash: PinHash,
+        balance: Amount,
+        at_unix_ms: u64,
+        request: RequestId,
+    ) -> Account {
+        Account {
+            opening: Opening {
+                at_unix_ms,
+                request,
+            },
+            opening_line: true,
+            ..Account::new(holder, pin_hash, balance)
         }
     }
 
@@ -262,9 +322,23 @@ impl Account {
 
     /// The last `count` movements, oldest first.
     pub fn movements(&self, count: usize) -> Vec<Movement> {
-        self.activity.as_ref().map_or_else(Vec::new, |activity| {
-            let skip = activity.movements.len().saturating_sub(count);
-            activity.movements.iter().skip(skip).copied().collect()
+        match &self.activity {
+            Some(activity) => {
+                let skip = activity.movements.len().saturating_sub(count);
+                activity.movements.iter().skip(skip).copied().collect()
+            }
+            None => self.opening_movement().into_iter().take(count).collect(),
+        }
+    }
+
+    /// The opening line, while the account keeps it compactly (it has no activity).
+    fn opening_movement(&self) -> Option<Movement> {
+        (self.activity.is_none() && self.opening_line).then_some(Movement {
+            at_unix_ms: self.opening.at_unix_ms,
+            kind: MovementKind::Opened,
+            amount: self.balance,
+            request: self.opening.request,
+            balance_after: self.balance,
         })
     }
 
@@ -277,9 +351,163 @@ impl Account {
             .find(|debit| debit.request == request)
     }
 
-    /// The activity, made on first use.
+    /// The activity, made on first use; the opening line, if the account kept it compactly,
+    /// moves into its movements then (so the balance must not have changed before).
     pub(crate) fn activity_mut(&mut self) -> &mut Activity {
+        if self.activity.is_none() {
+            let mut activity = Box::<Activity>::default();
+            activity.movements.extend(self.opening_movement());
+            self.opening = Opening::NONE;
+            self.opening_line = false;
+            self.activity = Some(activity);
+        }
         self.activity.get_or_insert_with(Box::default)
+    }
+
+    /// Sets the balance, having moved a compactly kept opening line into the activity first
+    /// (its amount is the balance before the change). Every rule that changes a balance calls
+    /// this.
+    pub(crate) fn set_balance(&mut self, balance: Amount) {
+        self.activity_mut();
+        self.balance = balance;
+    }
+
+    /// Drops an activity that holds nothing but the opening line (or nothing at all) for the
+    /// compact form, which gives the same statement and answers: after decoding, and after a
+    /// record that may have emptied the activity (limits cleared).
+    pub(crate) fn compact_activity(&mut self) {
+        let Some(activity) = &self.activity else {
+            return;
+        };
+        let Activity {
+            holds,
+            last_hold,
+            outbox,
+            last_leg,
+            limits,
+            today,
+            debits,
+            movements,
+        } = &**activity;
+        let bare = holds.is_empty()
+            && *last_hold == 0
+            && outbox.is_empty()
+            && *last_leg == 0
+            && limits.is_none()
+            && *today == DailyUsage::default()
+            && debits.is_empty();
+        if !bare {
+            return;
+        }
+        let opening = match movements.len() {
+            0 => None,
+            1 => {
+                let line = movements[0];
+                let compact = line.kind == MovementKind::Opened
+                    && line.amount == self.balance
+                    && line.balance_after == self.balance;
+                if !compact {
+                    return;
+                }
+                Some(Opening {
+                    at_unix_ms: line.at_unix_ms,
+                    request: line.request,
+                })
+            }
+            _ => return,
+        };
+        self.activity = None;
+        self.opening = opening.unwrap_or(Opening::NONE);
+        self.opening_line = opening.is_some();
+    }
+}
+
+/// [`Account`]'s serde form as every release since statements wrote it (derived), to read it.
+#[derive(Deserialize)]
+#[serde(rename = "Account")]
+struct AccountStored {
+    holder: Box<str>,
+    pin_hash: PinHash,
+    balance: Amount,
+    pin_failures: u8,
+    state: AccountState,
+    activity: Option<Box<Activity>>,
+}
+
+/// The same form, borrowed from an account, to write it; `A` is its activity's form.
+#[derive(Serialize)]
+#[serde(rename = "Account")]
+struct AccountWritten<'a, A> {
+    holder: &'a str,
+    pin_hash: &'a PinHash,
+    balance: Amount,
+    pin_failures: u8,
+    state: AccountState,
+    activity: Option<A>,
+}
+
+/// [`Activity`]'s serde form for an account that keeps its opening line compactly: no holds,
+/// transfers, limits, use or debits, and that one movement.
+#[derive(Serialize)]
+#[serde(rename = "Activity")]
+struct OpeningActivity<'a> {
+    holds: &'a [Hold],
+    last_hold: HoldId,
+    outbox: &'a [Leg],
+    last_leg: u64,
+    limits: Option<DailyLimits>,
+    today: DailyUsage,
+    debits: &'a [Debit],
+    movements: &'a [Movement],
+}
+
+impl Serialize for Account {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fn written<A>(account: &Account, activity: Option<A>) -> AccountWritten<'_, A> {
+            AccountWritten {
+                holder: &account.holder,
+                pin_hash: &account.pin_hash,
+                balance: account.balance,
+                pin_failures: account.pin_failures,
+                state: account.state,
+                activity,
+            }
+        }
+        match (&self.activity, self.opening_movement()) {
+            (None, Some(line)) => written(
+                self,
+                Some(OpeningActivity {
+                    holds: &[],
+                    last_hold: 0,
+                    outbox: &[],
+                    last_leg: 0,
+                    limits: None,
+                    today: DailyUsage::default(),
+                    debits: &[],
+                    movements: std::slice::from_ref(&line),
+                }),
+            )
+            .serialize(serializer),
+            (activity, _) => written(self, activity.as_deref()).serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Account {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = AccountStored::deserialize(deserializer)?;
+        let mut account = Account {
+            holder: stored.holder,
+            pin_hash: stored.pin_hash,
+            balance: stored.balance,
+            pin_failures: stored.pin_failures,
+            state: stored.state,
+            activity: stored.activity,
+            opening: Opening::NONE,
+            opening_line: false,
+        };
+        account.compact_activity();
+        Ok(account)
     }
 }
 

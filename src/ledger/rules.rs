@@ -453,10 +453,18 @@ pub fn apply_to(accounts: &mut [Option<Account>], record: &Record) -> Result<(),
         initial_balance,
     } = &record.event
     {
-        let mut opened = Account::new(holder, *pin_hash, *initial_balance);
-        if approved {
-            note(&mut opened, record, MovementKind::Opened, *initial_balance);
-        }
+        // The statement's opening line is kept in the account itself until it has an activity.
+        let opened = if approved {
+            Account::opened(
+                holder,
+                *pin_hash,
+                *initial_balance,
+                record.at_unix_ms,
+                record.request,
+            )
+        } else {
+            Account::new(holder, *pin_hash, *initial_balance)
+        };
         return open(first, record, approved, opened);
     }
     let Some(account) = first.as_mut() else {
@@ -489,7 +497,7 @@ fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerEr
             let Ok(balance) = withdraw(account.balance, *amount) else {
                 return inconsistent("approved withdrawal does not fit the balance");
             };
-            account.balance = balance;
+            account.set_balance(balance);
             count_use(account, day, *amount);
             remember_debit(account, record.request, *amount, day);
             note(account, record, MovementKind::Withdrawal, *amount);
@@ -498,7 +506,7 @@ fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerEr
             let Ok(balance) = deposit(account.balance, *amount) else {
                 return inconsistent("approved credit overflows the balance");
             };
-            account.balance = balance;
+            account.set_balance(balance);
             let kind = if matches!(record.event, Event::Deposit { .. }) {
                 MovementKind::Deposit
             } else {
@@ -514,7 +522,7 @@ fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerEr
             if record.outcome.reference != Some(leg) {
                 return inconsistent("transfer number mismatch");
             }
-            account.balance = balance;
+            account.set_balance(balance);
             let activity = account.activity_mut();
             activity.last_leg = leg;
             activity.outbox.push(Leg {
@@ -532,9 +540,10 @@ fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerEr
             };
             let sent = outbox.remove(position);
             if *receiver != Code::Approved {
-                account.balance = deposit(account.balance, sent.amount).map_err(|_| {
+                let balance = deposit(account.balance, sent.amount).map_err(|_| {
                     LedgerError::inconsistent(record, "a returned transfer overflows the balance")
                 })?;
+                account.set_balance(balance);
                 let returned = Record {
                     request: sent.request,
                     ..record.clone()
@@ -570,7 +579,7 @@ fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerEr
             let Ok(balance) = withdraw(account.balance, posted) else {
                 return inconsistent("a completed hold does not fit the balance");
             };
-            account.balance = balance;
+            account.set_balance(balance);
             give_back(account, released.day, released.amount - posted, false);
             remember_debit(account, record.request, posted, released.day);
             note(account, record, MovementKind::HoldCompleted, posted);
@@ -594,6 +603,8 @@ fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerEr
             if let Some(activity) = account.activity.as_mut() {
                 activity.limits = None;
             }
+            // An activity that held only the limits (and the opening line) is not kept.
+            account.compact_activity();
         }
     }
     Ok(())
@@ -614,10 +625,11 @@ fn reverse(
         return Ok(());
     }
     let back = debit.amount - dispensed.unwrap_or(0);
-    account.balance = account
+    let balance = account
         .balance
         .checked_add(back)
         .ok_or_else(|| LedgerError::inconsistent(record, "a reversal overflows the balance"))?;
+    account.set_balance(balance);
     if let Some(kept) = account
         .activity_mut()
         .debits

@@ -11,8 +11,9 @@
 //! (a `HashMap`) keeps a free slot as big as an entry for every one it fills, and between one
 //! doubling and the next it is only seven sixteenths to seven eighths full: at a million accounts
 //! it was under half full, about 115 bytes of empty slots per account. Here an empty slot costs
-//! four bytes and a control byte, and the entries take only what the vector's growth leaves
-//! (none after decoding, which reserves each shard's share of the map's length).
+//! four bytes and a control byte, and the entries take only what the vector's growth leaves (at
+//! most an eighth: a full shard grows by an eighth of its length, not double; none after
+//! decoding, which gives back what it reserved beyond each shard's entries).
 //!
 //! Its serde form is exactly a `HashMap<K, V>`'s (a map: the length, then the entries), so data
 //! written with a plain map decodes into shards and the other way round.
@@ -37,6 +38,16 @@ pub const SHARD_COUNT: usize = 256;
 /// (16 Mi): a damaged length cannot make decoding allocate without bound. A longer map still
 /// decodes, growing as it goes.
 const DECODE_RESERVE_ENTRIES_MAX: usize = 1 << 24;
+
+/// A full shard's vector grows by its length divided by this (an eighth) rather than doubling:
+/// a shard of a large map then keeps at most an eighth of its entries' room spare, where a
+/// doubled vector keeps up to as much again (a shard copied from a snapshot's image has no spare
+/// room, so the next account it gains would double it).
+const SHARD_GROWTH_DIVISOR: usize = 8;
+
+/// The fewest entries a full shard's vector grows by (a vector's own smallest room), so a small
+/// shard does not grow one entry at a time.
+const SHARD_GROWTH_ENTRIES_MIN: usize = 4;
 
 /// A map from `K` to `V` in [`SHARD_COUNT`] copy-on-write shards, chosen by a hash of the key.
 #[derive(Clone)]
@@ -99,6 +110,10 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             positions,
             hasher,
         } = self;
+        if entries.len() == entries.capacity() {
+            let growth = (entries.len() / SHARD_GROWTH_DIVISOR).max(SHARD_GROWTH_ENTRIES_MIN);
+            entries.reserve_exact(growth);
+        }
         entries.push((key, value));
         positions.insert_unique(hash, position(at), |&other| {
             hasher.hash_one(&entries[other as usize].0)
@@ -153,6 +168,17 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             positions.insert_unique(hasher.hash_one(key), position(at), |&other| {
                 hasher.hash_one(&entries[other as usize].0)
             });
+        }
+    }
+
+    /// Gives back the vector's spare room. A new, exactly sized vector takes the entries: an
+    /// allocator may keep a block that shrinks by little where it is (mimalloc keeps one that
+    /// loses less than half), so shrinking in place would free nothing.
+    fn fit(&mut self) {
+        if self.entries.capacity() > self.entries.len() {
+            let mut fitted = Vec::with_capacity(self.entries.len());
+            fitted.append(&mut self.entries);
+            self.entries = fitted;
         }
     }
 
@@ -265,8 +291,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
         if entries == 0 {
             return map;
         }
-        let share = entries / SHARD_COUNT;
-        let spread = 4 * (share as f64).sqrt() as usize + 16;
+        let (share, spread) = shard_room(entries);
         for shard in &mut map.shards {
             Arc::make_mut(shard).reserve(share + spread);
         }
@@ -437,6 +462,13 @@ impl<K: Serialize, V: Serialize> Serialize for Shards<K, V> {
     }
 }
 
+/// A shard's share of a map of `entries` entries, and the margin it reserves beyond it (four
+/// standard deviations and 16).
+fn shard_room(entries: usize) -> (usize, usize) {
+    let share = entries / SHARD_COUNT;
+    (share, 4 * (share as f64).sqrt() as usize + 16)
+}
+
 struct ShardsVisitor<K, V>(PhantomData<fn() -> (K, V)>);
 
 impl<'de, K, V> Visitor<'de> for ShardsVisitor<K, V>
@@ -455,9 +487,42 @@ where
             .size_hint()
             .unwrap_or(0)
             .min(DECODE_RESERVE_ENTRIES_MAX);
-        let mut map = Shards::with_capacity(expected);
+        let (share, spread) = shard_room(expected);
+        let mut map = Shards::new();
+        // A map's bytes hold its entries shard by shard (`Serialize` writes them in that order,
+        // and a key's shard is fixed). Each shard reserves its share and a margin when its first
+        // entry arrives, and gives back what it did not fill as soon as the next shard's entries
+        // begin: the room freed is at hand for the next shard, and decoding never holds every
+        // shard's margin and its fitted copy at once. A shard left with fewer than its share
+        // less the margin (entries in another order: a `HashMap`'s bytes) is fitted only at the
+        // end, and no shard is fitted twice on the way (each would copy it again).
+        let mut filling: Option<usize> = None;
+        let mut fitted = [false; SHARD_COUNT];
         while let Some((key, value)) = entries.next_entry()? {
+            let at = shard_of(&key);
+            if filling != Some(at) {
+                if let Some(previous) = filling {
+                    // The map is new: no clone shares its shards, so this copies nothing.
+                    let shard = Arc::make_mut(&mut map.shards[previous]);
+                    if !fitted[previous] && shard.entries.len() + spread >= share {
+                        shard.fit();
+                        fitted[previous] = true;
+                    }
+                }
+                let shard = Arc::make_mut(&mut map.shards[at]);
+                if expected > 0 && shard.entries.capacity() == 0 {
+                    shard.reserve(share + spread);
+                }
+                filling = Some(at);
+            }
             map.insert(key, value);
+        }
+        // What a shard did not fill of its room is given back (it grows by an eighth when it is
+        // full again).
+        for shard in &mut map.shards {
+            if let Some(shard) = Arc::get_mut(shard) {
+                shard.fit();
+            }
         }
         Ok(map)
     }
@@ -568,5 +633,34 @@ mod tests {
         assert_eq!(shards.len(), map.len());
         let decoded: Shards<u64, u64> = decode_stored(&encode_stored(&shards).unwrap()).unwrap();
         assert_eq!(decoded, shards);
+    }
+
+    #[test]
+    fn decoded_shards_keep_no_spare_room_and_a_full_shard_grows_by_an_eighth() {
+        let map: HashMap<u64, u64> = (0..20_000).map(|key| (key * 7_919, key)).collect();
+        // From a map's bytes (any order) and from shards' (shard by shard).
+        let mut shards: Shards<u64, u64> = decode_stored(&encode_stored(&map).unwrap()).unwrap();
+        let again: Shards<u64, u64> = decode_stored(&encode_stored(&shards).unwrap()).unwrap();
+        assert_eq!(again, shards);
+        for decoded in [&shards, &again] {
+            assert!(decoded
+                .shards
+                .iter()
+                .all(|shard| shard.entries.capacity() == shard.entries.len()));
+        }
+        // The next key of a full shard grows it by an eighth of its length.
+        let key = (20_000..)
+            .map(|key| key * 7_919)
+            .find(|key| !map.contains_key(key))
+            .unwrap();
+        let before = shards.shards[shard_of(&key)].entries.len();
+        shards.insert(key, 1);
+        let shard = &shards.shards[shard_of(&key)];
+        assert_eq!(
+            shard.entries.capacity(),
+            before + (before / SHARD_GROWTH_DIVISOR).max(SHARD_GROWTH_ENTRIES_MIN)
+        );
+        assert_eq!(shards[&key], 1);
+        assert_eq!(shards.len(), map.len() + 1);
     }
 }

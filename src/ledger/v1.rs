@@ -5,7 +5,7 @@
 
 use super::{
     Account, Card, ClientWindow, Clients, Completed, Event, Fingerprint, Ledger, Lsn, Memory,
-    Outcome, Principal, Record, Shards,
+    Opening, Outcome, Principal, Record, Shards,
 };
 use crate::model::{AccountState, Amount, Code, RequestId};
 use crate::pin::PinHash;
@@ -158,6 +158,7 @@ pub struct AccountV2 {
 
 impl From<AccountV2> for Account {
     fn from(old: AccountV2) -> Account {
+        // The earlier layouts kept no statement: the account has no line at all.
         Account {
             holder: old.holder,
             pin_hash: old.pin_hash,
@@ -165,6 +166,8 @@ impl From<AccountV2> for Account {
             pin_failures: old.pin_failures,
             state: AccountState::Open,
             activity: None,
+            opening: Opening::NONE,
+            opening_line: false,
         }
     }
 }
@@ -399,6 +402,8 @@ mod tests {
             (900, 2, AccountState::Open)
         );
         assert_eq!(account.activity, None);
+        // The earlier layouts kept no statement: none is made up.
+        assert_eq!(account.movements(usize::MAX), []);
         assert_eq!(
             (account.available(), account.held(), account.in_transit()),
             (900, 0, 0)
