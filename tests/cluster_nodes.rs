@@ -42,6 +42,13 @@ fn started_nodes(pg: &PrivatePostgres, keys: &tempfile::TempDir, count: i32) -> 
     nodes
 }
 
+/// Held by each test that runs a swarm over its nodes, so those run one at a time. Each such test
+/// runs three debug-built nodes, PostgreSQL and a swarm; several at once on a small machine starve
+/// the nodes past the 2 s test lease, and then every node takes partitions from the others in
+/// turn while the swarm is sent from node to node, which is not the takeover a test means to
+/// exercise.
+static SWARM_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Nodes 1, 2 and 3 ([`started_nodes`]).
 fn three_nodes(pg: &PrivatePostgres, keys: &tempfile::TempDir) -> Vec<Node> {
     started_nodes(pg, keys, 3)
@@ -240,6 +247,7 @@ async fn three_nodes_share_the_partitions_and_redirect_to_the_owner() {
 /// finds every acknowledged operation applied exactly once and every cent accounted for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_over_three_nodes_survives_kill_9_of_one() {
+    let _turn = SWARM_TESTS.lock().await;
     let (pg, keys) = cluster().await;
     let mut nodes = three_nodes(&pg, &keys);
     let (run, done) = swarm_over(seeds(&nodes), 18, 1_200);
@@ -384,6 +392,7 @@ async fn a_node_added_takes_partitions_and_one_stopped_hands_them_over() {
 /// The swarm's audit finds every acknowledged operation applied exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_over_three_nodes_survives_a_pause_past_the_lease() {
+    let _turn = SWARM_TESTS.lock().await;
     let (pg, keys) = cluster().await;
     let nodes = three_nodes(&pg, &keys);
     let (run, done) = swarm_over(seeds(&nodes), 19, 1_200);
@@ -408,6 +417,7 @@ async fn a_swarm_over_three_nodes_survives_a_pause_past_the_lease() {
 /// acknowledged operation applied exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_survives_a_node_added_and_one_stopped_gracefully() {
+    let _turn = SWARM_TESTS.lock().await;
     let (pg, keys) = cluster().await;
     let pin_key = keys.path().join("pin-key");
     let nodes = started_nodes(&pg, &keys, 2);
