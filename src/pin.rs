@@ -28,8 +28,8 @@ pub const HASH_BYTES: usize = 32;
 
 /// A stored PIN verifier: either a keyed verifier ([`PinKey::verifier`], `memory_kib = 0`) or an
 /// argon2id hash written by the first release, with everything needed to check a PIN against it.
-/// Kept inline (56 bytes, no heap), because every account holds one; the layout is the one on
-/// disk (docs/JOURNAL.md), which is why the two kinds share one struct.
+/// The layout is the one on disk (docs/JOURNAL.md), which is why the two kinds share one struct;
+/// an account keeps it in memory as a [`Verifier`], 16 bytes smaller.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinHash {
     /// Memory cost it was made with, in KiB; 0 for a keyed verifier.
@@ -112,6 +112,118 @@ impl PinHash {
     pub fn key_check(&self) -> Option<KeyCheck> {
         self.is_keyed().then_some(self.salt)
     }
+}
+
+/// A PIN verifier as an account keeps it in memory: 40 bytes where a [`PinHash`] takes 56. Every
+/// keyed verifier of a data directory carries the same key check value (the server refuses to
+/// start otherwise), so a keyed verifier keeps its MAC and a reference to that value, stored once
+/// for the life of the process ([`interned_check`]); an argon2id hash of the first release, which
+/// its card's next right PIN re-keys, or a keyed verifier whose check value finds no room among
+/// those interned, is kept whole on the heap. [`PinHash`] stays the form on disk and on the
+/// wire: [`Verifier::get`] gives it back unchanged.
+#[derive(Clone)]
+pub struct Verifier(Kept);
+
+#[derive(Clone)]
+enum Kept {
+    Keyed {
+        mac: [u8; HASH_BYTES],
+        check: &'static KeyCheck,
+    },
+    Whole(Box<PinHash>),
+}
+
+impl Verifier {
+    /// The verifier as its stored form.
+    pub fn get(&self) -> PinHash {
+        match &self.0 {
+            Kept::Keyed { mac, check } => PinHash {
+                memory_kib: 0,
+                iterations: KEYED_SCHEME,
+                salt: **check,
+                hash: *mac,
+            },
+            Kept::Whole(whole) => **whole,
+        }
+    }
+}
+
+impl From<PinHash> for Verifier {
+    fn from(stored: PinHash) -> Self {
+        let keyed = stored.is_keyed() && stored.iterations == KEYED_SCHEME;
+        match keyed.then(|| interned_check(&stored.salt)).flatten() {
+            Some(check) => Verifier(Kept::Keyed {
+                mac: stored.hash,
+                check,
+            }),
+            None => Verifier(Kept::Whole(Box::new(stored))),
+        }
+    }
+}
+
+/// Equal when their stored forms are.
+impl PartialEq for Verifier {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Verifier {}
+
+/// Like [`PinHash`]'s: which kind, never the bytes.
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(formatter)
+    }
+}
+
+/// How many distinct key check values [`interned_check`] keeps: a data directory has one, a test
+/// process a few; a verifier of any other is kept whole.
+pub const KEY_CHECKS_INTERNED_MAX: usize = 64;
+
+/// Key check values, each stored once: places filled in the order values are first seen, and
+/// never changed once filled, so they are read without a lock; a new value is added under the
+/// mutex.
+struct Interner {
+    places: [std::sync::OnceLock<KeyCheck>; KEY_CHECKS_INTERNED_MAX],
+    adding: std::sync::Mutex<()>,
+}
+
+impl Interner {
+    const fn new() -> Self {
+        Interner {
+            places: [const { std::sync::OnceLock::new() }; KEY_CHECKS_INTERNED_MAX],
+            adding: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The one copy of `check`, made on first use; `None` when other values took every place.
+    fn intern(&self, check: &KeyCheck) -> Option<&KeyCheck> {
+        let find = || {
+            self.places
+                .iter()
+                .map_while(std::sync::OnceLock::get)
+                .find(|kept| *kept == check)
+        };
+        if let Some(found) = find() {
+            return Some(found);
+        }
+        let _adding = self
+            .adding
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(found) = find() {
+            return Some(found);
+        }
+        let free = self.places.iter().find(|place| place.get().is_none())?;
+        Some(free.get_or_init(|| *check))
+    }
+}
+
+/// The process-wide copy of `check` every [`Verifier`] of its key refers to.
+fn interned_check(check: &KeyCheck) -> Option<&'static KeyCheck> {
+    static INTERNED: Interner = Interner::new();
+    INTERNED.intern(check)
 }
 
 /// The scheme number a keyed verifier carries in [`PinHash::iterations`]: HMAC-SHA-256 over
@@ -426,6 +538,54 @@ pub fn refuse_shared_secret_file(path: &std::path::Path, what: &str) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verifier_kept_in_memory_gives_back_its_stored_form() {
+        assert_eq!(std::mem::size_of::<Verifier>(), 40);
+        let key = PinKey::from_bytes([7; PIN_KEY_BYTES]);
+        let keyed = key.verifier(123_456_789, "1234");
+        let kept = Verifier::from(keyed);
+        assert_eq!(kept.get(), keyed);
+        let neighbour = Verifier::from(key.verifier(123_456_780, "1234"));
+        match (&kept.0, &neighbour.0) {
+            (Kept::Keyed { check: one, .. }, Kept::Keyed { check: two, .. }) => {
+                assert!(
+                    std::ptr::eq(*one, *two),
+                    "one copy of the key's check value"
+                )
+            }
+            _ => panic!("keyed verifiers kept whole: {kept:?} {neighbour:?}"),
+        }
+        assert_ne!(kept, Verifier::from(key.verifier(123_456_789, "1235")));
+        let legacy = hash("1234", PinHashCost::MINIMUM).unwrap();
+        let kept = Verifier::from(legacy);
+        assert!(matches!(kept.0, Kept::Whole(_)));
+        assert_eq!(kept.get(), legacy);
+        // Keyed by its memory cost but of a scheme this release does not know: kept as it is.
+        let unknown_scheme = PinHash {
+            iterations: KEYED_SCHEME + 1,
+            ..keyed
+        };
+        let kept = Verifier::from(unknown_scheme);
+        assert!(matches!(kept.0, Kept::Whole(_)));
+        assert_eq!(kept.get(), unknown_scheme);
+        assert!(!format!("{kept:?}").contains("07"));
+    }
+
+    #[test]
+    fn key_checks_beyond_the_interned_places_find_none() {
+        let interner = Interner::new();
+        let checks: Vec<KeyCheck> = (0..=KEY_CHECKS_INTERNED_MAX)
+            .map(|index| [index as u8; SALT_BYTES])
+            .collect();
+        let first = interner.intern(&checks[0]).expect("room");
+        assert!(std::ptr::eq(first, interner.intern(&checks[0]).unwrap()));
+        for check in &checks[1..KEY_CHECKS_INTERNED_MAX] {
+            assert_eq!(interner.intern(check), Some(check));
+        }
+        assert_eq!(interner.intern(&checks[KEY_CHECKS_INTERNED_MAX]), None);
+        assert_eq!(interner.intern(&checks[3]), Some(&checks[3]), "still found");
+    }
 
     #[test]
     fn a_pin_hash_verifies_only_its_pin_and_holds_no_clear_text() {

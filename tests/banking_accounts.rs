@@ -161,7 +161,7 @@ async fn account_info_shows_the_account_and_never_the_pin() {
     assert_eq!((details.holds, details.in_transit), (1, 0));
     assert_eq!((details.locked, details.pin_failures), (false, 0));
     assert_eq!(details.withdrawals_today, 1);
-    let verifier = committed(&server, CARD).pin_hash;
+    let verifier = committed(&server, CARD).pin_hash();
     let contains = |needle: &[u8]| frame.windows(needle.len()).any(|window| window == needle);
     assert!(!contains(PIN.as_bytes()));
     assert!(!contains(&verifier.hash[..8]));

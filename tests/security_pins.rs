@@ -20,7 +20,7 @@ fn pin_failures(server: &TestServer, card: u64) -> u8 {
 }
 
 fn stored_pin(server: &TestServer, card: u64) -> pin::PinHash {
-    server.committed_account(card).pin_hash
+    server.committed_account(card).pin_hash()
 }
 
 fn unlock(card: u64, token: &str) -> Operation {
@@ -72,7 +72,7 @@ fn a_stolen_data_directory_without_its_key_verifies_no_pin_and_the_server_refuse
         .storage()
         .committed_account(JOTY)
         .unwrap()
-        .pin_hash;
+        .pin_hash();
     let key = PinKey::read(&key_file).unwrap().unwrap();
     assert!(stored.is_keyed() && key.matches(JOTY, JOTY_PIN, &stored));
     server.stop();

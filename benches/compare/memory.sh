@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Memory targets of actor-bank:
 #  1. Resident memory of bank-server with MEMORY_ACCOUNTS accounts (default 1000000) recovered
-#     from its data directory (built through the journal by benches/journal.rs with
-#     BENCH_BUILD_ONLY=1), idle after start-up (no account actor running).
+#     from its data directory (written through the crate's journal by the make_journal example,
+#     as recovery.sh does: keyed PIN verifiers, as the server makes them, and the PIN key file
+#     beside the directory), idle after start-up (no account actor running).
 #  2. A soak: bank-server (release binary, own process) under the atm_swarm for SOAK_SECONDS
 #     (default 600; 0 skips it), resident memory sampled every SOAK_SAMPLE seconds (default 10).
 # The server runs at its default settings but for the per-peer connection cap (every ATM of the
@@ -20,7 +21,11 @@ SOAK_SECONDS="${SOAK_SECONDS:-600}"
 SOAK_SAMPLE="${SOAK_SAMPLE:-10}"
 SOAK_ACCOUNTS="${SOAK_ACCOUNTS:-1000}"
 build_release
+log "building the make_journal example"
+(cd "$REPO_DIR" && cargo build --release --quiet --example make_journal)
 SWARM="$(target_dir)/release/examples/atm_swarm"
+MAKE_JOURNAL="$(target_dir)/release/examples/make_journal"
+[ -x "$MAKE_JOURNAL" ] || die "$MAKE_JOURNAL was not built"
 
 work="$(mktemp -d /tmp/compare-memory.XXXXXX)"
 remove_at_exit "$work"
@@ -36,9 +41,7 @@ start_server() {
 
 log "memory: building a data directory with $MEMORY_ACCOUNTS accounts"
 build_started="$(date +%s.%N)"
-(cd "$REPO_DIR" && BENCH_BUILD_ONLY=1 BENCH_RECOVERY_KEEP="$work/million" \
-    BENCH_RECOVERY_ACCOUNTS="$MEMORY_ACCOUNTS" BENCH_RECOVERY_RECORDS=0 \
-    cargo bench --quiet --bench journal -- recovery) >&2
+"$MAKE_JOURNAL" --data-dir "$work/million" --accounts "$MEMORY_ACCOUNTS" --records 0 >&2
 start_started="$(date +%s.%N)"
 start_server "$work/million" million
 start_finished="$(date +%s.%N)"

@@ -42,7 +42,7 @@ pub use v1::{
     RecordV1,
 };
 
-use crate::pin::PinHash;
+use crate::pin::{PinHash, Verifier};
 use serde::{Deserialize, Serialize};
 
 /// Wrong PINs in a row after which a card is locked.
@@ -91,9 +91,10 @@ pub type Lsn = u64;
 pub struct Account {
     /// The holder's name, as given when the account was opened.
     pub holder: Box<str>,
-    /// The PIN's verifier (keyed, or an argon2id hash of the first release until re-keyed); the
-    /// PIN itself is never stored.
-    pub pin_hash: PinHash,
+    /// The PIN's verifier (keyed, or an argon2id hash of the first release until re-keyed), in
+    /// its compact form ([`Account::pin_hash`] gives the stored one); the PIN itself is never
+    /// stored.
+    pin: Verifier,
     /// The balance in minor units; a `u64`, so it cannot go negative. The rules change it only
     /// after the account has an activity (the statement line they add needs one), so while it
     /// has none it is still the opening balance.
@@ -216,7 +217,7 @@ impl Account {
     pub fn new(holder: &str, pin_hash: PinHash, balance: Amount) -> Account {
         Account {
             holder: holder.into(),
-            pin_hash,
+            pin: pin_hash.into(),
             balance,
             pin_failures: 0,
             state: AccountState::Open,
@@ -243,6 +244,16 @@ impl Account {
             opening_line: true,
             ..Account::new(holder, pin_hash, balance)
         }
+    }
+
+    /// The PIN's verifier, as stored.
+    pub fn pin_hash(&self) -> PinHash {
+        self.pin.get()
+    }
+
+    /// Replaces the PIN's verifier.
+    pub fn set_pin_hash(&mut self, pin_hash: PinHash) {
+        self.pin = pin_hash.into();
     }
 
     /// True when too many wrong PINs were entered.
@@ -439,7 +450,7 @@ struct AccountStored {
 #[serde(rename = "Account")]
 struct AccountWritten<'a, A> {
     holder: &'a str,
-    pin_hash: &'a PinHash,
+    pin_hash: PinHash,
     balance: Amount,
     pin_failures: u8,
     state: AccountState,
@@ -466,7 +477,7 @@ impl Serialize for Account {
         fn written<A>(account: &Account, activity: Option<A>) -> AccountWritten<'_, A> {
             AccountWritten {
                 holder: &account.holder,
-                pin_hash: &account.pin_hash,
+                pin_hash: account.pin_hash(),
                 balance: account.balance,
                 pin_failures: account.pin_failures,
                 state: account.state,
@@ -498,7 +509,7 @@ impl<'de> Deserialize<'de> for Account {
         let stored = AccountStored::deserialize(deserializer)?;
         let mut account = Account {
             holder: stored.holder,
-            pin_hash: stored.pin_hash,
+            pin: stored.pin_hash.into(),
             balance: stored.balance,
             pin_failures: stored.pin_failures,
             state: stored.state,

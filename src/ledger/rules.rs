@@ -490,7 +490,7 @@ fn apply_approved(account: &mut Account, record: &Record) -> Result<(), LedgerEr
         Event::AccountOpened { .. } | Event::PinAttempt { .. } => unreachable!("applied above"),
         Event::CardUnlocked => account.pin_failures = 0,
         Event::PinChanged { pin_hash } | Event::PinRekeyed { pin_hash } => {
-            account.pin_hash = *pin_hash;
+            account.set_pin_hash(*pin_hash);
             account.pin_failures = 0;
         }
         Event::Withdrawal { amount } => {
@@ -1008,10 +1008,10 @@ mod tests {
         assert_eq!(ledger.accounts[&7].pin_failures, 0);
         step(&mut ledger, 8, Event::PinAttempt { correct: false });
         assert_eq!(step(&mut ledger, 9, rekeyed).status, Code::Approved);
-        assert_eq!(ledger.accounts[&7].pin_hash, key.verifier(7, "1234"));
+        assert_eq!(ledger.accounts[&7].pin_hash(), key.verifier(7, "1234"));
         assert_eq!(ledger.accounts[&7].pin_failures, 0);
         assert_eq!(step(&mut ledger, 10, changed).status, Code::Approved);
-        assert_eq!(ledger.accounts[&7].pin_hash, key.verifier(7, "4321"));
+        assert_eq!(ledger.accounts[&7].pin_hash(), key.verifier(7, "4321"));
         assert_eq!(
             decide(
                 None,

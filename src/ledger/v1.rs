@@ -161,7 +161,7 @@ impl From<AccountV2> for Account {
         // The earlier layouts kept no statement: the account has no line at all.
         Account {
             holder: old.holder,
-            pin_hash: old.pin_hash,
+            pin: old.pin_hash.into(),
             balance: old.balance,
             pin_failures: old.pin_failures,
             state: AccountState::Open,
@@ -177,7 +177,7 @@ impl From<&Account> for AccountV2 {
     fn from(account: &Account) -> AccountV2 {
         AccountV2 {
             holder: account.holder.clone(),
-            pin_hash: account.pin_hash,
+            pin_hash: account.pin_hash(),
             balance: account.balance,
             pin_failures: account.pin_failures,
         }

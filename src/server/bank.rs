@@ -391,7 +391,7 @@ impl Bank {
     /// The PIN verifier of `card`, from the committed state.
     pub fn pin_hash(&self, card: Card) -> Option<pin::PinHash> {
         self.storage
-            .read_committed_account(card, |account| account.pin_hash)
+            .read_committed_account(card, |account| account.pin_hash())
     }
 
     /// Forgets, from the working memory of completed requests, every client with no completed

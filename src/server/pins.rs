@@ -76,7 +76,7 @@ pub(super) fn open_pin_key(
         let mut checks = HashSet::new();
         let mut legacy = 0usize;
         for account in ledger.accounts.values() {
-            match account.pin_hash.key_check() {
+            match account.pin_hash().key_check() {
                 Some(check) => {
                     checks.insert(check);
                 }
@@ -463,7 +463,7 @@ impl Bank {
         }
         let stored = self.storage().read_committed_account(card, |account| {
             (
-                account.pin_hash,
+                account.pin_hash(),
                 account.state,
                 account.is_locked(),
                 account.pin_failures == 0,
