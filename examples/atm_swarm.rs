@@ -86,6 +86,11 @@ struct Arguments {
     /// Operations each ATM does on one card (one verification) before it picks another.
     #[arg(long, default_value_t = 1)]
     ops_per_card: u32,
+    /// Send each balance, withdrawal, deposit, transfer, hold and statement as one ForCard
+    /// request carrying the card and its PIN, instead of a Verify and then the operation (as an
+    /// ATM does when the PIN travels with every transaction).
+    #[arg(long)]
+    pin_with_each: bool,
     /// How long to send load (e.g. 10s, 2m).
     #[arg(long, value_parser = swarm::parse_duration, conflicts_with = "ops")]
     duration: Option<Duration>,
@@ -231,6 +236,7 @@ fn swarm_config(arguments: &Arguments) -> Result<SwarmConfig, String> {
     config.mix = arguments.mix;
     config.skew = arguments.skew;
     config.operations_per_card = arguments.ops_per_card.max(1);
+    config.pin_with_each = arguments.pin_with_each;
     config.stop = match (arguments.ops, arguments.duration) {
         (Some(ops), _) => Stop::Operations(ops),
         (None, Some(duration)) => Stop::After(duration),

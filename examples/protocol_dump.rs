@@ -16,8 +16,8 @@ use actor_bank::codec::encode_frame;
 use actor_bank::journal::format;
 use actor_bank::ledger::{Event, Ledger, Outcome, Record, REQUEST_WINDOW};
 use actor_bank::protocol::{
-    Body, ClientMessage, Goodbye, Hello, Movement, MovementKind, Operation, Reply, Request,
-    RequestId, ServerMessage, Status, Welcome, PROTOCOL_VERSION,
+    Body, CardOperation, ClientMessage, Goodbye, Hello, Movement, MovementKind, Operation, Reply,
+    Request, RequestId, ServerMessage, Status, Welcome, PROTOCOL_VERSION,
 };
 use actor_bank::server::Limits;
 
@@ -248,6 +248,21 @@ pub fn examples() -> Vec<Example> {
                     address: MOVED_ADDRESS.into(),
                 },
             ),
+        ),
+        to_server(
+            "for-card-request",
+            request(
+                13,
+                Operation::ForCard {
+                    card: OTHER_CARD,
+                    pin: "5678".into(),
+                    operation: CardOperation::Withdraw { amount: 500 },
+                },
+            ),
+        ),
+        to_client(
+            "for-card-reply",
+            reply(13, Status::Approved, balances(5_500, 5_500)),
         ),
         to_server(
             "receive-transfer-request",

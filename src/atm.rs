@@ -640,8 +640,7 @@ impl Scripted {
         let prepared = call.prepare();
         let login = prepared
             .operation
-            .kind()
-            .needs_card()
+            .needs_verified_card()
             .then_some((card, pin));
         Scripted {
             login,

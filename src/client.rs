@@ -771,5 +771,5 @@ async fn open(
 
 /// True for the operations that act on the verified card.
 fn needs_login(operation: &Operation) -> bool {
-    operation.kind().needs_card()
+    operation.needs_verified_card()
 }

@@ -249,9 +249,103 @@ pub enum Operation {
         /// How much, in minor units; more than zero.
         amount: Amount,
     },
+    /// Act for `card` in this one request: its PIN is checked as a `Verify` checks it, then
+    /// `operation` runs on its account, in one round trip. The connection's verified card, if
+    /// any, is neither used nor changed. What an ATM sends when the PIN travels with every
+    /// transaction, as it does in ISO 8583.
+    ForCard {
+        /// The card.
+        card: Card,
+        /// Its PIN.
+        pin: String,
+        /// What to do on its account.
+        operation: CardOperation,
+    },
+}
+
+/// What a [`Operation::ForCard`] request asks of its card: the operations on one card's account
+/// that a customer at an ATM starts with the card's PIN. Each is the operation of the same name
+/// on a verified card (fields and replies alike).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CardOperation {
+    /// As [`Operation::Balance`].
+    Balance,
+    /// As [`Operation::Withdraw`].
+    Withdraw {
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
+    /// As [`Operation::Deposit`].
+    Deposit {
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
+    /// As [`Operation::Transfer`].
+    Transfer {
+        /// The card whose account receives it.
+        to: Card,
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
+    /// As [`Operation::PlaceHold`].
+    PlaceHold {
+        /// How much, in minor units; more than zero.
+        amount: Amount,
+    },
+    /// As [`Operation::Statement`].
+    Statement {
+        /// How many at most.
+        count: u32,
+    },
+}
+
+impl CardOperation {
+    /// Which kind of operation this is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            CardOperation::Balance => Kind::Balance,
+            CardOperation::Withdraw { .. } => Kind::Withdraw,
+            CardOperation::Deposit { .. } => Kind::Deposit,
+            CardOperation::Transfer { .. } => Kind::Transfer,
+            CardOperation::PlaceHold { .. } => Kind::PlaceHold,
+            CardOperation::Statement { .. } => Kind::Statement,
+        }
+    }
+
+    /// `operation` as one for a named card, when it is one of these.
+    pub fn of(operation: &Operation) -> Option<CardOperation> {
+        Some(match *operation {
+            Operation::Balance => CardOperation::Balance,
+            Operation::Withdraw { amount } => CardOperation::Withdraw { amount },
+            Operation::Deposit { amount } => CardOperation::Deposit { amount },
+            Operation::Transfer { to, amount } => CardOperation::Transfer { to, amount },
+            Operation::PlaceHold { amount } => CardOperation::PlaceHold { amount },
+            Operation::Statement { count } => CardOperation::Statement { count },
+            _ => return None,
+        })
+    }
+
+    /// The same operation on the connection's verified card.
+    pub fn on_verified_card(self) -> Operation {
+        match self {
+            CardOperation::Balance => Operation::Balance,
+            CardOperation::Withdraw { amount } => Operation::Withdraw { amount },
+            CardOperation::Deposit { amount } => Operation::Deposit { amount },
+            CardOperation::Transfer { to, amount } => Operation::Transfer { to, amount },
+            CardOperation::PlaceHold { amount } => Operation::PlaceHold { amount },
+            CardOperation::Statement { count } => Operation::Statement { count },
+        }
+    }
 }
 
 impl Operation {
+    /// True when the operation acts on the connection's verified card, so that a client must
+    /// have verified one first: [`Kind::needs_card`], but for a [`Operation::ForCard`], which
+    /// names its card and carries its PIN.
+    pub fn needs_verified_card(&self) -> bool {
+        !matches!(self, Operation::ForCard { .. }) && self.kind().needs_card()
+    }
+
     /// Which kind of operation this is.
     pub fn kind(&self) -> Kind {
         match self {
@@ -279,6 +373,7 @@ impl Operation {
             Operation::SetLimits { .. } => Kind::SetLimits,
             Operation::ClearLimits { .. } => Kind::ClearLimits,
             Operation::ReceiveTransfer { .. } => Kind::ReceiveTransfer,
+            Operation::ForCard { operation, .. } => operation.kind(),
         }
     }
 
@@ -365,6 +460,13 @@ impl fmt::Debug for Operation {
                 formatter,
                 "ReceiveTransfer {{ from: {from}, leg: {leg}, to: {to}, amount: {amount}, .. }}"
             ),
+            Operation::ForCard {
+                card, operation, ..
+            } => formatter
+                .debug_struct("ForCard")
+                .field("card", card)
+                .field("operation", operation)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -645,6 +747,14 @@ mod tests {
             }
         );
         assert!(!shown.contains("5678"), "{shown}");
+        let for_card = Operation::ForCard {
+            card: 9,
+            pin: "5678".into(),
+            operation: CardOperation::Withdraw { amount: 300 },
+        };
+        let shown = format!("{for_card:?}");
+        assert!(!shown.contains("5678") && shown.contains("300"), "{shown}");
+        assert!(!for_card.needs_verified_card() && Operation::Balance.needs_verified_card());
         let shown = format!(
             "{:?}{:?}",
             Operation::ChangePin {
@@ -660,6 +770,48 @@ mod tests {
             !shown.contains("2468") && !shown.contains("1357") && !shown.contains("s3cret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_card_operation_is_the_operation_of_the_same_name_on_a_verified_card() {
+        let all = [
+            CardOperation::Balance,
+            CardOperation::Withdraw { amount: 1 },
+            CardOperation::Deposit { amount: 2 },
+            CardOperation::Transfer { to: 3, amount: 4 },
+            CardOperation::PlaceHold { amount: 5 },
+            CardOperation::Statement { count: 6 },
+        ];
+        for (index, on_card) in all.iter().enumerate() {
+            let operation = on_card.clone().on_verified_card();
+            assert_eq!(operation.kind(), on_card.kind());
+            assert!(operation.needs_verified_card());
+            assert_eq!(CardOperation::of(&operation).as_ref(), Some(on_card));
+            // The wire names them as a client writing one from docs/PROTOCOL.md would.
+            assert_eq!(
+                crate::codec::encode_wire(on_card).unwrap()[0] as usize,
+                index
+            );
+            let for_card = Operation::ForCard {
+                card: 9,
+                pin: "1234".into(),
+                operation: on_card.clone(),
+            };
+            assert_eq!(for_card.kind(), on_card.kind());
+        }
+        for operation in [
+            Operation::Logout,
+            Operation::CompleteHold {
+                hold_id: 1,
+                amount: None,
+            },
+            Operation::Verify {
+                card: 1,
+                pin: "1234".into(),
+            },
+        ] {
+            assert_eq!(CardOperation::of(&operation), None, "{operation:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod dump;
 
 use actor_bank::codec::encode_wire;
 use actor_bank::pin::PinHashCost;
-use actor_bank::protocol::{Operation, Status};
+use actor_bank::protocol::{CardOperation, Operation, Status};
 use actor_bank::server::{RunningServer, ServerConfig};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -246,6 +246,11 @@ fn the_operation_table_lists_every_variant_in_wire_order() {
             to: 2,
             amount: 1,
         },
+        Operation::ForCard {
+            card: 1,
+            pin: text(),
+            operation: CardOperation::Balance,
+        },
     ];
     let rows = documented_table(&document(), "operations");
     assert_eq!(rows.len(), operations.len(), "one row per operation");
@@ -267,6 +272,35 @@ fn the_operation_table_lists_every_variant_in_wire_order() {
         assert_eq!(encode_wire(operation).unwrap()[0] as usize, index);
         assert_eq!(row[0], index.to_string(), "index of {variant}");
         assert_eq!(row[1], variant, "operation at index {index}");
+    }
+}
+
+#[test]
+fn the_card_operation_table_lists_every_variant_in_wire_order() {
+    let operations = [
+        CardOperation::Balance,
+        CardOperation::Withdraw { amount: 1 },
+        CardOperation::Deposit { amount: 1 },
+        CardOperation::Transfer { to: 1, amount: 1 },
+        CardOperation::PlaceHold { amount: 1 },
+        CardOperation::Statement { count: 1 },
+    ];
+    let rows = documented_table(&document(), "card-operations");
+    assert_eq!(rows.len(), operations.len(), "one row per card operation");
+    for (index, (row, operation)) in rows.iter().zip(&operations).enumerate() {
+        let variant: String = format!("{operation:?}")
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        assert_eq!(encode_wire(operation).unwrap()[0] as usize, index);
+        assert_eq!(row[0], index.to_string(), "index of {variant}");
+        assert_eq!(row[1], variant, "card operation at index {index}");
+        // Its fields are those of the operation of the same name on a verified card.
+        let same = documented_table(&document(), "operations")
+            .into_iter()
+            .find(|operation_row| operation_row[1] == variant)
+            .unwrap_or_else(|| panic!("no operation {variant}"));
+        assert_eq!(row[2], same[2], "the fields of {variant}");
     }
 }
 
@@ -381,6 +415,10 @@ async fn a_server_answers_the_documented_frames_with_the_documented_frames() {
         .await;
     // The transfer's credit arrives in the background, once.
     wait_for_balance(&server, dump::OTHER_CARD, 6_000).await;
+    // A withdrawal for the other card, its PIN with it, on this connection verified for the
+    // first.
+    atm.exchange(&document, "for-card-request", "for-card-reply")
+        .await;
 
     // The replay of 7:2 on a new connection: the original bytes, and no second withdrawal.
     let mut again = Raw::connect(server.local_addr).await;
@@ -405,6 +443,7 @@ async fn a_server_answers_the_documented_frames_with_the_documented_frames() {
         ("transfer-request", "transfer-reply"),
         ("hold-request", "hold-reply"),
         ("balance-request", "balance-reply"),
+        ("for-card-request", "for-card-reply"),
     ] {
         after_restart.exchange(&document, sent, answered).await;
     }
@@ -419,7 +458,11 @@ async fn a_server_answers_the_documented_frames_with_the_documented_frames() {
         8_700,
         "one withdrawal of 300 and one transfer of 1000, however often replayed"
     );
-    assert_eq!(balance(dump::OTHER_CARD), 6_000, "credited once");
+    assert_eq!(
+        balance(dump::OTHER_CARD),
+        5_500,
+        "credited once, and one withdrawal of 500 however often replayed"
+    );
     server.stop();
 }
 

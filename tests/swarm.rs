@@ -290,3 +290,50 @@ async fn a_switch_reconnects_and_reverifies_through_kill_9_restarts() {
     assert!(switch.in_flight_max_seen > 1, "{switch:?}");
     assert!(report.ops_acked > 0);
 }
+
+/// ATMs that send the card's PIN with every request (`ForCard`) under client- and server-side
+/// faults and account-actor crashes: they never verify a card on their connections, and every
+/// cent is accounted for. The same mix sent the usual way verifies a card per customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atms_that_send_the_pin_with_each_request_verify_no_card_and_lose_no_cent() {
+    let config = |pin_with_each: bool| {
+        let mut config = SwarmConfig::new(None);
+        config.mix = "withdraw=40,deposit=25,balance=10,transfer=15,statement=10"
+            .parse()
+            .unwrap();
+        config.atms = 16;
+        config.accounts = 6;
+        config.stop = Stop::Operations(600);
+        config.seed = 31;
+        config.pin_with_each = pin_with_each;
+        config.attempt_timeout = Duration::from_millis(300);
+        config
+    };
+    let mut faulty = config(true);
+    faulty.client_faults = "drop-request=0.03,drop-reply=0.03".parse().unwrap();
+    faulty.server_faults = Some(
+        "drop-request=0.02,drop-reply=0.02,crash-actor=0.03,seed=31"
+            .parse()
+            .unwrap(),
+    );
+    let report = swarm::run(faulty).await.unwrap();
+    assert_eq!(report.violations, 0, "{:#?}", report.violation_details);
+    assert_eq!(report.logins, 0, "a Verify was sent");
+    for kind in ["withdraw", "deposit", "transfer", "statement"] {
+        let approved = report
+            .operations
+            .get(kind)
+            .map_or(0, |counts| counts.approved);
+        assert!(approved > 0, "no {kind} approved: {:#?}", report.operations);
+    }
+    assert!(
+        report.faults["server_actor_crashes"] > 0,
+        "{:?}",
+        report.faults
+    );
+    assert!(report.retries > 0, "no retry met a lost request or reply");
+
+    let usual = swarm::run(config(false)).await.unwrap();
+    assert_eq!(usual.violations, 0, "{:#?}", usual.violation_details);
+    assert!(usual.logins > 0, "the usual way verifies cards");
+}

@@ -11,6 +11,9 @@
 #            accounts through the server is measured too (from the start of the swarm to its
 #            first second of load).
 #   spread4: the same, 4 withdrawals per verified card (--ops-per-card 4)
+#   spread_pin: as spread, but each withdrawal one ForCard request carrying the card and its PIN
+#            (--pin-with-each), instead of a Verify and then the withdrawal: one round trip per
+#            operation, as the Redis peer's one Lua call per operation
 # Transfers only (--mix transfer=1: each to another account drawn at random; the audit waits for
 # the server to deliver every one):
 #   transfer_hot:    --accounts 2 (a hot pair: every transfer goes from one to the other)
@@ -40,8 +43,8 @@
 #       --json-out FILE
 # (the built binaries, so cargo's own start-up is not timed).
 #
-# ACTOR_BANK_RUNS="hot spread spread4 switch transfer_hot transfer_spread iso_hot iso_switch
-# iso_spread" picks the runs (default: all nine). BANK_SERVER_ARGS adds bank-server flags
+# ACTOR_BANK_RUNS="hot spread spread4 spread_pin switch transfer_hot transfer_spread iso_hot
+# iso_switch iso_spread" picks the runs (default: all ten). BANK_SERVER_ARGS adds bank-server flags
 # (default: none). The servers are started and stopped by common.sh (start_bank_server).
 # Writes $RESULTS_DIR/actor_bank_NAME.json for each (summaries; the swarm's full reports are kept
 # next to them as *_report.json, the server's output as *_server.stdout / *_server.stderr).
@@ -49,7 +52,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SPREAD_ACCOUNTS="${SPREAD_ACCOUNTS:-100000}"
 BANK_SERVER_ARGS="${BANK_SERVER_ARGS:-}"
-ALL_RUNS="hot spread spread4 switch transfer_hot transfer_spread iso_hot iso_switch iso_spread"
+ALL_RUNS="hot spread spread4 spread_pin switch transfer_hot transfer_spread iso_hot iso_switch iso_spread"
 RUNS="${ACTOR_BANK_RUNS:-$ALL_RUNS}"
 # Switch mode: connections, and requests in flight on each.
 SWITCH_CONNECTIONS="${SWITCH_CONNECTIONS:-8}"
@@ -81,7 +84,8 @@ start_server() {
     log "actor-bank: bank-server (pid $BANK_SERVER_PID) listening on $BANK_SERVER_ADDRESS${BANK_SERVER_ISO_ADDRESS:+, ISO 8583 on $BANK_SERVER_ISO_ADDRESS}"
 }
 
-# run_swarm NAME ACCOUNTS MIX OPS_PER_CARD [FRONT_DOOR [switch]]
+# run_swarm NAME ACCOUNTS MIX OPS_PER_CARD [FRONT_DOOR [MODE [pin-with-each]]]; MODE is atms
+# (the default) or switch.
 run_swarm() {
     local name="$1"
     local accounts="$2"
@@ -89,6 +93,11 @@ run_swarm() {
     local per_card="$4"
     local door="${5:-bincode}"
     local mode="${6:-atms}"
+    local pin_flags=() pin_with_each=0
+    if [ "${7:-}" = pin-with-each ]; then
+        pin_flags=(--pin-with-each)
+        pin_with_each=1
+    fi
     local report="$RESULTS_DIR/actor_bank_${name}_report.json"
     local stderr="$RESULTS_DIR/actor_bank_${name}.stderr"
     start_server "$name" "$door"
@@ -106,7 +115,7 @@ run_swarm() {
     # Progress goes to standard error once a second (not a terminal); stamp each line.
     local status=0
     "$SWARM" --bench --server "$BANK_SERVER_ADDRESS" --front-door "$door" "${door_flags[@]}" \
-        "${load_flags[@]}" --accounts "$accounts" --mix "$mix" --ops-per-card "$per_card" \
+        "${load_flags[@]}" "${pin_flags[@]}" --accounts "$accounts" --mix "$mix" --ops-per-card "$per_card" \
         --initial-balance 1000000000000000 \
         --duration "${DURATION}s" --json-out "$report" \
         > "$RESULTS_DIR/actor_bank_${name}.stdout" \
@@ -124,10 +133,11 @@ run_swarm() {
     if [ "$mode" = switch ]; then
         clients=$((SWITCH_CONNECTIONS * SWITCH_IN_FLIGHT))
     fi
-    python3 - "$name" "$report" "$stderr" "$started" "$finished" "$accounts" "$clients" "$DURATION" "$mix" "$door" "$per_card" "${server_kib:-0}" \
+    python3 - "$name" "$report" "$stderr" "$started" "$finished" "$accounts" "$clients" "$DURATION" "$mix" "$door" "$per_card" "${server_kib:-0}" "$pin_with_each" \
         >"$RESULTS_DIR/actor_bank_$name.json" <<'EOF'
 import json, sys
-name, report_path, stderr_path, started, finished, accounts, clients, duration, mix, door, per_card, server_kib = sys.argv[1:13]
+name, report_path, stderr_path, started, finished, accounts, clients, duration, mix, door, per_card, server_kib, pin_with_each = sys.argv[1:14]
+pin_with_each = pin_with_each == "1"
 started, finished = float(started), float(finished)
 with open(report_path) as file:
     report = json.load(file)
@@ -145,11 +155,13 @@ switch = report.get("switch")
 load = "" if not switch else f" --connections {switch['connections']} --in-flight {switch['in_flight']}"
 print(json.dumps({
     "name": f"actor_bank_{name}",
-    "system": f"actor-bank (bank-server at its defaults; atm_swarm --bench --front-door {door}{load} --mix {mix} --ops-per-card {per_card}, {accounts} account{'s' if int(accounts) != 1 else ''})",
+    "system": f"actor-bank (bank-server at its defaults; atm_swarm --bench --front-door {door}{load}{' --pin-with-each' if pin_with_each else ''} --mix {mix} --ops-per-card {per_card}, {accounts} account{'s' if int(accounts) != 1 else ''})",
     "server": "separate process",
     "mix": mix,
     "front_door": door,
     "ops_per_card": int(per_card),
+    "pin_with_each": pin_with_each,
+    "logins": report.get("logins"),
     "clients": int(clients),
     "accounts": int(accounts),
     "duration_secs": report["duration_secs"],
@@ -173,6 +185,7 @@ for run in $RUNS; do
         hot) run_swarm hot 1 withdraw=1 1 ;;
         spread) run_swarm spread "$SPREAD_ACCOUNTS" withdraw=1 1 ;;
         spread4) run_swarm spread4 "$SPREAD_ACCOUNTS" withdraw=1 4 ;;
+        spread_pin) run_swarm spread_pin "$SPREAD_ACCOUNTS" withdraw=1 1 bincode atms pin-with-each ;;
         switch) run_swarm switch "$SPREAD_ACCOUNTS" withdraw=1 1 bincode switch ;;
         transfer_hot) run_swarm transfer_hot 2 transfer=1 1 ;;
         transfer_spread) run_swarm transfer_spread "$SPREAD_ACCOUNTS" transfer=1 1 ;;

@@ -47,6 +47,7 @@ def fabricated():
                                   accounts=100_000, setup_secs=6.1, accounts_per_sec=16000,
                                   audit_secs=2.0),
         "actor_bank_spread4": _run(32_000),
+        "actor_bank_spread_pin": _run(30_000),
         "actor_bank_switch": _run(150_000),
         "actor_bank_transfer_hot": _run(24_000),
         "actor_bank_transfer_spread": _run(14_000, accounts=100_000),

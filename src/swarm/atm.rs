@@ -1,6 +1,7 @@
 //! One simulated ATM: its client, its generator, the card in use and what it counted.
 
 use super::*;
+use crate::protocol::CardOperation;
 
 /// One ATM's own tallies, merged at the end.
 pub(super) struct AtmResult {
@@ -19,6 +20,8 @@ pub(super) struct AtmResult {
     pub(super) retries: u64,
     /// `moved` answers followed to another node (cluster mode).
     pub(super) redirects: u64,
+    /// Verifies sent on the ATM's own connection.
+    pub(super) logins: u64,
     pub(super) requests_dropped: u64,
     pub(super) replies_dropped: u64,
     /// Definite replies by operation kind: their latencies, how many, how many approved.
@@ -47,6 +50,7 @@ impl AtmResult {
             next_sequence: 0,
             retries: 0,
             redirects: 0,
+            logins: 0,
             requests_dropped: 0,
             replies_dropped: 0,
             kinds: BTreeMap::new(),
@@ -315,7 +319,8 @@ impl Atm {
     ) -> Option<(Reply, u64)> {
         let before = self.client.stats();
         let clock = Instant::now();
-        let needs_card = operation.kind().needs_card();
+        let operation = self.with_pin(account, operation);
+        let needs_card = operation.needs_verified_card();
         if needs_card && self.logged_in != Some(account) && !self.log_in(account).await {
             return None;
         }
@@ -340,6 +345,25 @@ impl Atm {
                 self.logged_in = None;
                 None
             }
+        }
+    }
+
+    /// `operation` as a `ForCard` on `account`'s card, carrying its PIN, when the run sends the PIN
+    /// with each operation and this one can carry it (on the ATM's own connection); else as it is.
+    fn with_pin(&self, account: usize, operation: Operation) -> Operation {
+        if !self.shared.config.pin_with_each || !matches!(self.client, Link::Own(_)) {
+            return operation;
+        }
+        match CardOperation::of(&operation) {
+            Some(on_card) => {
+                let (card, pin) = &self.shared.cards[account];
+                Operation::ForCard {
+                    card: *card,
+                    pin: pin.clone(),
+                    operation: on_card,
+                }
+            }
+            None => operation,
         }
     }
 
@@ -554,6 +578,7 @@ impl Atm {
                 return false;
             }
         };
+        self.result.logins += 1;
         let failure = match client.verify(*card, pin).await {
             Ok(reply) if reply.status == Status::Approved => {
                 self.logged_in = Some(account);

@@ -193,6 +193,10 @@ pub struct SwarmConfig {
     pub skew: f64,
     /// Operations an ATM does on one card (after one verification) before it picks the next.
     pub operations_per_card: u32,
+    /// Send each operation on a card as a `ForCard` request, the card and its PIN with it,
+    /// instead of a `Verify` and then the operation on the verified card (the ATM's own
+    /// connection only; a switch's lines and the ISO 8583 door have their own ways).
+    pub pin_with_each: bool,
     /// When to stop.
     pub stop: Stop,
     /// Seed for every random choice (and the client-side faults).
@@ -289,6 +293,7 @@ impl SwarmConfig {
             mix: Mix::default(),
             skew: 0.0,
             operations_per_card: 1,
+            pin_with_each: false,
             stop: Stop::After(Duration::from_secs(10)),
             seed: 1,
             client_faults: FaultPlan::default(),

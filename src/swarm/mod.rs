@@ -545,7 +545,7 @@ fn merge(
     let mut latency = new_histogram();
     let mut statuses = BTreeMap::new();
     let (mut retries, mut requests_dropped, mut replies_dropped) = (0, 0, 0);
-    let mut redirects = 0;
+    let (mut redirects, mut logins) = (0, 0);
     for result in results {
         let _ = latency.add(&result.latency);
         for (status, count) in &result.statuses {
@@ -553,6 +553,7 @@ fn merge(
         }
         retries += result.retries;
         redirects += result.redirects;
+        logins += result.logins;
         requests_dropped += result.requests_dropped;
         replies_dropped += result.replies_dropped;
     }
@@ -584,6 +585,7 @@ fn merge(
         latency_us: Percentiles::of(&latency),
         retries,
         redirects,
+        logins,
         faults,
         restarts: restart_seconds.len() as u64,
         statuses,

@@ -176,6 +176,10 @@ pub struct SwarmReport {
     pub retries: u64,
     /// `moved` answers the ATMs followed to another node (cluster mode).
     pub redirects: u64,
+    /// Verifies the ATMs sent on their own connections: one per customer's card, and one after
+    /// each reconnect; none with `pin_with_each`, where every request carries its card's PIN
+    /// (a switch's lines count theirs in `switch.verifies`).
+    pub logins: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
     /// Server restarts (chaos).

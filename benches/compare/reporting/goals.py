@@ -290,6 +290,7 @@ def cluster_goals(results):
 def all_goals(results):
     """Every goal of the issue, in the issue's order."""
     hot, spread, transfers = "actor_bank_hot", "actor_bank_spread", "actor_bank_transfer_spread"
+    spread_pin = "actor_bank_spread_pin"
     switch, iso_hot, iso_switch = "actor_bank_switch", "actor_bank_iso_hot", "actor_bank_iso_switch"
     return [
         _sized(results, ratio_goal(results, "hot >= 2.5x Redis", hot, "redis_hot", 2.5,
@@ -300,6 +301,9 @@ def all_goals(results):
                hot, CLIENTS_GOAL),
         _sized(results, ratio_goal(results, "spread >= 1.5x Redis spread", spread,
                                    "redis_spread", 1.5, WHERE_TIME_GOES), spread, CLIENTS_GOAL),
+        _sized(results, ratio_goal(results, "spread, PIN with each (ForCard) >= 1.5x Redis",
+                                   spread_pin, "redis_spread", 1.5, WHERE_TIME_GOES),
+               spread_pin, CLIENTS_GOAL),
         _sized(results, ratio_goal(results, "switch >= 50% of pipelined echo", switch,
                                    "echo_pipelined", 0.5, WHERE_TIME_GOES, percent=True),
                switch, SWITCH_CLIENTS_GOAL),

@@ -146,6 +146,16 @@ fn command(operation: Operation) -> Command {
             initial_balance,
         },
         Operation::Verify { card, pin } => Command::Verify { card, pin },
+        Operation::ForCard {
+            card,
+            pin,
+            operation,
+        } => Command::ForCard {
+            card,
+            pin: Some(pin),
+            terminal: None,
+            then: Box::new(command(operation.on_verified_card())),
+        },
         Operation::Balance => Command::Balance,
         Operation::Withdraw { amount } => Command::Withdraw { amount },
         Operation::Deposit { amount } => Command::Deposit { amount },

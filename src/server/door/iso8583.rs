@@ -332,7 +332,7 @@ impl Iso8583Door {
             Command::ForCard {
                 card,
                 pin,
-                terminal,
+                terminal: Some(terminal),
                 then: Box::new(then),
             },
         ))
@@ -1106,7 +1106,7 @@ mod tests {
                         ..
                     } => {
                         assert_eq!(id, expected.request_id());
-                        assert_eq!(&*terminal, format!("00000012345:{name}"));
+                        assert_eq!(terminal.as_deref(), Some(&*format!("00000012345:{name}")));
                     }
                     _ => panic!("a withdrawal for the service"),
                 }

@@ -76,8 +76,8 @@ pub(super) struct Request {
     pub(super) card: Card,
     /// The PIN it carries, if any.
     pub(super) pin: Option<String>,
-    /// The terminal it comes from.
-    pub(super) terminal: Arc<str>,
+    /// The acquirer's terminal it comes from; none for a bincode `ForCard`.
+    pub(super) terminal: Option<Arc<str>>,
     /// The operation.
     pub(super) then: Command,
 }
@@ -90,17 +90,26 @@ pub(super) fn start(bank: &Arc<Bank>, login: &Login, request: Request) -> Result
         Some(needs_pin) if needs_pin == request.pin.is_some() => {}
         _ => return Err(Answer::bare(Code::InvalidRequest)),
     }
+    if matches!(request.then, Command::ForCard { .. }) {
+        return Err(Answer::bare(Code::InvalidRequest));
+    }
     // Check::Partition, before the PIN: another node's account is checked there.
     super::served_here(bank, request.card)?;
     let Some(pin) = request.pin else {
         return on_account(bank, request.card, request.id, request.then);
     };
-    // Failures count against the terminal, whatever connection its messages arrive on.
-    let terminal = Terminal {
-        name: Some(format!("iso8583 terminal {}", request.terminal)),
-        fingerprint: String::new(),
+    // An acquirer's failures count against its terminal, whatever connection its messages
+    // arrive on; a bincode ForCard's against the connection, as a Verify's.
+    let gate = match &request.terminal {
+        Some(terminal) => {
+            let terminal = Terminal {
+                name: Some(format!("iso8583 terminal {terminal}")),
+                fingerprint: String::new(),
+            };
+            bank.pins().gate_for(login.peer, Some(&terminal))
+        }
+        None => login.pin_gate.clone(),
     };
-    let gate = bank.pins().gate_for(login.peer, Some(&terminal));
     let bank = bank.clone();
     let (card, id, then) = (request.card, request.id, request.then);
     Ok(Started::Later {

@@ -139,17 +139,20 @@ pub enum Command {
         /// How many at most.
         count: u32,
     },
-    /// A request an acquirer makes for the card its message names (the ISO 8583 door): no card is
-    /// verified on such a connection. A request that moves money out of the account or reads it
-    /// carries the card's PIN, which is checked first; an advice (completing or voiding a hold,
-    /// a reversal) carries none, on the acquirer's authority.
+    /// A request for the card it names, not the connection's verified card: an acquirer's
+    /// message (the ISO 8583 door), or a bincode `ForCard`. A request that moves money out of
+    /// the account or reads it carries the card's PIN, which is checked first; an acquirer's
+    /// advice (completing or voiding a hold, a reversal) carries none, on the acquirer's
+    /// authority.
     ForCard {
-        /// The card the message names.
+        /// The card the request names.
         card: Card,
-        /// The PIN the message carries (read from its PIN block); none for an advice.
+        /// The PIN it carries (an ISO 8583 message's from its PIN block); none for an advice.
         pin: Option<String>,
-        /// The terminal the message comes from, which failed PIN checks count against.
-        terminal: Arc<str>,
+        /// The acquirer's terminal the message comes from, which failed PIN checks count
+        /// against; none for a bincode `ForCard`, whose failures count against the connection
+        /// as a `Verify`'s do.
+        terminal: Option<Arc<str>>,
         /// The operation, one of those an acquirer may ask for (docs/ISO8583.md, section 5).
         then: Box<Command>,
     },
