@@ -47,6 +47,12 @@ async fn a_for_card_request_checks_the_pin_then_acts_once_on_its_card() {
     let (r, _) = other.exchange(7, 1, withdraw(JOTY, JOTY_PIN, 400)).await;
     assert_eq!(r.status, Status::RequestIdConflict);
     assert_eq!(server.committed_balance(JOTY), Some(9_700));
+    // The same id for another card is that card's request: Joty's reply is not reachable
+    // with Ahona's PIN, and Ahona's withdrawal is her own.
+    let (r, _) = other.exchange(7, 1, withdraw(AHONA, AHONA_PIN, 300)).await;
+    assert_eq!(r, reply(7, 1, Status::Approved, balances(4_700)));
+    assert_eq!(server.committed_balance(JOTY), Some(9_700));
+    assert_eq!(server.committed_balance(AHONA), Some(4_700));
 
     // On a connection verified for Ahona, a ForCard acts on Joty and leaves Ahona verified.
     let (r, _) = atm.exchange(7, 3, verify(AHONA, AHONA_PIN)).await;
@@ -60,7 +66,7 @@ async fn a_for_card_request_checks_the_pin_then_acts_once_on_its_card() {
         .await;
     assert_eq!(r, reply(7, 4, Status::Approved, balances(9_750)));
     let (r, _) = atm.exchange(7, 5, Operation::Balance).await;
-    assert_eq!(r, reply(7, 5, Status::Approved, balances(5_000)));
+    assert_eq!(r, reply(7, 5, Status::Approved, balances(4_700)));
     let (r, _) = atm
         .exchange(7, 6, for_card(JOTY, JOTY_PIN, CardOperation::Balance))
         .await;
