@@ -117,7 +117,7 @@ impl PinHash {
 /// A PIN verifier as an account keeps it in memory: 40 bytes where a [`PinHash`] takes 56. Every
 /// keyed verifier of a data directory carries the same key check value (the server refuses to
 /// start otherwise), so a keyed verifier keeps its MAC and a reference to that value, stored once
-/// for the life of the process ([`interned_check`]); an argon2id hash of the first release, which
+/// for the life of the process (`interned_check`); an argon2id hash of the first release, which
 /// its card's next right PIN re-keys, or a keyed verifier whose check value finds no room among
 /// those interned, is kept whole on the heap. [`PinHash`] stays the form on disk and on the
 /// wire: [`Verifier::get`] gives it back unchanged.
@@ -177,7 +177,7 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-/// How many distinct key check values [`interned_check`] keeps: a data directory has one, a test
+/// How many distinct key check values `interned_check` keeps: a data directory has one, a test
 /// process a few; a verifier of any other is kept whole.
 pub const KEY_CHECKS_INTERNED_MAX: usize = 64;
 
