@@ -266,7 +266,7 @@ pub enum Operation {
 /// What a [`Operation::ForCard`] request asks of its card: the operations on one card's account
 /// that a customer at an ATM starts with the card's PIN. Each is the operation of the same name
 /// on a verified card (fields and replies alike).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CardOperation {
     /// As [`Operation::Balance`].
     Balance,
@@ -300,16 +300,9 @@ pub enum CardOperation {
 }
 
 impl CardOperation {
-    /// Which kind of operation this is.
+    /// Which kind of operation this is: that of the same operation on a verified card.
     pub fn kind(&self) -> Kind {
-        match self {
-            CardOperation::Balance => Kind::Balance,
-            CardOperation::Withdraw { .. } => Kind::Withdraw,
-            CardOperation::Deposit { .. } => Kind::Deposit,
-            CardOperation::Transfer { .. } => Kind::Transfer,
-            CardOperation::PlaceHold { .. } => Kind::PlaceHold,
-            CardOperation::Statement { .. } => Kind::Statement,
-        }
+        self.on_verified_card().kind()
     }
 
     /// `operation` as one for a named card, when it is one of these.
@@ -783,7 +776,7 @@ mod tests {
             CardOperation::Statement { count: 6 },
         ];
         for (index, on_card) in all.iter().enumerate() {
-            let operation = on_card.clone().on_verified_card();
+            let operation = on_card.on_verified_card();
             assert_eq!(operation.kind(), on_card.kind());
             assert!(operation.needs_verified_card());
             assert_eq!(CardOperation::of(&operation).as_ref(), Some(on_card));
@@ -795,7 +788,7 @@ mod tests {
             let for_card = Operation::ForCard {
                 card: 9,
                 pin: "1234".into(),
-                operation: on_card.clone(),
+                operation: *on_card,
             };
             assert_eq!(for_card.kind(), on_card.kind());
         }

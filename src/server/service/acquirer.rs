@@ -90,9 +90,6 @@ pub(super) fn start(bank: &Arc<Bank>, login: &Login, request: Request) -> Result
         Some(needs_pin) if needs_pin == request.pin.is_some() => {}
         _ => return Err(Answer::bare(Code::InvalidRequest)),
     }
-    if matches!(request.then, Command::ForCard { .. }) {
-        return Err(Answer::bare(Code::InvalidRequest));
-    }
     // Check::Partition, before the PIN: another node's account is checked there.
     super::served_here(bank, request.card)?;
     let Some(pin) = request.pin else {
