@@ -121,11 +121,30 @@ fn swarm_over(
     (run, done)
 }
 
-/// Waits until the swarm has done `operations`.
-async fn wait_for_operations(done: &std::sync::atomic::AtomicU64, operations: u64) {
+/// Waits until the swarm `run` has done `operations`. If it stalls (or ends short), waits for it
+/// to end (its clients give up at their outcome deadline) and fails with what it reported, so
+/// that a stall says which requests got no answer and why.
+async fn wait_for_operations(
+    done: &std::sync::atomic::AtomicU64,
+    operations: u64,
+    run: &mut tokio::task::JoinHandle<swarm::SwarmReport>,
+) {
     let deadline = Instant::now() + WAIT_MAX;
     while done.load(Ordering::SeqCst) < operations {
-        assert!(Instant::now() < deadline, "the swarm stalled at {done:?}");
+        if Instant::now() >= deadline || run.is_finished() {
+            let ended = tokio::time::timeout(WAIT_MAX, &mut *run).await;
+            let outcome = match ended {
+                Ok(Ok(report)) => format!(
+                    "it ended after {} acknowledged: statuses {:?}, {:?}",
+                    report.ops_acked,
+                    report.statuses,
+                    report.violation_details.iter().take(10).collect::<Vec<_>>()
+                ),
+                Ok(Err(failed)) => format!("it failed: {failed}"),
+                Err(_) => "it did not end either".to_string(),
+            };
+            panic!("the swarm stalled at {done:?} of {operations}; {outcome}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -250,8 +269,8 @@ async fn a_swarm_over_three_nodes_survives_kill_9_of_one() {
     let _turn = SWARM_TESTS.lock().await;
     let (pg, keys) = cluster().await;
     let mut nodes = three_nodes(&pg, &keys);
-    let (run, done) = swarm_over(seeds(&nodes), 18, 1_200);
-    wait_for_operations(&done, 300).await;
+    let (mut run, done) = swarm_over(seeds(&nodes), 18, 1_200);
+    wait_for_operations(&done, 300, &mut run).await;
     let victim = nodes.remove(1);
     victim.signal(rustix::process::Signal::KILL);
     drop(victim);
@@ -395,13 +414,13 @@ async fn a_swarm_over_three_nodes_survives_a_pause_past_the_lease() {
     let _turn = SWARM_TESTS.lock().await;
     let (pg, keys) = cluster().await;
     let nodes = three_nodes(&pg, &keys);
-    let (run, done) = swarm_over(seeds(&nodes), 19, 1_200);
-    wait_for_operations(&done, 300).await;
+    let (mut run, done) = swarm_over(seeds(&nodes), 19, 1_200);
+    wait_for_operations(&done, 300, &mut run).await;
     let held = cluster::held_by(&pg, 1);
     nodes[0].signal(rustix::process::Signal::STOP);
     tokio::task::block_in_place(|| cluster::wait_balanced(&pg, &[2, 3]));
     let written = cluster::rows_written_at(&pg, &held);
-    wait_for_operations(&done, 600).await;
+    wait_for_operations(&done, 600, &mut run).await;
     nodes[0].signal(rustix::process::Signal::CONT);
     let report = run.await.unwrap();
     assert_audited(&report, 1_200);
@@ -421,8 +440,8 @@ async fn a_swarm_survives_a_node_added_and_one_stopped_gracefully() {
     let (pg, keys) = cluster().await;
     let pin_key = keys.path().join("pin-key");
     let nodes = started_nodes(&pg, &keys, 2);
-    let (run, done) = swarm_over(seeds(&nodes), 20, 1_200);
-    wait_for_operations(&done, 300).await;
+    let (mut run, done) = swarm_over(seeds(&nodes), 20, 1_200);
+    wait_for_operations(&done, 300, &mut run).await;
     let url = pg.url();
     let key = pin_key.clone();
     let mut third =
@@ -430,7 +449,7 @@ async fn a_swarm_survives_a_node_added_and_one_stopped_gracefully() {
             .await
             .unwrap();
     tokio::task::block_in_place(|| cluster::wait_balanced(&pg, &[1, 2, 3]));
-    wait_for_operations(&done, 600).await;
+    wait_for_operations(&done, 600, &mut run).await;
     third.signal(rustix::process::Signal::TERM);
     assert!(third.child.wait().unwrap().success());
     tokio::task::block_in_place(|| cluster::wait_balanced(&pg, &[1, 2]));

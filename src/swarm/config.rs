@@ -315,7 +315,8 @@ impl SwarmConfig {
     }
 }
 
-/// A callback that sees the number of acknowledged operations about once a second.
+/// A callback that sees the number of acknowledged operations about once a second, and once more
+/// when the load ends.
 #[derive(Clone)]
 pub struct ProgressCallback(pub Arc<dyn Fn(u64) + Send + Sync>);
 

@@ -149,6 +149,10 @@ pub async fn run(config: SwarmConfig) -> Result<SwarmReport, String> {
     if let Some(task) = progress_task {
         task.abort();
     }
+    // And once at the end of the load, so that a load shorter than a second is seen too.
+    if let Some(progress) = &shared.config.progress {
+        (progress.0)(shared.acked.load(Ordering::Relaxed));
+    }
     load_done.cancel();
     let server_fault_seconds = match sampler {
         Some(task) => task.await.unwrap_or_default(),
@@ -317,7 +321,7 @@ impl Shared {
     }
 }
 
-/// Calls the progress callback, if any, once a second.
+/// Calls the progress callback, if any, once a second (and [`run`] once more when the load ends).
 fn spawn_progress(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
     shared.config.progress.clone().map(|progress| {
         let shared = shared.clone();
