@@ -227,6 +227,10 @@ async fn a_retry_made_before_the_upgrade_gets_the_reply_of_then_and_new_requests
         .with_committed(|ledger| ledger.window(Principal::Card(CARD), 71).cloned())
         .expect("client 71 is remembered");
     assert_eq!(window.completed.len(), 2);
-    assert_eq!(window.completed[0].outcome.available, None);
-    assert_eq!(window.completed[1].outcome.available, Some(500));
+    let available: Vec<_> = window
+        .completed
+        .iter()
+        .map(|done| done.outcome.available)
+        .collect();
+    assert_eq!(available, [None, Some(500)]);
 }

@@ -3,8 +3,9 @@
 //! is kept in.
 
 use super::{Card, Event, Lsn, Outcome, Record, Shards};
+use crate::model::Code;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 
 /// How many of each client's most recent sequence numbers the server remembers. A client keeps at
 /// most this many requests unanswered, so every id it can still retry is remembered.
@@ -156,6 +157,237 @@ pub struct Completed {
     pub lsn: Lsn,
 }
 
+/// A completed request as a window keeps it: the fields of [`Completed`] laid out flat, in 64
+/// bytes instead of 96 (the outcome's three optional amounts share one byte saying which are
+/// there, and the small fields share one word). A million cards touched by a few ATMs each hold
+/// millions of these, so their size is most of the memory of completed requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    sequence: u64,
+    lsn: Lsn,
+    card: Card,
+    amount: u64,
+    balance: u64,
+    available: u64,
+    reference: u64,
+    detail: u32,
+    kind: u8,
+    status: Code,
+    /// Which of `balance`, `available` and `reference` the outcome has ([`Kept::BALANCE`],
+    /// [`Kept::AVAILABLE`], [`Kept::REFERENCE`]); an absent one is stored as 0.
+    present: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Kept>() == 64);
+
+impl Kept {
+    const BALANCE: u8 = 1;
+    const AVAILABLE: u8 = 2;
+    const REFERENCE: u8 = 4;
+
+    /// The flag `bit` when `value` is there.
+    fn flag(value: Option<u64>, bit: u8) -> u8 {
+        if value.is_some() {
+            bit
+        } else {
+            0
+        }
+    }
+
+    /// The value under flag `bit`, if the outcome has it.
+    fn optional(&self, value: u64, bit: u8) -> Option<u64> {
+        (self.present & bit != 0).then_some(value)
+    }
+
+    /// The request's parameters.
+    fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            kind: self.kind,
+            card: self.card,
+            amount: self.amount,
+            detail: self.detail,
+        }
+    }
+}
+
+impl From<Completed> for Kept {
+    fn from(done: Completed) -> Kept {
+        let outcome = done.outcome;
+        Kept {
+            sequence: done.sequence,
+            lsn: done.lsn,
+            card: done.fingerprint.card,
+            amount: done.fingerprint.amount,
+            balance: outcome.balance.unwrap_or(0),
+            available: outcome.available.unwrap_or(0),
+            reference: outcome.reference.unwrap_or(0),
+            detail: done.fingerprint.detail,
+            kind: done.fingerprint.kind,
+            status: outcome.status,
+            present: Kept::flag(outcome.balance, Kept::BALANCE)
+                | Kept::flag(outcome.available, Kept::AVAILABLE)
+                | Kept::flag(outcome.reference, Kept::REFERENCE),
+        }
+    }
+}
+
+impl From<Kept> for Completed {
+    fn from(kept: Kept) -> Completed {
+        Completed {
+            sequence: kept.sequence,
+            fingerprint: kept.fingerprint(),
+            outcome: Outcome {
+                status: kept.status,
+                balance: kept.optional(kept.balance, Kept::BALANCE),
+                available: kept.optional(kept.available, Kept::AVAILABLE),
+                reference: kept.optional(kept.reference, Kept::REFERENCE),
+            },
+            lsn: kept.lsn,
+        }
+    }
+}
+
+/// A window's completed requests, in sequence order: the first one kept inside the window itself
+/// (most windows hold one: an ATM seldom uses a card twice within a few minutes), more on the
+/// heap. Stored (serde) as the sequence of [`Completed`] entries it holds, exactly as the
+/// `VecDeque` of earlier releases was, so snapshots read both ways.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Completions(SmallVec<[Kept; 1]>);
+
+/// The most entries reading a [`Completions`] reserves room for before it has read them (a longer
+/// sequence grows as it is read): the largest window, a receiving card's.
+const COMPLETIONS_RESERVED_MAX: usize = RECEIPT_WINDOW as usize;
+
+impl Completions {
+    /// How many completed requests are kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every kept request, in sequence order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Completed> + ExactSizeIterator + '_ {
+        self.0.iter().map(|kept| Completed::from(*kept))
+    }
+
+    /// The `index`-th kept request, in sequence order.
+    pub fn get(&self, index: usize) -> Option<Completed> {
+        self.0.get(index).map(|kept| Completed::from(*kept))
+    }
+
+    /// Every kept request, in sequence order, as a vector.
+    pub fn to_vec(&self) -> Vec<Completed> {
+        self.iter().collect()
+    }
+
+    /// The first kept request of `sequence`, if any.
+    fn find(&self, sequence: u64) -> Option<&Kept> {
+        self.0.iter().find(|kept| kept.sequence == sequence)
+    }
+
+    /// True when a request of `sequence` is kept.
+    fn holds(&self, sequence: u64) -> bool {
+        self.find(sequence).is_some()
+    }
+
+    /// Appends `done` after every kept request, in whatever order that leaves them (a conversion
+    /// from an earlier release's completion order; [`ClientWindow`]'s own changes keep them in
+    /// sequence order).
+    pub(super) fn push_back(&mut self, done: Completed) {
+        self.0.push(done.into());
+    }
+
+    /// Sets every kept request's journal position to `lsn`.
+    fn set_positions(&mut self, lsn: Lsn) {
+        for kept in &mut self.0 {
+            kept.lsn = lsn;
+        }
+    }
+
+    /// True when the entries are in sequence order.
+    fn in_order(&self) -> bool {
+        self.0
+            .windows(2)
+            .all(|pair| pair[0].sequence <= pair[1].sequence)
+    }
+
+    /// Puts the entries in sequence order (stable: two of one sequence keep their order).
+    fn sort(&mut self) {
+        self.0.sort_by_key(|kept| kept.sequence);
+    }
+}
+
+impl std::fmt::Debug for Completions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<Completed> for Completions {
+    fn from_iter<I: IntoIterator<Item = Completed>>(entries: I) -> Self {
+        Completions(entries.into_iter().map(Kept::from).collect())
+    }
+}
+
+impl IntoIterator for Completions {
+    type Item = Completed;
+    type IntoIter = std::iter::Map<smallvec::IntoIter<[Kept; 1]>, fn(Kept) -> Completed>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter().map(Completed::from)
+    }
+}
+
+impl<'a> IntoIterator for &'a Completions {
+    type Item = Completed;
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, Kept>, fn(&Kept) -> Completed>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|kept| Completed::from(*kept))
+    }
+}
+
+impl Serialize for Completions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Completions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Reads a sequence of completed requests, reserving no more than it claims (within
+        /// [`COMPLETIONS_RESERVED_MAX`]).
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Completions;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a sequence of completed requests")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Completions, A::Error> {
+                let claimed = seq.size_hint().unwrap_or(0);
+                let mut entries = SmallVec::new();
+                entries.reserve_exact(claimed.min(COMPLETIONS_RESERVED_MAX));
+                while let Some(done) = seq.next_element::<Completed>()? {
+                    entries.push(Kept::from(done));
+                }
+                Ok(Completions(entries))
+            }
+        }
+
+        deserializer.deserialize_seq(Visitor)
+    }
+}
+
 /// What the memory of completed requests says about an incoming one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -192,7 +424,7 @@ pub struct ClientWindow {
     /// twice, in completion order), never more than [`REQUEST_WINDOW`]; one that falls out of
     /// the window is forgotten at once. (Earlier releases kept them in completion order; a window
     /// read back from their snapshots is put in sequence order.)
-    pub completed: VecDeque<Completed>,
+    pub completed: Completions,
     /// Time of the most recent completion, for forgetting idle clients.
     pub last_used_unix_ms: u64,
 }
@@ -216,9 +448,9 @@ impl ClientWindow {
         if !Self::in_window(self.highest, sequence, size) {
             return Seen::Stale;
         }
-        match self.completed.iter().find(|done| done.sequence == sequence) {
-            Some(done) if done.fingerprint == *fingerprint => Seen::Replay(*done),
-            Some(done) => Seen::Conflict(done.lsn),
+        match self.completed.find(sequence) {
+            Some(kept) if kept.fingerprint() == *fingerprint => Seen::Replay((*kept).into()),
+            Some(kept) => Seen::Conflict(kept.lsn),
             None => Seen::New,
         }
     }
@@ -244,14 +476,13 @@ impl ClientWindow {
     /// takes the first, answers as before). A completion is almost always the client's highest
     /// sequence so far: then it goes at the back.
     fn insert_in_order(&mut self, done: Completed) {
-        match self.completed.back() {
+        let entries = &mut self.completed.0;
+        match entries.last() {
             Some(last) if last.sequence > done.sequence => {
-                let at = self
-                    .completed
-                    .partition_point(|kept| kept.sequence <= done.sequence);
-                self.completed.insert(at, done);
+                let at = entries.partition_point(|kept| kept.sequence <= done.sequence);
+                entries.insert(at, done.into());
             }
-            _ => self.completed.push_back(done),
+            _ => entries.push(done.into()),
         }
     }
 
@@ -260,19 +491,17 @@ impl ClientWindow {
     /// earlier release), the bound still holds: then the whole window is looked at.
     fn forget_outside(&mut self, size: u64) {
         let highest = self.highest;
-        while self
-            .completed
-            .front()
-            .is_some_and(|oldest| !Self::in_window(highest, oldest.sequence, size))
-        {
-            self.completed.pop_front();
+        let entries = &mut self.completed.0;
+        let outside = entries
+            .iter()
+            .take_while(|oldest| !Self::in_window(highest, oldest.sequence, size))
+            .count();
+        if outside > 0 {
+            entries.drain(..outside);
         }
-        if self.completed.len() as u64 > size {
-            self.completed
-                .retain(|kept| Self::in_window(highest, kept.sequence, size));
-            self.completed
-                .make_contiguous()
-                .sort_by_key(|kept| kept.sequence);
+        if entries.len() as u64 > size {
+            entries.retain(|kept| Self::in_window(highest, kept.sequence, size));
+            self.completed.sort();
         }
     }
 }
@@ -283,22 +512,16 @@ impl ClientWindow {
 #[derive(Deserialize)]
 struct StoredWindow {
     highest: u64,
-    completed: VecDeque<Completed>,
+    completed: Completions,
     last_used_unix_ms: u64,
 }
 
 impl From<StoredWindow> for ClientWindow {
     fn from(stored: StoredWindow) -> Self {
         let mut completed = stored.completed;
-        if !completed
-            .iter()
-            .zip(completed.iter().skip(1))
-            .all(|(a, b)| a.sequence <= b.sequence)
-        {
+        if !completed.in_order() {
             // Stable: two entries of one sequence keep their completion order.
-            completed
-                .make_contiguous()
-                .sort_by_key(|kept| kept.sequence);
+            completed.sort();
         }
         ClientWindow {
             highest: stored.highest,
@@ -318,11 +541,7 @@ impl ClientWindow {
         self.highest = self.highest.max(other.highest);
         self.last_used_unix_ms = self.last_used_unix_ms.max(other.last_used_unix_ms);
         for done in other.completed {
-            if !self
-                .completed
-                .iter()
-                .any(|kept| kept.sequence == done.sequence)
-            {
+            if !self.completed.holds(done.sequence) {
                 self.insert_in_order(done);
             }
         }
@@ -414,10 +633,23 @@ impl Windows {
         match self.find(client) {
             Ok(at) => Some(std::mem::replace(&mut self.entries[at].1, window)),
             Err(at) => {
-                self.entries.insert(at, (client, window));
+                self.insert_at(at, client, window);
                 None
             }
         }
+    }
+
+    /// Puts the window of `client`, which has none, at `at`. A full vector grows by a quarter
+    /// (at least [`WINDOWS_GROWTH_MIN`] entries), not twice its size: a snapshot reads every
+    /// memory back at its exact length, so the first new client after a restart grows each
+    /// memory it touches, and doubling would have replayed a million cards' memories into
+    /// nearly twice the room they need.
+    fn insert_at(&mut self, at: usize, client: u64, window: ClientWindow) {
+        if self.entries.len() == self.entries.capacity() {
+            self.entries
+                .reserve_exact((self.entries.len() / 4).max(WINDOWS_GROWTH_MIN));
+        }
+        self.entries.insert(at, (client, window));
     }
 
     /// Forgets the window of `client`; returns it, if there was one.
@@ -490,7 +722,7 @@ impl<'a> WindowEntry<'a> {
         let at = match self.at {
             Ok(at) => at,
             Err(at) => {
-                self.windows.entries.insert(at, (self.client, make()));
+                self.windows.insert_at(at, self.client, make());
                 at
             }
         };
@@ -584,6 +816,9 @@ impl<'de> Deserialize<'de> for Windows {
     }
 }
 
+/// The fewest entries a full [`Windows`] grows by.
+const WINDOWS_GROWTH_MIN: usize = 2;
+
 /// The most entries reading a [`Windows`] reserves room for before it has read them: a bound on
 /// what a claimed length alone can make it allocate (default 4096, four times
 /// [`CLIENTS_PER_PRINCIPAL_MAX`]; a longer map grows as it is read).
@@ -617,10 +852,7 @@ impl Clients {
     pub fn knows(&self, principal: Principal, client: u64, sequence: u64) -> bool {
         self.windows.get(&client).is_some_and(|window| {
             !ClientWindow::in_window(window.highest, sequence, principal.window())
-                || window
-                    .completed
-                    .iter()
-                    .any(|done| done.sequence == sequence)
+                || window.completed.holds(sequence)
         })
     }
 
@@ -697,9 +929,7 @@ impl Clients {
     /// records are all durable up to `lsn`, so a retry waits for nothing that is not there.
     pub fn positions_rewritten(&mut self, lsn: Lsn) {
         for window in self.windows.values_mut() {
-            for done in &mut window.completed {
-                done.lsn = lsn;
-            }
+            window.completed.set_positions(lsn);
         }
     }
 
@@ -817,7 +1047,7 @@ mod tests {
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct EarlierWindow {
         highest: u64,
-        completed: VecDeque<Completed>,
+        completed: std::collections::VecDeque<Completed>,
         last_used_unix_ms: u64,
     }
 
@@ -857,7 +1087,7 @@ mod tests {
         for (client, window) in &read.windows {
             let theirs = &again.windows[client];
             assert_eq!(theirs.highest, window.highest);
-            assert_eq!(theirs.completed, window.completed);
+            assert_eq!(theirs.completed, window.completed.to_vec());
         }
         // The same client twice in a stored map: the later one is kept, as a hash map keeps it.
         let twice: Windows = vec![
@@ -939,7 +1169,10 @@ mod tests {
         other.remember(entry(5, 8), 0);
         tie.merge_within(other, REQUEST_WINDOW);
         assert_eq!(tie.completed.len(), 1);
-        assert_eq!(tie.completed[0].fingerprint.card, 7);
+        assert_eq!(
+            tie.completed.get(0).map(|done| done.fingerprint.card),
+            Some(7)
+        );
     }
 
     #[test]
@@ -962,7 +1195,7 @@ mod tests {
         assert!(rewritten
             .windows
             .values()
-            .flat_map(|window| &window.completed)
+            .flat_map(|window| window.completed.iter())
             .all(|done| done.lsn == 77));
     }
 
@@ -991,5 +1224,71 @@ mod tests {
         assert_eq!(clients.windows.len(), CLIENTS_PER_PRINCIPAL_MAX);
         assert!(!clients.windows.contains_key(&0));
         assert!(clients.windows.contains_key(&1_000_000));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_kept_entry_gives_back_exactly_the_completed_request_it_was_made_from(
+            sequence: u64,
+            lsn: u64,
+            kind: u8,
+            card: u64,
+            amount: u64,
+            detail: u32,
+            code in 0..crate::model::Code::ALL.len(),
+            balance: Option<u64>,
+            available: Option<u64>,
+            reference: Option<u64>,
+        ) {
+            let done = Completed {
+                sequence,
+                fingerprint: Fingerprint { kind, card, amount, detail },
+                outcome: Outcome {
+                    status: crate::model::Code::ALL[code],
+                    balance,
+                    available,
+                    reference,
+                },
+                lsn,
+            };
+            proptest::prop_assert_eq!(Completed::from(Kept::from(done)), done);
+            let kept: Completions = [done].into_iter().collect();
+            proptest::prop_assert_eq!(kept.to_vec(), [done]);
+        }
+    }
+
+    #[test]
+    fn a_window_of_one_request_keeps_it_inline_and_one_of_many_on_the_heap() {
+        let mut window = ClientWindow::default();
+        window.remember(withdrawal_entry(1, 7), 0);
+        assert!(!window.completed.0.spilled(), "one entry needs no allocation");
+        window.remember(withdrawal_entry(2, 7), 0);
+        assert!(window.completed.0.spilled());
+        assert_eq!(
+            window.completed.to_vec(),
+            [withdrawal_entry(1, 7), withdrawal_entry(2, 7)]
+        );
+        // Stored exactly as a sequence of completed requests.
+        let stored = crate::codec::encode_stored(&window.completed).unwrap();
+        let plain: std::collections::VecDeque<Completed> = window.completed.iter().collect();
+        assert_eq!(stored, crate::codec::encode_stored(&plain).unwrap());
+        let read: Completions = crate::codec::decode_stored(&stored).unwrap();
+        assert_eq!(read, window.completed);
+    }
+
+    #[test]
+    fn a_full_memory_grows_by_a_quarter_not_double() {
+        let mut windows: Windows = (0..40u64)
+            .map(|client| (client, ClientWindow::default()))
+            .collect();
+        windows.entries.shrink_to_fit();
+        assert_eq!(windows.entries.capacity(), 40);
+        windows.insert(1_000, ClientWindow::default());
+        assert_eq!(windows.entries.capacity(), 50);
+        let mut small = Windows::default();
+        small.insert(1, ClientWindow::default());
+        assert_eq!(small.entries.capacity(), WINDOWS_GROWTH_MIN);
+        assert_eq!(windows.len(), 41);
+        assert!(windows.contains_key(&1_000));
     }
 }

@@ -31,8 +31,8 @@ use crate::model::{
     AccountState, Amount, Card, Code, DailyLimits, HoldId, Movement, MovementKind, RequestId,
 };
 pub use memory::{
-    completed_entries, completed_entry, ClientWindow, Clients, Completed, Fingerprint, Memory,
-    Principal, Seen, CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, RECEIPT_WINDOW,
+    completed_entries, completed_entry, ClientWindow, Clients, Completed, Completions, Fingerprint,
+    Memory, Principal, Seen, CLIENTS_PER_PRINCIPAL_MAX, CLIENT_EVICTION_IDLE_MS, RECEIPT_WINDOW,
     REQUEST_WINDOW,
 };
 pub use rules::{apply, apply_to, decide, deposit, money_moved, withdraw, At, Moved, Policy};
@@ -905,27 +905,30 @@ impl Ledger {
             });
         }
         let total_before = self.balances_total();
-        let mut cards = [0; RECORD_ACCOUNTS_MAX];
-        let mut taken: [Option<Account>; RECORD_ACCOUNTS_MAX] = Default::default();
-        let mut count = 0;
-        for card in record.accounts() {
-            assert!(
-                count < RECORD_ACCOUNTS_MAX,
-                "a record names too many accounts"
-            );
-            cards[count] = card;
-            taken[count] = self.accounts.remove(&card);
-            count += 1;
-        }
-        let before = balances(taken[..count].iter().map(Option::as_ref));
-        let moved = money_moved(record, taken[0].as_ref());
-        let result = apply_to(&mut taken[..count], record);
-        let after = balances(taken[..count].iter().map(Option::as_ref));
-        for (card, account) in cards.into_iter().zip(taken).take(count) {
-            if let Some(account) = account {
-                self.accounts.insert(card, account);
+        // Only the record's own account changes (another it names, a transfer's receiver, is
+        // changed by a record of its own), so its balance before and after is what moved; it is
+        // changed where it lies, found once.
+        let card = record.card;
+        let (moved, before, after, result) = match self.accounts.get_mut(&card) {
+            Some(account) => {
+                let before = u128::from(account.balance);
+                let moved = money_moved(record, Some(account));
+                let result = rules::apply_existing(account, record);
+                (moved, before, u128::from(account.balance), result)
             }
-        }
+            None => {
+                // One slot per account the record names (at most two: its own and another).
+                let mut slots: [Option<Account>; RECORD_ACCOUNTS_MAX] = Default::default();
+                let moved = money_moved(record, None);
+                let result = apply_to(&mut slots[..record.accounts().count()], record);
+                let [opened, _] = slots;
+                let after = balances([opened.as_ref()]);
+                if let Some(account) = opened {
+                    self.accounts.insert(card, account);
+                }
+                (moved, 0, after, result)
+            }
+        };
         result?;
         self.count_money(record, moved, total_before, before, after);
         if let Some(principal) = Principal::of(record.card, &record.event) {
@@ -1208,7 +1211,7 @@ mod tests {
         assert_eq!(opens.completed.len(), 1);
         let card = ledger.window(Principal::Card(7), 1).unwrap();
         assert_eq!(card.completed.len(), 1);
-        assert_eq!(card.completed[0].sequence, 3);
+        assert_eq!(card.completed.get(0).map(|done| done.sequence), Some(3));
         assert!(ledger.window(Principal::Card(8), 1).is_none());
     }
 
@@ -1461,7 +1464,7 @@ mod tests {
                         let mut entries: Vec<Completed> = window
                             .completed
                             .iter()
-                            .map(|done| Completed { lsn: 0, ..*done })
+                            .map(|done| Completed { lsn: 0, ..done })
                             .collect();
                         entries.sort_by_key(|done| done.sequence);
                         let entries: Vec<String> =

@@ -14,6 +14,7 @@ use super::{
 };
 use super::{Amount, Card, Code, RequestId, PIN_ATTEMPTS_MAX};
 use crate::model::{AccountState, DailyLimits, HoldId, Movement, MovementKind};
+use std::collections::VecDeque;
 
 /// When a request is decided: the bank's clock, and the business day it falls in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -445,34 +446,52 @@ pub fn apply_to(accounts: &mut [Option<Account>], record: &Record) -> Result<(),
         record.accounts().count(),
         "one slot per account the record names"
     );
-    let approved = record.outcome.status == Code::Approved;
     let first = &mut accounts[0];
-    if let Event::AccountOpened {
+    if let Some(account) = first {
+        return apply_existing(account, record);
+    }
+    let Event::AccountOpened {
         holder,
         pin_hash,
         initial_balance,
     } = &record.event
-    {
-        // The statement's opening line is kept in the account itself until it has an activity.
-        let opened = if approved {
-            Account::opened(
-                holder,
-                *pin_hash,
-                *initial_balance,
-                record.at_unix_ms,
-                record.request,
-            )
-        } else {
-            Account::new(holder, *pin_hash, *initial_balance)
-        };
-        return open(first, record, approved, opened);
-    }
-    let Some(account) = first.as_mut() else {
+    else {
         return Err(LedgerError::inconsistent(record, "no such account"));
     };
-    if let Event::PinAttempt { correct } = &record.event {
-        pin_attempt(account, *correct, approved);
-        return Ok(());
+    if record.outcome.status != Code::Approved {
+        return Err(LedgerError::inconsistent(
+            record,
+            "refused open of a card that does not exist",
+        ));
+    }
+    // The statement's opening line is kept in the account itself until it has an activity.
+    *first = Some(Account::opened(
+        holder,
+        *pin_hash,
+        *initial_balance,
+        record.at_unix_ms,
+        record.request,
+    ));
+    Ok(())
+}
+
+/// Moves `account`, which exists, to its next state by `record` (see [`apply_to`]), in place.
+pub fn apply_existing(account: &mut Account, record: &Record) -> Result<(), LedgerError> {
+    let approved = record.outcome.status == Code::Approved;
+    match &record.event {
+        Event::AccountOpened { .. } if approved => {
+            return Err(LedgerError::inconsistent(
+                record,
+                "opens an account that exists",
+            ))
+        }
+        // A refused opening of a card that exists changes nothing.
+        Event::AccountOpened { .. } => return Ok(()),
+        Event::PinAttempt { correct } => {
+            pin_attempt(account, *correct, approved);
+            return Ok(());
+        }
+        _ => {}
     }
     if !approved {
         // Refusals change nothing (a wrong PIN, counted above, is the one refusal that does).
@@ -676,32 +695,51 @@ fn give_back(account: &mut Account, day: u32, amount: Amount, one_less: bool) {
 }
 
 fn remember_debit(account: &mut Account, request: RequestId, amount: Amount, day: u32) {
-    let debits = &mut account.activity_mut().debits;
-    if debits.len() >= REVERSIBLE_DEBITS_MAX {
-        debits.pop_front();
-    }
-    debits.push_back(Debit {
+    let debit = Debit {
         request,
         amount,
         reversed: false,
         day,
-    });
+    };
+    push_bounded(
+        &mut account.activity_mut().debits,
+        debit,
+        REVERSIBLE_DEBITS_MAX,
+    );
 }
+
+/// Adds `item` at the back of `list`, dropping the front one when `list` already holds `max`.
+/// A full list grows by a quarter (at least [`BOUNDED_GROWTH_MIN`], never past `max`), not
+/// twice its size: a snapshot reads every account's lists back at their exact length, so the
+/// first record after a restart grows each account it touches, and doubling would have
+/// replayed a million accounts into twice the memory their lists need.
+fn push_bounded<T>(list: &mut VecDeque<T>, item: T, max: usize) {
+    if list.len() >= max {
+        list.pop_front();
+    } else if list.len() == list.capacity() {
+        let more = (list.len() / 4).max(BOUNDED_GROWTH_MIN);
+        list.reserve_exact(more.min(max - list.len()));
+    }
+    list.push_back(item);
+}
+
+/// The fewest entries a full bounded list ([`push_bounded`]) grows by.
+const BOUNDED_GROWTH_MIN: usize = 2;
 
 /// Adds a line to the account's statement.
 fn note(account: &mut Account, record: &Record, kind: MovementKind, amount: Amount) {
-    let balance_after = account.balance;
-    let movements = &mut account.activity_mut().movements;
-    if movements.len() >= STATEMENT_MOVEMENTS_MAX {
-        movements.pop_front();
-    }
-    movements.push_back(Movement {
+    let movement = Movement {
         at_unix_ms: record.at_unix_ms,
         kind,
         amount,
         request: record.request,
-        balance_after,
-    });
+        balance_after: account.balance,
+    };
+    push_bounded(
+        &mut account.activity_mut().movements,
+        movement,
+        STATEMENT_MOVEMENTS_MAX,
+    );
 }
 
 /// Checks the balances an approved record says it produced against the account's.
@@ -721,29 +759,6 @@ fn check_balances(account: &Account, record: &Record) -> Result<(), LedgerError>
 }
 
 /// An approved open makes the account; a refused one (`card_exists`) changes nothing.
-fn open(
-    account: &mut Option<Account>,
-    record: &Record,
-    approved: bool,
-    opened: Account,
-) -> Result<(), LedgerError> {
-    match (account.is_some(), approved) {
-        (false, true) => {
-            *account = Some(opened);
-            Ok(())
-        }
-        (true, true) => Err(LedgerError::inconsistent(
-            record,
-            "opens an account that exists",
-        )),
-        (false, false) => Err(LedgerError::inconsistent(
-            record,
-            "refused open of a card that does not exist",
-        )),
-        (true, false) => Ok(()),
-    }
-}
-
 fn pin_attempt(account: &mut Account, correct: bool, approved: bool) {
     if correct && approved {
         account.pin_failures = 0;
@@ -1179,5 +1194,51 @@ mod tests {
         assert_eq!(step(&mut ledger, 8, Event::AccountClosed), approved(0));
         assert_eq!(ledger.accounts[&7].state, AccountState::Closed);
         assert!(ledger.is_conserved());
+    }
+
+    #[test]
+    fn a_bounded_list_grows_by_a_quarter_up_to_its_bound_then_drops_its_oldest() {
+        let mut list: VecDeque<u32> = (0..40).collect();
+        list.shrink_to_fit();
+        assert_eq!(list.capacity(), 40);
+        push_bounded(&mut list, 40, 48);
+        assert_eq!(list.capacity(), 48, "a quarter more, within the bound");
+        for item in 41..60 {
+            push_bounded(&mut list, item, 48);
+        }
+        assert_eq!(list.capacity(), 48);
+        assert_eq!(list.len(), 48);
+        assert_eq!(list.front(), Some(&12));
+        assert_eq!(list.back(), Some(&59));
+        let mut empty = VecDeque::new();
+        push_bounded(&mut empty, 1, 50);
+        assert!(empty.capacity() >= 1);
+        assert_eq!(empty, [1]);
+    }
+
+    #[test]
+    fn a_record_for_a_card_with_no_account_is_refused_and_changes_nothing() {
+        let mut ledger = Ledger::default();
+        let record = Record {
+            request: id(1),
+            card: 7,
+            event: Event::Withdrawal { amount: 1 },
+            outcome: approved(0),
+            at_unix_ms: 0,
+            business_day: 0,
+        };
+        let error = ledger.apply(1, &record).unwrap_err();
+        assert!(error.to_string().contains("no such account"), "{error}");
+        assert!(ledger.accounts.is_empty());
+        step(&mut ledger, 1, opened(100));
+        let again = Record {
+            request: id(2),
+            event: opened(5),
+            outcome: approved(5),
+            ..record
+        };
+        let error = ledger.apply(2, &again).unwrap_err();
+        assert!(error.to_string().contains("exists"), "{error}");
+        assert_eq!(ledger.accounts[&7].balance, 100);
     }
 }

@@ -4,8 +4,8 @@
 //! records written before business days and reply references existed ([`RecordV1`]).
 
 use super::{
-    Account, Card, ClientWindow, Clients, Completed, Event, Fingerprint, Ledger, Lsn, Memory,
-    Opening, Outcome, Principal, Record, Shards,
+    Account, Card, ClientWindow, Clients, Completed, Completions, Event, Fingerprint, Ledger, Lsn,
+    Memory, Opening, Outcome, Principal, Record, Shards,
 };
 use crate::model::{AccountState, Amount, Code, RequestId};
 use crate::pin::PinHash;
@@ -293,7 +293,7 @@ impl From<LedgerV1> for Ledger {
                     .entry(client)
                     .or_insert_with(|| ClientWindow {
                         highest: window.highest,
-                        completed: VecDeque::new(),
+                        completed: Completions::default(),
                         last_used_unix_ms: window.last_used_unix_ms,
                     })
                     .completed
@@ -413,7 +413,7 @@ mod tests {
         assert!(ledger.is_conserved());
         let window = ledger.window(Principal::Card(7), 5).unwrap();
         assert_eq!(window.highest, 3);
-        let outcome = window.completed[0].outcome;
+        let outcome = window.completed.get(0).expect("an entry").outcome;
         assert_eq!(
             (outcome.balance, outcome.available, outcome.reference),
             (Some(1), None, None)
@@ -455,16 +455,22 @@ mod tests {
             },
             ..done
         };
-        assert_eq!(on(Principal::Operator).completed, [kept(open)]);
+        assert_eq!(on(Principal::Operator).completed.to_vec(), [kept(open)]);
         assert_eq!(
-            on(Principal::Card(7)).completed,
+            on(Principal::Card(7)).completed.to_vec(),
             [kept(withdrawal_entry(12, 7))]
         );
         assert_eq!(
-            on(Principal::Card(8)).completed,
+            on(Principal::Card(8)).completed.to_vec(),
             [kept(withdrawal_entry(40, 8))]
         );
-        assert_eq!(on(Principal::Card(8)).completed[0].outcome.balance, Some(1));
+        assert_eq!(
+            on(Principal::Card(8))
+                .completed
+                .get(0)
+                .map(|done| done.outcome.balance),
+            Some(Some(1))
+        );
         // The client's highest sequence is kept everywhere: what was stale stays stale.
         assert_eq!(on(Principal::Card(7)).highest, 40);
         assert_eq!(

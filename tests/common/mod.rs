@@ -561,13 +561,9 @@ pub mod durability {
                 let merged = old.clients.entry(*client).or_default();
                 merged.highest = merged.highest.max(window.highest);
                 merged.last_used_unix_ms = merged.last_used_unix_ms.max(window.last_used_unix_ms);
-                merged.completed.extend(
-                    window
-                        .completed
-                        .iter()
-                        .copied()
-                        .map(ledger::CompletedV1::from),
-                );
+                merged
+                    .completed
+                    .extend(window.completed.iter().map(ledger::CompletedV1::from));
                 merged
                     .completed
                     .make_contiguous()
