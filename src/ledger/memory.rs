@@ -1261,7 +1261,10 @@ mod tests {
     fn a_window_of_one_request_keeps_it_inline_and_one_of_many_on_the_heap() {
         let mut window = ClientWindow::default();
         window.remember(withdrawal_entry(1, 7), 0);
-        assert!(!window.completed.0.spilled(), "one entry needs no allocation");
+        assert!(
+            !window.completed.0.spilled(),
+            "one entry needs no allocation"
+        );
         window.remember(withdrawal_entry(2, 7), 0);
         assert!(window.completed.0.spilled());
         assert_eq!(
