@@ -271,7 +271,7 @@ impl Completions {
 
     /// Every kept request, in sequence order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Completed> + ExactSizeIterator + '_ {
-        self.0.iter().map(|kept| Completed::from(*kept))
+        self.into_iter()
     }
 
     /// The `index`-th kept request, in sequence order.
@@ -639,15 +639,12 @@ impl Windows {
         }
     }
 
-    /// Puts the window of `client`, which has none, at `at`. A full vector grows by a quarter
-    /// (at least [`WINDOWS_GROWTH_MIN`] entries), not twice its size: a snapshot reads every
-    /// memory back at its exact length, so the first new client after a restart grows each
-    /// memory it touches, and doubling would have replayed a million cards' memories into
-    /// nearly twice the room they need.
+    /// Puts the window of `client`, which has none, at `at`; a full vector grows by
+    /// [`super::growth`].
     fn insert_at(&mut self, at: usize, client: u64, window: ClientWindow) {
         if self.entries.len() == self.entries.capacity() {
             self.entries
-                .reserve_exact((self.entries.len() / 4).max(WINDOWS_GROWTH_MIN));
+                .reserve_exact(super::growth(self.entries.len()));
         }
         self.entries.insert(at, (client, window));
     }
@@ -815,9 +812,6 @@ impl<'de> Deserialize<'de> for Windows {
         deserializer.deserialize_map(Visitor)
     }
 }
-
-/// The fewest entries a full [`Windows`] grows by.
-const WINDOWS_GROWTH_MIN: usize = 2;
 
 /// The most entries reading a [`Windows`] reserves room for before it has read them: a bound on
 /// what a claimed length alone can make it allocate (default 4096, four times
@@ -1290,7 +1284,7 @@ mod tests {
         assert_eq!(windows.entries.capacity(), 50);
         let mut small = Windows::default();
         small.insert(1, ClientWindow::default());
-        assert_eq!(small.entries.capacity(), WINDOWS_GROWTH_MIN);
+        assert_eq!(small.entries.capacity(), super::super::GROWTH_MIN);
         assert_eq!(windows.len(), 41);
         assert!(windows.contains_key(&1_000));
     }

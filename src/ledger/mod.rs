@@ -54,6 +54,18 @@ pub const HOLDER_BYTES_MAX: usize = 64;
 /// The most accounts one record names ([`Record::accounts`]): a transfer's two.
 pub const RECORD_ACCOUNTS_MAX: usize = 2;
 
+/// How many entries a full list of an account's state grows by (its statement, its reversible
+/// debits, a card's client windows): a quarter of its length, at least [`GROWTH_MIN`], not twice
+/// its size. A snapshot reads every list back at its exact length, so the first record after a
+/// restart grows each list it touches, and doubling replayed a million accounts' lists into
+/// nearly twice the memory they need.
+fn growth(len: usize) -> usize {
+    (len / 4).max(GROWTH_MIN)
+}
+
+/// The fewest entries a full list grows by ([`growth`]).
+const GROWTH_MIN: usize = 2;
+
 /// The most open holds one account may have; one more is refused `too_many_holds`.
 pub const HOLDS_PER_ACCOUNT_MAX: usize = 32;
 
@@ -921,7 +933,7 @@ impl Ledger {
                 let mut slots: [Option<Account>; RECORD_ACCOUNTS_MAX] = Default::default();
                 let moved = money_moved(record, None);
                 let result = apply_to(&mut slots[..record.accounts().count()], record);
-                let [opened, _] = slots;
+                let [opened, ..] = slots;
                 let after = balances([opened.as_ref()]);
                 if let Some(account) = opened {
                     self.accounts.insert(card, account);

@@ -708,23 +708,16 @@ fn remember_debit(account: &mut Account, request: RequestId, amount: Amount, day
     );
 }
 
-/// Adds `item` at the back of `list`, dropping the front one when `list` already holds `max`.
-/// A full list grows by a quarter (at least [`BOUNDED_GROWTH_MIN`], never past `max`), not
-/// twice its size: a snapshot reads every account's lists back at their exact length, so the
-/// first record after a restart grows each account it touches, and doubling would have
-/// replayed a million accounts into twice the memory their lists need.
+/// Adds `item` at the back of `list`, dropping the front one when `list` already holds `max`;
+/// a full list grows by [`super::growth`], never past `max`.
 fn push_bounded<T>(list: &mut VecDeque<T>, item: T, max: usize) {
     if list.len() >= max {
         list.pop_front();
     } else if list.len() == list.capacity() {
-        let more = (list.len() / 4).max(BOUNDED_GROWTH_MIN);
-        list.reserve_exact(more.min(max - list.len()));
+        list.reserve_exact(super::growth(list.len()).min(max - list.len()));
     }
     list.push_back(item);
 }
-
-/// The fewest entries a full bounded list ([`push_bounded`]) grows by.
-const BOUNDED_GROWTH_MIN: usize = 2;
 
 /// Adds a line to the account's statement.
 fn note(account: &mut Account, record: &Record, kind: MovementKind, amount: Amount) {
@@ -758,7 +751,6 @@ fn check_balances(account: &Account, record: &Record) -> Result<(), LedgerError>
     }
 }
 
-/// An approved open makes the account; a refused one (`card_exists`) changes nothing.
 fn pin_attempt(account: &mut Account, correct: bool, approved: bool) {
     if correct && approved {
         account.pin_failures = 0;
